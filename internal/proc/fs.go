@@ -1,0 +1,84 @@
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// DefaultRoot is where the kernel mounts procfs.
+const DefaultRoot = "/proc"
+
+// FS is a procfs tree. The zero value reads the live /proc.
+type FS struct {
+	root string
+}
+
+// NewFS returns an FS rooted at root ("" means /proc). Tests pass a fixture
+// tree laid out like /proc.
+func NewFS(root string) FS { return FS{root: root} }
+
+// Root returns the directory the FS reads from.
+func (f FS) Root() string {
+	if f.root == "" {
+		return DefaultRoot
+	}
+	return f.root
+}
+
+// Proc returns a handle on one process. It does not check that the process
+// exists: every read reports that as an error wrapping fs.ErrNotExist.
+func (f FS) Proc(pid int) Proc {
+	return Proc{PID: pid, dir: filepath.Join(f.Root(), strconv.Itoa(pid))}
+}
+
+// Self returns the calling process's own entry, resolved to its pid so that
+// paths built from it stay valid when handed to another process.
+func (f FS) Self() Proc { return f.Proc(os.Getpid()) }
+
+// Proc is one /proc/<pid> directory.
+type Proc struct {
+	PID int
+	dir string
+}
+
+// Path joins elements below /proc/<pid>.
+func (p Proc) Path(elem ...string) string {
+	return filepath.Join(append([]string{p.dir}, elem...)...)
+}
+
+// Exists reports whether /proc/<pid> is present (the process may be a zombie).
+func (p Proc) Exists() bool {
+	_, err := os.Stat(p.dir)
+	return err == nil
+}
+
+// ErrTooLarge is returned when a /proc file exceeds the cap for its kind.
+// Shortening it instead would hide exactly the entry an attacker appended.
+var ErrTooLarge = errors.New("file exceeds size limit")
+
+// readCapped reads a whole file of at most limit bytes.
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: %w (%d bytes)", path, ErrTooLarge, limit)
+	}
+	return data, nil
+}
+
+// IsNotExist reports whether err means the process or file is gone.
+func IsNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errESRCH)
+}

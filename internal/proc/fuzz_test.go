@@ -1,0 +1,56 @@
+package proc
+
+import (
+	"bytes"
+	"os"
+	"testing"
+)
+
+func addFixtureSeeds(f *testing.F, name string) {
+	data, err := os.ReadFile("testdata/fixture/4242/" + name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+}
+
+func FuzzParseStatus(f *testing.F) {
+	addFixtureSeeds(f, "status")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = parseStatus(bytes.NewReader(data))
+	})
+}
+
+func FuzzScanMaps(f *testing.F) {
+	addFixtureSeeds(f, "maps")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = ScanMaps(bytes.NewReader(data), nil, func(m *Mapping) error {
+			if len(m.Perms) != 4 {
+				t.Fatalf("accepted bad perms %q", m.Perms)
+			}
+			return nil
+		})
+	})
+}
+
+func FuzzParseEnviron(f *testing.F) {
+	addFixtureSeeds(f, "environ")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		env := parseEnviron(data)
+		// Nothing is lost: every non-NUL byte of the input is in the output.
+		n := 0
+		for _, kv := range env {
+			n += len(kv)
+		}
+		if n != len(data)-bytes.Count(data, []byte{0}) {
+			t.Fatalf("lost bytes: %d of %d", n, len(data)-bytes.Count(data, []byte{0}))
+		}
+	})
+}
+
+func FuzzParseStat(f *testing.F) {
+	addFixtureSeeds(f, "stat")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = parseStat(data)
+	})
+}
