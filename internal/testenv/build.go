@@ -1,0 +1,147 @@
+package testenv
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+//go:embed agents/*.c java/*.java
+var sources embed.FS
+
+// Test agents, by the name of their C source in agents/.
+const (
+	AgentAffectedLookalike = "lookalike_affected"
+	AgentFixedLookalike    = "lookalike_fixed"
+	AgentRecordOptions     = "record_options"
+	AgentFailRC            = "fail_rc"
+	AgentBlockForever      = "block_forever"
+	AgentNoOnAttach        = "no_onattach"
+)
+
+var buildMu sync.Mutex
+
+// buildDir is shared by every test binary of one run and by later runs:
+// outputs are content-addressed, so a cached one is always the right one.
+func buildDir() string {
+	if d := os.Getenv("SAFEATTACH_TEST_CACHE"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "safeattach-testbuild")
+}
+
+func contentKey(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// cached runs build into a fresh directory and renames it into place, so
+// concurrent test binaries never see a half-written output.
+func cached(t testing.TB, key string, build func(dir string) error) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	final := filepath.Join(buildDir(), key)
+	if _, err := os.Stat(final); err == nil {
+		return final
+	}
+	if err := os.MkdirAll(buildDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp(buildDir(), "tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := build(tmp); err != nil {
+		os.RemoveAll(tmp)
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.RemoveAll(tmp) // another binary won the race; use its copy
+	}
+	return final
+}
+
+// BuildAgent compiles the named C test agent into a shared library and
+// returns its path. The library is world-readable and writable only by its
+// owner, as a real agent installation would be.
+func BuildAgent(t testing.TB, name string) string {
+	t.Helper()
+	src, err := sources.ReadFile("agents/" + name + ".c")
+	if err != nil {
+		t.Fatalf("no test agent %q", name)
+	}
+	gcc := LookPath(t, "gcc")
+	flags := []string{"-shared", "-fPIC", "-O1", "-Wall", "-Werror"}
+	dir := cached(t, "agent-"+contentKey(string(src), strings.Join(flags, " ")), func(dir string) error {
+		c := filepath.Join(dir, name+".c")
+		if err := os.WriteFile(c, src, 0o644); err != nil {
+			return err
+		}
+		args := append(append([]string{}, flags...), "-o", filepath.Join(dir, "lib"+name+".so"), c)
+		out, err := exec.Command(gcc, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("gcc %s: %v\n%s", name, err, out)
+		}
+		return os.Chmod(filepath.Join(dir, "lib"+name+".so"), 0o755)
+	})
+	return filepath.Join(dir, "lib"+name+".so")
+}
+
+// BuildC compiles a C program (not a library) from source text.
+func BuildC(t testing.TB, name, src string, flags ...string) string {
+	t.Helper()
+	gcc := LookPath(t, "gcc")
+	dir := cached(t, "prog-"+contentKey(name, src, strings.Join(flags, " ")), func(dir string) error {
+		c := filepath.Join(dir, name+".c")
+		if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+			return err
+		}
+		args := append([]string{"-O1", "-o", filepath.Join(dir, name), c}, flags...)
+		out, err := exec.Command(gcc, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("gcc %s: %v\n%s", name, err, out)
+		}
+		return nil
+	})
+	return filepath.Join(dir, name)
+}
+
+// TargetClasspath compiles the Java target program with jdk's javac (for
+// release 11, so it runs on every JDK from 11 up) and returns the class
+// directory.
+func TargetClasspath(t testing.TB, jdk JDK) string {
+	t.Helper()
+	src, err := sources.ReadFile("java/Target.java")
+	if err != nil {
+		t.Fatal(err)
+	}
+	javac := filepath.Join(jdk.Home, "bin", "javac")
+	if _, err := os.Stat(javac); err != nil {
+		Missing(t, "javac in %s", jdk.Home)
+	}
+	return cached(t, "java-"+contentKey(string(src)), func(dir string) error {
+		p := filepath.Join(dir, "Target.java")
+		if err := os.WriteFile(p, src, 0o644); err != nil {
+			return err
+		}
+		out, err := exec.Command(javac, "--release", "11", "-d", dir, p).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("javac: %v\n%s", err, out)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,53 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI, where every prerequisite must
+// be present.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Missing skips the test, or fails it in CI.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("prerequisite missing in CI: "+format, args...)
+	}
+	t.Skipf("prerequisite missing: "+format, args...)
+}
+
+// RequireRoot needs euid 0 (the ptrace-free /proc reads and the map_files
+// links need it, as does running targets as another user).
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "root")
+	}
+}
+
+// LookPath finds a program or handles its absence.
+func LookPath(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, "%s on PATH", name)
+	}
+	return p
+}
+
+// LibDir is where Debian installs the allocator libraries on x86-64.
+const LibDir = "/usr/lib/x86_64-linux-gnu"
+
+// Library returns the path of a Debian shared library (e.g.
+// "libjemalloc.so.2"), handling its absence.
+func Library(t testing.TB, soname string) string {
+	t.Helper()
+	p := LibDir + "/" + soname
+	if _, err := os.Stat(p); err != nil {
+		Missing(t, "%s (install its Debian package: make prereqs)", p)
+	}
+	return p
+}
