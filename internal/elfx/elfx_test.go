@@ -75,7 +75,7 @@ func TestIsVersionLiteral(t *testing.T) {
 	for s, want := range map[string]bool{
 		"3.0": true, "4.5": true, "3.0-2dba71f": true, "4.1.2": true,
 		"5.3.0-0-g54eaed1d8b56b1aa528be3bdd1877e59c56fa90c": true,
-		"17.0.15+6-Debian-1deb12u1": true, "1.8.0_412-b08": true,
+		"17.0.15+6-Debian-1deb12u1":                         true, "1.8.0_412-b08": true,
 		"3": false, "3.": false, ".3": false, "3.0-": false, "0.00%u": false,
 		"3.0 beta": false, "1.2.3.4.5": false, "12345.1": false, "a3.0": false,
 	} {
