@@ -10,6 +10,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -182,7 +184,7 @@ func containsPrefix(list []string, prefix string) bool {
 func TestOpenMappedSelf(t *testing.T) {
 	exe, _ := os.Executable()
 	var st = mustStat(t, exe)
-	m := MappedFile{ProcDir: "/proc/self", Path: exe, DevMajor: major(st.Dev), DevMinor: minor(st.Dev), Inode: st.Ino}
+	m := MappedFile{ProcDir: "/proc/self", Path: exe, DevMajor: unix.Major(st.Dev), DevMinor: unix.Minor(st.Dev), Inode: st.Ino}
 	// No map_files range: the /proc/self/root path must work and match.
 	f, via, err := OpenMapped(m)
 	if err != nil {

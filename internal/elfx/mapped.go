@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // MappedFile names a file as a process maps it.
@@ -66,18 +68,9 @@ func sameFile(f *os.File, m MappedFile) error {
 	if !ok {
 		return errors.New("no stat data")
 	}
-	if st.Ino != m.Inode || major(st.Dev) != m.DevMajor || minor(st.Dev) != m.DevMinor {
+	if st.Ino != m.Inode || unix.Major(st.Dev) != m.DevMajor || unix.Minor(st.Dev) != m.DevMinor {
 		return fmt.Errorf("%w: have dev %d:%d ino %d, mapping has %d:%d ino %d",
-			ErrReplaced, major(st.Dev), minor(st.Dev), st.Ino, m.DevMajor, m.DevMinor, m.Inode)
+			ErrReplaced, unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino, m.DevMajor, m.DevMinor, m.Inode)
 	}
 	return nil
-}
-
-// major and minor decode a Linux dev_t the way glibc's gnu_dev_major does.
-func major(dev uint64) uint32 {
-	return uint32((dev>>8)&0xfff) | uint32((dev>>32)&^0xfff)
-}
-
-func minor(dev uint64) uint32 {
-	return uint32(dev&0xff) | uint32((dev>>12)&^0xff)
 }

@@ -1,0 +1,225 @@
+package preflight
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"github.com/safeattach/safeattach/internal/elfx"
+)
+
+// Agent kinds.
+const (
+	AgentAsyncProfiler = "async-profiler"
+	AgentDatadog       = "datadog-java-profiler"
+	AgentJVMTI         = "jvmti"
+	AgentNotAgent      = "not-an-agent"
+)
+
+// Agent describes an agent library file, before it is loaded anywhere.
+type Agent struct {
+	Path     string `json:"path"`
+	RealPath string `json:"real_path,omitempty"`
+	Exists   bool   `json:"exists"`
+	Kind     string `json:"kind,omitempty"`
+	Version  string `json:"version,omitempty"`
+	// VersionReason explains an empty Version.
+	VersionReason string   `json:"version_reason,omitempty"`
+	Machine       string   `json:"machine,omitempty"`
+	Class         int      `json:"class,omitempty"`
+	Libc          string   `json:"libc,omitempty"`
+	Needed        []string `json:"needed,omitempty"`
+	// Imports lists the imported symbols that rules care about.
+	Imports          []string `json:"imports,omitempty"`
+	ImportsDlIterate bool     `json:"imports_dl_iterate_phdr"`
+	ExportsOnAttach  bool     `json:"exports_agent_onattach"`
+	SHA256           string   `json:"sha256,omitempty"`
+	Size             int64    `json:"size,omitempty"`
+	// Regular, OwnerUID, Mode and WritableBy describe who could have written
+	// the file: the file itself and every directory above it.
+	Regular    bool     `json:"regular"`
+	OwnerUID   uint32   `json:"owner_uid"`
+	Mode       uint32   `json:"mode"`
+	WritableBy []string `json:"writable_by,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	Evidence   []string `json:"evidence,omitempty"`
+}
+
+// Markers of async-profiler, whatever the file is called: vendors ship it
+// renamed. The JNI entry point is the one every version exports.
+const (
+	apJNIExport  = "Java_one_profiler_AsyncProfiler_execute0"
+	apC_API      = "asprof_execute"
+	apServerText = "Async-profiler Server"
+	ddJNIPrefix  = "Java_com_datadoghq_profiler_"
+)
+
+// agentImportsOfInterest are imports the knowledge base reasons about.
+var agentImportsOfInterest = []string{"dl_iterate_phdr", "dlopen", "__tls_get_addr", "malloc", "pthread_create"}
+
+// probeNeedles are searched in every probed library's read-only data.
+var probeNeedles = []string{apServerText, "gperftools ", jemallocNeedle, jeprofNeedle}
+
+// apVersionShape is the bare async-profiler version literal:
+// <major>.<minor>[.<patch>][-<7+ hex>] (KNOWLEDGE.md, "async-profiler itself").
+var apVersionShape = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-[0-9a-f]{7,40})?$`)
+
+// InspectAgent describes the agent library at path. A missing or unreadable
+// file is not an error: the Agent says so (Exists false, Error set), so the
+// rules can refuse it with a reason.
+func InspectAgent(path string) (*Agent, error) {
+	if path == "" {
+		return nil, errors.New("empty agent path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{Path: abs}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		a.Error = err.Error()
+		if errors.Is(err, fs.ErrNotExist) {
+			a.Error = "no such file"
+		}
+		return a, nil
+	}
+	a.RealPath = real
+	f, err := os.Open(real)
+	if err != nil {
+		a.Exists = !errors.Is(err, fs.ErrNotExist)
+		a.Error = err.Error()
+		return a, nil
+	}
+	defer f.Close()
+	a.Exists = true
+	fi, err := f.Stat()
+	if err != nil {
+		a.Error = err.Error()
+		return a, nil
+	}
+	a.Regular = fi.Mode().IsRegular()
+	a.Mode = uint32(fi.Mode().Perm())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		a.OwnerUID = st.Uid
+	}
+	a.WritableBy = writers(real)
+	if !a.Regular {
+		a.Error = "not a regular file"
+		return a, nil
+	}
+	a.Size = fi.Size()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		a.Error = fmt.Sprintf("read: %v", err)
+		return a, nil
+	}
+	a.SHA256 = hex.EncodeToString(h.Sum(nil))
+	info, _, err := elfCache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
+	if err != nil {
+		a.Error = err.Error()
+		a.Kind = AgentNotAgent
+		return a, nil
+	}
+	a.Machine, a.Class, a.Libc, a.Needed = info.Machine, info.Class, info.Libc(), info.Needed
+	for _, s := range agentImportsOfInterest {
+		if info.Imports(s) {
+			a.Imports = append(a.Imports, s)
+		}
+	}
+	a.ImportsDlIterate = info.Imports("dl_iterate_phdr")
+	a.ExportsOnAttach = info.Defines("Agent_OnAttach")
+	a.Kind, a.Version, a.VersionReason, a.Evidence = classifyAgent(info)
+	return a, nil
+}
+
+// classifyAgent names the kind of agent by its markers and, for
+// async-profiler, picks the version literal.
+func classifyAgent(info *elfx.Info) (kind, version, reason string, evidence []string) {
+	switch {
+	case info.Defines(apJNIExport) || info.Defines(apC_API) || info.Needles[apServerText] != "":
+		kind = AgentAsyncProfiler
+		for _, m := range []string{apJNIExport, apC_API, "Agent_OnAttach"} {
+			if info.Defines(m) {
+				evidence = append(evidence, "exports "+m)
+			}
+		}
+		if info.Needles[apServerText] != "" {
+			evidence = append(evidence, fmt.Sprintf("read-only data contains %q", apServerText))
+		}
+	case hasPrefixSymbol(info, ddJNIPrefix):
+		kind = AgentDatadog
+		evidence = append(evidence, "exports "+ddJNIPrefix+"*")
+	case info.Defines("Agent_OnAttach") || info.Defines("Agent_OnLoad"):
+		return AgentJVMTI, "", "", []string{"exports Agent_OnAttach/Agent_OnLoad"}
+	default:
+		return AgentNotAgent, "", "", []string{"exports neither Agent_OnAttach nor Agent_OnLoad"}
+	}
+	var candidates []string
+	for _, v := range info.VersionLiterals {
+		if apVersionShape.MatchString(v) {
+			candidates = append(candidates, v)
+		}
+	}
+	switch len(candidates) {
+	case 0:
+		reason = "no bare version literal in read-only data"
+	case 1:
+		version = candidates[0]
+		evidence = append(evidence, fmt.Sprintf("version literal %q in read-only data", version))
+	default:
+		reason = fmt.Sprintf("ambiguous: %d version-shaped literals (%s)", len(candidates), strings.Join(candidates, ", "))
+	}
+	return kind, version, reason, evidence
+}
+
+func hasPrefixSymbol(info *elfx.Info, prefix string) bool {
+	for _, s := range info.Defined {
+		if strings.HasPrefix(s.Name, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// writers lists who besides root could have modified the file: its owner
+// if not root, and "group"/"others" where the permission bits allow it,
+// for the file and each directory above it (a writable directory lets its
+// writer replace the file).
+func writers(path string) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for p := path; ; p = filepath.Dir(p) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err == nil {
+			sticky := st.Mode&syscall.S_ISVTX != 0
+			if st.Uid != 0 {
+				add(fmt.Sprintf("uid %d (owner of %s)", st.Uid, p))
+			}
+			if st.Mode&0o020 != 0 && !(sticky && p != path) {
+				add(fmt.Sprintf("gid %d (group-writable %s)", st.Gid, p))
+			}
+			if st.Mode&0o002 != 0 && !(sticky && p != path) {
+				add(fmt.Sprintf("everyone (world-writable %s)", p))
+			}
+		}
+		if p == "/" || p == "." {
+			break
+		}
+	}
+	return out
+}

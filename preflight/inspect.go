@@ -1,0 +1,283 @@
+package preflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/proc"
+)
+
+// elfCache is shared by every inspection in the process: a daemon watching
+// 200 JVMs parses their one libjvm.so once.
+var elfCache elfx.Cache
+
+// Options tunes Inspect. The zero value inspects the live /proc.
+type Options struct {
+	// ProcRoot is the procfs to read ("" means /proc). Tests point it at
+	// fixture trees.
+	ProcRoot string
+	// Logger receives debug records about what could not be read.
+	Logger *slog.Logger
+	// SkipMemory skips reading jemalloc's malloc_conf from the target's
+	// memory (the one read of /proc/<pid>/mem).
+	SkipMemory bool
+}
+
+// mappedLib is one distinct file mapped by the target.
+type mappedLib struct {
+	path     string
+	deleted  bool
+	base     uint64 // load address: start of the mapping at file offset 0
+	devMajor uint32
+	devMinor uint32
+	inode    uint64
+	start    uint64
+	end      uint64
+	exec     bool
+}
+
+// inspection carries what one Inspect call has read so far.
+type inspection struct {
+	ctx    context.Context
+	opts   Options
+	p      proc.Proc
+	status *proc.Status
+	env    proc.Environ
+	envErr error
+	args   []string
+	libs   []*mappedLib
+	exe    *mappedLib
+	r      *Report
+	log    *slog.Logger
+}
+
+// Inspect describes the process pid. It fails only when the process does
+// not exist (ErrNotFound) or its status cannot be read (ErrPermission);
+// every other gap is recorded in Report.Unknowns.
+func Inspect(ctx context.Context, pid int, opts Options) (*Report, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNotFound)
+	}
+	fsys := proc.NewFS(opts.ProcRoot)
+	in := &inspection{ctx: ctx, opts: opts, p: fsys.Proc(pid), log: opts.Logger}
+	if in.log == nil {
+		in.log = slog.New(slog.DiscardHandler)
+	}
+	st, err := in.p.Status()
+	if err != nil {
+		switch {
+		case proc.IsNotExist(err):
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNotFound)
+		case errors.Is(err, fs.ErrPermission):
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrPermission)
+		}
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if st.Tgid != 0 && st.Tgid != pid {
+		// A thread id, not a process: /proc/<tid> exists but names a thread.
+		return nil, fmt.Errorf("pid %d is a thread of process %d: %w", pid, st.Tgid, ErrNotFound)
+	}
+	in.status = st
+	in.r = &Report{PID: pid, Inspector: Inspector{EUID: os.Geteuid(), EGID: os.Getegid()}}
+	in.inspectProcess()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	in.readMaps()
+	in.inspectJVM()
+	in.inspectLibraries()
+	in.inspectJemalloc()
+	in.inspectTcmalloc()
+	in.inspectLibunwind()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// A process that exited while we looked yields a report about a ghost.
+	if !in.p.Exists() {
+		return nil, fmt.Errorf("pid %d exited during inspection: %w", pid, ErrNotFound)
+	}
+	return in.r, nil
+}
+
+func (in *inspection) unknown(fact string, format string, args ...any) {
+	reason := fmt.Sprintf(format, args...)
+	in.r.Unknowns = append(in.r.Unknowns, UnknownFact{Fact: fact, Reason: reason})
+	in.log.Debug("preflight: fact unknown", "pid", in.r.PID, "fact", fact, "reason", reason)
+}
+
+func stateName(c byte) string {
+	switch c {
+	case 'R':
+		return StateRunning
+	case 'S':
+		return StateSleeping
+	case 'D':
+		return StateDiskSleep
+	case 'T':
+		return StateStopped
+	case 't':
+		return StateTraced
+	case 'Z':
+		return StateZombie
+	case 'X', 'x':
+		return StateDead
+	case 'I':
+		return StateIdle
+	}
+	return string(c)
+}
+
+func ids(i proc.IDs) IDs { return IDs{i.Real, i.Effective, i.Saved, i.FS} }
+
+func sigState(st *proc.Status, sig int) SignalState {
+	return SignalState{Caught: st.SigCgt.Has(sig), Ignored: st.SigIgn.Has(sig), Blocked: st.SigBlk.Has(sig)}
+}
+
+func (in *inspection) inspectProcess() {
+	st, pr := in.status, &in.r.Process
+	pr.Name = st.Name
+	pr.State = stateName(st.State)
+	pr.TracerPID = st.TracerPid
+	if st.TracerPid != 0 && pr.State == StateSleeping {
+		// A traced process that is running between stops is still traced.
+		pr.State = StateTraced
+	}
+	pr.PPID = st.PPid
+	pr.UID, pr.GID = ids(st.UID), ids(st.GID)
+	pr.Threads = st.Threads
+	pr.NSPid = st.NSPid()
+	pr.Signals = Signals{
+		SIGQUIT:   sigState(st, proc.SIGQUIT),
+		SIGPROF:   sigState(st, proc.SIGPROF),
+		SIGVTALRM: sigState(st, proc.SIGVTALRM),
+	}
+	pr.Root = in.p.Path("root")
+	if s, err := in.p.Stat(); err == nil {
+		pr.StartTime = s.StartTime
+	} else {
+		in.unknown("process.start_time", "%v", err)
+	}
+	if exe, err := os.Readlink(in.p.Path("exe")); err == nil {
+		pr.Exe = strings.TrimSuffix(exe, " (deleted)")
+	} else if !st.Kthread {
+		in.unknown("process.exe", "%v", err)
+	}
+	if cwd, err := os.Readlink(in.p.Path("cwd")); err == nil {
+		pr.Cwd = cwd
+	} else {
+		in.unknown("process.cwd", "%v", err)
+	}
+	var err error
+	if in.args, err = in.p.Cmdline(); err != nil {
+		in.unknown("process.cmdline", "%v", err)
+	}
+	pr.Cmdline = in.args
+	if in.env, err = in.p.Environ(); err != nil {
+		in.envErr = err
+		in.unknown("process.environ", "%v", err)
+	}
+	self := proc.NewFS(in.opts.ProcRoot).Self()
+	for _, ns := range []struct {
+		kind string
+		id   *proc.NamespaceID
+		same *bool
+	}{{"pid", &pr.PIDNamespace, &pr.SamePIDNamespace}, {"mnt", &pr.MountNamespace, &pr.SameMountNamespace}} {
+		id, err := in.p.Namespace(ns.kind)
+		if err != nil {
+			in.unknown("process."+ns.kind+"_namespace", "%v", err)
+			continue
+		}
+		*ns.id = id
+		if mine, err := self.Namespace(ns.kind); err == nil {
+			*ns.same = mine == id
+		}
+	}
+}
+
+// readMaps collects the distinct files the target maps, in load order.
+func (in *inspection) readMaps() {
+	byKey := map[[3]uint64]*mappedLib{}
+	exePath := in.r.Process.Exe
+	err := in.p.WalkMaps(func(path []byte) bool { return len(path) > 0 && path[0] == '/' }, func(m *proc.Mapping) error {
+		if !m.IsFile() {
+			return nil
+		}
+		key := [3]uint64{uint64(m.DevMajor)<<32 | uint64(m.DevMinor), m.Inode, 0}
+		lib := byKey[key]
+		if lib == nil {
+			lib = &mappedLib{path: m.Path, deleted: m.Deleted, devMajor: m.DevMajor, devMinor: m.DevMinor, inode: m.Inode, start: m.Start, end: m.End}
+			byKey[key] = lib
+			in.libs = append(in.libs, lib)
+			if lib.path == exePath {
+				in.exe = lib
+			}
+		}
+		if m.Offset == 0 && lib.base == 0 {
+			lib.base = m.Start
+		}
+		if m.Executable() {
+			lib.exec = true
+		}
+		return nil
+	})
+	if err != nil {
+		in.unknown("process.maps", "%v", err)
+	}
+	for _, l := range in.libs {
+		if l.exec {
+			in.r.MappedELFs++
+		}
+	}
+}
+
+// probe parses a mapped library through the shared cache.
+func (in *inspection) probe(l *mappedLib) (*elfx.Info, error) {
+	f, _, err := elfx.OpenMapped(elfx.MappedFile{
+		ProcDir: in.p.Path(), Start: l.start, End: l.end, Path: l.path,
+		DevMajor: l.devMajor, DevMinor: l.devMinor, Inode: l.inode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, _, err := elfCache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
+	return info, err
+}
+
+// findLib returns the first mapped library whose base name satisfies match.
+func (in *inspection) findLib(match func(base string) bool) *mappedLib {
+	for _, l := range in.libs {
+		if match(filepath.Base(l.path)) {
+			return l
+		}
+	}
+	return nil
+}
+
+// rootPath maps a path inside the target's filesystem to one we can open.
+func (in *inspection) rootPath(p string) string {
+	return filepath.Join(in.r.Process.Root, p)
+}
+
+// preloads returns LD_PRELOAD entries and /etc/ld.so.preload entries of
+// the target, in symbol-lookup order (environment first).
+func (in *inspection) preloads() (env, file []string) {
+	if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
+		env = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
+	}
+	if data, err := os.ReadFile(in.rootPath("/etc/ld.so.preload")); err == nil && len(data) < 1<<16 {
+		file = strings.Fields(string(data))
+	}
+	return env, file
+}
+
+func (in *inspection) addLibrary(role, kind string, l *mappedLib, version string) {
+	in.r.Libraries = append(in.r.Libraries, LoadedLibrary{Role: role, Kind: kind, Path: l.path, Version: version, Deleted: l.deleted})
+}

@@ -1,0 +1,235 @@
+package preflight
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Where VM options come from, in the order HotSpot applies them; a later
+// source overrides an earlier one for the same flag:
+//
+//	JAVA_TOOL_OPTIONS   read by the VM before the command line
+//	JDK_JAVA_OPTIONS    JDK 9+ `java` launcher, inserted before the
+//	                    command-line options (not visible in cmdline)
+//	cmdline             /proc/<pid>/cmdline up to the main class
+//	_JAVA_OPTIONS       read by the VM after the command line
+//
+// -XX:Flags=, -XX:VMOptionsFile= and @argfiles can set flags too; their
+// contents are not read, and the report says so.
+var optionSources = []string{"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "cmdline", "_JAVA_OPTIONS"}
+
+// Flags safeattach reasons about. -Xrs is the same switch as
+// -XX:+ReduceSignalUsage.
+var trackedFlags = map[string]bool{
+	"DisableAttachMechanism":    true,
+	"ReduceSignalUsage":         true,
+	"EnableDynamicAgentLoading": true,
+	"StartAttachListener":       true,
+	"AltTempDir":                true,
+}
+
+// Launcher options whose next argument is their value.
+var launcherArgOpts = map[string]bool{
+	"-cp": true, "-classpath": true, "--class-path": true, "--module-path": true, "-p": true,
+	"--add-modules": true, "--add-opens": true, "--add-exports": true, "--add-reads": true,
+	"--upgrade-module-path": true, "--limit-modules": true, "--patch-module": true,
+	"--enable-native-access": true,
+}
+
+const maxJavaHomeDepth = 5
+
+func (in *inspection) inspectJVM() {
+	j := &in.r.JVM
+	j.Kind = JVMNone
+	if l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libj9vm") }); l != nil {
+		// OpenJ9 also maps a libjvm.so redirector; libj9vm decides.
+		j.Kind = JVMOpenJ9
+		j.LibJVM = l.path
+		j.Evidence = append(j.Evidence, "maps "+l.path)
+		in.addLibrary(RoleJVM, JVMOpenJ9, l, "")
+	} else if l := in.findLib(func(b string) bool { return b == "libjvm.so" }); l != nil {
+		j.Kind = JVMHotSpot
+		j.LibJVM = l.path
+		j.Evidence = append(j.Evidence, "maps "+l.path)
+	} else {
+		if in.r.MappedELFs == 0 && len(in.libs) == 0 {
+			in.unknown("jvm.kind", "no file mappings readable")
+		}
+		return
+	}
+	j.Home = in.javaHome(j.LibJVM)
+	in.jvmVersion()
+	if j.Kind == JVMHotSpot {
+		in.addLibrary(RoleJVM, JVMHotSpot, in.findLib(func(b string) bool { return b == "libjvm.so" }), j.Version)
+	}
+	in.jvmFlags()
+	in.attachSocket()
+}
+
+// javaHome walks up from libjvm.so to the directory holding "release":
+// lib/server/libjvm.so (9+), jre/lib/amd64/server/libjvm.so (8).
+func (in *inspection) javaHome(libjvm string) string {
+	dir := filepath.Dir(libjvm)
+	for i := 0; i < maxJavaHomeDepth && dir != "/"; i++ {
+		dir = filepath.Dir(dir)
+		if _, err := os.Stat(in.rootPath(filepath.Join(dir, "release"))); err == nil {
+			return dir
+		}
+	}
+	return ""
+}
+
+func (in *inspection) jvmVersion() {
+	j := &in.r.JVM
+	if j.Home != "" {
+		rel := filepath.Join(j.Home, "release")
+		if v := readReleaseVersion(in.rootPath(rel)); v != "" {
+			j.Version, j.VersionSource = v, rel
+		}
+	}
+	if j.Version == "" && j.Kind == JVMHotSpot {
+		if l := in.findLib(func(b string) bool { return b == "libjvm.so" }); l != nil {
+			if info, err := in.probe(l); err == nil {
+				for _, lit := range info.VersionLiterals {
+					// libjvm carries its full version: 17.0.15+6-Debian-1deb12u1, 1.8.0_412-b08.
+					if i := strings.IndexAny(lit, "+-"); i > 0 && strings.Count(lit[:i], ".") >= 1 && (strings.Contains(lit, "+") || strings.HasPrefix(lit, "1.8.0_")) {
+						j.Version, j.VersionSource = lit[:i], l.path+" (version literal "+lit+")"
+						break
+					}
+				}
+			}
+		}
+	}
+	if j.Version == "" {
+		in.unknown("jvm.version", "no release file under the target root and no version literal in libjvm.so")
+		return
+	}
+	j.Feature = JavaFeature(j.Version)
+}
+
+// JavaFeature returns the feature release of a Java version string:
+// "1.8.0_412" → 8, "17.0.15" → 17, "25" → 25.
+func JavaFeature(v string) int {
+	v = strings.TrimPrefix(v, "1.")
+	end := strings.IndexAny(v, ".+-_")
+	if end < 0 {
+		end = len(v)
+	}
+	n, _ := strconv.Atoi(v[:end])
+	return n
+}
+
+func readReleaseVersion(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "JAVA_VERSION="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+// jvmFlags computes the effective tracked flags from every option source.
+func (in *inspection) jvmFlags() {
+	j := &in.r.JVM
+	j.Flags = map[string]FlagSetting{}
+	if in.envErr != nil {
+		in.unknown("jvm.flags", "environment unreadable, JAVA_TOOL_OPTIONS and _JAVA_OPTIONS unknown: %v", in.envErr)
+	}
+	for _, src := range optionSources {
+		var opts []string
+		if src == "cmdline" {
+			opts, j.MainClass = splitJavaCmdline(in.args)
+		} else if v, ok := in.env.Lookup(src); ok {
+			opts = strings.Fields(v)
+		}
+		for _, o := range opts {
+			in.applyOption(o, src)
+		}
+	}
+}
+
+// splitJavaCmdline returns the VM options of a java command line and its
+// main class ("-jar x.jar", "-m mod/cls" or the class name).
+func splitJavaCmdline(args []string) (opts []string, main string) {
+	if len(args) == 0 {
+		return nil, ""
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-jar" || a == "-m" || a == "--module":
+			if i+1 < len(args) {
+				return opts, a + " " + args[i+1]
+			}
+			return opts, a
+		case launcherArgOpts[a]:
+			i++
+		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "@"):
+			opts = append(opts, a)
+		default:
+			return opts, a
+		}
+	}
+	return opts, ""
+}
+
+func (in *inspection) applyOption(o, src string) {
+	j := &in.r.JVM
+	set := func(name, value string) { j.Flags[name] = FlagSetting{Value: value, Source: src} }
+	switch {
+	case o == "-Xrs":
+		set("ReduceSignalUsage", "true")
+	case strings.HasPrefix(o, "-XX:+") || strings.HasPrefix(o, "-XX:-"):
+		name := o[5:]
+		if trackedFlags[name] {
+			set(name, strconv.FormatBool(o[4] == '+'))
+		}
+	case strings.HasPrefix(o, "-XX:Flags=") || strings.HasPrefix(o, "-XX:VMOptionsFile="):
+		in.unknown("jvm.flags", "%s %s names a flags file that is not read", src, o)
+	case strings.HasPrefix(o, "-XX:"):
+		if name, val, ok := strings.Cut(o[4:], "="); ok && trackedFlags[name] {
+			set(name, val)
+		}
+	case strings.HasPrefix(o, "@"):
+		in.unknown("jvm.flags", "%s names an argument file %s that is not read", src, o)
+	case strings.HasPrefix(o, "-agentpath:") || strings.HasPrefix(o, "-agentlib:") || strings.HasPrefix(o, "-javaagent:"):
+		j.StartupAgents = append(j.StartupAgents, o)
+	case strings.HasPrefix(o, "-Djdk.attach."):
+		name, val, _ := strings.Cut(o[2:], "=")
+		set(name, val)
+	}
+}
+
+// attachSocket looks for /tmp/.java_pid<nspid> in the target's root (or in
+// -XX:AltTempDir when given). lstat only: no connection is made.
+func (in *inspection) attachSocket() {
+	j := &in.r.JVM
+	tmp := "/tmp"
+	if f, ok := j.Flags["AltTempDir"]; ok && f.Value != "" {
+		tmp = f.Value
+	}
+	j.AttachSocket.Path = filepath.Join(tmp, fmt.Sprintf(".java_pid%d", in.r.Process.NSPid))
+	var st syscall.Stat_t
+	err := syscall.Lstat(in.rootPath(j.AttachSocket.Path), &st)
+	if err != nil {
+		if err != syscall.ENOENT {
+			in.unknown("jvm.attach_socket", "lstat %s: %v", in.rootPath(j.AttachSocket.Path), err)
+		}
+		return
+	}
+	j.AttachSocket.Exists = true
+	j.AttachSocket.IsSocket = st.Mode&syscall.S_IFMT == syscall.S_IFSOCK
+	j.AttachSocket.UID, j.AttachSocket.GID = st.Uid, st.Gid
+	j.AttachSocket.Mode = st.Mode & 0o7777
+}

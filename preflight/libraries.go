@@ -1,0 +1,86 @@
+package preflight
+
+import (
+	"path/filepath"
+	"strings"
+)
+
+// Profilers recognised by library file name (KNOWLEDGE.md, "Other
+// profilers' libraries seen in maps"). async-profiler is also recognised by
+// its exports and strings, because vendors embed it under other names.
+var profilerNames = []struct {
+	prefix string
+	kind   string
+}{
+	{"libasyncProfiler", AgentAsyncProfiler},
+	{"libjavaProfiler", AgentDatadog},
+	{"libyjpagent", "yourkit"},
+	{"libjprofilerti", "jprofiler"},
+	{"liblagent", "honest-profiler"},
+	{"libperfmap", "perf-map-agent"},
+	{"libprofiler.so", "gperftools-cpu-profiler"},
+	{"libtcmalloc_and_profiler", "gperftools-cpu-profiler"},
+	{"libheaptrack_preload", "heaptrack"},
+	{"libbytehound", "bytehound"},
+}
+
+// inspectLibraries identifies profilers among the mapped files. Files
+// inside the JVM's own home are the JDK's and are not probed.
+func (in *inspection) inspectLibraries() {
+	home := in.r.JVM.Home
+	for _, l := range in.libs {
+		if !l.exec {
+			continue
+		}
+		base := filepath.Base(l.path)
+		kind := ""
+		for _, p := range profilerNames {
+			if strings.HasPrefix(base, p.prefix) {
+				kind = p.kind
+				break
+			}
+		}
+		if kind == "" && home != "" && strings.HasPrefix(l.path, home+"/") {
+			continue
+		}
+		if kind == "" && isCoreSystemLibrary(base) {
+			continue
+		}
+		version := ""
+		if kind == "" || kind == AgentAsyncProfiler || kind == AgentDatadog {
+			info, err := in.probe(l)
+			if err != nil {
+				if kind == "" {
+					continue
+				}
+				in.unknown("profilers."+kind+".version", "%s: %v", l.path, err)
+			} else {
+				k, v, _, _ := classifyAgent(info)
+				if k == AgentAsyncProfiler || k == AgentDatadog {
+					kind, version = k, v
+				}
+			}
+		}
+		if kind == "" {
+			continue
+		}
+		lib := LoadedLibrary{Role: RoleProfiler, Kind: kind, Path: l.path, Version: version, Deleted: l.deleted}
+		if kind == AgentAsyncProfiler {
+			lib.Role = RoleAsyncProfiler
+		}
+		in.r.Profilers = append(in.r.Profilers, lib)
+		in.r.Libraries = append(in.r.Libraries, lib)
+	}
+}
+
+// isCoreSystemLibrary names glibc's and the toolchain's own libraries,
+// which are never a renamed profiler; skipping them keeps a cold
+// inspection cheap.
+func isCoreSystemLibrary(base string) bool {
+	for _, p := range []string{"libc.so", "libm.so", "libpthread", "libdl.so", "librt.so", "ld-linux", "ld-musl", "libstdc++", "libgcc_s", "libz.so", "libresolv", "libnss_", "libselinux", "libcrypt"} {
+		if strings.HasPrefix(base, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,110 @@
+package preflight
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// libunwind has no version string (KNOWLEDGE.md, "libunwind version").
+// Estimates, most precise first:
+//
+//	package database under the target root   exact (dpkg status)
+//	file name after symlinks                  libunwind.so.8.0.1 → 1.1–1.7.x
+//	                                          libunwind.so.8.1.0 → 1.8.0–1.8.2
+//	                                          libunwind.so.8.2.0 → 1.8.3
+//	exported-symbol fingerprints (x86-64)     _ULx86_64_init_local2           ≥ 1.3
+//	                                          _ULx86_64_get_proc_info_in_range ≥ 1.7
+//	                                          _ULx86_64_set_iterate_phdr_function ≥ 1.8.0
+//	                                          _ULx86_64_is_plt_entry          ≥ 1.8.3
+var libunwindFileVersions = map[string]string{
+	"libunwind.so.8.0.1": "1.1-1.7",
+	"libunwind.so.8.1.0": "1.8.0-1.8.2",
+	"libunwind.so.8.2.0": "1.8.3",
+}
+
+var libunwindFingerprints = []struct{ sym, min string }{
+	{"_ULx86_64_is_plt_entry", "1.8.3"},
+	{"_ULx86_64_set_iterate_phdr_function", "1.8.0"},
+	{"_ULx86_64_get_proc_info_in_range", "1.7"},
+	{"_ULx86_64_init_local2", "1.3"},
+}
+
+// maxDpkgStatus bounds the package database we are willing to scan.
+const maxDpkgStatus = 32 << 20
+
+func (in *inspection) inspectLibunwind() {
+	u := &in.r.Libunwind
+	l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libunwind.so.") })
+	if l == nil {
+		return
+	}
+	u.Present, u.Path = true, l.path
+	u.Project = "nongnu"
+	if strings.HasPrefix(filepath.Base(l.path), "libunwind.so.1") {
+		u.Project = "llvm"
+	}
+	u.Preloaded = in.via(l) != ViaMapped
+	u.Evidence = append(u.Evidence, "maps "+l.path)
+	if u.Project == "nongnu" {
+		if v := in.dpkgVersion("libunwind8"); v != "" {
+			u.Version, u.VersionMethod = v, "package database (dpkg libunwind8)"
+		} else if v := libunwindFileVersions[filepath.Base(l.path)]; v != "" {
+			u.Version, u.VersionMethod = v, "file name "+filepath.Base(l.path)
+		}
+		if info, err := in.probe(l); err == nil {
+			for _, fp := range libunwindFingerprints {
+				if info.Defines(fp.sym) {
+					u.Evidence = append(u.Evidence, fmt.Sprintf("exports %s (>= %s)", fp.sym, fp.min))
+					if u.Version == "" {
+						u.Version, u.VersionMethod = ">="+fp.min, "symbol fingerprint"
+					}
+					break
+				}
+			}
+		}
+	}
+	if u.Version == "" {
+		in.unknown("libunwind.version", "no package record, unknown file name and no fingerprint symbol in %s", l.path)
+	}
+	in.addLibrary(RoleUnwinder, "libunwind", l, u.Version)
+}
+
+// dpkgVersion reads a package's version from dpkg's status file in the
+// target's root. Only installed packages count.
+func (in *inspection) dpkgVersion(pkg string) string {
+	f, err := os.Open(in.rootPath("/var/lib/dpkg/status"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() > maxDpkgStatus {
+		return ""
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	inPkg := false
+	version, installed := "", false
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if inPkg && installed {
+				return version
+			}
+			inPkg, version, installed = false, "", false
+		case strings.HasPrefix(line, "Package: "):
+			inPkg = strings.TrimPrefix(line, "Package: ") == pkg
+		case inPkg && strings.HasPrefix(line, "Status: "):
+			installed = strings.HasSuffix(line, " installed")
+		case inPkg && strings.HasPrefix(line, "Version: "):
+			version = strings.TrimPrefix(line, "Version: ")
+		}
+	}
+	if inPkg && installed {
+		return version
+	}
+	return ""
+}

@@ -1,0 +1,263 @@
+package preflight
+
+import "github.com/safeattach/safeattach/internal/proc"
+
+// Tristate values for facts that can be unknown.
+const (
+	Yes     = "yes"
+	No      = "no"
+	Unknown = "unknown"
+)
+
+// Report is everything Inspect learned about one process.
+type Report struct {
+	PID       int             `json:"pid"`
+	Inspector Inspector       `json:"inspector"`
+	Process   Process         `json:"process"`
+	JVM       JVM             `json:"jvm"`
+	Jemalloc  Jemalloc        `json:"jemalloc"`
+	Tcmalloc  Tcmalloc        `json:"tcmalloc"`
+	Libunwind Libunwind       `json:"libunwind"`
+	Profilers []LoadedLibrary `json:"profilers"`
+	// Libraries lists every library that was identified (allocators,
+	// unwinders, JVMs, profilers), for reports and rules.
+	Libraries []LoadedLibrary `json:"libraries"`
+	// MappedELFs counts the distinct files mapped executable.
+	MappedELFs int `json:"mapped_elfs"`
+	// Unknowns lists every fact that could not be determined, with why.
+	Unknowns []UnknownFact `json:"unknowns,omitempty"`
+}
+
+// Inspector is who looked: it decides what the attach may do later.
+type Inspector struct {
+	EUID int `json:"euid"`
+	EGID int `json:"egid"`
+}
+
+// UnknownFact names a fact and why it could not be determined.
+type UnknownFact struct {
+	Fact   string `json:"fact"`
+	Reason string `json:"reason"`
+}
+
+// IDs are the four Linux credentials.
+type IDs struct {
+	Real      uint32 `json:"real"`
+	Effective uint32 `json:"effective"`
+	Saved     uint32 `json:"saved"`
+	FS        uint32 `json:"fs"`
+}
+
+// Process states, from the State letter in /proc/<pid>/status.
+const (
+	StateRunning   = "running"
+	StateSleeping  = "sleeping"
+	StateDiskSleep = "disk-sleep"
+	StateStopped   = "stopped"
+	StateTraced    = "traced"
+	StateZombie    = "zombie"
+	StateDead      = "dead"
+	StateIdle      = "idle"
+)
+
+// Process is the OS-level view of the target.
+type Process struct {
+	Name      string   `json:"name"`
+	Exe       string   `json:"exe,omitempty"`
+	Cmdline   []string `json:"cmdline,omitempty"`
+	State     string   `json:"state"`
+	TracerPID int      `json:"tracer_pid,omitempty"`
+	PPID      int      `json:"ppid"`
+	UID       IDs      `json:"uid"`
+	GID       IDs      `json:"gid"`
+	Threads   int      `json:"threads"`
+	// StartTime (clock ticks after boot) pins this pid: a recycled pid has
+	// a different start time.
+	StartTime uint64 `json:"start_time"`
+	// NSPid is the pid inside the target's own pid namespace (what it
+	// calls itself, and what its attach files are named after).
+	NSPid              int              `json:"ns_pid"`
+	PIDNamespace       proc.NamespaceID `json:"pid_namespace"`
+	MountNamespace     proc.NamespaceID `json:"mount_namespace"`
+	SamePIDNamespace   bool             `json:"same_pid_namespace"`
+	SameMountNamespace bool             `json:"same_mount_namespace"`
+	// Root is the target's root directory seen from here
+	// (/proc/<pid>/root); Cwd is its working directory inside that root.
+	Root    string  `json:"root"`
+	Cwd     string  `json:"cwd,omitempty"`
+	Signals Signals `json:"signals"`
+}
+
+// Signals holds the dispositions that matter for an attach.
+type Signals struct {
+	SIGQUIT   SignalState `json:"sigquit"`
+	SIGPROF   SignalState `json:"sigprof"`
+	SIGVTALRM SignalState `json:"sigvtalrm"`
+}
+
+// SignalState is one signal's disposition, from status' SigCgt, SigIgn
+// and SigBlk (SigBlk is the main thread's mask only).
+type SignalState struct {
+	Caught  bool `json:"caught"`
+	Ignored bool `json:"ignored"`
+	Blocked bool `json:"blocked"`
+}
+
+// JVM kinds.
+const (
+	JVMHotSpot = "hotspot"
+	JVMOpenJ9  = "openj9"
+	JVMNone    = "none"
+)
+
+// JVM describes the Java VM in the target, if any.
+type JVM struct {
+	Kind          string `json:"kind"`
+	Version       string `json:"version,omitempty"`
+	VersionSource string `json:"version_source,omitempty"`
+	// Feature is the feature release (8, 11, 17, 21, 25...), 0 if unknown.
+	Feature int    `json:"feature,omitempty"`
+	Home    string `json:"home,omitempty"`
+	LibJVM  string `json:"libjvm,omitempty"`
+	// Flags are the effective VM options safeattach cares about, keyed by
+	// HotSpot flag name (-Xrs is recorded as ReduceSignalUsage).
+	Flags map[string]FlagSetting `json:"flags,omitempty"`
+	// MainClass is the main class or "-jar <file>" from the command line.
+	MainClass string `json:"main_class,omitempty"`
+	// StartupAgents are -agentpath/-agentlib/-javaagent options.
+	StartupAgents []string     `json:"startup_agents,omitempty"`
+	AttachSocket  AttachSocket `json:"attach_socket"`
+	Evidence      []string     `json:"evidence,omitempty"`
+}
+
+// Flag returns a boolean flag's effective value and whether it was set.
+func (j *JVM) Flag(name string) (value, set bool) {
+	f, ok := j.Flags[name]
+	return ok && f.Value == "true", ok
+}
+
+// FlagSetting is one effective VM option and where it came from.
+type FlagSetting struct {
+	Value  string `json:"value"`
+	Source string `json:"source"` // "cmdline", "JAVA_TOOL_OPTIONS", ...
+}
+
+// AttachSocket is the state of /tmp/.java_pid<nspid> in the target's root.
+type AttachSocket struct {
+	Path   string `json:"path"`
+	Exists bool   `json:"exists"`
+	// IsSocket, UID and Mode are set when Exists.
+	IsSocket bool   `json:"is_socket,omitempty"`
+	UID      uint32 `json:"uid,omitempty"`
+	GID      uint32 `json:"gid,omitempty"`
+	Mode     uint32 `json:"mode,omitempty"`
+}
+
+// How an allocator got into the process.
+const (
+	ViaMapped         = "mapped"        // loaded as a dependency
+	ViaLDPreload      = "LD_PRELOAD"    // named in the environment
+	ViaLDSoPreload    = "ld.so.preload" // named in /etc/ld.so.preload
+	ViaStatic         = "static"        // linked into the executable
+	UnwinderLibunwind = "libunwind"
+	UnwinderLibgcc    = "libgcc"
+	UnwinderNone      = "none"
+)
+
+// Heap-profiling states.
+const (
+	ProfActive  = "active" // sampling now
+	ProfIdle    = "idle"   // compiled in and enabled, prof_active:false
+	ProfOff     = "off"
+	ProfUnknown = "unknown"
+)
+
+// Jemalloc describes a process-wide jemalloc.
+type Jemalloc struct {
+	Present bool   `json:"present"`
+	Via     string `json:"via,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Prefix is the symbol prefix of a prefixed build ("je_", "_rjem_").
+	Prefix string `json:"prefix,omitempty"`
+	// ProfBuilt says whether heap profiling was compiled in.
+	ProfBuilt string `json:"prof_built,omitempty"`
+	// Unwinder is what serves prof_backtrace: libunwind, libgcc or unknown.
+	Unwinder string   `json:"unwinder,omitempty"`
+	Prof     ProfConf `json:"prof"`
+	// Dumps are leftover jeprof.*.heap files in the target's cwd.
+	Dumps    []string `json:"dumps,omitempty"`
+	Evidence []string `json:"evidence,omitempty"`
+}
+
+// ProfConf is jemalloc's effective profiling configuration.
+type ProfConf struct {
+	State string `json:"state"`
+	// Options holds the effective value of each profiling option that any
+	// source set (prof, prof_active, lg_prof_sample, prof_prefix...).
+	Options map[string]string `json:"options,omitempty"`
+	// Sources lists each configuration source in jemalloc's order, with
+	// what it said or why it could not be read.
+	Sources []ConfSource `json:"sources,omitempty"`
+	Reason  string       `json:"reason,omitempty"`
+}
+
+// ConfSource is one place jemalloc reads options from.
+type ConfSource struct {
+	Name  string `json:"name"` // "malloc_conf symbol", "/etc/malloc.conf", "MALLOC_CONF"
+	Value string `json:"value,omitempty"`
+	Set   bool   `json:"set"`
+	Error string `json:"error,omitempty"`
+}
+
+// tcmalloc flavours.
+const (
+	TcmallocFull    = "full"
+	TcmallocMinimal = "minimal"
+)
+
+// Tcmalloc describes gperftools' tcmalloc in the process.
+type Tcmalloc struct {
+	Present bool   `json:"present"`
+	Via     string `json:"via,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Flavor  string `json:"flavor,omitempty"`
+	Version string `json:"version,omitempty"`
+	// HeapProfiler is yes/no/unknown; HeapProfilerBy says what turned it on.
+	HeapProfiler   string   `json:"heap_profiler,omitempty"`
+	HeapProfilerBy []string `json:"heap_profiler_by,omitempty"`
+	CPUProfiler    string   `json:"cpu_profiler,omitempty"`
+	Unwinder       string   `json:"unwinder,omitempty"`
+	Evidence       []string `json:"evidence,omitempty"`
+}
+
+// Libunwind describes a mapped libunwind (the nongnu.org project).
+type Libunwind struct {
+	Present bool   `json:"present"`
+	Path    string `json:"path,omitempty"`
+	// Project is "nongnu" (libunwind.so.8) or "llvm" (libunwind.so.1).
+	Project string `json:"project,omitempty"`
+	// Version is an estimate: a range ("1.3-1.6") or exact from a package db.
+	Version       string   `json:"version,omitempty"`
+	VersionMethod string   `json:"version_method,omitempty"`
+	Preloaded     bool     `json:"preloaded,omitempty"`
+	Evidence      []string `json:"evidence,omitempty"`
+}
+
+// Library roles.
+const (
+	RoleJVM           = "jvm"
+	RoleAllocator     = "allocator"
+	RoleUnwinder      = "unwinder"
+	RoleAsyncProfiler = "async-profiler"
+	RoleProfiler      = "profiler"
+)
+
+// LoadedLibrary is an identified library mapped in the target.
+type LoadedLibrary struct {
+	Role    string `json:"role"`
+	Kind    string `json:"kind"` // "async-profiler", "jemalloc", "yourkit", ...
+	Path    string `json:"path"`
+	Version string `json:"version,omitempty"`
+	Deleted bool   `json:"deleted,omitempty"`
+}

@@ -1,0 +1,158 @@
+package preflight
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// gperftools facts (KNOWLEDGE.md, "gperftools / tcmalloc"):
+//
+//	libtcmalloc.so.4, libtcmalloc_and_profiler.so.4, libtcmalloc_debug.so.4
+//	    full: heap profiler and stack capture (libunwind by default in
+//	    Debian's 2.10)
+//	libtcmalloc_minimal*.so.4
+//	    no stack capture, no heap profiler
+//	heap profiler on: HEAPPROFILE=<prefix>, HEAPCHECK=<mode>, or the program
+//	    calls HeapProfilerStart (visible as an import)
+//	version: the string "gperftools X.Y" in read-only data (the .so suffix
+//	    does not follow releases)
+//	unwinder: TCMALLOC_STACKTRACE_METHOD, else libunwind when linked
+func (in *inspection) inspectTcmalloc() {
+	t := &in.r.Tcmalloc
+	l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libtcmalloc") })
+	if l == nil {
+		if in.exe != nil {
+			if info, err := in.probe(in.exe); err == nil && info.Defines("tc_malloc") {
+				t.Present, t.Via, t.Path = true, ViaStatic, in.exe.path
+				t.Evidence = append(t.Evidence, in.exe.path+" defines tc_malloc")
+				in.tcmallocFacts(in.exe)
+			}
+		}
+		return
+	}
+	t.Present, t.Path = true, l.path
+	t.Via = in.via(l)
+	t.Evidence = append(t.Evidence, "maps "+l.path)
+	in.tcmallocFacts(l)
+	in.addLibrary(RoleAllocator, "tcmalloc", l, t.Version)
+}
+
+func (in *inspection) tcmallocFacts(l *mappedLib) {
+	t := &in.r.Tcmalloc
+	info, err := in.probe(l)
+	if err != nil {
+		in.unknown("tcmalloc.flavor", "%s: %v", l.path, err)
+		t.Flavor = Unknown
+	} else {
+		if s := info.Needles["gperftools "]; s != "" {
+			t.Version = strings.TrimSpace(strings.TrimPrefix(s[strings.Index(s, "gperftools "):], "gperftools "))
+			t.Evidence = append(t.Evidence, fmt.Sprintf("read-only data contains %q", s))
+		}
+		_, linksUnwind := info.NeedsPrefix("libunwind.so")
+		switch {
+		case strings.Contains(filepath.Base(l.path), "minimal"):
+			t.Flavor = TcmallocMinimal
+			t.Evidence = append(t.Evidence, "file name says minimal")
+		case info.Defines("HeapProfilerStart") || linksUnwind:
+			t.Flavor = TcmallocFull
+			t.Evidence = append(t.Evidence, "exports HeapProfilerStart (full build with stack capture)")
+		default:
+			t.Flavor = TcmallocMinimal
+			t.Evidence = append(t.Evidence, "no HeapProfilerStart export")
+		}
+		t.Unwinder = UnwinderNone
+		if t.Flavor == TcmallocFull {
+			t.Unwinder = Unknown
+			if linksUnwind {
+				t.Unwinder = UnwinderLibunwind
+			}
+		}
+	}
+	if m, ok := in.env.Lookup("TCMALLOC_STACKTRACE_METHOD"); ok && t.Flavor == TcmallocFull {
+		t.Unwinder = m
+		t.Evidence = append(t.Evidence, "TCMALLOC_STACKTRACE_METHOD="+m)
+	}
+	t.HeapProfiler, t.CPUProfiler = No, No
+	if t.Flavor == TcmallocMinimal {
+		return
+	}
+	if in.envErr != nil {
+		t.HeapProfiler, t.CPUProfiler = Unknown, Unknown
+		in.unknown("tcmalloc.heap_profiler", "environment unreadable: %v", in.envErr)
+	}
+	for _, v := range []string{"HEAPPROFILE", "HEAPCHECK"} {
+		if val, ok := in.env.Lookup(v); ok && val != "" {
+			t.HeapProfiler = Yes
+			t.HeapProfilerBy = append(t.HeapProfilerBy, v+"="+val)
+			if v == "HEAPPROFILE" {
+				t.Evidence = append(t.Evidence, in.heapDumps(val)...)
+			}
+		}
+	}
+	if in.exe != nil {
+		if info, err := in.probe(in.exe); err == nil && info.Imports("HeapProfilerStart") {
+			t.HeapProfiler = Yes
+			t.HeapProfilerBy = append(t.HeapProfilerBy, in.exe.path+" imports HeapProfilerStart")
+		}
+	}
+	if v, ok := in.env.Lookup("CPUPROFILE"); ok && v != "" {
+		t.CPUProfiler = Yes
+		t.Evidence = append(t.Evidence, "CPUPROFILE="+v)
+	}
+}
+
+// heapDumps lists <prefix>.NNNN.heap files already written, as evidence
+// that the heap profiler really runs. A relative prefix is resolved in the
+// target's working directory.
+func (in *inspection) heapDumps(prefix string) []string {
+	p := prefix
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(in.r.Process.Cwd, p)
+	}
+	dir := in.rootPath(filepath.Dir(p))
+	entries, err := readDirCapped(dir, 4096)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	base := filepath.Base(p) + "."
+	for _, e := range entries {
+		if strings.HasPrefix(e, base) && strings.HasSuffix(e, ".heap") {
+			out = append(out, "heap profile written: "+filepath.Join(filepath.Dir(p), e))
+			if len(out) == 3 {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// readDirCapped reads at most max names from dir: a target's working
+// directory can be huge.
+func readDirCapped(dir string, max int) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(max)
+}
+
+// via says how a mapped library got into the process.
+func (in *inspection) via(l *mappedLib) string {
+	env, file := in.preloads()
+	base := filepath.Base(l.path)
+	for _, p := range env {
+		if p == l.path || filepath.Base(p) == base || sameFile(in.rootPath(p), l) {
+			return ViaLDPreload
+		}
+	}
+	for _, p := range file {
+		if p == l.path || filepath.Base(p) == base || sameFile(in.rootPath(p), l) {
+			return ViaLDSoPreload
+		}
+	}
+	return ViaMapped
+}
