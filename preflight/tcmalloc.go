@@ -83,9 +83,14 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 		in.unknown("tcmalloc.heap_profiler", "environment unreadable: %v", in.envErr)
 	}
 	for _, v := range []string{"HEAPPROFILE", "HEAPCHECK"} {
-		if val, ok := in.env.Lookup(v); ok && val != "" {
+		if raw, ok := in.env.Lookup(v); ok && raw != "" {
+			val, consumed := gperftoolsEnvValue(raw)
 			t.HeapProfiler = Yes
-			t.HeapProfilerBy = append(t.HeapProfilerBy, v+"="+val)
+			by := v + "=" + val
+			if consumed {
+				by += " (marked consumed: the heap profiler started)"
+			}
+			t.HeapProfilerBy = append(t.HeapProfilerBy, by)
 			if v == "HEAPPROFILE" {
 				t.Evidence = append(t.Evidence, in.heapDumps(val)...)
 			}
@@ -101,6 +106,18 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 		t.CPUProfiler = Yes
 		t.Evidence = append(t.Evidence, "CPUPROFILE="+v)
 	}
+}
+
+// gperftools' heap profiler, once started, sets the high bit of the first
+// byte of HEAPPROFILE in the process's own environment block so that child
+// processes do not inherit it (seen with Debian's gperftools 2.10: "hp"
+// reads back as "\xe8p"). The mark is evidence that the profiler really
+// runs; the value is restored for reporting.
+func gperftoolsEnvValue(raw string) (value string, consumed bool) {
+	if raw[0] < 0x80 {
+		return raw, false
+	}
+	return string(raw[0]&0x7f) + raw[1:], true
 }
 
 // heapDumps lists <prefix>.NNNN.heap files already written, as evidence

@@ -1,0 +1,44 @@
+# The README's two commands are `make demo` and `make test`; each installs
+# its own prerequisites first (scripts/prereqs.sh is a no-op when all is there).
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+BIN := bin/safeattach
+# Live JVM tests are I/O- and wait-bound: run packages and tests in parallel
+# even on two cores.
+TEST_PARALLEL ?= 4
+
+.PHONY: all prereqs build demo test check fuzz bench clean
+
+all: build
+
+prereqs:
+	@bash scripts/prereqs.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/safeattach
+
+demo: prereqs build
+	@bash scripts/demo.sh
+
+# Static checks first: they take seconds and fail fast.
+check:
+	@test -z "$$(gofmt -l . | grep -v '^testdata/')" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+test: prereqs check
+	$(GO) test -race -p $(TEST_PARALLEL) -parallel $(TEST_PARALLEL) -timeout 30m -count=1 ./...
+
+# A short run of every fuzz target from its seeds in testdata/.
+fuzz:
+	@for pkg in ./internal/proc ./internal/elfx; do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
+	    $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: prereqs build
+	$(GO) test -run XXX -bench . -benchmem ./...
+	@bash bench/compare.sh
+
+clean:
+	rm -rf bin

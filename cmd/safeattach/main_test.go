@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestInspectUnknownPID(t *testing.T) {
+	p := testenv.StartSleeper(t)
+	pid := p.PID
+	p.Cmd.Process.Kill()
+	<-p.Exited()
+	_, stderr, code := runCLI(t, "inspect", fmt.Sprint(pid))
+	if code != exitError {
+		t.Errorf("exit %d", code)
+	}
+	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no such process") {
+		t.Errorf("want one clear line, got %q", stderr)
+	}
+	for _, bad := range []string{"abc", "0", "1x"} {
+		if _, stderr, code := runCLI(t, "inspect", bad); code != exitError || !strings.Contains(stderr, "not a process id") {
+			t.Errorf("%s: exit %d %q", bad, code, stderr)
+		}
+	}
+	if _, _, code := runCLI(t, "inspect"); code != exitError {
+		t.Errorf("missing argument: exit %d", code)
+	}
+}
+
+func TestInspectLiveJemallocJVM(t *testing.T) {
+	je := testenv.Library(t, "libjemalloc.so.2")
+	p := testenv.StartJVM(t, testenv.JVMSpec{Env: []string{"LD_PRELOAD=" + je, "MALLOC_CONF=prof:true"}})
+	stdout, stderr, code := runCLI(t, "inspect", "--json", fmt.Sprint(p.PID))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var r preflight.Report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, stdout)
+	}
+	if r.PID != p.PID || r.JVM.Kind != "hotspot" || r.Jemalloc.Prof.State != "active" {
+		t.Errorf("report %+v", r)
+	}
+	human, _, code := runCLI(t, "inspect", fmt.Sprint(p.PID))
+	if code != exitOK || !strings.Contains(human, "heap profiling active") || !strings.Contains(human, "MALLOC_CONF") {
+		t.Errorf("human output:\n%s", human)
+	}
+}
