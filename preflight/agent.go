@@ -48,9 +48,35 @@ type Agent struct {
 	Regular    bool     `json:"regular"`
 	OwnerUID   uint32   `json:"owner_uid"`
 	Mode       uint32   `json:"mode"`
-	WritableBy []string `json:"writable_by,omitempty"`
+	WritableBy []Writer `json:"writable_by,omitempty"`
 	Error      string   `json:"error,omitempty"`
 	Evidence   []string `json:"evidence,omitempty"`
+	// Options are the options the agent is to be loaded with; the caller
+	// sets them (InspectAgent leaves them empty). Some hazards depend on
+	// them (nativemem, alloc, jfrsync).
+	Options string `json:"options,omitempty"`
+	// Assumed marks a stand-in for an agent that was not given: the worst
+	// plausible one, so that agent-dependent rules still speak.
+	Assumed bool `json:"assumed,omitempty"`
+}
+
+// Writer is someone other than root who could modify an agent file: the
+// owner of the file or of a directory above it, or its group or everyone
+// when the permission bits allow.
+type Writer struct {
+	Kind string `json:"kind"` // "uid", "gid", "everyone"
+	ID   uint32 `json:"id,omitempty"`
+	Path string `json:"path"`
+}
+
+func (w Writer) String() string {
+	switch w.Kind {
+	case "uid":
+		return fmt.Sprintf("uid %d (owner of %s)", w.ID, w.Path)
+	case "gid":
+		return fmt.Sprintf("gid %d (group-writable %s)", w.ID, w.Path)
+	}
+	return fmt.Sprintf("everyone (world-writable %s)", w.Path)
 }
 
 // Markers of async-profiler, whatever the file is called: vendors ship it
@@ -191,30 +217,31 @@ func hasPrefixSymbol(info *elfx.Info, prefix string) bool {
 }
 
 // writers lists who besides root could have modified the file: its owner
-// if not root, and "group"/"others" where the permission bits allow it,
-// for the file and each directory above it (a writable directory lets its
-// writer replace the file).
-func writers(path string) []string {
-	var out []string
-	seen := map[string]bool{}
-	add := func(s string) {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
+// if not root, and its group or everyone where the permission bits allow
+// it, for the file and each directory above it (a writable directory lets
+// its writer replace the file; a sticky one only lets the file's owner).
+func writers(path string) []Writer {
+	var out []Writer
+	seen := map[Writer]bool{}
+	add := func(w Writer) {
+		key := Writer{Kind: w.Kind, ID: w.ID}
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, w)
 		}
 	}
 	for p := path; ; p = filepath.Dir(p) {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(p, &st); err == nil {
-			sticky := st.Mode&syscall.S_ISVTX != 0
+			protected := st.Mode&syscall.S_ISVTX != 0 && p != path
 			if st.Uid != 0 {
-				add(fmt.Sprintf("uid %d (owner of %s)", st.Uid, p))
+				add(Writer{Kind: "uid", ID: st.Uid, Path: p})
 			}
-			if st.Mode&0o020 != 0 && !(sticky && p != path) {
-				add(fmt.Sprintf("gid %d (group-writable %s)", st.Gid, p))
+			if st.Mode&0o020 != 0 && st.Gid != 0 && !protected {
+				add(Writer{Kind: "gid", ID: st.Gid, Path: p})
 			}
-			if st.Mode&0o002 != 0 && !(sticky && p != path) {
-				add(fmt.Sprintf("everyone (world-writable %s)", p))
+			if st.Mode&0o002 != 0 && !protected {
+				add(Writer{Kind: "everyone", Path: p})
 			}
 		}
 		if p == "/" || p == "." {

@@ -91,6 +91,7 @@ func Inspect(ctx context.Context, pid int, opts Options) (*Report, error) {
 		return nil, err
 	}
 	in.readMaps()
+	in.inspectExecutable()
 	in.inspectJVM()
 	in.inspectLibraries()
 	in.inspectJemalloc()
@@ -235,6 +236,22 @@ func (in *inspection) readMaps() {
 			in.r.MappedELFs++
 		}
 	}
+}
+
+// inspectExecutable reads the executable's architecture and C library.
+// For a JVM the launcher binary is small and always the same file, so the
+// probe is cached across targets.
+func (in *inspection) inspectExecutable() {
+	if in.exe == nil {
+		in.unknown("process.machine", "executable not found among the mappings")
+		return
+	}
+	info, err := in.probe(in.exe)
+	if err != nil {
+		in.unknown("process.machine", "%v", err)
+		return
+	}
+	in.r.Process.Machine, in.r.Process.Libc = info.Machine, info.Libc()
 }
 
 // probe parses a mapped library through the shared cache.

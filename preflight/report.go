@@ -86,6 +86,10 @@ type Process struct {
 	Root    string  `json:"root"`
 	Cwd     string  `json:"cwd,omitempty"`
 	Signals Signals `json:"signals"`
+	// Machine and Libc describe the executable, for matching an agent
+	// ("x86-64", "glibc" or "musl").
+	Machine string `json:"machine,omitempty"`
+	Libc    string `json:"libc,omitempty"`
 }
 
 // Signals holds the dispositions that matter for an attach.

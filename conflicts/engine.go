@@ -1,0 +1,359 @@
+package conflicts
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// Policy is the operator's say over the knowledge base. The zero value
+// applies the default rules with no overrides.
+type Policy struct {
+	// Rules to apply; nil means the embedded defaults.
+	Rules []*Rule
+	// Acks downgrades a block finding of each named rule to an
+	// acknowledged warning. There is no blanket override.
+	Acks []string
+	// Strict turns every unacknowledged warning into a block.
+	Strict bool
+	// AllowAgents, when not empty, admits only agents whose path or
+	// SHA-256 is listed. DenyAgents refuses the listed ones.
+	AllowAgents []string
+	DenyAgents  []string
+}
+
+// Verdict is the outcome of Evaluate.
+type Verdict struct {
+	Allowed  bool      `json:"allowed"`
+	Findings []Finding `json:"findings"`
+	// Acknowledged lists the --ack rule IDs that downgraded a finding.
+	Acknowledged []string `json:"acknowledged,omitempty"`
+}
+
+// Blocking returns the IDs of the rules that refuse the attach.
+func (v Verdict) Blocking() []string {
+	var ids []string
+	for _, f := range v.Findings {
+		if f.Severity == Block {
+			ids = append(ids, f.Rule)
+		}
+	}
+	return ids
+}
+
+// Finding is one rule's conclusion about this target and agent.
+type Finding struct {
+	Rule       string   `json:"rule"`
+	Severity   string   `json:"severity"`
+	Message    string   `json:"message"`
+	Remedy     string   `json:"remedy,omitempty"`
+	Evidence   []string `json:"evidence"`
+	References []string `json:"references,omitempty"`
+	// Acknowledged: a block downgraded by --ack. Escalated: a warning
+	// made a block by --strict. Undetermined: the rule could not decide
+	// because a fact it needs is unknown.
+	Acknowledged bool `json:"acknowledged,omitempty"`
+	Escalated    bool `json:"escalated,omitempty"`
+	Undetermined bool `json:"undetermined,omitempty"`
+}
+
+// Rule IDs produced by the policy rather than the knowledge base.
+const (
+	RuleAgentDenylisted     = "agent-denylisted"
+	RuleAgentNotAllowlisted = "agent-not-allowlisted"
+)
+
+var (
+	defaultOnce  sync.Once
+	defaultRules []*Rule
+	defaultErr   error
+)
+
+func defaults() []*Rule {
+	defaultOnce.Do(func() { defaultRules, defaultErr = DefaultRules() })
+	if defaultErr != nil {
+		// The embedded rules are tested; a broken build must not attach.
+		panic("conflicts: embedded rules: " + defaultErr.Error())
+	}
+	return defaultRules
+}
+
+// Evaluate applies the rules to a report and an agent (nil when nothing
+// is to be loaded, as for jcmd). It is a pure function of its inputs.
+func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) Verdict {
+	rules := policy.Rules
+	if rules == nil {
+		rules = defaults()
+	}
+	facts := BuildFacts(report, agent)
+	var v Verdict
+	for _, r := range rules {
+		if f, ok := evaluateRule(r, facts); ok {
+			v.Findings = append(v.Findings, f)
+		}
+	}
+	v.Findings = append(v.Findings, agentPolicy(agent, policy)...)
+	for i := range v.Findings {
+		f := &v.Findings[i]
+		switch {
+		case f.Severity == Block && slices.Contains(policy.Acks, f.Rule) && f.Rule != RuleAgentDenylisted && f.Rule != RuleAgentNotAllowlisted:
+			f.Severity, f.Acknowledged = Warn, true
+			v.Acknowledged = append(v.Acknowledged, f.Rule)
+		case f.Severity == Warn && policy.Strict:
+			f.Severity, f.Escalated = Block, true
+		}
+	}
+	sort.SliceStable(v.Findings, func(a, b int) bool {
+		fa, fb := v.Findings[a], v.Findings[b]
+		if rank(fa.Severity) != rank(fb.Severity) {
+			return rank(fa.Severity) < rank(fb.Severity)
+		}
+		return fa.Rule < fb.Rule
+	})
+	if v.Findings == nil {
+		v.Findings = []Finding{}
+	}
+	v.Allowed = len(v.Blocking()) == 0
+	return v
+}
+
+func agentPolicy(a *preflight.Agent, p Policy) []Finding {
+	if a == nil || a.Assumed || (len(p.AllowAgents) == 0 && len(p.DenyAgents) == 0) {
+		return nil
+	}
+	matches := func(list []string) string {
+		for _, x := range list {
+			if x != "" && (x == a.Path || x == a.RealPath || strings.EqualFold(x, a.SHA256)) {
+				return x
+			}
+		}
+		return ""
+	}
+	ev := []string{"agent.path = " + a.Path, "agent.sha256 = " + a.SHA256}
+	if m := matches(p.DenyAgents); m != "" {
+		return []Finding{{Rule: RuleAgentDenylisted, Severity: Block, Evidence: ev,
+			Message: fmt.Sprintf("the agent %s is on the deny list (%s)", a.Path, m),
+			Remedy:  "use an agent that policy admits"}}
+	}
+	if len(p.AllowAgents) > 0 && matches(p.AllowAgents) == "" {
+		return []Finding{{Rule: RuleAgentNotAllowlisted, Severity: Block, Evidence: ev,
+			Message: fmt.Sprintf("the agent %s (sha256 %s) is not on the allow list", a.Path, a.SHA256),
+			Remedy:  "add its path or SHA-256 to the allow list, or use an admitted agent"}}
+	}
+	return nil
+}
+
+type tri int8
+
+const (
+	triFalse tri = iota
+	triTrue
+	triUnknown
+)
+
+// evaluation collects, while a condition is evaluated, the facts it
+// looked at and the unknown ones it met.
+type evaluation struct {
+	facts   Facts
+	used    []string
+	unknown []string
+}
+
+func (e *evaluation) use(name string) {
+	if !slices.Contains(e.used, name) {
+		e.used = append(e.used, name)
+	}
+}
+
+func evaluateRule(r *Rule, facts Facts) (Finding, bool) {
+	for _, c := range r.Cases {
+		e := &evaluation{facts: facts}
+		res := triTrue
+		if c.When != nil {
+			res = e.eval(c.When)
+		}
+		switch {
+		case res == triTrue:
+			return Finding{
+				Rule: r.ID, Severity: c.Severity,
+				Message:    render(c.Message, facts),
+				Remedy:     render(c.Remedy, facts),
+				Evidence:   e.evidence(),
+				References: r.References,
+			}, true
+		case res == triUnknown && c.Severity != Info:
+			// Unknown is not a pass: say what could not be determined.
+			return Finding{
+				Rule: r.ID, Severity: Warn, Undetermined: true,
+				Message: fmt.Sprintf("could not determine whether this applies: %s (%s)",
+					strings.TrimSuffix(r.Title, "."), strings.Join(e.unknown, "; ")),
+				Remedy:     render(c.Remedy, facts),
+				Evidence:   e.evidence(),
+				References: r.References,
+			}, true
+		}
+	}
+	return Finding{}, false
+}
+
+func (e *evaluation) addUnknown(s string) {
+	if !slices.Contains(e.unknown, s) {
+		e.unknown = append(e.unknown, s)
+	}
+}
+
+func (e *evaluation) evidence() []string {
+	out := []string{}
+	for _, name := range e.used {
+		f, ok := e.facts[name]
+		switch {
+		case !ok:
+			out = append(out, name+" is not set")
+		case f.Unknown != "":
+			out = append(out, fmt.Sprintf("%s is unknown: %s", name, f.Unknown))
+		case f.Note != "":
+			out = append(out, fmt.Sprintf("%s = %s (%s)", name, f.display(), f.Note))
+		default:
+			out = append(out, fmt.Sprintf("%s = %s", name, f.display()))
+		}
+	}
+	return out
+}
+
+func (e *evaluation) eval(c *Condition) tri {
+	switch {
+	case c.All != nil:
+		res := triTrue
+		for _, sub := range c.All {
+			switch e.eval(sub) {
+			case triFalse:
+				return triFalse
+			case triUnknown:
+				res = triUnknown
+			}
+		}
+		return res
+	case c.Any != nil:
+		res := triFalse
+		for _, sub := range c.Any {
+			switch e.eval(sub) {
+			case triTrue:
+				return triTrue
+			case triUnknown:
+				res = triUnknown
+			}
+		}
+		return res
+	case c.Not != nil:
+		switch e.eval(c.Not) {
+		case triTrue:
+			return triFalse
+		case triFalse:
+			return triTrue
+		}
+		return triUnknown
+	}
+	return e.leaf(c)
+}
+
+func (e *evaluation) leaf(c *Condition) tri {
+	f, ok := e.facts[c.Fact]
+	if ok && f.Unknown != "" {
+		if c.OrUnknown {
+			e.use(c.Fact)
+			return triTrue
+		}
+		e.use(c.Fact)
+		e.addUnknown(fmt.Sprintf("%s: %s", c.Fact, f.Unknown))
+		return triUnknown
+	}
+	if c.Op == "present" {
+		if ok == (c.Args[0] == "true") {
+			e.use(c.Fact)
+			return triTrue
+		}
+		return triFalse
+	}
+	if !ok {
+		// Testing an absent fact: false (an unset flag does not equal true).
+		return triFalse
+	}
+	res := triFalse
+	switch c.Op {
+	case "equals":
+		if f.display() == c.Args[0] {
+			res = triTrue
+		}
+	case "equals_fact":
+		other, ok := e.facts[c.Args[0]]
+		switch {
+		case !ok:
+			return triFalse
+		case other.Unknown != "":
+			e.use(c.Args[0])
+			e.addUnknown(fmt.Sprintf("%s: %s", c.Args[0], other.Unknown))
+			return triUnknown
+		case other.display() == f.display():
+			res = triTrue
+		}
+	case "one_of":
+		if slices.Contains(c.Args, f.display()) {
+			res = triTrue
+		}
+	case "contains":
+		switch v := f.Value.(type) {
+		case []string:
+			if slices.Contains(v, c.Args[0]) {
+				res = triTrue
+			}
+		case string:
+			if strings.Contains(v, c.Args[0]) {
+				res = triTrue
+			}
+		}
+	case "version":
+		s, _ := f.Value.(string)
+		v, err := ParseVersion(s)
+		if err != nil {
+			e.use(c.Fact)
+			e.addUnknown(fmt.Sprintf("%s: %v", c.Fact, err))
+			if c.OrUnknown {
+				return triTrue
+			}
+			return triUnknown
+		}
+		if satisfies(c.constraint, v) {
+			res = triTrue
+		}
+	case "above", "below":
+		n, _ := f.Value.(int)
+		if (c.Op == "above" && n > c.number) || (c.Op == "below" && n < c.number) {
+			res = triTrue
+		}
+	}
+	if res == triTrue {
+		e.use(c.Fact)
+	}
+	return res
+}
+
+// render fills {fact} and {fact.note} placeholders.
+func render(tmpl string, facts Facts) string {
+	return placeholderRe.ReplaceAllStringFunc(tmpl, func(m string) string {
+		name := m[1 : len(m)-1]
+		if base, ok := strings.CutSuffix(name, ".note"); ok {
+			if f, ok := facts[base]; ok && f.Note != "" {
+				return f.Note
+			}
+			return "no detail"
+		}
+		if f, ok := facts[name]; ok {
+			return f.display()
+		}
+		return "(not set)"
+	})
+}

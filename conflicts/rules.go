@@ -1,0 +1,534 @@
+package conflicts
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	version "github.com/hashicorp/go-version"
+	"go.yaml.in/yaml/v3"
+)
+
+// Severities, strongest first.
+const (
+	Block = "block"
+	Warn  = "warn"
+	Info  = "info"
+)
+
+// Rule is one entry of the knowledge base: an ID and ordered cases, the
+// first whose condition holds decides the finding.
+type Rule struct {
+	ID          string   `json:"id"`
+	Title       string   `json:"title"`
+	Description string   `json:"description,omitempty"`
+	References  []string `json:"references,omitempty"`
+	Cases       []*Case  `json:"cases"`
+	// Source is "file:line" of the rule's definition.
+	Source string `json:"source"`
+}
+
+// Severity is the strongest severity any case of the rule can produce.
+func (r *Rule) Severity() string {
+	best := Info
+	for _, c := range r.Cases {
+		if rank(c.Severity) < rank(best) {
+			best = c.Severity
+		}
+	}
+	return best
+}
+
+// Case is one outcome of a rule.
+type Case struct {
+	Severity string     `json:"severity"`
+	When     *Condition `json:"when,omitempty"`
+	Message  string     `json:"message"`
+	Remedy   string     `json:"remedy,omitempty"`
+	Line     int        `json:"line"`
+}
+
+// Condition is a node of the condition language: a combinator (all, any,
+// not) or a test of one fact.
+type Condition struct {
+	All []*Condition `json:"all,omitempty"`
+	Any []*Condition `json:"any,omitempty"`
+	Not *Condition   `json:"not,omitempty"`
+
+	Fact string `json:"fact,omitempty"`
+	// Op is one of equals, equals_fact (compares with another fact),
+	// one_of, contains, present, version, above, below.
+	Op   string   `json:"op,omitempty"`
+	Args []string `json:"args,omitempty"`
+	// OrUnknown makes a test of an unknown fact hold, for rules that must
+	// assume the worst ("block when the unwinder is libunwind or unknown").
+	OrUnknown bool `json:"or_unknown,omitempty"`
+	Line      int  `json:"line"`
+
+	constraint version.Constraints
+	number     int
+}
+
+func rank(sev string) int {
+	switch sev {
+	case Block:
+		return 0
+	case Warn:
+		return 1
+	}
+	return 2
+}
+
+//go:embed rules/*.yaml
+var embedded embed.FS
+
+// DefaultRules parses the embedded knowledge base.
+func DefaultRules() ([]*Rule, error) {
+	var all []*Rule
+	err := fs.WalkDir(embedded, "rules", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := embedded.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rules, err := ParseRules(p, data)
+		all = append(all, rules...)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return all, checkUnique(all)
+}
+
+// LoadRules reads the default rules plus operator rule files, rejecting
+// any file with an error and any duplicate rule ID.
+func LoadRules(files ...string) ([]*Rule, error) {
+	rules, err := DefaultRules()
+	if err != nil {
+		return nil, fmt.Errorf("embedded rules: %w", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		more, err := ParseRules(f, data)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, more...)
+	}
+	return rules, checkUnique(rules)
+}
+
+func checkUnique(rules []*Rule) error {
+	seen := map[string]string{}
+	for _, r := range rules {
+		if prev, dup := seen[r.ID]; dup {
+			return fmt.Errorf("%s: rule %q is already defined at %s", r.Source, r.ID, prev)
+		}
+		seen[r.ID] = r.Source
+	}
+	return nil
+}
+
+// ParseError locates a problem in a rule file.
+type ParseError struct {
+	File   string
+	Line   int
+	Reason string
+}
+
+func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
+
+type parser struct{ file string }
+
+func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &ParseError{File: p.file, Line: line, Reason: fmt.Sprintf(format, args...)}
+}
+
+// maxRuleFile bounds a rule file: the embedded base is a few KiB.
+const maxRuleFile = 1 << 20
+
+// ParseRules parses one rule file. Every problem (a key nobody reads, an
+// unknown fact, a bad version constraint, a template naming an unknown
+// fact) is an error with the file and line: a typo never silently
+// disables a rule.
+func ParseRules(file string, data []byte) (rules []*Rule, err error) {
+	p := &parser{file: file}
+	if len(data) > maxRuleFile {
+		return nil, &ParseError{File: file, Line: 1, Reason: "file larger than 1 MiB"}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &ParseError{File: file, Line: yamlErrLine(err), Reason: err.Error()}
+	}
+	if doc.Kind == 0 {
+		return nil, &ParseError{File: file, Line: 1, Reason: "empty rule file"}
+	}
+	root := resolve(&doc)
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = resolve(root.Content[0])
+	}
+	fields, err := p.mapping(root, "definitions", "rules")
+	if err != nil {
+		return nil, err
+	}
+	list := fields["rules"]
+	if list == nil || list.Kind != yaml.SequenceNode {
+		return nil, p.errf(root, "want a top-level 'rules:' list")
+	}
+	for _, n := range list.Content {
+		r, err := p.rule(resolve(n))
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	return rules, checkUnique(rules)
+}
+
+var yamlLineRe = regexp.MustCompile(`line ([0-9]+)`)
+
+func yamlErrLine(err error) int {
+	if m := yamlLineRe.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 1
+}
+
+// resolve follows YAML aliases (*name), which let one condition, such as
+// "an affected agent build", be written once and used by several rules.
+func resolve(n *yaml.Node) *yaml.Node {
+	for depth := 0; n != nil && n.Kind == yaml.AliasNode && depth < 16; depth++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// mapping checks that n is a mapping whose keys are all in allowed, and
+// returns the values by key.
+func (p *parser) mapping(n *yaml.Node, allowed ...string) (map[string]*yaml.Node, error) {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, p.errf(n, "want a mapping with keys %s", strings.Join(allowed, ", "))
+	}
+	out := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolve(n.Content[i+1])
+		if !contains(allowed, k.Value) {
+			return nil, p.errf(k, "unknown key %q (want one of %s)", k.Value, strings.Join(allowed, ", "))
+		}
+		if _, dup := out[k.Value]; dup {
+			return nil, p.errf(k, "key %q given twice", k.Value)
+		}
+		out[k.Value] = v
+	}
+	return out, nil
+}
+
+func (p *parser) str(n *yaml.Node, what string) (string, error) {
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return "", p.errf(n, "%s: want a string", what)
+	}
+	return n.Value, nil
+}
+
+func (p *parser) strs(n *yaml.Node, what string) ([]string, error) {
+	if n.Kind == yaml.ScalarNode {
+		return []string{n.Value}, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errf(n, "%s: want a list of strings", what)
+	}
+	var out []string
+	for _, c := range n.Content {
+		s, err := p.str(resolve(c), what)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+var idRe = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+
+func (p *parser) rule(n *yaml.Node) (*Rule, error) {
+	f, err := p.mapping(n, "id", "title", "description", "references", "cases")
+	if err != nil {
+		return nil, err
+	}
+	r := &Rule{Source: fmt.Sprintf("%s:%d", p.file, n.Line)}
+	if r.ID, err = p.str(f["id"], "id"); err != nil {
+		return nil, err
+	}
+	if !idRe.MatchString(r.ID) {
+		return nil, p.errf(f["id"], "rule id %q: use lower-case words joined by '-'", r.ID)
+	}
+	if r.Title, err = p.str(f["title"], "title"); err != nil {
+		return nil, err
+	}
+	if d := f["description"]; d != nil {
+		if r.Description, err = p.str(d, "description"); err != nil {
+			return nil, err
+		}
+	}
+	if refs := f["references"]; refs != nil {
+		if r.References, err = p.strs(refs, "references"); err != nil {
+			return nil, err
+		}
+	}
+	cases := f["cases"]
+	if cases == nil || cases.Kind != yaml.SequenceNode || len(cases.Content) == 0 {
+		return nil, p.errf(n, "rule %s: want a non-empty 'cases:' list", r.ID)
+	}
+	for _, cn := range cases.Content {
+		c, err := p.ruleCase(resolve(cn))
+		if err != nil {
+			return nil, err
+		}
+		r.Cases = append(r.Cases, c)
+	}
+	return r, nil
+}
+
+func (p *parser) ruleCase(n *yaml.Node) (*Case, error) {
+	f, err := p.mapping(n, "severity", "when", "message", "remedy")
+	if err != nil {
+		return nil, err
+	}
+	c := &Case{Line: n.Line}
+	if c.Severity, err = p.str(f["severity"], "severity"); err != nil {
+		return nil, err
+	}
+	if rank(c.Severity) == 2 && c.Severity != Info {
+		return nil, p.errf(f["severity"], "severity %q: want block, warn or info", c.Severity)
+	}
+	if w := f["when"]; w != nil {
+		if c.When, err = p.condition(w, 0); err != nil {
+			return nil, err
+		}
+	}
+	if c.Message, err = p.str(f["message"], "message"); err != nil {
+		return nil, err
+	}
+	if err := p.template(f["message"], c.Message); err != nil {
+		return nil, err
+	}
+	if r := f["remedy"]; r != nil {
+		if c.Remedy, err = p.str(r, "remedy"); err != nil {
+			return nil, err
+		}
+		if err := p.template(r, c.Remedy); err != nil {
+			return nil, err
+		}
+	} else if c.Severity != Info {
+		return nil, p.errf(n, "a %s case needs a remedy", c.Severity)
+	}
+	return c, nil
+}
+
+var placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
+
+// template checks that every {fact} placeholder names a known fact.
+func (p *parser) template(n *yaml.Node, s string) error {
+	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
+		name := strings.TrimSuffix(m[1], ".note")
+		if _, ok := lookupInfo(name); !ok {
+			return p.errf(n, "template names unknown fact {%s}", m[1])
+		}
+	}
+	return nil
+}
+
+var leafOps = []string{"equals", "equals_fact", "one_of", "contains", "present", "version", "above", "below"}
+
+const maxConditionDepth = 32
+
+func (p *parser) condition(n *yaml.Node, depth int) (*Condition, error) {
+	if depth > maxConditionDepth {
+		return nil, p.errf(n, "conditions nested deeper than %d", maxConditionDepth)
+	}
+	f, err := p.mapping(n, append([]string{"all", "any", "not", "fact", "or_unknown"}, leafOps...)...)
+	if err != nil {
+		return nil, err
+	}
+	c := &Condition{Line: n.Line}
+	kinds := 0
+	for _, comb := range []string{"all", "any"} {
+		list := f[comb]
+		if list == nil {
+			continue
+		}
+		kinds++
+		if list.Kind != yaml.SequenceNode || len(list.Content) == 0 {
+			return nil, p.errf(list, "%s: want a non-empty list of conditions", comb)
+		}
+		for _, sub := range list.Content {
+			sc, err := p.condition(resolve(sub), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if comb == "all" {
+				c.All = append(c.All, sc)
+			} else {
+				c.Any = append(c.Any, sc)
+			}
+		}
+	}
+	if nn := f["not"]; nn != nil {
+		kinds++
+		if c.Not, err = p.condition(nn, depth+1); err != nil {
+			return nil, err
+		}
+	}
+	if fn := f["fact"]; fn != nil {
+		kinds++
+		if err := p.leaf(c, fn, f); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, op := range append([]string{"or_unknown"}, leafOps...) {
+			if f[op] != nil {
+				return nil, p.errf(f[op], "%q needs a 'fact:' in the same condition", op)
+			}
+		}
+	}
+	if kinds != 1 {
+		return nil, p.errf(n, "a condition is exactly one of all, any, not or fact (found %d)", kinds)
+	}
+	return c, nil
+}
+
+func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) error {
+	var err error
+	if c.Fact, err = p.str(fn, "fact"); err != nil {
+		return err
+	}
+	info, ok := lookupInfo(c.Fact)
+	if !ok {
+		return p.errf(fn, "unknown fact %q%s", c.Fact, suggest(c.Fact))
+	}
+	for _, op := range leafOps {
+		if f[op] == nil {
+			continue
+		}
+		if c.Op != "" {
+			return p.errf(f[op], "one test per condition: both %s and %s given", c.Op, op)
+		}
+		c.Op = op
+		arg := f[op]
+		switch op {
+		case "one_of":
+			if c.Args, err = p.strs(arg, op); err != nil {
+				return err
+			}
+		case "present":
+			if arg.Kind != yaml.ScalarNode || (arg.Value != "true" && arg.Value != "false") {
+				return p.errf(arg, "present: want true or false")
+			}
+			c.Args = []string{arg.Value}
+		default:
+			s, err := p.str(arg, op)
+			if err != nil {
+				return err
+			}
+			c.Args = []string{s}
+		}
+		switch op {
+		case "version":
+			if info.Type != "version" {
+				return p.errf(arg, "version: fact %s is a %s, not a version", c.Fact, info.Type)
+			}
+			if c.constraint, err = parseConstraint(c.Args[0]); err != nil {
+				return p.errf(arg, "version constraint %q: %v", c.Args[0], err)
+			}
+		case "above", "below":
+			if info.Type != "int" {
+				return p.errf(arg, "%s: fact %s is a %s, not a number", op, c.Fact, info.Type)
+			}
+			if c.number, err = strconv.Atoi(c.Args[0]); err != nil {
+				return p.errf(arg, "%s: want a whole number", op)
+			}
+		case "equals_fact":
+			if _, ok := lookupInfo(c.Args[0]); !ok {
+				return p.errf(arg, "equals_fact: unknown fact %q%s", c.Args[0], suggest(c.Args[0]))
+			}
+		case "contains":
+			if info.Type != "list" && info.Type != "string" {
+				return p.errf(arg, "contains: fact %s is a %s", c.Fact, info.Type)
+			}
+		}
+	}
+	if c.Op == "" {
+		return p.errf(fn, "fact %s: want one test of %s", c.Fact, strings.Join(leafOps, ", "))
+	}
+	if ou := f["or_unknown"]; ou != nil {
+		if ou.Kind != yaml.ScalarNode || (ou.Value != "true" && ou.Value != "false") {
+			return p.errf(ou, "or_unknown: want true or false")
+		}
+		c.OrUnknown = ou.Value == "true"
+	}
+	return nil
+}
+
+// suggest names the closest vocabulary entries for a misspelt fact.
+func suggest(name string) string {
+	type cand struct {
+		name string
+		d    int
+	}
+	var cs []cand
+	for _, f := range Vocabulary {
+		if d := editDistance(name, f.Name); d <= 3 {
+			cs = append(cs, cand{f.Name, d})
+		}
+	}
+	if len(cs) == 0 {
+		return " (see 'safeattach rules --facts')"
+	}
+	sort.Slice(cs, func(a, b int) bool { return cs[a].d < cs[b].d })
+	return fmt.Sprintf(" (did you mean %s?)", cs[0].name)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Derives the synthetic fixtures from reports and agents captured from
+live processes (safeattach inspect --json): each one changes exactly the
+fact a rule tests, for the combinations this machine cannot produce
+(OpenJ9, musl, aarch64, another user...). Run from conflicts/testdata."""
+import json, copy
+R='reports/'; A='agents/'
+def load(p): return json.load(open(p))
+def save(p, d):
+    with open(p,'w') as f:
+        json.dump(d, f, indent=2); f.write('\n')
+plain=load(R+'plain-jdk17.json')
+def variant(name, edit, base=None):
+    d=copy.deepcopy(base or plain); edit(d); save(R+name+'.json', d)
+def nosock(d): d['jvm']['attach_socket']={'path':d['jvm']['attach_socket']['path'],'exists':False}
+variant('xrs-socket-deleted', nosock, load(R+'xrs.json'))
+def openj9(d):
+    d['jvm']['kind']='openj9'; d['jvm']['libjvm']='/opt/openj9/lib/default/libj9vm29.so'; d['jvm']['evidence']=['maps /opt/openj9/lib/default/libj9vm29.so']
+variant('openj9', openj9)
+variant('musl-target', lambda d: d['process'].update(libc='musl'))
+variant('other-async-profiler-loaded', lambda d: d.update(profilers=[{'role':'async-profiler','kind':'async-profiler','path':'/opt/vendor/lib/libvendorprof.so','version':'2.9'}]))
+variant('yourkit-loaded', lambda d: d.update(profilers=[{'role':'profiler','kind':'yourkit','path':'/opt/yjp/libyjpagent.so'}]))
+variant('many-libraries', lambda d: d.update(mapped_elfs=3000))
+variant('foreign-user', lambda d: d.update(inspector={'euid':1000,'egid':1000}))
+variant('spoofed-socket', lambda d: d['jvm']['attach_socket'].update(exists=True, is_socket=True, uid=1234, mode=0o666))
+variant('jdk8', lambda d: d['jvm'].update(version='1.8.0_412', feature=8))
+variant('jdk21', lambda d: d['jvm'].update(version='21.0.5', feature=21))
+variant('sigprof-taken', lambda d: d['process']['signals']['sigprof'].update(caught=True))
+def unreadable_env(j):
+    reason='open /proc/1/environ: permission denied'
+    j['jemalloc']['prof']={'state':'unknown','sources':[{'name':'malloc_conf symbol','set':False},{'name':'/etc/malloc.conf','set':False},{'name':'MALLOC_CONF','set':False,'error':reason}],'reason':'prof may be set by a source that could not be read: MALLOC_CONF: '+reason}
+    j['unknowns']=[{'fact':'process.environ','reason':reason},{'fact':'jemalloc.prof.state','reason':j['jemalloc']['prof']['reason']}]
+variant('jemalloc-environ-unreadable', unreadable_env, load(R+'jemalloc-prof-active.json'))
+
+af=load(A+'lookalike_affected.json')
+def agent(name, edit, base=af):
+    d=copy.deepcopy(base); edit(d); save(A+name+'.json', d)
+def unversioned(a):
+    a['version']=''; a['version_reason']='no bare version literal in read-only data'; a['evidence']=a['evidence'][:-1]
+agent('async-profiler-unversioned', unversioned)
+def release30(a): a.update(version='3.0', imports=['malloc'], imports_dl_iterate_phdr=False)
+agent('async-profiler-3.0-release', release30)
+agent('async-profiler-4.0-nativemem', lambda a: a.update(version='4.0', options='start,event=cpu,nativemem=1m'))
+agent('async-profiler-4.2-jfrsync', lambda a: a.update(version='4.2', options='start,jfrsync=profile'))
+agent('async-profiler-3.0-alloc', lambda a: (release30(a), a.update(options='start,event=alloc')))
+agent('async-profiler-aarch64', lambda a: a.update(machine='aarch64'))
+agent('datadog-1.20', lambda a: a.update(kind='datadog-java-profiler', version='1.20.0', path='/opt/dd/libjavaProfiler.so', real_path='/opt/dd/libjavaProfiler.so'))
+fixed=load(A+'lookalike_fixed.json')
+agent('world-writable', lambda a: a.update(writable_by=[{'kind':'everyone','path':a['path']}]), fixed)
