@@ -133,7 +133,12 @@ func checkUnique(rules []*Rule) error {
 	seen := map[string]string{}
 	for _, r := range rules {
 		if prev, dup := seen[r.ID]; dup {
-			return fmt.Errorf("%s: rule %q is already defined at %s", r.Source, r.ID, prev)
+			file, line := r.Source, 0
+			if i := strings.LastIndexByte(r.Source, ':'); i > 0 {
+				file = r.Source[:i]
+				line, _ = strconv.Atoi(r.Source[i+1:])
+			}
+			return &ParseError{File: file, Line: line, Reason: fmt.Sprintf("rule %q is already defined at %s", r.ID, prev)}
 		}
 		seen[r.ID] = r.Source
 	}
