@@ -43,7 +43,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newInspectCmd(), newVersionCmd())
+	root.AddCommand(newInspectCmd(), newCheckCmd(), newRulesCmd(), newVersionCmd())
 	return root
 }
 

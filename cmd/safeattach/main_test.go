@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -57,5 +58,12 @@ func TestInspectLiveJemallocJVM(t *testing.T) {
 	human, _, code := runCLI(t, "inspect", fmt.Sprint(p.PID))
 	if code != exitOK || !strings.Contains(human, "heap profiling active") || !strings.Contains(human, "MALLOC_CONF") {
 		t.Errorf("human output:\n%s", human)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

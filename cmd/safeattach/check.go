@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/preflight"
+	"github.com/spf13/cobra"
+)
+
+// checkOutput is `check --json`: the DESIGN.md contract (pid, allowed,
+// findings, jvm, libraries) plus the agent that was judged.
+type checkOutput struct {
+	PID          int                       `json:"pid"`
+	Allowed      bool                      `json:"allowed"`
+	Findings     []conflicts.Finding       `json:"findings"`
+	Acknowledged []string                  `json:"acknowledged,omitempty"`
+	JVM          checkJVM                  `json:"jvm"`
+	Libraries    []preflight.LoadedLibrary `json:"libraries"`
+	Agent        *preflight.Agent          `json:"agent,omitempty"`
+	Unknowns     []preflight.UnknownFact   `json:"unknowns,omitempty"`
+}
+
+type checkJVM struct {
+	Kind    string `json:"kind"`
+	Version string `json:"version,omitempty"`
+}
+
+type policyFlags struct {
+	rules   []string
+	acks    []string
+	strict  bool
+	allow   []string
+	deny    []string
+	options string
+}
+
+func (p *policyFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar(&p.rules, "rules", nil, "extra rule file (repeatable)")
+	cmd.Flags().StringArrayVar(&p.acks, "ack", nil, "acknowledge one blocking rule by ID (repeatable); there is no blanket override")
+	cmd.Flags().BoolVar(&p.strict, "strict", false, "treat warnings as blocks")
+	cmd.Flags().StringArrayVar(&p.allow, "allow-agent", nil, "admit only agents with this path or SHA-256 (repeatable)")
+	cmd.Flags().StringArrayVar(&p.deny, "deny-agent", nil, "refuse agents with this path or SHA-256 (repeatable)")
+}
+
+func (p *policyFlags) policy() (conflicts.Policy, error) {
+	rules, err := conflicts.LoadRules(p.rules...)
+	if err != nil {
+		return conflicts.Policy{}, err
+	}
+	return conflicts.Policy{Rules: rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}, nil
+}
+
+func newCheckCmd() *cobra.Command {
+	var (
+		agentPath string
+		asJSON    bool
+		pf        policyFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "check [--agent PATH] [--rules FILE]... [--ack RULE-ID]... [--strict] [--json] PID",
+		Short: "Judge whether attaching an agent to a JVM is safe (exit 0 allowed, 2 refused)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			policy, err := pf.policy()
+			if err != nil {
+				return err
+			}
+			agent, err := resolveAgent(agentPath)
+			if err != nil {
+				return err
+			}
+			agent.Options = pf.options
+			report, err := preflight.Inspect(cmd.Context(), pid, preflight.Options{})
+			if err != nil {
+				return err
+			}
+			v := conflicts.Evaluate(report, agent, policy)
+			out := checkOutput{
+				PID: pid, Allowed: v.Allowed, Findings: v.Findings, Acknowledged: v.Acknowledged,
+				JVM:       checkJVM{Kind: report.JVM.Kind, Version: report.JVM.Version},
+				Libraries: report.Libraries, Agent: agent, Unknowns: report.Unknowns,
+			}
+			if out.Libraries == nil {
+				out.Libraries = []preflight.LoadedLibrary{}
+			}
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
+					return err
+				}
+			} else {
+				printVerdict(cmd.OutOrStdout(), report, agent, v)
+			}
+			if !v.Allowed {
+				return withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Blocking(), ", ")))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent library to judge (default: the installed async-profiler, else the worst plausible agent)")
+	cmd.Flags().StringVar(&pf.options, "agent-options", "", "the options the agent will get (e.g. start,event=alloc): some hazards depend on them")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verdict as JSON")
+	pf.register(cmd)
+	return cmd
+}
+
+// resolveAgent inspects the given agent, else the installed
+// async-profiler, else stands in the worst plausible agent.
+func resolveAgent(path string) (*preflight.Agent, error) {
+	if path == "" {
+		found, searched := preflight.FindAsyncProfiler()
+		if found == "" {
+			a := conflicts.AssumedAgent()
+			a.Evidence = append(a.Evidence, "searched "+strings.Join(searched, ", "))
+			return a, nil
+		}
+		path = found
+	}
+	return preflight.InspectAgent(path)
+}
+
+func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v conflicts.Verdict) {
+	target := fmt.Sprintf("pid %d (%s", r.PID, r.Process.Name)
+	if r.JVM.Kind != preflight.JVMNone {
+		target += fmt.Sprintf(", %s %s", r.JVM.Kind, orUnknown(r.JVM.Version))
+	}
+	target += ")"
+	agent := "no agent"
+	if a != nil {
+		agent = a.Path
+		if a.Assumed {
+			agent = "an assumed worst-case agent (none given or installed)"
+		} else if a.Version != "" {
+			agent = fmt.Sprintf("%s %s (%s)", a.Kind, a.Version, a.Path)
+		}
+	}
+	if v.Allowed {
+		fmt.Fprintf(w, "ALLOWED  %s  agent: %s\n", target, agent)
+	} else {
+		fmt.Fprintf(w, "REFUSED  %s  agent: %s  by %s\n", target, agent, strings.Join(v.Blocking(), ", "))
+	}
+	for _, f := range v.Findings {
+		tag := f.Severity
+		switch {
+		case f.Acknowledged:
+			tag += ", acknowledged"
+		case f.Escalated:
+			tag += ", --strict"
+		case f.Undetermined:
+			tag += ", undetermined"
+		}
+		fmt.Fprintf(w, "\n[%s] %s\n  %s\n", tag, f.Rule, f.Message)
+		if f.Remedy != "" {
+			fmt.Fprintf(w, "  remedy: %s\n", f.Remedy)
+		}
+		for _, e := range f.Evidence {
+			fmt.Fprintf(w, "  - %s\n", e)
+		}
+		for _, ref := range f.References {
+			fmt.Fprintf(w, "  see %s\n", ref)
+		}
+	}
+}
