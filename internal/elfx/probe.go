@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Caps on what a file may make us read. A real libjvm.so is ~25 MiB with
@@ -60,6 +61,9 @@ type Info struct {
 	// Truncated names anything that hit a cap, so a caller can say
 	// "unknown" rather than "absent".
 	Truncated []string
+
+	byAddrOnce sync.Once
+	byAddr     []Symbol
 }
 
 // Defines reports whether name is a defined dynamic symbol.
@@ -382,4 +386,30 @@ func ProbeFile(path string, opts ProbeOptions) (*Info, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return info, nil
+}
+
+// SymbolAt returns the defined dynamic symbol containing addr (an address
+// relative to the file's load base), or the nearest one below it when
+// sizes are missing. Used to symbolise program counters and data
+// addresses from a live process.
+func (i *Info) SymbolAt(addr uint64) (Symbol, bool) {
+	i.byAddrOnce.Do(func() {
+		i.byAddr = make([]Symbol, 0, len(i.Defined))
+		for _, s := range i.Defined {
+			if s.Value != 0 {
+				i.byAddr = append(i.byAddr, s)
+			}
+		}
+		sort.Slice(i.byAddr, func(a, b int) bool { return i.byAddr[a].Value < i.byAddr[b].Value })
+	})
+	j := sort.Search(len(i.byAddr), func(k int) bool { return i.byAddr[k].Value > addr }) - 1
+	if j < 0 {
+		return Symbol{}, false
+	}
+	s := i.byAddr[j]
+	if s.Size != 0 && addr >= s.Value+s.Size {
+		// Inside a gap after a sized symbol: a local function we cannot name.
+		return s, false
+	}
+	return s, true
 }

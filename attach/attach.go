@@ -1,0 +1,313 @@
+package attach
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// Result is a completed attach.
+type Result struct {
+	PID     int               `json:"pid"`
+	Verdict conflicts.Verdict `json:"verdict"`
+	Agent   *preflight.Agent  `json:"agent,omitempty"`
+	// Output is what the JVM replied (the load's return text, the jcmd
+	// output).
+	Output   string        `json:"output"`
+	Duration time.Duration `json:"duration_ns"`
+	// Healthy is set when the post-attach check got an answer.
+	Healthy bool `json:"healthy"`
+}
+
+// call is one attach operation in progress.
+type call struct {
+	op       string
+	deadline time.Time // the caller's; the protocol stops short of it
+	pid      int
+	opts     Options
+	log      *slog.Logger
+	start    time.Time
+	report   *preflight.Report
+	agent    *preflight.Agent
+	verdict  conflicts.Verdict
+}
+
+func newCall(op string, pid int, opts Options) *call {
+	return &call{op: op, pid: pid, opts: opts, log: opts.logger(), start: time.Now()}
+}
+
+// judge inspects and evaluates; a refusal returns *RefusedError.
+func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
+	policy, err := c.opts.policy()
+	if err != nil {
+		return err
+	}
+	c.report, err = preflight.Inspect(ctx, c.pid, inspect)
+	if err != nil {
+		return err
+	}
+	c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
+	attrs := []any{"pid", c.pid, "op", c.op, "allowed", c.verdict.Allowed, "blocking", c.verdict.Blocking()}
+	if c.agent != nil {
+		attrs = append(attrs, "agent", c.agent.Path, "sha256", c.agent.SHA256)
+	}
+	if len(c.verdict.Acknowledged) > 0 {
+		attrs = append(attrs, "acks", c.verdict.Acknowledged)
+	}
+	c.log.Info("safeattach: verdict", attrs...)
+	if !c.verdict.Allowed {
+		return &RefusedError{PID: c.pid, Verdict: c.verdict}
+	}
+	return nil
+}
+
+// target builds the protocol's view of the inspected JVM, pinned to the
+// process that was inspected.
+func (c *call) target() (*hotspot.Target, error) {
+	t, err := hotspot.NewTarget(c.pid)
+	if err != nil {
+		return nil, err
+	}
+	if t.StartTime != c.report.Process.StartTime {
+		return nil, fmt.Errorf("pid %d: %w (its pid now names another process)", c.pid, hotspot.ErrTargetExited)
+	}
+	t.Feature = c.report.JVM.Feature
+	if f, ok := c.report.JVM.Flags["AltTempDir"]; ok && f.Value != "" {
+		t.TmpDir = f.Value
+	}
+	return t, nil
+}
+
+// finish logs and audits the outcome.
+func (c *call) finish(err error) {
+	outcome := "ok"
+	var refused *RefusedError
+	var hang *HangError
+	switch {
+	case err == nil:
+	case errors.As(err, &refused):
+		outcome = "refused"
+	case errors.As(err, &hang):
+		outcome = "hung"
+	case isAgentError(err):
+		outcome = "failed"
+	default:
+		outcome = "error"
+	}
+	d := time.Since(c.start)
+	level := slog.LevelInfo
+	if err != nil && outcome != "refused" {
+		level = slog.LevelError
+	}
+	c.log.Log(context.Background(), level, "safeattach: "+c.op, "pid", c.pid, "outcome", outcome, "duration", d, "error", errString(err))
+	if c.opts.Audit == nil {
+		return
+	}
+	rec := AuditRecord{
+		Time: c.start.UTC(), Caller: c.opts.Caller, Operation: c.op, PID: c.pid,
+		Allowed: c.verdict.Allowed, Acks: c.verdict.Acknowledged, Outcome: outcome,
+		Error: errString(err), DurationMS: d.Milliseconds(),
+	}
+	if c.report != nil {
+		rec.JVM = c.report.JVM.Kind + " " + c.report.JVM.Version
+	}
+	if c.agent != nil {
+		rec.Agent, rec.AgentSHA256, rec.AgentOptions = c.agent.Path, c.agent.SHA256, c.agent.Options
+	}
+	for _, f := range c.verdict.Findings {
+		if f.Severity != conflicts.Info {
+			rec.Rules = append(rec.Rules, f.Rule)
+		}
+	}
+	c.opts.Audit(rec)
+}
+
+func isAgentError(err error) bool {
+	var ae *hotspot.AgentError
+	var ce *hotspot.CommandError
+	return errors.As(err, &ae) || errors.As(err, &ce)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// reserve is the part of the deadline kept for a hang report: the
+// protocol gives up that much earlier, so that a hung target costs the
+// caller its deadline and not a moment more.
+func (c *call) reserve() time.Duration {
+	sample := c.opts.DiagnoseSample
+	if sample <= 0 {
+		sample = time.Second
+	}
+	if total := time.Until(c.deadline); sample > total/4 {
+		sample = total / 4
+	}
+	return sample
+}
+
+// protocolContext ends early enough to leave the reserve.
+func (c *call) protocolContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, c.deadline.Add(-c.reserve()))
+}
+
+// hang turns a timeout into a *HangError with a report made from outside,
+// sampled in the time left before the caller's deadline.
+func (c *call) hang(step string, err error) error {
+	if !errors.Is(err, hotspot.ErrTimeout) {
+		return err
+	}
+	// Reading every thread's files takes a few milliseconds; sample for
+	// the rest of the budget.
+	sample := time.Until(c.deadline) - 30*time.Millisecond
+	if sample < 50*time.Millisecond {
+		sample = 50 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sample+time.Second)
+	defer cancel()
+	rep, derr := diagnose.Diagnose(ctx, c.pid, diagnose.Options{Sample: sample})
+	if derr != nil {
+		c.log.Warn("safeattach: no hang report", "pid", c.pid, "error", derr)
+	}
+	return &HangError{PID: c.pid, Step: step, Report: rep, Err: err}
+}
+
+// healthCheck asks the JVM for its version with a short deadline: a JVM
+// that answers is alive after the attach.
+func (c *call) healthCheck(ctx context.Context, client *hotspot.Client) error {
+	d := c.opts.HealthTimeout
+	if d <= 0 {
+		d = DefaultHealthTimeout
+	}
+	hctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var out bytes.Buffer
+	if _, err := client.Jcmd(hctx, &out, "VM.version"); err != nil {
+		return c.hang("health check", err)
+	}
+	return nil
+}
+
+// Jcmd runs a diagnostic command (e.g. "VM.version", "Thread.print -l") on
+// the JVM pid through the safe door. The inspection it needs parses no ELF
+// file: jcmd loads nothing, so only the JVM-level rules apply.
+func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Result, err error) {
+	c := newCall("jcmd", pid, opts)
+	defer func() { c.finish(err) }()
+	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
+	defer cancel()
+	c.deadline, _ = ctx.Deadline()
+	if err := c.judge(ctx, preflight.Options{AttachOnly: true}); err != nil {
+		return nil, err
+	}
+	t, err := c.target()
+	if err != nil {
+		return nil, err
+	}
+	pctx, pcancel := c.protocolContext(ctx)
+	defer pcancel()
+	if err := hotspot.EnsureListener(pctx, t); err != nil {
+		return nil, c.hang("attach listener", err)
+	}
+	var out bytes.Buffer
+	code, err := hotspot.NewClient(t).Jcmd(pctx, &out, command)
+	if err != nil {
+		return nil, c.hang("jcmd "+command, err)
+	}
+	res = &Result{PID: pid, Verdict: c.verdict, Output: out.String(), Duration: time.Since(c.start), Healthy: true}
+	if code != 0 {
+		return res, &hotspot.CommandError{Code: code, Command: "jcmd " + command, Message: out.String()}
+	}
+	return res, nil
+}
+
+// Load loads the JVMTI agent at agentPath into the JVM pid with options,
+// if the knowledge base finds it safe, then checks that the JVM still
+// answers.
+func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Options) (res *Result, err error) {
+	c := newCall("load", pid, opts)
+	defer func() { c.finish(err) }()
+	ctx, cancel := opts.withDeadline(ctx, DefaultLoadTimeout)
+	defer cancel()
+	c.deadline, _ = ctx.Deadline()
+	if c.agent, err = preflight.InspectAgent(agentPath); err != nil {
+		return nil, err
+	}
+	c.agent.Options = agentOptions
+	if err := c.judge(ctx, preflight.Options{}); err != nil {
+		return nil, err
+	}
+	pctx, pcancel := c.protocolContext(ctx)
+	defer pcancel()
+	s, err := c.open(pctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	out, err := s.load(pctx, agentOptions)
+	res = &Result{PID: pid, Verdict: c.verdict, Agent: c.agent, Output: out, Duration: time.Since(c.start)}
+	if err != nil {
+		return res, err
+	}
+	if err := c.healthCheck(pctx, s.client); err != nil {
+		return res, err
+	}
+	res.Healthy = true
+	res.Duration = time.Since(c.start)
+	return res, nil
+}
+
+// session is an open attach to a judged target with the agent delivered.
+type session struct {
+	c         *call
+	client    *hotspot.Client
+	agentPath string // as the JVM sees it
+	cleanup   func()
+}
+
+func (c *call) open(ctx context.Context) (*session, error) {
+	t, err := c.target()
+	if err != nil {
+		return nil, err
+	}
+	s := &session{c: c, client: hotspot.NewClient(t), agentPath: c.agent.RealPath, cleanup: func() {}}
+	if !c.report.Process.SameMountNamespace {
+		path, cleanup, err := deliverAgent(c.report, c.agent)
+		if err != nil {
+			return nil, err
+		}
+		s.agentPath, s.cleanup = path, cleanup
+		c.log.Info("safeattach: agent copied into the target's filesystem", "pid", c.pid, "path", path)
+	}
+	if err := hotspot.EnsureListener(ctx, t); err != nil {
+		s.close()
+		return nil, c.hang("attach listener", err)
+	}
+	return s, nil
+}
+
+func (s *session) close() { s.cleanup() }
+
+// load sends one load command with the agent's in-target path.
+func (s *session) load(ctx context.Context, options string) (string, error) {
+	r, err := s.client.Load(ctx, s.agentPath, options)
+	out := ""
+	if r != nil {
+		out = string(r.Output)
+	}
+	if err != nil {
+		return out, s.c.hang("load of "+s.c.agent.Path, err)
+	}
+	return out, nil
+}

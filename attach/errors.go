@@ -1,0 +1,52 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/diagnose"
+)
+
+// ErrRefused is what every refusal unwraps to.
+var ErrRefused = errors.New("refused by preflight")
+
+// RefusedError is a refusal: nothing was sent to the target.
+type RefusedError struct {
+	PID     int
+	Verdict conflicts.Verdict
+}
+
+func (e *RefusedError) Error() string {
+	var msgs []string
+	for _, f := range e.Verdict.Findings {
+		if f.Severity == conflicts.Block {
+			msgs = append(msgs, f.Rule+": "+f.Message)
+		}
+	}
+	return fmt.Sprintf("pid %d: attach refused: %s", e.PID, strings.Join(msgs, "; "))
+}
+
+func (e *RefusedError) Unwrap() error { return ErrRefused }
+
+// HangError is a target that stopped answering during or after an attach.
+// It unwraps to hotspot.ErrTimeout.
+type HangError struct {
+	PID int
+	// Step is what was waited for: "load", "health check", "jcmd"...
+	Step   string
+	Report *diagnose.Report
+	Err    error
+}
+
+func (e *HangError) Error() string {
+	s := fmt.Sprintf("pid %d: no answer to %s: %v", e.PID, e.Step, e.Err)
+	if e.Report != nil {
+		s += "; " + e.Report.Conclusion
+	}
+	return s
+}
+
+func (e *HangError) Unwrap() error { return hotspot.ErrTimeout }

@@ -1,0 +1,204 @@
+package hotspot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxSunPath is sizeof(sun_path) minus the terminating NUL on Linux.
+const maxSunPath = 107
+
+// checkSocket trusts the socket file only if it is a socket owned by the
+// JVM's user (or root) with no group or other permission bits, which is
+// how every JDK creates it (DESIGN.md invariant 3).
+func checkSocket(t *Target) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(t.SocketPath(), &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%w: %s does not exist", ErrNoListener, t.SocketPath())
+		}
+		return err
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		return fmt.Errorf("%w: %s is not a socket (mode %o)", ErrUntrustedSocket, t.SocketPath(), st.Mode)
+	case st.Uid != t.UID && st.Uid != 0:
+		return fmt.Errorf("%w: %s is owned by uid %d, the JVM runs as uid %d", ErrUntrustedSocket, t.SocketPath(), st.Uid, t.UID)
+	case st.Mode&0o077 != 0:
+		return fmt.Errorf("%w: %s has mode %04o; the JVM creates it 0600", ErrUntrustedSocket, t.SocketPath(), st.Mode&0o7777)
+	}
+	return nil
+}
+
+// dial connects to the attach socket under ctx and verifies the peer.
+func dial(ctx context.Context, t *Target) (*net.UnixConn, error) {
+	if err := checkSocket(t); err != nil {
+		return nil, err
+	}
+	path := t.SocketPath()
+	// A path longer than sun_path is reached through a directory fd:
+	// /proc/self/fd/<n>/<name> is always short.
+	if len(path) > maxSunPath {
+		dir, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return nil, err
+		}
+		defer dir.Close()
+		path = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
+	}
+	var conn *net.UnixConn
+	var err error
+	if os.Geteuid() == 0 && t.needsExactCredentials() && (t.UID != 0 || t.GID != 0) {
+		conn, err = dialAs(ctx, path, t.UID, t.GID)
+	} else {
+		conn, err = dialUnix(ctx, path)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: connect %s: %v", ErrTimeout, t.SocketPath(), ctx.Err())
+		}
+		return nil, fmt.Errorf("connect %s: %w", t.SocketPath(), err)
+	}
+	if err := checkPeer(conn, t); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func dialUnix(ctx context.Context, path string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}
+
+// checkPeer verifies with SO_PEERCRED that the listening end is the target
+// process itself (pid as seen from our namespace) and runs as its user.
+func checkPeer(conn *net.UnixConn, t *Target) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return nil // the kernel gives no peer credentials here; the file checks stand
+	}
+	// Across pid namespaces the kernel translates the peer's pid into ours;
+	// 0 means it has no pid here, which the file checks must then cover.
+	if cred.Pid != 0 && int(cred.Pid) != t.PID {
+		return fmt.Errorf("%w: the socket is served by pid %d, not the JVM (pid %d)", ErrUntrustedSocket, cred.Pid, t.PID)
+	}
+	if cred.Uid != t.UID && cred.Uid != 0 && cred.Uid != overflowUID {
+		return fmt.Errorf("%w: the socket's server runs as uid %d, the JVM as uid %d", ErrUntrustedSocket, cred.Uid, t.UID)
+	}
+	return nil
+}
+
+// overflowUID is what a uid unmapped in our user namespace reads as.
+const overflowUID = 65534
+
+// dialAs connects with the JVM's own uid/gid, for JDKs that reject root.
+// The switch is per thread: raw setresgid/setresuid on a locked OS thread
+// (Go's syscall.Setuid would change every thread of the process), undone
+// before the thread is released. If undoing fails the goroutine exits with
+// the thread still locked, and the runtime discards that thread.
+func dialAs(ctx context.Context, path string, uid, gid uint32) (*net.UnixConn, error) {
+	type result struct {
+		conn *net.UnixConn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		restored := false
+		defer func() {
+			if restored {
+				runtime.UnlockOSThread()
+			}
+		}()
+		if err := setThreadCreds(int(uid), int(gid)); err != nil {
+			restored = restoreThreadCreds() == nil
+			ch <- result{err: fmt.Errorf("switch thread to uid %d gid %d: %w", uid, gid, err)}
+			return
+		}
+		// connect(2) happens on this thread: SO_PEERCRED records the
+		// credentials of the thread that connects.
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = connectWithDeadline(ctx, fd, path)
+		}
+		restored = restoreThreadCreds() == nil
+		if err != nil {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			ch <- result{err: err}
+			return
+		}
+		f := os.NewFile(uintptr(fd), "attach")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		ch <- result{conn: c.(*net.UnixConn)}
+	}()
+	r := <-ch
+	return r.conn, r.err
+}
+
+// connectWithDeadline connects a blocking unix socket. Connecting to a
+// listening unix socket does not block unless its backlog is full; the
+// deadline still bounds that case through SO_SNDTIMEO.
+func connectWithDeadline(ctx context.Context, fd int, path string) error {
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return context.DeadlineExceeded
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	}
+	return unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+}
+
+func setThreadCreds(uid, gid int) error {
+	// Group first: after the uid changes we may no longer change groups.
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), uintptr(gid), ^uintptr(0)); e != 0 {
+		return e
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// restoreThreadCreds returns the thread to euid/egid 0: the saved ids are
+// still 0, which is what makes the switch reversible.
+func restoreThreadCreds() error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0)); e != 0 {
+		return e
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, ^uintptr(0), 0, ^uintptr(0)); e != 0 {
+		return e
+	}
+	return nil
+}

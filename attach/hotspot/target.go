@@ -1,0 +1,77 @@
+package hotspot
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/safeattach/safeattach/internal/proc"
+)
+
+// Target is one JVM process, pinned by its start time so that a recycled
+// pid is never mistaken for it.
+type Target struct {
+	PID       int    // as seen from here
+	NSPid     int    // as the JVM sees itself (names its attach files)
+	StartTime uint64 // clock ticks after boot, from /proc/<pid>/stat
+	UID, GID  uint32 // the JVM's effective ids
+	// Feature is the JDK feature release if known (0 otherwise). JDK 10
+	// and older accept only a peer with exactly the JVM's uid and gid;
+	// later JDKs also accept root.
+	Feature int
+	// TmpDir is the JVM's temporary directory inside its root: "/tmp"
+	// unless it runs with -XX:AltTempDir.
+	TmpDir string
+
+	procDir string
+}
+
+// NewTarget reads what the protocol needs about pid from /proc.
+func NewTarget(pid int) (*Target, error) {
+	p := proc.FS{}.Proc(pid)
+	st, err := p.Status()
+	if err != nil {
+		if proc.IsNotExist(err) {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrTargetExited)
+		}
+		return nil, err
+	}
+	stat, err := p.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return &Target{
+		PID: pid, NSPid: st.NSPid(), StartTime: stat.StartTime,
+		UID: st.UID.Effective, GID: st.GID.Effective,
+		TmpDir: "/tmp", procDir: p.Path(),
+	}, nil
+}
+
+// root returns a path inside the target's root directory as seen from here.
+func (t *Target) root(p string) string { return filepath.Join(t.procDir, "root", p) }
+
+// SocketPath is the attach socket as seen from here.
+func (t *Target) SocketPath() string {
+	return t.root(filepath.Join(t.TmpDir, fmt.Sprintf(".java_pid%d", t.NSPid)))
+}
+
+// triggerPaths are where the JVM looks for .attach_pid<nspid> on SIGQUIT:
+// its working directory first, then /tmp (hard-coded, not java.io.tmpdir).
+func (t *Target) triggerPaths() []string {
+	name := fmt.Sprintf(".attach_pid%d", t.NSPid)
+	return []string{filepath.Join(t.procDir, "cwd", name), t.root(filepath.Join("/tmp", name))}
+}
+
+// alive reports whether the pinned process still exists (not a zombie and
+// not a recycled pid).
+func (t *Target) alive() bool {
+	p := proc.FS{}.Proc(t.PID)
+	st, err := p.Stat()
+	return err == nil && st.StartTime == t.StartTime && st.State != 'Z' && st.State != 'X'
+}
+
+// needsExactCredentials reports whether the JVM rejects root and accepts
+// only its own uid and gid (JDK 10 and older; unknown counts as old, the
+// safe assumption).
+func (t *Target) needsExactCredentials() bool {
+	return t.Feature == 0 || t.Feature <= 10
+}

@@ -1,0 +1,90 @@
+package attach
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/safeattach/safeattach/conflicts"
+)
+
+// Default deadlines. A healthy async-profiler attach to a JVM under
+// tcmalloc's heap profiler took 39–64 s here, so the load deadline leaves
+// room for it; commands that load nothing answer in milliseconds.
+const (
+	DefaultLoadTimeout   = 120 * time.Second
+	DefaultJcmdTimeout   = 30 * time.Second
+	DefaultHealthTimeout = 5 * time.Second
+)
+
+// Options configure one call. The zero value is the default.
+type Options struct {
+	// Timeout bounds the whole call: inspection, judgement, attach and
+	// health check. Zero means DefaultLoadTimeout for Load and Profile and
+	// DefaultJcmdTimeout for Jcmd. A deadline already on ctx also applies.
+	Timeout time.Duration
+	// RuleFiles are operator rule files added to the embedded ones.
+	RuleFiles []string
+	// Acks, Strict, AllowAgents and DenyAgents are the policy (see
+	// conflicts.Policy). There is no blanket override.
+	Acks        []string
+	Strict      bool
+	AllowAgents []string
+	DenyAgents  []string
+	// HealthTimeout bounds the post-attach check that the JVM still
+	// answers (default DefaultHealthTimeout).
+	HealthTimeout time.Duration
+	// DiagnoseSample is how long a hang report samples CPU (default 1s);
+	// it is taken from the caller's deadline budget only after the
+	// deadline has passed, so a hung target costs Timeout plus this.
+	DiagnoseSample time.Duration
+	// Logger receives one record per decision (pid, agent, SHA-256, rule
+	// IDs, outcome). Nil means no logging.
+	Logger *slog.Logger
+	// Audit, if set, receives one record per call, refusals included:
+	// the trail a deployment agent keeps.
+	Audit func(AuditRecord)
+	// Caller names who asked, for the audit trail.
+	Caller string
+}
+
+func (o Options) policy() (conflicts.Policy, error) {
+	rules, err := conflicts.LoadRules(o.RuleFiles...)
+	if err != nil {
+		return conflicts.Policy{}, err
+	}
+	return conflicts.Policy{Rules: rules, Acks: o.Acks, Strict: o.Strict, AllowAgents: o.AllowAgents, DenyAgents: o.DenyAgents}, nil
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+func (o Options) withDeadline(ctx context.Context, def time.Duration) (context.Context, context.CancelFunc) {
+	d := o.Timeout
+	if d <= 0 {
+		d = def
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// AuditRecord is one attach decision and its outcome.
+type AuditRecord struct {
+	Time         time.Time `json:"time"`
+	Caller       string    `json:"caller,omitempty"`
+	Operation    string    `json:"operation"` // load, jcmd, profile
+	PID          int       `json:"pid"`
+	JVM          string    `json:"jvm,omitempty"`
+	Agent        string    `json:"agent,omitempty"`
+	AgentSHA256  string    `json:"agent_sha256,omitempty"`
+	AgentOptions string    `json:"agent_options,omitempty"`
+	Allowed      bool      `json:"allowed"`
+	Rules        []string  `json:"rules,omitempty"` // IDs of block and warn findings
+	Acks         []string  `json:"acks,omitempty"`
+	Outcome      string    `json:"outcome"` // ok, refused, failed, hung, error
+	Error        string    `json:"error,omitempty"`
+	DurationMS   int64     `json:"duration_ms"`
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/spf13/cobra"
+)
+
+// attachFlags are shared by load, jcmd and profile.
+type attachFlags struct {
+	timeout time.Duration
+	pf      policyFlags
+	verbose bool
+}
+
+func (a *attachFlags) register(cmd *cobra.Command, def time.Duration) {
+	cmd.Flags().DurationVar(&a.timeout, "timeout", def, "deadline for the whole operation (inspection, attach, health check)")
+	cmd.Flags().BoolVarP(&a.verbose, "verbose", "v", false, "log every decision to stderr")
+	a.pf.register(cmd)
+}
+
+func (a *attachFlags) options(cmd *cobra.Command) attach.Options {
+	o := attach.Options{
+		Timeout: a.timeout, RuleFiles: a.pf.rules, Acks: a.pf.acks, Strict: a.pf.strict,
+		AllowAgents: a.pf.allow, DenyAgents: a.pf.deny, Caller: "cli:" + currentUser(),
+	}
+	if a.verbose {
+		o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	}
+	return o
+}
+
+func currentUser() string {
+	if u := os.Getenv("SUDO_USER"); u != "" {
+		return u
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return fmt.Sprintf("uid %d", os.Geteuid())
+}
+
+// attachError maps a library error to the CLI's exit code, printing the
+// refusal or the hang report first.
+func attachError(w io.Writer, err error, asJSON bool) error {
+	var refused *attach.RefusedError
+	var hang *attach.HangError
+	switch {
+	case errors.As(err, &refused):
+		if asJSON {
+			_ = writeJSON(w, refused.Verdict)
+		} else {
+			printFindings(w, refused.Verdict.Findings)
+		}
+		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Blocking(), ", ")))
+	case errors.As(err, &hang):
+		if hang.Report != nil {
+			if asJSON {
+				_ = writeJSON(w, hang.Report)
+			} else {
+				printHangReport(w, hang.Report)
+			}
+		}
+		return withCode(exitTimedOut, err)
+	case errors.Is(err, hotspot.ErrTimeout):
+		return withCode(exitTimedOut, err)
+	case isAttachFailure(err):
+		return withCode(exitFailed, err)
+	}
+	return err
+}
+
+func isAttachFailure(err error) bool {
+	var ae *hotspot.AgentError
+	var ce *hotspot.CommandError
+	return errors.As(err, &ae) || errors.As(err, &ce) ||
+		errors.Is(err, hotspot.ErrTargetExited) || errors.Is(err, hotspot.ErrNoListener) ||
+		errors.Is(err, hotspot.ErrUntrustedSocket) || errors.Is(err, hotspot.ErrConnectionClosed) ||
+		errors.Is(err, hotspot.ErrRequestTooLong) || errors.Is(err, hotspot.ErrUnsafeSignal)
+}
+
+func newLoadCmd() *cobra.Command {
+	var (
+		af     attachFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load [--timeout DUR] [--ack RULE-ID]... [--json] PID AGENT_PATH [AGENT_OPTIONS]",
+		Short: "Load a JVMTI agent into a JVM if it is safe (exit 2 refused, 3 failed, 4 hung)",
+		Args:  cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			options := ""
+			if len(args) == 3 {
+				options = args[2]
+			}
+			res, err := attach.Load(cmd.Context(), pid, args[1], options, af.options(cmd))
+			w := cmd.OutOrStdout()
+			if err != nil {
+				return attachError(w, err, asJSON)
+			}
+			if asJSON {
+				return writeJSON(w, res)
+			}
+			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", args[1], pid, res.Duration.Round(time.Millisecond))
+			if out := strings.TrimSpace(res.Output); out != "" {
+				fmt.Fprintln(w, out)
+			}
+			printFindings(w, res.Verdict.Findings)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	af.register(cmd, attach.DefaultLoadTimeout)
+	return cmd
+}
+
+func newJcmdCmd() *cobra.Command {
+	var af attachFlags
+	cmd := &cobra.Command{
+		Use:   "jcmd [--timeout DUR] PID COMMAND [ARGS...]",
+		Short: "Run a diagnostic command in a JVM, with a deadline",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			res, err := attach.Jcmd(cmd.Context(), pid, strings.Join(args[1:], " "), af.options(cmd))
+			if res != nil {
+				fmt.Fprint(cmd.OutOrStdout(), res.Output)
+			}
+			if err != nil {
+				return attachError(cmd.OutOrStdout(), err, false)
+			}
+			return nil
+		},
+	}
+	// Everything after the command belongs to it: "jcmd PID Thread.print -l".
+	cmd.Flags().SetInterspersed(false)
+	af.register(cmd, attach.DefaultJcmdTimeout)
+	return cmd
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/diagnose"
+	"github.com/spf13/cobra"
+)
+
+func newDiagnoseCmd() *cobra.Command {
+	var (
+		asJSON bool
+		sample time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "diagnose [--json] PID",
+		Short: "Explain from outside what an unresponsive process is doing (exit 4 when it is hung)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			r, err := diagnose.Diagnose(cmd.Context(), pid, diagnose.Options{Sample: sample})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = writeJSON(cmd.OutOrStdout(), r)
+			} else {
+				printHangReport(cmd.OutOrStdout(), r)
+			}
+			if err == nil && r.Verdict == diagnose.Hung {
+				return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().DurationVar(&sample, "sample", time.Second, "how long to measure CPU use")
+	return cmd
+}
+
+// printHangReport prints the conclusion first, then locks shared by
+// several threads, then each thread that is not simply idle-waiting.
+func printHangReport(w io.Writer, r *diagnose.Report) {
+	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(r.Verdict))
+	fmt.Fprintf(w, "  %s\n", r.Conclusion)
+	var parts []string
+	for _, s := range r.Summary {
+		parts = append(parts, fmt.Sprintf("%d %s", s.Count, s.What))
+	}
+	fmt.Fprintf(w, "  %s; %d CPU ticks in %d ms\n", strings.Join(parts, ", "), r.CPUTicks, r.SampleMillis)
+	if len(r.Futexes) > 0 {
+		fmt.Fprintln(w, "\nlocks (futexes) with waiters:")
+		for _, g := range r.Futexes {
+			if len(g.Threads) < 2 {
+				continue
+			}
+			fmt.Fprintf(w, "  %#x %s: %d threads (%s)\n", g.Addr, g.Where, len(g.Threads), abbreviate(g.Names, 6))
+		}
+	}
+	fmt.Fprintln(w, "\nnotable threads (callers are HEURISTIC: return addresses found on the stack):")
+	others := map[string][]string{}
+	var order []string
+	for _, t := range r.Threads {
+		if !t.Notable {
+			key := t.State
+			if t.Syscall != "" {
+				key += " in " + t.Syscall
+			}
+			if others[key] == nil {
+				order = append(order, key)
+			}
+			others[key] = append(others[key], t.Name)
+			continue
+		}
+		printThread(w, t)
+	}
+	for _, key := range order {
+		fmt.Fprintf(w, "  %d other threads %s (%s)\n", len(others[key]), key, abbreviate(others[key], 5))
+	}
+}
+
+func printThread(w io.Writer, t diagnose.Thread) {
+	fmt.Fprintf(w, "  %d %q %s", t.TID, t.Name, t.State)
+	if t.Syscall != "" {
+		fmt.Fprintf(w, " in %s", t.Syscall)
+		if t.FutexAddr != 0 {
+			fmt.Fprintf(w, "(%#x)", t.FutexAddr)
+		}
+	}
+	if t.Wchan != "" {
+		fmt.Fprintf(w, " wchan=%s", t.Wchan)
+	}
+	if t.CPUTicks > 0 {
+		fmt.Fprintf(w, " cpu=%d", t.CPUTicks)
+	}
+	fmt.Fprintln(w)
+	if t.Where != "" {
+		fmt.Fprintf(w, "      at %s\n", t.Where)
+	}
+	for i, c := range t.Callers {
+		if i == 8 {
+			fmt.Fprintf(w, "      ... %d more\n", len(t.Callers)-i)
+			break
+		}
+		fmt.Fprintf(w, "      <- %s\n", c)
+	}
+}
+
+func abbreviate(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:n], ", ") + fmt.Sprintf(", +%d", len(names)-n)
+}
+
+// printFindings lists findings (used after a refusal or an allowed load).
+func printFindings(w io.Writer, fs []conflicts.Finding) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "[%s] %s: %s\n", f.Severity, f.Rule, f.Message)
+		if f.Remedy != "" && f.Severity != conflicts.Info {
+			fmt.Fprintf(w, "  remedy: %s\n", f.Remedy)
+		}
+	}
+}

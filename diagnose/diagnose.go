@@ -1,0 +1,542 @@
+package diagnose
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/proc"
+)
+
+// Verdicts on the process as a whole.
+const (
+	// Hung: no thread makes progress: (almost) no CPU over the sample and
+	// every thread blocked.
+	Hung = "hung"
+	// Busy: threads consume CPU; an unanswered request is slow, not stuck.
+	Busy = "busy"
+	// Idle: little CPU but some threads are not blocked in the kernel
+	// (running or runnable between samples).
+	Idle = "idle"
+)
+
+// Options tunes Diagnose. The zero value samples for one second.
+type Options struct {
+	// Sample is how long CPU use is measured (default 1s).
+	Sample time.Duration
+	// StackScan is how many bytes above each blocked thread's stack
+	// pointer are scanned for return addresses (default 16 KiB).
+	StackScan int
+	// MaxCallers bounds the heuristic callers kept per thread (default 12).
+	MaxCallers int
+}
+
+// Report is a hang report.
+type Report struct {
+	PID     int    `json:"pid"`
+	Name    string `json:"name"`
+	Verdict string `json:"verdict"`
+	// CPUTicks is the process's user+system time over SampleMillis, in
+	// clock ticks (USER_HZ, normally 100 per second per busy CPU).
+	CPUTicks     uint64        `json:"cpu_ticks"`
+	SampleMillis int64         `json:"sample_ms"`
+	Threads      []Thread      `json:"threads"`
+	Futexes      []FutexGroup  `json:"futexes,omitempty"`
+	Conclusion   string        `json:"conclusion"`
+	Pattern      string        `json:"pattern,omitempty"`
+	Notes        []string      `json:"notes,omitempty"`
+	Summary      []SummaryLine `json:"summary"`
+}
+
+// SummaryLine is one line of the plain-language overview.
+type SummaryLine struct {
+	Count int    `json:"count"`
+	What  string `json:"what"`
+}
+
+// Thread is one thread's state as seen from outside.
+type Thread struct {
+	TID      int    `json:"tid"`
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Wchan    string `json:"wchan,omitempty"`
+	CPUTicks uint64 `json:"cpu_ticks"`
+	// Syscall is the blocked system call's name (or number), empty when
+	// the thread is running in user space.
+	Syscall string    `json:"syscall,omitempty"`
+	Args    [6]uint64 `json:"args"`
+	PC      uint64    `json:"pc,omitempty"`
+	// Where is the PC symbolised: "libc.so.6 (futex_wait+0x2c)".
+	Where string `json:"where,omitempty"`
+	// Callers are return addresses found on the stack, innermost first:
+	// HEURISTIC (stale frames can appear; missing frames are possible).
+	Callers []string `json:"callers,omitempty"`
+	// FutexAddr is set for threads blocked in futex(2).
+	FutexAddr uint64 `json:"futex_addr,omitempty"`
+	// Notable marks threads worth reading first: the attach listener,
+	// threads inside an agent, the loader, the unwinder or an allocator,
+	// and threads using CPU.
+	Notable bool `json:"notable,omitempty"`
+}
+
+// notableMarks are the code locations that make a thread worth showing.
+var notableMarks = []string{"Agent_On", "dl_iterate_phdr", "libunwind", "_Unwind", "tcmalloc", "jemalloc", "libasyncProfiler", "libjavaProfiler"}
+
+// FutexGroup is a set of threads waiting on one futex: one lock.
+type FutexGroup struct {
+	Addr    uint64   `json:"addr"`
+	Where   string   `json:"where"`
+	Threads []int    `json:"threads"`
+	Names   []string `json:"names"`
+}
+
+// syscallNames are the x86-64 numbers of the calls a blocked thread is
+// commonly in.
+var syscallNames = map[int]string{
+	0: "read", 1: "write", 7: "poll", 23: "select", 34: "pause", 35: "nanosleep",
+	43: "accept", 44: "sendto", 45: "recvfrom", 61: "wait4", 202: "futex",
+	219: "restart_syscall", 230: "clock_nanosleep", 232: "epoll_wait", 271: "ppoll",
+	281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2",
+}
+
+const sysFutex = 202
+
+// Diagnose samples the process pid and explains what its threads do.
+func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
+	if opts.Sample <= 0 {
+		opts.Sample = time.Second
+	}
+	if opts.StackScan <= 0 {
+		opts.StackScan = 16 << 10
+	}
+	if opts.MaxCallers <= 0 {
+		opts.MaxCallers = 12
+	}
+	p := proc.FS{}.Proc(pid)
+	st, err := p.Status()
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	before, err := taskTicks(p)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	select {
+	case <-time.After(opts.Sample):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	after, err := taskTicks(p)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{PID: pid, Name: st.Name, SampleMillis: time.Since(start).Milliseconds()}
+	sym := newSymbolizer(p)
+	tids := make([]int, 0, len(after))
+	for tid := range after {
+		tids = append(tids, tid)
+	}
+	sort.Ints(tids)
+	for _, tid := range tids {
+		t := readThread(p, tid, sym, opts)
+		t.CPUTicks = after[tid].ticks - before[tid].ticks
+		if _, existed := before[tid]; !existed {
+			t.CPUTicks = after[tid].ticks
+		}
+		r.CPUTicks += t.CPUTicks
+		r.Threads = append(r.Threads, t)
+	}
+	for i := range r.Threads {
+		t := &r.Threads[i]
+		t.Notable = t.Name == "Attach Listener" || t.CPUTicks > 0 || t.State == "running"
+		for _, m := range notableMarks {
+			t.Notable = t.Notable || t.mentions(m)
+		}
+	}
+	r.groupFutexes(sym)
+	r.judge()
+	return r, nil
+}
+
+type taskSample struct{ ticks uint64 }
+
+func taskTicks(p proc.Proc) (map[int]taskSample, error) {
+	entries, err := os.ReadDir(p.Path("task"))
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", p.PID, err)
+	}
+	out := map[int]taskSample{}
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := proc.FS{}.Proc(p.PID).Task(tid).Stat()
+		if err != nil {
+			continue // exited between readdir and read
+		}
+		out[tid] = taskSample{ticks: st.UTime + st.STime}
+	}
+	return out, nil
+}
+
+func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
+	task := proc.FS{}.Proc(p.PID).Task(tid)
+	t := Thread{TID: tid}
+	if b, err := os.ReadFile(task.Path("comm")); err == nil {
+		t.Name = strings.TrimSpace(string(b))
+	}
+	if st, err := task.Stat(); err == nil {
+		t.State = stateName(st.State)
+	}
+	if b, err := os.ReadFile(task.Path("wchan")); err == nil && string(b) != "0" {
+		t.Wchan = string(b)
+	}
+	sc, err := task.Syscall()
+	if err != nil {
+		return t
+	}
+	if sc.Running {
+		return t
+	}
+	t.PC = sc.PC
+	t.Where = sym.describe(sc.PC)
+	if sc.Number >= 0 {
+		t.Syscall = syscallName(sc.Number)
+		t.Args = sc.Args
+		if sc.Number == sysFutex {
+			t.FutexAddr = sc.Args[0]
+		}
+	}
+	t.Callers = sym.scanStack(sc.SP, opts.StackScan, opts.MaxCallers)
+	return t
+}
+
+func syscallName(n int) string {
+	if s, ok := syscallNames[n]; ok {
+		return s
+	}
+	return "syscall " + strconv.Itoa(n)
+}
+
+func stateName(c byte) string {
+	switch c {
+	case 'R':
+		return "running"
+	case 'S':
+		return "sleeping"
+	case 'D':
+		return "disk-sleep"
+	case 'T':
+		return "stopped"
+	case 't':
+		return "traced"
+	case 'Z':
+		return "zombie"
+	}
+	return string(c)
+}
+
+func (r *Report) groupFutexes(sym *symbolizer) {
+	byAddr := map[uint64]*FutexGroup{}
+	for _, t := range r.Threads {
+		if t.FutexAddr == 0 {
+			continue
+		}
+		g := byAddr[t.FutexAddr]
+		if g == nil {
+			g = &FutexGroup{Addr: t.FutexAddr, Where: sym.describeData(t.FutexAddr)}
+			byAddr[t.FutexAddr] = g
+		}
+		g.Threads = append(g.Threads, t.TID)
+		g.Names = append(g.Names, t.Name)
+	}
+	for _, g := range byAddr {
+		r.Futexes = append(r.Futexes, *g)
+	}
+	sort.Slice(r.Futexes, func(a, b int) bool {
+		if len(r.Futexes[a].Threads) != len(r.Futexes[b].Threads) {
+			return len(r.Futexes[a].Threads) > len(r.Futexes[b].Threads)
+		}
+		return r.Futexes[a].Addr < r.Futexes[b].Addr
+	})
+}
+
+// ticksPerSecondHung is the CPU use below which a process whose threads
+// are all blocked counts as making no progress. A hung JVM measured here
+// used 0–8 ticks per 5 s; a healthy one under load ~1000.
+const ticksPerSecondHung = 3
+
+// judge sets the verdict and conclusion from the threads.
+func (r *Report) judge() {
+	blocked, running, inFutex := 0, 0, 0
+	for _, t := range r.Threads {
+		switch {
+		case t.State == "running":
+			running++
+		case t.Syscall != "":
+			blocked++
+		}
+		if t.FutexAddr != 0 {
+			inFutex++
+		}
+	}
+	perSecond := float64(r.CPUTicks) / (float64(r.SampleMillis) / 1000)
+	switch {
+	case perSecond >= 20:
+		r.Verdict = Busy
+	case perSecond <= ticksPerSecondHung && running == 0:
+		r.Verdict = Hung
+	default:
+		r.Verdict = Idle
+	}
+	r.Summary = append(r.Summary, SummaryLine{len(r.Threads), "threads"})
+	r.Summary = append(r.Summary, SummaryLine{inFutex, "waiting on a futex"})
+	r.Summary = append(r.Summary, SummaryLine{running, "running"})
+	for _, lib := range []string{"libunwind", "dl_iterate_phdr", "tcmalloc", "jemalloc", "libasyncProfiler"} {
+		n := 0
+		for _, t := range r.Threads {
+			if t.mentions(lib) {
+				n++
+			}
+		}
+		if n > 0 {
+			r.Summary = append(r.Summary, SummaryLine{n, "with " + lib + " on the stack"})
+		}
+	}
+	r.Pattern, r.Conclusion = r.recognise()
+	if r.Conclusion == "" {
+		switch r.Verdict {
+		case Hung:
+			r.Conclusion = fmt.Sprintf("no progress: %d ticks of CPU in %d ms and every thread blocked (%d on futexes); the process is deadlocked or waiting for something outside it", r.CPUTicks, r.SampleMillis, inFutex)
+		case Busy:
+			r.Conclusion = fmt.Sprintf("busy: %d ticks of CPU in %d ms; an unanswered request is slow, not stuck", r.CPUTicks, r.SampleMillis)
+		default:
+			r.Conclusion = fmt.Sprintf("idle but not stuck: %d ticks of CPU in %d ms, %d threads running", r.CPUTicks, r.SampleMillis, running)
+		}
+	}
+}
+
+func (t Thread) mentions(s string) bool {
+	if strings.Contains(t.Where, s) {
+		return true
+	}
+	for _, c := range t.Callers {
+		if strings.Contains(c, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// recognise matches the incident's lock cycle (async-profiler #1147 and
+// #1151): one thread inside dl_iterate_phdr (holding the loader lock)
+// waits in the allocator or unwinder, while other threads wait for a lock
+// inside ld.so (the loader lock).
+func (r *Report) recognise() (pattern, conclusion string) {
+	if r.Verdict != Hung {
+		return r.recogniseStuckAgent()
+	}
+	var holder *Thread
+	for i, t := range r.Threads {
+		if t.FutexAddr != 0 && t.mentions("dl_iterate_phdr") &&
+			(t.mentions("libunwind") || t.mentions("tcmalloc") || t.mentions("jemalloc") || t.mentions("_Unwind")) {
+			holder = &r.Threads[i]
+			break
+		}
+	}
+	if holder == nil {
+		return r.recogniseStuckAgent()
+	}
+	loaderWaiters, otherWaiters := 0, 0
+	for _, g := range r.Futexes {
+		if g.Addr == holder.FutexAddr {
+			otherWaiters += len(g.Threads) - 1
+			continue
+		}
+		if strings.Contains(g.Where, "ld-linux") || strings.Contains(g.Where, "_rtld_global") {
+			loaderWaiters += len(g.Threads)
+		}
+	}
+	allocator := "the allocator's"
+	switch {
+	case holder.mentions("libunwind"):
+		allocator = "libunwind's"
+	case holder.mentions("tcmalloc"):
+		allocator = "tcmalloc's"
+	}
+	issue := "#1147"
+	if holder.mentions("tcmalloc") {
+		issue = "#1151"
+	}
+	return "loader-lock-allocator-deadlock", fmt.Sprintf(
+		"deadlock: thread %d (%s) holds the loader lock inside dl_iterate_phdr and waits for %s lock, while %d threads wait for the loader lock and %d more for the same lock as it: the deadlock from async-profiler %s (an agent allocating under the loader lock in a JVM whose allocator captures stacks)",
+		holder.TID, holder.Name, allocator, loaderWaiters, otherWaiters, issue)
+}
+
+// recogniseStuckAgent names an agent that never returned from
+// Agent_OnAttach: the Attach Listener thread has it on its stack.
+func (r *Report) recogniseStuckAgent() (pattern, conclusion string) {
+	for _, t := range r.Threads {
+		if t.Name != "Attach Listener" {
+			continue
+		}
+		for _, c := range append([]string{t.Where}, t.Callers...) {
+			if strings.Contains(c, "Agent_OnAttach") || strings.Contains(c, "Agent_OnLoad") {
+				what := t.Syscall
+				if what == "" {
+					what = t.State
+				}
+				return "agent-stuck-in-onattach", fmt.Sprintf(
+					"the agent has not returned from its attach entry point: thread %d (Attach Listener) is blocked in %s inside %s, so the JVM answers no further attach request; %d CPU ticks in %d ms",
+					t.TID, what, c, r.CPUTicks, r.SampleMillis)
+			}
+		}
+	}
+	return "", ""
+}
+
+// symbolizer maps addresses to "library (symbol+off)" using the mapped
+// ELF files' dynamic symbols.
+type symbolizer struct {
+	p      proc.Proc
+	maps   []proc.Mapping
+	bases  map[string]uint64
+	infos  map[string]*elfx.Info
+	failed map[string]bool
+	mem    *os.File
+}
+
+var cache elfx.Cache
+
+func newSymbolizer(p proc.Proc) *symbolizer {
+	s := &symbolizer{p: p, bases: map[string]uint64{}, infos: map[string]*elfx.Info{}, failed: map[string]bool{}}
+	_ = p.WalkMaps(nil, func(m *proc.Mapping) error {
+		if m.IsFile() {
+			if _, ok := s.bases[m.Path]; !ok && m.Offset == 0 {
+				s.bases[m.Path] = m.Start
+			}
+		}
+		s.maps = append(s.maps, *m)
+		return nil
+	})
+	s.mem, _ = os.Open(p.Path("mem"))
+	return s
+}
+
+func (s *symbolizer) mapping(addr uint64) *proc.Mapping {
+	i := sort.Search(len(s.maps), func(k int) bool { return s.maps[k].End > addr })
+	if i < len(s.maps) && s.maps[i].Start <= addr {
+		return &s.maps[i]
+	}
+	return nil
+}
+
+func (s *symbolizer) info(m *proc.Mapping) *elfx.Info {
+	if i, ok := s.infos[m.Path]; ok || s.failed[m.Path] {
+		return i
+	}
+	f, _, err := elfx.OpenMapped(elfx.MappedFile{ProcDir: s.p.Path(), Start: m.Start, End: m.End, Path: m.Path, DevMajor: m.DevMajor, DevMinor: m.DevMinor, Inode: m.Inode})
+	if err != nil {
+		s.failed[m.Path] = true
+		return nil
+	}
+	defer f.Close()
+	info, _, err := cache.Probe(f, elfx.ProbeOptions{})
+	if err != nil {
+		s.failed[m.Path] = true
+		return nil
+	}
+	s.infos[m.Path] = info
+	return info
+}
+
+// describe names a code address.
+func (s *symbolizer) describe(addr uint64) string {
+	m := s.mapping(addr)
+	if m == nil {
+		return fmt.Sprintf("%#x (unmapped)", addr)
+	}
+	if !m.IsFile() {
+		name := m.Path
+		if name == "" {
+			name = "anonymous memory (JIT code?)"
+		}
+		return fmt.Sprintf("%#x in %s", addr, name)
+	}
+	lib := filepath.Base(m.Path)
+	base := s.bases[m.Path]
+	if info := s.info(m); info != nil {
+		rel := addr - base
+		if info.Type == "ET_EXEC" {
+			rel = addr
+		}
+		if sym, ok := info.SymbolAt(rel); ok {
+			return fmt.Sprintf("%s (%s+%#x)", lib, sym.Name, rel-sym.Value)
+		}
+	}
+	return fmt.Sprintf("%s+%#x", lib, addr-base)
+}
+
+// describeData names a data address, such as a lock.
+func (s *symbolizer) describeData(addr uint64) string {
+	m := s.mapping(addr)
+	if m == nil {
+		return "unmapped"
+	}
+	if m.IsFile() {
+		return s.describe(addr)
+	}
+	if m.Path != "" {
+		return m.Path
+	}
+	// Anonymous: a heap or a thread's data. Say which library's writable
+	// data precedes it, if adjacent (.bss is often mapped anonymous).
+	for i := range s.maps {
+		if &s.maps[i] == m && i > 0 && s.maps[i-1].IsFile() && s.maps[i-1].End == m.Start {
+			return "the .bss of " + filepath.Base(s.maps[i-1].Path)
+		}
+	}
+	return "anonymous memory"
+}
+
+// scanStack reads the top of a stack and keeps words that point into
+// executable file mappings: probable return addresses.
+func (s *symbolizer) scanStack(sp uint64, size, maxCallers int) []string {
+	if s.mem == nil || sp == 0 {
+		return nil
+	}
+	buf := make([]byte, size)
+	n, err := s.mem.ReadAt(buf, int64(sp))
+	if n == 0 && err != nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for off := 0; off+8 <= n && len(out) < maxCallers; off += 8 {
+		v := binary.LittleEndian.Uint64(buf[off:])
+		m := s.mapping(v)
+		if m == nil || !m.Executable() || !m.IsFile() {
+			continue
+		}
+		d := s.describe(v)
+		// A word equal to a symbol's start is a function pointer, not a
+		// return address (which points after a call instruction).
+		if strings.HasSuffix(d, "+0x0)") {
+			continue
+		}
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}

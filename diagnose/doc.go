@@ -1,0 +1,18 @@
+// Package diagnose explains, from the outside, a process that no longer
+// answers: per thread its state, kernel wait channel, blocked system call
+// and arguments, user-space program counter symbolised against the mapped
+// libraries' dynamic symbols, and likely callers found by scanning the top
+// of its stack (a heuristic, marked as such). Threads waiting on the same
+// futex are grouped, and known deadlock patterns get a plain-language
+// conclusion.
+//
+// It reads /proc/<pid>/task/*/{stat,comm,wchan,syscall} and
+// /proc/<pid>/mem. It never stops, signals or attaches to the process, so
+// it works on a JVM whose attach listener and signal dispatcher are stuck,
+// where jstack hangs. Reading syscall and mem needs ptrace access (root,
+// or the same user without restrictions).
+//
+// It is a package of its own, beside preflight, because it answers a
+// different question (what is this process doing now, rather than is it
+// safe to attach) and is used after an attach as well as on demand.
+package diagnose
