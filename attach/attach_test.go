@@ -1,0 +1,357 @@
+package attach
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+func socketPath(pid int) string { return fmt.Sprintf("/tmp/.java_pid%d", pid) }
+
+// requireNothingSent: no listener was started and no trigger file left.
+func requireNothingSent(t *testing.T, p *testenv.Process) {
+	t.Helper()
+	for _, f := range []string{socketPath(p.PID), fmt.Sprintf("/tmp/.attach_pid%d", p.PID), filepath.Join(p.Dir, fmt.Sprintf(".attach_pid%d", p.PID))} {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("%s exists: something was sent to the target", f)
+		}
+	}
+}
+
+func refusedBy(t *testing.T, err error, rule string) {
+	t.Helper()
+	var re *RefusedError
+	if !errors.As(err, &re) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("want a refusal by %s, got %v", rule, err)
+	}
+	if !slices.Contains(re.Verdict.Blocking(), rule) {
+		t.Fatalf("refused by %v, want %s", re.Verdict.Blocking(), rule)
+	}
+}
+
+func TestLiveLoadAndJcmd(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	var audit []AuditRecord
+	var mu sync.Mutex
+	opts := Options{Audit: func(r AuditRecord) { mu.Lock(); audit = append(audit, r); mu.Unlock() }, Caller: "test"}
+	res, err := Jcmd(context.Background(), p.PID, "VM.version", opts)
+	if err != nil || !strings.Contains(res.Output, "JDK 17") {
+		t.Fatalf("jcmd: %v %+v", err, res)
+	}
+	agent := testenv.BuildAgent(t, testenv.AgentRecordOptions)
+	rec := filepath.Join(p.Dir, "opts.txt")
+	res, err = Load(context.Background(), p.PID, agent, "out="+rec, opts)
+	if err != nil || !res.Healthy {
+		t.Fatalf("load: %v %+v", err, res)
+	}
+	if got, _ := os.ReadFile(rec); string(got) != "out="+rec {
+		t.Errorf("options %q", got)
+	}
+	_, err = Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentFailRC), "", opts)
+	var ae *hotspot.AgentError
+	if !errors.As(err, &ae) || ae.ReturnCode != 42 {
+		t.Errorf("failing agent: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(audit) != 3 || audit[0].Outcome != "ok" || audit[1].AgentSHA256 == "" || audit[2].Outcome != "failed" || audit[1].Caller != "test" {
+		t.Errorf("audit trail %+v", audit)
+	}
+}
+
+// The refusals: each is decided before anything reaches the target.
+func TestLiveRefusals(t *testing.T) {
+	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	t.Run("missing-agent", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		_, err := Load(context.Background(), p.PID, filepath.Join(p.Dir, "nope.so"), "", Options{})
+		refusedBy(t, err, "agent-untrusted")
+		requireNothingSent(t, p)
+	})
+	t.Run("no-Agent_OnAttach", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		_, err := Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentNoOnAttach), "", Options{})
+		refusedBy(t, err, "agent-untrusted")
+		requireNothingSent(t, p)
+	})
+	t.Run("DisableAttachMechanism", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+DisableAttachMechanism"}})
+		_, err := Load(context.Background(), p.PID, fixed, "", Options{})
+		refusedBy(t, err, "attach-disabled")
+		requireNothingSent(t, p)
+	})
+	// Invariant: a JVM with -Xrs must still be alive after we were asked
+	// to attach to it.
+	t.Run("Xrs-without-socket", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-Xrs"}})
+		waitFile(t, socketPath(p.PID))
+		os.Remove(socketPath(p.PID))
+		_, err := Jcmd(context.Background(), p.PID, "VM.version", Options{})
+		refusedBy(t, err, "sigquit-not-handled")
+		_, err = Load(context.Background(), p.PID, fixed, "", Options{})
+		refusedBy(t, err, "sigquit-not-handled")
+		time.Sleep(500 * time.Millisecond)
+		if !p.Alive() {
+			t.Fatalf("the -Xrs JVM died: %v", p.ExitState())
+		}
+	})
+	t.Run("Xrs-with-socket-works", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-Xrs"}})
+		waitFile(t, socketPath(p.PID))
+		if _, err := Jcmd(context.Background(), p.PID, "VM.version", Options{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Invariant: a non-JVM must never receive SIGQUIT.
+	t.Run("non-JVM", func(t *testing.T) {
+		t.Parallel()
+		prog := testenv.BuildC(t, "sigquit_reporter", `
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static void on_quit(int s) { (void)s; write(1, "GOT SIGQUIT\n", 12); }
+int main(void) { signal(SIGQUIT, on_quit); printf("READY\n"); fflush(stdout); for (;;) pause(); }
+`)
+		p := testenv.Start(t, exec.Command(prog))
+		p.WaitOutput(t, "READY", 10*time.Second)
+		_, err := Load(context.Background(), p.PID, fixed, "", Options{})
+		refusedBy(t, err, "not-a-jvm")
+		_, err = Jcmd(context.Background(), p.PID, "VM.version", Options{})
+		refusedBy(t, err, "not-a-jvm")
+		time.Sleep(200 * time.Millisecond)
+		if strings.Contains(p.Output(), "GOT SIGQUIT") || !p.Alive() {
+			t.Fatal("the non-JVM received SIGQUIT")
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		syscall.Kill(p.PID, syscall.SIGSTOP)
+		waitState(t, p.PID, 'T')
+		start := time.Now()
+		_, err := Jcmd(context.Background(), p.PID, "VM.version", Options{Timeout: 30 * time.Second})
+		refusedBy(t, err, "process-stopped")
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("refusing a stopped JVM took %v", took)
+		}
+		requireNothingSent(t, p)
+	})
+	t.Run("foreign-socket", func(t *testing.T) {
+		t.Parallel()
+		testenv.RequireRoot(t)
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		f, err := os.Create(socketPath(p.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		t.Cleanup(func() { os.Remove(socketPath(p.PID)) })
+		os.Chown(socketPath(p.PID), 1234, 1234)
+		_, err = Jcmd(context.Background(), p.PID, "VM.version", Options{})
+		refusedBy(t, err, "attach-socket-untrusted")
+	})
+	t.Run("unknown-pid", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartSleeper(t)
+		pid := p.PID
+		p.Cmd.Process.Kill()
+		<-p.Exited()
+		if _, err := Jcmd(context.Background(), pid, "VM.version", Options{}); err == nil || errors.Is(err, ErrRefused) {
+			t.Errorf("dead pid: %v", err)
+		}
+	})
+}
+
+// Invariant: a hung agent costs the caller only its deadline, and the
+// caller gets a hang report naming the agent's thread.
+func TestLiveHungAgent(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	deadline := 3 * time.Second
+	start := time.Now()
+	_, err := Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentBlockForever), "", Options{Timeout: deadline})
+	took := time.Since(start)
+	var he *HangError
+	if !errors.As(err, &he) || !errors.Is(err, hotspot.ErrTimeout) {
+		t.Fatalf("want a HangError, got %v", err)
+	}
+	if took > deadline+3*time.Second {
+		t.Errorf("a %v deadline cost %v", deadline, took)
+	}
+	if he.Report == nil || he.Report.Pattern != "agent-stuck-in-onattach" || !strings.Contains(he.Report.Conclusion, "Attach Listener") || !strings.Contains(he.Report.Conclusion, "libblock_forever.so") {
+		t.Errorf("hang report: %+v", he.Report)
+	}
+	if !p.Alive() {
+		t.Error("the JVM died")
+	}
+}
+
+func TestLiveJVMExitsMidLoad(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentBlockForever), "", Options{Timeout: 60 * time.Second})
+		done <- err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(testenv.Threads(p.PID), "Attach Listener") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	syscall.Kill(p.PID, syscall.SIGKILL)
+	select {
+	case err := <-done:
+		if !errors.Is(err, hotspot.ErrTargetExited) && !errors.Is(err, hotspot.ErrConnectionClosed) {
+			t.Errorf("want target exited, got %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no return after the JVM died")
+	}
+}
+
+func TestLiveAckIsExplicit(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+DisableAttachMechanism"}})
+	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	// Acknowledging another rule does not help.
+	_, err := Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{"not-a-jvm"}})
+	refusedBy(t, err, "attach-disabled")
+	// Acknowledging this one lets the attach proceed, and the JVM itself
+	// then has no listener to start: a clear failure, no signal sent.
+	_, err = Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{"attach-disabled"}, Timeout: 3 * time.Second})
+	if err == nil || errors.Is(err, ErrRefused) {
+		t.Errorf("acked attach to a JVM without attach: %v", err)
+	}
+	if !p.Alive() {
+		t.Error("JVM died")
+	}
+}
+
+// TestLiveContainer attaches to a JVM in its own pid and mount namespaces
+// with a private /tmp, as in a container: the namespace pid names its
+// files, paths go through /proc/<pid>/root, and the agent is copied in
+// and removed again.
+func TestLiveContainer(t *testing.T) {
+	testenv.RequireRoot(t)
+	unshare := testenv.LookPath(t, "unshare")
+	jdk := testenv.JDK17(t)
+	// The classes must live outside /tmp, which the container replaces.
+	dir, err := os.MkdirTemp("/var/tmp", "safeattach-container-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	class, err := os.ReadFile(filepath.Join(testenv.TargetClasspath(t, jdk), "Target.class"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Target.class"), class, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs tmpfs /tmp && exec "+filepath.Join(jdk.Home, "bin/java")+" -Xmx64m -XX:+UseSerialGC -cp "+dir+" Target 0")
+	cmd.Dir = dir
+	p := testenv.Start(t, cmd)
+	p.WaitOutput(t, "READY", 60*time.Second)
+	jvm := childJava(t, p.PID)
+	r, err := Jcmd(context.Background(), jvm, "VM.version", Options{})
+	if err != nil {
+		t.Fatalf("jcmd into the container: %v", err)
+	}
+	if !strings.Contains(r.Output, "JDK 17") {
+		t.Errorf("output %q", r.Output)
+	}
+	if _, err := os.Stat(socketPath(1)); err == nil && jvm != 1 {
+		t.Error("the container's socket leaked into the host's /tmp")
+	}
+	agent := testenv.BuildAgent(t, testenv.AgentRecordOptions)
+	// The agent writes into its /tmp, which is the container's.
+	res, err := Load(context.Background(), jvm, agent, "out=/tmp/opts.txt", Options{})
+	if err != nil || !res.Healthy {
+		t.Fatalf("load into the container: %v", err)
+	}
+	root := fmt.Sprintf("/proc/%d/root/tmp", jvm)
+	if got, _ := os.ReadFile(root + "/opts.txt"); string(got) != "out=/tmp/opts.txt" {
+		t.Errorf("agent options inside the container: %q", got)
+	}
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".safeattach-") {
+			t.Errorf("agent copy %s left in the container", e.Name())
+		}
+	}
+}
+
+func childJava(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, f := range strings.Fields(string(data)) {
+			child, _ := strconv.Atoi(f)
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", child)); strings.HasSuffix(exe, "/java") {
+				return child
+			}
+			// unshare --fork: the shell execs java, one level down.
+			if grand := childJavaOf(child); grand != 0 {
+				return grand
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no java child")
+	return 0
+}
+
+func childJavaOf(pid int) int {
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasSuffix(exe, "/java") {
+		return pid
+	}
+	return 0
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Lstat(path); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never appeared", path)
+}
+
+func waitState(t *testing.T, pid int, state byte) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if i := strings.LastIndexByte(string(data), ')'); i > 0 && i+2 < len(data) && data[i+2] == state {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d never reached state %c", pid, state)
+}
+
