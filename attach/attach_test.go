@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
@@ -355,3 +357,85 @@ func waitState(t *testing.T, pid int, state byte) {
 	t.Fatalf("pid %d never reached state %c", pid, state)
 }
 
+
+func TestLiveProfile(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	out := filepath.Join(t.TempDir(), "profile.collapsed")
+	ticks := 0
+	res, err := Profile(context.Background(), p.PID, ProfileRequest{
+		Lib: lib, Event: "wall", Duration: 1500 * time.Millisecond, Output: out,
+		Progress: func(time.Duration, time.Duration) { ticks++ },
+	})
+	if err != nil {
+		t.Fatalf("profile: %v", err)
+	}
+	data, _ := os.ReadFile(out)
+	if !strings.Contains(string(data), "Target.churn") || !strings.Contains(string(data), "[wall]") || res.Bytes != int64(len(data)) || !res.Healthy {
+		t.Errorf("profile output %q, result %+v", data, res)
+	}
+	if ticks == 0 {
+		t.Error("no progress reported")
+	}
+	// Cancelled early: still stopped cleanly and written.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(500*time.Millisecond, cancel)
+	out2 := filepath.Join(t.TempDir(), "early.collapsed")
+	res, err = Profile(ctx, p.PID, ProfileRequest{Lib: lib, Duration: time.Minute, Output: out2})
+	if err != nil || !res.Cancelled {
+		t.Fatalf("cancelled profile: %v %+v", err, res)
+	}
+	if data, _ := os.ReadFile(out2); !strings.Contains(string(data), "[cpu]") {
+		t.Errorf("cancelled profile output %q", data)
+	}
+	// The profiler's file inside the target is removed.
+	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-profile-*", p.PID))
+	if len(matches) != 0 {
+		t.Errorf("left behind: %v", matches)
+	}
+}
+
+func TestProfileWriteFailureLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "keep.txt")
+	os.WriteFile(dst, []byte("previous profile"), 0o644)
+	if _, err := copyOut(filepath.Join(dir, "missing"), dst); err == nil {
+		t.Fatal("copy of a missing file succeeded")
+	}
+	if data, _ := os.ReadFile(dst); string(data) != "previous profile" {
+		t.Errorf("destination damaged: %q", data)
+	}
+	// An unwritable destination directory: clear error, no stray files.
+	if _, err := copyOut(dst, filepath.Join(dir, "no/such/dir/out")); err == nil {
+		t.Error("write into a missing directory succeeded")
+	}
+	if os.Geteuid() == 0 {
+		// A full disk: a 16 KiB tmpfs holding the previous profile, and a
+		// new one that does not fit. The old one must survive intact.
+		full := t.TempDir()
+		if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=16k"); err != nil {
+			t.Fatalf("mount tmpfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(full, unix.MNT_DETACH) })
+		kept := filepath.Join(full, "profile.html")
+		os.WriteFile(kept, []byte("previous profile"), 0o644)
+		big := filepath.Join(dir, "big")
+		os.WriteFile(big, make([]byte, 64<<10), 0o644)
+		if _, err := copyOut(big, kept); err == nil || !errors.Is(err, unix.ENOSPC) {
+			t.Errorf("copy onto a full disk: %v", err)
+		}
+		if data, _ := os.ReadFile(kept); string(data) != "previous profile" {
+			t.Errorf("full disk damaged the previous file: %q", data)
+		}
+		if entries, _ := os.ReadDir(full); len(entries) != 1 {
+			t.Errorf("full disk left %d files", len(entries))
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".keep.txt.") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}

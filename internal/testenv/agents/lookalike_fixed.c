@@ -5,8 +5,14 @@
  * libraries the way the fix does it safely: by reading /proc/self/maps
  * with no allocation under the loader lock. It never calls
  * dl_iterate_phdr, so it does not import it.
+ *
+ * For safeattach's profile tests it also answers the part of
+ * async-profiler's command protocol they use: "start,event=E,file=F"
+ * remembers the event, "stop,file=F" writes a small collapsed-stack
+ * profile to F. The profile is made up; nothing is sampled.
  */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,9 +35,49 @@ static int count_libraries(void) {
 	return libs;
 }
 
+static char event[64] = "cpu";
+static int started;
+
+/* option_value copies the value of key= from a comma-separated list. */
+static int option_value(const char *opts, const char *key, char *out, size_t n) {
+	size_t klen = strlen(key);
+	for (const char *p = opts; p && *p; ) {
+		if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			size_t len = strcspn(p + klen + 1, ",");
+			if (len >= n) return -1;
+			memcpy(out, p + klen + 1, len);
+			out[len] = 0;
+			return 0;
+		}
+		p = strchr(p, ',');
+		if (p) p++;
+	}
+	return -1;
+}
+
 int Agent_OnAttach(void *vm, char *options, void *reserved) {
-	(void)vm; (void)options; (void)reserved;
-	return count_libraries() < 0;
+	(void)vm; (void)reserved;
+	if (count_libraries() < 0) return 1;
+	if (!options) return 0;
+	if (strncmp(options, "start", 5) == 0) {
+		option_value(options, "event", event, sizeof event);
+		started = 1;
+		return 0;
+	}
+	if (strncmp(options, "stop", 4) == 0) {
+		char file[4096];
+		if (!started) return 200; /* async-profiler: "Profiler is not active" */
+		started = 0;
+		if (option_value(options, "file", file, sizeof file) != 0) return 0;
+		int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0) return 201;
+		char line[256];
+		int n = snprintf(line, sizeof line, "java.lang.Thread.run;Target.churn;java.util.zip.Deflater.deflate [%s] 42\nTarget.main;java.lang.Thread.sleep [%s] 7\n", event, event);
+		int ok = write(fd, line, n) == n;
+		close(fd);
+		return ok ? 0 : 202;
+	}
+	return 0;
 }
 
 int Agent_OnLoad(void *vm, char *options, void *reserved) {

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+func TestLoadExitCodes(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	rec := filepath.Join(p.Dir, "o.txt")
+	stdout, stderr, code := runCLI(t, "load", pid, testenv.BuildAgent(t, testenv.AgentRecordOptions), "out="+rec)
+	if code != exitOK || !strings.Contains(stdout, "the JVM answers") {
+		t.Errorf("load: exit %d %q %q", code, stdout, stderr)
+	}
+	if _, stderr, code := runCLI(t, "load", pid, testenv.BuildAgent(t, testenv.AgentFailRC)); code != exitFailed || !strings.Contains(stderr, "return code 42") {
+		t.Errorf("failing agent: exit %d %q", code, stderr)
+	}
+	if stdout, stderr, code := runCLI(t, "load", pid, filepath.Join(p.Dir, "missing.so")); code != exitRefused || !strings.Contains(stdout, "agent-untrusted") || !strings.Contains(stderr, "nothing was sent") {
+		t.Errorf("missing agent: exit %d %q %q", code, stdout, stderr)
+	}
+	stdout, stderr, code = runCLI(t, "load", "--timeout", "3s", pid, testenv.BuildAgent(t, testenv.AgentBlockForever))
+	if code != exitTimedOut || !strings.Contains(stdout, "HANG REPORT") || !strings.Contains(stdout, "Attach Listener") {
+		t.Errorf("hung agent: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+func TestJcmdAndProfileCLI(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	pid := fmt.Sprint(p.PID)
+	stdout, _, code := runCLI(t, "jcmd", pid, "VM.version")
+	if code != exitOK || !strings.Contains(stdout, "JDK 17") {
+		t.Errorf("jcmd: %d %q", code, stdout)
+	}
+	// Arguments after the command belong to it.
+	stdout, _, code = runCLI(t, "jcmd", pid, "Thread.print", "-l")
+	if code != exitOK || !strings.Contains(stdout, "Locked ownable synchronizers") {
+		t.Errorf("jcmd Thread.print -l: %d", code)
+	}
+	if _, _, code := runCLI(t, "jcmd", pid, "No.such.command"); code != exitFailed {
+		t.Errorf("unknown jcmd: exit %d", code)
+	}
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	stdout, stderr, code := runCLI(t, "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "2", "-e", "cpu", "-f", out, "--progress", pid)
+	if code != exitOK || !strings.Contains(stdout, "wrote "+out) || !strings.Contains(stderr, "profiling pid") {
+		t.Errorf("profile: exit %d %q %q", code, stdout, stderr)
+	}
+	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target.churn") {
+		t.Errorf("profile file %q", data)
+	}
+	if _, stderr, code := runCLI(t, "profile", "--lib", filepath.Join(t.TempDir(), "none.so"), "-d", "1", "-f", out, pid); code != exitRefused {
+		t.Errorf("missing profiler: exit %d %q", code, stderr)
+	}
+}

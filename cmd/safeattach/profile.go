@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/spf13/cobra"
+)
+
+func newProfileCmd() *cobra.Command {
+	var (
+		af       attachFlags
+		req      attach.ProfileRequest
+		seconds  int
+		asJSON   bool
+		progress bool
+	)
+	cmd := &cobra.Command{
+		Use:   "profile [--lib PATH] [-e EVENT] [-d SECONDS] [-i INTERVAL] [-f FILE] [-o FORMAT] [--timeout DUR] PID",
+		Short: "Profile a JVM with async-profiler if it is safe; Ctrl-C stops early and still writes the profile",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			if req.Output == "" {
+				req.Output = fmt.Sprintf("profile-%d-%s.html", pid, time.Now().Format("20060102-150405"))
+			}
+			req.Duration = time.Duration(seconds) * time.Second
+			req.Options = af.options(cmd)
+			req.Options.Timeout = 0
+			if cmd.Flags().Changed("timeout") {
+				req.Options.Timeout = af.timeout
+			}
+			stderr := cmd.ErrOrStderr()
+			if progress || isTerminal(stderr) {
+				req.Progress = func(elapsed, total time.Duration) {
+					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Event, int(elapsed.Seconds()), int(total.Seconds()))
+				}
+			}
+			// Ctrl-C ends the wait; the profiler is still stopped and its
+			// output written.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := attach.Profile(ctx, pid, req)
+			if req.Progress != nil {
+				fmt.Fprintln(stderr)
+			}
+			w := cmd.OutOrStdout()
+			if err != nil {
+				return attachError(w, err, asJSON)
+			}
+			if asJSON {
+				return writeJSON(w, res)
+			}
+			note := ""
+			if res.Cancelled {
+				note = " (stopped early)"
+			}
+			fmt.Fprintf(w, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
+			printFindings(w, res.Verdict.Findings)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Lib, "lib", "", "async-profiler library (default: $ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler)")
+	f.StringVarP(&req.Event, "event", "e", "cpu", "event to sample: cpu, alloc, lock, wall, itimer, ...")
+	f.IntVarP(&seconds, "duration", "d", 10, "profiling duration in seconds")
+	f.StringVarP(&req.Interval, "interval", "i", "", "sampling interval (e.g. 10ms)")
+	f.StringVarP(&req.Output, "file", "f", "", "output file (default profile-<pid>-<time>.html)")
+	f.StringVarP(&req.Format, "output", "o", "", "output format: flamegraph, collapsed, tree, jfr (default from the file name)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
+	af.register(cmd, 0)
+	return cmd
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
