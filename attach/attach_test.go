@@ -357,7 +357,6 @@ func waitState(t *testing.T, pid int, state byte) {
 	t.Fatalf("pid %d never reached state %c", pid, state)
 }
 
-
 func TestLiveProfile(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)

@@ -382,7 +382,7 @@ func TestParseLoadResult(t *testing.T) {
 		"":                  -1,
 		"return code: 42\n": 42,
 		"7\n":               7,
-		"/x/y.so was not loaded.\n/x/y.so: cannot open shared object file\n": 0,
+		"/x/y.so was not loaded.\n/x/y.so: cannot open shared object file\n":                              0,
 		"Dynamic agent loading is not enabled. Use -XX:+EnableDynamicAgentLoading to launch target VM.\n": 0,
 	} {
 		err := ParseLoadResult([]byte(body))
