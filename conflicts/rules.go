@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,10 +112,11 @@ func DefaultRules() ([]*Rule, error) {
 // LoadRules reads the default rules plus operator rule files, rejecting
 // any file with an error and any duplicate rule ID.
 func LoadRules(files ...string) ([]*Rule, error) {
-	rules, err := DefaultRules()
-	if err != nil {
-		return nil, fmt.Errorf("embedded rules: %w", err)
+	defaultOnce.Do(loadDefaults)
+	if defaultErr != nil {
+		return nil, fmt.Errorf("embedded rules: %w", defaultErr)
 	}
+	rules := slices.Clone(defaultRules)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -458,14 +460,14 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 			if info.Type != "version" {
 				return p.errf(arg, "version: fact %s is a %s, not a version", c.Fact, info.Type)
 			}
-			if c.constraint, err = parseConstraint(c.Args[0]); err != nil {
+			if err := c.compile(); err != nil {
 				return p.errf(arg, "version constraint %q: %v", c.Args[0], err)
 			}
 		case "above", "below":
 			if info.Type != "int" {
 				return p.errf(arg, "%s: fact %s is a %s, not a number", op, c.Fact, info.Type)
 			}
-			if c.number, err = strconv.Atoi(c.Args[0]); err != nil {
+			if err := c.compile(); err != nil {
 				return p.errf(arg, "%s: want a whole number", op)
 			}
 		case "equals_fact":
@@ -488,6 +490,35 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 		c.OrUnknown = ou.Value == "true"
 	}
 	return nil
+}
+
+// compile prepares a leaf's argument for evaluation (a parsed version
+// constraint or number). Parsing calls it; so does loading the generated
+// copy of the default rules.
+func (c *Condition) compile() error {
+	var err error
+	switch c.Op {
+	case "version":
+		c.constraint, err = parseConstraint(c.Args[0])
+	case "above", "below":
+		c.number, err = strconv.Atoi(c.Args[0])
+	}
+	return err
+}
+
+func compileAll(c *Condition) error {
+	if c == nil {
+		return nil
+	}
+	if err := c.compile(); err != nil {
+		return err
+	}
+	for _, sub := range append(append([]*Condition{}, c.All...), c.Any...) {
+		if err := compileAll(sub); err != nil {
+			return err
+		}
+	}
+	return compileAll(c.Not)
 }
 
 // suggest names the closest vocabulary entries for a misspelt fact.

@@ -96,7 +96,14 @@ var probeNeedles = []string{apServerText, "gperftools ", jemallocNeedle, jeprofN
 
 // apVersionShape is the bare async-profiler version literal:
 // <major>.<minor>[.<patch>][-<7+ hex>] (KNOWLEDGE.md, "async-profiler itself").
-var apVersionShape = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-[0-9a-f]{7,40})?$`)
+// The hex length is checked in isAPVersion rather than with {7,40}, which
+// would make the compiled expression forty times larger at start-up.
+var apVersionShape = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-([0-9a-f]+))?$`)
+
+func isAPVersion(s string) bool {
+	m := apVersionShape.FindStringSubmatch(s)
+	return m != nil && (m[3] == "" || len(m[3]) >= 7 && len(m[3]) <= 40)
+}
 
 // InspectAgent describes the agent library at path. A missing or unreadable
 // file is not an error: the Agent says so (Exists false, Error set), so the
@@ -191,7 +198,7 @@ func classifyAgent(info *elfx.Info) (kind, version, reason string, evidence []st
 	}
 	var candidates []string
 	for _, v := range info.VersionLiterals {
-		if apVersionShape.MatchString(v) {
+		if isAPVersion(v) {
 			candidates = append(candidates, v)
 		}
 	}

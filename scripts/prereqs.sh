@@ -11,6 +11,7 @@ packages=(
   libtcmalloc-minimal4      # minimal tcmalloc (no stack capture)
   libunwind8                # the unwinder in the deadlock
   jattach                   # compared against in bench/
+  hyperfine                 # times whole commands in bench/
   procps                    # pgrep/ps for the demo
   util-linux                # unshare, for container-like targets
   make

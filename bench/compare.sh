@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Compares safeattach with jattach (Debian package) and the JDK's jcmd in
+# one run, on throwaway JVMs this script starts and kills:
+#   1. warm round trip: "VM.version" with the attach listener already up,
+#      whole-process wall time, median of $RUNS;
+#   2. cold attach: a fresh idle JVM whose listener is not started yet,
+#      median of $COLD runs (one new JVM per run);
+#   3. a hung target: an agent that never returns from Agent_OnAttach,
+#      with a 2 s deadline (jattach has none: it is killed after 10 s).
+# Prints a Markdown table. Run via `make bench` (builds bin/safeattach).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-100}
+COLD=${COLD:-5}
+BIN=${BIN:-bin/safeattach}
+JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
+JATTACH=$(command -v jattach || true)
+work=$(mktemp -d /tmp/safeattach-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+cp internal/testenv/java/Target.java "$work/"
+"$JAVA_HOME/bin/javac" --release 11 -d "$work" "$work/Target.java"
+gcc -shared -fPIC -o "$work/libblock.so" internal/testenv/agents/block_forever.c
+
+start_jvm() {
+  local log="$work/jvm-$RANDOM.log"
+  (cd "$work" && exec "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target 0 >"$log" 2>&1) &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 300); do
+    grep -q READY "$log" 2>/dev/null && { echo "$pid"; return; }
+    sleep 0.05
+  done
+  echo "JVM did not start" >&2; exit 1
+}
+
+now_ns() { date +%s%N; }
+
+# cold_ms TOOL: median over $COLD fresh JVMs of one attach that starts the listener.
+cold_ms() {
+  local times=()
+  for _ in $(seq 1 "$COLD"); do
+    local pid; pid=$(start_jvm)
+    sleep 0.3
+    local t0; t0=$(now_ns)
+    case $1 in
+      safeattach) "$BIN" jcmd "$pid" VM.version >/dev/null 2>&1 ;;
+      jattach) "$JATTACH" "$pid" jcmd VM.version >/dev/null 2>&1 ;;
+      jcmd) "$JAVA_HOME/bin/jcmd" "$pid" VM.version >/dev/null 2>&1 ;;
+    esac
+    times+=($(( $(now_ns) - t0 )))
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f", a[int((NR+1)/2)]/1e6}'
+}
+
+# hyperfine_median_ms RUNS CMD: hyperfine's median (no shell, warm-up 3),
+# which excludes this script's own fork overhead.
+hyperfine_median_ms() {
+  local runs=$1 cmd=$2 out="$work/hf.json"
+  hyperfine -N --warmup 3 --runs "$runs" --export-json "$out" "$cmd" >/dev/null 2>&1
+  sed -n 's/.*"median": *\([0-9.e-]*\).*/\1/p' "$out" | head -1 | awk '{printf "%.2f", $1*1000}'
+}
+
+warm=$(start_jvm)
+"$BIN" jcmd "$warm" VM.version >/dev/null
+sa_warm=$(hyperfine_median_ms "$RUNS" "$BIN jcmd $warm VM.version")
+ja_warm=n/a; [ -n "$JATTACH" ] && ja_warm=$(hyperfine_median_ms "$RUNS" "$JATTACH $warm jcmd VM.version")
+jc_warm=$(hyperfine_median_ms 5 "$JAVA_HOME/bin/jcmd $warm VM.version")
+hello=$(hyperfine_median_ms "$RUNS" "$BIN version")
+
+sa_cold=$(cold_ms safeattach)
+ja_cold=n/a; [ -n "$JATTACH" ] && ja_cold=$(cold_ms jattach)
+jc_cold=$(cold_ms jcmd)
+
+hung=$(start_jvm)
+t0=$(now_ns); "$BIN" load --timeout 2s "$hung" "$work/libblock.so" >/dev/null 2>&1 || true
+sa_hung=$(( ($(now_ns) - t0) / 1000000 ))
+hung2=$(start_jvm)
+ja_hung=n/a
+if [ -n "$JATTACH" ]; then
+  t0=$(now_ns); timeout -s KILL 10 "$JATTACH" "$hung2" load "$work/libblock.so" true >/dev/null 2>&1 || true
+  ja_hung="$(( ($(now_ns) - t0) / 1000000 )) (killed by timeout 10 s; it has no deadline)"
+fi
+
+cat <<EOT
+| measurement (wall time, ms) | safeattach | jattach | jcmd (JDK) |
+|---|---|---|---|
+| warm round trip, median of $RUNS (jcmd: 5) | $sa_warm | $ja_warm | $jc_warm |
+| cold attach (listener not started), median of $COLD fresh JVMs | $sa_cold | $ja_cold | $jc_cold |
+| hung agent, deadline 2 s | $sa_hung | $ja_hung | – |
+| \`safeattach version\` (process start-up alone) | $hello | | |
+EOT
