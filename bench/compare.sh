@@ -47,7 +47,7 @@ cold_ms() {
   local times=()
   for _ in $(seq 1 "$COLD"); do
     local pid; pid=$(start_jvm)
-    sleep 0.3
+    sleep 1 # idle: past start-up class loading and JIT
     local t0; t0=$(now_ns)
     case $1 in
       safeattach) "$BIN" jcmd "$pid" VM.version >/dev/null 2>&1 ;;
