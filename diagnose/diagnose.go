@@ -34,7 +34,8 @@ type Options struct {
 	// StackScan is how many bytes above each blocked thread's stack
 	// pointer are scanned for return addresses (default 16 KiB).
 	StackScan int
-	// MaxCallers bounds the heuristic callers kept per thread (default 12).
+	// MaxCallers bounds the heuristic callers kept per thread (default 32:
+	// in the incident, dl_iterate_phdr sits about 20 frames down).
 	MaxCallers int
 }
 
@@ -117,7 +118,7 @@ func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 		opts.StackScan = 16 << 10
 	}
 	if opts.MaxCallers <= 0 {
-		opts.MaxCallers = 12
+		opts.MaxCallers = 32
 	}
 	p := proc.FS{}.Proc(pid)
 	st, err := p.Status()
@@ -290,10 +291,14 @@ func (r *Report) judge() {
 		}
 	}
 	perSecond := float64(r.CPUTicks) / (float64(r.SampleMillis) / 1000)
+	r.Pattern, r.Conclusion = r.recognise(perSecond <= ticksPerSecondHung)
 	switch {
 	case perSecond >= 20:
 		r.Verdict = Busy
-	case perSecond <= ticksPerSecondHung && running == 0:
+	case perSecond <= ticksPerSecondHung && (r.Pattern != "" || r.contended()):
+		// No progress, and threads queue on a shared lock (or a known
+		// pattern): stuck. An idle process also uses no CPU, but its
+		// threads each wait on their own condition.
 		r.Verdict = Hung
 	default:
 		r.Verdict = Idle
@@ -312,7 +317,6 @@ func (r *Report) judge() {
 			r.Summary = append(r.Summary, SummaryLine{n, "with " + lib + " on the stack"})
 		}
 	}
-	r.Pattern, r.Conclusion = r.recognise()
 	if r.Conclusion == "" {
 		switch r.Verdict {
 		case Hung:
@@ -337,49 +341,82 @@ func (t Thread) mentions(s string) bool {
 	return false
 }
 
+// contended reports whether three or more threads wait on one futex
+// inside a library's memory: a lock, not a private condition variable.
+func (r *Report) contended() bool {
+	for _, g := range r.Futexes {
+		if len(g.Threads) >= 3 && strings.Contains(g.Where, ".so") {
+			return true
+		}
+	}
+	return false
+}
+
 // recognise matches the incident's lock cycle (async-profiler #1147 and
-// #1151): one thread inside dl_iterate_phdr (holding the loader lock)
-// waits in the allocator or unwinder, while other threads wait for a lock
-// inside ld.so (the loader lock).
-func (r *Report) recognise() (pattern, conclusion string) {
-	if r.Verdict != Hung {
+// #1151): thread A, inside dl_iterate_phdr and so holding glibc's loader
+// lock, waits for a lock of the unwinder or the allocator (lock B); a
+// thread holding B, inside the unwinder, waits for the loader lock
+// (a futex in ld-linux's _rtld_global). Other threads queue on B.
+func (r *Report) recognise(noProgress bool) (pattern, conclusion string) {
+	if !noProgress {
 		return r.recogniseStuckAgent()
+	}
+	var loaderWaiters []Thread
+	for _, t := range r.Threads {
+		if t.FutexAddr != 0 && r.futexWhere(t.FutexAddr, "ld-linux", "_rtld_global") {
+			loaderWaiters = append(loaderWaiters, t)
+		}
 	}
 	var holder *Thread
 	for i, t := range r.Threads {
-		if t.FutexAddr != 0 && t.mentions("dl_iterate_phdr") &&
-			(t.mentions("libunwind") || t.mentions("tcmalloc") || t.mentions("jemalloc") || t.mentions("_Unwind")) {
+		if t.FutexAddr == 0 || !t.mentions("dl_iterate_phdr") || r.futexWhere(t.FutexAddr, "ld-linux", "_rtld_global") {
+			continue
+		}
+		if t.mentions("libunwind") || t.mentions("_Unwind") || t.mentions("tcmalloc") || t.mentions("jemalloc") {
 			holder = &r.Threads[i]
 			break
 		}
 	}
-	if holder == nil {
+	if holder == nil || len(loaderWaiters) == 0 {
 		return r.recogniseStuckAgent()
 	}
-	loaderWaiters, otherWaiters := 0, 0
+	lockB := ""
+	queued := 0
 	for _, g := range r.Futexes {
 		if g.Addr == holder.FutexAddr {
-			otherWaiters += len(g.Threads) - 1
-			continue
-		}
-		if strings.Contains(g.Where, "ld-linux") || strings.Contains(g.Where, "_rtld_global") {
-			loaderWaiters += len(g.Threads)
+			lockB, queued = g.Where, len(g.Threads)-1
 		}
 	}
-	allocator := "the allocator's"
+	owner := "the allocator's"
+	issue := "#1147 (jemalloc)"
 	switch {
-	case holder.mentions("libunwind"):
-		allocator = "libunwind's"
-	case holder.mentions("tcmalloc"):
-		allocator = "tcmalloc's"
+	case strings.Contains(lockB, "libunwind") || holder.mentions("libunwind"):
+		owner = "libunwind's"
 	}
-	issue := "#1147"
 	if holder.mentions("tcmalloc") {
-		issue = "#1151"
+		issue = "#1151 (tcmalloc)"
+	}
+	var names []string
+	for _, t := range loaderWaiters {
+		names = append(names, fmt.Sprintf("%d (%s)", t.TID, t.Name))
 	}
 	return "loader-lock-allocator-deadlock", fmt.Sprintf(
-		"deadlock: thread %d (%s) holds the loader lock inside dl_iterate_phdr and waits for %s lock, while %d threads wait for the loader lock and %d more for the same lock as it: the deadlock from async-profiler %s (an agent allocating under the loader lock in a JVM whose allocator captures stacks)",
-		holder.TID, holder.Name, allocator, loaderWaiters, otherWaiters, issue)
+		"deadlock: thread %d (%s) holds the loader lock inside dl_iterate_phdr and waits for %s lock (%s), while thread %s holding that lock waits for the loader lock; %d more threads queue behind them. This is the deadlock of async-profiler %s: an agent allocating under the loader lock in a JVM whose allocator captures stacks. Only killing the process ends it",
+		holder.TID, holder.Name, owner, lockB, strings.Join(names, ", "), queued, issue)
+}
+
+func (r *Report) futexWhere(addr uint64, marks ...string) bool {
+	for _, g := range r.Futexes {
+		if g.Addr != addr {
+			continue
+		}
+		for _, m := range marks {
+			if strings.Contains(g.Where, m) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // recogniseStuckAgent names an agent that never returned from
