@@ -16,9 +16,10 @@ BIN=${BIN:-bin/safeattach}
 JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 JATTACH=$(command -v jattach || true)
 work=$(mktemp -d /tmp/safeattach-bench.XXXXXX)
-pids=()
+# start_jvm runs in command substitutions (subshells), so pids are kept in
+# a file rather than a shell array.
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -f "$work/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -32,7 +33,7 @@ start_jvm() {
   local log="$work/jvm-$RANDOM.log"
   (cd "$work" && exec "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target 0 >"$log" 2>&1) &
   local pid=$!
-  pids+=("$pid")
+  echo "$pid" >>"$work/pids"
   for _ in $(seq 1 300); do
     grep -q READY "$log" 2>/dev/null && { echo "$pid"; return; }
     sleep 0.05

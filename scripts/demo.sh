@@ -15,9 +15,10 @@ BIN=${BIN:-bin/safeattach}
 JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 LIB=/usr/lib/x86_64-linux-gnu
 work=$(mktemp -d /tmp/safeattach-demo.XXXXXX)
-pids=()
+# start_jvm runs in command substitutions (subshells), so pids are kept in
+# a file rather than a shell array.
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -f "$work/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -41,7 +42,7 @@ start_jvm() {
   (cd "$work" && exec env -i PATH=/usr/bin:/bin LANG=C.UTF-8 "$@" \
      "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target 4 >"$log" 2>&1) &
   local pid=$!
-  pids+=("$pid")
+  echo "$pid" >>"$work/pids"
   for _ in $(seq 1 300); do
     grep -q READY "$log" 2>/dev/null && { echo "$pid"; return; }
     sleep 0.1

@@ -168,3 +168,38 @@ func TestRulesCommand(t *testing.T) {
 		t.Errorf("ids %v", ids)
 	}
 }
+
+func TestScanCommand(t *testing.T) {
+	je := testenv.Library(t, "libjemalloc.so.2")
+	uw := testenv.Library(t, "libunwind.so.8")
+	plain := testenv.StartJVM(t, testenv.JVMSpec{})
+	risky := testenv.StartJVM(t, testenv.JVMSpec{Env: []string{"LD_PRELOAD=" + uw + " " + je, "MALLOC_CONF=prof:true"}})
+	stdout, _, code := runCLI(t, "scan", "--json", "--agent", testenv.BuildAgent(t, testenv.AgentAffectedLookalike))
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	var out struct {
+		JVMs []struct {
+			PID     int
+			Verdict string
+			Rules   []string
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	verdicts := map[int]string{}
+	for _, j := range out.JVMs {
+		verdicts[j.PID] = j.Verdict + " " + strings.Join(j.Rules, ",")
+	}
+	if v := verdicts[risky.PID]; !strings.HasPrefix(v, "refused") || !strings.Contains(v, "jemalloc-heap-profiler") {
+		t.Errorf("risky JVM: %q", v)
+	}
+	if v := verdicts[plain.PID]; !strings.HasPrefix(v, "allowed") {
+		t.Errorf("plain JVM: %q", v)
+	}
+	human, _, _ := runCLI(t, "scan", "--agent", testenv.BuildAgent(t, testenv.AgentAffectedLookalike))
+	if !strings.Contains(human, fmt.Sprint(risky.PID)) || !strings.Contains(human, "VERDICT") {
+		t.Errorf("human:\n%s", human)
+	}
+}

@@ -43,7 +43,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newInspectCmd(), newCheckCmd(), newLoadCmd(), newJcmdCmd(), newProfileCmd(), newDiagnoseCmd(), newRulesCmd(), newVersionCmd())
+	root.AddCommand(newInspectCmd(), newCheckCmd(), newLoadCmd(), newJcmdCmd(), newProfileCmd(), newDiagnoseCmd(), newScanCmd(), newRulesCmd(), newVersionCmd())
 	return root
 }
 

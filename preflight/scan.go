@@ -1,0 +1,115 @@
+package preflight
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/safeattach/safeattach/internal/proc"
+)
+
+// ScanResult is every JVM on the host (containers included: their
+// processes are in our /proc too) and what could not be read.
+type ScanResult struct {
+	JVMs []*Report `json:"jvms"`
+	// Processes counts every process looked at; NotJVM those skipped.
+	Processes int `json:"processes"`
+	NotJVM    int `json:"not_jvm"`
+	// Unreadable lists processes we may not read (or that vanished while
+	// read), with why: counted and reported, never an error.
+	Unreadable []ScanFailure `json:"unreadable,omitempty"`
+}
+
+// ScanFailure is one process that could not be classified or inspected.
+type ScanFailure struct {
+	PID    int    `json:"pid"`
+	Reason string `json:"reason"`
+}
+
+// Scan inspects every JVM on the host. Non-JVMs are recognised from their
+// maps alone (no libjvm.so or libj9vm mapped) and skipped quietly.
+func Scan(ctx context.Context, opts Options) (*ScanResult, error) {
+	fsys := proc.NewFS(opts.ProcRoot)
+	entries, err := os.ReadDir(fsys.Root())
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	res := &ScanResult{Processes: len(pids)}
+	var mu sync.Mutex
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pid := range work {
+				r, isJVM, err := scanOne(ctx, fsys, pid, opts)
+				mu.Lock()
+				switch {
+				case err != nil:
+					res.Unreadable = append(res.Unreadable, ScanFailure{PID: pid, Reason: err.Error()})
+				case !isJVM:
+					res.NotJVM++
+				default:
+					res.JVMs = append(res.JVMs, r)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, pid := range pids {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- pid
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sort.Slice(res.JVMs, func(a, b int) bool { return res.JVMs[a].PID < res.JVMs[b].PID })
+	sort.Slice(res.Unreadable, func(a, b int) bool { return res.Unreadable[a].PID < res.Unreadable[b].PID })
+	return res, nil
+}
+
+var (
+	libjvmSuffix = []byte("/libjvm.so")
+	libj9vmMark  = []byte("/libj9vm")
+)
+
+// scanOne classifies a process by its maps, then inspects a JVM fully.
+func scanOne(ctx context.Context, fsys proc.FS, pid int, opts Options) (*Report, bool, error) {
+	isJVM := false
+	err := fsys.Proc(pid).WalkMaps(func(path []byte) bool {
+		return bytes.HasSuffix(path, libjvmSuffix) || bytes.Contains(path, libj9vmMark)
+	}, func(*proc.Mapping) error {
+		isJVM = true
+		return proc.ErrStop
+	})
+	switch {
+	case err != nil && errors.Is(err, fs.ErrNotExist):
+		return nil, false, nil // exited meanwhile: nothing to report
+	case err != nil:
+		return nil, false, err
+	case !isJVM:
+		return nil, false, nil
+	}
+	r, err := Inspect(ctx, pid, opts)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	return r, err == nil, err
+}
