@@ -122,10 +122,15 @@ func (c *call) finish(err error) {
 	if c.agent != nil {
 		rec.Agent, rec.AgentSHA256, rec.AgentOptions = c.agent.Path, c.agent.SHA256, c.agent.Options
 	}
+	rec.Verdict = "allowed"
 	for _, f := range c.verdict.Findings {
 		if f.Severity != conflicts.Info {
 			rec.Rules = append(rec.Rules, f.Rule)
+			rec.Verdict = "allowed-with-warnings"
 		}
+	}
+	if !c.verdict.Allowed {
+		rec.Verdict = "refused"
 	}
 	c.opts.Audit(rec)
 }

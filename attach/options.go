@@ -81,6 +81,7 @@ type AuditRecord struct {
 	Agent        string    `json:"agent,omitempty"`
 	AgentSHA256  string    `json:"agent_sha256,omitempty"`
 	AgentOptions string    `json:"agent_options,omitempty"`
+	Verdict      string    `json:"verdict"` // allowed, allowed-with-warnings, refused
 	Allowed      bool      `json:"allowed"`
 	Rules        []string  `json:"rules,omitempty"` // IDs of block and warn findings
 	Acks         []string  `json:"acks,omitempty"`

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+type config struct {
+	Lib         string
+	MaxProfiles int
+	MaxDuration time.Duration
+	Audit       io.Writer
+	Logger      *slog.Logger
+}
+
+// server holds the daemon's state: a semaphore for concurrent profiles,
+// one lock per JVM, and a context cancelled on shutdown so that running
+// profiles stop early and still return their output.
+type server struct {
+	cfg      config
+	http     *http.Server
+	profiles chan struct{}
+	stopping context.Context
+	stop     context.CancelFunc
+
+	mu     sync.Mutex
+	busy   map[int]bool
+	active sync.WaitGroup
+	audit  sync.Mutex
+}
+
+func newServer(cfg config) *server {
+	if cfg.MaxProfiles <= 0 {
+		cfg.MaxProfiles = 2
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}}
+	s.stopping, s.stop = context.WithCancel(context.Background())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jvms", s.handleJVMs)
+	mux.HandleFunc("GET /check", s.handleCheck)
+	mux.HandleFunc("POST /profile", s.handleProfile)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Serve serves HTTP on l until Shutdown.
+func (s *server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests, asks running profiles to stop (they
+// still write and return their output), and waits for them.
+func (s *server) Shutdown(ctx context.Context) error {
+	s.stop()
+	err := s.http.Shutdown(ctx)
+	s.active.Wait()
+	return err
+}
+
+// writeAudit appends one JSON line; the record comes from the library's
+// audit hook, so every embedder gets the same trail.
+func (s *server) writeAudit(r attach.AuditRecord) {
+	s.audit.Lock()
+	defer s.audit.Unlock()
+	b, _ := json.Marshal(r)
+	s.cfg.Audit.Write(append(b, '\n'))
+}
+
+func (s *server) options(r *http.Request) attach.Options {
+	return attach.Options{Logger: s.cfg.Logger, Audit: s.writeAudit, Caller: r.RemoteAddr}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+type jvmSummary struct {
+	PID     int      `json:"pid"`
+	NSPid   int      `json:"ns_pid"`
+	UID     uint32   `json:"uid"`
+	Kind    string   `json:"kind"`
+	Version string   `json:"version"`
+	Main    string   `json:"main"`
+	Allowed bool     `json:"allowed"`
+	Rules   []string `json:"rules,omitempty"`
+}
+
+func (s *server) agent() (*preflight.Agent, error) {
+	lib := s.cfg.Lib
+	if lib == "" {
+		if lib, _ = preflight.FindAsyncProfiler(); lib == "" {
+			return conflicts.AssumedAgent(), nil
+		}
+	}
+	return preflight.InspectAgent(lib)
+}
+
+func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
+	res, err := preflight.Scan(r.Context(), preflight.Options{})
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "scan: %v", err)
+		return
+	}
+	agent, err := s.agent()
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "agent: %v", err)
+		return
+	}
+	out := []jvmSummary{}
+	for _, rep := range res.JVMs {
+		v := conflicts.Evaluate(rep, agent, conflicts.Policy{})
+		out = append(out, jvmSummary{
+			PID: rep.PID, NSPid: rep.Process.NSPid, UID: rep.Process.UID.Effective,
+			Kind: rep.JVM.Kind, Version: rep.JVM.Version, Main: rep.JVM.MainClass,
+			Allowed: v.Allowed, Rules: v.Blocking(),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
+	pid, err := strconv.Atoi(r.URL.Query().Get("pid"))
+	if err != nil || pid <= 0 {
+		httpError(w, http.StatusBadRequest, "want ?pid=<process id>")
+		return
+	}
+	rep, err := preflight.Inspect(r.Context(), pid, preflight.Options{})
+	if errors.Is(err, preflight.ErrNotFound) {
+		httpError(w, http.StatusNotFound, "%v", err)
+		return
+	} else if err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	agent, err := s.agent()
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "agent: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, conflicts.Evaluate(rep, agent, conflicts.Policy{}))
+}
+
+type profileRequest struct {
+	PID      int    `json:"pid"`
+	Event    string `json:"event"`
+	Duration string `json:"duration"`
+	Format   string `json:"format"`
+}
+
+// lockJVM admits one attach at a time per JVM.
+func (s *server) lockJVM(pid int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[pid] {
+		return false
+	}
+	s.busy[pid] = true
+	return true
+}
+
+func (s *server) unlockJVM(pid int) {
+	s.mu.Lock()
+	delete(s.busy, pid)
+	s.mu.Unlock()
+}
+
+func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
+	var req profileRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.PID <= 0 {
+		httpError(w, http.StatusBadRequest, "want a JSON body {\"pid\": N, \"event\": \"cpu\", \"duration\": \"10s\", \"format\": \"collapsed\"}")
+		return
+	}
+	d := 10 * time.Second
+	if req.Duration != "" {
+		var err error
+		if d, err = time.ParseDuration(req.Duration); err != nil || d <= 0 || d > s.cfg.MaxDuration {
+			httpError(w, http.StatusBadRequest, "duration %q: want a positive duration up to %v", req.Duration, s.cfg.MaxDuration)
+			return
+		}
+	}
+	if req.Format == "" {
+		req.Format = "collapsed"
+	}
+	select {
+	case s.profiles <- struct{}{}:
+		defer func() { <-s.profiles }()
+	default:
+		httpError(w, http.StatusTooManyRequests, "%d profiles already running", cap(s.profiles))
+		return
+	}
+	if !s.lockJVM(req.PID) {
+		httpError(w, http.StatusConflict, "an attach to pid %d is already running", req.PID)
+		return
+	}
+	defer s.unlockJVM(req.PID)
+	s.active.Add(1)
+	defer s.active.Done()
+
+	out, err := os.CreateTemp("", "deploy-agent-profile-*")
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	out.Close()
+	defer os.Remove(out.Name())
+	// The profile ends early when the client goes away or the daemon
+	// shuts down; Profile still stops the profiler and writes the output.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
+	defer stopOnShutdown()
+	res, err := attach.Profile(ctx, req.PID, attach.ProfileRequest{
+		Lib: s.cfg.Lib, Event: req.Event, Duration: d, Format: req.Format,
+		Output: out.Name() + "." + req.Format, Options: s.options(r),
+	})
+	defer os.Remove(out.Name() + "." + req.Format)
+	var refused *attach.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		writeJSON(w, http.StatusConflict, map[string]any{"refused": true, "rules": refused.Verdict.Blocking(), "findings": refused.Verdict.Findings})
+		return
+	case err != nil:
+		httpError(w, http.StatusBadGateway, "%v", err)
+		return
+	}
+	f, err := os.Open(res.Output)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", fmt.Sprintf("profile-%d.%s", req.PID, req.Format)))
+	if res.Cancelled {
+		w.Header().Set("X-Profile-Stopped-Early", "true")
+	}
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, f)
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// syncBuffer is the audit log in memory.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startDaemon serves the API on a real loopback socket.
+func startDaemon(t *testing.T, lib string, audit io.Writer) (*server, string) {
+	t.Helper()
+	srv := newServer(config{Lib: lib, MaxProfiles: 2, Audit: audit})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Shutdown(t.Context()) })
+	return srv, "http://" + l.Addr().String()
+}
+
+func post(t *testing.T, url string, body any) *http.Response {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestDeployAgentAPI(t *testing.T) {
+	tc := testenv.Library(t, "libtcmalloc.so.4")
+	risky := testenv.StartJVM(t, testenv.JVMSpec{Env: []string{"LD_PRELOAD=" + tc, "HEAPPROFILE=hp"}, Workers: 1})
+	plain := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	audit := &syncBuffer{}
+	_, affectedURL := startDaemon(t, testenv.BuildAgent(t, testenv.AgentAffectedLookalike), audit)
+	_, fixedURL := startDaemon(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike), audit)
+
+	// GET /jvms lists both, the risky one refused for this agent.
+	resp, err := http.Get(affectedURL + "/jvms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jvms []jvmSummary
+	json.NewDecoder(resp.Body).Decode(&jvms)
+	resp.Body.Close()
+	seen := map[int]jvmSummary{}
+	for _, j := range jvms {
+		seen[j.PID] = j
+	}
+	if j := seen[risky.PID]; j.Allowed || !strings.Contains(strings.Join(j.Rules, ","), "tcmalloc-heap-profiler") {
+		t.Errorf("risky JVM in /jvms: %+v", j)
+	}
+	if j := seen[plain.PID]; !j.Allowed || j.Kind != "hotspot" {
+		t.Errorf("plain JVM in /jvms: %+v", j)
+	}
+
+	// GET /check.
+	resp, _ = http.Get(fmt.Sprintf("%s/check?pid=%d", affectedURL, risky.PID))
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"allowed": false`) {
+		t.Errorf("/check: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := http.Get(affectedURL + "/check?pid=abc"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad pid: %d", resp.StatusCode)
+	}
+
+	// POST /profile: refused with the findings, then served by the fixed build.
+	resp = post(t, affectedURL+"/profile", profileRequest{PID: risky.PID, Event: "cpu", Duration: "1s"})
+	body, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "tcmalloc-heap-profiler") || !strings.Contains(string(body), "remedy") {
+		t.Errorf("refusal: %d %s", resp.StatusCode, body)
+	}
+	resp = post(t, fixedURL+"/profile", profileRequest{PID: risky.PID, Event: "cpu", Duration: "1s"})
+	body, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Target.churn") {
+		t.Errorf("profile: %d %s", resp.StatusCode, body)
+	}
+
+	// The audit trail has one JSON line per attach decision.
+	var outcomes []string
+	sc := bufio.NewScanner(strings.NewReader(audit.String()))
+	for sc.Scan() {
+		var rec struct {
+			Caller, Verdict, Outcome string
+			AgentSHA256              string `json:"agent_sha256"`
+			PID                      int
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		outcomes = append(outcomes, rec.Verdict+"/"+rec.Outcome)
+		if rec.PID != risky.PID || !strings.HasPrefix(rec.Caller, "127.0.0.1:") || len(rec.AgentSHA256) != 64 {
+			t.Errorf("audit record %s", sc.Text())
+		}
+	}
+	if strings.Join(outcomes, " ") != "refused/refused allowed-with-warnings/ok" && strings.Join(outcomes, " ") != "refused/refused allowed/ok" {
+		t.Errorf("audit outcomes %v\n%s", outcomes, audit.String())
+	}
+}
+
+func TestDeployAgentLimitsAndShutdown(t *testing.T) {
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	srv, url := startDaemon(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike), io.Discard)
+	type result struct {
+		code  int
+		early string
+		body  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, _ := json.Marshal(profileRequest{PID: p.PID, Duration: "60s"})
+		resp, err := http.Post(url+"/profile", "application/json", bytes.NewReader(b))
+		if err != nil {
+			done <- result{code: -1, body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		done <- result{resp.StatusCode, resp.Header.Get("X-Profile-Stopped-Early"), string(body)}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	// One attach at a time per JVM.
+	resp := post(t, url+"/profile", profileRequest{PID: p.PID, Duration: "1s"})
+	if resp.StatusCode != http.StatusConflict {
+		t.Errorf("second profile of the same JVM: %d", resp.StatusCode)
+	}
+	// Graceful shutdown stops the running profile cleanly and still
+	// returns it.
+	start := time.Now()
+	go srv.Shutdown(t.Context())
+	select {
+	case r := <-done:
+		if r.code != 200 || r.early != "true" || !strings.Contains(r.body, "Target.churn") {
+			t.Errorf("profile during shutdown: %+v", r)
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Errorf("shutdown took %v", time.Since(start))
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("shutdown did not end the running profile")
+	}
+}
