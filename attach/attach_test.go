@@ -54,6 +54,23 @@ func TestLiveLoadAndJcmd(t *testing.T) {
 	if err != nil || !strings.Contains(res.Output, "JDK 17") {
 		t.Fatalf("jcmd: %v %+v", err, res)
 	}
+	// Invariant 4: the trigger file is always removed.
+	for _, f := range []string{fmt.Sprintf("/tmp/.attach_pid%d", p.PID), filepath.Join(p.Dir, fmt.Sprintf(".attach_pid%d", p.PID))} {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("trigger file %s left behind", f)
+		}
+	}
+	// Invariant 1: with the socket present, no further SIGQUIT is sent (a
+	// JVM prints a full thread dump for each one it gets).
+	for i := 0; i < 3; i++ {
+		if _, err := Jcmd(context.Background(), p.PID, "VM.uptime", Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(p.Output(), "Full thread dump") {
+		t.Error("the JVM printed a thread dump: it received SIGQUIT although its socket existed")
+	}
 	agent := testenv.BuildAgent(t, testenv.AgentRecordOptions)
 	rec := filepath.Join(p.Dir, "opts.txt")
 	res, err = Load(context.Background(), p.PID, agent, "out="+rec, opts)
@@ -89,6 +106,24 @@ func TestLiveRefusals(t *testing.T) {
 		t.Parallel()
 		p := testenv.StartJVM(t, testenv.JVMSpec{})
 		_, err := Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentNoOnAttach), "", Options{})
+		refusedBy(t, err, "agent-untrusted")
+		requireNothingSent(t, p)
+	})
+	// Invariant 6: an agent file someone else could have replaced is
+	// never loaded.
+	t.Run("world-writable-agent", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		dir, err := os.MkdirTemp("/var/tmp", "safeattach-ww-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		data, _ := os.ReadFile(fixed)
+		ww := filepath.Join(dir, "libagent.so")
+		os.WriteFile(ww, data, 0o755)
+		os.Chmod(ww, 0o777)
+		_, err = Load(context.Background(), p.PID, ww, "", Options{})
 		refusedBy(t, err, "agent-untrusted")
 		requireNothingSent(t, p)
 	})

@@ -54,3 +54,10 @@ func FuzzParseStat(f *testing.F) {
 		_, _ = parseStat(data)
 	})
 }
+
+func FuzzParseSyscall(f *testing.F) {
+	for _, s := range []string{"202 0x7f00 0x80 0x0 0x0 0x0 0x0 0x7ffd10 0x7f0010", "-1 0x1 0x2", "running"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { _, _ = parseSyscall(s) })
+}

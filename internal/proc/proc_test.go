@@ -244,3 +244,22 @@ func TestLiveSelf(t *testing.T) {
 		t.Fatalf("stat %+v %v", sst, err)
 	}
 }
+
+func TestParseSyscall(t *testing.T) {
+	sc, err := parseSyscall("202 0x7f00 0x80 0x0 0x0 0x0 0x0 0x7ffd10 0x7f0010\n")
+	if err != nil || sc.Number != 202 || sc.Args[0] != 0x7f00 || sc.SP != 0x7ffd10 || sc.PC != 0x7f0010 || sc.Running {
+		t.Fatalf("%+v %v", sc, err)
+	}
+	sc, err = parseSyscall("-1 0x7ffd10 0x7f0010")
+	if err != nil || sc.Number != -1 || sc.PC != 0x7f0010 {
+		t.Fatalf("%+v %v", sc, err)
+	}
+	if sc, err := parseSyscall("running\n"); err != nil || !sc.Running {
+		t.Fatalf("%+v %v", sc, err)
+	}
+	for _, bad := range []string{"", "5 0x1 0x2", "x 0 0 0 0 0 0 0 0", "202 zz 0 0 0 0 0 0 0", "1 2"} {
+		if _, err := parseSyscall(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
