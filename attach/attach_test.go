@@ -161,21 +161,13 @@ func TestLiveRefusals(t *testing.T) {
 	// Invariant: a non-JVM must never receive SIGQUIT.
 	t.Run("non-JVM", func(t *testing.T) {
 		t.Parallel()
-		prog := testenv.BuildC(t, "sigquit_reporter", `
-#include <signal.h>
-#include <stdio.h>
-#include <unistd.h>
-static void on_quit(int s) { (void)s; write(1, "GOT SIGQUIT\n", 12); }
-int main(void) { signal(SIGQUIT, on_quit); printf("READY\n"); fflush(stdout); for (;;) pause(); }
-`)
-		p := testenv.Start(t, exec.Command(prog))
-		p.WaitOutput(t, "READY", 10*time.Second)
+		p := testenv.StartSigquitCatcher(t)
 		_, err := Load(context.Background(), p.PID, fixed, "", Options{})
 		refusedBy(t, err, "not-a-jvm")
 		_, err = Jcmd(context.Background(), p.PID, "VM.version", Options{})
 		refusedBy(t, err, "not-a-jvm")
 		time.Sleep(200 * time.Millisecond)
-		if strings.Contains(p.Output(), "GOT SIGQUIT") || !p.Alive() {
+		if strings.Contains(p.Output(), testenv.SigquitMarker) || !p.Alive() {
 			t.Fatal("the non-JVM received SIGQUIT")
 		}
 	})

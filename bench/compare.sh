@@ -15,31 +15,9 @@ COLD=${COLD:-5}
 BIN=${BIN:-bin/safeattach}
 JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 JATTACH=$(command -v jattach || true)
-work=$(mktemp -d /tmp/safeattach-bench.XXXXXX)
-# start_jvm runs in command substitutions (subshells), so pids are kept in
-# a file rather than a shell array.
-cleanup() {
-  [ -f "$work/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-cp internal/testenv/java/Target.java "$work/"
-"$JAVA_HOME/bin/javac" --release 11 -d "$work" "$work/Target.java"
+WORK_PREFIX=safeattach-bench
+source scripts/jvm.sh
 gcc -shared -fPIC -o "$work/libblock.so" internal/testenv/agents/block_forever.c
-
-start_jvm() {
-  local log="$work/jvm-$RANDOM.log"
-  (cd "$work" && exec "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target 0 >"$log" 2>&1) &
-  local pid=$!
-  echo "$pid" >>"$work/pids"
-  for _ in $(seq 1 300); do
-    grep -q READY "$log" 2>/dev/null && { echo "$pid"; return; }
-    sleep 0.05
-  done
-  echo "JVM did not start" >&2; exit 1
-}
 
 now_ns() { date +%s%N; }
 
@@ -47,7 +25,7 @@ now_ns() { date +%s%N; }
 cold_ms() {
   local times=()
   for _ in $(seq 1 "$COLD"); do
-    local pid; pid=$(start_jvm)
+    local pid; pid=$(start_jvm bench 0)
     sleep 1 # idle: past start-up class loading and JIT
     local t0; t0=$(now_ns)
     case $1 in
@@ -69,7 +47,7 @@ hyperfine_median_ms() {
   sed -n 's/.*"median": *\([0-9.e-]*\).*/\1/p' "$out" | head -1 | awk '{printf "%.2f", $1*1000}'
 }
 
-warm=$(start_jvm)
+warm=$(start_jvm bench 0)
 "$BIN" jcmd "$warm" VM.version >/dev/null
 sa_warm=$(hyperfine_median_ms "$RUNS" "$BIN jcmd $warm VM.version")
 ja_warm=n/a; [ -n "$JATTACH" ] && ja_warm=$(hyperfine_median_ms "$RUNS" "$JATTACH $warm jcmd VM.version")
@@ -80,10 +58,10 @@ sa_cold=$(cold_ms safeattach)
 ja_cold=n/a; [ -n "$JATTACH" ] && ja_cold=$(cold_ms jattach)
 jc_cold=$(cold_ms jcmd)
 
-hung=$(start_jvm)
+hung=$(start_jvm bench 0)
 t0=$(now_ns); "$BIN" load --timeout 2s "$hung" "$work/libblock.so" >/dev/null 2>&1 || true
 sa_hung=$(( ($(now_ns) - t0) / 1000000 ))
-hung2=$(start_jvm)
+hung2=$(start_jvm bench 0)
 ja_hung=n/a
 if [ -n "$JATTACH" ]; then
   t0=$(now_ns); timeout -s KILL 10 "$JATTACH" "$hung2" load "$work/libblock.so" true >/dev/null 2>&1 || true

@@ -14,45 +14,20 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/safeattach}
 JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 LIB=/usr/lib/x86_64-linux-gnu
-work=$(mktemp -d /tmp/safeattach-demo.XXXXXX)
-# start_jvm runs in command substitutions (subshells), so pids are kept in
-# a file rather than a shell array.
-cleanup() {
-  [ -f "$work/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
+WORK_PREFIX=safeattach-demo
+source scripts/jvm.sh
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
-cp internal/testenv/java/Target.java "$work/"
-"$JAVA_HOME/bin/javac" --release 11 -d "$work" "$work/Target.java"
 for a in lookalike_affected lookalike_fixed; do
   gcc -shared -fPIC -O1 -o "$work/lib$a.so" "internal/testenv/agents/$a.c"
 done
 AFFECTED=$work/liblookalike_affected.so
 FIXED=$work/liblookalike_fixed.so
 
-# start_jvm NAME ENV...: a service-like JVM with 4 threads churning native
-# memory (java.util.zip.Deflater); prints its pid once it is ready.
-start_jvm() {
-  local log="$work/$1.log"; shift
-  (cd "$work" && exec env -i PATH=/usr/bin:/bin LANG=C.UTF-8 "$@" \
-     "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target 4 >"$log" 2>&1) &
-  local pid=$!
-  echo "$pid" >>"$work/pids"
-  for _ in $(seq 1 300); do
-    grep -q READY "$log" 2>/dev/null && { echo "$pid"; return; }
-    sleep 0.1
-  done
-  echo "demo JVM did not start:" >&2; cat "$log" >&2; exit 1
-}
-
 say "1. A JVM whose allocator is gperftools tcmalloc with its heap profiler on"
 echo "   LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp java ... Target"
-pid=$(start_jvm service LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp)
+pid=$(start_jvm service 4 LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp)
 echo "   started pid $pid"
 run "$BIN" inspect "$pid" | grep -E '^(pid|jvm|tcmalloc|libunwind|profilers)|heap profiler on'
 
@@ -66,7 +41,7 @@ run "$BIN" load "$pid" "$FIXED"
 run "$BIN" jcmd "$pid" VM.uptime
 
 say "4. WHAT THE UNCHECKED ATTACH DOES (jattach, on a second throwaway JVM)"
-victim=$(start_jvm victim LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp2)
+victim=$(start_jvm victim 4 LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp2)
 sleep 1
 echo "   started pid $victim; jattach loads the affected build with no checks, given 8 s:"
 if command -v jattach >/dev/null; then

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -190,15 +189,7 @@ func TestLiveNeverSignalsUnsafeTargets(t *testing.T) {
 	})
 	t.Run("non-JVM-catching-SIGQUIT", func(t *testing.T) {
 		t.Parallel()
-		prog := testenv.BuildC(t, "sigquit_catcher", `
-#include <signal.h>
-#include <stdio.h>
-#include <unistd.h>
-static void on_quit(int s) { (void)s; write(1, "GOT SIGQUIT\n", 12); }
-int main(void) { signal(SIGQUIT, on_quit); printf("READY\n"); fflush(stdout); for (;;) pause(); }
-`)
-		p := testenv.Start(t, exec.Command(prog))
-		p.WaitOutput(t, "READY", 10*time.Second)
+		p := testenv.StartSigquitCatcher(t)
 		tg, err := NewTarget(p.PID)
 		if err != nil {
 			t.Fatal(err)
@@ -207,7 +198,7 @@ int main(void) { signal(SIGQUIT, on_quit); printf("READY\n"); fflush(stdout); fo
 			t.Fatalf("want ErrUnsafeSignal, got %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
-		if strings.Contains(p.Output(), "GOT SIGQUIT") || !p.Alive() {
+		if strings.Contains(p.Output(), testenv.SigquitMarker) || !p.Alive() {
 			t.Fatalf("the non-JVM was signalled: %q", p.Output())
 		}
 		for _, path := range tg.triggerPaths() {

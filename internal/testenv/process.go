@@ -186,3 +186,23 @@ func DirEntries(t testing.TB, dir string) []string {
 	}
 	return out
 }
+
+// SigquitMarker is what StartSigquitCatcher prints when it gets SIGQUIT.
+const SigquitMarker = "GOT SIGQUIT"
+
+// StartSigquitCatcher starts a non-JVM that handles SIGQUIT by printing
+// SigquitMarker: the process that must never be signalled, and whose
+// survival alone would not prove it was not.
+func StartSigquitCatcher(t testing.TB) *Process {
+	t.Helper()
+	prog := BuildC(t, "sigquit_catcher", `
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static void on_quit(int s) { (void)s; write(1, "`+SigquitMarker+`\n", 12); }
+int main(void) { signal(SIGQUIT, on_quit); printf("READY\n"); fflush(stdout); for (;;) pause(); }
+`)
+	p := Start(t, exec.Command(prog))
+	p.WaitOutput(t, "READY", 10*time.Second)
+	return p
+}
