@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100}
-COLD=${COLD:-5}
+COLD=${COLD:-9}
 BIN=${BIN:-bin/safeattach}
 JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 JATTACH=$(command -v jattach || true)
