@@ -118,6 +118,15 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 	}
 	set := func(name string, v any, note string) { f[name] = Fact{Value: v, Note: note} }
 	unknown := func(name, reason string) { f[name] = Fact{Unknown: reason} }
+	// maybe sets a string fact whose report value may be "unknown"
+	// (preflight.Unknown and preflight.ProfUnknown are the same word).
+	maybe := func(name, v, note, reason string) {
+		if v == preflight.Unknown {
+			unknown(name, reason)
+		} else {
+			set(name, v, note)
+		}
+	}
 	str := func(name, v, unknownFact string) {
 		switch {
 		case v != "":
@@ -168,16 +177,9 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 		set("jemalloc.via", je.Via, "")
 		str("jemalloc.version", je.Version, "jemalloc.version")
 		set("jemalloc.prof_built", je.ProfBuilt, "")
-		if je.Unwinder == preflight.Unknown {
-			unknown("jemalloc.unwinder", orDefault(unknowns["jemalloc.unwinder"], "which unwinder serves jemalloc's backtraces could not be determined"))
-		} else {
-			set("jemalloc.unwinder", je.Unwinder, lastOr(je.Evidence, ""))
-		}
-		if je.Prof.State == preflight.ProfUnknown {
-			unknown("jemalloc.prof.state", je.Prof.Reason)
-		} else {
-			set("jemalloc.prof.state", je.Prof.State, profNote(je.Prof))
-		}
+		maybe("jemalloc.unwinder", je.Unwinder, lastOr(je.Evidence, ""),
+			orDefault(unknowns["jemalloc.unwinder"], "which unwinder serves jemalloc's backtraces could not be determined"))
+		maybe("jemalloc.prof.state", je.Prof.State, profNote(je.Prof), je.Prof.Reason)
 	}
 	tc := r.Tcmalloc
 	set("tcmalloc.present", tc.Present, tc.Path)
@@ -185,11 +187,8 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 		set("tcmalloc.via", tc.Via, "")
 		str("tcmalloc.version", tc.Version, "tcmalloc.version")
 		set("tcmalloc.flavor", tc.Flavor, "")
-		if tc.HeapProfiler == preflight.Unknown {
-			unknown("tcmalloc.heap_profiler", orDefault(unknowns["tcmalloc.heap_profiler"], "the environment could not be read"))
-		} else {
-			set("tcmalloc.heap_profiler", tc.HeapProfiler, strings.Join(tc.HeapProfilerBy, "; "))
-		}
+		maybe("tcmalloc.heap_profiler", tc.HeapProfiler, strings.Join(tc.HeapProfilerBy, "; "),
+			orDefault(unknowns["tcmalloc.heap_profiler"], "the environment could not be read"))
 		set("tcmalloc.unwinder", tc.Unwinder, "")
 	}
 	set("libunwind.present", r.Libunwind.Present, r.Libunwind.Path)

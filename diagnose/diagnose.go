@@ -196,7 +196,7 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 		t.Name = strings.TrimSpace(string(b))
 	}
 	if st, err := task.Stat(); err == nil {
-		t.State = stateName(st.State)
+		t.State = proc.StateName(st.State)
 	}
 	if b, err := os.ReadFile(task.Path("wchan")); err == nil && string(b) != "0" {
 		t.Wchan = string(b)
@@ -226,24 +226,6 @@ func syscallName(n int) string {
 		return s
 	}
 	return "syscall " + strconv.Itoa(n)
-}
-
-func stateName(c byte) string {
-	switch c {
-	case 'R':
-		return "running"
-	case 'S':
-		return "sleeping"
-	case 'D':
-		return "disk-sleep"
-	case 'T':
-		return "stopped"
-	case 't':
-		return "traced"
-	case 'Z':
-		return "zombie"
-	}
-	return string(c)
 }
 
 func (r *Report) groupFutexes(sym *symbolizer) {

@@ -123,28 +123,6 @@ func (in *inspection) unknown(fact string, format string, args ...any) {
 	in.log.Debug("preflight: fact unknown", "pid", in.r.PID, "fact", fact, "reason", reason)
 }
 
-func stateName(c byte) string {
-	switch c {
-	case 'R':
-		return StateRunning
-	case 'S':
-		return StateSleeping
-	case 'D':
-		return StateDiskSleep
-	case 'T':
-		return StateStopped
-	case 't':
-		return StateTraced
-	case 'Z':
-		return StateZombie
-	case 'X', 'x':
-		return StateDead
-	case 'I':
-		return StateIdle
-	}
-	return string(c)
-}
-
 func ids(i proc.IDs) IDs { return IDs{i.Real, i.Effective, i.Saved, i.FS} }
 
 func sigState(st *proc.Status, sig int) SignalState {
@@ -154,7 +132,7 @@ func sigState(st *proc.Status, sig int) SignalState {
 func (in *inspection) inspectProcess() {
 	st, pr := in.status, &in.r.Process
 	pr.Name = st.Name
-	pr.State = stateName(st.State)
+	pr.State = proc.StateName(st.State)
 	pr.TracerPID = st.TracerPid
 	if st.TracerPid != 0 && pr.State == StateSleeping {
 		// A traced process that is running between stops is still traced.

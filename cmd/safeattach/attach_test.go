@@ -59,3 +59,16 @@ func TestJcmdAndProfileCLI(t *testing.T) {
 		t.Errorf("missing profiler: exit %d %q", code, stderr)
 	}
 }
+
+func TestDiagnoseCLI(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	stdout, _, code := runCLI(t, "diagnose", "--sample", "300ms", fmt.Sprint(p.PID))
+	if code != exitOK || !strings.HasPrefix(stdout, "HANG REPORT") || strings.Contains(stdout, "HUNG") {
+		t.Errorf("idle JVM: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = runCLI(t, "diagnose", "--json", "--sample", "100ms", fmt.Sprint(p.PID))
+	if code != exitOK || !strings.Contains(stdout, `"verdict": "idle"`) {
+		t.Errorf("json: exit %d %.200s", code, stdout)
+	}
+}

@@ -62,3 +62,26 @@ func parseStat(data []byte) (*Stat, error) {
 	}
 	return st, nil
 }
+
+// StateName spells out a State letter of /proc/<pid>/stat or status.
+func StateName(c byte) string {
+	switch c {
+	case 'R':
+		return "running"
+	case 'S':
+		return "sleeping"
+	case 'D':
+		return "disk-sleep"
+	case 'T':
+		return "stopped"
+	case 't':
+		return "traced"
+	case 'Z':
+		return "zombie"
+	case 'X', 'x':
+		return "dead"
+	case 'I':
+		return "idle"
+	}
+	return string(c)
+}
