@@ -3,6 +3,7 @@ package attach
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -138,7 +139,8 @@ func TestIncident(t *testing.T) {
 						t.Fatal(derr)
 					}
 					if rep.Verdict != diagnose.Hung || rep.Pattern != "loader-lock-allocator-deadlock" {
-						t.Errorf("hang report: verdict %s pattern %q: %s", rep.Verdict, rep.Pattern, rep.Conclusion)
+						js, _ := json.MarshalIndent(rep, "", " ")
+						t.Errorf("hang report: verdict %s pattern %q: %s\n%s", rep.Verdict, rep.Pattern, rep.Conclusion, js)
 					}
 					// jcmd stops answering too: the listener is stuck in the load.
 					if _, err := Jcmd(context.Background(), p.PID, "VM.version", Options{Timeout: 2 * time.Second}); err == nil {

@@ -32,10 +32,11 @@ type Options struct {
 	// Sample is how long CPU use is measured (default 1s).
 	Sample time.Duration
 	// StackScan is how many bytes above each blocked thread's stack
-	// pointer are scanned for return addresses (default 16 KiB).
+	// pointer are scanned for return addresses (default 32 KiB).
 	StackScan int
-	// MaxCallers bounds the heuristic callers kept per thread (default 32:
-	// in the incident, dl_iterate_phdr sits about 20 frames down).
+	// MaxCallers bounds the heuristic callers kept per thread (default 64:
+	// in the incident, dl_iterate_phdr sits 20 to 40 words down, among
+	// stale ones).
 	MaxCallers int
 }
 
@@ -115,10 +116,10 @@ func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 		opts.Sample = time.Second
 	}
 	if opts.StackScan <= 0 {
-		opts.StackScan = 16 << 10
+		opts.StackScan = 32 << 10
 	}
 	if opts.MaxCallers <= 0 {
-		opts.MaxCallers = 32
+		opts.MaxCallers = 64
 	}
 	p := proc.FS{}.Proc(pid)
 	st, err := p.Status()
@@ -349,17 +350,35 @@ func (r *Report) recognise(noProgress bool) (pattern, conclusion string) {
 			loaderWaiters = append(loaderWaiters, t)
 		}
 	}
+	allocatorFrames := func(t Thread) bool {
+		return t.mentions("libunwind") || t.mentions("_Unwind") || t.mentions("tcmalloc") || t.mentions("jemalloc")
+	}
+	// The loader-lock holder: a thread blocked on another lock with
+	// dl_iterate_phdr and the allocator on its stack. The stack scan can
+	// miss the dl_iterate_phdr frame under stale words; the attach
+	// listener blocked in the allocator is then the holder (it runs the
+	// agent, the only code that walks libraries at that moment).
 	var holder *Thread
-	for i, t := range r.Threads {
-		if t.FutexAddr == 0 || !t.mentions("dl_iterate_phdr") || r.futexWhere(t.FutexAddr, "ld-linux", "_rtld_global") {
-			continue
-		}
-		if t.mentions("libunwind") || t.mentions("_Unwind") || t.mentions("tcmalloc") || t.mentions("jemalloc") {
-			holder = &r.Threads[i]
-			break
+	for _, pass := range []func(Thread) bool{
+		func(t Thread) bool { return t.mentions("dl_iterate_phdr") && allocatorFrames(t) },
+		func(t Thread) bool { return t.Name == "Attach Listener" && allocatorFrames(t) },
+	} {
+		for i, t := range r.Threads {
+			if holder == nil && t.FutexAddr != 0 && !r.futexWhere(t.FutexAddr, "ld-linux", "_rtld_global") && pass(t) {
+				holder = &r.Threads[i]
+			}
 		}
 	}
 	if holder == nil || len(loaderWaiters) == 0 {
+		return r.recogniseStuckAgent()
+	}
+	// Its lock must be held by a thread that waits for the loader lock,
+	// or this is not the cycle.
+	cycle := false
+	for _, w := range loaderWaiters {
+		cycle = cycle || allocatorFrames(w)
+	}
+	if !cycle {
 		return r.recogniseStuckAgent()
 	}
 	lockB := ""

@@ -41,6 +41,25 @@ func TestRecognisesTheIncident(t *testing.T) {
 	}
 }
 
+// TestRecognisesTheIncidentWithoutTheLoaderFrame: a real sample where the
+// stack scan did not reach dl_iterate_phdr on the attach listener's stack
+// (stale words came first); the lock cycle still identifies it.
+func TestRecognisesTheIncidentWithoutTheLoaderFrame(t *testing.T) {
+	r := incidentReport()
+	r.Threads[0].Callers = []string{"libunwind.so.8.0.1 (_ULx86_64_step+0x37)", "libtcmalloc.so.4.5.10+0x35c7b", "liblookalike_affected.so+0x1139", "libjvm.so+0xea38c5"}
+	r.judge()
+	if r.Pattern != "loader-lock-allocator-deadlock" || !strings.Contains(r.Conclusion, "thread 10 (Attach Listener)") {
+		t.Fatalf("pattern %q: %s", r.Pattern, r.Conclusion)
+	}
+	// Without a loader-lock waiter holding the unwinder, it is not the cycle.
+	r = incidentReport()
+	r.Threads[1].Callers = []string{"libc.so.6 (dl_iterate_phdr+0x3b)", "libjvm.so+0x1"}
+	r.judge()
+	if r.Pattern == "loader-lock-allocator-deadlock" {
+		t.Fatalf("recognised a cycle without its second half: %s", r.Conclusion)
+	}
+}
+
 func TestBusyIsNotHung(t *testing.T) {
 	r := incidentReport()
 	r.CPUTicks = 150 // the same stacks, but the process makes progress
