@@ -14,6 +14,9 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
+// useInotify is false only in tests of the polling fallback.
+var useInotify = true
+
 // sigquitBit is SIGQUIT's bit in the /proc status masks.
 const sigquitBit = 1 << (3 - 1)
 
@@ -35,6 +38,10 @@ func EnsureListener(ctx context.Context, t *Target) error {
 	defer unix.Close(pidfd)
 	// Watch before signalling, so the socket cannot appear unseen.
 	w, werr := newSocketWatcher(t)
+	if !useInotify && werr == nil {
+		w.close()
+		werr = errors.New("inotify disabled")
+	}
 	if werr == nil {
 		defer w.close()
 	}
