@@ -60,8 +60,14 @@ type inspection struct {
 	args   []string
 	libs   []*mappedLib
 	exe    *mappedLib
-	r      *Report
-	log    *slog.Logger
+	// probed memoises probe results within one inspection: the executable
+	// is consulted by several sections, and each probe opens the file.
+	probed map[*mappedLib]probeResult
+	// preloadEnv and preloadFile are read once, on first use.
+	preloadsRead            bool
+	preloadEnv, preloadFile []string
+	r                       *Report
+	log                     *slog.Logger
 }
 
 // Inspect describes the process pid. It fails only when the process does
@@ -243,7 +249,24 @@ func (in *inspection) inspectExecutable() {
 }
 
 // probe parses a mapped library through the shared cache.
+type probeResult struct {
+	info *elfx.Info
+	err  error
+}
+
 func (in *inspection) probe(l *mappedLib) (*elfx.Info, error) {
+	if r, ok := in.probed[l]; ok {
+		return r.info, r.err
+	}
+	info, err := in.probeFile(l)
+	if in.probed == nil {
+		in.probed = map[*mappedLib]probeResult{}
+	}
+	in.probed[l] = probeResult{info, err}
+	return info, err
+}
+
+func (in *inspection) probeFile(l *mappedLib) (*elfx.Info, error) {
 	f, _, err := elfx.OpenMapped(elfx.MappedFile{
 		ProcDir: in.p.Path(), Start: l.start, End: l.end, Path: l.path,
 		DevMajor: l.devMajor, DevMinor: l.devMinor, Inode: l.inode,
@@ -274,13 +297,16 @@ func (in *inspection) rootPath(p string) string {
 // preloads returns LD_PRELOAD entries and /etc/ld.so.preload entries of
 // the target, in symbol-lookup order (environment first).
 func (in *inspection) preloads() (env, file []string) {
-	if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
-		env = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
+	if !in.preloadsRead {
+		in.preloadsRead = true
+		if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
+			in.preloadEnv = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
+		}
+		if data, err := os.ReadFile(in.rootPath("/etc/ld.so.preload")); err == nil && len(data) < 1<<16 {
+			in.preloadFile = strings.Fields(string(data))
+		}
 	}
-	if data, err := os.ReadFile(in.rootPath("/etc/ld.so.preload")); err == nil && len(data) < 1<<16 {
-		file = strings.Fields(string(data))
-	}
-	return env, file
+	return in.preloadEnv, in.preloadFile
 }
 
 func (in *inspection) addLibrary(role, kind string, l *mappedLib, version string) {

@@ -211,7 +211,7 @@ func (in *inspection) jemallocConf(lib *mappedLib, info *elfx.Info) {
 	if p := je.Prof.Options["prof_prefix"]; p != "" {
 		prefixOpt = p
 	}
-	je.Dumps = in.jeprofDumps(prefixOpt)
+	je.Dumps = in.heapDumps(prefixOpt, 5)
 }
 
 func isNotLink(err error) bool {
@@ -282,28 +282,4 @@ func evalProfConf(sources []ConfSource, built string) ProfConf {
 		pc.State, pc.Reason = ProfActive, "prof:true and prof_active is not false"
 	}
 	return pc
-}
-
-// jeprofDumps lists leftover <prefix>.<pid>.*.heap files in the target's
-// working directory (or the prefix's directory when it has one).
-func (in *inspection) jeprofDumps(prefix string) []string {
-	dir := filepath.Dir(prefix)
-	if !filepath.IsAbs(prefix) {
-		dir = filepath.Join(in.r.Process.Cwd, dir)
-	}
-	names, err := readDirCapped(in.rootPath(dir), 4096)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	base := filepath.Base(prefix) + "."
-	for _, n := range names {
-		if strings.HasPrefix(n, base) && strings.HasSuffix(n, ".heap") {
-			out = append(out, filepath.Join(dir, n))
-			if len(out) == 5 {
-				break
-			}
-		}
-	}
-	return out
 }

@@ -92,7 +92,9 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 			}
 			t.HeapProfilerBy = append(t.HeapProfilerBy, by)
 			if v == "HEAPPROFILE" {
-				t.Evidence = append(t.Evidence, in.heapDumps(val)...)
+				for _, d := range in.heapDumps(val, 3) {
+					t.Evidence = append(t.Evidence, "heap profile written: "+d)
+				}
 			}
 		}
 	}
@@ -120,25 +122,27 @@ func gperftoolsEnvValue(raw string) (value string, consumed bool) {
 	return string(raw[0]&0x7f) + raw[1:], true
 }
 
-// heapDumps lists <prefix>.NNNN.heap files already written, as evidence
-// that the heap profiler really runs. A relative prefix is resolved in the
-// target's working directory.
-func (in *inspection) heapDumps(prefix string) []string {
+// heapDumps lists, as paths inside the target, up to max files named
+// <prefix>.*.heap that a heap profiler already wrote: jemalloc's
+// jeprof.<pid>.<seq>.*.heap and gperftools' <HEAPPROFILE>.NNNN.heap are
+// both evidence that profiling really runs. A relative prefix is
+// resolved in the target's working directory.
+func (in *inspection) heapDumps(prefix string, max int) []string {
 	p := prefix
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(in.r.Process.Cwd, p)
 	}
-	dir := in.rootPath(filepath.Dir(p))
-	entries, err := readDirCapped(dir, 4096)
+	dir := filepath.Dir(p)
+	names, err := readDirCapped(in.rootPath(dir), 4096)
 	if err != nil {
 		return nil
 	}
 	var out []string
 	base := filepath.Base(p) + "."
-	for _, e := range entries {
-		if strings.HasPrefix(e, base) && strings.HasSuffix(e, ".heap") {
-			out = append(out, "heap profile written: "+filepath.Join(filepath.Dir(p), e))
-			if len(out) == 3 {
+	for _, n := range names {
+		if strings.HasPrefix(n, base) && strings.HasSuffix(n, ".heap") {
+			out = append(out, filepath.Join(dir, n))
+			if len(out) == max {
 				break
 			}
 		}
