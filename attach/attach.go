@@ -23,12 +23,17 @@ type Result struct {
 	// output).
 	Output   string        `json:"output"`
 	Duration time.Duration `json:"duration_ns"`
+	// LoadedFrom is the path the JVM was told to load (inside its own
+	// root): the content-addressed copy of the judged bytes, the copy it
+	// already had, or the original where only root can change it.
+	LoadedFrom string `json:"loaded_from,omitempty"`
 	// Healthy is set when the post-attach check got an answer.
 	Healthy bool `json:"healthy"`
 }
 
 // call is one attach operation in progress.
 type call struct {
+	ctx      context.Context // the caller's: cancelled means interrupted, not hung
 	op       string
 	deadline time.Time // the caller's; the protocol stops short of it
 	pid      int
@@ -37,22 +42,45 @@ type call struct {
 	start    time.Time
 	report   *preflight.Report
 	agent    *preflight.Agent
-	verdict  conflicts.Verdict
+	// content is the agent's bytes as read and judged: what is delivered.
+	content []byte
+	verdict conflicts.Verdict
 }
 
 func newCall(op string, pid int, opts Options) *call {
 	return &call{op: op, pid: pid, opts: opts, log: opts.logger(), start: time.Now()}
 }
 
+// readAgent reads the agent once: the description is judged and the
+// bytes are what will be delivered.
+func (c *call) readAgent(ctx context.Context, path, options string) error {
+	a, content, err := preflight.ReadAgent(ctx, path)
+	if err != nil {
+		return c.deadlineError(ctx, "reading the agent", err)
+	}
+	a.Options = options
+	c.agent, c.content = a, content
+	return nil
+}
+
+// deadlineError turns the deadline ending a read-only step into a hang
+// error, which a caller sees as a time-out like any other step's.
+func (c *call) deadlineError(ctx context.Context, step string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
+		return c.hang(step, fmt.Errorf("%w: %s: %v", hotspot.ErrTimeout, step, err))
+	}
+	return err
+}
+
 // judge inspects and evaluates; a refusal returns *RefusedError.
 func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
-	policy, err := c.opts.policy()
+	policy, err := c.opts.policy(ctx)
 	if err != nil {
-		return err
+		return c.deadlineError(ctx, "reading the rules", err)
 	}
 	c.report, err = preflight.Inspect(ctx, c.pid, inspect)
 	if err != nil {
-		return err
+		return c.deadlineError(ctx, "inspection", err)
 	}
 	c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
 	attrs := []any{"pid", c.pid, "op", c.op, "allowed", c.verdict.Allowed, "blocking", c.verdict.Blocking()}
@@ -173,6 +201,11 @@ func (c *call) hang(step string, err error) error {
 	if !errors.Is(err, hotspot.ErrTimeout) {
 		return err
 	}
+	if c.ctx != nil && errors.Is(c.ctx.Err(), context.Canceled) {
+		// The caller gave up (a signal, a shutdown): not a hang, and no
+		// time is spent on a report.
+		return fmt.Errorf("%s: %w", step, context.Canceled)
+	}
 	// Reading every thread's files takes a few milliseconds; sample for
 	// the rest of the budget.
 	sample := time.Until(c.deadline) - 30*time.Millisecond
@@ -208,7 +241,11 @@ func (c *call) healthCheck(ctx context.Context, client *hotspot.Client) error {
 // the JVM pid through the safe door. The inspection it needs parses no ELF
 // file: jcmd loads nothing, so only the JVM-level rules apply.
 func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Result, err error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	c := newCall("jcmd", pid, opts)
+	c.ctx = ctx
 	defer func() { c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
 	defer cancel()
@@ -241,15 +278,18 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 // if the knowledge base finds it safe, then checks that the JVM still
 // answers.
 func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Options) (res *Result, err error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	c := newCall("load", pid, opts)
+	c.ctx = ctx
 	defer func() { c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
-	if c.agent, err = preflight.InspectAgent(agentPath); err != nil {
+	if err := c.readAgent(ctx, agentPath, agentOptions); err != nil {
 		return nil, err
 	}
-	c.agent.Options = agentOptions
 	if err := c.judge(ctx, preflight.Options{}); err != nil {
 		return nil, err
 	}
@@ -261,7 +301,7 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 	}
 	defer s.close()
 	out, err := s.load(pctx, agentOptions)
-	res = &Result{PID: pid, Verdict: c.verdict, Agent: c.agent, Output: out, Duration: time.Since(c.start)}
+	res = &Result{PID: pid, Verdict: c.verdict, Agent: c.agent, Output: out, Duration: time.Since(c.start), LoadedFrom: s.agentPath}
 	if err != nil {
 		return res, err
 	}
@@ -278,7 +318,8 @@ type session struct {
 	c         *call
 	client    *hotspot.Client
 	agentPath string // as the JVM sees it
-	cleanup   func()
+	delivery  *delivery
+	loaded    bool // a load succeeded: the JVM maps the delivered copy
 }
 
 func (c *call) open(ctx context.Context) (*session, error) {
@@ -286,15 +327,19 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{c: c, client: hotspot.NewClient(t), agentPath: c.agent.RealPath, cleanup: func() {}}
-	if !c.report.Process.SameMountNamespace {
-		path, cleanup, err := deliverAgent(c.report, c.agent)
-		if err != nil {
-			return nil, err
-		}
-		s.agentPath, s.cleanup = path, cleanup
-		c.log.Info("safeattach: agent copied into the target's filesystem", "pid", c.pid, "path", path)
+	d, err := deliver(c.report, c.agent, c.content)
+	if err != nil {
+		return nil, &RefusedError{PID: c.pid, Verdict: c.verdict, Reason: err.Error()}
 	}
+	switch {
+	case d.reused:
+		c.log.Info("safeattach: the target already maps these bytes; loading that copy", "pid", c.pid, "path", d.inTarget)
+	case d.inPlace:
+		c.log.Info("safeattach: agent loaded in place (only root can change it)", "pid", c.pid, "path", d.inTarget)
+	default:
+		c.log.Info("safeattach: agent delivered", "pid", c.pid, "path", d.inTarget, "created", d.created, "rejected", d.why)
+	}
+	s := &session{c: c, client: hotspot.NewClient(t), agentPath: d.inTarget, delivery: d}
 	if err := hotspot.EnsureListener(ctx, t); err != nil {
 		s.close()
 		return nil, c.hang("attach listener", err)
@@ -302,7 +347,7 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-func (s *session) close() { s.cleanup() }
+func (s *session) close() { s.delivery.release(s.c.pid, s.loaded) }
 
 // load sends one load command with the agent's in-target path.
 func (s *session) load(ctx context.Context, options string) (string, error) {
@@ -314,5 +359,6 @@ func (s *session) load(ctx context.Context, options string) (string, error) {
 	if err != nil {
 		return out, s.c.hang("load of "+s.c.agent.Path, err)
 	}
+	s.loaded = true
 	return out, nil
 }

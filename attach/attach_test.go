@@ -422,18 +422,28 @@ func TestLiveProfile(t *testing.T) {
 	}
 }
 
+// copyTo runs the output path of Profile: prepare, copy, discard.
+func copyTo(src, dst string) (int64, error) {
+	out, err := prepareOutput(dst, 0, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer out.discard()
+	return copyOut(src, uint32(os.Geteuid()), out, nil)
+}
+
 func TestProfileWriteFailureLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "keep.txt")
 	os.WriteFile(dst, []byte("previous profile"), 0o644)
-	if _, err := copyOut(filepath.Join(dir, "missing"), dst); err == nil {
+	if _, err := copyTo(filepath.Join(dir, "missing"), dst); err == nil {
 		t.Fatal("copy of a missing file succeeded")
 	}
 	if data, _ := os.ReadFile(dst); string(data) != "previous profile" {
 		t.Errorf("destination damaged: %q", data)
 	}
 	// An unwritable destination directory: clear error, no stray files.
-	if _, err := copyOut(dst, filepath.Join(dir, "no/such/dir/out")); err == nil {
+	if _, err := copyTo(dst, filepath.Join(dir, "no/such/dir/out")); err == nil {
 		t.Error("write into a missing directory succeeded")
 	}
 	if os.Geteuid() == 0 {
@@ -448,7 +458,7 @@ func TestProfileWriteFailureLosesNothing(t *testing.T) {
 		os.WriteFile(kept, []byte("previous profile"), 0o644)
 		big := filepath.Join(dir, "big")
 		os.WriteFile(big, make([]byte, 64<<10), 0o644)
-		if _, err := copyOut(big, kept); err == nil || !errors.Is(err, unix.ENOSPC) {
+		if _, err := copyTo(big, kept); err == nil || !errors.Is(err, unix.ENOSPC) {
 			t.Errorf("copy onto a full disk: %v", err)
 		}
 		if data, _ := os.ReadFile(kept); string(data) != "previous profile" {
@@ -463,5 +473,49 @@ func TestProfileWriteFailureLosesNothing(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".keep.txt.") {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
+	}
+}
+
+// TestOutputDestinationsRefused: a symlink (to /dev/stdout, say), a
+// device and a FIFO at the output path are refused before anything is
+// attached, and left as they were.
+func TestOutputDestinationsRefused(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link")
+	os.Symlink("/dev/null", link)
+	fifo := filepath.Join(dir, "fifo")
+	unix.Mkfifo(fifo, 0o600)
+	for _, dst := range []string{link, "/dev/null", fifo, dir} {
+		if _, err := prepareOutput(dst, 0, nil); err == nil || !strings.Contains(err.Error(), "refusing to replace") {
+			t.Errorf("%s: %v", dst, err)
+		}
+	}
+	if target, _ := os.Readlink(link); target != "/dev/null" {
+		t.Errorf("symlink changed: %q", target)
+	}
+	var st unix.Stat_t
+	if unix.Lstat(fifo, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Error("fifo replaced")
+	}
+	// A profile whose in-target file is a symlink (the target's user can
+	// make one) is not followed.
+	src := filepath.Join(dir, "src")
+	os.Symlink("/etc/shadow", src)
+	if _, err := copyTo(src, filepath.Join(dir, "out")); err == nil {
+		t.Error("followed a symlink planted as the profiler's output")
+	}
+	// Mode 0644 by default, and the owner given (the sudo user).
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, []byte("profile"), 0o600)
+	dst := filepath.Join(dir, "profile.txt")
+	out, err := prepareOutput(dst, 0, &Owner{UID: 65534, GID: 65534})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := copyOut(plain, uint32(os.Geteuid()), out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(dst, &st); err != nil || st.Mode&0o777 != 0o644 || st.Uid != 65534 && os.Geteuid() == 0 {
+		t.Errorf("mode %o uid %d (%v)", st.Mode&0o777, st.Uid, err)
 	}
 }

@@ -3,71 +3,349 @@ package attach
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
 )
 
-// deliverAgent copies the agent into a target that lives in another mount
-// namespace (a container), where our path means nothing (DESIGN.md
-// invariant 6): created O_EXCL|O_NOFOLLOW under the target's /tmp, owned
-// by the target's user so it can read it, verified byte for byte. The
-// returned cleanup removes it.
-func deliverAgent(r *preflight.Report, a *preflight.Agent) (inTarget string, cleanup func(), err error) {
-	src, err := os.ReadFile(a.RealPath)
-	if err != nil {
-		return "", nil, err
-	}
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", nil, err
-	}
-	inTarget = fmt.Sprintf("/tmp/.safeattach-%s-%s", hex.EncodeToString(rnd[:]), filepath.Base(a.RealPath))
-	host := filepath.Join(r.Process.Root, inTarget)
-	fd, err := unix.Open(host, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return "", nil, fmt.Errorf("copy agent into the target: %s: %w", host, err)
-	}
-	f := os.NewFile(uintptr(fd), host)
-	cleanup = func() { os.Remove(host) }
-	_, werr := f.Write(src)
-	if werr == nil {
-		werr = f.Chown(int(r.Process.UID.Effective), int(r.Process.GID.Effective))
-		if werr != nil && os.Geteuid() != 0 {
-			werr = nil // not root: the file is ours and world-readable
-		}
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = verifyCopy(host, src)
-	}
-	if werr != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("copy agent into the target: %w", werr)
-	}
-	return inTarget, cleanup, nil
+// Where the judged bytes go (docs/delivery.md). The JVM is told to load
+// a path that only root — or we, when we run as the target's own user —
+// can change: <dir>/.safeattach/<sha256>/<name> inside the target's root,
+// written from the bytes that were hashed and probed, verified after
+// writing, and reused by every later load of the same bytes. That makes
+// the verdict hold for what the JVM opens (a file renamed over the
+// original after it was judged is never loaded), lets a container be
+// profiled any number of times (the same bytes are the same path, which
+// the JVM's loader recognises as already loaded), and lets a JVM whose
+// user cannot read the original still load it.
+
+// deliveryDirs are the candidate directories inside the target's root, in
+// order of preference. Each must be a real directory (not a symlink: an
+// absolute link would resolve against our root, not the target's),
+// writable by us, on a file system mounted without noexec and ro, with
+// room for the agent.
+var deliveryDirs = []string{"/tmp", "/var/tmp", "/dev/shm"}
+
+// storeDir is the name of the content-addressed store in a delivery dir.
+const storeDir = ".safeattach"
+
+// delivery is an agent placed where the target can load it.
+type delivery struct {
+	inTarget string // the path the JVM is told to load
+	host     string // the same file as seen from here
+	// created is set when this call wrote the copy: only such a copy is
+	// removed again, and only if no process maps it.
+	created bool
+	// inPlace: the original is loaded where it is (its location is safe).
+	// reused: the target already maps these very bytes at inTarget.
+	inPlace, reused bool
+	// lock holds a shared flock on the copy while the JVM may still be
+	// opening it; a cleanup elsewhere takes an exclusive one first.
+	lock *os.File
+	why  []string // the candidates rejected, for errors and logs
 }
 
-func verifyCopy(path string, want []byte) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+// ErrNoDeliveryDir: no directory in the target can take the agent.
+var ErrNoDeliveryDir = errors.New("no usable directory in the target for the agent")
+
+// deliver places content (the judged agent bytes) where the target r can
+// load it and returns the path to send.
+func deliver(r *preflight.Report, a *preflight.Agent, content []byte) (*delivery, error) {
+	// The same bytes already mapped: send the path the loader knows them
+	// by, so that it returns the loaded copy instead of adding a second.
+	for _, l := range r.Profilers {
+		if l.SHA256 != "" && l.SHA256 == a.SHA256 && !l.Deleted {
+			return &delivery{inTarget: l.Path, host: filepath.Join(r.Process.Root, l.Path), reused: true}, nil
+		}
+	}
+	if inPlaceSafe(r, a) {
+		return &delivery{inTarget: a.RealPath, host: a.RealPath, inPlace: true}, nil
+	}
+	d := &delivery{}
+	for _, dir := range deliveryDirs {
+		err := d.store(r, a, content, dir)
+		if err == nil {
+			return d, nil
+		}
+		d.why = append(d.why, fmt.Sprintf("%s: %v", dir, err))
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoDeliveryDir, strings.Join(d.why, "; "))
+}
+
+// inPlaceSafe reports whether the original file may be loaded where it
+// is: the target sees the same file at the same path, nobody but root (or
+// we, running as the target's user) can change it or a directory above
+// it, and the target's user can read it.
+func inPlaceSafe(r *preflight.Report, a *preflight.Agent) bool {
+	if !r.Process.SameMountNamespace || a.RealPath == "" {
+		return false
+	}
+	me := uint32(os.Geteuid())
+	for _, w := range a.WritableBy {
+		if w.Kind != "uid" || w.ID != me || me != r.Process.UID.Effective {
+			return false
+		}
+	}
+	var ours, theirs unix.Stat_t
+	if unix.Stat(a.RealPath, &ours) != nil || unix.Stat(filepath.Join(r.Process.Root, a.RealPath), &theirs) != nil {
+		return false
+	}
+	if ours.Dev != theirs.Dev || ours.Ino != theirs.Ino {
+		return false
+	}
+	return readableBy(a.RealPath, r.Process.UID.Effective, r.Process.GID.Effective)
+}
+
+// readableBy approximates the kernel's permission check for uid/gid
+// (primary group only): r on the file and x on every directory above.
+func readableBy(path string, uid, gid uint32) bool {
+	need := uint32(4)
+	for p := path; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			return false
+		}
+		var bits uint32
+		switch {
+		case uid == 0:
+			bits = 7
+		case st.Uid == uid:
+			bits = st.Mode >> 6 & 7
+		case st.Gid == gid:
+			bits = st.Mode >> 3 & 7
+		default:
+			bits = st.Mode & 7
+		}
+		if bits&need == 0 {
+			return false
+		}
+		need = 1
+		if p == "/" || p == "." {
+			return true
+		}
+	}
+}
+
+// store writes content under dir/.safeattach/<sha256>/<name> in the
+// target's root, or verifies the copy already there.
+func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte, dir string) error {
+	hostDir := filepath.Join(r.Process.Root, dir)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(hostDir, &fs); err != nil {
+		return err
+	}
+	switch {
+	case fs.Flags&unix.ST_RDONLY != 0:
+		return errors.New("mounted read-only")
+	case fs.Flags&unix.ST_NOEXEC != 0:
+		return errors.New("mounted noexec (the loader cannot map code from it)")
+	case uint64(fs.Bavail)*uint64(fs.Bsize) < uint64(len(content))+1<<20:
+		return fmt.Errorf("full (%d bytes free, the agent needs %d)", uint64(fs.Bavail)*uint64(fs.Bsize), len(content))
+	}
+	base, err := unix.Open(hostDir, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return errors.New("a symlink or not a directory")
+		}
+		return err
+	}
+	defer unix.Close(base)
+	store, err := ownDir(base, storeDir)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	got, err := io.ReadAll(io.LimitReader(f, int64(len(want))+1))
+	defer unix.Close(store)
+	sub, err := ownDir(store, a.SHA256)
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(got, want) {
-		return fmt.Errorf("%s differs from the agent after copying", path)
+	defer unix.Close(sub)
+	name := fileName(a.RealPath)
+	d.inTarget = filepath.Join(dir, storeDir, a.SHA256, name)
+	d.host = filepath.Join(hostDir, storeDir, a.SHA256, name)
+	if f, err := openVerified(sub, name, a.SHA256, int64(len(content))); err == nil {
+		d.lock = f
+		return nil
+	} else if !errors.Is(err, unix.ENOENT) {
+		// Not what we would have written: someone who can write the
+		// store (root) put it there; replace it rather than trust it.
+		if uerr := unix.Unlinkat(sub, name, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
+			return fmt.Errorf("%s holds other bytes and cannot be replaced: %v", d.inTarget, uerr)
+		}
 	}
+	if err := writeCopy(sub, name, content); err != nil {
+		return err
+	}
+	f, err := openVerified(sub, name, a.SHA256, int64(len(content)))
+	if err != nil {
+		return fmt.Errorf("verify %s after writing: %w", d.inTarget, err)
+	}
+	d.lock, d.created = f, true
 	return nil
+}
+
+// ownDir opens (creating if needed) the directory name under parent and
+// checks that it is a real directory that only root or we can write, and
+// that everyone may traverse (the target runs as another user).
+func ownDir(parent int, name string) (int, error) {
+	if err := unix.Mkdirat(parent, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, fmt.Errorf("mkdir %s: %w", name, err)
+	}
+	fd, err := unix.Openat(parent, name, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w (a symlink?)", name, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	me := uint32(os.Geteuid())
+	switch {
+	case st.Uid != 0 && st.Uid != me:
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s is owned by uid %d, not root or us: someone else could change what is loaded", name, st.Uid)
+	case st.Mode&0o022 != 0:
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s has mode %04o: writable by others", name, st.Mode&0o7777)
+	case st.Mode&0o555 != 0o555 && st.Uid == me:
+		// Our umask made it private; the target must be able to traverse it.
+		if err := unix.Fchmod(fd, 0o755); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	case st.Mode&0o555 != 0o555:
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s has mode %04o: the target cannot read it", name, st.Mode&0o7777)
+	}
+	return fd, nil
+}
+
+// fileName keeps the agent's own name (async-profiler's messages and
+// /proc/<pid>/maps show it) when it is a plain file name.
+func fileName(p string) string {
+	n := filepath.Base(p)
+	if n == "." || n == "/" || len(n) > 200 || strings.ContainsFunc(n, func(r rune) bool {
+		return !(r == '.' || r == '-' || r == '_' || r == '+' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
+		return "agent.so"
+	}
+	return n
+}
+
+// writeCopy writes content to a fresh temporary name and links it into
+// place without replacing anything: a concurrent writer of the same bytes
+// wins and ours is dropped.
+func writeCopy(dir int, name string, content []byte) error {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := ".tmp-" + hex.EncodeToString(rnd[:])
+	fd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Chmod(0o644) // whatever our umask
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat2(dir, tmp, dir, name, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			err = nil // the same bytes, written by a concurrent load
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(dir, tmp, 0)
+		return fmt.Errorf("write: %w", err)
+	}
+	unix.Unlinkat(dir, tmp, 0)
+	return nil
+}
+
+// openVerified opens the copy and checks that it is a regular file only
+// root or we can write, of the expected size and hash. The open file is
+// returned with a shared flock held.
+func openVerified(dir int, name, sum string, size int64) (*os.File, error) {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	me := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		err = errors.New("not a regular file")
+	case st.Uid != 0 && st.Uid != me:
+		err = fmt.Errorf("owned by uid %d", st.Uid)
+	case st.Mode&0o022 != 0:
+		err = fmt.Errorf("mode %04o", st.Mode&0o7777)
+	case st.Size != size:
+		err = fmt.Errorf("%d bytes, want %d", st.Size, size)
+	}
+	if err == nil {
+		h := sha256.New()
+		if _, err = io.Copy(h, io.LimitReader(f, size)); err == nil && hex.EncodeToString(h.Sum(nil)) != sum {
+			err = errors.New("content differs from the judged agent")
+		}
+	}
+	if err == nil {
+		err = unix.Flock(fd, unix.LOCK_SH)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// release ends the delivery. A copy this call created is removed unless
+// loaded is set or a process maps it — checked under an exclusive flock,
+// so a concurrent load that verified the copy and still holds its shared
+// lock keeps it.
+func (d *delivery) release(pid int, loaded bool) {
+	if d == nil || d.lock == nil {
+		return
+	}
+	defer d.lock.Close()
+	if !d.created || loaded || mapsFile(pid, d.inTarget) {
+		return
+	}
+	if unix.Flock(int(d.lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return
+	}
+	os.Remove(d.host)
+	os.Remove(filepath.Dir(d.host)) // only if empty
+}
+
+// mapsFile reports whether pid maps a file at path (its own view).
+func mapsFile(pid int, path string) bool {
+	found := false
+	_ = proc.FS{}.Proc(pid).WalkMaps(func(p []byte) bool {
+		return bytes.Equal(p, []byte(path))
+	}, func(*proc.Mapping) error {
+		found = true
+		return proc.ErrStop
+	})
+	return found
 }

@@ -17,9 +17,15 @@ var ErrRefused = errors.New("refused by preflight")
 type RefusedError struct {
 	PID     int
 	Verdict conflicts.Verdict
+	// Reason is set when the refusal came after the verdict allowed the
+	// attach: no place in the target could take the agent's bytes.
+	Reason string
 }
 
 func (e *RefusedError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("pid %d: attach refused: %s", e.PID, e.Reason)
+	}
 	var msgs []string
 	for _, f := range e.Verdict.Findings {
 		if f.Severity == conflicts.Block {

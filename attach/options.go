@@ -2,6 +2,8 @@ package attach
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -48,10 +50,17 @@ type Options struct {
 	Caller string
 }
 
-func (o Options) policy() (conflicts.Policy, error) {
-	rules, err := conflicts.LoadRules(o.RuleFiles...)
+// ErrInvalidOptions: the call's options cannot be honoured as given (an
+// acknowledgement of a hard rule or of no rule, a bad duration).
+var ErrInvalidOptions = errors.New("invalid options")
+
+func (o Options) policy(ctx context.Context) (conflicts.Policy, error) {
+	rules, err := conflicts.LoadRules(ctx, o.RuleFiles...)
 	if err != nil {
 		return conflicts.Policy{}, err
+	}
+	if err := conflicts.CheckAcks(rules, o.Acks); err != nil {
+		return conflicts.Policy{}, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
 	return conflicts.Policy{Rules: rules, Acks: o.Acks, Strict: o.Strict, AllowAgents: o.AllowAgents, DenyAgents: o.DenyAgents}, nil
 }
@@ -61,6 +70,14 @@ func (o Options) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return o.Logger
+}
+
+// validate rejects what the zero-value convention cannot mean.
+func (o Options) validate() error {
+	if o.Timeout < 0 {
+		return fmt.Errorf("%w: negative timeout %v", ErrInvalidOptions, o.Timeout)
+	}
+	return nil
 }
 
 func (o Options) withDeadline(ctx context.Context, def time.Duration) (context.Context, context.CancelFunc) {

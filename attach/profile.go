@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -28,8 +31,18 @@ type ProfileRequest struct {
 	// Interval is the sampling interval in async-profiler's syntax
 	// ("10ms", "500us"); empty keeps the profiler's default.
 	Interval string
-	// Output is where the result is written on this machine.
+	// Output is where the result is written on this machine. It must be
+	// absent or a regular file: a symlink, device or FIFO there is refused
+	// before anything is attached, and the result replaces a regular file
+	// only once complete. Ignored when Writer is set.
 	Output string
+	// Writer, if set, receives the result instead of a file (stdout).
+	Writer io.Writer
+	// OutputMode is the new file's permission bits (default 0644).
+	OutputMode os.FileMode
+	// OutputOwner, if set, owns the new file (the invoking user under
+	// sudo); otherwise it belongs to the caller.
+	OutputOwner *Owner
 	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
 	// from Output's extension as asprof does.
 	Format string
@@ -41,6 +54,9 @@ type ProfileRequest struct {
 	// session including Duration.
 	Options Options
 }
+
+// Owner is a file's owner.
+type Owner struct{ UID, GID int }
 
 // ProfileResult is a finished profile.
 type ProfileResult struct {
@@ -75,11 +91,23 @@ const stopGrace = 30 * time.Second
 // safe. The file the profiler writes inside the target is read back
 // through /proc/<pid>/root, so targets in containers work too.
 func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
-	if req.Output == "" {
-		return nil, errors.New("profile: no output file given")
+	if req.Output == "" && req.Writer == nil {
+		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
 	}
 	if req.Duration <= 0 {
 		req.Duration = 10 * time.Second
+	}
+	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
+		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
+	}
+	// The output is checked and reserved before anything is attached:
+	// profiling for minutes and then failing to write is the worst order.
+	var out *outputFile
+	if req.Writer == nil {
+		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
+		}
+		defer out.discard()
 	}
 	if req.Event == "" {
 		req.Event = "cpu"
@@ -93,6 +121,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	}
 	opts := req.Options
 	c := newCall("profile", pid, opts)
+	c.ctx = ctx
 	defer func() { c.finish(err) }()
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -104,12 +133,12 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	defer cancel()
 	c.deadline, _ = sctx.Deadline()
 
-	if c.agent, err = preflight.InspectAgent(lib); err != nil {
-		return nil, err
-	}
-	var rnd [6]byte
+	var rnd [8]byte
 	rand.Read(rnd[:])
 	ext := filepath.Ext(req.Output)
+	if len(ext) > 16 {
+		ext = ""
+	}
 	inTarget := fmt.Sprintf("/tmp/.safeattach-profile-%s%s", hex.EncodeToString(rnd[:]), ext)
 	start := fmt.Sprintf("start,event=%s,file=%s", req.Event, inTarget)
 	if req.Interval != "" {
@@ -118,7 +147,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if req.Extra != "" {
 		start += "," + req.Extra
 	}
-	c.agent.Options = start
+	if err := c.readAgent(sctx, lib, start); err != nil {
+		return nil, err
+	}
 	if err := c.judge(sctx, preflight.Options{}); err != nil {
 		return nil, err
 	}
@@ -147,7 +178,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if _, err := s.load(stopCtx, fmt.Sprintf("stop,file=%s,%s", inTarget, formatFor(req))); err != nil {
 		return res, err
 	}
-	n, err := copyOut(hostFile, req.Output)
+	n, err := copyOut(hostFile, c.report.Process.UID.Effective, out, req.Writer)
 	if err != nil {
 		return res, fmt.Errorf("profile: %w", err)
 	}
@@ -191,33 +222,117 @@ func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled 
 	}
 }
 
-// copyOut copies the profile to its destination without ever leaving a
-// partial file there: it writes a temporary file beside it and renames it
-// into place only when complete (a full disk loses nothing that was
-// there before).
-func copyOut(src, dst string) (int64, error) {
-	in, err := os.Open(src)
+// MinProfileOverhead is the least time a profile needs beyond its
+// duration: inspection, delivery, start, stop and the health check of an
+// idle JVM take well under a second here; twice that leaves room.
+const MinProfileOverhead = 2 * time.Second
+
+// maxProfileSize caps what is copied back from the target.
+const maxProfileSize = 4 << 30
+
+// copyOut copies the profile the agent wrote inside the target (a file
+// the target's user could have replaced with a symlink or FIFO: opened
+// without following links or blocking, and only if it is a regular file
+// owned by that user or root) to the prepared output or to w.
+func copyOut(src string, targetUID uint32, out *outputFile, w io.Writer) (int64, error) {
+	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("the profiler wrote no output: %w", err)
 	}
+	in := os.NewFile(uintptr(fd), src)
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(tmp, in)
-	if err == nil {
-		err = tmp.Sync()
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (st.Uid != targetUID && st.Uid != 0) {
+		return 0, fmt.Errorf("the profiler's output %s is %s owned by uid %d; not reading it", src, safefile.TypeName(st.Mode), st.Uid)
 	}
-	if cerr := tmp.Close(); err == nil {
+	_ = unix.SetNonblock(fd, false)
+	r := io.LimitReader(in, maxProfileSize)
+	if w != nil {
+		return io.Copy(w, r)
+	}
+	return out.commit(r)
+}
+
+// outputFile is the user's output, prepared before the attach: a
+// temporary file beside the destination, renamed over it once complete
+// (a full disk or an interrupted run leaves what was there before).
+type outputFile struct {
+	dst string
+	tmp *os.File
+}
+
+// prepareOutput refuses a destination that is not absent or a regular
+// file, and proves the directory writable by creating the temporary file.
+func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*outputFile, error) {
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err := checkDestination(dst); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
+	if err != nil {
+		return nil, fmt.Errorf("cannot write the output: %w", err)
+	}
+	err = tmp.Chmod(mode)
+	if err == nil && owner != nil {
+		err = tmp.Chown(owner.UID, owner.GID)
+	}
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, fmt.Errorf("prepare %s: %w", dst, err)
+	}
+	return &outputFile{dst: dst, tmp: tmp}, nil
+}
+
+// checkDestination allows an absent path or a regular file, nothing that
+// a rename would replace with surprising effect (a symlink to
+// /dev/stdout, a device, a FIFO, a directory).
+func checkDestination(dst string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(dst, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: %w", dst, err)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is %s; refusing to replace it (give a regular file, or - for standard output)", dst, safefile.TypeName(st.Mode))
+	}
+	return nil
+}
+
+// commit writes r into the temporary file and renames it into place.
+func (o *outputFile) commit(r io.Reader) (int64, error) {
+	n, err := io.Copy(o.tmp, r)
+	if err == nil {
+		err = o.tmp.Sync()
+	}
+	if err == nil {
+		err = checkDestination(o.dst)
+	}
+	if cerr := o.tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
+		err = os.Rename(o.tmp.Name(), o.dst)
 	}
 	if err != nil {
-		os.Remove(tmp.Name())
-		return 0, fmt.Errorf("write %s: %w", dst, err)
+		return 0, fmt.Errorf("write %s: %w", o.dst, err)
 	}
+	o.tmp = nil
 	return n, nil
+}
+
+// discard removes the temporary file unless it was committed.
+func (o *outputFile) discard() {
+	if o == nil || o.tmp == nil {
+		return
+	}
+	o.tmp.Close()
+	os.Remove(o.tmp.Name())
 }

@@ -59,6 +59,8 @@ type Finding struct {
 	Acknowledged bool `json:"acknowledged,omitempty"`
 	Escalated    bool `json:"escalated,omitempty"`
 	Undetermined bool `json:"undetermined,omitempty"`
+	// Hard: the rule protects the target itself; --ack cannot lift it.
+	Hard bool `json:"hard,omitempty"`
 }
 
 // Rule IDs produced by the policy rather than the knowledge base.
@@ -97,9 +99,23 @@ func defaults() []*Rule {
 	return defaultRules
 }
 
+// RuleNoReport is the finding for a report that says nothing about a
+// process: nothing can be judged, so nothing is allowed.
+const RuleNoReport = "no-report"
+
 // Evaluate applies the rules to a report and an agent (nil when nothing
-// is to be loaded, as for jcmd). It is a pure function of its inputs.
+// is to be loaded, as for jcmd). It is a pure function of its inputs. A
+// nil report, or one that names no process, is refused with an
+// undetermined finding: the absence of evidence is never permission.
 func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) Verdict {
+	if report == nil || report.PID <= 0 {
+		return Verdict{Findings: []Finding{{
+			Rule: RuleNoReport, Severity: Block, Undetermined: true, Hard: true,
+			Message:  "there is no inspection of the target to judge",
+			Remedy:   "Inspect the process with preflight.Inspect and evaluate its report.",
+			Evidence: []string{},
+		}}}
+	}
 	rules := policy.Rules
 	if rules == nil {
 		rules = defaults()
@@ -115,7 +131,7 @@ func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) V
 	for i := range v.Findings {
 		f := &v.Findings[i]
 		switch {
-		case f.Severity == Block && slices.Contains(policy.Acks, f.Rule) && f.Rule != RuleAgentDenylisted && f.Rule != RuleAgentNotAllowlisted:
+		case f.Severity == Block && !f.Hard && slices.Contains(policy.Acks, f.Rule):
 			f.Severity, f.Acknowledged = Warn, true
 			v.Acknowledged = append(v.Acknowledged, f.Rule)
 		case f.Severity == Warn && policy.Strict:
@@ -136,6 +152,32 @@ func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) V
 	return v
 }
 
+// CheckAcks rejects acknowledgements that name no rule, or a hard rule:
+// an --ack that cannot take effect must not look as if it did.
+func CheckAcks(rules []*Rule, acks []string) error {
+	if rules == nil {
+		rules = defaults()
+	}
+	byID := map[string]*Rule{}
+	var ids []string
+	for _, r := range rules {
+		byID[r.ID] = r
+		ids = append(ids, r.ID)
+	}
+	for _, a := range acks {
+		r, ok := byID[a]
+		switch {
+		case a == RuleAgentDenylisted || a == RuleAgentNotAllowlisted || a == RuleNoReport:
+			return fmt.Errorf("--ack %s: the operator's own policy cannot be acknowledged away", a)
+		case !ok:
+			return fmt.Errorf("--ack %s: no such rule%s", a, suggestAmong(a, ids))
+		case r.Hard:
+			return fmt.Errorf("--ack %s: this rule protects the target itself (%s) and cannot be acknowledged", a, strings.ToLower(r.Title))
+		}
+	}
+	return nil
+}
+
 func agentPolicy(a *preflight.Agent, p Policy) []Finding {
 	if a == nil || a.Assumed || (len(p.AllowAgents) == 0 && len(p.DenyAgents) == 0) {
 		return nil
@@ -150,12 +192,12 @@ func agentPolicy(a *preflight.Agent, p Policy) []Finding {
 	}
 	ev := []string{"agent.path = " + a.Path, "agent.sha256 = " + a.SHA256}
 	if m := matches(p.DenyAgents); m != "" {
-		return []Finding{{Rule: RuleAgentDenylisted, Severity: Block, Evidence: ev,
+		return []Finding{{Rule: RuleAgentDenylisted, Severity: Block, Hard: true, Evidence: ev,
 			Message: fmt.Sprintf("the agent %s is on the deny list (%s)", a.Path, m),
 			Remedy:  "use an agent that policy admits"}}
 	}
 	if len(p.AllowAgents) > 0 && matches(p.AllowAgents) == "" {
-		return []Finding{{Rule: RuleAgentNotAllowlisted, Severity: Block, Evidence: ev,
+		return []Finding{{Rule: RuleAgentNotAllowlisted, Severity: Block, Hard: true, Evidence: ev,
 			Message: fmt.Sprintf("the agent %s (sha256 %s) is not on the allow list", a.Path, a.SHA256),
 			Remedy:  "add its path or SHA-256 to the allow list, or use an admitted agent"}}
 	}
@@ -194,7 +236,7 @@ func evaluateRule(r *Rule, facts Facts) (Finding, bool) {
 		switch {
 		case res == triTrue:
 			return Finding{
-				Rule: r.ID, Severity: c.Severity,
+				Rule: r.ID, Severity: c.Severity, Hard: r.Hard,
 				Message:    render(c.Message, facts),
 				Remedy:     render(c.Remedy, facts),
 				Evidence:   e.evidence(),
@@ -203,7 +245,7 @@ func evaluateRule(r *Rule, facts Facts) (Finding, bool) {
 		case res == triUnknown && c.Severity != Info:
 			// Unknown is not a pass: say what could not be determined.
 			return Finding{
-				Rule: r.ID, Severity: Warn, Undetermined: true,
+				Rule: r.ID, Severity: Warn, Undetermined: true, Hard: r.Hard,
 				Message: fmt.Sprintf("could not determine whether this applies: %s (%s)",
 					strings.TrimSuffix(r.Title, "."), strings.Join(e.unknown, "; ")),
 				Remedy:     render(c.Remedy, facts),

@@ -238,7 +238,7 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 	}
 	set("agent.path", a.Path, "")
 	set("agent.exists", a.Exists, a.Error)
-	set("agent.regular", a.Regular, "")
+	set("agent.regular", a.Regular, a.Error)
 	set("agent.exports_onattach", a.ExportsOnAttach, "")
 	if a.Machine != "" {
 		set("agent.machine", a.Machine, "")
@@ -258,11 +258,24 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 		foreign = []string{}
 	}
 	set("agent.foreign_writers", foreign, strings.Join(foreign, "; "))
+	// A loaded copy is "the same" only with the same bytes: the loader
+	// would reuse it (safeattach sends its path). Where the copy's hash
+	// could not be read, the path decides, as the loader's name match would.
 	other, same := false, false
-	for _, p := range apPaths {
-		if p == a.RealPath || p == a.Path {
+	for _, l := range r.Profilers {
+		if l.Kind != preflight.AgentAsyncProfiler {
+			continue
+		}
+		switch {
+		case l.SHA256 != "" && a.SHA256 != "":
+			if l.SHA256 == a.SHA256 {
+				same = true
+			} else {
+				other = true
+			}
+		case !l.Deleted && (l.Path == a.RealPath || l.Path == a.Path):
 			same = true
-		} else {
+		default:
 			other = true
 		}
 	}

@@ -51,7 +51,7 @@ func TestGeneratedRules(t *testing.T) {
 }
 
 func writeRule(b *bytes.Buffer, r *Rule) {
-	fmt.Fprintf(b, "{ID: %q, Title: %q, Description: %q, Source: %q,\n", r.ID, r.Title, r.Description, r.Source)
+	fmt.Fprintf(b, "{ID: %q, Title: %q, Description: %q, Source: %q, Hard: %v,\n", r.ID, r.Title, r.Description, r.Source, r.Hard)
 	if r.References != nil {
 		fmt.Fprintf(b, "References: %s,\n", quoteList(r.References))
 	}

@@ -1,6 +1,7 @@
 package conflicts
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ func TestParseErrorsHaveFileAndLine(t *testing.T) {
 }
 
 func TestOperatorRuleFile(t *testing.T) {
-	rules, err := LoadRules("testdata/rules/custom.yaml")
+	rules, err := LoadRules(context.Background(), "testdata/rules/custom.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +57,10 @@ func TestOperatorRuleFile(t *testing.T) {
 	// Redefining a default rule is refused, not silently merged.
 	dup := filepath.Join(t.TempDir(), "dup.yaml")
 	os.WriteFile(dup, []byte("rules:\n  - id: not-a-jvm\n    title: t\n    cases: [{severity: info, message: m}]\n"), 0o644)
-	if _, err := LoadRules(dup); err == nil || !strings.Contains(err.Error(), "already defined") {
+	if _, err := LoadRules(context.Background(), dup); err == nil || !strings.Contains(err.Error(), "already defined") {
 		t.Errorf("duplicate of a default rule: %v", err)
 	}
-	if _, err := LoadRules("testdata/rules/missing.yaml"); err == nil {
+	if _, err := LoadRules(context.Background(), "testdata/rules/missing.yaml"); err == nil {
 		t.Error("missing rule file accepted")
 	}
 }

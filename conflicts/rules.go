@@ -1,10 +1,11 @@
 package conflicts
 
 import (
+	"bytes"
+	"context"
 	"embed"
 	"fmt"
 	"io/fs"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -13,6 +14,8 @@ import (
 
 	version "github.com/hashicorp/go-version"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Severities, strongest first.
@@ -30,6 +33,10 @@ type Rule struct {
 	Description string   `json:"description,omitempty"`
 	References  []string `json:"references,omitempty"`
 	Cases       []*Case  `json:"cases"`
+	// Hard marks a rule that protects the target itself (not-a-jvm,
+	// sigquit-not-handled, agent-untrusted, ...): its block cannot be
+	// acknowledged, because no operator decision makes it safe.
+	Hard bool `json:"hard,omitempty"`
 	// Source is "file:line" of the rule's definition.
 	Source string `json:"source"`
 }
@@ -110,19 +117,21 @@ func DefaultRules() ([]*Rule, error) {
 }
 
 // LoadRules reads the default rules plus operator rule files, rejecting
-// any file with an error and any duplicate rule ID.
-func LoadRules(files ...string) ([]*Rule, error) {
+// any file with an error and any duplicate rule ID. Each file is read
+// under ctx as hostile input: a FIFO, a device or a file over
+// MaxRuleFileSize is refused before it is read.
+func LoadRules(ctx context.Context, files ...string) ([]*Rule, error) {
 	defaultOnce.Do(loadDefaults)
 	if defaultErr != nil {
 		return nil, fmt.Errorf("embedded rules: %w", defaultErr)
 	}
 	rules := slices.Clone(defaultRules)
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		rf, err := safefile.Read(ctx, f, MaxRuleFileSize, safefile.Options{})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("rule file: %w", err)
 		}
-		more, err := ParseRules(f, data)
+		more, err := ParseRules(f, rf.Data)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +165,20 @@ type ParseError struct {
 
 func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
 
-type parser struct{ file string }
+type parser struct {
+	file string
+	// nodes counts the nodes compiled, aliases expanded.
+	nodes int
+}
+
+// spend charges one compiled node against the budget.
+func (p *parser) spend(n *yaml.Node) error {
+	p.nodes++
+	if p.nodes > maxExpandedNodes {
+		return p.errf(n, "the rules expand to more than %d nodes (aliases used too often?)", maxExpandedNodes)
+	}
+	return nil
+}
 
 func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
 	line := 0
@@ -166,8 +188,18 @@ func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
 	return &ParseError{File: p.file, Line: line, Reason: fmt.Sprintf(format, args...)}
 }
 
-// maxRuleFile bounds a rule file: the embedded base is a few KiB.
-const maxRuleFile = 1 << 20
+// MaxRuleFileSize bounds a rule file: the embedded base is about 25 KiB.
+const MaxRuleFileSize = 256 << 10
+
+// Budgets that keep a hostile rule file to a few MiB of memory. YAML
+// nodes are separated by one of ",-:[{?\n", so counting those bounds the
+// parse tree before it is built; maxExpandedNodes bounds what aliases
+// (which the rule language allows, to share a condition) expand to when
+// rules are compiled, which is what a "billion laughs" file attacks.
+const (
+	maxSeparators    = 50000
+	maxExpandedNodes = 10000 // the embedded rules compile to about 560
+)
 
 // ParseRules parses one rule file. Every problem (a key nobody reads, an
 // unknown fact, a bad version constraint, a template naming an unknown
@@ -175,8 +207,12 @@ const maxRuleFile = 1 << 20
 // disables a rule.
 func ParseRules(file string, data []byte) (rules []*Rule, err error) {
 	p := &parser{file: file}
-	if len(data) > maxRuleFile {
-		return nil, &ParseError{File: file, Line: 1, Reason: "file larger than 1 MiB"}
+	if len(data) > MaxRuleFileSize {
+		return nil, &ParseError{File: file, Line: 1, Reason: fmt.Sprintf("file larger than %d KiB", MaxRuleFileSize>>10)}
+	}
+	if n := bytes.Count(data, []byte(",")) + bytes.Count(data, []byte("-")) + bytes.Count(data, []byte(":")) +
+		bytes.Count(data, []byte("[")) + bytes.Count(data, []byte("{")) + bytes.Count(data, []byte("?")) + bytes.Count(data, []byte("\n")); n > maxSeparators {
+		return nil, &ParseError{File: file, Line: 1, Reason: fmt.Sprintf("too many YAML nodes (%d separators, at most %d)", n, maxSeparators)}
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -247,6 +283,9 @@ func (p *parser) mapping(n *yaml.Node, allowed ...string) (map[string]*yaml.Node
 }
 
 func (p *parser) str(n *yaml.Node, what string) (string, error) {
+	if err := p.spend(n); err != nil {
+		return "", err
+	}
 	if n == nil || n.Kind != yaml.ScalarNode {
 		return "", p.errf(n, "%s: want a string", what)
 	}
@@ -274,7 +313,7 @@ func (p *parser) strs(n *yaml.Node, what string) ([]string, error) {
 var idRe = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
 
 func (p *parser) rule(n *yaml.Node) (*Rule, error) {
-	f, err := p.mapping(n, "id", "title", "description", "references", "cases")
+	f, err := p.mapping(n, "id", "title", "description", "references", "hard", "cases")
 	if err != nil {
 		return nil, err
 	}
@@ -292,6 +331,12 @@ func (p *parser) rule(n *yaml.Node) (*Rule, error) {
 		if r.Description, err = p.str(d, "description"); err != nil {
 			return nil, err
 		}
+	}
+	if h := f["hard"]; h != nil {
+		if h.Kind != yaml.ScalarNode || (h.Value != "true" && h.Value != "false") {
+			return nil, p.errf(h, "hard: want true or false")
+		}
+		r.Hard = h.Value == "true"
 	}
 	if refs := f["references"]; refs != nil {
 		if r.References, err = p.strs(refs, "references"); err != nil {
@@ -366,6 +411,9 @@ var leafOps = []string{"equals", "equals_fact", "one_of", "contains", "present",
 const maxConditionDepth = 32
 
 func (p *parser) condition(n *yaml.Node, depth int) (*Condition, error) {
+	if err := p.spend(n); err != nil {
+		return nil, err
+	}
 	if depth > maxConditionDepth {
 		return nil, p.errf(n, "conditions nested deeper than %d", maxConditionDepth)
 	}
@@ -523,18 +571,30 @@ func compileAll(c *Condition) error {
 
 // suggest names the closest vocabulary entries for a misspelt fact.
 func suggest(name string) string {
+	names := make([]string, len(Vocabulary))
+	for i, f := range Vocabulary {
+		names[i] = f.Name
+	}
+	if s := suggestAmong(name, names); s != "" {
+		return s
+	}
+	return " (see 'safeattach rules --facts')"
+}
+
+// suggestAmong names the closest of names to name, if any is close.
+func suggestAmong(name string, names []string) string {
 	type cand struct {
 		name string
 		d    int
 	}
 	var cs []cand
-	for _, f := range Vocabulary {
-		if d := editDistance(name, f.Name); d <= 3 {
-			cs = append(cs, cand{f.Name, d})
+	for _, n := range names {
+		if d := editDistance(name, n); d <= 3 {
+			cs = append(cs, cand{n, d})
 		}
 	}
 	if len(cs) == 0 {
-		return " (see 'safeattach rules --facts')"
+		return ""
 	}
 	sort.Slice(cs, func(a, b int) bool { return cs[a].d < cs[b].d })
 	return fmt.Sprintf(" (did you mean %s?)", cs[0].name)

@@ -1,19 +1,20 @@
 package preflight
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 
 	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Agent kinds.
@@ -105,62 +106,63 @@ func isAPVersion(s string) bool {
 	return m != nil && (m[3] == "" || len(m[3]) >= 7 && len(m[3]) <= 40)
 }
 
-// InspectAgent describes the agent library at path. A missing or unreadable
-// file is not an error: the Agent says so (Exists false, Error set), so the
-// rules can refuse it with a reason.
-func InspectAgent(path string) (*Agent, error) {
+// MaxAgentSize caps the agent files InspectAgent reads: async-profiler is
+// about 1 MiB, the largest vendor agents seen are a few tens of MiB. A
+// larger file is refused before a byte of it is read.
+const MaxAgentSize = 128 << 20
+
+// InspectAgent describes the agent library at path. A missing, unreadable
+// or unusable file (not regular, too large) is not an error: the Agent
+// says so (Exists false or Error set), so the rules can refuse it with a
+// reason. Errors are only ctx's end and an empty path.
+func InspectAgent(ctx context.Context, path string) (*Agent, error) {
+	a, _, err := ReadAgent(ctx, path)
+	return a, err
+}
+
+// ReadAgent is InspectAgent that also returns the bytes it judged: the
+// file is opened once, and the hash, the ELF probe and the returned bytes
+// all come from that one read. A caller that loads the agent must load
+// these bytes, not the path, which may name another file by then. The
+// bytes are nil whenever the Agent carries an Error.
+func ReadAgent(ctx context.Context, path string) (*Agent, []byte, error) {
 	if path == "" {
-		return nil, errors.New("empty agent path")
+		return nil, nil, errors.New("empty agent path")
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := &Agent{Path: abs}
-	real, err := filepath.EvalSymlinks(abs)
+	f, err := safefile.Read(ctx, abs, MaxAgentSize, safefile.Options{})
 	if err != nil {
-		a.Error = err.Error()
-		if errors.Is(err, fs.ErrNotExist) {
-			a.Error = "no such file"
+		if ctx.Err() != nil {
+			return nil, nil, err
 		}
-		return a, nil
-	}
-	a.RealPath = real
-	f, err := os.Open(real)
-	if err != nil {
 		a.Exists = !errors.Is(err, fs.ErrNotExist)
-		a.Error = err.Error()
-		return a, nil
+		a.Error = describeReadError(err)
+		if a.Exists {
+			a.RealPath = abs
+			if real, rerr := filepath.EvalSymlinks(abs); rerr == nil {
+				a.RealPath = real
+			}
+			a.WritableBy = writers(a.RealPath)
+		}
+		return a, nil, nil
 	}
-	defer f.Close()
-	a.Exists = true
-	fi, err := f.Stat()
-	if err != nil {
-		a.Error = err.Error()
-		return a, nil
-	}
-	a.Regular = fi.Mode().IsRegular()
-	a.Mode = uint32(fi.Mode().Perm())
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		a.OwnerUID = st.Uid
-	}
-	a.WritableBy = writers(real)
-	if !a.Regular {
-		a.Error = "not a regular file"
-		return a, nil
-	}
-	a.Size = fi.Size()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		a.Error = fmt.Sprintf("read: %v", err)
-		return a, nil
-	}
-	a.SHA256 = hex.EncodeToString(h.Sum(nil))
-	info, _, err := elfCache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
+	a.Exists, a.Regular = true, true
+	a.RealPath = f.Path
+	a.Mode = f.Stat.Mode & 0o7777
+	a.OwnerUID = f.Stat.Uid
+	a.WritableBy = writers(a.RealPath)
+	a.Size = int64(len(f.Data))
+	sum := sha256.Sum256(f.Data)
+	a.SHA256 = hex.EncodeToString(sum[:])
+	info, err := elfx.ProbeReader(bytes.NewReader(f.Data), a.Size, elfx.ProbeOptions{Needles: probeNeedles})
 	if err != nil {
 		a.Error = err.Error()
 		a.Kind = AgentNotAgent
-		return a, nil
+		return a, nil, nil
 	}
 	a.Machine, a.Class, a.Libc, a.Needed = info.Machine, info.Class, info.Libc(), info.Needed
 	for _, s := range agentImportsOfInterest {
@@ -171,7 +173,23 @@ func InspectAgent(path string) (*Agent, error) {
 	a.ImportsDlIterate = info.Imports("dl_iterate_phdr")
 	a.ExportsOnAttach = info.Defines("Agent_OnAttach")
 	a.Kind, a.Version, a.VersionReason, a.Evidence = classifyAgent(info)
-	return a, nil
+	return a, f.Data, nil
+}
+
+// describeReadError is the one-line reason an agent file cannot be used.
+func describeReadError(err error) string {
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file"
+	case errors.Is(err, safefile.ErrNotRegular), errors.Is(err, safefile.ErrTooLarge):
+		if errors.As(err, &pe) {
+			return pe.Err.Error()
+		}
+	case errors.As(err, &pe):
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // classifyAgent names the kind of agent by its markers and, for

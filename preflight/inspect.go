@@ -2,8 +2,11 @@ package preflight
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -277,6 +280,29 @@ func (in *inspection) probeFile(l *mappedLib) (*elfx.Info, error) {
 	defer f.Close()
 	info, _, err := elfCache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
 	return info, err
+}
+
+// hashMapped returns the SHA-256 of the file behind a mapping, read
+// through map_files (the mapped inode itself, even if the path was
+// replaced since).
+func (in *inspection) hashMapped(l *mappedLib) (string, error) {
+	f, _, err := elfx.OpenMapped(elfx.MappedFile{
+		ProcDir: in.p.Path(), Start: l.start, End: l.end, Path: l.path,
+		DevMajor: l.devMajor, DevMinor: l.devMinor, Inode: l.inode,
+	})
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, MaxAgentSize+1))
+	if err != nil {
+		return "", err
+	}
+	if n > MaxAgentSize {
+		return "", fmt.Errorf("larger than %d bytes", MaxAgentSize)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // findLib returns the first mapped library whose base name satisfies match.

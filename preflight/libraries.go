@@ -67,6 +67,15 @@ func (in *inspection) inspectLibraries() {
 		lib := LoadedLibrary{Role: RoleProfiler, Kind: kind, Path: l.path, Version: version, Deleted: l.deleted}
 		if kind == AgentAsyncProfiler {
 			lib.Role = RoleAsyncProfiler
+			// Two copies of async-profiler in one JVM crash it, and the
+			// same bytes under another path are another copy to the
+			// loader: only the content tells whether a load would reuse
+			// the copy already there.
+			if sum, err := in.hashMapped(l); err != nil {
+				in.unknown("profilers.async_profiler.sha256", "%s: %v", l.path, err)
+			} else {
+				lib.SHA256 = sum
+			}
 		}
 		in.r.Profilers = append(in.r.Profilers, lib)
 		in.r.Libraries = append(in.r.Libraries, lib)

@@ -313,7 +313,7 @@ int main(void) {
 }
 
 func TestLiveInspectAgent(t *testing.T) {
-	affected, err := InspectAgent(testenv.BuildAgent(t, testenv.AgentAffectedLookalike))
+	affected, err := InspectAgent(context.Background(), testenv.BuildAgent(t, testenv.AgentAffectedLookalike))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,22 +323,22 @@ func TestLiveInspectAgent(t *testing.T) {
 	if affected.Machine != "x86-64" || affected.Class != 64 || affected.Libc != "glibc" || len(affected.SHA256) != 64 || !affected.Regular {
 		t.Errorf("identity: %+v", affected)
 	}
-	fixed, err := InspectAgent(testenv.BuildAgent(t, testenv.AgentFixedLookalike))
+	fixed, err := InspectAgent(context.Background(), testenv.BuildAgent(t, testenv.AgentFixedLookalike))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fixed.Kind != AgentAsyncProfiler || fixed.Version != "4.5" || fixed.ImportsDlIterate {
 		t.Errorf("fixed look-alike: %+v", fixed)
 	}
-	plain, _ := InspectAgent(testenv.BuildAgent(t, testenv.AgentRecordOptions))
+	plain, _ := InspectAgent(context.Background(), testenv.BuildAgent(t, testenv.AgentRecordOptions))
 	if plain.Kind != AgentJVMTI || plain.Version != "" {
 		t.Errorf("plain agent: %+v", plain)
 	}
-	none, _ := InspectAgent(testenv.BuildAgent(t, testenv.AgentNoOnAttach))
+	none, _ := InspectAgent(context.Background(), testenv.BuildAgent(t, testenv.AgentNoOnAttach))
 	if none.Kind != AgentNotAgent || none.ExportsOnAttach {
 		t.Errorf("non-agent: %+v", none)
 	}
-	missing, err := InspectAgent(filepath.Join(t.TempDir(), "nope.so"))
+	missing, err := InspectAgent(context.Background(), filepath.Join(t.TempDir(), "nope.so"))
 	if err != nil || missing.Exists || missing.Error == "" {
 		t.Errorf("missing: %+v %v", missing, err)
 	}
@@ -348,13 +348,13 @@ func TestLiveInspectAgent(t *testing.T) {
 	data, _ := os.ReadFile(fixed.Path)
 	os.WriteFile(cp, data, 0o666)
 	os.Chmod(cp, 0o666)
-	ww, _ := InspectAgent(cp)
+	ww, _ := InspectAgent(context.Background(), cp)
 	if !slices.ContainsFunc(ww.WritableBy, func(w Writer) bool { return w.Kind == "everyone" && w.Path == cp }) {
 		t.Errorf("world-writable not reported: %+v", ww.WritableBy)
 	}
 	notELF := filepath.Join(dir, "text.so")
 	os.WriteFile(notELF, []byte("hello"), 0o644)
-	if a, _ := InspectAgent(notELF); a.Kind != AgentNotAgent || a.Error == "" {
+	if a, _ := InspectAgent(context.Background(), notELF); a.Kind != AgentNotAgent || a.Error == "" {
 		t.Errorf("not ELF: %+v", a)
 	}
 }

@@ -264,4 +264,7 @@ type LoadedLibrary struct {
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`
 	Deleted bool   `json:"deleted,omitempty"`
+	// SHA256 is the content hash of an async-profiler copy (read through
+	// /proc/<pid>/map_files), empty when it could not be read.
+	SHA256 string `json:"sha256,omitempty"`
 }

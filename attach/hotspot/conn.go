@@ -39,7 +39,38 @@ func checkSocket(t *Target) error {
 }
 
 // dial connects to the attach socket under ctx and verifies the peer.
+// The listener's backlog is five connections: a busy JVM answers EAGAIN,
+// which is retried with a growing pause inside the deadline, as is
+// ECONNREFUSED while the process is alive (a listener being restarted).
+// A JVM that is gone is ErrTargetExited, whatever the socket said.
 func dial(ctx context.Context, t *Target) (*net.UnixConn, error) {
+	pause := time.Millisecond
+	for {
+		conn, err := dialOnce(ctx, t)
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, ErrNoListener) {
+			return nil, err
+		}
+		if !t.alive() {
+			return nil, fmt.Errorf("connect %s: pid %d: %w", t.SocketPath(), t.PID, ErrTargetExited)
+		}
+		if errors.Is(err, ErrNoListener) {
+			return nil, err
+		}
+		timer := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("%w: connect %s: the listener stayed busy (%v)", ErrTimeout, t.SocketPath(), err)
+		case <-timer.C:
+		}
+		pause = min(pause*2, 50*time.Millisecond)
+	}
+}
+
+func dialOnce(ctx context.Context, t *Target) (*net.UnixConn, error) {
 	if err := checkSocket(t); err != nil {
 		return nil, err
 	}

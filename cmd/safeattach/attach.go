@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,12 @@ func (a *attachFlags) register(cmd *cobra.Command, def time.Duration) {
 	a.pf.register(cmd)
 }
 
-func (a *attachFlags) options(cmd *cobra.Command) attach.Options {
+func (a *attachFlags) options(cmd *cobra.Command) (attach.Options, error) {
+	if cmd.Flags().Changed("timeout") || a.timeout != 0 {
+		if err := checkTimeout("--timeout", a.timeout); err != nil {
+			return attach.Options{}, err
+		}
+	}
 	o := attach.Options{
 		Timeout: a.timeout, RuleFiles: a.pf.rules, Acks: a.pf.acks, Strict: a.pf.strict,
 		AllowAgents: a.pf.allow, DenyAgents: a.pf.deny, Caller: "cli:" + currentUser(),
@@ -35,7 +41,7 @@ func (a *attachFlags) options(cmd *cobra.Command) attach.Options {
 	if a.verbose {
 		o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	}
-	return o
+	return o, nil
 }
 
 func currentUser() string {
@@ -54,6 +60,8 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 	var refused *attach.RefusedError
 	var hang *attach.HangError
 	switch {
+	case errors.As(err, &refused) && refused.Reason != "":
+		return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
 	case errors.As(err, &refused):
 		if asJSON {
 			_ = writeJSON(w, refused.Verdict)
@@ -70,7 +78,7 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 			}
 		}
 		return withCode(exitTimedOut, err)
-	case errors.Is(err, hotspot.ErrTimeout):
+	case errors.Is(err, hotspot.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return withCode(exitTimedOut, err)
 	case isAttachFailure(err):
 		return withCode(exitFailed, err)
@@ -105,7 +113,11 @@ func newLoadCmd() *cobra.Command {
 			if len(args) == 3 {
 				options = args[2]
 			}
-			res, err := attach.Load(cmd.Context(), pid, args[1], options, af.options(cmd))
+			opts, err := af.options(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := attach.Load(cmd.Context(), pid, args[1], options, opts)
 			w := cmd.OutOrStdout()
 			if err != nil {
 				return attachError(w, err, asJSON)
@@ -137,7 +149,11 @@ func newJcmdCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := attach.Jcmd(cmd.Context(), pid, strings.Join(args[1:], " "), af.options(cmd))
+			opts, err := af.options(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := attach.Jcmd(cmd.Context(), pid, strings.Join(args[1:], " "), opts)
 			if res != nil {
 				fmt.Fprint(cmd.OutOrStdout(), res.Output)
 			}

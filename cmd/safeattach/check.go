@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
@@ -29,6 +31,7 @@ type checkJVM struct {
 }
 
 type policyFlags struct {
+	timeout time.Duration
 	rules   []string
 	acks    []string
 	strict  bool
@@ -45,9 +48,14 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&p.deny, "deny-agent", nil, "refuse agents with this path or SHA-256 (repeatable)")
 }
 
-func (p *policyFlags) policy() (conflicts.Policy, error) {
-	rules, err := conflicts.LoadRules(p.rules...)
+// policy loads the rule files and checks the acknowledgements: an --ack
+// of a hard rule or of no rule at all is a usage error, not a no-op.
+func (p *policyFlags) policy(ctx context.Context) (conflicts.Policy, error) {
+	rules, err := conflicts.LoadRules(ctx, p.rules...)
 	if err != nil {
+		return conflicts.Policy{}, err
+	}
+	if err := conflicts.CheckAcks(rules, p.acks); err != nil {
 		return conflicts.Policy{}, err
 	}
 	return conflicts.Policy{Rules: rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}, nil
@@ -68,18 +76,23 @@ func newCheckCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			policy, err := pf.policy()
-			if err != nil {
+			if err := checkTimeout("--timeout", pf.timeout); err != nil {
 				return err
 			}
-			agent, err := resolveAgent(agentPath)
+			ctx, cancel := context.WithTimeout(cmd.Context(), pf.timeout)
+			defer cancel()
+			policy, err := pf.policy(ctx)
 			if err != nil {
-				return err
+				return inspectError(ctx, err)
+			}
+			agent, err := resolveAgent(ctx, agentPath)
+			if err != nil {
+				return inspectError(ctx, err)
 			}
 			agent.Options = pf.options
-			report, err := preflight.Inspect(cmd.Context(), pid, preflight.Options{})
+			report, err := preflight.Inspect(ctx, pid, preflight.Options{})
 			if err != nil {
-				return err
+				return inspectError(ctx, err)
 			}
 			v := conflicts.Evaluate(report, agent, policy)
 			out := checkOutput{
@@ -106,13 +119,14 @@ func newCheckCmd() *cobra.Command {
 	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent library to judge (default: the installed async-profiler, else the worst plausible agent)")
 	cmd.Flags().StringVar(&pf.options, "agent-options", "", "the options the agent will get (e.g. start,event=alloc): some hazards depend on them")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verdict as JSON")
+	cmd.Flags().DurationVar(&pf.timeout, "timeout", defaultInspectTimeout, "deadline for reading the rules, the agent and the process")
 	pf.register(cmd)
 	return cmd
 }
 
 // resolveAgent inspects the given agent, else the installed
 // async-profiler, else stands in the worst plausible agent.
-func resolveAgent(path string) (*preflight.Agent, error) {
+func resolveAgent(ctx context.Context, path string) (*preflight.Agent, error) {
 	if path == "" {
 		found, searched := preflight.FindAsyncProfiler()
 		if found == "" {
@@ -122,7 +136,7 @@ func resolveAgent(path string) (*preflight.Agent, error) {
 		}
 		path = found
 	}
-	return preflight.InspectAgent(path)
+	return preflight.InspectAgent(ctx, path)
 }
 
 func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v conflicts.Verdict) {

@@ -3,22 +3,59 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
 
-// Exit codes (DESIGN.md, "CLI"): scripts and CI gate on them.
+// Exit codes (docs/cli.md): scripts and CI gate on them.
 const (
 	exitOK       = 0
 	exitError    = 1 // usage or internal error
 	exitRefused  = 2 // refused by preflight: nothing was sent to the target
-	exitFailed   = 3 // attach or agent failure
-	exitTimedOut = 4 // target unresponsive; a hang report was printed
+	exitFailed   = 3 // attach or agent failure, or the JVM exited during it
+	exitTimedOut = 4 // the deadline passed; a hang report was printed if one could be made
+	// An interrupted command exits 128 + the signal's number, as shells
+	// report it: 130 for SIGINT, 143 for SIGTERM.
+	exitSignalBase = 128
 )
+
+// Deadlines of the commands that only read.
+const (
+	defaultInspectTimeout = 30 * time.Second
+	defaultScanTimeout    = 2 * time.Minute
+	// maxTimeout is the longest --timeout taken: a day is longer than
+	// any attach; a larger value is a typo (300h for 300s).
+	maxTimeout = 24 * time.Hour
+)
+
+// checkTimeout refuses durations that cannot be meant: zero or negative
+// used to mean "the default" silently.
+func checkTimeout(flag string, d time.Duration) error {
+	switch {
+	case d <= 0:
+		return fmt.Errorf("%s %v: want a positive duration such as 30s or 2m", flag, d)
+	case d > maxTimeout:
+		return fmt.Errorf("%s %v: longer than %v; is the unit right?", flag, d, maxTimeout)
+	}
+	return nil
+}
+
+// inspectError gives an error from a read-only step its exit code: the
+// deadline passing is 4, like any other step.
+func inspectError(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
+		return withCode(exitTimedOut, fmt.Errorf("deadline reached: %w", err))
+	}
+	return err
+}
 
 // exitError carries a specific exit code out of a command.
 type codedError struct {
@@ -59,21 +96,51 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "safeattach:", err)
 	var ce *codedError
+	if sig, ok := context.Cause(ctx).(signalled); ok && !errors.As(err, &ce) {
+		fmt.Fprintf(stderr, "safeattach: interrupted by %v: %v\n", sig.sig, err)
+		return exitSignalBase + int(sig.sig)
+	}
+	fmt.Fprintln(stderr, "safeattach:", err)
 	if errors.As(err, &ce) {
 		return ce.code
 	}
 	return exitError
 }
 
+// signalled is the cause of a context ended by SIGINT or SIGTERM.
+type signalled struct{ sig syscall.Signal }
+
+func (s signalled) Error() string { return "interrupted by " + s.sig.String() }
+
+// withSignals returns a context that the first SIGINT or SIGTERM cancels,
+// so that every step unwinds through its cleanups (the trigger file, an
+// unused agent copy, a profiler left running); a second signal exits at
+// once.
+func withSignals() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		first := (<-ch).(syscall.Signal)
+		cancel(signalled{first})
+		second := (<-ch).(syscall.Signal)
+		fmt.Fprintf(os.Stderr, "safeattach: %v again: exiting at once\n", second)
+		os.Exit(exitSignalBase + int(second))
+	}()
+	return ctx, func() { signal.Stop(ch); cancel(nil) }
+}
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := withSignals()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,6 +20,7 @@ func newProfileCmd() *cobra.Command {
 		seconds  int
 		asJSON   bool
 		progress bool
+		modeFlag string
 	)
 	cmd := &cobra.Command{
 		Use:   "profile [--lib PATH] [-e EVENT] [-d SECONDS] [-i INTERVAL] [-f FILE] [-o FORMAT] [--timeout DUR] PID",
@@ -31,13 +31,30 @@ func newProfileCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if req.Output == "" {
-				req.Output = fmt.Sprintf("profile-%d-%s.html", pid, time.Now().Format("20060102-150405"))
+			if seconds <= 0 {
+				return fmt.Errorf("-d %d: want a positive number of seconds", seconds)
 			}
 			req.Duration = time.Duration(seconds) * time.Second
-			req.Options = af.options(cmd)
+			switch req.Output {
+			case "":
+				req.Output = fmt.Sprintf("profile-%d-%s.html", pid, time.Now().Format("20060102-150405"))
+			case "-":
+				req.Writer = cmd.OutOrStdout()
+			}
+			mode, err := strconv.ParseUint(modeFlag, 8, 32)
+			if err != nil || mode > 0o777 {
+				return fmt.Errorf("--mode %q: want octal permission bits such as 0644", modeFlag)
+			}
+			req.OutputMode = os.FileMode(mode)
+			req.OutputOwner = sudoOwner()
+			if req.Options, err = af.options(cmd); err != nil {
+				return err
+			}
 			req.Options.Timeout = 0
 			if cmd.Flags().Changed("timeout") {
+				if af.timeout < req.Duration+attach.MinProfileOverhead {
+					return fmt.Errorf("--timeout %v is shorter than -d %d s plus the %v it takes to start and stop; give at least %v", af.timeout, seconds, attach.MinProfileOverhead, req.Duration+attach.MinProfileOverhead)
+				}
 				req.Options.Timeout = af.timeout
 			}
 			stderr := cmd.ErrOrStderr()
@@ -46,11 +63,9 @@ func newProfileCmd() *cobra.Command {
 					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Event, int(elapsed.Seconds()), int(total.Seconds()))
 				}
 			}
-			// Ctrl-C ends the wait; the profiler is still stopped and its
-			// output written.
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			res, err := attach.Profile(ctx, pid, req)
+			// Ctrl-C (the root context) ends the wait; the profiler is
+			// still stopped and its output written.
+			res, err := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
 				fmt.Fprintln(stderr)
 			}
@@ -60,6 +75,9 @@ func newProfileCmd() *cobra.Command {
 			}
 			if asJSON {
 				return writeJSON(w, res)
+			}
+			if req.Writer != nil {
+				return nil
 			}
 			note := ""
 			if res.Cancelled {
@@ -75,12 +93,27 @@ func newProfileCmd() *cobra.Command {
 	f.StringVarP(&req.Event, "event", "e", "cpu", "event to sample: cpu, alloc, lock, wall, itimer, ...")
 	f.IntVarP(&seconds, "duration", "d", 10, "profiling duration in seconds")
 	f.StringVarP(&req.Interval, "interval", "i", "", "sampling interval (e.g. 10ms)")
-	f.StringVarP(&req.Output, "file", "f", "", "output file (default profile-<pid>-<time>.html)")
+	f.StringVarP(&req.Output, "file", "f", "", "output file, - for standard output (default profile-<pid>-<time>.html); a symlink, device or FIFO there is refused")
+	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
 	f.StringVarP(&req.Format, "output", "o", "", "output format: flamegraph, collapsed, tree, jfr (default from the file name)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	af.register(cmd, 0)
 	return cmd
+}
+
+// sudoOwner is the invoking user under sudo, who should own the profile
+// rather than root.
+func sudoOwner() *attach.Owner {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, err1 := strconv.Atoi(os.Getenv("SUDO_UID"))
+	gid, err2 := strconv.Atoi(os.Getenv("SUDO_GID"))
+	if err1 != nil || err2 != nil || uid <= 0 {
+		return nil
+	}
+	return &attach.Owner{UID: uid, GID: gid}
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -28,7 +29,9 @@ func newRulesCmd() *cobra.Command {
 				}
 				return nil
 			}
-			rules, err := conflicts.LoadRules(files...)
+			ctx, cancel := context.WithTimeout(cmd.Context(), defaultInspectTimeout)
+			defer cancel()
+			rules, err := conflicts.LoadRules(ctx, files...)
 			if err != nil {
 				return err
 			}

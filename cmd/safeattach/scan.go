@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os/user"
 	"strconv"
@@ -44,17 +45,22 @@ func newScanCmd() *cobra.Command {
 		Short: "List every JVM on this host (and in its containers) with the verdict for attaching the agent",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			policy, err := pf.policy()
-			if err != nil {
+			if err := checkTimeout("--timeout", pf.timeout); err != nil {
 				return err
 			}
-			agent, err := resolveAgent(agentPath)
+			ctx, cancel := context.WithTimeout(cmd.Context(), pf.timeout)
+			defer cancel()
+			policy, err := pf.policy(ctx)
 			if err != nil {
-				return err
+				return inspectError(ctx, err)
 			}
-			res, err := preflight.Scan(cmd.Context(), preflight.Options{})
+			agent, err := resolveAgent(ctx, agentPath)
 			if err != nil {
-				return err
+				return inspectError(ctx, err)
+			}
+			res, err := preflight.Scan(ctx, preflight.Options{})
+			if err != nil {
+				return inspectError(ctx, err)
 			}
 			out := scanOutput{Agent: agent, Processes: res.Processes, NotJVM: res.NotJVM, Unreadable: res.Unreadable, JVMs: []scanEntry{}}
 			for _, r := range res.JVMs {
@@ -69,6 +75,7 @@ func newScanCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent to judge (default: the installed async-profiler, else the worst plausible agent)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().DurationVar(&pf.timeout, "timeout", defaultScanTimeout, "deadline for the whole scan")
 	pf.register(cmd)
 	return cmd
 }

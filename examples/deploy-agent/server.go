@@ -117,14 +117,14 @@ type jvmSummary struct {
 	Rules   []string `json:"rules,omitempty"`
 }
 
-func (s *server) agent() (*preflight.Agent, error) {
+func (s *server) agent(ctx context.Context) (*preflight.Agent, error) {
 	lib := s.cfg.Lib
 	if lib == "" {
 		if lib, _ = preflight.FindAsyncProfiler(); lib == "" {
 			return conflicts.AssumedAgent(), nil
 		}
 	}
-	return preflight.InspectAgent(lib)
+	return preflight.InspectAgent(ctx, lib)
 }
 
 func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +133,7 @@ func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "scan: %v", err)
 		return
 	}
-	agent, err := s.agent()
+	agent, err := s.agent(r.Context())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "agent: %v", err)
 		return
@@ -164,7 +164,7 @@ func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	agent, err := s.agent()
+	agent, err := s.agent(r.Context())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "agent: %v", err)
 		return

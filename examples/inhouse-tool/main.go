@@ -39,7 +39,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	agent, err := preflight.InspectAgent(os.Args[2])
+	agent, err := preflight.InspectAgent(context.Background(), os.Args[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,0 +1,132 @@
+package safefile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	// ErrNotRegular: the path names a directory, FIFO, socket or device.
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrTooLarge: the file is larger than the caller's cap.
+	ErrTooLarge = errors.New("file too large")
+)
+
+// Options tune Read. The zero value follows symlinks.
+type Options struct {
+	// NoFollow refuses a symlink at the last path component (O_NOFOLLOW),
+	// for files inside a directory someone else can write.
+	NoFollow bool
+}
+
+// File is what Read returns: the bytes and what they were read from.
+type File struct {
+	// Path is the file as it was opened, after symlinks (read back from
+	// the open descriptor, so it names what was read, not what the path
+	// names now).
+	Path string
+	Data []byte
+	Stat unix.Stat_t
+}
+
+// Read reads the regular file at path, at most limit bytes, under ctx.
+// A file that is not regular fails with ErrNotRegular before anything is
+// read, one larger than limit with ErrTooLarge (also when it grows while
+// being read). When ctx ends first, Read returns ctx's error at once; the
+// abandoned open or read finishes in the background and its descriptor is
+// closed.
+func Read(ctx context.Context, path string, limit int64, opts Options) (*File, error) {
+	type result struct {
+		f   *File
+		err error
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ch := make(chan result, 1)
+	go func() {
+		f, err := read(path, limit, opts)
+		ch <- result{f, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.f, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", path, ctx.Err())
+	}
+}
+
+func read(path string, limit int64, opts Options) (*File, error) {
+	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	if opts.NoFollow {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(path, flags, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) && opts.NoFollow {
+			return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (a symlink)", ErrNotRegular)}
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	out := &File{Path: path}
+	if err := unix.Fstat(fd, &out.Stat); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if out.Stat.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", ErrNotRegular, TypeName(out.Stat.Mode))}
+	}
+	if out.Stat.Size > limit {
+		return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, out.Stat.Size, limit)}
+	}
+	if real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil && len(real) > 0 && real[0] == '/' {
+		out.Path = real
+	}
+	// The regular file was opened non-blocking; clear the flag so that a
+	// network file system's short reads are not mistaken for EAGAIN.
+	_ = unix.SetNonblock(fd, false)
+	data := make([]byte, 0, out.Stat.Size)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.Read(buf)
+		if int64(len(data)+n) > limit {
+			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
+		}
+		data = append(data, buf[:n]...)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+	}
+	out.Data = data
+	return out, nil
+}
+
+// TypeName names a file type for error messages.
+func TypeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFLNK:
+		return "a symlink"
+	}
+	return fmt.Sprintf("file type %o", mode&unix.S_IFMT)
+}

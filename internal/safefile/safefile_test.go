@@ -1,0 +1,86 @@
+package safefile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestReadRejectsWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sparse := filepath.Join(dir, "sparse")
+	f, err := os.Create(sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(8 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink("/etc/hostname", link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		opts       Options
+		want       error
+	}{
+		{"fifo", fifo, Options{}, ErrNotRegular},
+		{"directory", dir, Options{}, ErrNotRegular},
+		{"device", "/dev/zero", Options{}, ErrNotRegular},
+		{"sparse 8 GiB", sparse, Options{}, ErrTooLarge},
+		{"symlink with NoFollow", link, Options{NoFollow: true}, ErrNotRegular},
+		{"missing", filepath.Join(dir, "nope"), Options{}, os.ErrNotExist},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := Read(ctx, tc.path, 1<<20, tc.opts)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Read(%s) = %v, want %v", tc.path, err, tc.want)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("Read(%s) used the whole deadline", tc.path)
+			}
+		})
+	}
+}
+
+func TestReadRegularFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := p + ".link"
+	if err := os.Symlink(p, link); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Read(context.Background(), link, 5, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(f.Data) != "hello" || f.Path != p {
+		t.Fatalf("got %q from %s", f.Data, f.Path)
+	}
+	if _, err := Read(context.Background(), p, 4, Options{}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("cap of 4 bytes: %v", err)
+	}
+}
+
+func TestReadHonoursAnEndedContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Read(ctx, "/etc/hostname", 1<<20, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v", err)
+	}
+}
