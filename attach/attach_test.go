@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -263,13 +262,15 @@ func TestLiveAckIsExplicit(t *testing.T) {
 	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+DisableAttachMechanism"}})
 	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	// Acknowledging another rule does not help.
-	_, err := Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{"not-a-jvm"}})
+	_, err := Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{"jemalloc-heap-profiler"}})
 	refusedBy(t, err, "attach-disabled")
-	// Acknowledging this one lets the attach proceed, and the JVM itself
-	// then has no listener to start: a clear failure, no signal sent.
-	_, err = Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{"attach-disabled"}, Timeout: 3 * time.Second})
-	if err == nil || errors.Is(err, ErrRefused) {
-		t.Errorf("acked attach to a JVM without attach: %v", err)
+	// Rules that protect the target cannot be acknowledged at all: the
+	// call fails before anything is read, and says why.
+	for _, hard := range []string{"attach-disabled", "not-a-jvm", "sigquit-not-handled"} {
+		_, err = Load(context.Background(), p.PID, fixed, "", Options{Acks: []string{hard}, Timeout: 3 * time.Second})
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "cannot be acknowledged") {
+			t.Errorf("--ack %s: %v", hard, err)
+		}
 	}
 	if !p.Alive() {
 		t.Error("JVM died")
@@ -278,31 +279,11 @@ func TestLiveAckIsExplicit(t *testing.T) {
 
 // TestLiveContainer attaches to a JVM in its own pid and mount namespaces
 // with a private /tmp, as in a container: the namespace pid names its
-// files, paths go through /proc/<pid>/root, and the agent is copied in
-// and removed again.
+// files, paths go through /proc/<pid>/root, and the agent is delivered
+// into the container's content-addressed store.
 func TestLiveContainer(t *testing.T) {
-	testenv.RequireRoot(t)
-	unshare := testenv.LookPath(t, "unshare")
-	jdk := testenv.JDK17(t)
-	// The classes must live outside /tmp, which the container replaces.
-	dir, err := os.MkdirTemp("/var/tmp", "safeattach-container-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	class, err := os.ReadFile(filepath.Join(testenv.TargetClasspath(t, jdk), "Target.class"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Target.class"), class, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c",
-		"mount -t tmpfs tmpfs /tmp && exec "+filepath.Join(jdk.Home, "bin/java")+" -Xmx64m -XX:+UseSerialGC -cp "+dir+" Target 0")
-	cmd.Dir = dir
-	p := testenv.Start(t, cmd)
-	p.WaitOutput(t, "READY", 60*time.Second)
-	jvm := childJava(t, p.PID)
+	t.Parallel()
+	jvm := startContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	r, err := Jcmd(context.Background(), jvm, "VM.version", Options{})
 	if err != nil {
 		t.Fatalf("jcmd into the container: %v", err)
@@ -323,11 +304,12 @@ func TestLiveContainer(t *testing.T) {
 	if got, _ := os.ReadFile(root + "/opts.txt"); string(got) != "out=/tmp/opts.txt" {
 		t.Errorf("agent options inside the container: %q", got)
 	}
-	entries, _ := os.ReadDir(root)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".safeattach-") {
-			t.Errorf("agent copy %s left in the container", e.Name())
-		}
+	// The copy stays, content-addressed, while the JVM maps it.
+	if !strings.HasPrefix(res.LoadedFrom, "/tmp/.safeattach/"+sha256File(t, agent)+"/") {
+		t.Errorf("loaded from %q", res.LoadedFrom)
+	}
+	if got := storeEntries(jvm, "/tmp"); len(got) != 1 {
+		t.Errorf("copies in the container: %v", got)
 	}
 }
 

@@ -163,7 +163,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	hostFile := filepath.Join(c.report.Process.Root, inTarget)
 	defer os.Remove(hostFile)
 
-	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent}}
+	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent, LoadedFrom: s.agentPath}}
 	if out, err := s.load(pctx, start); err != nil {
 		res.Output = out
 		return res, err

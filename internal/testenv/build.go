@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -144,4 +145,42 @@ func TargetClasspath(t testing.TB, jdk JDK) string {
 		}
 		return nil
 	})
+}
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// BuildCLI builds the safeattach command once per test process (static,
+// as `make build` does) and returns its path.
+func BuildCLI(t testing.TB) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		// One directory per test process; those of processes that are
+		// gone are removed, so runs do not accumulate binaries.
+		old, _ := filepath.Glob(filepath.Join(buildDir(), "cli-*"))
+		for _, o := range old {
+			var pid int
+			if _, err := fmt.Sscanf(filepath.Base(o), "cli-%d", &pid); err == nil && syscall.Kill(pid, 0) != nil {
+				os.RemoveAll(o)
+			}
+		}
+		dir := filepath.Join(buildDir(), fmt.Sprintf("cli-%d", os.Getpid()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "safeattach")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", cliPath, "github.com/safeattach/safeattach/cmd/safeattach")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cliErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if cliErr != nil {
+		t.Fatal(cliErr)
+	}
+	return cliPath
 }

@@ -132,6 +132,9 @@ type JVMSpec struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// READY (for JVMs that are expected to fail or be stopped early).
 	NoWait bool
+	// RunAs, if not zero, is the uid (and gid) the JVM runs as, in a
+	// working directory that user owns (needs root).
+	RunAs uint32
 }
 
 // StartJVM starts the Java target program and waits until it prints
@@ -147,6 +150,21 @@ func StartJVM(t testing.TB, spec JVMSpec) *Process {
 	args = append(args, "Target", fmt.Sprint(spec.Workers))
 	cmd := exec.Command(filepath.Join(spec.JDK.Home, "bin", "java"), args...)
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + os.TempDir(), "LANG=C.UTF-8"}, spec.Env...)
+	if spec.RunAs != 0 {
+		RequireRoot(t)
+		// t.TempDir's parent is private to root; this one must be the
+		// JVM user's own.
+		dir, err := os.MkdirTemp("", "safeattach-jvm-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		cmd.Dir = dir
+		if err := os.Chown(cmd.Dir, int(spec.RunAs), int(spec.RunAs)); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: spec.RunAs, Gid: spec.RunAs}}
+	}
 	p := Start(t, cmd)
 	if !spec.NoWait {
 		p.WaitOutput(t, "READY", 60*time.Second)
