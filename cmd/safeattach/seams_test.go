@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// cliRun runs the built CLI as a separate process (as users and CI do)
+// and returns its output, exit code, wall time and peak RSS.
+type cliRun struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+	maxRSSKiB      int64
+}
+
+func runBinary(t *testing.T, bin string, args ...string) cliRun {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := cliRun{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	if cmd.ProcessState == nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	r.code = cmd.ProcessState.ExitCode()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.maxRSSKiB = ru.Maxrss
+	}
+	return r
+}
+
+// TestHostileInputsAreBounded: agents and rule files that used to stall
+// or exhaust the CLI (a FIFO blocked forever, an 8 GiB sparse file was
+// hashed whole, /dev/zero and an alias bomb grew memory without bound)
+// each end within the deadline plus a second, with one clear line, and
+// the process's peak RSS stays under 64 MiB.
+func TestHostileInputsAreBounded(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "agent.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sparse := filepath.Join(dir, "sparse.so")
+	f, _ := os.Create(sparse)
+	f.Truncate(8 << 30)
+	f.Close()
+	bomb, _ := filepath.Abs("../../conflicts/testdata/hostile/alias-bomb.yaml")
+	pid := fmt.Sprint(p.PID)
+	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"agent fifo", []string{"load", "--timeout", "2s", pid, fifo}, exitRefused, "not a regular file (a FIFO)"},
+		{"agent directory", []string{"load", "--timeout", "2s", pid, dir}, exitRefused, "a directory"},
+		{"agent device", []string{"load", "--timeout", "2s", pid, "/dev/zero"}, exitRefused, "a character device"},
+		{"agent sparse 8 GiB", []string{"load", "--timeout", "2s", pid, sparse}, exitRefused, "file too large"},
+		{"rules fifo", []string{"load", "--timeout", "2s", "--rules", fifo, pid, fixed}, exitError, "a FIFO"},
+		{"rules directory", []string{"check", "--timeout", "2s", "--rules", dir, pid}, exitError, "a directory"},
+		{"rules /dev/zero", []string{"check", "--timeout", "2s", "--rules", "/dev/zero", pid}, exitError, "a character device"},
+		{"rules sparse 8 GiB", []string{"check", "--timeout", "2s", "--rules", sparse, pid}, exitError, "file too large"},
+		{"rules alias bomb", []string{"check", "--timeout", "2s", "--rules", bomb, pid}, exitError, "expand to more than"},
+	}
+	for _, tc := range cases {
+		r := runBinary(t, bin, tc.args...)
+		t.Logf("%-20s exit %d in %v, peak RSS %d KiB", tc.name, r.code, r.took.Round(time.Millisecond), r.maxRSSKiB)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.want) {
+			t.Errorf("%s: exit %d, want %d with %q\nstdout: %s\nstderr: %s", tc.name, r.code, tc.code, tc.want, r.stdout, r.stderr)
+		}
+		if lines := strings.Count(r.stderr, "\n"); lines != 1 {
+			t.Errorf("%s: want one line on stderr, got %d: %q", tc.name, lines, r.stderr)
+		}
+		if r.took > 3*time.Second {
+			t.Errorf("%s: took %v with a 2 s deadline", tc.name, r.took)
+		}
+		if r.maxRSSKiB > 64<<10 {
+			t.Errorf("%s: peak RSS %d KiB", tc.name, r.maxRSSKiB)
+		}
+	}
+	if entries := testenv.DirEntries(t, p.Dir); len(entries) != 0 {
+		t.Errorf("something reached the JVM's directory: %v", entries)
+	}
+}
+
+// TestUsageErrors: durations that cannot be meant, acknowledgements of
+// rules that protect the target, and output paths that must not be
+// replaced are usage errors (exit 1) before anything touches the JVM.
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	dir := t.TempDir()
+	link := filepath.Join(dir, "out.html")
+	os.Symlink("/dev/null", link)
+	fifo := filepath.Join(dir, "out.fifo")
+	unix.Mkfifo(fifo, 0o600)
+	ro := filepath.Join(dir, "ro")
+	os.Mkdir(ro, 0o555)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"jcmd", "--timeout", "0", pid, "VM.version"}, "want a positive duration"},
+		{[]string{"jcmd", "--timeout", "-1s", pid, "VM.version"}, "want a positive duration"},
+		{[]string{"load", "--timeout", "1000h", pid, lib}, "is the unit right"},
+		{[]string{"check", "--timeout", "0s", pid}, "want a positive duration"},
+		{[]string{"load", "--ack", "not-a-jvm", pid, lib}, "cannot be acknowledged"},
+		{[]string{"load", "--ack", "sigquit-not-handled", pid, lib}, "cannot be acknowledged"},
+		{[]string{"check", "--ack", "agent-untrusted", pid}, "cannot be acknowledged"},
+		{[]string{"check", "--ack", "no-such-rule", pid}, "no such rule"},
+		{[]string{"profile", "--lib", lib, "-d", "5", "--timeout", "3s", pid}, "shorter than -d"},
+		{[]string{"profile", "--lib", lib, "-d", "0", pid}, "positive number of seconds"},
+		{[]string{"profile", "--lib", lib, "-d", "1", "-f", link, pid}, "refusing to replace"},
+		{[]string{"profile", "--lib", lib, "-d", "1", "-f", "/dev/null", pid}, "refusing to replace"},
+		{[]string{"profile", "--lib", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
+		{[]string{"profile", "--lib", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
+	} {
+		start := time.Now()
+		_, stderr, code := runCLI(t, tc.args...)
+		if code != exitError || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d %q, want 1 with %q", tc.args, code, stderr, tc.want)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%v: took %v: it must fail before profiling", tc.args, took)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// Root ignores 0555; a read-only mount stops even root.
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(ro, unix.MNT_DETACH) })
+	if _, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1", "-f", filepath.Join(ro, "p.html"), pid); code != exitError || !strings.Contains(stderr, "read-only") {
+		t.Errorf("read-only output directory: exit %d %q", code, stderr)
+	}
+	if target, _ := os.Readlink(link); target != "/dev/null" {
+		t.Error("the symlink was replaced")
+	}
+	if strings.Contains(mapsOf(t, p.PID), "lookalike") || strings.Contains(mapsOf(t, p.PID), ".safeattach") {
+		t.Error("an agent was loaded although the output could not be written")
+	}
+}
+
+func mapsOf(t *testing.T, pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestConcurrentCLIs: 40 jcmd processes and then 20 load processes at
+// once against one JVM. The listener's backlog is 5; a busy listener is
+// retried inside the deadline, so every one succeeds, and the 20 loads
+// leave one copy of the agent.
+func TestConcurrentCLIs(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+StartAttachListener"}})
+	pid := fmt.Sprint(p.PID)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	for _, batch := range []struct {
+		n    int
+		args []string
+	}{
+		{40, []string{"jcmd", pid, "Thread.print"}},
+		{20, []string{"load", pid, lib}},
+	} {
+		var wg sync.WaitGroup
+		codes := make([]cliRun, batch.n)
+		for i := range codes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes[i] = runBinary(t, bin, batch.args...)
+			}()
+		}
+		wg.Wait()
+		failed := 0
+		for _, r := range codes {
+			if r.code != exitOK {
+				failed++
+				t.Errorf("%s: exit %d: %s", batch.args[0], r.code, r.stderr)
+			}
+		}
+		t.Logf("%d concurrent %s: %d failed", batch.n, batch.args[0], failed)
+	}
+	if copies, _ := filepath.Glob("/tmp/.safeattach/*/liblookalike_fixed.so"); len(copies) > 1 {
+		t.Errorf("copies: %v", copies)
+	}
+}
+
+// TestSignalsCleanUp: SIGTERM at different moments of a load (reading,
+// inspecting, starting the listener, blocked in an agent that never
+// returns) stops the command with exit 143, and leaves no trigger file
+// and no unused copy behind.
+func TestSignalsCleanUp(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
+	for i, delay := range []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond} {
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGTERM)
+		start := time.Now()
+		cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		took := time.Since(start)
+		// Before the Go runtime has started, SIGTERM's default action
+		// ends the process: nothing has been done yet.
+		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		early := ws.Signaled() && ws.Signal() == syscall.SIGTERM && delay < 5*time.Millisecond
+		if code != exitSignalBase+int(syscall.SIGTERM) && !early {
+			t.Errorf("run %d (SIGTERM after %v): exit %d: %s", i, delay, code, errb.String())
+		}
+		if took > 3*time.Second {
+			t.Errorf("run %d: %v to stop after SIGTERM", i, took)
+		}
+		for _, dir := range []string{p.Dir, "/tmp"} {
+			if _, err := os.Lstat(filepath.Join(dir, fmt.Sprintf(".attach_pid%d", p.PID))); err == nil {
+				t.Errorf("run %d: trigger file left in %s", i, dir)
+			}
+		}
+		// A copy may stay only while the JVM maps it.
+		copies, _ := filepath.Glob("/tmp/.safeattach/*/libblock_forever.so")
+		for _, c := range copies {
+			if !strings.Contains(mapsOf(t, p.PID), c) && !mappedByAnyone(c) {
+				t.Errorf("run %d: unused copy %s left", i, c)
+			}
+		}
+		if !p.Alive() {
+			t.Errorf("run %d: the JVM died", i)
+		}
+	}
+}
+
+// mappedByAnyone reports whether any process maps path (another test's
+// JVM may hold the same content-addressed copy).
+func mappedByAnyone(path string) bool {
+	maps, _ := filepath.Glob("/proc/[0-9]*/maps")
+	for _, m := range maps {
+		if data, err := os.ReadFile(m); err == nil && bytes.Contains(data, []byte(path)) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestJVMExitingMidAttach: a JVM killed while the CLI is attaching to it
+// is an attach failure (exit 3), never a usage error, whatever step the
+// kill lands in; before inspection it is an unknown pid (exit 1, "no such
+// process").
+func TestJVMExitingMidAttach(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
+	for i, delay := range []time.Duration{0, 3 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 300 * time.Millisecond} {
+		p := testenv.StartJVM(t, testenv.JVMSpec{})
+		cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		syscall.Kill(p.PID, syscall.SIGKILL)
+		cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		switch {
+		case code == exitFailed:
+		case code == exitError && strings.Contains(errb.String(), "no such process"):
+		default:
+			t.Errorf("run %d (kill after %v): exit %d: %s", i, delay, code, errb.String())
+		}
+	}
+}
+
+// TestSidecarProfilesHostJVM: safeattach in a private mount namespace with
+// its own /tmp (a sidecar) profiles a host JVM ten times: every delivery
+// goes through the JVM's root, and the second profile finds the first
+// copy instead of refusing "a different copy is already loaded".
+func TestSidecarProfilesHostJVM(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	unshare := testenv.LookPath(t, "unshare")
+	// The sidecar's /tmp is its own: the binary, the agent and the output
+	// live elsewhere.
+	dir, err := os.MkdirTemp("/var/cache", "safeattach-sidecar-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "safeattach")
+	lib := filepath.Join(dir, "liblookalike_fixed.so")
+	for src, dst := range map[string]string{testenv.BuildCLI(t): bin, testenv.BuildAgent(t, testenv.AgentFixedLookalike): lib} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	out := filepath.Join(dir, "p.collapsed")
+	script := fmt.Sprintf("mount -t tmpfs tmpfs /tmp && for i in 1 2 3 4 5 6 7 8 9 10; do %s profile --json --lib %s -d 1 -f %s %d >/dev/null || exit $?; done", bin, lib, out, p.PID)
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sidecar profiles: %v\n%s", err, b)
+	}
+	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target.churn") {
+		t.Errorf("profile %q", data)
+	}
+	var loaded []string
+	for _, line := range strings.Split(mapsOf(t, p.PID), "\n") {
+		if strings.Contains(line, "liblookalike_fixed") && strings.Contains(line, "r-xp") {
+			loaded = append(loaded, line)
+		}
+	}
+	if len(loaded) != 1 {
+		t.Errorf("want one copy mapped, have %v", loaded)
+	}
+}
