@@ -11,6 +11,7 @@ import (
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -92,9 +93,21 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 	}
 	c.log.Info("safeattach: verdict", attrs...)
 	if !c.verdict.Allowed {
+		// A process that died while it was being inspected reads as
+		// "not a JVM"; it is a JVM that exited, an attach failure.
+		if !c.stillRunning() {
+			return fmt.Errorf("pid %d: %w during inspection", c.pid, hotspot.ErrTargetExited)
+		}
 		return &RefusedError{PID: c.pid, Verdict: c.verdict}
 	}
 	return nil
+}
+
+// stillRunning reports whether the inspected process is still there: the
+// same start time, and neither a zombie nor dead.
+func (c *call) stillRunning() bool {
+	st, err := proc.FS{}.Proc(c.pid).Stat()
+	return err == nil && st.StartTime == c.report.Process.StartTime && st.State != 'Z' && st.State != 'X'
 }
 
 // target builds the protocol's view of the inspected JVM, pinned to the
@@ -329,6 +342,9 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	}
 	d, err := deliver(c.report, c.agent, c.content)
 	if err != nil {
+		if !t.Alive() {
+			return nil, fmt.Errorf("pid %d: %w while delivering the agent", c.pid, hotspot.ErrTargetExited)
+		}
 		return nil, &RefusedError{PID: c.pid, Verdict: c.verdict, Reason: err.Error()}
 	}
 	switch {

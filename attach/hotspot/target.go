@@ -61,8 +61,10 @@ func (t *Target) triggerPaths() []string {
 	return []string{filepath.Join(t.procDir, "cwd", name), t.root(filepath.Join("/tmp", name))}
 }
 
-// alive reports whether the pinned process still exists (not a zombie and
-// not a recycled pid).
+// Alive reports whether the pinned process still exists (not a zombie
+// and not a recycled pid).
+func (t *Target) Alive() bool { return t.alive() }
+
 func (t *Target) alive() bool {
 	p := proc.FS{}.Proc(t.PID)
 	st, err := p.Stat()

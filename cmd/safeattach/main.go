@@ -138,6 +138,9 @@ func withSignals() (context.Context, func()) {
 	return ctx, func() { signal.Stop(ch); cancel(nil) }
 }
 
+// main installs the signal handlers first: until then SIGTERM has the Go
+// runtime's default action (exit at once), harmless only because nothing
+// has been done yet.
 func main() {
 	ctx, stop := withSignals()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
