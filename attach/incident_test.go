@@ -18,7 +18,7 @@ import (
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
-// The incident (KNOWLEDGE.md, "The incident, precisely"), reproduced with
+// The incident (docs/deadlocks.md, "The incident"), reproduced with
 // Debian's own allocators and the look-alike of an affected
 // async-profiler build: an agent that allocates inside dl_iterate_phdr,
 // attached to a JVM whose allocator captures stacks with libunwind, while

@@ -11,7 +11,7 @@ func TestDefaultRulesParse(t *testing.T) {
 	for _, r := range rules {
 		ids[r.ID] = true
 	}
-	// DESIGN.md's stable rule IDs: users and tests depend on them.
+	// The stable rule IDs (docs/rules.md): users and tests depend on them.
 	for _, id := range []string{"jemalloc-heap-profiler", "tcmalloc-heap-profiler", "not-a-jvm",
 		"attach-disabled", "sigquit-not-handled", "process-stopped",
 		"dynamic-agent-loading-disabled", "agent-arch-mismatch",

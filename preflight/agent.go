@@ -96,7 +96,7 @@ var agentImportsOfInterest = []string{"dl_iterate_phdr", "dlopen", "__tls_get_ad
 var probeNeedles = []string{apServerText, "gperftools ", jemallocNeedle, jeprofNeedle}
 
 // apVersionShape is the bare async-profiler version literal:
-// <major>.<minor>[.<patch>][-<7+ hex>] (KNOWLEDGE.md, "async-profiler itself").
+// <major>.<minor>[.<patch>][-<7+ hex>] (docs/detection.md, "Identifying an agent").
 // The hex length is checked in isAPVersion rather than with {7,40}, which
 // would make the compiled expression forty times larger at start-up.
 var apVersionShape = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-([0-9a-f]+))?$`)

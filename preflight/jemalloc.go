@@ -11,7 +11,7 @@ import (
 	"github.com/safeattach/safeattach/internal/elfx"
 )
 
-// jemalloc facts (KNOWLEDGE.md, "jemalloc: is heap profiling on?"):
+// jemalloc facts (docs/detection.md, "jemalloc: is heap profiling on?"):
 //
 //	version      "<maj>.<min>.<patch>-<n>-g<40 hex>" in read-only data
 //	prof built   the prof code's messages ("Run jeprof ...") survive only

@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// Profilers recognised by library file name (KNOWLEDGE.md, "Other
-// profilers' libraries seen in maps"). async-profiler is also recognised by
+// Profilers recognised by library file name (docs/detection.md, "Other
+// profilers seen in maps"). async-profiler is also recognised by
 // its exports and strings, because vendors embed it under other names.
 var profilerNames = []struct {
 	prefix string

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// libunwind has no version string (KNOWLEDGE.md, "libunwind version").
+// libunwind has no version string (docs/detection.md, "libunwind's version").
 // Estimates, most precise first:
 //
 //	package database under the target root   exact (dpkg status)

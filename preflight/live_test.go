@@ -184,7 +184,7 @@ func TestLiveFlagsAndSignals(t *testing.T) {
 		if r.Process.Signals.SIGQUIT.Caught {
 			t.Error("-Xrs: the JVM must not catch SIGQUIT")
 		}
-		// KNOWLEDGE.md: with -Xrs the listener starts at VM start, so the
+		// docs/attach-protocol.md: with -Xrs the listener starts at VM start, so the
 		// socket exists without any attach.
 		if !waitSocket(t, p.PID) {
 			t.Error("-Xrs JVM has no attach socket")

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// gperftools facts (KNOWLEDGE.md, "gperftools / tcmalloc"):
+// gperftools facts (docs/detection.md, "gperftools"):
 //
 //	libtcmalloc.so.4, libtcmalloc_and_profiler.so.4, libtcmalloc_debug.so.4
 //	    full: heap profiler and stack capture (libunwind by default in

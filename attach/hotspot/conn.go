@@ -18,7 +18,7 @@ const maxSunPath = 107
 
 // checkSocket trusts the socket file only if it is a socket owned by the
 // JVM's user (or root) with no group or other permission bits, which is
-// how every JDK creates it (DESIGN.md invariant 3).
+// how every JDK creates it (docs/safety.md, invariant 3).
 func checkSocket(t *Target) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(t.SocketPath(), &st); err != nil {

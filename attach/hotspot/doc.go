@@ -23,7 +23,7 @@
 //     JVM's own uid/gid) happens on one locked OS thread with raw
 //     per-thread syscalls and is undone before the thread is released.
 //
-// Protocol versions (KNOWLEDGE.md part 1):
+// Protocol versions (docs/attach-protocol.md):
 //
 //	v1, every JDK     "1\0" cmd "\0" a0 "\0" a1 "\0" a2 "\0"; cmd ≤ 16 bytes,
 //	                  each argument ≤ 1024 bytes (longer: the JVM closes the

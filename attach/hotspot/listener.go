@@ -92,7 +92,7 @@ func openPinned(t *Target) (int, error) {
 }
 
 // checkSignalSafe re-reads the target's status right before the signal:
-// SIGQUIT must be caught and not ignored (DESIGN.md invariant 1; the
+// SIGQUIT must be caught and not ignored (docs/safety.md, invariant 1; the
 // JDK's own client checks the same since JDK-8342449).
 func checkSignalSafe(t *Target) error {
 	st, err := proc.FS{}.Proc(t.PID).Status()

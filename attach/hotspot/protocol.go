@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Protocol limits (KNOWLEDGE.md part 1).
+// Protocol limits (docs/attach-protocol.md).
 const (
 	v1MaxCommand = 16
 	v1MaxArg     = 1024

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// checkOutput is `check --json`: the DESIGN.md contract (pid, allowed,
+// checkOutput is `check --json`: the documented contract (pid, allowed,
 // findings, jvm, libraries) plus the agent that was judged.
 type checkOutput struct {
 	PID          int                       `json:"pid"`

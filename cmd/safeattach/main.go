@@ -15,7 +15,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit codes (docs/cli.md): scripts and CI gate on them.
+// Exit codes (README, "CLI"; each row has its test): scripts and CI gate
+// on them.
 const (
 	exitOK       = 0
 	exitError    = 1 // usage or internal error

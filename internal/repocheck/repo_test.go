@@ -1,0 +1,80 @@
+package repocheck
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// trackedFiles lists the files git tracks, relative to the repository root.
+func trackedFiles(t *testing.T) (root string, files []string) {
+	t.Helper()
+	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		t.Skip("not a git checkout:", err)
+	}
+	root = strings.TrimSpace(string(out))
+	out, err = exec.Command("git", "-C", root, "ls-files", "-z").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range bytes.Split(out, []byte{0}) {
+		if len(f) > 0 {
+			files = append(files, string(f))
+		}
+	}
+	return root, files
+}
+
+// TestNoBuildOutputTracked fails if a tracked file is an executable binary
+// (ELF) or a profile.
+func TestNoBuildOutputTracked(t *testing.T) {
+	root, files := trackedFiles(t)
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			continue // deleted in the work tree
+		}
+		if bytes.HasPrefix(data, []byte("\x7fELF")) {
+			t.Errorf("%s is an ELF binary: build output is never committed", f)
+		}
+		if ext := filepath.Ext(f); ext == ".prof" || ext == ".test" || ext == ".jfr" {
+			t.Errorf("%s looks like build or profile output", f)
+		}
+	}
+}
+
+var docRef = regexp.MustCompile(`docs/[A-Za-z0-9_-]+\.md`)
+
+// TestDocLinksResolve fails if a source file points to a document that is
+// not in the repository — the design notes the project was started from
+// live outside it, and what the code relies on must be in docs/.
+func TestDocLinksResolve(t *testing.T) {
+	root, files := trackedFiles(t)
+	outside := regexp.MustCompile(`\b(DESIGN|KNOWLEDGE)\.md\b|\.\./shared/`)
+	for _, f := range files {
+		switch filepath.Ext(f) {
+		case ".go", ".yaml", ".sh", ".md", ".c", ".java":
+		default:
+			if filepath.Base(f) != "Makefile" {
+				continue
+			}
+		}
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			continue
+		}
+		if m := outside.Find(data); m != nil && f != "internal/repocheck/repo_test.go" {
+			t.Errorf("%s cites %s, which is not part of the repository", f, m)
+		}
+		for _, ref := range docRef.FindAll(data, -1) {
+			if _, err := os.Stat(filepath.Join(root, string(ref))); err != nil {
+				t.Errorf("%s points to %s, which does not exist", f, ref)
+			}
+		}
+	}
+}
