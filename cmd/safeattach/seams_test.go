@@ -379,3 +379,23 @@ func TestSidecarProfilesHostJVM(t *testing.T) {
 		t.Errorf("want one copy mapped, have %v", loaded)
 	}
 }
+
+// TestTinyDeadline: a deadline that runs out in the first step (reading
+// the agent, the rules, the process) is exit 4 like a deadline anywhere
+// else, and costs the deadline plus the short hang-report sample.
+func TestTinyDeadline(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	start := time.Now()
+	_, stderr, code := runCLI(t, "load", "--timeout", "1ns", fmt.Sprint(p.PID), lib)
+	if code != exitTimedOut {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %v", took)
+	}
+	if !p.Alive() {
+		t.Error("the JVM died")
+	}
+}
