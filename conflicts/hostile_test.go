@@ -3,16 +3,13 @@ package conflicts
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/safeattach/safeattach/internal/safefile"
+	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -20,15 +17,7 @@ import (
 // an 8 GiB sparse file or an alias bomb is refused promptly with a clear
 // error, and none of them makes the process allocate more than a few MiB.
 func TestHostileRuleFiles(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "rules.fifo")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sparse := filepath.Join(dir, "sparse.yaml")
-	f, _ := os.Create(sparse)
-	f.Truncate(8 << 30)
-	f.Close()
+	dir, fifo, sparse := testenv.HostileFiles(t)
 	for _, tc := range []struct {
 		name, path, want string
 		is               error

@@ -82,15 +82,7 @@ func TestHostileInputsAreBounded(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildCLI(t)
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "agent.fifo")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sparse := filepath.Join(dir, "sparse.so")
-	f, _ := os.Create(sparse)
-	f.Truncate(8 << 30)
-	f.Close()
+	dir, fifo, sparse := testenv.HostileFiles(t)
 	bomb, _ := filepath.Abs("../../conflicts/testdata/hostile/alias-bomb.yaml")
 	pid := fmt.Sprint(p.PID)
 	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
@@ -248,17 +240,8 @@ func TestConcurrentCLIs(t *testing.T) {
 // and no unused copy behind.
 func TestSignalsCleanUp(t *testing.T) {
 	t.Parallel()
-	bin := testenv.BuildCLI(t)
-	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
 	for i, delay := range []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond} {
-		p := testenv.StartJVM(t, testenv.JVMSpec{})
-		cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(delay)
+		p, cmd, errb := loadBlockingAgent(t, delay)
 		cmd.Process.Signal(syscall.SIGTERM)
 		start := time.Now()
 		cmd.Wait()
@@ -292,6 +275,25 @@ func TestSignalsCleanUp(t *testing.T) {
 	}
 }
 
+// loadBlockingAgent starts a fresh JVM and `safeattach load` of an agent
+// that never returns from Agent_OnAttach, and returns after delay, for a
+// test to interrupt the load at some step.
+func loadBlockingAgent(t *testing.T, delay time.Duration) (*testenv.Process, *exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	bin := testenv.BuildCLI(t)
+	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
+	errb := &bytes.Buffer{}
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(delay)
+	return p, cmd, errb
+}
+
 // mappedByAnyone reports whether any process maps path (another test's
 // JVM may hold the same content-addressed copy).
 func mappedByAnyone(path string) bool {
@@ -310,17 +312,8 @@ func mappedByAnyone(path string) bool {
 // process").
 func TestJVMExitingMidAttach(t *testing.T) {
 	t.Parallel()
-	bin := testenv.BuildCLI(t)
-	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
 	for i, delay := range []time.Duration{0, 3 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 300 * time.Millisecond} {
-		p := testenv.StartJVM(t, testenv.JVMSpec{})
-		cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(delay)
+		p, cmd, errb := loadBlockingAgent(t, delay)
 		syscall.Kill(p.PID, syscall.SIGKILL)
 		cmd.Wait()
 		code := cmd.ProcessState.ExitCode()

@@ -8,24 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 func TestReadRejectsWhatIsNotARegularFile(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sparse := filepath.Join(dir, "sparse")
-	f, err := os.Create(sparse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(8 << 30); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	dir, fifo, sparse := testenv.HostileFiles(t)
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink("/etc/hostname", link); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -50,4 +52,25 @@ func Library(t testing.TB, soname string) string {
 		Missing(t, "%s (install its Debian package: make prereqs)", p)
 	}
 	return p
+}
+
+// HostileFiles makes a FIFO and an 8 GiB sparse file in a fresh directory
+// (returned too): inputs that block a naive open or exhaust a naive read.
+func HostileFiles(t testing.TB) (dir, fifo, sparse string) {
+	t.Helper()
+	dir = t.TempDir()
+	fifo = filepath.Join(dir, "hostile.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sparse = filepath.Join(dir, "sparse.bin")
+	f, err := os.Create(sparse)
+	if err == nil {
+		err = f.Truncate(8 << 30)
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, fifo, sparse
 }
