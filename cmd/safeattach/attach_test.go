@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -57,6 +59,29 @@ func TestJcmdAndProfileCLI(t *testing.T) {
 	}
 	if _, stderr, code := runCLI(t, "profile", "--lib", filepath.Join(t.TempDir(), "none.so"), "-d", "1", "-f", out, pid); code != exitRefused {
 		t.Errorf("missing profiler: exit %d %q", code, stderr)
+	}
+	// -f - writes the profile itself to stdout.
+	stdout, stderr, code = runCLI(t, "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "-f", "-", pid)
+	if code != exitOK || !strings.HasPrefix(stdout, "java.lang.Thread.run;Target.churn") {
+		t.Errorf("profile -f -: exit %d %q %q", code, stdout, stderr)
+	}
+}
+
+// TestProfileOutputOwnedBySudoUser: under sudo the profile belongs to the
+// user who ran sudo, with the mode asked for.
+func TestProfileOutputOwnedBySudoUser(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	cmd := exec.Command(testenv.BuildCLI(t), "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "--mode", "0640", "-f", out, fmt.Sprint(p.PID))
+	cmd.Env = append(os.Environ(), "SUDO_UID=65534", "SUDO_GID=65534")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(out, &st); err != nil || st.Uid != 65534 || st.Gid != 65534 || st.Mode&0o777 != 0o640 {
+		t.Errorf("uid %d gid %d mode %o (%v)", st.Uid, st.Gid, st.Mode&0o777, err)
 	}
 }
 
