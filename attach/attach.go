@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
@@ -104,10 +105,17 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 }
 
 // stillRunning reports whether the inspected process is still there: the
-// same start time, and neither a zombie nor dead.
+// same start time, neither a zombie nor dead, and with an address space
+// (an exiting process loses its mappings before it becomes a zombie,
+// which is when it reads as "not a JVM").
 func (c *call) stillRunning() bool {
-	st, err := proc.FS{}.Proc(c.pid).Stat()
-	return err == nil && st.StartTime == c.report.Process.StartTime && st.State != 'Z' && st.State != 'X'
+	p := proc.FS{}.Proc(c.pid)
+	st, err := p.Stat()
+	if err != nil || st.StartTime != c.report.Process.StartTime || st.State == 'Z' || st.State == 'X' {
+		return false
+	}
+	statm, err := os.ReadFile(p.Path("statm"))
+	return err == nil && !bytes.HasPrefix(statm, []byte("0 "))
 }
 
 // target builds the protocol's view of the inspected JVM, pinned to the

@@ -55,11 +55,11 @@ type Options struct {
 var ErrInvalidOptions = errors.New("invalid options")
 
 func (o Options) policy(ctx context.Context) (conflicts.Policy, error) {
-	rules, err := conflicts.LoadRules(ctx, o.RuleFiles...)
+	rules, err := conflicts.Load(ctx, o.RuleFiles...)
 	if err != nil {
 		return conflicts.Policy{}, err
 	}
-	if err := conflicts.CheckAcks(rules, o.Acks); err != nil {
+	if err := rules.CheckAcks(o.Acks); err != nil {
 		return conflicts.Policy{}, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
 	return conflicts.Policy{Rules: rules, Acks: o.Acks, Strict: o.Strict, AllowAgents: o.AllowAgents, DenyAgents: o.DenyAgents}, nil

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -13,8 +12,8 @@ import (
 // Policy is the operator's say over the knowledge base. The zero value
 // applies the default rules with no overrides.
 type Policy struct {
-	// Rules to apply; nil means the embedded defaults.
-	Rules []*Rule
+	// Rules to apply; nil means Default().
+	Rules *RuleSet
 	// Acks downgrades a block finding of each named rule to an
 	// acknowledged warning. There is no blanket override.
 	Acks []string
@@ -48,7 +47,7 @@ func (v Verdict) Blocking() []string {
 // Finding is one rule's conclusion about this target and agent.
 type Finding struct {
 	Rule       string   `json:"rule"`
-	Severity   string   `json:"severity"`
+	Severity   Severity `json:"severity"`
 	Message    string   `json:"message"`
 	Remedy     string   `json:"remedy,omitempty"`
 	Evidence   []string `json:"evidence"`
@@ -69,36 +68,6 @@ const (
 	RuleAgentNotAllowlisted = "agent-not-allowlisted"
 )
 
-var (
-	defaultOnce  sync.Once
-	defaultRules []*Rule
-	defaultErr   error
-)
-
-// loadDefaults takes the embedded rules from their generated Go form
-// (rules_gen.go, checked against rules/*.yaml by TestGeneratedRules): a
-// CLI run then pays nothing to parse YAML, which costs over a millisecond.
-func loadDefaults() {
-	for _, r := range generatedRules {
-		for _, c := range r.Cases {
-			if err := compileAll(c.When); err != nil {
-				defaultErr = fmt.Errorf("%s: %w", r.Source, err)
-				return
-			}
-		}
-	}
-	defaultRules = generatedRules
-}
-
-func defaults() []*Rule {
-	defaultOnce.Do(loadDefaults)
-	if defaultErr != nil {
-		// The embedded rules are tested; a broken build must not attach.
-		panic("conflicts: embedded rules: " + defaultErr.Error())
-	}
-	return defaultRules
-}
-
 // RuleNoReport is the finding for a report that says nothing about a
 // process: nothing can be judged, so nothing is allowed.
 const RuleNoReport = "no-report"
@@ -118,11 +87,11 @@ func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) V
 	}
 	rules := policy.Rules
 	if rules == nil {
-		rules = defaults()
+		rules = Default()
 	}
 	facts := BuildFacts(report, agent)
 	var v Verdict
-	for _, r := range rules {
+	for _, r := range rules.rules {
 		if f, ok := evaluateRule(r, facts); ok {
 			v.Findings = append(v.Findings, f)
 		}
@@ -150,32 +119,6 @@ func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) V
 	}
 	v.Allowed = len(v.Blocking()) == 0
 	return v
-}
-
-// CheckAcks rejects acknowledgements that name no rule, or a hard rule:
-// an --ack that cannot take effect must not look as if it did.
-func CheckAcks(rules []*Rule, acks []string) error {
-	if rules == nil {
-		rules = defaults()
-	}
-	byID := map[string]*Rule{}
-	var ids []string
-	for _, r := range rules {
-		byID[r.ID] = r
-		ids = append(ids, r.ID)
-	}
-	for _, a := range acks {
-		r, ok := byID[a]
-		switch {
-		case a == RuleAgentDenylisted || a == RuleAgentNotAllowlisted || a == RuleNoReport:
-			return fmt.Errorf("--ack %s: the operator's own policy cannot be acknowledged away", a)
-		case !ok:
-			return fmt.Errorf("--ack %s: no such rule%s", a, suggestAmong(a, ids))
-		case r.Hard:
-			return fmt.Errorf("--ack %s: this rule protects the target itself (%s) and cannot be acknowledged", a, strings.ToLower(r.Title))
-		}
-	}
-	return nil
 }
 
 func agentPolicy(a *preflight.Agent, p Policy) []Finding {
@@ -226,31 +169,32 @@ func (e *evaluation) use(name string) {
 	}
 }
 
-func evaluateRule(r *Rule, facts Facts) (Finding, bool) {
-	for _, c := range r.Cases {
+func evaluateRule(cr *compiledRule, facts Facts) (Finding, bool) {
+	r := &cr.spec
+	for _, c := range cr.cases {
 		e := &evaluation{facts: facts}
 		res := triTrue
-		if c.When != nil {
-			res = e.eval(c.When)
+		if c.when != nil {
+			res = e.eval(c.when)
 		}
 		switch {
 		case res == triTrue:
 			return Finding{
-				Rule: r.ID, Severity: c.Severity, Hard: r.Hard,
-				Message:    render(c.Message, facts),
-				Remedy:     render(c.Remedy, facts),
+				Rule: r.ID, Severity: c.severity, Hard: r.Hard,
+				Message:    render(c.message, facts),
+				Remedy:     render(c.remedy, facts),
 				Evidence:   e.evidence(),
-				References: r.References,
+				References: slices.Clone(r.References),
 			}, true
-		case res == triUnknown && c.Severity != Info:
+		case res == triUnknown && c.severity != Info:
 			// Unknown is not a pass: say what could not be determined.
 			return Finding{
 				Rule: r.ID, Severity: Warn, Undetermined: true, Hard: r.Hard,
 				Message: fmt.Sprintf("could not determine whether this applies: %s (%s)",
 					strings.TrimSuffix(r.Title, "."), strings.Join(e.unknown, "; ")),
-				Remedy:     render(c.Remedy, facts),
+				Remedy:     render(c.remedy, facts),
 				Evidence:   e.evidence(),
-				References: r.References,
+				References: slices.Clone(r.References),
 			}, true
 		}
 	}
@@ -281,11 +225,11 @@ func (e *evaluation) evidence() []string {
 	return out
 }
 
-func (e *evaluation) eval(c *Condition) tri {
+func (e *evaluation) eval(c *cond) tri {
 	switch {
-	case c.All != nil:
+	case c.all != nil:
 		res := triTrue
-		for _, sub := range c.All {
+		for _, sub := range c.all {
 			switch e.eval(sub) {
 			case triFalse:
 				return triFalse
@@ -294,9 +238,9 @@ func (e *evaluation) eval(c *Condition) tri {
 			}
 		}
 		return res
-	case c.Any != nil:
+	case c.any != nil:
 		res := triFalse
-		for _, sub := range c.Any {
+		for _, sub := range c.any {
 			switch e.eval(sub) {
 			case triTrue:
 				return triTrue
@@ -305,8 +249,8 @@ func (e *evaluation) eval(c *Condition) tri {
 			}
 		}
 		return res
-	case c.Not != nil:
-		switch e.eval(c.Not) {
+	case c.not != nil:
+		switch e.eval(c.not) {
 		case triTrue:
 			return triFalse
 		case triFalse:
@@ -317,20 +261,20 @@ func (e *evaluation) eval(c *Condition) tri {
 	return e.leaf(c)
 }
 
-func (e *evaluation) leaf(c *Condition) tri {
-	f, ok := e.facts[c.Fact]
+func (e *evaluation) leaf(c *cond) tri {
+	f, ok := e.facts[c.fact]
 	if ok && f.Unknown != "" {
-		if c.OrUnknown {
-			e.use(c.Fact)
+		if c.orUnknown {
+			e.use(c.fact)
 			return triTrue
 		}
-		e.use(c.Fact)
-		e.addUnknown(fmt.Sprintf("%s: %s", c.Fact, f.Unknown))
+		e.use(c.fact)
+		e.addUnknown(fmt.Sprintf("%s: %s", c.fact, f.Unknown))
 		return triUnknown
 	}
-	if c.Op == "present" {
-		if ok == (c.Args[0] == "true") {
-			e.use(c.Fact)
+	if c.op == "present" {
+		if ok == (c.args[0] == "true") {
+			e.use(c.fact)
 			return triTrue
 		}
 		return triFalse
@@ -340,35 +284,35 @@ func (e *evaluation) leaf(c *Condition) tri {
 		return triFalse
 	}
 	res := triFalse
-	switch c.Op {
+	switch c.op {
 	case "equals":
-		if f.display() == c.Args[0] {
+		if f.display() == c.args[0] {
 			res = triTrue
 		}
 	case "equals_fact":
-		other, ok := e.facts[c.Args[0]]
+		other, ok := e.facts[c.args[0]]
 		switch {
 		case !ok:
 			return triFalse
 		case other.Unknown != "":
-			e.use(c.Args[0])
-			e.addUnknown(fmt.Sprintf("%s: %s", c.Args[0], other.Unknown))
+			e.use(c.args[0])
+			e.addUnknown(fmt.Sprintf("%s: %s", c.args[0], other.Unknown))
 			return triUnknown
 		case other.display() == f.display():
 			res = triTrue
 		}
 	case "one_of":
-		if slices.Contains(c.Args, f.display()) {
+		if slices.Contains(c.args, f.display()) {
 			res = triTrue
 		}
 	case "contains":
 		switch v := f.Value.(type) {
 		case []string:
-			if slices.Contains(v, c.Args[0]) {
+			if slices.Contains(v, c.args[0]) {
 				res = triTrue
 			}
 		case string:
-			if strings.Contains(v, c.Args[0]) {
+			if strings.Contains(v, c.args[0]) {
 				res = triTrue
 			}
 		}
@@ -376,9 +320,9 @@ func (e *evaluation) leaf(c *Condition) tri {
 		s, _ := f.Value.(string)
 		v, err := ParseVersion(s)
 		if err != nil {
-			e.use(c.Fact)
-			e.addUnknown(fmt.Sprintf("%s: %v", c.Fact, err))
-			if c.OrUnknown {
+			e.use(c.fact)
+			e.addUnknown(fmt.Sprintf("%s: %v", c.fact, err))
+			if c.orUnknown {
 				return triTrue
 			}
 			return triUnknown
@@ -388,12 +332,12 @@ func (e *evaluation) leaf(c *Condition) tri {
 		}
 	case "above", "below":
 		n, _ := f.Value.(int)
-		if (c.Op == "above" && n > c.number) || (c.Op == "below" && n < c.number) {
+		if (c.op == "above" && n > c.number) || (c.op == "below" && n < c.number) {
 			res = triTrue
 		}
 	}
 	if res == triTrue {
-		e.use(c.Fact)
+		e.use(c.fact)
 	}
 	return res
 }

@@ -2,6 +2,7 @@ package conflicts
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,8 +31,11 @@ type FactInfo struct {
 }
 
 // Vocabulary lists every fact a rule may name. "jvm.flags.<Name>" stands
-// for any HotSpot flag. Rule files naming anything else are rejected.
-var Vocabulary = []FactInfo{
+// for any HotSpot flag. Rules naming anything else are rejected. The
+// slice is the caller's own copy.
+func Vocabulary() []FactInfo { return slices.Clone(factList) }
+
+var factList = []FactInfo{
 	{"process.state", "string", "running, sleeping, disk-sleep, stopped, traced, zombie, dead, idle"},
 	{"process.euid", "int", "the target's effective uid"},
 	{"process.egid", "int", "the target's effective gid"},
@@ -88,7 +92,7 @@ var Vocabulary = []FactInfo{
 
 var vocabulary = func() map[string]FactInfo {
 	m := map[string]FactInfo{}
-	for _, f := range Vocabulary {
+	for _, f := range factList {
 		m[f.Name] = f
 	}
 	return m

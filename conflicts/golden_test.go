@@ -122,7 +122,7 @@ func TestGoldenVerdicts(t *testing.T) {
 			if v.Allowed != c.allowed {
 				t.Errorf("allowed = %v, want %v", v.Allowed, c.allowed)
 			}
-			for sev, ids := range map[string][]string{Block: c.block, Warn: c.warn, Info: c.info} {
+			for sev, ids := range map[Severity][]string{Block: c.block, Warn: c.warn, Info: c.info} {
 				for _, id := range ids {
 					if !slices.ContainsFunc(v.Findings, func(f Finding) bool { return f.Rule == id && f.Severity == sev }) {
 						t.Errorf("want a %s finding from %s; got %+v", sev, id, v.Findings)

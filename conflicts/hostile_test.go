@@ -34,10 +34,10 @@ func TestHostileRuleFiles(t *testing.T) {
 			runtime.GC()
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			_, err := LoadRules(ctx, tc.path)
+			_, err := Load(ctx, tc.path)
 			runtime.ReadMemStats(&after)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.is != nil && !errors.Is(err, tc.is)) {
-				t.Fatalf("LoadRules(%s) = %v, want %q", tc.path, err, tc.want)
+				t.Fatalf("Load(%s) = %v, want %q", tc.path, err, tc.want)
 			}
 			if strings.Count(err.Error(), "\n") != 0 {
 				t.Errorf("error is not one line: %q", err)
@@ -54,15 +54,15 @@ func TestHostileRuleFiles(t *testing.T) {
 
 func TestHardRulesCannotBeAcknowledged(t *testing.T) {
 	for _, id := range []string{"not-a-jvm", "sigquit-not-handled", "attach-socket-untrusted", "agent-untrusted", "process-stopped", "profiler-already-loaded", "credentials-mismatch"} {
-		err := CheckAcks(nil, []string{id})
+		err := Default().CheckAcks([]string{id})
 		if err == nil || !strings.Contains(err.Error(), "cannot be acknowledged") {
 			t.Errorf("--ack %s: %v", id, err)
 		}
 	}
-	if err := CheckAcks(nil, []string{"jemalloc-heap-profiler", "tcmalloc-heap-profiler"}); err != nil {
+	if err := Default().CheckAcks([]string{"jemalloc-heap-profiler", "tcmalloc-heap-profiler"}); err != nil {
 		t.Errorf("hazard rules must be acknowledgeable: %v", err)
 	}
-	if err := CheckAcks(nil, []string{"jemalloc-heap-profiller"}); err == nil || !strings.Contains(err.Error(), "did you mean jemalloc-heap-profiler") {
+	if err := Default().CheckAcks([]string{"jemalloc-heap-profiller"}); err == nil || !strings.Contains(err.Error(), "did you mean jemalloc-heap-profiler") {
 		t.Errorf("misspelt ack: %v", err)
 	}
 	// Even if a caller skips CheckAcks, Evaluate does not honour the ack.

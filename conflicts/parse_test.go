@@ -21,7 +21,7 @@ func TestParseErrorsHaveFileAndLine(t *testing.T) {
 		{"bad constraint", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: warn\n        when: {fact: agent.version, version: \"<<4\"}\n        message: m\n        remedy: r\n", "bad.yaml:6: version constraint"},
 		{"version on non-version", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: warn\n        when: {fact: agent.kind, version: \"< 4\"}\n        message: m\n        remedy: r\n", "not a version"},
 		{"two tests", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: warn\n        when: {fact: agent.kind, equals: a, one_of: [b]}\n        message: m\n        remedy: r\n", "one test per condition"},
-		{"template names unknown fact", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: info\n        message: hello {agent.versoin}\n", "bad.yaml:6: template names unknown fact {agent.versoin}"},
+		{"template names unknown fact", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: info\n        message: hello {agent.versoin}\n", "bad.yaml:5: template names unknown fact {agent.versoin}"},
 		{"block without remedy", "rules:\n  - id: x\n    title: t\n    cases:\n      - severity: block\n        message: m\n", "needs a remedy"},
 		{"bad id", "rules:\n  - id: Bad_ID\n    title: t\n    cases:\n      - severity: info\n        message: m\n", "bad.yaml:2: rule id"},
 		{"duplicate id", "rules:\n  - id: x\n    title: t\n    cases: [{severity: info, message: m}]\n  - id: x\n    title: t\n    cases: [{severity: info, message: m}]\n", "already defined at bad.yaml:2"},
@@ -45,7 +45,7 @@ func TestParseErrorsHaveFileAndLine(t *testing.T) {
 }
 
 func TestOperatorRuleFile(t *testing.T) {
-	rules, err := LoadRules(context.Background(), "testdata/rules/custom.yaml")
+	rules, err := Load(context.Background(), "testdata/rules/custom.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,10 +57,10 @@ func TestOperatorRuleFile(t *testing.T) {
 	// Redefining a default rule is refused, not silently merged.
 	dup := filepath.Join(t.TempDir(), "dup.yaml")
 	os.WriteFile(dup, []byte("rules:\n  - id: not-a-jvm\n    title: t\n    cases: [{severity: info, message: m}]\n"), 0o644)
-	if _, err := LoadRules(context.Background(), dup); err == nil || !strings.Contains(err.Error(), "already defined") {
+	if _, err := Load(context.Background(), dup); err == nil || !strings.Contains(err.Error(), "already defined") {
 		t.Errorf("duplicate of a default rule: %v", err)
 	}
-	if _, err := LoadRules(context.Background(), "testdata/rules/missing.yaml"); err == nil {
+	if _, err := Load(context.Background(), "testdata/rules/missing.yaml"); err == nil {
 		t.Error("missing rule file accepted")
 	}
 }

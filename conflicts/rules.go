@@ -2,31 +2,45 @@ package conflicts
 
 import (
 	"bytes"
-	"context"
-	"embed"
 	"fmt"
-	"io/fs"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
-	version "github.com/hashicorp/go-version"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/safeattach/safeattach/internal/safefile"
 )
+
+// Severity is how strongly a finding speaks.
+type Severity string
 
 // Severities, strongest first.
 const (
-	Block = "block"
-	Warn  = "warn"
-	Info  = "info"
+	Block Severity = "block"
+	Warn  Severity = "warn"
+	Info  Severity = "info"
 )
 
+func (s Severity) String() string { return string(s) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s), nil }
+
+// UnmarshalText accepts only the three severities.
+func (s *Severity) UnmarshalText(b []byte) error {
+	switch v := Severity(b); v {
+	case Block, Warn, Info:
+		*s = v
+		return nil
+	}
+	return fmt.Errorf("severity %q: want block, warn or info", b)
+}
+
 // Rule is one entry of the knowledge base: an ID and ordered cases, the
-// first whose condition holds decides the finding.
+// first whose condition holds decides the finding. Rule, Case and
+// Condition are plain data — what a rule file says, or what a program
+// builds — and only inputs to Compile, which checks them and returns the
+// immutable RuleSet that Evaluate applies.
 type Rule struct {
 	ID          string   `json:"id"`
 	Title       string   `json:"title"`
@@ -42,7 +56,7 @@ type Rule struct {
 }
 
 // Severity is the strongest severity any case of the rule can produce.
-func (r *Rule) Severity() string {
+func (r *Rule) Severity() Severity {
 	best := Info
 	for _, c := range r.Cases {
 		if rank(c.Severity) < rank(best) {
@@ -54,7 +68,7 @@ func (r *Rule) Severity() string {
 
 // Case is one outcome of a rule.
 type Case struct {
-	Severity string     `json:"severity"`
+	Severity Severity   `json:"severity"`
 	When     *Condition `json:"when,omitempty"`
 	Message  string     `json:"message"`
 	Remedy   string     `json:"remedy,omitempty"`
@@ -77,12 +91,9 @@ type Condition struct {
 	// assume the worst ("block when the unwinder is libunwind or unknown").
 	OrUnknown bool `json:"or_unknown,omitempty"`
 	Line      int  `json:"line"`
-
-	constraint version.Constraints
-	number     int
 }
 
-func rank(sev string) int {
+func rank(sev Severity) int {
 	switch sev {
 	case Block:
 		return 0
@@ -90,70 +101,6 @@ func rank(sev string) int {
 		return 1
 	}
 	return 2
-}
-
-//go:embed rules/*.yaml
-var embedded embed.FS
-
-// DefaultRules parses the embedded knowledge base.
-func DefaultRules() ([]*Rule, error) {
-	var all []*Rule
-	err := fs.WalkDir(embedded, "rules", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := embedded.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rules, err := ParseRules(p, data)
-		all = append(all, rules...)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return all, checkUnique(all)
-}
-
-// LoadRules reads the default rules plus operator rule files, rejecting
-// any file with an error and any duplicate rule ID. Each file is read
-// under ctx as hostile input: a FIFO, a device or a file over
-// MaxRuleFileSize is refused before it is read.
-func LoadRules(ctx context.Context, files ...string) ([]*Rule, error) {
-	defaultOnce.Do(loadDefaults)
-	if defaultErr != nil {
-		return nil, fmt.Errorf("embedded rules: %w", defaultErr)
-	}
-	rules := slices.Clone(defaultRules)
-	for _, f := range files {
-		rf, err := safefile.Read(ctx, f, MaxRuleFileSize, safefile.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("rule file: %w", err)
-		}
-		more, err := ParseRules(f, rf.Data)
-		if err != nil {
-			return nil, err
-		}
-		rules = append(rules, more...)
-	}
-	return rules, checkUnique(rules)
-}
-
-func checkUnique(rules []*Rule) error {
-	seen := map[string]string{}
-	for _, r := range rules {
-		if prev, dup := seen[r.ID]; dup {
-			file, line := r.Source, 0
-			if i := strings.LastIndexByte(r.Source, ':'); i > 0 {
-				file = r.Source[:i]
-				line, _ = strconv.Atoi(r.Source[i+1:])
-			}
-			return &ParseError{File: file, Line: line, Reason: fmt.Sprintf("rule %q is already defined at %s", r.ID, prev)}
-		}
-		seen[r.ID] = r.Source
-	}
-	return nil
 }
 
 // ParseError locates a problem in a rule file.
@@ -205,8 +152,15 @@ const (
 // unknown fact, a bad version constraint, a template naming an unknown
 // fact) is an error with the file and line: a typo never silently
 // disables a rule.
-func ParseRules(file string, data []byte) (rules []*Rule, err error) {
+func ParseRules(file string, data []byte) (rules []Rule, err error) {
 	p := &parser{file: file}
+	defer func() {
+		if err == nil {
+			// The meaning (facts, tests, constraints, templates) is
+			// checked where Go-built rules are checked too.
+			_, err = Compile(rules...)
+		}
+	}()
 	if len(data) > MaxRuleFileSize {
 		return nil, &ParseError{File: file, Line: 1, Reason: fmt.Sprintf("file larger than %d KiB", MaxRuleFileSize>>10)}
 	}
@@ -238,9 +192,9 @@ func ParseRules(file string, data []byte) (rules []*Rule, err error) {
 		if err != nil {
 			return nil, err
 		}
-		rules = append(rules, r)
+		rules = append(rules, *r)
 	}
-	return rules, checkUnique(rules)
+	return rules, nil
 }
 
 var yamlLineRe = regexp.MustCompile(`line ([0-9]+)`)
@@ -310,8 +264,6 @@ func (p *parser) strs(n *yaml.Node, what string) ([]string, error) {
 	return out, nil
 }
 
-var idRe = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
-
 func (p *parser) rule(n *yaml.Node) (*Rule, error) {
 	f, err := p.mapping(n, "id", "title", "description", "references", "hard", "cases")
 	if err != nil {
@@ -363,11 +315,12 @@ func (p *parser) ruleCase(n *yaml.Node) (*Case, error) {
 		return nil, err
 	}
 	c := &Case{Line: n.Line}
-	if c.Severity, err = p.str(f["severity"], "severity"); err != nil {
+	sev, err := p.str(f["severity"], "severity")
+	if err != nil {
 		return nil, err
 	}
-	if rank(c.Severity) == 2 && c.Severity != Info {
-		return nil, p.errf(f["severity"], "severity %q: want block, warn or info", c.Severity)
+	if err := c.Severity.UnmarshalText([]byte(sev)); err != nil {
+		return nil, p.errf(f["severity"], "%v", err)
 	}
 	if w := f["when"]; w != nil {
 		if c.When, err = p.condition(w, 0); err != nil {
@@ -377,38 +330,13 @@ func (p *parser) ruleCase(n *yaml.Node) (*Case, error) {
 	if c.Message, err = p.str(f["message"], "message"); err != nil {
 		return nil, err
 	}
-	if err := p.template(f["message"], c.Message); err != nil {
-		return nil, err
-	}
 	if r := f["remedy"]; r != nil {
 		if c.Remedy, err = p.str(r, "remedy"); err != nil {
 			return nil, err
 		}
-		if err := p.template(r, c.Remedy); err != nil {
-			return nil, err
-		}
-	} else if c.Severity != Info {
-		return nil, p.errf(n, "a %s case needs a remedy", c.Severity)
 	}
 	return c, nil
 }
-
-var placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
-
-// template checks that every {fact} placeholder names a known fact.
-func (p *parser) template(n *yaml.Node, s string) error {
-	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
-		name := strings.TrimSuffix(m[1], ".note")
-		if _, ok := lookupInfo(name); !ok {
-			return p.errf(n, "template names unknown fact {%s}", m[1])
-		}
-	}
-	return nil
-}
-
-var leafOps = []string{"equals", "equals_fact", "one_of", "contains", "present", "version", "above", "below"}
-
-const maxConditionDepth = 32
 
 func (p *parser) condition(n *yaml.Node, depth int) (*Condition, error) {
 	if err := p.spend(n); err != nil {
@@ -473,10 +401,6 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 	if c.Fact, err = p.str(fn, "fact"); err != nil {
 		return err
 	}
-	info, ok := lookupInfo(c.Fact)
-	if !ok {
-		return p.errf(fn, "unknown fact %q%s", c.Fact, suggest(c.Fact))
-	}
 	for _, op := range leafOps {
 		if f[op] == nil {
 			continue
@@ -491,11 +415,6 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 			if c.Args, err = p.strs(arg, op); err != nil {
 				return err
 			}
-		case "present":
-			if arg.Kind != yaml.ScalarNode || (arg.Value != "true" && arg.Value != "false") {
-				return p.errf(arg, "present: want true or false")
-			}
-			c.Args = []string{arg.Value}
 		default:
 			s, err := p.str(arg, op)
 			if err != nil {
@@ -503,33 +422,6 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 			}
 			c.Args = []string{s}
 		}
-		switch op {
-		case "version":
-			if info.Type != "version" {
-				return p.errf(arg, "version: fact %s is a %s, not a version", c.Fact, info.Type)
-			}
-			if err := c.compile(); err != nil {
-				return p.errf(arg, "version constraint %q: %v", c.Args[0], err)
-			}
-		case "above", "below":
-			if info.Type != "int" {
-				return p.errf(arg, "%s: fact %s is a %s, not a number", op, c.Fact, info.Type)
-			}
-			if err := c.compile(); err != nil {
-				return p.errf(arg, "%s: want a whole number", op)
-			}
-		case "equals_fact":
-			if _, ok := lookupInfo(c.Args[0]); !ok {
-				return p.errf(arg, "equals_fact: unknown fact %q%s", c.Args[0], suggest(c.Args[0]))
-			}
-		case "contains":
-			if info.Type != "list" && info.Type != "string" {
-				return p.errf(arg, "contains: fact %s is a %s", c.Fact, info.Type)
-			}
-		}
-	}
-	if c.Op == "" {
-		return p.errf(fn, "fact %s: want one test of %s", c.Fact, strings.Join(leafOps, ", "))
 	}
 	if ou := f["or_unknown"]; ou != nil {
 		if ou.Kind != yaml.ScalarNode || (ou.Value != "true" && ou.Value != "false") {
@@ -540,39 +432,10 @@ func (p *parser) leaf(c *Condition, fn *yaml.Node, f map[string]*yaml.Node) erro
 	return nil
 }
 
-// compile prepares a leaf's argument for evaluation (a parsed version
-// constraint or number). Parsing calls it; so does loading the generated
-// copy of the default rules.
-func (c *Condition) compile() error {
-	var err error
-	switch c.Op {
-	case "version":
-		c.constraint, err = parseConstraint(c.Args[0])
-	case "above", "below":
-		c.number, err = strconv.Atoi(c.Args[0])
-	}
-	return err
-}
-
-func compileAll(c *Condition) error {
-	if c == nil {
-		return nil
-	}
-	if err := c.compile(); err != nil {
-		return err
-	}
-	for _, sub := range append(append([]*Condition{}, c.All...), c.Any...) {
-		if err := compileAll(sub); err != nil {
-			return err
-		}
-	}
-	return compileAll(c.Not)
-}
-
 // suggest names the closest vocabulary entries for a misspelt fact.
 func suggest(name string) string {
-	names := make([]string, len(Vocabulary))
-	for i, f := range Vocabulary {
+	names := make([]string, len(factList))
+	for i, f := range factList {
 		names[i] = f.Name
 	}
 	if s := suggestAmong(name, names); s != "" {

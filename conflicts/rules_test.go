@@ -1,24 +1,150 @@
 package conflicts
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
 
-func TestDefaultRulesParse(t *testing.T) {
-	rules, err := DefaultRules()
-	if err != nil {
-		t.Fatal(err)
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// yamlRules parses rules/*.yaml, the source of the embedded rules.
+func yamlRules(t *testing.T) []Rule {
+	t.Helper()
+	files, _ := filepath.Glob("rules/*.yaml")
+	var all []Rule
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := ParseRules(filepath.ToSlash(f), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, rules...)
 	}
-	ids := map[string]bool{}
-	for _, r := range rules {
-		ids[r.ID] = true
+	return all
+}
+
+// TestGeneratedRulesMatchYAML keeps rules_gen.go (what the binary
+// carries) identical to rules/*.yaml: go generate ./conflicts.
+func TestGeneratedRulesMatchYAML(t *testing.T) {
+	a, _ := json.Marshal(yamlRules(t))
+	b, _ := json.Marshal(embeddedRules())
+	if !bytes.Equal(a, b) {
+		t.Fatal("rules_gen.go is out of date with rules/*.yaml: run go generate ./conflicts")
 	}
+}
+
+func TestDefaultRulesHaveTheStableIDs(t *testing.T) {
 	// The stable rule IDs (docs/rules.md): users and tests depend on them.
 	for _, id := range []string{"jemalloc-heap-profiler", "tcmalloc-heap-profiler", "not-a-jvm",
 		"attach-disabled", "sigquit-not-handled", "process-stopped",
 		"dynamic-agent-loading-disabled", "agent-arch-mismatch",
 		"agent-libc-mismatch", "profiler-already-loaded", "agent-untrusted",
 		"credentials-mismatch"} {
-		if !ids[id] {
+		if _, ok := Default().Rule(id); !ok {
 			t.Errorf("rule %s missing", id)
+		}
+	}
+}
+
+// TestRulesBuiltInGo: rules written as Go values and compiled evaluate
+// exactly as the same rules loaded from YAML — including a version
+// constraint under not:, which an uncompiled constraint used to let
+// through.
+func TestRulesBuiltInGo(t *testing.T) {
+	yaml := []byte(`rules:
+  - id: old-agent
+    title: Agent older than 4.0
+    cases:
+      - severity: block
+        when:
+          all:
+            - {fact: agent.kind, equals: async-profiler}
+            - not: {fact: agent.version, version: ">= 4.0"}
+        message: "{agent.description} is too old"
+        remedy: upgrade
+`)
+	parsed, err := ParseRules("inline.yaml", yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := []Rule{{
+		ID: "old-agent", Title: "Agent older than 4.0", Source: "inline.yaml:2",
+		Cases: []*Case{{
+			Severity: Block, Message: "{agent.description} is too old", Remedy: "upgrade", Line: 5,
+			When: &Condition{Line: 7, All: []*Condition{
+				{Line: 8, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+				{Line: 9, Not: &Condition{Line: 9, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}}},
+			}},
+		}},
+	}}
+	fromYAML, err := Compile(parsed...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromGo, err := Compile(built...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller's data is not shared: changing it changes nothing.
+	built[0].Cases[0].When.All[1].Not.Args[0] = ">= 0.1"
+	report := loadJSON[preflight.Report](t, "testdata/reports/plain-jdk17.json")
+	for _, v := range []string{"3.0", "3.0-2dba71f", "4.5"} {
+		agent := &preflight.Agent{Path: "/x.so", Exists: true, Regular: true, Kind: preflight.AgentAsyncProfiler, Version: v}
+		a := Evaluate(report, agent, Policy{Rules: fromYAML})
+		b := Evaluate(report, agent, Policy{Rules: fromGo})
+		blockedA, blockedB := contains(a.Blocking(), "old-agent"), contains(b.Blocking(), "old-agent")
+		if blockedA != blockedB {
+			t.Errorf("agent %s: YAML blocks %v, Go blocks %v", v, blockedA, blockedB)
+		}
+		if want := v != "4.5"; blockedA != want {
+			t.Errorf("agent %s: blocked %v, want %v", v, blockedA, want)
+		}
+	}
+	// A Go-built rule with a bad constraint or an unknown fact is
+	// rejected, not silently satisfied.
+	bad := built
+	bad[0].Cases[0].When.All[1].Not.Args[0] = "<<4"
+	if _, err := Compile(bad...); err == nil {
+		t.Error("a bad constraint compiled")
+	}
+	bad[0].Cases[0].When.All[1].Not = &Condition{Fact: "agent.versoin", Op: "version", Args: []string{"< 4"}}
+	if _, err := Compile(bad...); err == nil {
+		t.Error("an unknown fact compiled")
+	}
+}
+
+// BenchmarkDefaultRuleSet measures compiling the embedded rules, which
+// the first Evaluate of a process pays.
+func BenchmarkDefaultRuleSet(b *testing.B) {
+	b.ReportAllocs()
+	var d time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if _, err := Compile(embeddedRules()...); err != nil {
+			b.Fatal(err)
+		}
+		d += time.Since(start)
+	}
+}
+
+// BenchmarkParseDefaultYAML is what parsing the YAML at start-up would
+// cost instead.
+func BenchmarkParseDefaultYAML(b *testing.B) {
+	data, err := os.ReadFile("rules/default.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseRules("rules/default.yaml", data); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

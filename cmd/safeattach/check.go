@@ -51,11 +51,11 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 // policy loads the rule files and checks the acknowledgements: an --ack
 // of a hard rule or of no rule at all is a usage error, not a no-op.
 func (p *policyFlags) policy(ctx context.Context) (conflicts.Policy, error) {
-	rules, err := conflicts.LoadRules(ctx, p.rules...)
+	rules, err := conflicts.Load(ctx, p.rules...)
 	if err != nil {
 		return conflicts.Policy{}, err
 	}
-	if err := conflicts.CheckAcks(rules, p.acks); err != nil {
+	if err := rules.CheckAcks(p.acks); err != nil {
 		return conflicts.Policy{}, err
 	}
 	return conflicts.Policy{Rules: rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}, nil

@@ -22,36 +22,40 @@ func newRulesCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			if facts {
 				if asJSON {
-					return writeJSON(w, conflicts.Vocabulary)
+					return writeJSON(w, conflicts.Vocabulary())
 				}
-				for _, f := range conflicts.Vocabulary {
+				for _, f := range conflicts.Vocabulary() {
 					fmt.Fprintf(w, "%-40s %-8s %s\n", f.Name, f.Type, f.Description)
 				}
 				return nil
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), defaultInspectTimeout)
 			defer cancel()
-			rules, err := conflicts.LoadRules(ctx, files...)
+			set, err := conflicts.Load(ctx, files...)
 			if err != nil {
 				return err
 			}
 			if len(args) == 1 {
-				for _, r := range rules {
-					if r.ID == args[0] {
-						if asJSON {
-							return writeJSON(w, r)
-						}
-						explainRule(cmd, r)
-						return nil
-					}
+				r, ok := set.Rule(args[0])
+				if !ok {
+					return fmt.Errorf("no rule %q (safeattach rules lists them)", args[0])
 				}
-				return fmt.Errorf("no rule %q (safeattach rules lists them)", args[0])
+				if asJSON {
+					return writeJSON(w, r)
+				}
+				explainRule(cmd, &r)
+				return nil
 			}
+			rules := set.Rules()
 			if asJSON {
 				return writeJSON(w, rules)
 			}
 			for _, r := range rules {
-				fmt.Fprintf(w, "%-36s %-6s %s\n", r.ID, r.Severity(), r.Title)
+				hard := ""
+				if r.Hard {
+					hard = "hard"
+				}
+				fmt.Fprintf(w, "%-36s %-6s %-4s %s\n", r.ID, r.Severity(), hard, r.Title)
 			}
 			return nil
 		},
@@ -64,7 +68,11 @@ func newRulesCmd() *cobra.Command {
 
 func explainRule(cmd *cobra.Command, r *conflicts.Rule) {
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "%s  (%s, defined at %s)\n%s\n", r.ID, r.Severity(), r.Source, r.Title)
+	hard := ""
+	if r.Hard {
+		hard = ", hard: cannot be acknowledged"
+	}
+	fmt.Fprintf(w, "%s  (%s%s, defined at %s)\n%s\n", r.ID, r.Severity(), hard, r.Source, r.Title)
 	if r.Description != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(r.Description))
 	}

@@ -1,0 +1,320 @@
+package conflicts
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	version "github.com/hashicorp/go-version"
+)
+
+// RuleSet is a checked, compiled, immutable set of rules: every fact name,
+// test and template verified, every version constraint and number parsed
+// once. Make one with Compile, Load or Default; the zero value and nil are
+// not usable (Policy.Rules nil means Default()). A RuleSet is safe for
+// concurrent use and shares nothing with the Rule values it was built
+// from.
+type RuleSet struct {
+	rules []*compiledRule
+	byID  map[string]*compiledRule
+}
+
+// compiledRule is a rule ready to evaluate, with its source kept for
+// display.
+type compiledRule struct {
+	spec  Rule // a deep copy of the input, never handed out by reference
+	cases []compiledCase
+}
+
+type compiledCase struct {
+	severity        Severity
+	when            *cond // nil: always
+	message, remedy string
+}
+
+// cond is a compiled Condition.
+type cond struct {
+	all, any   []*cond
+	not        *cond
+	fact, op   string
+	args       []string
+	orUnknown  bool
+	constraint version.Constraints // op "version"
+	number     int                 // ops "above", "below"
+}
+
+var leafOps = []string{"equals", "equals_fact", "one_of", "contains", "present", "version", "above", "below"}
+
+const maxConditionDepth = 32
+
+// Compile checks and compiles rules into a RuleSet. Every problem — an
+// unknown fact, a test that does not suit the fact's type, a bad version
+// constraint, a template naming an unknown fact, a block without a
+// remedy, a duplicate ID — is an error naming the rule's source and line.
+func Compile(rules ...Rule) (*RuleSet, error) {
+	s := &RuleSet{byID: make(map[string]*compiledRule, len(rules))}
+	for i := range rules {
+		cr, err := compileRule(&rules[i])
+		if err != nil {
+			return nil, err
+		}
+		if prev, dup := s.byID[cr.spec.ID]; dup {
+			return nil, errAt(cr.spec.Source, 0, "rule %q is already defined at %s", cr.spec.ID, prev.spec.Source)
+		}
+		s.rules = append(s.rules, cr)
+		s.byID[cr.spec.ID] = cr
+	}
+	return s, nil
+}
+
+var idRe = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+
+func compileRule(r *Rule) (*compiledRule, error) {
+	src := r.Source
+	if src == "" {
+		src = "rule " + r.ID
+	}
+	switch {
+	case !idRe.MatchString(r.ID):
+		return nil, errAt(src, 0, "rule id %q: use lower-case words joined by '-'", r.ID)
+	case r.Title == "":
+		return nil, errAt(src, 0, "rule %s: no title", r.ID)
+	case len(r.Cases) == 0:
+		return nil, errAt(src, 0, "rule %s: want a non-empty 'cases:' list", r.ID)
+	}
+	cr := &compiledRule{spec: cloneRule(r)}
+	for _, c := range r.Cases {
+		if c == nil {
+			return nil, errAt(src, 0, "rule %s: a nil case", r.ID)
+		}
+		var sev Severity
+		if err := sev.UnmarshalText([]byte(c.Severity)); err != nil {
+			return nil, errAt(src, c.Line, "%v", err)
+		}
+		if c.Severity != Info && c.Remedy == "" {
+			return nil, errAt(src, c.Line, "a %s case needs a remedy", c.Severity)
+		}
+		for _, t := range []string{c.Message, c.Remedy} {
+			if err := checkTemplate(t); err != nil {
+				return nil, errAt(src, c.Line, "%v", err)
+			}
+		}
+		cc := compiledCase{severity: c.Severity, message: c.Message, remedy: c.Remedy}
+		if c.When != nil {
+			w, err := compileCond(src, c.When, 0)
+			if err != nil {
+				return nil, err
+			}
+			cc.when = w
+		}
+		cr.cases = append(cr.cases, cc)
+	}
+	return cr, nil
+}
+
+func compileCond(src string, c *Condition, depth int) (*cond, error) {
+	if depth > maxConditionDepth {
+		return nil, errAt(src, c.Line, "conditions nested deeper than %d", maxConditionDepth)
+	}
+	kinds := 0
+	out := &cond{}
+	for _, part := range []struct {
+		list []*Condition
+		dst  *[]*cond
+	}{{c.All, &out.all}, {c.Any, &out.any}} {
+		if part.list == nil {
+			continue
+		}
+		kinds++
+		if len(part.list) == 0 {
+			return nil, errAt(src, c.Line, "all/any: want a non-empty list of conditions")
+		}
+		for _, sub := range part.list {
+			if sub == nil {
+				return nil, errAt(src, c.Line, "a nil condition")
+			}
+			sc, err := compileCond(src, sub, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			*part.dst = append(*part.dst, sc)
+		}
+	}
+	if c.Not != nil {
+		kinds++
+		n, err := compileCond(src, c.Not, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		out.not = n
+	}
+	if c.Fact != "" {
+		kinds++
+		if err := compileLeaf(src, c, out); err != nil {
+			return nil, err
+		}
+	} else if c.Op != "" || c.OrUnknown {
+		return nil, errAt(src, c.Line, "%q needs a 'fact:' in the same condition", c.Op)
+	}
+	if kinds != 1 {
+		return nil, errAt(src, c.Line, "a condition is exactly one of all, any, not or fact (found %d)", kinds)
+	}
+	return out, nil
+}
+
+func compileLeaf(src string, c *Condition, out *cond) error {
+	info, ok := lookupInfo(c.Fact)
+	if !ok {
+		return errAt(src, c.Line, "unknown fact %q%s", c.Fact, suggest(c.Fact))
+	}
+	out.fact, out.op, out.args, out.orUnknown = c.Fact, c.Op, append([]string(nil), c.Args...), c.OrUnknown
+	known := false
+	for _, op := range leafOps {
+		known = known || op == c.Op
+	}
+	switch {
+	case c.Op == "":
+		return errAt(src, c.Line, "fact %s: want one test of %s", c.Fact, strings.Join(leafOps, ", "))
+	case !known:
+		return errAt(src, c.Line, "fact %s: unknown test %q (want one of %s)", c.Fact, c.Op, strings.Join(leafOps, ", "))
+	case c.Op != "one_of" && len(c.Args) != 1:
+		return errAt(src, c.Line, "%s: want exactly one argument", c.Op)
+	case c.Op == "one_of" && len(c.Args) == 0:
+		return errAt(src, c.Line, "one_of: want a non-empty list")
+	}
+	arg := ""
+	if len(c.Args) > 0 {
+		arg = c.Args[0]
+	}
+	var err error
+	switch c.Op {
+	case "present":
+		if arg != "true" && arg != "false" {
+			return errAt(src, c.Line, "present: want true or false")
+		}
+	case "version":
+		if info.Type != "version" {
+			return errAt(src, c.Line, "version: fact %s is a %s, not a version", c.Fact, info.Type)
+		}
+		if out.constraint, err = parseConstraint(arg); err != nil {
+			return errAt(src, c.Line, "version constraint %q: %v", arg, err)
+		}
+	case "above", "below":
+		if info.Type != "int" {
+			return errAt(src, c.Line, "%s: fact %s is a %s, not a number", c.Op, c.Fact, info.Type)
+		}
+		if out.number, err = strconv.Atoi(arg); err != nil {
+			return errAt(src, c.Line, "%s: want a whole number", c.Op)
+		}
+	case "equals_fact":
+		if _, ok := lookupInfo(arg); !ok {
+			return errAt(src, c.Line, "equals_fact: unknown fact %q%s", arg, suggest(arg))
+		}
+	case "contains":
+		if info.Type != "list" && info.Type != "string" {
+			return errAt(src, c.Line, "contains: fact %s is a %s", c.Fact, info.Type)
+		}
+	}
+	return nil
+}
+
+var placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
+
+// checkTemplate checks that every {fact} placeholder names a known fact.
+func checkTemplate(s string) error {
+	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
+		if _, ok := lookupInfo(strings.TrimSuffix(m[1], ".note")); !ok {
+			return fmt.Errorf("template names unknown fact {%s}", m[1])
+		}
+	}
+	return nil
+}
+
+// errAt makes a ParseError from a rule's "file:line" source and a line
+// within it (0: the rule's own line).
+func errAt(source string, line int, format string, args ...any) error {
+	file, ruleLine := source, 0
+	if i := strings.LastIndexByte(source, ':'); i > 0 {
+		if n, err := strconv.Atoi(source[i+1:]); err == nil {
+			file, ruleLine = source[:i], n
+		}
+	}
+	if line == 0 {
+		line = ruleLine
+	}
+	return &ParseError{File: file, Line: line, Reason: fmt.Sprintf(format, args...)}
+}
+
+// cloneRule deep-copies a rule, so that a RuleSet shares nothing with
+// its caller.
+func cloneRule(r *Rule) Rule {
+	c := *r
+	c.References = append([]string(nil), r.References...)
+	c.Cases = nil
+	for _, k := range r.Cases {
+		kc := *k
+		kc.When = cloneCondition(k.When)
+		c.Cases = append(c.Cases, &kc)
+	}
+	return c
+}
+
+func cloneCondition(c *Condition) *Condition {
+	if c == nil {
+		return nil
+	}
+	out := *c
+	out.Args = append([]string(nil), c.Args...)
+	out.Not = cloneCondition(c.Not)
+	out.All, out.Any = nil, nil
+	for _, s := range c.All {
+		out.All = append(out.All, cloneCondition(s))
+	}
+	for _, s := range c.Any {
+		out.Any = append(out.Any, cloneCondition(s))
+	}
+	return &out
+}
+
+// Rules returns copies of the rules in the set, in order.
+func (s *RuleSet) Rules() []Rule {
+	out := make([]Rule, len(s.rules))
+	for i, r := range s.rules {
+		out[i] = cloneRule(&r.spec)
+	}
+	return out
+}
+
+// Rule returns a copy of the rule with the given ID.
+func (s *RuleSet) Rule(id string) (Rule, bool) {
+	r, ok := s.byID[id]
+	if !ok {
+		return Rule{}, false
+	}
+	return cloneRule(&r.spec), true
+}
+
+// Len is the number of rules.
+func (s *RuleSet) Len() int { return len(s.rules) }
+
+// CheckAcks rejects acknowledgements that name no rule, or a hard rule:
+// an --ack that cannot take effect must not look as if it did.
+func (s *RuleSet) CheckAcks(acks []string) error {
+	ids := make([]string, 0, len(s.rules))
+	for _, r := range s.rules {
+		ids = append(ids, r.spec.ID)
+	}
+	for _, a := range acks {
+		r, ok := s.byID[a]
+		switch {
+		case a == RuleAgentDenylisted || a == RuleAgentNotAllowlisted || a == RuleNoReport:
+			return fmt.Errorf("--ack %s: the operator's own policy cannot be acknowledged away", a)
+		case !ok:
+			return fmt.Errorf("--ack %s: no such rule%s", a, suggestAmong(a, ids))
+		case r.spec.Hard:
+			return fmt.Errorf("--ack %s: this rule protects the target itself (%s) and cannot be acknowledged", a, strings.ToLower(r.spec.Title))
+		}
+	}
+	return nil
+}
