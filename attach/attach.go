@@ -166,7 +166,7 @@ func (c *call) finish(err error) {
 		Error: errString(err), DurationMS: d.Milliseconds(),
 	}
 	if c.report != nil {
-		rec.JVM = c.report.JVM.Kind + " " + c.report.JVM.Version
+		rec.JVM = string(c.report.JVM.Kind) + " " + c.report.JVM.Version
 	}
 	if c.agent != nil {
 		rec.Agent, rec.AgentSHA256, rec.AgentOptions = c.agent.Path, c.agent.SHA256, c.agent.Options

@@ -120,12 +120,12 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 			unknowns[u.Fact] = u.Reason
 		}
 	}
-	set := func(name string, v any, note string) { f[name] = Fact{Value: v, Note: note} }
+	set := func(name string, v any, note string) { f[name] = Fact{Value: factValue(v), Note: note} }
 	unknown := func(name, reason string) { f[name] = Fact{Unknown: reason} }
 	// maybe sets a string fact whose report value may be "unknown"
 	// (preflight.Unknown and preflight.ProfUnknown are the same word).
-	maybe := func(name, v, note, reason string) {
-		if v == preflight.Unknown {
+	maybe := func(name string, v fmt.Stringer, note, reason string) {
+		if v.String() == string(preflight.Unknown) {
 			unknown(name, reason)
 		} else {
 			set(name, v, note)
@@ -181,7 +181,7 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 		set("jemalloc.via", je.Via, "")
 		str("jemalloc.version", je.Version, "jemalloc.version")
 		set("jemalloc.prof_built", je.ProfBuilt, "")
-		maybe("jemalloc.unwinder", je.Unwinder, lastOr(je.Evidence, ""),
+		maybe("jemalloc.unwinder", plain(je.Unwinder), lastOr(je.Evidence, ""),
 			orDefault(unknowns["jemalloc.unwinder"], "which unwinder serves jemalloc's backtraces could not be determined"))
 		maybe("jemalloc.prof.state", je.Prof.State, profNote(je.Prof), je.Prof.Reason)
 	}
@@ -202,7 +202,7 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 
 	kinds, apPaths := []string{}, []string{}
 	for _, l := range r.Profilers {
-		if l.Kind == preflight.AgentAsyncProfiler {
+		if l.Kind == string(preflight.AgentAsyncProfiler) {
 			apPaths = append(apPaths, l.Path)
 		} else {
 			kinds = append(kinds, l.Kind)
@@ -267,7 +267,7 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 	// could not be read, the path decides, as the loader's name match would.
 	other, same := false, false
 	for _, l := range r.Profilers {
-		if l.Kind != preflight.AgentAsyncProfiler {
+		if l.Kind != string(preflight.AgentAsyncProfiler) {
 			continue
 		}
 		switch {
@@ -292,9 +292,9 @@ func describeAgent(a *preflight.Agent) string {
 	case a.Assumed:
 		return "(none given; assumed an affected async-profiler build)"
 	case a.Version != "":
-		return a.Kind + " " + a.Version
+		return string(a.Kind) + " " + a.Version
 	case a.Kind != "":
-		return a.Kind + " of unknown version"
+		return string(a.Kind) + " of unknown version"
 	}
 	return a.Path
 }
@@ -356,6 +356,20 @@ func lastOr(list []string, def string) string {
 }
 
 // display renders a fact value for messages and evidence.
+// factValue stores the report's named string types (preflight.Via,
+// JVMKind, ...) as plain strings, the type the tests compare against.
+func factValue(v any) any {
+	if s, ok := v.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return v
+}
+
+// plain makes a string a fmt.Stringer.
+type plain string
+
+func (p plain) String() string { return string(p) }
+
 func (f Fact) display() string {
 	if f.Unknown != "" {
 		return "unknown"

@@ -15,17 +15,35 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
+// Verdict is the judgement on the process as a whole.
+type Verdict string
+
 // Verdicts on the process as a whole.
 const (
 	// Hung: no thread makes progress: (almost) no CPU over the sample and
 	// every thread blocked.
-	Hung = "hung"
+	Hung Verdict = "hung"
 	// Busy: threads consume CPU; an unanswered request is slow, not stuck.
-	Busy = "busy"
+	Busy Verdict = "busy"
 	// Idle: little CPU but some threads are not blocked in the kernel
 	// (running or runnable between samples).
-	Idle = "idle"
+	Idle Verdict = "idle"
 )
+
+func (v Verdict) String() string { return string(v) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v), nil }
+
+// UnmarshalText accepts only hung, busy and idle.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	switch x := Verdict(b); x {
+	case Hung, Busy, Idle:
+		*v = x
+		return nil
+	}
+	return fmt.Errorf("verdict %q: want hung, busy or idle", b)
+}
 
 // Options tunes Diagnose. The zero value samples for one second.
 type Options struct {
@@ -42,9 +60,9 @@ type Options struct {
 
 // Report is a hang report.
 type Report struct {
-	PID     int    `json:"pid"`
-	Name    string `json:"name"`
-	Verdict string `json:"verdict"`
+	PID     int     `json:"pid"`
+	Name    string  `json:"name"`
+	Verdict Verdict `json:"verdict"`
 	// CPUTicks is the process's user+system time over SampleMillis, in
 	// clock ticks (USER_HZ, normally 100 per second per busy CPU).
 	CPUTicks     uint64        `json:"cpu_ticks"`

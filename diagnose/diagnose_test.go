@@ -98,9 +98,9 @@ func TestStuckAgent(t *testing.T) {
 func TestLiveIdleAndBusyJVMs(t *testing.T) {
 	for _, c := range []struct {
 		workers int
-		want    string
+		want    Verdict
 	}{{0, Idle}, {2, Busy}} {
-		t.Run(c.want, func(t *testing.T) {
+		t.Run(string(c.want), func(t *testing.T) {
 			t.Parallel()
 			p := testenv.StartJVM(t, testenv.JVMSpec{Workers: c.workers})
 			time.Sleep(time.Second) // past start-up

@@ -17,21 +17,24 @@ import (
 	"github.com/safeattach/safeattach/internal/safefile"
 )
 
+// AgentKind is what an agent library is.
+type AgentKind string
+
 // Agent kinds.
 const (
-	AgentAsyncProfiler = "async-profiler"
-	AgentDatadog       = "datadog-java-profiler"
-	AgentJVMTI         = "jvmti"
-	AgentNotAgent      = "not-an-agent"
+	AgentAsyncProfiler AgentKind = "async-profiler"
+	AgentDatadog       AgentKind = "datadog-java-profiler"
+	AgentJVMTI         AgentKind = "jvmti"
+	AgentNotAgent      AgentKind = "not-an-agent"
 )
 
 // Agent describes an agent library file, before it is loaded anywhere.
 type Agent struct {
-	Path     string `json:"path"`
-	RealPath string `json:"real_path,omitempty"`
-	Exists   bool   `json:"exists"`
-	Kind     string `json:"kind,omitempty"`
-	Version  string `json:"version,omitempty"`
+	Path     string    `json:"path"`
+	RealPath string    `json:"real_path,omitempty"`
+	Exists   bool      `json:"exists"`
+	Kind     AgentKind `json:"kind,omitempty"`
+	Version  string    `json:"version,omitempty"`
 	// VersionReason explains an empty Version.
 	VersionReason string   `json:"version_reason,omitempty"`
 	Machine       string   `json:"machine,omitempty"`
@@ -194,7 +197,7 @@ func describeReadError(err error) string {
 
 // classifyAgent names the kind of agent by its markers and, for
 // async-profiler, picks the version literal.
-func classifyAgent(info *elfx.Info) (kind, version, reason string, evidence []string) {
+func classifyAgent(info *elfx.Info) (kind AgentKind, version, reason string, evidence []string) {
 	switch {
 	case info.Defines(apJNIExport) || info.Defines(apC_API) || info.Needles[apServerText] != "":
 		kind = AgentAsyncProfiler

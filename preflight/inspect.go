@@ -141,7 +141,7 @@ func sigState(st *proc.Status, sig int) SignalState {
 func (in *inspection) inspectProcess() {
 	st, pr := in.status, &in.r.Process
 	pr.Name = st.Name
-	pr.State = proc.StateName(st.State)
+	pr.State = ProcessState(proc.StateName(st.State))
 	pr.TracerPID = st.TracerPid
 	if st.TracerPid != 0 && pr.State == StateSleeping {
 		// A traced process that is running between stops is still traced.
@@ -335,6 +335,6 @@ func (in *inspection) preloads() (env, file []string) {
 	return in.preloadEnv, in.preloadFile
 }
 
-func (in *inspection) addLibrary(role, kind string, l *mappedLib, version string) {
+func (in *inspection) addLibrary(role Role, kind string, l *mappedLib, version string) {
 	in.r.Libraries = append(in.r.Libraries, LoadedLibrary{Role: role, Kind: kind, Path: l.path, Version: version, Deleted: l.deleted})
 }

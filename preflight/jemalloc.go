@@ -75,7 +75,7 @@ func (in *inspection) inspectJemalloc() {
 	je.Present, je.Path = true, lib.path
 	if je.Via == "" {
 		je.Via = in.via(lib)
-		je.Evidence = append(je.Evidence, "maps "+lib.path+" (via "+je.Via+")")
+		je.Evidence = append(je.Evidence, "maps "+lib.path+" (via "+string(je.Via)+")")
 	}
 	for _, s := range info.Defined {
 		if p, ok := strings.CutSuffix(s.Name, "mallctl"); ok && len(p) < 16 {
@@ -121,7 +121,7 @@ func (in *inspection) jemallocUnwinder(lib *mappedLib, info *elfx.Info) {
 	}
 	env, file := in.preloads()
 	if in.envErr != nil {
-		je.Unwinder = Unknown
+		je.Unwinder = string(Unknown)
 		in.unknown("jemalloc.unwinder", "imports _Unwind_Backtrace, and LD_PRELOAD is unreadable: %v", in.envErr)
 		return
 	}
@@ -236,7 +236,7 @@ func (in *inspection) winningSymbol(name string, lib *mappedLib, info *elfx.Info
 // evalProfConf merges the sources' options, later overriding earlier. A
 // source that could not be read makes every option it might have set
 // unknown until a later readable source sets it.
-func evalProfConf(sources []ConfSource, built string) ProfConf {
+func evalProfConf(sources []ConfSource, built Tristate) ProfConf {
 	pc := ProfConf{Sources: sources, Options: map[string]string{}}
 	uncertain := map[string]string{}
 	for _, s := range sources {

@@ -51,7 +51,7 @@ func (in *inspection) inspectJVM() {
 		j.Kind = JVMOpenJ9
 		j.LibJVM = l.path
 		j.Evidence = append(j.Evidence, "maps "+l.path)
-		in.addLibrary(RoleJVM, JVMOpenJ9, l, "")
+		in.addLibrary(RoleJVM, string(JVMOpenJ9), l, "")
 	} else if l := in.findLib(func(b string) bool { return b == "libjvm.so" }); l != nil {
 		j.Kind = JVMHotSpot
 		j.LibJVM = l.path
@@ -65,7 +65,7 @@ func (in *inspection) inspectJVM() {
 	j.Home = in.javaHome(j.LibJVM)
 	in.jvmVersion()
 	if j.Kind == JVMHotSpot {
-		in.addLibrary(RoleJVM, JVMHotSpot, in.findLib(func(b string) bool { return b == "libjvm.so" }), j.Version)
+		in.addLibrary(RoleJVM, string(JVMHotSpot), in.findLib(func(b string) bool { return b == "libjvm.so" }), j.Version)
 	}
 	in.jvmFlags()
 	in.attachSocket()

@@ -12,8 +12,8 @@ var profilerNames = []struct {
 	prefix string
 	kind   string
 }{
-	{"libasyncProfiler", AgentAsyncProfiler},
-	{"libjavaProfiler", AgentDatadog},
+	{"libasyncProfiler", string(AgentAsyncProfiler)},
+	{"libjavaProfiler", string(AgentDatadog)},
 	{"libyjpagent", "yourkit"},
 	{"libjprofilerti", "jprofiler"},
 	{"liblagent", "honest-profiler"},
@@ -47,7 +47,7 @@ func (in *inspection) inspectLibraries() {
 			continue
 		}
 		version := ""
-		if kind == "" || kind == AgentAsyncProfiler || kind == AgentDatadog {
+		if kind == "" || kind == string(AgentAsyncProfiler) || kind == string(AgentDatadog) {
 			info, err := in.probe(l)
 			if err != nil {
 				if kind == "" {
@@ -57,7 +57,7 @@ func (in *inspection) inspectLibraries() {
 			} else {
 				k, v, _, _ := classifyAgent(info)
 				if k == AgentAsyncProfiler || k == AgentDatadog {
-					kind, version = k, v
+					kind, version = string(k), v
 				}
 			}
 		}
@@ -65,7 +65,7 @@ func (in *inspection) inspectLibraries() {
 			continue
 		}
 		lib := LoadedLibrary{Role: RoleProfiler, Kind: kind, Path: l.path, Version: version, Deleted: l.deleted}
-		if kind == AgentAsyncProfiler {
+		if kind == string(AgentAsyncProfiler) {
 			lib.Role = RoleAsyncProfiler
 			// Two copies of async-profiler in one JVM crash it, and the
 			// same bytes under another path are another copy to the

@@ -92,7 +92,7 @@ func TestLiveJemalloc(t *testing.T) {
 	cases := []struct {
 		name     string
 		env      []string
-		state    string
+		state    ProfState
 		unwinder string
 		option   string
 	}{
@@ -138,8 +138,8 @@ func TestLiveTcmalloc(t *testing.T) {
 	cases := []struct {
 		name          string
 		env           []string
-		flavor        string
-		heap          string
+		flavor        TcmallocFlavor
+		heap          Tristate
 		unwinder      string
 		heapProfileBy string
 	}{

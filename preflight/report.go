@@ -2,11 +2,14 @@ package preflight
 
 import "github.com/safeattach/safeattach/internal/proc"
 
+// Tristate is yes, no or unknown.
+type Tristate string
+
 // Tristate values for facts that can be unknown.
 const (
-	Yes     = "yes"
-	No      = "no"
-	Unknown = "unknown"
+	Yes     Tristate = "yes"
+	No      Tristate = "no"
+	Unknown Tristate = "unknown"
 )
 
 // Report is everything Inspect learned about one process.
@@ -48,36 +51,39 @@ type IDs struct {
 	FS        uint32 `json:"fs"`
 }
 
+// ProcessState is a process's scheduling state.
+type ProcessState string
+
 // Process states, from the State letter in /proc/<pid>/status.
 const (
-	StateRunning   = "running"
-	StateSleeping  = "sleeping"
-	StateDiskSleep = "disk-sleep"
-	StateStopped   = "stopped"
-	StateTraced    = "traced"
-	StateZombie    = "zombie"
-	StateDead      = "dead"
-	StateIdle      = "idle"
+	StateRunning   ProcessState = "running"
+	StateSleeping  ProcessState = "sleeping"
+	StateDiskSleep ProcessState = "disk-sleep"
+	StateStopped   ProcessState = "stopped"
+	StateTraced    ProcessState = "traced"
+	StateZombie    ProcessState = "zombie"
+	StateDead      ProcessState = "dead"
+	StateIdle      ProcessState = "idle"
 )
 
 // Process is the OS-level view of the target.
 type Process struct {
-	Name      string   `json:"name"`
-	Exe       string   `json:"exe,omitempty"`
-	Cmdline   []string `json:"cmdline,omitempty"`
-	State     string   `json:"state"`
-	TracerPID int      `json:"tracer_pid,omitempty"`
-	PPID      int      `json:"ppid"`
-	UID       IDs      `json:"uid"`
-	GID       IDs      `json:"gid"`
-	Threads   int      `json:"threads"`
+	Name      string       `json:"name"`
+	Exe       string       `json:"exe,omitempty"`
+	Cmdline   []string     `json:"cmdline,omitempty"`
+	State     ProcessState `json:"state"`
+	TracerPID int          `json:"tracer_pid,omitempty"`
+	PPID      int          `json:"ppid"`
+	UID       IDs          `json:"uid"`
+	GID       IDs          `json:"gid"`
+	Threads   int          `json:"threads"`
 	// StartTime (clock ticks after boot) pins this pid: a recycled pid has
 	// a different start time.
 	StartTime uint64 `json:"start_time"`
 	// NSPid is the pid inside the target's own pid namespace (what it
 	// calls itself, and what its attach files are named after).
 	NSPid              int              `json:"ns_pid"`
-	PIDNamespace       proc.NamespaceID `json:"pid_namespace"`
+	PIDNamespace       NamespaceID      `json:"pid_namespace"`
 	MountNamespace     proc.NamespaceID `json:"mount_namespace"`
 	SamePIDNamespace   bool             `json:"same_pid_namespace"`
 	SameMountNamespace bool             `json:"same_mount_namespace"`
@@ -107,18 +113,21 @@ type SignalState struct {
 	Blocked bool `json:"blocked"`
 }
 
+// JVMKind is the kind of Java VM in a process.
+type JVMKind string
+
 // JVM kinds.
 const (
-	JVMHotSpot = "hotspot"
-	JVMOpenJ9  = "openj9"
-	JVMNone    = "none"
+	JVMHotSpot JVMKind = "hotspot"
+	JVMOpenJ9  JVMKind = "openj9"
+	JVMNone    JVMKind = "none"
 )
 
 // JVM describes the Java VM in the target, if any.
 type JVM struct {
-	Kind          string `json:"kind"`
-	Version       string `json:"version,omitempty"`
-	VersionSource string `json:"version_source,omitempty"`
+	Kind          JVMKind `json:"kind"`
+	Version       string  `json:"version,omitempty"`
+	VersionSource string  `json:"version_source,omitempty"`
 	// Feature is the feature release (8, 11, 17, 21, 25...), 0 if unknown.
 	Feature int    `json:"feature,omitempty"`
 	Home    string `json:"home,omitempty"`
@@ -157,35 +166,46 @@ type AttachSocket struct {
 	Mode     uint32 `json:"mode,omitempty"`
 }
 
+// Via is how an allocator got into the process.
+type Via string
+
 // How an allocator got into the process.
 const (
-	ViaMapped         = "mapped"        // loaded as a dependency
-	ViaLDPreload      = "LD_PRELOAD"    // named in the environment
-	ViaLDSoPreload    = "ld.so.preload" // named in /etc/ld.so.preload
-	ViaStatic         = "static"        // linked into the executable
+	ViaMapped      Via = "mapped"        // loaded as a dependency
+	ViaLDPreload   Via = "LD_PRELOAD"    // named in the environment
+	ViaLDSoPreload Via = "ld.so.preload" // named in /etc/ld.so.preload
+	ViaStatic      Via = "static"        // linked into the executable
+)
+
+// Unwinders an allocator may capture stacks with. The set is open:
+// tcmalloc reports any TCMALLOC_STACKTRACE_METHOD value.
+const (
 	UnwinderLibunwind = "libunwind"
 	UnwinderLibgcc    = "libgcc"
 	UnwinderNone      = "none"
 )
 
+// ProfState is jemalloc's heap-profiling state.
+type ProfState string
+
 // Heap-profiling states.
 const (
-	ProfActive  = "active" // sampling now
-	ProfIdle    = "idle"   // compiled in and enabled, prof_active:false
-	ProfOff     = "off"
-	ProfUnknown = "unknown"
+	ProfActive  ProfState = "active" // sampling now
+	ProfIdle    ProfState = "idle"   // compiled in and enabled, prof_active:false
+	ProfOff     ProfState = "off"
+	ProfUnknown ProfState = "unknown"
 )
 
 // Jemalloc describes a process-wide jemalloc.
 type Jemalloc struct {
 	Present bool   `json:"present"`
-	Via     string `json:"via,omitempty"`
+	Via     Via    `json:"via,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Version string `json:"version,omitempty"`
 	// Prefix is the symbol prefix of a prefixed build ("je_", "_rjem_").
 	Prefix string `json:"prefix,omitempty"`
 	// ProfBuilt says whether heap profiling was compiled in.
-	ProfBuilt string `json:"prof_built,omitempty"`
+	ProfBuilt Tristate `json:"prof_built,omitempty"`
 	// Unwinder is what serves prof_backtrace: libunwind, libgcc or unknown.
 	Unwinder string   `json:"unwinder,omitempty"`
 	Prof     ProfConf `json:"prof"`
@@ -196,7 +216,7 @@ type Jemalloc struct {
 
 // ProfConf is jemalloc's effective profiling configuration.
 type ProfConf struct {
-	State string `json:"state"`
+	State ProfState `json:"state"`
 	// Options holds the effective value of each profiling option that any
 	// source set (prof, prof_active, lg_prof_sample, prof_prefix...).
 	Options map[string]string `json:"options,omitempty"`
@@ -214,23 +234,27 @@ type ConfSource struct {
 	Error string `json:"error,omitempty"`
 }
 
+// TcmallocFlavor tells gperftools' full tcmalloc from the minimal one.
+type TcmallocFlavor string
+
 // tcmalloc flavours.
 const (
-	TcmallocFull    = "full"
-	TcmallocMinimal = "minimal"
+	TcmallocFull    TcmallocFlavor = "full"
+	TcmallocMinimal TcmallocFlavor = "minimal"
+	TcmallocUnknown TcmallocFlavor = "unknown" // the library could not be read
 )
 
 // Tcmalloc describes gperftools' tcmalloc in the process.
 type Tcmalloc struct {
-	Present bool   `json:"present"`
-	Via     string `json:"via,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Flavor  string `json:"flavor,omitempty"`
-	Version string `json:"version,omitempty"`
+	Present bool           `json:"present"`
+	Via     Via            `json:"via,omitempty"`
+	Path    string         `json:"path,omitempty"`
+	Flavor  TcmallocFlavor `json:"flavor,omitempty"`
+	Version string         `json:"version,omitempty"`
 	// HeapProfiler is yes/no/unknown; HeapProfilerBy says what turned it on.
-	HeapProfiler   string   `json:"heap_profiler,omitempty"`
+	HeapProfiler   Tristate `json:"heap_profiler,omitempty"`
 	HeapProfilerBy []string `json:"heap_profiler_by,omitempty"`
-	CPUProfiler    string   `json:"cpu_profiler,omitempty"`
+	CPUProfiler    Tristate `json:"cpu_profiler,omitempty"`
 	Unwinder       string   `json:"unwinder,omitempty"`
 	Evidence       []string `json:"evidence,omitempty"`
 }
@@ -248,18 +272,21 @@ type Libunwind struct {
 	Evidence      []string `json:"evidence,omitempty"`
 }
 
+// Role is what an identified library does in the process.
+type Role string
+
 // Library roles.
 const (
-	RoleJVM           = "jvm"
-	RoleAllocator     = "allocator"
-	RoleUnwinder      = "unwinder"
-	RoleAsyncProfiler = "async-profiler"
-	RoleProfiler      = "profiler"
+	RoleJVM           Role = "jvm"
+	RoleAllocator     Role = "allocator"
+	RoleUnwinder      Role = "unwinder"
+	RoleAsyncProfiler Role = "async-profiler"
+	RoleProfiler      Role = "profiler"
 )
 
 // LoadedLibrary is an identified library mapped in the target.
 type LoadedLibrary struct {
-	Role    string `json:"role"`
+	Role    Role   `json:"role"`
 	Kind    string `json:"kind"` // "async-profiler", "jemalloc", "yourkit", ...
 	Path    string `json:"path"`
 	Version string `json:"version,omitempty"`

@@ -44,7 +44,7 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 	info, err := in.probe(l)
 	if err != nil {
 		in.unknown("tcmalloc.flavor", "%s: %v", l.path, err)
-		t.Flavor = Unknown
+		t.Flavor = TcmallocUnknown
 	} else {
 		if s := info.Needles["gperftools "]; s != "" {
 			t.Version = strings.TrimSpace(strings.TrimPrefix(s[strings.Index(s, "gperftools "):], "gperftools "))
@@ -64,7 +64,7 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 		}
 		t.Unwinder = UnwinderNone
 		if t.Flavor == TcmallocFull {
-			t.Unwinder = Unknown
+			t.Unwinder = string(Unknown)
 			if linksUnwind {
 				t.Unwinder = UnwinderLibunwind
 			}
@@ -162,7 +162,7 @@ func readDirCapped(dir string, max int) ([]string, error) {
 }
 
 // via says how a mapped library got into the process.
-func (in *inspection) via(l *mappedLib) string {
+func (in *inspection) via(l *mappedLib) Via {
 	env, file := in.preloads()
 	base := filepath.Base(l.path)
 	for _, p := range env {

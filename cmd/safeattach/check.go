@@ -26,8 +26,8 @@ type checkOutput struct {
 }
 
 type checkJVM struct {
-	Kind    string `json:"kind"`
-	Version string `json:"version,omitempty"`
+	Kind    preflight.JVMKind `json:"kind"`
+	Version string            `json:"version,omitempty"`
 }
 
 type policyFlags struct {

@@ -48,7 +48,7 @@ func newDiagnoseCmd() *cobra.Command {
 // printHangReport prints the conclusion first, then locks shared by
 // several threads, then each thread that is not simply idle-waiting.
 func printHangReport(w io.Writer, r *diagnose.Report) {
-	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(r.Verdict))
+	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(string(r.Verdict)))
 	fmt.Fprintf(w, "  %s\n", r.Conclusion)
 	var parts []string
 	for _, s := range r.Summary {

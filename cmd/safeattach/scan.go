@@ -15,15 +15,15 @@ import (
 
 // scanEntry is one JVM in `scan --json`.
 type scanEntry struct {
-	PID       int      `json:"pid"`
-	NSPid     int      `json:"ns_pid"`
-	User      string   `json:"user"`
-	Kind      string   `json:"kind"`
-	Version   string   `json:"version,omitempty"`
-	Main      string   `json:"main,omitempty"`
-	Container bool     `json:"container"`
-	Verdict   string   `json:"verdict"` // allowed, warn, refused
-	Rules     []string `json:"rules,omitempty"`
+	PID       int               `json:"pid"`
+	NSPid     int               `json:"ns_pid"`
+	User      string            `json:"user"`
+	Kind      preflight.JVMKind `json:"kind"`
+	Version   string            `json:"version,omitempty"`
+	Main      string            `json:"main,omitempty"`
+	Container bool              `json:"container"`
+	Verdict   string            `json:"verdict"` // allowed, warn, refused
+	Rules     []string          `json:"rules,omitempty"`
 }
 
 type scanOutput struct {

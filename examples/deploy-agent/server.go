@@ -143,7 +143,7 @@ func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
 		v := conflicts.Evaluate(rep, agent, conflicts.Policy{})
 		out = append(out, jvmSummary{
 			PID: rep.PID, NSPid: rep.Process.NSPid, UID: rep.Process.UID.Effective,
-			Kind: rep.JVM.Kind, Version: rep.JVM.Version, Main: rep.JVM.MainClass,
+			Kind: string(rep.JVM.Kind), Version: rep.JVM.Version, Main: rep.JVM.MainClass,
 			Allowed: v.Allowed, Rules: v.Blocking(),
 		})
 	}
