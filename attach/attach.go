@@ -76,7 +76,7 @@ func (c *call) deadlineError(ctx context.Context, step string, err error) error 
 
 // judge inspects and evaluates; a refusal returns *RefusedError.
 func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
-	policy, err := c.opts.policy(ctx)
+	policy, err := c.opts.Policy(ctx)
 	if err != nil {
 		return c.deadlineError(ctx, "reading the rules", err)
 	}
@@ -137,23 +137,10 @@ func (c *call) target() (*hotspot.Target, error) {
 
 // finish logs and audits the outcome.
 func (c *call) finish(err error) {
-	outcome := "ok"
-	var refused *RefusedError
-	var hang *HangError
-	switch {
-	case err == nil:
-	case errors.As(err, &refused):
-		outcome = "refused"
-	case errors.As(err, &hang):
-		outcome = "hung"
-	case isAgentError(err):
-		outcome = "failed"
-	default:
-		outcome = "error"
-	}
+	outcome := OutcomeOf(err)
 	d := time.Since(c.start)
 	level := slog.LevelInfo
-	if err != nil && outcome != "refused" {
+	if err != nil && outcome != OutcomeRefused {
 		level = slog.LevelError
 	}
 	c.log.Log(context.Background(), level, "safeattach: "+c.op, "pid", c.pid, "outcome", outcome, "duration", d, "error", errString(err))
@@ -178,16 +165,13 @@ func (c *call) finish(err error) {
 			rec.Verdict = "allowed-with-warnings"
 		}
 	}
-	if !c.verdict.Allowed {
+	switch {
+	case c.report == nil:
+		rec.Verdict = "none" // ended before the judgement
+	case !c.verdict.Allowed:
 		rec.Verdict = "refused"
 	}
 	c.opts.Audit(rec)
-}
-
-func isAgentError(err error) bool {
-	var ae *hotspot.AgentError
-	var ce *hotspot.CommandError
-	return errors.As(err, &ae) || errors.As(err, &ce)
 }
 
 func errString(err error) string {

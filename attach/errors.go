@@ -38,7 +38,8 @@ func (e *RefusedError) Error() string {
 func (e *RefusedError) Unwrap() error { return ErrRefused }
 
 // HangError is a target that stopped answering during or after an attach.
-// It unwraps to hotspot.ErrTimeout.
+// It unwraps to hotspot.ErrTimeout and to the error of the step that
+// waited.
 type HangError struct {
 	PID int
 	// Step is what was waited for: "load", "health check", "jcmd"...
@@ -55,4 +56,4 @@ func (e *HangError) Error() string {
 	return s
 }
 
-func (e *HangError) Unwrap() error { return hotspot.ErrTimeout }
+func (e *HangError) Unwrap() []error { return []error{hotspot.ErrTimeout, e.Err} }

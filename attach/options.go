@@ -54,7 +54,10 @@ type Options struct {
 // acknowledgement of a hard rule or of no rule, a bad duration).
 var ErrInvalidOptions = errors.New("invalid options")
 
-func (o Options) policy(ctx context.Context) (conflicts.Policy, error) {
+// Policy loads the rule files under ctx and checks the acknowledgements,
+// giving the conflicts.Policy these options stand for: what a caller that
+// evaluates many reports itself (a scan) needs.
+func (o Options) Policy(ctx context.Context) (conflicts.Policy, error) {
 	rules, err := conflicts.Load(ctx, o.RuleFiles...)
 	if err != nil {
 		return conflicts.Policy{}, err
@@ -98,11 +101,11 @@ type AuditRecord struct {
 	Agent        string    `json:"agent,omitempty"`
 	AgentSHA256  string    `json:"agent_sha256,omitempty"`
 	AgentOptions string    `json:"agent_options,omitempty"`
-	Verdict      string    `json:"verdict"` // allowed, allowed-with-warnings, refused
+	Verdict      string    `json:"verdict"` // allowed, allowed-with-warnings, refused, none
 	Allowed      bool      `json:"allowed"`
 	Rules        []string  `json:"rules,omitempty"` // IDs of block and warn findings
 	Acks         []string  `json:"acks,omitempty"`
-	Outcome      string    `json:"outcome"` // ok, refused, failed, hung, error
+	Outcome      Outcome   `json:"outcome"`
 	Error        string    `json:"error,omitempty"`
 	DurationMS   int64     `json:"duration_ms"`
 }

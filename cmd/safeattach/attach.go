@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/spf13/cobra"
 )
 
@@ -54,23 +52,25 @@ func currentUser() string {
 	return fmt.Sprintf("uid %d", os.Geteuid())
 }
 
-// attachError maps a library error to the CLI's exit code, printing the
+// attachError maps a library error to the CLI's exit code through
+// attach.OutcomeOf (the audit record's classification too), printing the
 // refusal or the hang report first.
 func attachError(w io.Writer, err error, asJSON bool) error {
 	var refused *attach.RefusedError
 	var hang *attach.HangError
-	switch {
-	case errors.As(err, &refused) && refused.Reason != "":
-		return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
-	case errors.As(err, &refused):
+	switch attach.OutcomeOf(err) {
+	case attach.OutcomeRefused:
+		if !errors.As(err, &refused) || refused.Reason != "" {
+			return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
+		}
 		if asJSON {
 			_ = writeJSON(w, refused.Verdict)
 		} else {
 			printFindings(w, refused.Verdict.Findings)
 		}
 		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Blocking(), ", ")))
-	case errors.As(err, &hang):
-		if hang.Report != nil {
+	case attach.OutcomeTimedOut:
+		if errors.As(err, &hang) && hang.Report != nil {
 			if asJSON {
 				_ = writeJSON(w, hang.Report)
 			} else {
@@ -78,21 +78,10 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 			}
 		}
 		return withCode(exitTimedOut, err)
-	case errors.Is(err, hotspot.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return withCode(exitTimedOut, err)
-	case isAttachFailure(err):
+	case attach.OutcomeFailed:
 		return withCode(exitFailed, err)
 	}
 	return err
-}
-
-func isAttachFailure(err error) bool {
-	var ae *hotspot.AgentError
-	var ce *hotspot.CommandError
-	return errors.As(err, &ae) || errors.As(err, &ce) ||
-		errors.Is(err, hotspot.ErrTargetExited) || errors.Is(err, hotspot.ErrNoListener) ||
-		errors.Is(err, hotspot.ErrUntrustedSocket) || errors.Is(err, hotspot.ErrConnectionClosed) ||
-		errors.Is(err, hotspot.ErrRequestTooLong) || errors.Is(err, hotspot.ErrUnsafeSignal)
 }
 
 func newLoadCmd() *cobra.Command {

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/spf13/cobra"
@@ -37,7 +37,8 @@ type policyFlags struct {
 	strict  bool
 	allow   []string
 	deny    []string
-	options string
+	// agentOptions are the options the agent will get (check only).
+	agentOptions string
 }
 
 func (p *policyFlags) register(cmd *cobra.Command) {
@@ -48,17 +49,9 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&p.deny, "deny-agent", nil, "refuse agents with this path or SHA-256 (repeatable)")
 }
 
-// policy loads the rule files and checks the acknowledgements: an --ack
-// of a hard rule or of no rule at all is a usage error, not a no-op.
-func (p *policyFlags) policy(ctx context.Context) (conflicts.Policy, error) {
-	rules, err := conflicts.Load(ctx, p.rules...)
-	if err != nil {
-		return conflicts.Policy{}, err
-	}
-	if err := rules.CheckAcks(p.acks); err != nil {
-		return conflicts.Policy{}, err
-	}
-	return conflicts.Policy{Rules: rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}, nil
+// options are the policy flags as the library's options.
+func (p *policyFlags) options() attach.Options {
+	return attach.Options{Timeout: p.timeout, RuleFiles: p.rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}
 }
 
 func newCheckCmd() *cobra.Command {
@@ -79,22 +72,11 @@ func newCheckCmd() *cobra.Command {
 			if err := checkTimeout("--timeout", pf.timeout); err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), pf.timeout)
-			defer cancel()
-			policy, err := pf.policy(ctx)
+			res, err := attach.Check(cmd.Context(), pid, agentPath, pf.agentOptions, pf.options())
 			if err != nil {
-				return inspectError(ctx, err)
+				return inspectError(err)
 			}
-			agent, err := resolveAgent(ctx, agentPath)
-			if err != nil {
-				return inspectError(ctx, err)
-			}
-			agent.Options = pf.options
-			report, err := preflight.Inspect(ctx, pid, preflight.Options{})
-			if err != nil {
-				return inspectError(ctx, err)
-			}
-			v := conflicts.Evaluate(report, agent, policy)
+			report, agent, v := res.Report, res.Agent, res.Verdict
 			out := checkOutput{
 				PID: pid, Allowed: v.Allowed, Findings: v.Findings, Acknowledged: v.Acknowledged,
 				JVM:       checkJVM{Kind: report.JVM.Kind, Version: report.JVM.Version},
@@ -117,26 +99,11 @@ func newCheckCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent library to judge (default: the installed async-profiler, else the worst plausible agent)")
-	cmd.Flags().StringVar(&pf.options, "agent-options", "", "the options the agent will get (e.g. start,event=alloc): some hazards depend on them")
+	cmd.Flags().StringVar(&pf.agentOptions, "agent-options", "", "the options the agent will get (e.g. start,event=alloc): some hazards depend on them")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verdict as JSON")
 	cmd.Flags().DurationVar(&pf.timeout, "timeout", defaultInspectTimeout, "deadline for reading the rules, the agent and the process")
 	pf.register(cmd)
 	return cmd
-}
-
-// resolveAgent inspects the given agent, else the installed
-// async-profiler, else stands in the worst plausible agent.
-func resolveAgent(ctx context.Context, path string) (*preflight.Agent, error) {
-	if path == "" {
-		found, searched := preflight.FindAsyncProfiler()
-		if found == "" {
-			a := conflicts.AssumedAgent()
-			a.Evidence = append(a.Evidence, "searched "+strings.Join(searched, ", "))
-			return a, nil
-		}
-		path = found
-	}
-	return preflight.InspectAgent(ctx, path)
 }
 
 func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v conflicts.Verdict) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/safeattach/safeattach/attach"
 )
 
 // Exit codes (README, "CLI"; each row has its test): scripts and CI gate
@@ -51,8 +53,8 @@ func checkTimeout(flag string, d time.Duration) error {
 
 // inspectError gives an error from a read-only step its exit code: the
 // deadline passing is 4, like any other step.
-func inspectError(ctx context.Context, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
+func inspectError(err error) error {
+	if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
 		return withCode(exitTimedOut, fmt.Errorf("deadline reached: %w", err))
 	}
 	return err

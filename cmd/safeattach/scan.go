@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/spf13/cobra"
@@ -50,17 +51,17 @@ func newScanCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), pf.timeout)
 			defer cancel()
-			policy, err := pf.policy(ctx)
+			policy, err := pf.options().Policy(ctx)
 			if err != nil {
-				return inspectError(ctx, err)
+				return inspectError(err)
 			}
-			agent, err := resolveAgent(ctx, agentPath)
+			agent, err := attach.FindAgent(ctx, agentPath)
 			if err != nil {
-				return inspectError(ctx, err)
+				return inspectError(err)
 			}
 			res, err := preflight.Scan(ctx, preflight.Options{})
 			if err != nil {
-				return inspectError(ctx, err)
+				return inspectError(err)
 			}
 			out := scanOutput{Agent: agent, Processes: res.Processes, NotJVM: res.NotJVM, Unreadable: res.Unreadable, JVMs: []scanEntry{}}
 			for _, r := range res.JVMs {

@@ -118,13 +118,7 @@ type jvmSummary struct {
 }
 
 func (s *server) agent(ctx context.Context) (*preflight.Agent, error) {
-	lib := s.cfg.Lib
-	if lib == "" {
-		if lib, _ = preflight.FindAsyncProfiler(); lib == "" {
-			return conflicts.AssumedAgent(), nil
-		}
-	}
-	return preflight.InspectAgent(ctx, lib)
+	return attach.FindAgent(ctx, s.cfg.Lib)
 }
 
 func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {

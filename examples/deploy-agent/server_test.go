@@ -115,7 +115,7 @@ func TestDeployAgentAPI(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
-		outcomes = append(outcomes, rec.Verdict+"/"+rec.Outcome)
+		outcomes = append(outcomes, rec.Verdict+"/"+string(rec.Outcome))
 		if rec.PID != risky.PID || !strings.HasPrefix(rec.Caller, "127.0.0.1:") || len(rec.AgentSHA256) != 64 {
 			t.Errorf("audit record %s", sc.Text())
 		}

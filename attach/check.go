@@ -1,0 +1,61 @@
+package attach
+
+import (
+	"context"
+	"strings"
+
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// FindAgent describes the agent a call is about: the library at path;
+// with no path, the installed async-profiler ($ASYNC_PROFILER_HOME, asprof
+// on PATH, the usual install locations); with none installed, the worst
+// plausible agent (conflicts.AssumedAgent), whose evidence says what was
+// searched. Only a path that cannot be read at all under ctx is an error;
+// a missing or unusable file is described for the rules to refuse.
+func FindAgent(ctx context.Context, path string) (*preflight.Agent, error) {
+	if path == "" {
+		found, searched := preflight.FindAsyncProfiler()
+		if found == "" {
+			a := conflicts.AssumedAgent()
+			a.Evidence = append(a.Evidence, "searched "+strings.Join(searched, ", "))
+			return a, nil
+		}
+		path = found
+	}
+	return preflight.InspectAgent(ctx, path)
+}
+
+// CheckResult is a dry run's judgement.
+type CheckResult struct {
+	Report  *preflight.Report `json:"report"`
+	Agent   *preflight.Agent  `json:"agent"`
+	Verdict conflicts.Verdict `json:"verdict"`
+}
+
+// Check is Load without the load: it finds and reads the agent
+// (FindAgent; agentPath may be empty), inspects pid and evaluates the
+// rules under opts, and returns the verdict. Nothing is sent to the
+// target. A refusal is not an error here: it is in Verdict.
+func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Options) (*CheckResult, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
+	defer cancel()
+	policy, err := opts.Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	agent, err := FindAgent(ctx, agentPath)
+	if err != nil {
+		return nil, err
+	}
+	agent.Options = agentOptions
+	report, err := preflight.Inspect(ctx, pid, preflight.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}, nil
+}

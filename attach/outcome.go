@@ -1,0 +1,50 @@
+package attach
+
+import (
+	"context"
+	"errors"
+
+	"github.com/safeattach/safeattach/attach/hotspot"
+)
+
+// Outcome classifies how a call ended. The CLI's exit codes, the audit
+// record and the examples all take it from OutcomeOf, so they cannot
+// disagree about what an error means.
+type Outcome string
+
+// Outcomes, with the CLI's exit code for each.
+const (
+	OutcomeOK          Outcome = "ok"          // 0
+	OutcomeInvalid     Outcome = "invalid"     // 1: the call's own options or inputs are unusable
+	OutcomeError       Outcome = "error"       // 1: anything not classified below
+	OutcomeRefused     Outcome = "refused"     // 2: refused before anything was sent
+	OutcomeFailed      Outcome = "failed"      // 3: the attach or the agent failed, or the JVM exited during it
+	OutcomeTimedOut    Outcome = "timed-out"   // 4: the deadline passed (a hang report when one could be made)
+	OutcomeInterrupted Outcome = "interrupted" // the caller cancelled the call
+)
+
+func (o Outcome) String() string { return string(o) }
+
+// OutcomeOf classifies an error returned by Load, Jcmd, Profile or Check.
+func OutcomeOf(err error) Outcome {
+	var ae *hotspot.AgentError
+	var ce *hotspot.CommandError
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.Is(err, ErrRefused):
+		return OutcomeRefused
+	case errors.Is(err, ErrInvalidOptions):
+		return OutcomeInvalid
+	case errors.Is(err, context.Canceled):
+		return OutcomeInterrupted
+	case errors.Is(err, hotspot.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return OutcomeTimedOut
+	case errors.As(err, &ae), errors.As(err, &ce),
+		errors.Is(err, hotspot.ErrTargetExited), errors.Is(err, hotspot.ErrNoListener),
+		errors.Is(err, hotspot.ErrUntrustedSocket), errors.Is(err, hotspot.ErrConnectionClosed),
+		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrUnsafeSignal):
+		return OutcomeFailed
+	}
+	return OutcomeError
+}
