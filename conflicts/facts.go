@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -170,8 +171,13 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 		s := j.AttachSocket
 		set("jvm.attach_socket.exists", s.Exists, s.Path)
 		if s.Exists {
-			trusted := s.IsSocket && (s.UID == p.UID.Effective || s.UID == 0) && s.Mode&0o077 == 0
-			set("jvm.attach_socket.trusted", trusted, fmt.Sprintf("%s socket=%v uid=%d mode=%04o", s.Path, s.IsSocket, s.UID, s.Mode))
+			// The protocol's own trust check, applied to the report.
+			note := fmt.Sprintf("%s socket=%v uid=%d mode=%04o", s.Path, s.IsSocket, s.UID, s.Mode)
+			err := proc.CheckAttachSocket(s.IsSocket, s.UID, s.Mode, p.UID.Effective)
+			if err != nil {
+				note += ": " + err.Error()
+			}
+			set("jvm.attach_socket.trusted", err == nil, note)
 		}
 	}
 

@@ -3,6 +3,7 @@ package preflight
 import (
 	"bufio"
 	"fmt"
+	"github.com/safeattach/safeattach/internal/proc"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,13 +47,16 @@ const maxJavaHomeDepth = 5
 func (in *inspection) inspectJVM() {
 	j := &in.r.JVM
 	j.Kind = JVMNone
-	if l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libj9vm") }); l != nil {
+	isKind := func(kind string) func(string) bool {
+		return func(b string) bool { return proc.JVMLibraryKind(b) == kind }
+	}
+	if l := in.findLib(isKind(proc.JVMOpenJ9)); l != nil {
 		// OpenJ9 also maps a libjvm.so redirector; libj9vm decides.
 		j.Kind = JVMOpenJ9
 		j.LibJVM = l.path
 		j.Evidence = append(j.Evidence, "maps "+l.path)
 		in.addLibrary(RoleJVM, string(JVMOpenJ9), l, "")
-	} else if l := in.findLib(func(b string) bool { return b == "libjvm.so" }); l != nil {
+	} else if l := in.findLib(isKind(proc.JVMHotSpot)); l != nil {
 		j.Kind = JVMHotSpot
 		j.LibJVM = l.path
 		j.Evidence = append(j.Evidence, "maps "+l.path)
@@ -65,7 +69,7 @@ func (in *inspection) inspectJVM() {
 	j.Home = in.javaHome(j.LibJVM)
 	in.jvmVersion()
 	if j.Kind == JVMHotSpot {
-		in.addLibrary(RoleJVM, string(JVMHotSpot), in.findLib(func(b string) bool { return b == "libjvm.so" }), j.Version)
+		in.addLibrary(RoleJVM, string(JVMHotSpot), in.findLib(isKind(proc.JVMHotSpot)), j.Version)
 	}
 	in.jvmFlags()
 	in.attachSocket()
@@ -232,4 +236,7 @@ func (in *inspection) attachSocket() {
 	j.AttachSocket.IsSocket = st.Mode&syscall.S_IFMT == syscall.S_IFSOCK
 	j.AttachSocket.UID, j.AttachSocket.GID = st.Uid, st.Gid
 	j.AttachSocket.Mode = st.Mode & 0o7777
+	if err := proc.CheckAttachSocket(j.AttachSocket.IsSocket, st.Uid, st.Mode, in.r.Process.UID.Effective); err != nil {
+		j.AttachSocket.Distrust = err.Error()
+	}
 }

@@ -164,6 +164,9 @@ type AttachSocket struct {
 	UID      uint32 `json:"uid,omitempty"`
 	GID      uint32 `json:"gid,omitempty"`
 	Mode     uint32 `json:"mode,omitempty"`
+	// Distrust says why an existing socket is not one the JVM would have
+	// created (empty when it is trustworthy).
+	Distrust string `json:"distrust,omitempty"`
 }
 
 // Via is how an allocator got into the process.

@@ -1,7 +1,6 @@
 package preflight
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -85,20 +84,10 @@ func Scan(ctx context.Context, opts Options) (*ScanResult, error) {
 	return res, nil
 }
 
-var (
-	libjvmSuffix = []byte("/libjvm.so")
-	libj9vmMark  = []byte("/libj9vm")
-)
-
 // scanOne classifies a process by its maps, then inspects a JVM fully.
 func scanOne(ctx context.Context, fsys proc.FS, pid int, opts Options) (*Report, bool, error) {
-	isJVM := false
-	err := fsys.Proc(pid).WalkMaps(func(path []byte) bool {
-		return bytes.HasSuffix(path, libjvmSuffix) || bytes.Contains(path, libj9vmMark)
-	}, func(*proc.Mapping) error {
-		isJVM = true
-		return proc.ErrStop
-	})
+	kind, _, err := fsys.Proc(pid).JVMKind()
+	isJVM := kind != ""
 	switch {
 	case err != nil && errors.Is(err, fs.ErrNotExist):
 		return nil, false, nil // exited meanwhile: nothing to report

@@ -11,14 +11,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/proc"
 )
 
 // maxSunPath is sizeof(sun_path) minus the terminating NUL on Linux.
 const maxSunPath = 107
 
-// checkSocket trusts the socket file only if it is a socket owned by the
-// JVM's user (or root) with no group or other permission bits, which is
-// how every JDK creates it (docs/safety.md, invariant 3).
+// checkSocket trusts the socket file only if proc.CheckAttachSocket does
+// (docs/safety.md, invariant 3).
 func checkSocket(t *Target) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(t.SocketPath(), &st); err != nil {
@@ -27,13 +28,8 @@ func checkSocket(t *Target) error {
 		}
 		return err
 	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
-		return fmt.Errorf("%w: %s is not a socket (mode %o)", ErrUntrustedSocket, t.SocketPath(), st.Mode)
-	case st.Uid != t.UID && st.Uid != 0:
-		return fmt.Errorf("%w: %s is owned by uid %d, the JVM runs as uid %d", ErrUntrustedSocket, t.SocketPath(), st.Uid, t.UID)
-	case st.Mode&0o077 != 0:
-		return fmt.Errorf("%w: %s has mode %04o; the JVM creates it 0600", ErrUntrustedSocket, t.SocketPath(), st.Mode&0o7777)
+	if err := proc.CheckAttachSocket(st.Mode&unix.S_IFMT == unix.S_IFSOCK, st.Uid, st.Mode, t.UID); err != nil {
+		return fmt.Errorf("%s: %w", t.SocketPath(), err)
 	}
 	return nil
 }

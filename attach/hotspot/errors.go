@@ -3,6 +3,8 @@ package hotspot
 import (
 	"errors"
 	"fmt"
+
+	"github.com/safeattach/safeattach/internal/proc"
 )
 
 var (
@@ -12,7 +14,7 @@ var (
 	// ErrTimeout: the caller's deadline passed while the JVM was silent.
 	ErrTimeout = errors.New("timed out waiting for the JVM")
 	// ErrUntrustedSocket: the socket at the attach path is not the JVM's.
-	ErrUntrustedSocket = errors.New("untrusted attach socket")
+	ErrUntrustedSocket = proc.ErrUntrustedSocket
 	// ErrTargetExited: the process exited during the attach.
 	ErrTargetExited = errors.New("target process exited")
 	// ErrRequestTooLong: an argument exceeds what the JVM's protocol accepts.

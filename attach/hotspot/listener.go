@@ -1,12 +1,10 @@
 package hotspot
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,7 +93,7 @@ func openPinned(t *Target) (int, error) {
 // SIGQUIT must be caught and not ignored (docs/safety.md, invariant 1; the
 // JDK's own client checks the same since JDK-8342449).
 func checkSignalSafe(t *Target) error {
-	st, err := proc.FS{}.Proc(t.PID).Status()
+	st, err := t.proc().Status()
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", t.PID, ErrTargetExited)
 	}
@@ -108,21 +106,11 @@ func checkSignalSafe(t *Target) error {
 	return nil
 }
 
-// isHotSpot reports whether the target maps libjvm.so and not OpenJ9's
-// libj9vm (which ships a libjvm.so redirector too).
+// isHotSpot reports whether the target is a HotSpot JVM by its maps
+// (proc.JVMKind: libjvm.so mapped, and not OpenJ9's libj9vm).
 func isHotSpot(t *Target) bool {
-	hotspot := false
-	err := proc.FS{}.Proc(t.PID).WalkMaps(func(path []byte) bool {
-		return bytes.HasSuffix(path, []byte("/libjvm.so")) || bytes.Contains(path, []byte("/libj9vm"))
-	}, func(m *proc.Mapping) error {
-		if strings.Contains(m.Path, "/libj9vm") {
-			hotspot = false
-			return proc.ErrStop
-		}
-		hotspot = true
-		return nil
-	})
-	return err == nil && hotspot
+	kind, _, err := t.proc().JVMKind()
+	return err == nil && kind == proc.JVMHotSpot
 }
 
 // createTrigger creates .attach_pid<nspid> where the JVM looks for it,

@@ -23,11 +23,18 @@ type Target struct {
 	TmpDir string
 
 	procDir string
+	fsys    proc.FS
 }
 
 // NewTarget reads what the protocol needs about pid from /proc.
-func NewTarget(pid int) (*Target, error) {
-	p := proc.FS{}.Proc(pid)
+func NewTarget(pid int) (*Target, error) { return NewTargetAt("", pid) }
+
+// NewTargetAt is NewTarget on the procfs mounted at procRoot ("" is
+// /proc): tests point it at fixture trees, and every later read of the
+// target (status, maps, the socket under its root) goes there too.
+func NewTargetAt(procRoot string, pid int) (*Target, error) {
+	fsys := proc.NewFS(procRoot)
+	p := fsys.Proc(pid)
 	st, err := p.Status()
 	if err != nil {
 		if proc.IsNotExist(err) {
@@ -42,9 +49,12 @@ func NewTarget(pid int) (*Target, error) {
 	return &Target{
 		PID: pid, NSPid: st.NSPid(), StartTime: stat.StartTime,
 		UID: st.UID.Effective, GID: st.GID.Effective,
-		TmpDir: "/tmp", procDir: p.Path(),
+		TmpDir: "/tmp", procDir: p.Path(), fsys: fsys,
 	}, nil
 }
+
+// proc is the target's /proc directory, on the procfs it was read from.
+func (t *Target) proc() proc.Proc { return t.fsys.Proc(t.PID) }
 
 // root returns a path inside the target's root directory as seen from here.
 func (t *Target) root(p string) string { return filepath.Join(t.procDir, "root", p) }
@@ -66,8 +76,7 @@ func (t *Target) triggerPaths() []string {
 func (t *Target) Alive() bool { return t.alive() }
 
 func (t *Target) alive() bool {
-	p := proc.FS{}.Proc(t.PID)
-	st, err := p.Stat()
+	st, err := t.proc().Stat()
 	return err == nil && st.StartTime == t.StartTime && st.State != 'Z' && st.State != 'X'
 }
 
