@@ -2,7 +2,6 @@ package diagnose
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,7 +55,17 @@ type Options struct {
 	// in the incident, dl_iterate_phdr sits 20 to 40 words down, among
 	// stale ones).
 	MaxCallers int
+	// ProcRoot is the procfs to read ("" means /proc). Tests point it at
+	// fixture trees.
+	ProcRoot string
+	// ELFCache memoises the ELF probes behind symbolisation; nil means the
+	// process-wide cache shared with preflight.
+	ELFCache *ELFCache
 }
+
+// ELFCache is the bounded ELF probe cache; preflight.ELFCache is the same
+// type, so a daemon can share one between inspection and hang reports.
+type ELFCache = elfx.Cache
 
 // Report is a hang report.
 type Report struct {
@@ -117,17 +126,6 @@ type FutexGroup struct {
 	Names   []string `json:"names"`
 }
 
-// syscallNames are the x86-64 numbers of the calls a blocked thread is
-// commonly in.
-var syscallNames = map[int]string{
-	0: "read", 1: "write", 7: "poll", 23: "select", 34: "pause", 35: "nanosleep",
-	43: "accept", 44: "sendto", 45: "recvfrom", 61: "wait4", 202: "futex",
-	219: "restart_syscall", 230: "clock_nanosleep", 232: "epoll_wait", 271: "ppoll",
-	281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2",
-}
-
-const sysFutex = 202
-
 // Diagnose samples the process pid and explains what its threads do.
 func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 	if opts.Sample <= 0 {
@@ -139,7 +137,7 @@ func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 	if opts.MaxCallers <= 0 {
 		opts.MaxCallers = 64
 	}
-	p := proc.FS{}.Proc(pid)
+	p := proc.NewFS(opts.ProcRoot).Proc(pid)
 	st, err := p.Status()
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
@@ -159,7 +157,12 @@ func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{PID: pid, Name: st.Name, SampleMillis: time.Since(start).Milliseconds()}
-	sym := newSymbolizer(p)
+	cache := opts.ELFCache
+	if cache == nil {
+		cache = elfx.Shared()
+	}
+	sym := newSymbolizer(p, archOf(p.Path("exe")), cache)
+	defer sym.close()
 	tids := make([]int, 0, len(after))
 	for tid := range after {
 		tids = append(tids, tid)
@@ -199,7 +202,7 @@ func taskTicks(p proc.Proc) (map[int]taskSample, error) {
 		if err != nil {
 			continue
 		}
-		st, err := proc.FS{}.Proc(p.PID).Task(tid).Stat()
+		st, err := p.Task(tid).Stat()
 		if err != nil {
 			continue // exited between readdir and read
 		}
@@ -209,7 +212,7 @@ func taskTicks(p proc.Proc) (map[int]taskSample, error) {
 }
 
 func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
-	task := proc.FS{}.Proc(p.PID).Task(tid)
+	task := p.Task(tid)
 	t := Thread{TID: tid}
 	if b, err := os.ReadFile(task.Path("comm")); err == nil {
 		t.Name = strings.TrimSpace(string(b))
@@ -230,9 +233,9 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 	t.PC = sc.PC
 	t.Where = sym.describe(sc.PC)
 	if sc.Number >= 0 {
-		t.Syscall = syscallName(sc.Number)
+		t.Syscall = sym.arch.syscallName(sc.Number)
 		t.Args = sc.Args
-		if sc.Number == sysFutex {
+		if sc.Number == sym.arch.futex {
 			t.FutexAddr = sc.Args[0]
 		}
 	}
@@ -240,12 +243,7 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 	return t
 }
 
-func syscallName(n int) string {
-	if s, ok := syscallNames[n]; ok {
-		return s
-	}
-	return "syscall " + strconv.Itoa(n)
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func (r *Report) groupFutexes(sym *symbolizer) {
 	byAddr := map[uint64]*FutexGroup{}
@@ -469,12 +467,12 @@ type symbolizer struct {
 	infos  map[string]*elfx.Info
 	failed map[string]bool
 	mem    *os.File
+	arch   *arch
+	cache  *elfx.Cache
 }
 
-var cache elfx.Cache
-
-func newSymbolizer(p proc.Proc) *symbolizer {
-	s := &symbolizer{p: p, bases: map[string]uint64{}, infos: map[string]*elfx.Info{}, failed: map[string]bool{}}
+func newSymbolizer(p proc.Proc, a *arch, cache *elfx.Cache) *symbolizer {
+	s := &symbolizer{p: p, arch: a, cache: cache, bases: map[string]uint64{}, infos: map[string]*elfx.Info{}, failed: map[string]bool{}}
 	_ = p.WalkMaps(nil, func(m *proc.Mapping) error {
 		if m.IsFile() {
 			if _, ok := s.bases[m.Path]; !ok && m.Offset == 0 {
@@ -486,6 +484,13 @@ func newSymbolizer(p proc.Proc) *symbolizer {
 	})
 	s.mem, _ = os.Open(p.Path("mem"))
 	return s
+}
+
+// close releases /proc/<pid>/mem: a daemon makes many reports.
+func (s *symbolizer) close() {
+	if s.mem != nil {
+		s.mem.Close()
+	}
 }
 
 func (s *symbolizer) mapping(addr uint64) *proc.Mapping {
@@ -506,7 +511,7 @@ func (s *symbolizer) info(m *proc.Mapping) *elfx.Info {
 		return nil
 	}
 	defer f.Close()
-	info, _, err := cache.Probe(f, elfx.ProbeOptions{})
+	info, _, err := s.cache.Probe(f, elfx.ProbeOptions{})
 	if err != nil {
 		s.failed[m.Path] = true
 		return nil
@@ -577,8 +582,9 @@ func (s *symbolizer) scanStack(sp uint64, size, maxCallers int) []string {
 	}
 	var out []string
 	seen := map[string]bool{}
-	for off := 0; off+8 <= n && len(out) < maxCallers; off += 8 {
-		v := binary.LittleEndian.Uint64(buf[off:])
+	w := s.arch.ptrSize
+	for off := 0; off+w <= n && len(out) < maxCallers; off += w {
+		v := s.arch.word(buf[off:])
 		m := s.mapping(v)
 		if m == nil || !m.Executable() || !m.IsFile() {
 			continue

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"context"
+	"github.com/safeattach/safeattach/internal/elfx"
 	"slices"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func BenchmarkInspect(b *testing.B) {
 			var samples []time.Duration
 			for b.Loop() {
 				if mode == "cold" {
-					elfCache.Reset()
+					elfx.Shared().Reset()
 				}
 				start := time.Now()
 				if _, err := Inspect(context.Background(), p.PID, Options{}); err != nil {

@@ -17,9 +17,17 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
-// elfCache is shared by every inspection in the process: a daemon watching
-// 200 JVMs parses their one libjvm.so once.
-var elfCache elfx.Cache
+// ELFCache memoises ELF probes by file identity, bounded in entries and
+// bytes. The one a daemon shares between inspections (and with
+// diagnose.Options.ELFCache, the same type) parses 200 JVMs' one
+// libjvm.so once.
+type ELFCache = elfx.Cache
+
+// NewELFCache returns a cache of at most maxEntries probes and maxBytes of
+// estimated memory (zero: 1024 entries, 64 MiB).
+func NewELFCache(maxEntries int, maxBytes int64) *ELFCache {
+	return elfx.NewCache(maxEntries, maxBytes)
+}
 
 // Options tunes Inspect. The zero value inspects the live /proc.
 type Options struct {
@@ -31,6 +39,8 @@ type Options struct {
 	// SkipMemory skips reading jemalloc's malloc_conf from the target's
 	// memory (the one read of /proc/<pid>/mem).
 	SkipMemory bool
+	// ELFCache memoises the ELF probes; nil means the process-wide one.
+	ELFCache *ELFCache
 	// AttachOnly limits the inspection to what an attach that loads no
 	// agent (jcmd, threaddump) needs: process, JVM kind, version, flags
 	// and socket. No ELF file is parsed, so it costs a fraction of a
@@ -278,7 +288,11 @@ func (in *inspection) probeFile(l *mappedLib) (*elfx.Info, error) {
 		return nil, err
 	}
 	defer f.Close()
-	info, _, err := elfCache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
+	cache := in.opts.ELFCache
+	if cache == nil {
+		cache = elfx.Shared()
+	}
+	info, _, err := cache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
 	return info, err
 }
 

@@ -217,3 +217,30 @@ func TestReadPointedStringSelf(t *testing.T) {
 		t.Error("overlong string accepted")
 	}
 }
+
+// TestCacheIsBounded: past its entry bound the oldest probes go first, and
+// the byte estimate follows.
+func TestCacheIsBounded(t *testing.T) {
+	libs := []string{"/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libpthread.so.0"}
+	c := NewCache(2, 0)
+	for _, p := range libs {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Skip(err)
+		}
+		if _, _, err := c.Probe(f, ProbeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	if n, b := c.Len(); n != 2 || b <= 0 {
+		t.Errorf("entries %d bytes %d", n, b)
+	}
+	small := NewCache(100, 1)
+	f, _ := os.Open(libs[0])
+	defer f.Close()
+	small.Probe(f, ProbeOptions{})
+	if n, _ := small.Len(); n != 0 {
+		t.Errorf("a probe larger than the byte bound was kept")
+	}
+}
