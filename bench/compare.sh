@@ -3,8 +3,9 @@
 # one run, on throwaway JVMs this script starts and kills:
 #   1. warm round trip: "VM.version" with the attach listener already up,
 #      whole-process wall time, median of $RUNS;
-#   2. cold attach: a fresh idle JVM whose listener is not started yet,
-#      median of $COLD runs (one new JVM per run);
+#   2. cold attach: a fresh JVM whose listener is not started yet, 3 s and
+#      0.5 s after it started (CI smoke tests attach to JVMs that have just
+#      started), median of $COLD runs each (one new JVM per run);
 #   3. a hung target: an agent that never returns from Agent_OnAttach,
 #      with a 2 s deadline (jattach has none: it is killed after 10 s).
 # Prints a Markdown table. Run via `make bench` (builds bin/safeattach).
@@ -21,12 +22,13 @@ gcc -shared -fPIC -o "$work/libblock.so" internal/testenv/agents/block_forever.c
 
 now_ns() { date +%s%N; }
 
-# cold_ms TOOL: median over $COLD fresh JVMs of one attach that starts the listener.
+# cold_ms TOOL AFTER: median over $COLD fresh JVMs of one attach that
+# starts the listener, AFTER seconds after the JVM printed READY.
 cold_ms() {
   local times=()
   for _ in $(seq 1 "$COLD"); do
     local pid; pid=$(start_jvm bench 0)
-    sleep 1 # idle: past start-up class loading and JIT
+    sleep "$2"
     local t0; t0=$(now_ns)
     case $1 in
       safeattach) "$BIN" jcmd "$pid" VM.version >/dev/null 2>&1 ;;
@@ -54,9 +56,13 @@ ja_warm=n/a; [ -n "$JATTACH" ] && ja_warm=$(hyperfine_median_ms "$RUNS" "$JATTAC
 jc_warm=$(hyperfine_median_ms 5 "$JAVA_HOME/bin/jcmd $warm VM.version")
 hello=$(hyperfine_median_ms "$RUNS" "$BIN version")
 
-sa_cold=$(cold_ms safeattach)
-ja_cold=n/a; [ -n "$JATTACH" ] && ja_cold=$(cold_ms jattach)
-jc_cold=$(cold_ms jcmd)
+sa_cold=$(cold_ms safeattach 3)
+ja_cold=n/a; [ -n "$JATTACH" ] && ja_cold=$(cold_ms jattach 3)
+jc_cold=$(cold_ms jcmd 3)
+sa_fresh=$(cold_ms safeattach 0.5)
+ja_fresh=n/a; [ -n "$JATTACH" ] && ja_fresh=$(cold_ms jattach 0.5)
+jc_fresh=$(cold_ms jcmd 0.5)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 hung=$(start_jvm bench 0)
 t0=$(now_ns); "$BIN" load --timeout 2s "$hung" "$work/libblock.so" >/dev/null 2>&1 || true
@@ -72,7 +78,10 @@ cat <<EOT
 | measurement (wall time, ms) | safeattach | jattach | jcmd (JDK) |
 |---|---|---|---|
 | warm round trip, median of $RUNS (jcmd: 5) | $sa_warm | $ja_warm | $jc_warm |
-| cold attach (listener not started), median of $COLD fresh JVMs | $sa_cold | $ja_cold | $jc_cold |
+| cold attach 3 s after start, median of $COLD fresh JVMs | $sa_cold | $ja_cold | $jc_cold |
+| cold attach 0.5 s after start, median of $COLD fresh JVMs | $sa_fresh | $ja_fresh | $jc_fresh |
 | hung agent, deadline 2 s | $sa_hung | $ja_hung | – |
 | \`safeattach version\` (process start-up alone) | $hello | | |
+
+safeattach / jattach: warm $(ratio "$sa_warm" "$ja_warm"), cold (3 s) $(ratio "$sa_cold" "$ja_cold"), cold (0.5 s) $(ratio "$sa_fresh" "$ja_fresh")
 EOT

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	version "github.com/hashicorp/go-version"
 )
@@ -68,7 +69,7 @@ func Compile(rules ...Rule) (*RuleSet, error) {
 	return s, nil
 }
 
-var idRe = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+var idRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`) })
 
 func compileRule(r *Rule) (*compiledRule, error) {
 	src := r.Source
@@ -76,7 +77,7 @@ func compileRule(r *Rule) (*compiledRule, error) {
 		src = "rule " + r.ID
 	}
 	switch {
-	case !idRe.MatchString(r.ID):
+	case !idRe().MatchString(r.ID):
 		return nil, errAt(src, 0, "rule id %q: use lower-case words joined by '-'", r.ID)
 	case r.Title == "":
 		return nil, errAt(src, 0, "rule %s: no title", r.ID)
@@ -219,11 +220,11 @@ func compileLeaf(src string, c *Condition, out *cond) error {
 	return nil
 }
 
-var placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
+var placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([^{}]*)\}`) })
 
 // checkTemplate checks that every {fact} placeholder names a known fact.
 func checkTemplate(s string) error {
-	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
+	for _, m := range placeholderRe().FindAllStringSubmatch(s, -1) {
 		if _, ok := lookupInfo(strings.TrimSuffix(m[1], ".note")); !ok {
 			return fmt.Errorf("template names unknown fact {%s}", m[1])
 		}

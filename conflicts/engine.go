@@ -344,7 +344,7 @@ func (e *evaluation) leaf(c *cond) tri {
 
 // render fills {fact} and {fact.note} placeholders.
 func render(tmpl string, facts Facts) string {
-	return placeholderRe.ReplaceAllStringFunc(tmpl, func(m string) string {
+	return placeholderRe().ReplaceAllStringFunc(tmpl, func(m string) string {
 		name := m[1 : len(m)-1]
 		if base, ok := strings.CutSuffix(name, ".note"); ok {
 			if f, ok := facts[base]; ok && f.Note != "" {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
@@ -91,22 +92,23 @@ var factList = []FactInfo{
 	{"agent.sha256", "string", "SHA-256 of the agent file"},
 }
 
-var vocabulary = func() map[string]FactInfo {
+// vocabulary indexes factList; built on first use, not at start-up.
+var vocabulary = sync.OnceValue(func() map[string]FactInfo {
 	m := map[string]FactInfo{}
 	for _, f := range factList {
 		m[f.Name] = f
 	}
 	return m
-}()
+})
 
 // lookupInfo returns the vocabulary entry for name, treating every
 // jvm.flags.<Name> as valid.
 func lookupInfo(name string) (FactInfo, bool) {
-	if f, ok := vocabulary[name]; ok {
+	if f, ok := vocabulary()[name]; ok {
 		return f, true
 	}
 	if rest, ok := strings.CutPrefix(name, "jvm.flags."); ok && rest != "" && !strings.ContainsAny(rest, " {}") {
-		return vocabulary["jvm.flags.<Name>"], true
+		return vocabulary()["jvm.flags.<Name>"], true
 	}
 	return FactInfo{}, false
 }

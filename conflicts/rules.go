@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -197,10 +198,10 @@ func ParseRules(file string, data []byte) (rules []Rule, err error) {
 	return rules, nil
 }
 
-var yamlLineRe = regexp.MustCompile(`line ([0-9]+)`)
+var yamlLineRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`line ([0-9]+)`) })
 
 func yamlErrLine(err error) int {
-	if m := yamlLineRe.FindStringSubmatch(err.Error()); m != nil {
+	if m := yamlLineRe().FindStringSubmatch(err.Error()); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return n
 	}
@@ -273,7 +274,7 @@ func (p *parser) rule(n *yaml.Node) (*Rule, error) {
 	if r.ID, err = p.str(f["id"], "id"); err != nil {
 		return nil, err
 	}
-	if !idRe.MatchString(r.ID) {
+	if !idRe().MatchString(r.ID) {
 		return nil, p.errf(f["id"], "rule id %q: use lower-case words joined by '-'", r.ID)
 	}
 	if r.Title, err = p.str(f["title"], "title"); err != nil {

@@ -3,6 +3,7 @@ package conflicts
 import (
 	"fmt"
 	"regexp"
+	"sync"
 
 	version "github.com/hashicorp/go-version"
 )
@@ -15,19 +16,19 @@ import (
 //	jemalloc        5.3.0-0-g<40 hex>        the git-describe suffix is dropped: 5.3.0
 //	gperftools      2.10                     plain
 var (
-	javaLegacy   = regexp.MustCompile(`^1\.([0-9]+)\.([0-9]+)_([0-9]+)`)
-	gitDescribe  = regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)-[0-9]+-g[0-9a-f]+$`)
-	javaBuildTag = regexp.MustCompile(`^([0-9]+(\.[0-9]+)*)\+.*$`)
+	javaLegacy   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^1\.([0-9]+)\.([0-9]+)_([0-9]+)`) })
+	gitDescribe  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)-[0-9]+-g[0-9a-f]+$`) })
+	javaBuildTag = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]+(\.[0-9]+)*)\+.*$`) })
 )
 
 // ParseVersion parses a component version with the quirks above.
 func ParseVersion(s string) (*version.Version, error) {
 	n := s
-	if m := javaLegacy.FindStringSubmatch(n); m != nil {
+	if m := javaLegacy().FindStringSubmatch(n); m != nil {
 		n = m[1] + ".0." + m[3]
-	} else if m := gitDescribe.FindStringSubmatch(n); m != nil {
+	} else if m := gitDescribe().FindStringSubmatch(n); m != nil {
 		n = m[1]
-	} else if m := javaBuildTag.FindStringSubmatch(n); m != nil {
+	} else if m := javaBuildTag().FindStringSubmatch(n); m != nil {
 		n = m[1]
 	}
 	v, err := version.NewVersion(n)
@@ -56,10 +57,10 @@ func satisfies(c version.Constraints, v *version.Version) bool {
 	return true
 }
 
-var constraintRe = regexp.MustCompile(`^\s*(>=|<=|!=|~>|=|>|<)?\s*(\S+)\s*$`)
+var constraintRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\s*(>=|<=|!=|~>|=|>|<)?\s*(\S+)\s*$`) })
 
 func satisfiesOne(c string, v *version.Version) bool {
-	m := constraintRe.FindStringSubmatch(c)
+	m := constraintRe().FindStringSubmatch(c)
 	if m == nil {
 		return false
 	}

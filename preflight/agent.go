@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/safeattach/safeattach/internal/elfx"
@@ -102,10 +103,10 @@ var probeNeedles = []string{apServerText, "gperftools ", jemallocNeedle, jeprofN
 // <major>.<minor>[.<patch>][-<7+ hex>] (docs/detection.md, "Identifying an agent").
 // The hex length is checked in isAPVersion rather than with {7,40}, which
 // would make the compiled expression forty times larger at start-up.
-var apVersionShape = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-([0-9a-f]+))?$`)
+var apVersionShape = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?(-([0-9a-f]+))?$`) })
 
 func isAPVersion(s string) bool {
-	m := apVersionShape.FindStringSubmatch(s)
+	m := apVersionShape().FindStringSubmatch(s)
 	return m != nil && (m[3] == "" || len(m[3]) >= 7 && len(m[3]) <= 40)
 }
 

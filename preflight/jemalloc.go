@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/safeattach/safeattach/internal/elfx"
 )
@@ -35,7 +36,7 @@ const (
 // jemallocVersion matches "<maj>.<min>.<patch>-<n>-g<7..40 hex>". The
 // hex run is length-checked in code: a {7,40} repetition would compile to
 // forty copies at start-up, which a CLI run pays for on every invocation.
-var jemallocVersion = regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)-[0-9]+-g([0-9a-f]+)$`)
+var jemallocVersion = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)-[0-9]+-g([0-9a-f]+)$`) })
 
 // maxConfLen caps the malloc_conf string read from the target's memory.
 const maxConfLen = 4096
@@ -84,7 +85,7 @@ func (in *inspection) inspectJemalloc() {
 		}
 	}
 	for _, lit := range info.VersionLiterals {
-		if m := jemallocVersion.FindStringSubmatch(lit); m != nil && len(m[2]) >= 7 && len(m[2]) <= 40 {
+		if m := jemallocVersion().FindStringSubmatch(lit); m != nil && len(m[2]) >= 7 && len(m[2]) <= 40 {
 			je.Version = m[1]
 			je.Evidence = append(je.Evidence, fmt.Sprintf("version literal %q", lit))
 			break

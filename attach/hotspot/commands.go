@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Load loads a JVMTI agent library by absolute path with options.
@@ -35,12 +36,12 @@ func (c *Client) Load(ctx context.Context, path, options string) (*Response, err
 	return r, ParseLoadResult(r.Output)
 }
 
-var returnCodeRe = regexp.MustCompile(`(?m)^return code: (-?[0-9]+)\s*$`)
+var returnCodeRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^return code: (-?[0-9]+)\s*$`) })
 
 // ParseLoadResult interprets the body of a load reply whose status was 0.
 func ParseLoadResult(body []byte) error {
 	text := strings.TrimSpace(string(body))
-	if m := returnCodeRe.FindStringSubmatch(text); m != nil {
+	if m := returnCodeRe().FindStringSubmatch(text); m != nil {
 		rc, _ := strconv.Atoi(m[1])
 		if rc != 0 {
 			rest := strings.TrimSpace(strings.Replace(text, m[0], "", 1))
