@@ -203,6 +203,10 @@ func (c *call) protocolContext(ctx context.Context) (context.Context, context.Ca
 // hang turns a timeout into a *HangError with a report made from outside,
 // sampled in the time left before the caller's deadline.
 func (c *call) hang(step string, err error) error {
+	var recognised *HangError
+	if errors.As(err, &recognised) {
+		return err // the watcher's report, made while it happened
+	}
 	if !errors.Is(err, hotspot.ErrTimeout) {
 		return err
 	}
@@ -226,6 +230,35 @@ func (c *call) hang(step string, err error) error {
 	return &HangError{PID: c.pid, Step: step, Report: rep, Err: err}
 }
 
+// watched runs one blocking protocol step with the watcher beside it
+// (diagnose.Watch): a deadlock it recognises ends the step at once with
+// its report as a *HangError, instead of at the deadline.
+func (c *call) watched(ctx context.Context, step string, fn func(context.Context) error) error {
+	if c.opts.NoWatch {
+		return fn(ctx)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	var report *diagnose.Report
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r, _ := diagnose.Watch(wctx, c.pid, diagnose.WatchOptions{Interval: c.opts.WatchInterval})
+		if r != nil {
+			report = r
+			cancel()
+		}
+	}()
+	err := fn(wctx)
+	cancel()
+	<-done
+	if report != nil {
+		c.log.Warn("safeattach: deadlock recognised", "pid", c.pid, "step", step, "pattern", report.Pattern)
+		return &HangError{PID: c.pid, Step: step, Report: report,
+			Err: fmt.Errorf("%w: %s: the watcher recognised a deadlock after %v", hotspot.ErrTimeout, step, time.Since(c.start).Round(time.Millisecond))}
+	}
+	return err
+}
+
 // healthCheck asks the JVM for its version with a short deadline: a JVM
 // that answers is alive after the attach.
 func (c *call) healthCheck(ctx context.Context, client *hotspot.Client) error {
@@ -236,7 +269,10 @@ func (c *call) healthCheck(ctx context.Context, client *hotspot.Client) error {
 	hctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var out bytes.Buffer
-	if _, err := client.Jcmd(hctx, &out, "VM.version"); err != nil {
+	if err := c.watched(hctx, "health check", func(ctx context.Context) error {
+		_, err := client.Jcmd(ctx, &out, "VM.version")
+		return err
+	}); err != nil {
 		return c.hang("health check", err)
 	}
 	return nil
@@ -264,12 +300,15 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 	}
 	pctx, pcancel := c.protocolContext(ctx)
 	defer pcancel()
-	if err := hotspot.EnsureListener(pctx, t); err != nil {
+	if err := c.watched(pctx, "attach listener", func(ctx context.Context) error { return hotspot.EnsureListener(ctx, t) }); err != nil {
 		return nil, c.hang("attach listener", err)
 	}
 	var out bytes.Buffer
-	code, err := hotspot.NewClient(t).Jcmd(pctx, &out, command)
-	if err != nil {
+	var code int
+	if err := c.watched(pctx, "jcmd "+command, func(ctx context.Context) (err error) {
+		code, err = hotspot.NewClient(t).Jcmd(ctx, &out, command)
+		return err
+	}); err != nil {
 		return nil, c.hang("jcmd "+command, err)
 	}
 	res = &Result{PID: pid, Verdict: c.verdict, Output: out.String(), Duration: time.Since(c.start), Healthy: true}
@@ -348,7 +387,7 @@ func (c *call) open(ctx context.Context) (*session, error) {
 		c.log.Info("safeattach: agent delivered", "pid", c.pid, "path", d.inTarget, "created", d.created, "rejected", d.why)
 	}
 	s := &session{c: c, client: hotspot.NewClient(t), agentPath: d.inTarget, delivery: d}
-	if err := hotspot.EnsureListener(ctx, t); err != nil {
+	if err := c.watched(ctx, "attach listener", func(ctx context.Context) error { return hotspot.EnsureListener(ctx, t) }); err != nil {
 		s.close()
 		return nil, c.hang("attach listener", err)
 	}
@@ -359,7 +398,11 @@ func (s *session) close() { s.delivery.release(s.c.pid, s.loaded) }
 
 // load sends one load command with the agent's in-target path.
 func (s *session) load(ctx context.Context, options string) (string, error) {
-	r, err := s.client.Load(ctx, s.agentPath, options)
+	var r *hotspot.Response
+	err := s.c.watched(ctx, "load of "+s.c.agent.Path, func(ctx context.Context) (err error) {
+		r, err = s.client.Load(ctx, s.agentPath, options)
+		return err
+	})
 	out := ""
 	if r != nil {
 		out = string(r.Output)

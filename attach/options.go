@@ -40,6 +40,13 @@ type Options struct {
 	// it is taken from the caller's deadline budget only after the
 	// deadline has passed, so a hung target costs Timeout plus this.
 	DiagnoseSample time.Duration
+	// NoWatch turns off the watcher that samples the target beside every
+	// protocol step and ends the attach within seconds, with a hang
+	// report, when it recognises a deadlock forming (diagnose.Watch).
+	// Unrecognised stalls wait for the deadline either way.
+	NoWatch bool
+	// WatchInterval is the watcher's sampling interval (default 250 ms).
+	WatchInterval time.Duration
 	// Logger receives one record per decision (pid, agent, SHA-256, rule
 	// IDs, outcome). Nil means no logging.
 	Logger *slog.Logger

@@ -44,6 +44,18 @@ func (v *Verdict) UnmarshalText(b []byte) error {
 	return fmt.Errorf("verdict %q: want hung, busy or idle", b)
 }
 
+// Patterns a report can recognise (Report.Pattern).
+const (
+	// PatternLoaderLock is the deadlock of async-profiler #1147/#1151: an
+	// agent inside dl_iterate_phdr (holding the loader lock) waits for the
+	// unwinder's or allocator's lock, whose holder waits for the loader
+	// lock.
+	PatternLoaderLock = "loader-lock-allocator-deadlock"
+	// PatternAgentStuck is an agent that has not returned from
+	// Agent_OnAttach: slow or stuck, not necessarily a deadlock.
+	PatternAgentStuck = "agent-stuck-in-onattach"
+)
+
 // Options tunes Diagnose. The zero value samples for one second.
 type Options struct {
 	// Sample is how long CPU use is measured (default 1s).
@@ -128,15 +140,7 @@ type FutexGroup struct {
 
 // Diagnose samples the process pid and explains what its threads do.
 func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
-	if opts.Sample <= 0 {
-		opts.Sample = time.Second
-	}
-	if opts.StackScan <= 0 {
-		opts.StackScan = 32 << 10
-	}
-	if opts.MaxCallers <= 0 {
-		opts.MaxCallers = 64
-	}
+	opts.defaults()
 	p := proc.NewFS(opts.ProcRoot).Proc(pid)
 	st, err := p.Status()
 	if err != nil {
@@ -152,16 +156,33 @@ func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	return analyse(p, st.Name, before, start, opts)
+}
+
+func (o *Options) defaults() {
+	if o.Sample <= 0 {
+		o.Sample = time.Second
+	}
+	if o.StackScan <= 0 {
+		o.StackScan = 32 << 10
+	}
+	if o.MaxCallers <= 0 {
+		o.MaxCallers = 64
+	}
+	if o.ELFCache == nil {
+		o.ELFCache = elfx.Shared()
+	}
+}
+
+// analyse reads every thread now and judges the process, with CPU use
+// measured from before (taken at start).
+func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Time, opts Options) (*Report, error) {
 	after, err := taskTicks(p)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{PID: pid, Name: st.Name, SampleMillis: time.Since(start).Milliseconds()}
-	cache := opts.ELFCache
-	if cache == nil {
-		cache = elfx.Shared()
-	}
-	sym := newSymbolizer(p, archOf(p.Path("exe")), cache)
+	r := &Report{PID: p.PID, Name: name, SampleMillis: time.Since(start).Milliseconds()}
+	sym := newSymbolizer(p, archOf(p.Path("exe")), opts.ELFCache)
 	defer sym.close()
 	tids := make([]int, 0, len(after))
 	for tid := range after {
@@ -417,7 +438,7 @@ func (r *Report) recognise(noProgress bool) (pattern, conclusion string) {
 	for _, t := range loaderWaiters {
 		names = append(names, fmt.Sprintf("%d (%s)", t.TID, t.Name))
 	}
-	return "loader-lock-allocator-deadlock", fmt.Sprintf(
+	return PatternLoaderLock, fmt.Sprintf(
 		"deadlock: thread %d (%s) holds the loader lock inside dl_iterate_phdr and waits for %s lock (%s), while thread %s holding that lock waits for the loader lock; %d more threads queue behind them. This is the deadlock of async-profiler %s: an agent allocating under the loader lock in a JVM whose allocator captures stacks. Only killing the process ends it",
 		holder.TID, holder.Name, owner, lockB, strings.Join(names, ", "), queued, issue)
 }
@@ -449,7 +470,7 @@ func (r *Report) recogniseStuckAgent() (pattern, conclusion string) {
 				if what == "" {
 					what = t.State
 				}
-				return "agent-stuck-in-onattach", fmt.Sprintf(
+				return PatternAgentStuck, fmt.Sprintf(
 					"the agent has not returned from its attach entry point: thread %d (Attach Listener) is blocked in %s inside %s, so the JVM answers no further attach request; %d CPU ticks in %d ms",
 					t.TID, what, c, r.CPUTicks, r.SampleMillis)
 			}

@@ -25,6 +25,7 @@ const (
 	AgentFailRC            = "fail_rc"
 	AgentBlockForever      = "block_forever"
 	AgentNoOnAttach        = "no_onattach"
+	AgentSleepOnAttach     = "sleep_onattach"
 )
 
 var buildMu sync.Mutex

@@ -1,0 +1,113 @@
+package attach
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// watchRuns is how many attaches per set-up the watcher tests make:
+// SAFEATTACH_WATCH_RUNS for the full tables (≥ 10), else one, which keeps
+// make test short.
+func watchRuns() int {
+	if n, _ := strconv.Atoi(os.Getenv("SAFEATTACH_WATCH_RUNS")); n > 0 {
+		return n
+	}
+	return 1
+}
+
+// TestWatcherEndsADeadlockEarly: the affected look-alike forced past the
+// rules (--ack) onto the two deadlocking set-ups. The watcher recognises
+// the loader-lock cycle as it forms and ends the load with a hang report
+// long before the 60 s deadline (it used to take the whole deadline).
+func TestWatcherEndsADeadlockEarly(t *testing.T) {
+	affected := testenv.BuildAgent(t, testenv.AgentAffectedLookalike)
+	for _, s := range incidentSetups {
+		if !s.hangs {
+			continue
+		}
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			var times []time.Duration
+			for i := 0; i < watchRuns(); i++ {
+				p := startIncidentJVM(t, s)
+				time.Sleep(time.Second)
+				start := time.Now()
+				_, err := Load(context.Background(), p.PID, affected, "", Options{Acks: []string{s.rule}, Timeout: 60 * time.Second})
+				took := time.Since(start)
+				var hang *HangError
+				if !errors.As(err, &hang) || hang.Report == nil {
+					t.Fatalf("run %d: want a hang error with a report, got %v", i, err)
+				}
+				if hang.Report.Pattern != diagnose.PatternLoaderLock {
+					t.Fatalf("run %d: pattern %q: %s", i, hang.Report.Pattern, hang.Report.Conclusion)
+				}
+				if took >= 55*time.Second {
+					t.Fatalf("run %d: the watcher did not end the attach before the deadline (%v)", i, took)
+				}
+				times = append(times, took)
+				p.Cmd.Process.Kill()
+			}
+			slices.Sort(times)
+			t.Logf("%s: %d runs, time to verdict median %v, max %v", s.name, len(times), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+		})
+	}
+}
+
+// TestWatcherNoFalseAlarms: attaches that are slow but healthy are never
+// ended by the watcher: an agent sleeping in Agent_OnAttach on an idle JVM
+// (every thread parked, no CPU), and the fixed look-alike under tcmalloc's
+// heap profiler with churning threads.
+func TestWatcherNoFalseAlarms(t *testing.T) {
+	t.Run("slow-agent-idle-jvm", func(t *testing.T) {
+		t.Parallel()
+		slow := testenv.BuildAgent(t, testenv.AgentSleepOnAttach)
+		secs := 3
+		if watchRuns() > 1 {
+			secs = 20
+		}
+		for i := 0; i < watchRuns(); i++ {
+			p := testenv.StartJVM(t, testenv.JVMSpec{})
+			res, err := Load(context.Background(), p.PID, slow, strconv.Itoa(secs), Options{Timeout: time.Duration(secs+30) * time.Second})
+			if err != nil || !res.Healthy {
+				t.Fatalf("run %d: a slow agent (%d s) was not let finish: %v", i, secs, err)
+			}
+			p.Cmd.Process.Kill()
+		}
+	})
+	t.Run("fixed-build-tcmalloc-heapprofile", func(t *testing.T) {
+		t.Parallel()
+		fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+		for i := 0; i < watchRuns(); i++ {
+			p := startIncidentJVM(t, incidentSetups[0])
+			if res, err := Load(context.Background(), p.PID, fixed, "", Options{}); err != nil || !res.Healthy {
+				t.Fatalf("run %d: %v", i, err)
+			}
+			p.Cmd.Process.Kill()
+		}
+	})
+}
+
+// TestWatchCost: what watching costs the caller, in CPU per second of
+// watching an idle JVM (the target is only read, never signalled).
+func TestWatchCost(t *testing.T) {
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	var before, after rusageSelf
+	before.read()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if r, err := diagnose.Watch(ctx, p.PID, diagnose.WatchOptions{}); r != nil || err != nil {
+		t.Fatalf("a healthy JVM was reported: %v %v", r, err)
+	}
+	after.read()
+	t.Logf("watching for 2 s cost the caller %v of CPU", (after.cpu - before.cpu).Round(time.Microsecond))
+	_ = fmt.Sprint()
+}
