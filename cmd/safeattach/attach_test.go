@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"github.com/safeattach/safeattach/attach/hotspot"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/safeattach/safeattach/internal/testenv"
 )
@@ -95,5 +98,34 @@ func TestDiagnoseCLI(t *testing.T) {
 	stdout, _, code = runCLI(t, "diagnose", "--json", "--sample", "100ms", fmt.Sprint(p.PID))
 	if code != exitOK || !strings.Contains(stdout, `"verdict": "idle"`) {
 		t.Errorf("json: exit %d %.200s", code, stdout)
+	}
+}
+
+// TestDiagnoseWatchCLI: diagnose --watch gives the attach watcher's
+// judgement for a process someone else attached to: nothing on a healthy
+// JVM, and the loader-lock deadlock within seconds on a JVM that an
+// unchecked attach (the protocol alone, as jattach does) has hung.
+func TestDiagnoseWatchCLI(t *testing.T) {
+	t.Parallel()
+	healthy := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	if stdout, _, code := runCLI(t, "diagnose", "--watch", "1s", fmt.Sprint(healthy.PID)); code != exitOK || !strings.Contains(stdout, "no deadlock recognised") {
+		t.Errorf("healthy JVM: exit %d %q", code, stdout)
+	}
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 4, Env: []string{"LD_PRELOAD=" + testenv.Library(t, "libtcmalloc.so.4"), "HEAPPROFILE=hp"}})
+	tg, err := hotspot.NewTarget(p.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Feature = 17
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		if hotspot.EnsureListener(ctx, tg) == nil {
+			hotspot.NewClient(tg).Load(ctx, testenv.BuildAgent(t, testenv.AgentAffectedLookalike), "")
+		}
+	}()
+	stdout, _, code := runCLI(t, "diagnose", "--watch", "20s", fmt.Sprint(p.PID))
+	if code != exitTimedOut || !strings.Contains(stdout, "deadlock recognised after") || !strings.Contains(stdout, "loader lock") {
+		t.Errorf("hung JVM: exit %d\n%s", code, stdout)
 	}
 }

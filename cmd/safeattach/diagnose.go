@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -15,15 +16,22 @@ func newDiagnoseCmd() *cobra.Command {
 	var (
 		asJSON bool
 		sample time.Duration
+		watch  time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "diagnose [--json] PID",
+		Use:   "diagnose [--json] [--watch DURATION] PID",
 		Short: "Explain from outside what an unresponsive process is doing (exit 4 when it is hung)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pid, err := parsePID(args[0])
 			if err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("watch") {
+				if err := checkTimeout("--watch", watch); err != nil {
+					return err
+				}
+				return watchProcess(cmd, pid, watch, asJSON)
 			}
 			r, err := diagnose.Diagnose(cmd.Context(), pid, diagnose.Options{Sample: sample})
 			if err != nil {
@@ -42,7 +50,39 @@ func newDiagnoseCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().DurationVar(&sample, "sample", time.Second, "how long to measure CPU use")
+	cmd.Flags().DurationVar(&watch, "watch", 0, "watch for this long, as safeattach does during an attach, and report a deadlock as soon as it is recognised")
 	return cmd
+}
+
+// watchProcess is diagnose --watch: the attach watcher's judgement, live,
+// for a process someone else attached to. It ends at the first recognised
+// deadlock (exit 4, with the report) or after d (exit 0).
+func watchProcess(cmd *cobra.Command, pid int, d time.Duration, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), d)
+	defer cancel()
+	start := time.Now()
+	r, err := diagnose.Watch(ctx, pid, diagnose.WatchOptions{})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if r == nil {
+		if asJSON {
+			return writeJSON(w, map[string]any{"pid": pid, "watched_ms": time.Since(start).Milliseconds(), "deadlock": false})
+		}
+		fmt.Fprintf(w, "pid %d: no deadlock recognised in %v of watching\n", pid, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if asJSON {
+		err = writeJSON(w, r)
+	} else {
+		fmt.Fprintf(w, "deadlock recognised after %v of watching\n", time.Since(start).Round(time.Millisecond))
+		printHangReport(w, r)
+	}
+	if err != nil {
+		return err
+	}
+	return withCode(exitTimedOut, fmt.Errorf("pid %d is deadlocked: %s", pid, r.Conclusion))
 }
 
 // printHangReport prints the conclusion first, then locks shared by
