@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/safeattach/safeattach/attach/hotspot"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
