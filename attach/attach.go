@@ -84,6 +84,7 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 	if err != nil {
 		return c.deadlineError(ctx, "inspection", err)
 	}
+	preflight.CheckLoadable(ctx, c.report, c.agent)
 	c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
 	attrs := []any{"pid", c.pid, "op", c.op, "allowed", c.verdict.Allowed, "blocking", c.verdict.Blocking()}
 	if c.agent != nil {

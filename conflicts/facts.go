@@ -90,6 +90,7 @@ var factList = []FactInfo{
 	{"agent.options.keys", "list", "option names given to the agent (event, alloc, nativemem, jfrsync...)"},
 	{"agent.events", "list", "profiling events requested (cpu, alloc, lock, nativemem...)"},
 	{"agent.sha256", "string", "SHA-256 of the agent file"},
+	{"agent.loadable", "bool", "the target's dynamic loader would find every library and symbol version the agent needs (absent when not checked)"},
 }
 
 // vocabulary indexes factList; built on first use, not at start-up.
@@ -268,6 +269,16 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 	}
 	if foreign == nil {
 		foreign = []string{}
+	}
+	if l := a.Loadability; l != nil {
+		switch l.Loadable {
+		case preflight.Yes:
+			set("agent.loadable", true, fmt.Sprintf("resolved %d libraries", len(l.Resolved)))
+		case preflight.No:
+			set("agent.loadable", false, l.Summary())
+		default:
+			f["agent.loadable"] = Fact{Unknown: l.Reason}
+		}
 	}
 	set("agent.foreign_writers", foreign, strings.Join(foreign, "; "))
 	// A loaded copy is "the same" only with the same bytes: the loader

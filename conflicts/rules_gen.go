@@ -484,21 +484,48 @@ func embeddedRules() []Rule {
 			},
 		},
 		{
-			ID:     "credentials-mismatch",
-			Title:  "safeattach runs as neither root nor the target's user",
-			Hard:   true,
+			ID:    "agent-not-loadable",
+			Title: "The target's dynamic loader cannot load the agent",
+			Description: "Every library the agent needs (DT_NEEDED) is looked up the way the target's " +
+				"loader would, inside its root, and every symbol version the agent requires " +
+				"(GLIBC_2.xx, GLIBCXX_3.4.xx, CXXABI_1.3.x) must be defined by the library " +
+				"found. Otherwise the JVM's load fails with a dlopen error; refusing first names " +
+				"the missing piece.\n",
+			References: []string{
+				"https://github.com/async-profiler/async-profiler/issues/601",
+				"https://github.com/async-profiler/async-profiler/issues/767",
+				"https://github.com/async-profiler/async-profiler/issues/885",
+				"https://github.com/async-profiler/async-profiler/issues/908",
+				"https://github.com/async-profiler/async-profiler/issues/940",
+			},
 			Source: "rules/default.yaml:315",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 321, All: []*Condition{
-						{Line: 322, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-						{Line: 323, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 331, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
+					Message:  "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
+					Remedy: "Use an agent built for the target's distribution and C library (build it on the " +
+						"oldest system you attach to), or install what is missing in the target's image.",
+					Line: 330,
+				},
+			},
+		},
+		{
+			ID:     "credentials-mismatch",
+			Title:  "safeattach runs as neither root nor the target's user",
+			Hard:   true,
+			Source: "rules/default.yaml:335",
+			Cases: []*Case{
+				{
+					Severity: Block,
+					When: &Condition{Line: 341, All: []*Condition{
+						{Line: 342, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+						{Line: 343, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 					}},
 					Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 						"or root",
 					Remedy: "Run safeattach as root or as uid {process.euid}.",
-					Line:   319,
+					Line:   339,
 				},
 			},
 		},
@@ -509,23 +536,23 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1318",
 				"https://github.com/async-profiler/async-profiler/issues/1269",
 			},
-			Source: "rules/default.yaml:327",
+			Source: "rules/default.yaml:347",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 335, All: []*Condition{
-						{Line: 336, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 337, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-						{Line: 338, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-						{Line: 339, Any: []*Condition{
-							{Line: 340, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-							{Line: 341, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+					When: &Condition{Line: 355, All: []*Condition{
+						{Line: 356, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 357, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+						{Line: 358, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+						{Line: 359, Any: []*Condition{
+							{Line: 360, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+							{Line: 361, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 						"LD_PRELOADed (\"free() invalid size\")",
 					Remedy: "Use async-profiler 4.1 or later for nativemem.",
-					Line:   333,
+					Line:   353,
 				},
 			},
 		},
@@ -535,22 +562,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1162",
 			},
-			Source: "rules/default.yaml:345",
+			Source: "rules/default.yaml:365",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 352, All: []*Condition{
-						{Line: 353, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 354, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-						{Line: 355, Any: []*Condition{
-							{Line: 356, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 357, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 372, All: []*Condition{
+						{Line: 373, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 374, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+						{Line: 375, Any: []*Condition{
+							{Line: 376, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 377, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 						"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 					Remedy: "Use async-profiler 4.2 or later.",
-					Line:   350,
+					Line:   370,
 				},
 			},
 		},
@@ -560,22 +587,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/759",
 			},
-			Source: "rules/default.yaml:361",
+			Source: "rules/default.yaml:381",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 368, All: []*Condition{
-						{Line: 369, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 370, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-						{Line: 371, Any: []*Condition{
-							{Line: 372, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-							{Line: 373, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 388, All: []*Condition{
+						{Line: 389, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 390, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+						{Line: 391, Any: []*Condition{
+							{Line: 392, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+							{Line: 393, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 						"async-profiler {agent.version} uses a fixed signal",
 					Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-					Line:   366,
+					Line:   386,
 				},
 			},
 		},
@@ -586,31 +613,31 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1756",
 				"https://github.com/async-profiler/async-profiler/issues/1406",
 			},
-			Source: "rules/default.yaml:377",
+			Source: "rules/default.yaml:397",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 385, All: []*Condition{
-						{Line: 386, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 387, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 388, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+					When: &Condition{Line: 405, All: []*Condition{
+						{Line: 406, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 407, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 408, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} fails to attach above 2048",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   383,
+					Line:   403,
 				},
 				{
 					Severity: Warn,
-					When: &Condition{Line: 393, All: []*Condition{
-						{Line: 394, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 395, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 396, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+					When: &Condition{Line: 413, All: []*Condition{
+						{Line: 414, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 415, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 416, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} pauses the whole JVM while it parses them",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   391,
+					Line:   411,
 				},
 			},
 		},
@@ -620,19 +647,19 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1617",
 			},
-			Source: "rules/default.yaml:400",
+			Source: "rules/default.yaml:420",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 407, All: []*Condition{
-						{Line: 408, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 409, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-						{Line: 410, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+					When: &Condition{Line: 427, All: []*Condition{
+						{Line: 428, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 429, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+						{Line: 430, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 					}},
 					Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 						"profiling starts",
 					Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-					Line:   405,
+					Line:   425,
 				},
 			},
 		},
@@ -643,19 +670,19 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/694",
 				"https://github.com/async-profiler/async-profiler/issues/714",
 			},
-			Source: "rules/default.yaml:414",
+			Source: "rules/default.yaml:434",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 422, All: []*Condition{
-						{Line: 423, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 424, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-						{Line: 425, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+					When: &Condition{Line: 442, All: []*Condition{
+						{Line: 443, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 444, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+						{Line: 445, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 					}},
 					Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 						"heap",
 					Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-					Line:   420,
+					Line:   440,
 				},
 			},
 		},
@@ -663,16 +690,16 @@ func embeddedRules() []Rule {
 			ID:     "attach-socket-untrusted",
 			Title:  "The attach socket is not what the JVM would create",
 			Hard:   true,
-			Source: "rules/default.yaml:429",
+			Source: "rules/default.yaml:449",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When:     &Condition{Line: 434, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 454, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 					Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 						"root) with mode 0600; it could be a spoof",
 					Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 						"investigate who created it.",
-					Line: 433,
+					Line: 453,
 				},
 			},
 		},

@@ -42,6 +42,13 @@ type Agent struct {
 	Class         int      `json:"class,omitempty"`
 	Libc          string   `json:"libc,omitempty"`
 	Needed        []string `json:"needed,omitempty"`
+	// RunPath and VersionNeeds are what the dynamic loader will look for:
+	// DT_RUNPATH/DT_RPATH entries, and the symbol versions required from
+	// each needed library.
+	RunPath      []string            `json:"run_path,omitempty"`
+	VersionNeeds map[string][]string `json:"version_needs,omitempty"`
+	// Loadability is set by CheckLoadable for a given target.
+	Loadability *Loadability `json:"loadability,omitempty"`
 	// Imports lists the imported symbols that rules care about.
 	Imports          []string `json:"imports,omitempty"`
 	ImportsDlIterate bool     `json:"imports_dl_iterate_phdr"`
@@ -169,6 +176,7 @@ func ReadAgent(ctx context.Context, path string) (*Agent, []byte, error) {
 		return a, nil, nil
 	}
 	a.Machine, a.Class, a.Libc, a.Needed = info.Machine, info.Class, info.Libc(), info.Needed
+	a.RunPath, a.VersionNeeds = info.RunPath, info.VersionNeeds
 	for _, s := range agentImportsOfInterest {
 		if info.Imports(s) {
 			a.Imports = append(a.Imports, s)

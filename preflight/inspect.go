@@ -190,6 +190,8 @@ func (in *inspection) inspectProcess() {
 	if in.env, err = in.p.Environ(); err != nil {
 		in.envErr = err
 		in.unknown("process.environ", "%v", err)
+	} else if v, ok := in.env.Lookup("LD_LIBRARY_PATH"); ok {
+		pr.LibraryPath = v
 	}
 	self := proc.NewFS(in.opts.ProcRoot).Self()
 	for _, ns := range []struct {
@@ -241,6 +243,9 @@ func (in *inspection) readMaps() {
 	for _, l := range in.libs {
 		if l.exec {
 			in.r.MappedELFs++
+			if !l.deleted && !in.opts.AttachOnly {
+				in.r.MappedFiles = append(in.r.MappedFiles, l.path)
+			}
 		}
 	}
 }

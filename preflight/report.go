@@ -27,6 +27,10 @@ type Report struct {
 	Libraries []LoadedLibrary `json:"libraries"`
 	// MappedELFs counts the distinct files mapped executable.
 	MappedELFs int `json:"mapped_elfs"`
+	// MappedFiles are their paths (inside the target's root), for deciding
+	// whether an agent's libraries are already loaded. Empty for an
+	// AttachOnly inspection.
+	MappedFiles []string `json:"mapped_files,omitempty"`
 	// Unknowns lists every fact that could not be determined, with why.
 	Unknowns []UnknownFact `json:"unknowns,omitempty"`
 }
@@ -89,9 +93,12 @@ type Process struct {
 	SameMountNamespace bool             `json:"same_mount_namespace"`
 	// Root is the target's root directory seen from here
 	// (/proc/<pid>/root); Cwd is its working directory inside that root.
-	Root    string  `json:"root"`
-	Cwd     string  `json:"cwd,omitempty"`
-	Signals Signals `json:"signals"`
+	Root string `json:"root"`
+	// LibraryPath is the target's LD_LIBRARY_PATH, which its dynamic
+	// loader searches.
+	LibraryPath string  `json:"library_path,omitempty"`
+	Cwd         string  `json:"cwd,omitempty"`
+	Signals     Signals `json:"signals"`
 	// Machine and Libc describe the executable, for matching an agent
 	// ("x86-64", "glibc" or "musl").
 	Machine string `json:"machine,omitempty"`

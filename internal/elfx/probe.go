@@ -58,6 +58,14 @@ type Info struct {
 	// Needles maps each requested needle found in read-only data to the
 	// whole NUL-delimited string that contains its first occurrence.
 	Needles map[string]string
+	// RunPath is DT_RUNPATH, or DT_RPATH where there is no RUNPATH, split
+	// at ':' (entries may contain $ORIGIN).
+	RunPath []string
+	// VersionNeeds maps each needed library to the symbol versions the
+	// file requires from it (GLIBC_2.34, GLIBCXX_3.4.29...).
+	VersionNeeds map[string][]string
+	// VersionDefs are the symbol versions this file defines.
+	VersionDefs []string
 	// Truncated names anything that hit a cap, so a caller can say
 	// "unknown" rather than "absent".
 	Truncated []string
@@ -219,6 +227,40 @@ func probeDynamic(f *elf.File, info *Info) error {
 	info.Needed = needed
 	if so, err := f.DynString(elf.DT_SONAME); err == nil && len(so) > 0 {
 		info.SONAME = so[0]
+	}
+	for _, tag := range []elf.DynTag{elf.DT_RUNPATH, elf.DT_RPATH} {
+		if rp, err := f.DynString(tag); err == nil && len(rp) > 0 {
+			for _, e := range rp {
+				info.RunPath = append(info.RunPath, strings.Split(e, ":")...)
+			}
+			break
+		}
+	}
+	if len(info.RunPath) > maxDynStrings {
+		return fmt.Errorf("%w: %d run-path entries", ErrMalformed, len(info.RunPath))
+	}
+	// Symbol versioning (SHT_GNU_verneed, SHT_GNU_verdef): what the loader
+	// checks before it runs a line of the library.
+	if needs, err := f.DynamicVersionNeeds(); err == nil {
+		for _, n := range needs {
+			if len(info.VersionNeeds) >= maxDynStrings {
+				break
+			}
+			if info.VersionNeeds == nil {
+				info.VersionNeeds = map[string][]string{}
+			}
+			for _, d := range n.Needs {
+				info.VersionNeeds[n.Name] = append(info.VersionNeeds[n.Name], d.Dep)
+			}
+		}
+	}
+	if defs, err := f.DynamicVersions(); err == nil {
+		for _, d := range defs {
+			if len(info.VersionDefs) >= maxDynSyms {
+				break
+			}
+			info.VersionDefs = append(info.VersionDefs, d.Name)
+		}
 	}
 	if s := f.SectionByType(elf.SHT_DYNSYM); s != nil {
 		if s.Entsize != 0 && s.Size/s.Entsize > maxDynSyms {

@@ -1,0 +1,189 @@
+package preflight
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/safefile"
+)
+
+// Loadability says whether the target's dynamic loader could load an
+// agent: its DT_NEEDED libraries found the way the loader searches inside
+// the target's root, and every symbol version it requires (GLIBC_2.34,
+// GLIBCXX_3.4.29, CXXABI_1.3.13...) defined by them. A `load` that fails
+// here would fail in the JVM with a dlopen error (async-profiler #601,
+// #767, #885, #908, #909, #940 are this); checking first turns that into
+// a refusal that names the missing piece.
+type Loadability struct {
+	// Loadable is yes, no, or unknown (Reason says why).
+	Loadable Tristate `json:"loadable"`
+	// Missing lists libraries the loader would not find.
+	Missing []string `json:"missing,omitempty"`
+	// MissingVersions lists "GLIBC_2.99 (libc.so.6 at /usr/lib/...)".
+	MissingVersions []string `json:"missing_versions,omitempty"`
+	// Resolved maps each needed library to where it was found (target
+	// view), or "(loaded)" when the target already maps it.
+	Resolved map[string]string `json:"resolved,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
+}
+
+// Summary is the first problem in one line, for messages.
+func (l *Loadability) Summary() string {
+	var parts []string
+	if len(l.Missing) > 0 {
+		parts = append(parts, "not found: "+strings.Join(l.Missing, ", "))
+	}
+	if len(l.MissingVersions) > 0 {
+		parts = append(parts, "symbol versions not defined: "+strings.Join(l.MissingVersions, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// maxLoadableProbe bounds a library read from the target to check its
+// version definitions (libc is 2 MiB, libstdc++ 2.4 MiB).
+const maxLoadableProbe = 64 << 20
+
+// CheckLoadable decides whether the target r could load the agent a, and
+// records the answer in a.Loadability. It reads only the target's files
+// (through its root) and the mappings r lists; ctx bounds the reads. An
+// assumed agent, or one whose file could not be probed, is left unchecked.
+func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
+	if a == nil || a.Assumed || a.Error != "" || a.Kind == AgentNotAgent || a.Machine == "" {
+		return
+	}
+	l := &Loadability{Loadable: Yes, Resolved: map[string]string{}}
+	a.Loadability = l
+	root := r.Process.Root
+	if root == "" {
+		l.Loadable, l.Reason = Unknown, "the target's root is not known"
+		return
+	}
+	dirs := searchDirs(r, a)
+	for _, lib := range a.Needed {
+		if err := ctx.Err(); err != nil {
+			l.Loadable, l.Reason = Unknown, err.Error()
+			return
+		}
+		where, host := locate(r, dirs, lib)
+		if where == "" {
+			l.Missing = append(l.Missing, lib)
+			continue
+		}
+		l.Resolved[lib] = where
+		need := a.VersionNeeds[lib]
+		if len(need) == 0 {
+			continue
+		}
+		f, err := safefile.Read(ctx, host, maxLoadableProbe, safefile.Options{})
+		if err != nil {
+			l.Loadable, l.Reason = Unknown, fmt.Sprintf("%s: %v", where, err)
+			continue
+		}
+		info, err := elfx.ProbeReader(bytes.NewReader(f.Data), int64(len(f.Data)), elfx.ProbeOptions{})
+		if err != nil {
+			l.Loadable, l.Reason = Unknown, fmt.Sprintf("%s: %v", where, err)
+			continue
+		}
+		for _, v := range need {
+			if !slices.Contains(info.VersionDefs, v) {
+				l.MissingVersions = append(l.MissingVersions, fmt.Sprintf("%s (%s at %s)", v, lib, where))
+			}
+		}
+	}
+	if len(l.Missing) > 0 || len(l.MissingVersions) > 0 {
+		l.Loadable = No
+	}
+}
+
+// searchDirs is the loader's search order inside the target's root:
+// DT_RPATH (when there is no DT_RUNPATH), LD_LIBRARY_PATH, DT_RUNPATH,
+// then the directories ld.so.cache is built from (/etc/ld.so.conf and
+// its includes) and the trusted defaults. $ORIGIN is the agent's own
+// directory.
+func searchDirs(r *Report, a *Agent) []string {
+	var dirs []string
+	origin := filepath.Dir(a.RealPath)
+	expand := func(list []string) {
+		for _, d := range list {
+			d = strings.ReplaceAll(strings.ReplaceAll(d, "${ORIGIN}", origin), "$ORIGIN", origin)
+			if d != "" {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	expand(a.RunPath)
+	if r.Process.LibraryPath != "" {
+		expand(strings.Split(r.Process.LibraryPath, ":"))
+	}
+	dirs = append(dirs, ldSoConf(r.Process.Root, "/etc/ld.so.conf", 0)...)
+	triplet := map[string]string{"x86-64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}[a.Machine]
+	if triplet != "" {
+		dirs = append(dirs, "/lib/"+triplet, "/usr/lib/"+triplet)
+	}
+	return append(dirs, "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
+}
+
+// ldSoConf reads an ld.so.conf under root, following include lines (at
+// most 4 levels deep, 256 directories).
+func ldSoConf(root, path string, depth int) []string {
+	if depth > 4 {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(root, path))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var dirs []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() && len(dirs) < 256 {
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if rest, ok := strings.CutPrefix(line, "include "); ok {
+			matches, _ := filepath.Glob(filepath.Join(root, strings.TrimSpace(rest)))
+			for _, m := range matches {
+				dirs = append(dirs, ldSoConf(root, strings.TrimPrefix(m, root), depth+1)...)
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "/") {
+			dirs = append(dirs, line)
+		}
+	}
+	return dirs
+}
+
+// locate finds lib as the target's loader would: already loaded (the
+// loader matches a loaded object's name first), else the first directory
+// that holds it. It returns the target's view and ours.
+func locate(r *Report, dirs []string, lib string) (where, host string) {
+	for _, m := range r.MappedFiles {
+		base := filepath.Base(m)
+		if base == lib || strings.HasPrefix(base, lib+".") {
+			return m, filepath.Join(r.Process.Root, m)
+		}
+	}
+	if strings.Contains(lib, "/") {
+		p := filepath.Join(r.Process.Root, lib)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return lib, p
+		}
+		return "", ""
+	}
+	for _, d := range dirs {
+		p := filepath.Join(r.Process.Root, d, lib)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return filepath.Join(d, lib), p
+		}
+	}
+	return "", ""
+}
