@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -48,6 +49,10 @@ type ProfileRequest struct {
 	Format string
 	// Extra is appended to the start options verbatim (e.g. "threads").
 	Extra string
+	// EventFallback switches -e cpu to a timer-based event (ctimer for
+	// async-profiler 3.0+, else itimer) when the rules find that the
+	// target cannot open perf events.
+	EventFallback bool
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
 	// Options are the attach options; Timeout, if set, bounds the whole
@@ -63,6 +68,8 @@ type ProfileResult struct {
 	Result
 	Output string `json:"output"`
 	Bytes  int64  `json:"bytes"`
+	// Event is what was sampled (after any fallback).
+	Event string `json:"event"`
 	// Cancelled is set when ctx ended the profile before Duration.
 	Cancelled bool `json:"cancelled,omitempty"`
 }
@@ -140,18 +147,28 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		ext = ""
 	}
 	inTarget := fmt.Sprintf("/tmp/.safeattach-profile-%s%s", hex.EncodeToString(rnd[:]), ext)
-	start := fmt.Sprintf("start,event=%s,file=%s", req.Event, inTarget)
-	if req.Interval != "" {
-		start += ",interval=" + req.Interval
+	startOptions := func(event string) string {
+		start := fmt.Sprintf("start,event=%s,file=%s", event, inTarget)
+		if req.Interval != "" {
+			start += ",interval=" + req.Interval
+		}
+		if req.Extra != "" {
+			start += "," + req.Extra
+		}
+		return start
 	}
-	if req.Extra != "" {
-		start += "," + req.Extra
-	}
+	start := startOptions(req.Event)
 	if err := c.readAgent(sctx, lib, start); err != nil {
 		return nil, err
 	}
 	if err := c.judge(sctx, preflight.Options{}); err != nil {
 		return nil, err
+	}
+	if req.EventFallback && req.Event == "cpu" && hasFinding(c.verdict, RulePerfEventsUnavailable) {
+		req.Event = timerEvent(c.agent)
+		start = startOptions(req.Event)
+		c.agent.Options = start
+		c.log.Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", req.Event)
 	}
 	pctx, pcancel := c.protocolContext(sctx)
 	defer pcancel()
@@ -163,7 +180,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	hostFile := filepath.Join(c.report.Process.Root, inTarget)
 	defer os.Remove(hostFile)
 
-	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent, LoadedFrom: s.agentPath}}
+	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent, LoadedFrom: s.agentPath}, Event: req.Event}
 	if out, err := s.load(pctx, start); err != nil {
 		res.Output = out
 		return res, err
@@ -220,6 +237,27 @@ func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled 
 			}
 		}
 	}
+}
+
+// RulePerfEventsUnavailable is the rule that finds -e cpu cannot work.
+const RulePerfEventsUnavailable = "perf-events-unavailable"
+
+func hasFinding(v conflicts.Verdict, rule string) bool {
+	for _, f := range v.Findings {
+		if f.Rule == rule && f.Severity != conflicts.Info {
+			return true
+		}
+	}
+	return false
+}
+
+// timerEvent is the CPU event that needs no perf events: ctimer (per
+// thread CPU timers, accurate) from async-profiler 3.0, itimer before.
+func timerEvent(a *preflight.Agent) string {
+	if v, err := conflicts.ParseVersion(a.Version); err == nil && v.Segments()[0] >= 3 {
+		return "ctimer"
+	}
+	return "itimer"
 }
 
 // MinProfileOverhead is the least time a profile needs beyond its

@@ -49,6 +49,10 @@ var factList = []FactInfo{
 	{"process.sigvtalrm.caught", "bool", "SIGVTALRM has a handler: another profiler owns it"},
 	{"process.same_mount_namespace", "bool", "the target shares our mount namespace"},
 	{"process.mapped_elfs", "int", "distinct executable files mapped"},
+	{"process.seccomp", "int", "seccomp mode: 0 none, 1 strict, 2 filter"},
+	{"process.cap_perfmon", "bool", "the target has CAP_PERFMON or CAP_SYS_ADMIN (may open perf events whatever perf_event_paranoid says)"},
+	{"host.perf_event_paranoid", "int", "kernel.perf_event_paranoid (above 2: perf events only with CAP_PERFMON)"},
+	{"host.kptr_restrict", "int", "kernel.kptr_restrict (above 0: kernel symbols hidden)"},
 	{"inspector.is_root", "bool", "safeattach runs with euid 0"},
 	{"inspector.same_user", "bool", "safeattach's euid equals the target's"},
 	{"jvm.kind", "string", "hotspot, openj9 or none"},
@@ -158,6 +162,20 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 	set("process.mapped_elfs", r.MappedELFs, "")
 	set("inspector.is_root", r.Inspector.EUID == 0, "")
 	set("inspector.same_user", r.Inspector.EUID == int(p.UID.Effective), "")
+	const capSysAdmin, capPerfmon = 21, 38
+	set("process.cap_perfmon", p.CapEff&(1<<capSysAdmin|1<<capPerfmon) != 0, fmt.Sprintf("CapEff=%016x", p.CapEff))
+	if p.Seccomp >= 0 {
+		set("process.seccomp", p.Seccomp, "")
+	} else {
+		unknown("process.seccomp", "the kernel does not report it")
+	}
+	for name, v := range map[string]*int{"host.perf_event_paranoid": r.Host.PerfEventParanoid, "host.kptr_restrict": r.Host.KptrRestrict} {
+		if v != nil {
+			set(name, *v, "")
+		} else if reason, ok := unknowns[name]; ok {
+			unknown(name, reason)
+		}
+	}
 
 	j := r.JVM
 	set("jvm.kind", j.Kind, strings.Join(j.Evidence, "; "))

@@ -511,21 +511,69 @@ func embeddedRules() []Rule {
 			},
 		},
 		{
-			ID:     "credentials-mismatch",
-			Title:  "safeattach runs as neither root nor the target's user",
-			Hard:   true,
+			ID:    "perf-events-unavailable",
+			Title: "CPU sampling with perf_events will not work in this target",
+			Description: "async-profiler's cpu event opens one perf event per thread. With " +
+				"kernel.perf_event_paranoid above 2 (Debian and Ubuntu kernels allow that " +
+				"setting) only CAP_PERFMON or CAP_SYS_ADMIN may open perf events, and a seccomp " +
+				"filter (a container's default profile) usually blocks perf_event_open. " +
+				"async-profiler before 4.0 then fails with \"Perf events unavailable\"; later " +
+				"versions fall back to a timer.\n",
+			References: []string{
+				"https://github.com/async-profiler/async-profiler/issues/170",
+				"https://github.com/async-profiler/async-profiler/issues/292",
+				"https://github.com/async-profiler/async-profiler/issues/1088",
+				"https://github.com/async-profiler/async-profiler/issues/1294",
+				"https://github.com/async-profiler/async-profiler/issues/855",
+			},
 			Source: "rules/default.yaml:335",
 			Cases: []*Case{
 				{
+					Severity: Warn,
+					When: &Condition{Line: 353, All: []*Condition{
+						{Line: 354, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+						{Line: 355, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
+						{Line: 356, Any: []*Condition{
+							{Line: 357, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
+							{Line: 358, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
+						}},
+					}},
+					Message: "-e cpu needs perf events, which this JVM cannot open " +
+						"(perf_event_paranoid={host.perf_event_paranoid}, seccomp mode " +
+						"{process.seccomp}, no CAP_PERFMON or CAP_SYS_ADMIN)",
+					Remedy: "Profile with -e itimer (or -e ctimer with async-profiler 3.0+), or pass " +
+						"--event-fallback to switch automatically; or allow perf events (sysctl " +
+						"kernel.perf_event_paranoid=2, or CAP_PERFMON for the container).",
+					Line: 351,
+				},
+				{
+					Severity: Info,
+					When: &Condition{Line: 363, All: []*Condition{
+						{Line: 364, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+						{Line: 365, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+					}},
+					Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
+						"will be missing from CPU profiles",
+					Line: 361,
+				},
+			},
+		},
+		{
+			ID:     "credentials-mismatch",
+			Title:  "safeattach runs as neither root nor the target's user",
+			Hard:   true,
+			Source: "rules/default.yaml:369",
+			Cases: []*Case{
+				{
 					Severity: Block,
-					When: &Condition{Line: 341, All: []*Condition{
-						{Line: 342, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-						{Line: 343, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+					When: &Condition{Line: 375, All: []*Condition{
+						{Line: 376, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+						{Line: 377, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 					}},
 					Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 						"or root",
 					Remedy: "Run safeattach as root or as uid {process.euid}.",
-					Line:   339,
+					Line:   373,
 				},
 			},
 		},
@@ -536,23 +584,23 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1318",
 				"https://github.com/async-profiler/async-profiler/issues/1269",
 			},
-			Source: "rules/default.yaml:347",
+			Source: "rules/default.yaml:381",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 355, All: []*Condition{
-						{Line: 356, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 357, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-						{Line: 358, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-						{Line: 359, Any: []*Condition{
-							{Line: 360, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-							{Line: 361, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+					When: &Condition{Line: 389, All: []*Condition{
+						{Line: 390, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 391, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+						{Line: 392, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+						{Line: 393, Any: []*Condition{
+							{Line: 394, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+							{Line: 395, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 						"LD_PRELOADed (\"free() invalid size\")",
 					Remedy: "Use async-profiler 4.1 or later for nativemem.",
-					Line:   353,
+					Line:   387,
 				},
 			},
 		},
@@ -562,22 +610,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1162",
 			},
-			Source: "rules/default.yaml:365",
+			Source: "rules/default.yaml:399",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 372, All: []*Condition{
-						{Line: 373, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 374, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-						{Line: 375, Any: []*Condition{
-							{Line: 376, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 377, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 406, All: []*Condition{
+						{Line: 407, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 408, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+						{Line: 409, Any: []*Condition{
+							{Line: 410, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 411, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 						"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 					Remedy: "Use async-profiler 4.2 or later.",
-					Line:   370,
+					Line:   404,
 				},
 			},
 		},
@@ -587,22 +635,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/759",
 			},
-			Source: "rules/default.yaml:381",
+			Source: "rules/default.yaml:415",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 388, All: []*Condition{
-						{Line: 389, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 390, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-						{Line: 391, Any: []*Condition{
-							{Line: 392, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-							{Line: 393, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 422, All: []*Condition{
+						{Line: 423, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 424, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+						{Line: 425, Any: []*Condition{
+							{Line: 426, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+							{Line: 427, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 						"async-profiler {agent.version} uses a fixed signal",
 					Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-					Line:   386,
+					Line:   420,
 				},
 			},
 		},
@@ -613,31 +661,31 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1756",
 				"https://github.com/async-profiler/async-profiler/issues/1406",
 			},
-			Source: "rules/default.yaml:397",
+			Source: "rules/default.yaml:431",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 405, All: []*Condition{
-						{Line: 406, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 407, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 408, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+					When: &Condition{Line: 439, All: []*Condition{
+						{Line: 440, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 441, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 442, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} fails to attach above 2048",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   403,
+					Line:   437,
 				},
 				{
 					Severity: Warn,
-					When: &Condition{Line: 413, All: []*Condition{
-						{Line: 414, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 415, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 416, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+					When: &Condition{Line: 447, All: []*Condition{
+						{Line: 448, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 449, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 450, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} pauses the whole JVM while it parses them",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   411,
+					Line:   445,
 				},
 			},
 		},
@@ -647,19 +695,19 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1617",
 			},
-			Source: "rules/default.yaml:420",
+			Source: "rules/default.yaml:454",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 427, All: []*Condition{
-						{Line: 428, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 429, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-						{Line: 430, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+					When: &Condition{Line: 461, All: []*Condition{
+						{Line: 462, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 463, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+						{Line: 464, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 					}},
 					Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 						"profiling starts",
 					Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-					Line:   425,
+					Line:   459,
 				},
 			},
 		},
@@ -670,19 +718,19 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/694",
 				"https://github.com/async-profiler/async-profiler/issues/714",
 			},
-			Source: "rules/default.yaml:434",
+			Source: "rules/default.yaml:468",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 442, All: []*Condition{
-						{Line: 443, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 444, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-						{Line: 445, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+					When: &Condition{Line: 476, All: []*Condition{
+						{Line: 477, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 478, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+						{Line: 479, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 					}},
 					Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 						"heap",
 					Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-					Line:   440,
+					Line:   474,
 				},
 			},
 		},
@@ -690,16 +738,16 @@ func embeddedRules() []Rule {
 			ID:     "attach-socket-untrusted",
 			Title:  "The attach socket is not what the JVM would create",
 			Hard:   true,
-			Source: "rules/default.yaml:449",
+			Source: "rules/default.yaml:483",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When:     &Condition{Line: 454, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 488, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 					Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 						"root) with mode 0600; it could be a spoof",
 					Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 						"investigate who created it.",
-					Line: 453,
+					Line: 487,
 				},
 			},
 		},

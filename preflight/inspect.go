@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/safeattach/safeattach/internal/elfx"
@@ -125,6 +126,7 @@ func Inspect(ctx context.Context, pid int, opts Options) (*Report, error) {
 		in.inspectJemalloc()
 		in.inspectTcmalloc()
 		in.inspectLibunwind()
+		in.inspectHost()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -161,6 +163,7 @@ func (in *inspection) inspectProcess() {
 	pr.UID, pr.GID = ids(st.UID), ids(st.GID)
 	pr.Threads = st.Threads
 	pr.NSPid = st.NSPid()
+	pr.CapEff, pr.Seccomp = st.CapEff, st.Seccomp
 	pr.Signals = Signals{
 		SIGQUIT:   sigState(st, proc.SIGQUIT),
 		SIGPROF:   sigState(st, proc.SIGPROF),
@@ -322,6 +325,28 @@ func (in *inspection) hashMapped(l *mappedLib) (string, error) {
 		return "", fmt.Errorf("larger than %d bytes", MaxAgentSize)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// inspectHost reads the kernel settings that decide what a profiler can
+// do: they are host-wide, the same inside every container.
+func (in *inspection) inspectHost() {
+	for _, k := range []struct {
+		file string
+		dst  **int
+	}{{"perf_event_paranoid", &in.r.Host.PerfEventParanoid}, {"kptr_restrict", &in.r.Host.KptrRestrict}} {
+		path := filepath.Join(proc.NewFS(in.opts.ProcRoot).Root(), "sys/kernel", k.file)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			in.unknown("host."+k.file, "%v", err)
+			continue
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			in.unknown("host."+k.file, "%s: %q", path, b)
+			continue
+		}
+		*k.dst = &v
+	}
 }
 
 // findLib returns the first mapped library whose base name satisfies match.

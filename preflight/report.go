@@ -25,6 +25,8 @@ type Report struct {
 	// Libraries lists every library that was identified (allocators,
 	// unwinders, JVMs, profilers), for reports and rules.
 	Libraries []LoadedLibrary `json:"libraries"`
+	// Host holds the kernel settings that limit profilers.
+	Host Host `json:"host"`
 	// MappedELFs counts the distinct files mapped executable.
 	MappedELFs int `json:"mapped_elfs"`
 	// MappedFiles are their paths (inside the target's root), for deciding
@@ -70,6 +72,16 @@ const (
 	StateIdle      ProcessState = "idle"
 )
 
+// Host is what the kernel allows profilers (nil: could not be read).
+type Host struct {
+	// PerfEventParanoid is kernel.perf_event_paranoid: above 2 (a
+	// Debian/Ubuntu patch) nobody without CAP_PERFMON or CAP_SYS_ADMIN may
+	// open perf events at all.
+	PerfEventParanoid *int `json:"perf_event_paranoid,omitempty"`
+	// KptrRestrict is kernel.kptr_restrict: above 0 hides kernel symbols.
+	KptrRestrict *int `json:"kptr_restrict,omitempty"`
+}
+
 // Process is the OS-level view of the target.
 type Process struct {
 	Name      string       `json:"name"`
@@ -81,6 +93,10 @@ type Process struct {
 	UID       IDs          `json:"uid"`
 	GID       IDs          `json:"gid"`
 	Threads   int          `json:"threads"`
+	// CapEff is the effective capability set; Seccomp the seccomp mode
+	// (0 none, 1 strict, 2 filter, -1 unknown).
+	CapEff  uint64 `json:"cap_eff"`
+	Seccomp int    `json:"seccomp"`
 	// StartTime (clock ticks after boot) pins this pid: a recycled pid has
 	// a different start time.
 	StartTime uint64 `json:"start_time"`

@@ -65,6 +65,7 @@ func newProfileCmd() *cobra.Command {
 			}
 			// Ctrl-C (the root context) ends the wait; the profiler is
 			// still stopped and its output written.
+			requested := req.Event
 			res, err := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
 				fmt.Fprintln(stderr)
@@ -83,6 +84,9 @@ func newProfileCmd() *cobra.Command {
 			if res.Cancelled {
 				note = " (stopped early)"
 			}
+			if res.Event != "" && res.Event != requested {
+				note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
+			}
 			fmt.Fprintf(w, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
 			printFindings(w, res.Verdict.Findings)
 			return nil
@@ -98,6 +102,7 @@ func newProfileCmd() *cobra.Command {
 	f.StringVarP(&req.Format, "output", "o", "", "output format: flamegraph, collapsed, tree, jfr (default from the file name)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
+	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
 	af.register(cmd, 0)
 	return cmd
 }

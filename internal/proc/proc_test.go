@@ -21,7 +21,7 @@ func TestStatusFixture(t *testing.T) {
 		Name: "java", State: 'S', StateText: "sleeping", Tgid: 4242, PPid: 1,
 		UID: IDs{1000, 1001, 1002, 1003}, GID: IDs{2000, 2001, 2002, 2003},
 		NStgid: []int{4242, 7}, NSpid: []int{4242, 7}, Threads: 23,
-		SigIgn: 0x1000, SigCgt: 0x2000000181005ccf,
+		SigIgn: 0x1000, SigCgt: 0x2000000181005ccf, CapEff: 0xa80425fb, Seccomp: 2,
 	}
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("got %+v\nwant %+v", st, want)

@@ -53,6 +53,10 @@ type Status struct {
 	SigCgt  SigSet
 	// Kthread is set for kernel threads (Linux 6.x prints "Kthread: 1").
 	Kthread bool
+	// CapEff is the effective capability set; Seccomp the seccomp mode
+	// (0 none, 1 strict, 2 filter; -1 when the kernel does not say).
+	CapEff  uint64
+	Seccomp int
 }
 
 // NSPid returns the pid in the process's own (innermost) pid namespace.
@@ -79,7 +83,7 @@ func (p Proc) Status() (*Status, error) {
 }
 
 func parseStatus(r io.Reader) (*Status, error) {
-	st := &Status{}
+	st := &Status{Seccomp: -1}
 	sc := bufio.NewScanner(r)
 	seen := map[string]bool{}
 	for sc.Scan() {
@@ -125,6 +129,12 @@ func parseStatus(r io.Reader) (*Status, error) {
 			st.SigCgt, err = parseSigSet(val)
 		case "Kthread":
 			st.Kthread = val == "1"
+		case "CapEff":
+			var v SigSet
+			v, err = parseSigSet(val)
+			st.CapEff = uint64(v)
+		case "Seccomp":
+			st.Seccomp, err = strconv.Atoi(val)
 		default:
 			continue
 		}
