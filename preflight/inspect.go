@@ -78,7 +78,10 @@ type inspection struct {
 	// is consulted by several sections, and each probe opens the file.
 	probed map[*mappedLib]probeResult
 	// preloadEnv and preloadFile are read once, on first use.
-	preloadsRead            bool
+	preloadsRead bool
+	// flagFiles are -XX:Flags=, -XX:VMOptionsFile= and @argfile options
+	// seen, for hsperfdata to account for.
+	flagFiles               []string
 	preloadEnv, preloadFile []string
 	r                       *Report
 	log                     *slog.Logger

@@ -2,13 +2,16 @@ package preflight
 
 import (
 	"bufio"
+	"context"
 	"fmt"
-	"github.com/safeattach/safeattach/internal/proc"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Where VM options come from, in the order HotSpot applies them; a later
@@ -20,8 +23,11 @@ import (
 //	cmdline             /proc/<pid>/cmdline up to the main class
 //	_JAVA_OPTIONS       read by the VM after the command line
 //
-// -XX:Flags=, -XX:VMOptionsFile= and @argfiles can set flags too; their
-// contents are not read, and the report says so.
+// -XX:Flags=, -XX:VMOptionsFile= and @argfiles can set flags too. Their
+// files are not read (they may be gone, or the launcher's); what the VM
+// made of them is read from its hsperfdata instead, where it publishes
+// its arguments (java.rt.vmArgs) and the flags file's settings
+// (java.rt.vmFlags). Those fill only what the visible sources leave unset.
 var optionSources = []string{"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "cmdline", "_JAVA_OPTIONS"}
 
 // Flags safeattach reasons about. -Xrs is the same switch as
@@ -161,6 +167,65 @@ func (in *inspection) jvmFlags() {
 			in.applyOption(o, src)
 		}
 	}
+	in.perfDataFlags()
+}
+
+// maxPerfData caps the hsperfdata file read (the JVM's default is 32 KiB).
+const maxPerfData = 4 << 20
+
+// perfDataFlags reads the VM's own record of its arguments and flags from
+// /tmp/hsperfdata_<user>/<nspid> under its root, for flags set where the
+// command line does not show them.
+func (in *inspection) perfDataFlags() {
+	j := &in.r.JVM
+	pending := in.flagFiles
+	in.flagFiles = nil
+	matches, _ := filepath.Glob(in.rootPath(fmt.Sprintf("/tmp/hsperfdata_*/%d", in.r.Process.NSPid)))
+	var pd *proc.PerfData
+	for _, m := range matches {
+		f, err := safefile.Read(context.Background(), m, maxPerfData, safefile.Options{NoFollow: true})
+		if err != nil || (f.Stat.Uid != in.r.Process.UID.Effective && f.Stat.Uid != 0) {
+			continue
+		}
+		if pd, err = proc.ParsePerfData(f.Data); err == nil {
+			j.PerfData = strings.TrimPrefix(m, in.r.Process.Root)
+			break
+		}
+	}
+	if pd == nil {
+		for _, f := range pending {
+			in.unknown("jvm.flags", "%s names a file that is not read, and no hsperfdata was found (-XX:-UsePerfData?)", f)
+		}
+		return
+	}
+	for _, key := range []string{"java.rt.vmFlags", "java.rt.vmArgs"} {
+		for _, o := range strings.Fields(pd.Strings[key]) {
+			// The flags file says "+Name" / "-Name" / "Name=value".
+			if !strings.HasPrefix(o, "-XX:") && !strings.HasPrefix(o, "-X") && !strings.HasPrefix(o, "-D") && !strings.HasPrefix(o, "-agent") && !strings.HasPrefix(o, "-javaagent") {
+				o = "-XX:" + o
+			}
+			name := flagName(o)
+			if _, set := j.Flags[name]; set && name != "" {
+				continue
+			}
+			in.applyOption(o, "hsperfdata ("+key+")")
+		}
+	}
+	in.flagFiles = nil
+}
+
+// flagName is the HotSpot flag an option sets ("" if none).
+func flagName(o string) string {
+	switch {
+	case o == "-Xrs":
+		return "ReduceSignalUsage"
+	case strings.HasPrefix(o, "-XX:+") || strings.HasPrefix(o, "-XX:-"):
+		return o[5:]
+	case strings.HasPrefix(o, "-XX:"):
+		name, _, _ := strings.Cut(o[4:], "=")
+		return name
+	}
+	return ""
 }
 
 // splitJavaCmdline returns the VM options of a java command line and its
@@ -200,13 +265,13 @@ func (in *inspection) applyOption(o, src string) {
 			set(name, strconv.FormatBool(o[4] == '+'))
 		}
 	case strings.HasPrefix(o, "-XX:Flags=") || strings.HasPrefix(o, "-XX:VMOptionsFile="):
-		in.unknown("jvm.flags", "%s %s names a flags file that is not read", src, o)
+		in.flagFiles = append(in.flagFiles, src+" "+o)
 	case strings.HasPrefix(o, "-XX:"):
 		if name, val, ok := strings.Cut(o[4:], "="); ok && trackedFlags[name] {
 			set(name, val)
 		}
 	case strings.HasPrefix(o, "@"):
-		in.unknown("jvm.flags", "%s names an argument file %s that is not read", src, o)
+		in.flagFiles = append(in.flagFiles, src+" "+o)
 	case strings.HasPrefix(o, "-agentpath:") || strings.HasPrefix(o, "-agentlib:") || strings.HasPrefix(o, "-javaagent:"):
 		j.StartupAgents = append(j.StartupAgents, o)
 	case strings.HasPrefix(o, "-Djdk.attach."):

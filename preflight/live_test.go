@@ -358,3 +358,36 @@ func TestLiveInspectAgent(t *testing.T) {
 		t.Errorf("not ELF: %+v", a)
 	}
 }
+
+// TestLiveFlagsFromHsperfdata: a flag set in a -XX:Flags= file (which the
+// command line does not show) is read from the JVM's hsperfdata, so the
+// rules see it.
+func TestLiveFlagsFromHsperfdata(t *testing.T) {
+	t.Parallel()
+	flags := filepath.Join(t.TempDir(), "hotspotrc")
+	if err := os.WriteFile(flags, []byte("+DisableAttachMechanism\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+UsePerfData", "-XX:Flags=" + flags}})
+	r, err := Inspect(context.Background(), p.PID, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ok := r.JVM.Flags["DisableAttachMechanism"]
+	if !ok || f.Value != "true" || !strings.HasPrefix(f.Source, "hsperfdata") || r.JVM.PerfData == "" {
+		t.Fatalf("flag %+v (set %v), perf data %q, unknowns %+v", f, ok, r.JVM.PerfData, r.Unknowns)
+	}
+	// Without hsperfdata the flags file stays an unknown, said so.
+	q := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:Flags=" + flags}})
+	r, err = Inspect(context.Background(), q.PID, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, u := range r.Unknowns {
+		found = found || (u.Fact == "jvm.flags" && strings.Contains(u.Reason, "-XX:Flags="))
+	}
+	if !found {
+		t.Errorf("no unknown for the unread flags file: %+v", r.Unknowns)
+	}
+}

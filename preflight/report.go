@@ -158,6 +158,9 @@ type JVM struct {
 	// Flags are the effective VM options safeattach cares about, keyed by
 	// HotSpot flag name (-Xrs is recorded as ReduceSignalUsage).
 	Flags map[string]FlagSetting `json:"flags,omitempty"`
+	// PerfData is the hsperfdata file the flags were completed from
+	// (inside the target's root), if one was read.
+	PerfData string `json:"perf_data,omitempty"`
 	// MainClass is the main class or "-jar <file>" from the command line.
 	MainClass string `json:"main_class,omitempty"`
 	// StartupAgents are -agentpath/-agentlib/-javaagent options.

@@ -61,3 +61,16 @@ func FuzzParseSyscall(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) { _, _ = parseSyscall(s) })
 }
+
+// FuzzParsePerfData: any bytes give counters or an error, never a panic
+// or an out-of-range read (the file is the target's).
+func FuzzParsePerfData(f *testing.F) {
+	if seed, err := os.ReadFile("testdata/hsperfdata/jdk17.bin"); err == nil {
+		f.Add(seed)
+		f.Add(seed[:100])
+	}
+	f.Add([]byte{0xca, 0xfe, 0xc0, 0xc0, 1, 2, 0, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = ParsePerfData(data)
+	})
+}

@@ -263,3 +263,23 @@ func TestParseSyscall(t *testing.T) {
 		}
 	}
 }
+
+// TestParsePerfData reads a real JDK 17 hsperfdata file.
+func TestParsePerfData(t *testing.T) {
+	data, err := os.ReadFile("testdata/hsperfdata/jdk17.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd, err := ParsePerfData(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(pd.Strings["java.rt.vmArgs"], "-XX:+UsePerfData") || !strings.Contains(pd.Strings["sun.rt.javaCommand"], "Target") {
+		t.Errorf("vmArgs %q, command %q", pd.Strings["java.rt.vmArgs"], pd.Strings["sun.rt.javaCommand"])
+	}
+	for _, bad := range [][]byte{nil, data[:31], append([]byte{0, 0, 0, 0}, data[4:]...)} {
+		if _, err := ParsePerfData(bad); err == nil {
+			t.Errorf("accepted %d bad bytes", len(bad))
+		}
+	}
+}
