@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -79,6 +80,43 @@ func TestWatcherNoFalseAlarms(t *testing.T) {
 			res, err := Load(context.Background(), p.PID, slow, strconv.Itoa(secs), Options{Timeout: time.Duration(secs+30) * time.Second})
 			if err != nil || !res.Healthy {
 				t.Fatalf("run %d: a slow agent (%d s) was not let finish: %v", i, secs, err)
+			}
+			p.Cmd.Process.Kill()
+		}
+	})
+	// A JVM in back-to-back full collections, and one whose threads are
+	// all parked in Object.wait, while an agent attaches slowly.
+	for _, mode := range []string{"gc", "wait"} {
+		t.Run("slow-agent-"+mode, func(t *testing.T) {
+			t.Parallel()
+			slow := testenv.BuildAgent(t, testenv.AgentSleepOnAttach)
+			for i := 0; i < watchRuns(); i++ {
+				p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 4, Mode: mode})
+				if res, err := Load(context.Background(), p.PID, slow, "3", Options{Timeout: 60 * time.Second}); err != nil || !res.Healthy {
+					t.Fatalf("run %d: %v", i, err)
+				}
+				p.Cmd.Process.Kill()
+			}
+		})
+	}
+	// A full heap dump running when the attach arrives: the listener
+	// serves one request at a time, so the load waits behind the dump.
+	t.Run("heap-dump-while-attaching", func(t *testing.T) {
+		t.Parallel()
+		fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+		for i := 0; i < watchRuns(); i++ {
+			p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 2, JVMArgs: []string{"-Xmx256m"}})
+			dump := filepath.Join(t.TempDir(), "heap.hprof")
+			done := make(chan error, 1)
+			go func() {
+				_, err := Jcmd(context.Background(), p.PID, "GC.heap_dump "+dump, Options{Timeout: 60 * time.Second})
+				done <- err
+			}()
+			if res, err := Load(context.Background(), p.PID, fixed, "", Options{Timeout: 60 * time.Second}); err != nil || !res.Healthy {
+				t.Fatalf("run %d: %v", i, err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("run %d: heap dump: %v", i, err)
 			}
 			p.Cmd.Process.Kill()
 		}

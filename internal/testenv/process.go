@@ -129,6 +129,9 @@ type JVMSpec struct {
 	JVMArgs []string
 	// Workers is the number of malloc-churning threads.
 	Workers int
+	// Mode is what the workers do instead of churning native memory:
+	// "wait" (parked in Object.wait) or "gc" (back-to-back full GCs).
+	Mode string
 	// NoWait returns as soon as the process started, without waiting for
 	// READY (for JVMs that are expected to fail or be stopped early).
 	NoWait bool
@@ -148,6 +151,9 @@ func StartJVM(t testing.TB, spec JVMSpec) *Process {
 	args := []string{"-Xmx64m", "-Xss512k", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-cp", cp}
 	args = append(args, spec.JVMArgs...)
 	args = append(args, "Target", fmt.Sprint(spec.Workers))
+	if spec.Mode != "" {
+		args = append(args, spec.Mode)
+	}
 	cmd := exec.Command(filepath.Join(spec.JDK.Home, "bin", "java"), args...)
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + os.TempDir(), "LANG=C.UTF-8"}, spec.Env...)
 	if spec.RunAs != 0 {

@@ -7,14 +7,22 @@ import java.util.zip.Deflater;
  * java.util.zip.Deflater (malloc-heavy, like a real service's compression
  * path) and counts their progress, printed on demand via the "progress"
  * system property read by tests through jcmd, and every second to stdout.
+ * A second argument picks what the N threads do instead: "wait" parks
+ * them all in Object.wait (a JVM with nothing to do), "gc" makes them
+ * allocate and call System.gc() without pause (a JVM in long, back to
+ * back full collections).
  */
 public class Target {
     static final AtomicLong progress = new AtomicLong();
 
     public static void main(String[] args) throws Exception {
         int workers = args.length > 0 ? Integer.parseInt(args[0]) : 0;
+        String mode = args.length > 1 ? args[1] : "churn";
+        Runnable work = Target::churn;
+        if (mode.equals("wait")) work = Target::park;
+        if (mode.equals("gc")) work = Target::collect;
         for (int i = 0; i < workers; i++) {
-            Thread t = new Thread(Target::churn, "churn-" + i);
+            Thread t = new Thread(work, mode + "-" + i);
             t.setDaemon(true);
             t.start();
         }
@@ -23,6 +31,32 @@ public class Target {
         while (true) {
             Thread.sleep(1000);
             System.setProperty("safeattach.progress", Long.toString(progress.get()));
+        }
+    }
+
+    static final Object lock = new Object();
+
+    static void park() {
+        synchronized (lock) {
+            while (true) {
+                try {
+                    lock.wait();
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        }
+    }
+
+    static volatile Object[] retained;
+
+    static void collect() {
+        while (true) {
+            Object[] keep = new Object[4096];
+            for (int i = 0; i < keep.length; i++) keep[i] = new byte[1024];
+            retained = keep;
+            System.gc();
+            progress.incrementAndGet();
         }
     }
 
