@@ -69,6 +69,10 @@ var goldenCases = []goldenCase{
 	{name: "alloc-jdk8", report: "jdk8", agent: "async-profiler-3.0-alloc", block: []string{"alloc-profiling-jdk8"}},
 	{name: "many-libraries-affected", report: "many-libraries", agent: "lookalike_affected", block: []string{"too-many-libraries"}},
 	{name: "sigprof-taken-3.0", report: "sigprof-taken", agent: "async-profiler-3.0-release", warn: []string{"profiling-signal-taken"}, allowed: true},
+	{name: "jvm-asgct-bugs-17.0.4", report: "jdk17-0-4", agent: "lookalike_fixed", warn: []string{"jvm-asgct-guarantee-crash", "jvm-asgct-interpreter-crash"}, allowed: true},
+	{name: "jvm-dynamic-code-race-jdk8", report: "jdk8", agent: "lookalike_fixed", warn: []string{"jvm-dynamic-code-race"}, allowed: true},
+	{name: "perf-events-unavailable", report: "perf-restricted", agent: "lookalike_fixed_cpu", warn: []string{"perf-events-unavailable"}, allowed: true},
+	{name: "agent-not-loadable", report: "plain-jdk17", agent: "glibc-too-new", block: []string{"agent-not-loadable"}},
 	// Policy.
 	{name: "strict-escalates-warning", report: "jemalloc-prof-idle", agent: "lookalike_affected", policy: Policy{Strict: true}, block: []string{"jemalloc-heap-profiler"}},
 	{name: "denylisted-by-path", report: "plain-jdk17", agent: "lookalike_fixed", policy: Policy{DenyAgents: []string{"/tmp/safeattach-testbuild/agent-659798474926e5c2/liblookalike_fixed.so"}}, block: []string{RuleAgentDenylisted}},

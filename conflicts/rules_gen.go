@@ -559,21 +559,116 @@ func embeddedRules() []Rule {
 			},
 		},
 		{
-			ID:     "credentials-mismatch",
-			Title:  "safeattach runs as neither root nor the target's user",
-			Hard:   true,
+			ID: "jvm-asgct-guarantee-crash",
+			Title: "This JVM can crash on a guarantee in AsyncGetCallTrace while a profiler samples " +
+				"it",
+			Description: "JDK-8283849: AsyncGetCallTrace may crash the JVM on a guarantee when a signal " +
+				"arrives in a thread that is not fully set up. Every AsyncGetCallTrace user " +
+				"(async-profiler, Datadog's profiler) can trigger it. Fixed in JDK 19 and " +
+				"backported to 8u352, 11.0.17 and 17.0.5.\n",
+			References: []string{
+				"https://bugs.openjdk.org/browse/JDK-8283849",
+				"https://github.com/openjdk/jdk8u-dev/pull/73",
+			},
 			Source: "rules/default.yaml:369",
 			Cases: []*Case{
 				{
+					Severity: Warn,
+					When: &Condition{Line: 383, All: []*Condition{
+						{Line: 384, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+						{Line: 385, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+						{Line: 386, Any: []*Condition{
+							{Line: 387, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
+							{Line: 388, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
+							{Line: 389, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
+							{Line: 390, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
+						}},
+					}},
+					Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
+						"guarantee while {agent.description} samples it)",
+					Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
+					Line:   381,
+				},
+			},
+		},
+		{
+			ID:    "jvm-asgct-interpreter-crash",
+			Title: "This JVM can crash in AsyncGetCallTrace on an unreadable interpreter frame",
+			Description: "JDK-8313796: AsyncGetCallTrace crashes on an unreadable interpreter method " +
+				"pointer. Fixed in JDK 22 and backported to 11.0.21, 17.0.9 and 21.0.1.\n",
+			References: []string{
+				"https://bugs.openjdk.org/browse/JDK-8313796",
+				"https://github.com/openjdk/jdk17u-dev/pull/1665",
+			},
+			Source: "rules/default.yaml:394",
+			Cases: []*Case{
+				{
+					Severity: Warn,
+					When: &Condition{Line: 406, All: []*Condition{
+						{Line: 407, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+						{Line: 408, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+						{Line: 409, Any: []*Condition{
+							{Line: 410, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
+							{Line: 411, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
+							{Line: 412, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
+						}},
+					}},
+					Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
+						"interpreter method pointer while {agent.description} samples it)",
+					Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
+					Line:   404,
+				},
+			},
+		},
+		{
+			ID:    "jvm-dynamic-code-race",
+			Title: "Attaching a profiler can crash this JVM in the DynamicCodeGenerated event",
+			Description: "JDK-8212155: a race when posting JVMTI DynamicCodeGenerated events crashes the " +
+				"JVM; an agent that attaches and asks for the events of code generated so far " +
+				"(async-profiler does) can hit it. Fixed in JDK 17; backported in 2025 to 11u " +
+				"(jdk11u-dev#3051, 11.0.29) and 8u (jdk8u-dev#674, 8u472).\n",
+			References: []string{
+				"https://bugs.openjdk.org/browse/JDK-8212155",
+				"https://github.com/async-profiler/async-profiler/issues/154",
+				"https://github.com/openjdk/jdk11u-dev/pull/3051",
+			},
+			Source: "rules/default.yaml:416",
+			Cases: []*Case{
+				{
+					Severity: Warn,
+					When: &Condition{Line: 431, All: []*Condition{
+						{Line: 432, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+						{Line: 433, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+						{Line: 434, Any: []*Condition{
+							{Line: 435, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
+							{Line: 436, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
+							{Line: 437, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
+						}},
+					}},
+					Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
+						"crash the JVM when {agent.description} attaches)",
+					Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
+						"start-up with -agentpath instead of attaching.",
+					Line: 429,
+				},
+			},
+		},
+		{
+			ID:     "credentials-mismatch",
+			Title:  "safeattach runs as neither root nor the target's user",
+			Hard:   true,
+			Source: "rules/default.yaml:441",
+			Cases: []*Case{
+				{
 					Severity: Block,
-					When: &Condition{Line: 375, All: []*Condition{
-						{Line: 376, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-						{Line: 377, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+					When: &Condition{Line: 447, All: []*Condition{
+						{Line: 448, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+						{Line: 449, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 					}},
 					Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 						"or root",
 					Remedy: "Run safeattach as root or as uid {process.euid}.",
-					Line:   373,
+					Line:   445,
 				},
 			},
 		},
@@ -584,23 +679,23 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1318",
 				"https://github.com/async-profiler/async-profiler/issues/1269",
 			},
-			Source: "rules/default.yaml:381",
+			Source: "rules/default.yaml:453",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 389, All: []*Condition{
-						{Line: 390, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 391, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-						{Line: 392, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-						{Line: 393, Any: []*Condition{
-							{Line: 394, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-							{Line: 395, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+					When: &Condition{Line: 461, All: []*Condition{
+						{Line: 462, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 463, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+						{Line: 464, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+						{Line: 465, Any: []*Condition{
+							{Line: 466, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+							{Line: 467, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 						"LD_PRELOADed (\"free() invalid size\")",
 					Remedy: "Use async-profiler 4.1 or later for nativemem.",
-					Line:   387,
+					Line:   459,
 				},
 			},
 		},
@@ -610,22 +705,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1162",
 			},
-			Source: "rules/default.yaml:399",
+			Source: "rules/default.yaml:471",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 406, All: []*Condition{
-						{Line: 407, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 408, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-						{Line: 409, Any: []*Condition{
-							{Line: 410, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 411, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 478, All: []*Condition{
+						{Line: 479, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 480, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+						{Line: 481, Any: []*Condition{
+							{Line: 482, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 483, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 						"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 					Remedy: "Use async-profiler 4.2 or later.",
-					Line:   404,
+					Line:   476,
 				},
 			},
 		},
@@ -635,22 +730,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/759",
 			},
-			Source: "rules/default.yaml:415",
+			Source: "rules/default.yaml:487",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 422, All: []*Condition{
-						{Line: 423, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 424, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-						{Line: 425, Any: []*Condition{
-							{Line: 426, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-							{Line: 427, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 494, All: []*Condition{
+						{Line: 495, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 496, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+						{Line: 497, Any: []*Condition{
+							{Line: 498, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+							{Line: 499, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 						"async-profiler {agent.version} uses a fixed signal",
 					Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-					Line:   420,
+					Line:   492,
 				},
 			},
 		},
@@ -661,31 +756,31 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1756",
 				"https://github.com/async-profiler/async-profiler/issues/1406",
 			},
-			Source: "rules/default.yaml:431",
+			Source: "rules/default.yaml:503",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 439, All: []*Condition{
-						{Line: 440, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 441, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 442, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+					When: &Condition{Line: 511, All: []*Condition{
+						{Line: 512, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 513, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 514, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} fails to attach above 2048",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   437,
+					Line:   509,
 				},
 				{
 					Severity: Warn,
-					When: &Condition{Line: 447, All: []*Condition{
-						{Line: 448, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 449, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 450, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+					When: &Condition{Line: 519, All: []*Condition{
+						{Line: 520, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 521, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 522, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} pauses the whole JVM while it parses them",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   445,
+					Line:   517,
 				},
 			},
 		},
@@ -695,19 +790,19 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1617",
 			},
-			Source: "rules/default.yaml:454",
+			Source: "rules/default.yaml:526",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 461, All: []*Condition{
-						{Line: 462, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 463, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-						{Line: 464, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+					When: &Condition{Line: 533, All: []*Condition{
+						{Line: 534, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 535, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+						{Line: 536, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 					}},
 					Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 						"profiling starts",
 					Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-					Line:   459,
+					Line:   531,
 				},
 			},
 		},
@@ -718,19 +813,19 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/694",
 				"https://github.com/async-profiler/async-profiler/issues/714",
 			},
-			Source: "rules/default.yaml:468",
+			Source: "rules/default.yaml:540",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 476, All: []*Condition{
-						{Line: 477, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 478, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-						{Line: 479, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+					When: &Condition{Line: 548, All: []*Condition{
+						{Line: 549, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 550, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+						{Line: 551, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 					}},
 					Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 						"heap",
 					Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-					Line:   474,
+					Line:   546,
 				},
 			},
 		},
@@ -738,16 +833,16 @@ func embeddedRules() []Rule {
 			ID:     "attach-socket-untrusted",
 			Title:  "The attach socket is not what the JVM would create",
 			Hard:   true,
-			Source: "rules/default.yaml:483",
+			Source: "rules/default.yaml:555",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When:     &Condition{Line: 488, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 560, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 					Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 						"root) with mode 0600; it could be a spoof",
 					Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 						"investigate who created it.",
-					Line: 487,
+					Line: 559,
 				},
 			},
 		},
