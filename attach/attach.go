@@ -11,6 +11,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/crashmem"
 	"github.com/safeattach/safeattach/diagnose"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
@@ -84,7 +85,7 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 	if err != nil {
 		return c.deadlineError(ctx, "inspection", err)
 	}
-	preflight.CheckLoadable(ctx, c.report, c.agent)
+	c.opts.complete(ctx, c.report, c.agent, c.log)
 	c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
 	attrs := []any{"pid", c.pid, "op", c.op, "allowed", c.verdict.Allowed, "blocking", c.verdict.Blocking()}
 	if c.agent != nil {
@@ -395,7 +396,20 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-func (s *session) close() { s.delivery.release(s.c.pid, s.loaded) }
+func (s *session) close() {
+	s.delivery.release(s.c.pid, s.loaded)
+	if s.loaded && s.c.opts.CrashMemory != nil {
+		window := s.c.opts.CrashWindow
+		if window <= 0 {
+			window = DefaultCrashWindow
+		}
+		go crashmem.Watch(context.Background(), s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
+	}
+}
+
+// DefaultCrashWindow is how long a JVM is followed after an attach for a
+// crash to be blamed on it.
+const DefaultCrashWindow = 10 * time.Minute
 
 // load sends one load command with the agent's in-target path.
 func (s *session) load(ctx context.Context, options string) (string, error) {

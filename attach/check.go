@@ -57,6 +57,6 @@ func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Op
 	if err != nil {
 		return nil, err
 	}
-	preflight.CheckLoadable(ctx, report, agent)
+	opts.complete(ctx, report, agent, opts.logger())
 	return &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}, nil
 }

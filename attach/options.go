@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/crashmem"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // Default deadlines. A healthy async-profiler attach to a JVM under
@@ -47,6 +49,13 @@ type Options struct {
 	NoWatch bool
 	// WatchInterval is the watcher's sampling interval (default 250 ms).
 	WatchInterval time.Duration
+	// CrashMemory, if set, is consulted before every attach (a workload
+	// that crashed after an earlier one is refused by crashed-after-attach
+	// until acknowledged) and told about crashes: after a successful load
+	// the JVM is followed for CrashWindow (default 10 min) by one
+	// goroutine, which records an exit that leaves a HotSpot crash log.
+	CrashMemory *crashmem.Store
+	CrashWindow time.Duration
 	// Logger receives one record per decision (pid, agent, SHA-256, rule
 	// IDs, outcome). Nil means no logging.
 	Logger *slog.Logger
@@ -80,6 +89,23 @@ func (o Options) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return o.Logger
+}
+
+// complete adds to a report and an agent what only the caller knows or
+// what needs both: whether the target could load the agent, and the crash
+// memory's record of the workload.
+func (o Options) complete(ctx context.Context, r *preflight.Report, a *preflight.Agent, log *slog.Logger) {
+	preflight.CheckLoadable(ctx, r, a)
+	if o.CrashMemory == nil {
+		return
+	}
+	e, err := o.CrashMemory.Lookup(crashmem.Workload(r))
+	switch {
+	case err != nil:
+		log.Warn("safeattach: crash memory unreadable", "error", err)
+	case e != nil:
+		r.PriorCrash = fmt.Sprintf("pid %d at %s with %s: %s", e.PID, e.Time.Format(time.RFC3339), e.Agent, e.Evidence)
+	}
 }
 
 // validate rejects what the zero-value convention cannot mean.

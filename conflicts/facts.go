@@ -53,6 +53,7 @@ var factList = []FactInfo{
 	{"process.cap_perfmon", "bool", "the target has CAP_PERFMON or CAP_SYS_ADMIN (may open perf events whatever perf_event_paranoid says)"},
 	{"host.perf_event_paranoid", "int", "kernel.perf_event_paranoid (above 2: perf events only with CAP_PERFMON)"},
 	{"host.kptr_restrict", "int", "kernel.kptr_restrict (above 0: kernel symbols hidden)"},
+	{"workload.crashed_after_attach", "bool", "the caller's crash memory says this workload crashed after an earlier attach"},
 	{"inspector.is_root", "bool", "safeattach runs with euid 0"},
 	{"inspector.same_user", "bool", "safeattach's euid equals the target's"},
 	{"jvm.kind", "string", "hotspot, openj9 or none"},
@@ -162,6 +163,7 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 	set("process.mapped_elfs", r.MappedELFs, "")
 	set("inspector.is_root", r.Inspector.EUID == 0, "")
 	set("inspector.same_user", r.Inspector.EUID == int(p.UID.Effective), "")
+	set("workload.crashed_after_attach", r.PriorCrash != "", r.PriorCrash)
 	const capSysAdmin, capPerfmon = 21, 38
 	set("process.cap_perfmon", p.CapEff&(1<<capSysAdmin|1<<capPerfmon) != 0, fmt.Sprintf("CapEff=%016x", p.CapEff))
 	if p.Seccomp >= 0 {

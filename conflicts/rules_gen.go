@@ -654,21 +654,41 @@ func embeddedRules() []Rule {
 			},
 		},
 		{
-			ID:     "credentials-mismatch",
-			Title:  "safeattach runs as neither root nor the target's user",
-			Hard:   true,
+			ID:    "crashed-after-attach",
+			Title: "This workload crashed after an earlier attach",
+			Description: "A deployment agent's crash memory (package crashmem) recorded that a JVM " +
+				"running this workload died with a HotSpot crash log within the watch window " +
+				"after an attach. Attaching again would likely crash it again; an operator " +
+				"decides.\n",
 			Source: "rules/default.yaml:441",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 447, All: []*Condition{
-						{Line: 448, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-						{Line: 449, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 450, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
+					Message: "this workload crashed after an earlier attach: " +
+						"{workload.crashed_after_attach.note}",
+					Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
+						"--ack crashed-after-attach or forget the entry in the crash memory.",
+					Line: 449,
+				},
+			},
+		},
+		{
+			ID:     "credentials-mismatch",
+			Title:  "safeattach runs as neither root nor the target's user",
+			Hard:   true,
+			Source: "rules/default.yaml:454",
+			Cases: []*Case{
+				{
+					Severity: Block,
+					When: &Condition{Line: 460, All: []*Condition{
+						{Line: 461, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+						{Line: 462, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 					}},
 					Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 						"or root",
 					Remedy: "Run safeattach as root or as uid {process.euid}.",
-					Line:   445,
+					Line:   458,
 				},
 			},
 		},
@@ -679,23 +699,23 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1318",
 				"https://github.com/async-profiler/async-profiler/issues/1269",
 			},
-			Source: "rules/default.yaml:453",
+			Source: "rules/default.yaml:466",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 461, All: []*Condition{
-						{Line: 462, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 463, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-						{Line: 464, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-						{Line: 465, Any: []*Condition{
-							{Line: 466, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-							{Line: 467, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+					When: &Condition{Line: 474, All: []*Condition{
+						{Line: 475, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 476, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+						{Line: 477, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+						{Line: 478, Any: []*Condition{
+							{Line: 479, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+							{Line: 480, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 						"LD_PRELOADed (\"free() invalid size\")",
 					Remedy: "Use async-profiler 4.1 or later for nativemem.",
-					Line:   459,
+					Line:   472,
 				},
 			},
 		},
@@ -705,22 +725,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1162",
 			},
-			Source: "rules/default.yaml:471",
+			Source: "rules/default.yaml:484",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 478, All: []*Condition{
-						{Line: 479, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 480, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-						{Line: 481, Any: []*Condition{
-							{Line: 482, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 483, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 491, All: []*Condition{
+						{Line: 492, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 493, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+						{Line: 494, Any: []*Condition{
+							{Line: 495, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 496, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 						"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 					Remedy: "Use async-profiler 4.2 or later.",
-					Line:   476,
+					Line:   489,
 				},
 			},
 		},
@@ -730,22 +750,22 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/759",
 			},
-			Source: "rules/default.yaml:487",
+			Source: "rules/default.yaml:500",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 494, All: []*Condition{
-						{Line: 495, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 496, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-						{Line: 497, Any: []*Condition{
-							{Line: 498, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-							{Line: 499, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+					When: &Condition{Line: 507, All: []*Condition{
+						{Line: 508, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 509, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+						{Line: 510, Any: []*Condition{
+							{Line: 511, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+							{Line: 512, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 						}},
 					}},
 					Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 						"async-profiler {agent.version} uses a fixed signal",
 					Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-					Line:   492,
+					Line:   505,
 				},
 			},
 		},
@@ -756,31 +776,31 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/1756",
 				"https://github.com/async-profiler/async-profiler/issues/1406",
 			},
-			Source: "rules/default.yaml:503",
+			Source: "rules/default.yaml:516",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 511, All: []*Condition{
-						{Line: 512, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 513, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 514, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+					When: &Condition{Line: 524, All: []*Condition{
+						{Line: 525, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 526, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 527, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} fails to attach above 2048",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   509,
+					Line:   522,
 				},
 				{
 					Severity: Warn,
-					When: &Condition{Line: 519, All: []*Condition{
-						{Line: 520, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 521, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 522, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+					When: &Condition{Line: 532, All: []*Condition{
+						{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+						{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 					}},
 					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 						"{agent.version} pauses the whole JVM while it parses them",
 					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   517,
+					Line:   530,
 				},
 			},
 		},
@@ -790,19 +810,19 @@ func embeddedRules() []Rule {
 			References: []string{
 				"https://github.com/async-profiler/async-profiler/issues/1617",
 			},
-			Source: "rules/default.yaml:526",
+			Source: "rules/default.yaml:539",
 			Cases: []*Case{
 				{
 					Severity: Warn,
-					When: &Condition{Line: 533, All: []*Condition{
-						{Line: 534, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 535, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-						{Line: 536, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+					When: &Condition{Line: 546, All: []*Condition{
+						{Line: 547, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 548, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+						{Line: 549, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 					}},
 					Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 						"profiling starts",
 					Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-					Line:   531,
+					Line:   544,
 				},
 			},
 		},
@@ -813,19 +833,19 @@ func embeddedRules() []Rule {
 				"https://github.com/async-profiler/async-profiler/issues/694",
 				"https://github.com/async-profiler/async-profiler/issues/714",
 			},
-			Source: "rules/default.yaml:540",
+			Source: "rules/default.yaml:553",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When: &Condition{Line: 548, All: []*Condition{
-						{Line: 549, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 550, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-						{Line: 551, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+					When: &Condition{Line: 561, All: []*Condition{
+						{Line: 562, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 563, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+						{Line: 564, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 					}},
 					Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 						"heap",
 					Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-					Line:   546,
+					Line:   559,
 				},
 			},
 		},
@@ -833,16 +853,16 @@ func embeddedRules() []Rule {
 			ID:     "attach-socket-untrusted",
 			Title:  "The attach socket is not what the JVM would create",
 			Hard:   true,
-			Source: "rules/default.yaml:555",
+			Source: "rules/default.yaml:568",
 			Cases: []*Case{
 				{
 					Severity: Block,
-					When:     &Condition{Line: 560, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+					When:     &Condition{Line: 573, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 					Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 						"root) with mode 0600; it could be a spoof",
 					Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 						"investigate who created it.",
-					Line: 559,
+					Line: 572,
 				},
 			},
 		},

@@ -33,6 +33,9 @@ type Report struct {
 	// whether an agent's libraries are already loaded. Empty for an
 	// AttachOnly inspection.
 	MappedFiles []string `json:"mapped_files,omitempty"`
+	// PriorCrash is set by a caller that remembers crashes (package
+	// crashmem): this workload crashed after an earlier attach.
+	PriorCrash string `json:"prior_crash,omitempty"`
 	// Unknowns lists every fact that could not be determined, with why.
 	Unknowns []UnknownFact `json:"unknowns,omitempty"`
 }

@@ -26,6 +26,7 @@ const (
 	AgentBlockForever      = "block_forever"
 	AgentNoOnAttach        = "no_onattach"
 	AgentSleepOnAttach     = "sleep_onattach"
+	AgentCrashLater        = "crash_later"
 )
 
 var buildMu sync.Mutex

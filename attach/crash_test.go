@@ -1,0 +1,70 @@
+package attach
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/crashmem"
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// TestLiveCrashMemory: a JVM that dies with a HotSpot crash log soon
+// after an attach is remembered; the next JVM of the same workload is
+// refused by crashed-after-attach until acknowledged, and attaches again
+// once the entry is forgotten.
+func TestLiveCrashMemory(t *testing.T) {
+	t.Parallel()
+	store := crashmem.Open(filepath.Join(t.TempDir(), "crashes.json"))
+	opts := Options{CrashMemory: store, CrashWindow: 30 * time.Second}
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	crasher := testenv.BuildAgent(t, testenv.AgentCrashLater)
+	if _, err := Load(context.Background(), p.PID, crasher, "1", opts); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Exited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the JVM did not crash")
+	}
+	// The watcher records the crash shortly after the exit.
+	var workload string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && workload == "" {
+		q := testenv.StartJVM(t, testenv.JVMSpec{})
+		res, err := Check(context.Background(), q.PID, testenv.BuildAgent(t, testenv.AgentFixedLookalike), "", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Verdict.Allowed {
+			workload = crashmem.Workload(res.Report)
+			if b := res.Verdict.Blocking(); len(b) != 1 || b[0] != "crashed-after-attach" {
+				t.Fatalf("refused by %v", b)
+			}
+			for _, f := range res.Verdict.Findings {
+				if f.Rule == "crashed-after-attach" && !strings.Contains(f.Message, "hs_err_pid") {
+					t.Errorf("finding without the crash log: %s", f.Message)
+				}
+			}
+			// Acknowledged, the attach goes ahead; forgotten, it is not refused.
+			if _, err := Load(context.Background(), q.PID, testenv.BuildAgent(t, testenv.AgentFixedLookalike), "", Options{CrashMemory: store, Acks: []string{"crashed-after-attach"}}); err != nil {
+				t.Errorf("acknowledged: %v", err)
+			}
+			if err := store.Forget(workload); err != nil {
+				t.Fatal(err)
+			}
+			if res, _ := Check(context.Background(), q.PID, testenv.BuildAgent(t, testenv.AgentFixedLookalike), "", opts); !res.Verdict.Allowed {
+				t.Errorf("still refused after Forget: %v", res.Verdict.Blocking())
+			}
+		}
+		q.Cmd.Process.Kill()
+		if workload == "" {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	if workload == "" {
+		t.Fatal("the crash was never remembered")
+	}
+}
