@@ -68,3 +68,11 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	a, _, code := runCLI(t, "version")
+	b, _, code2 := runCLI(t, "--version")
+	if code != exitOK || code2 != exitOK || !strings.HasPrefix(a, "safeattach ") || a != b {
+		t.Errorf("version %q (%d), --version %q (%d)", a, code, b, code2)
+	}
+}
