@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,13 +69,21 @@ type ProfileResult struct {
 	Result
 	Output string `json:"output"`
 	Bytes  int64  `json:"bytes"`
-	// Event is what was sampled (after any fallback).
-	Event string `json:"event"`
+	// Event is what was sampled (after any fallback); Format what was
+	// written.
+	Event  string `json:"event"`
+	Format string `json:"format,omitempty"`
+	// AgentLog holds the agent's own messages (async-profiler's log= file,
+	// read back after each command): "Profiling started", warnings, and
+	// the reason of a failure.
+	AgentLog []string `json:"agent_log,omitempty"`
 	// Cancelled is set when ctx ended the profile before Duration.
 	Cancelled bool `json:"cancelled,omitempty"`
 }
 
-// formatFor maps an output name to async-profiler's format option.
+// formatFor picks the output format as asprof does: -o first; else the
+// file name's extension (.html flamegraph, .jfr jfr, .collapsed and
+// .folded collapsed); else asprof's text summary.
 func formatFor(req ProfileRequest) string {
 	if req.Format != "" {
 		return req.Format
@@ -84,10 +93,62 @@ func formatFor(req ProfileRequest) string {
 		return "flamegraph"
 	case ".jfr":
 		return "jfr"
-	case ".txt", ".collapsed":
+	case ".collapsed", ".folded":
 		return "collapsed"
 	}
-	return "collapsed"
+	return "summary,traces=200,flat=200"
+}
+
+// extensionFor is the extension of the file the profiler writes inside
+// the target: async-profiler also looks at it, so it must agree with the
+// format.
+func extensionFor(format string) string {
+	switch f, _, _ := strings.Cut(format, ","); f {
+	case "jfr":
+		return ".jfr"
+	case "flamegraph", "tree":
+		return ".html"
+	case "collapsed":
+		return ".collapsed"
+	}
+	return ".txt"
+}
+
+// ExpandOutputName expands asprof's placeholders in an output file name:
+// %p the pid, %t the time (YYYYMMDD-hhmmss), %n{MAX} a sequence number
+// modulo MAX (or n itself with a bare %n), %% a percent sign.
+func ExpandOutputName(name string, pid int, t time.Time, n int) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		if name[i] != '%' || i+1 == len(name) {
+			b.WriteByte(name[i])
+			continue
+		}
+		i++
+		switch name[i] {
+		case 'p':
+			fmt.Fprint(&b, pid)
+		case 't':
+			b.WriteString(t.Format("20060102-150405"))
+		case '%':
+			b.WriteByte('%')
+		case 'n':
+			seq := n
+			if i+1 < len(name) && name[i+1] == '{' {
+				if end := strings.IndexByte(name[i+1:], '}'); end > 0 {
+					if max, err := strconv.Atoi(name[i+2 : i+1+end]); err == nil && max > 0 {
+						seq = n % max
+					}
+					i += 1 + end
+				}
+			}
+			fmt.Fprint(&b, seq)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(name[i])
+		}
+	}
+	return b.String()
 }
 
 // stopGrace bounds stopping the profiler after a cancelled profile.
@@ -142,13 +203,18 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	ext := filepath.Ext(req.Output)
-	if len(ext) > 16 {
-		ext = ""
-	}
-	inTarget := fmt.Sprintf("/tmp/.safeattach-profile-%s%s", hex.EncodeToString(rnd[:]), ext)
+	format := formatFor(req)
+	inTarget := fmt.Sprintf("/tmp/.safeattach-profile-%s%s", hex.EncodeToString(rnd[:]), extensionFor(format))
+	// The agent's messages go to a log file the caller reads back, not to
+	// the application's stdout.
+	logInTarget := fmt.Sprintf("/tmp/.safeattach-log-%s", hex.EncodeToString(rnd[:]))
+	jfr := strings.HasPrefix(format, "jfr")
 	startOptions := func(event string) string {
-		start := fmt.Sprintf("start,event=%s,file=%s", event, inTarget)
+		start := fmt.Sprintf("start,event=%s,file=%s,log=%s", event, inTarget, logInTarget)
+		if jfr {
+			// A JFR recording starts with the profiler, not at stop.
+			start += ",jfr"
+		}
 		if req.Interval != "" {
 			start += ",interval=" + req.Interval
 		}
@@ -179,10 +245,12 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	defer s.close()
 	hostFile := filepath.Join(c.report.Process.Root, inTarget)
 	defer os.Remove(hostFile)
+	hostLog := filepath.Join(c.report.Process.Root, logInTarget)
+	defer os.Remove(hostLog)
 
 	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent, LoadedFrom: s.agentPath}, Event: req.Event}
-	if out, err := s.load(pctx, start); err != nil {
-		res.Output = out
+	_, err = s.load(pctx, start)
+	if err = res.agentSaid(hostLog, c.report.Process.UID.Effective, err); err != nil {
 		return res, err
 	}
 	res.Cancelled = wait(ctx, pctx, req)
@@ -192,14 +260,15 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		stopCtx, stopCancel = context.WithTimeout(pctx, stopGrace)
 		defer stopCancel()
 	}
-	if _, err := s.load(stopCtx, fmt.Sprintf("stop,file=%s,%s", inTarget, formatFor(req))); err != nil {
+	_, err = s.load(stopCtx, fmt.Sprintf("stop,file=%s,log=%s,%s", inTarget, logInTarget, format))
+	if err = res.agentSaid(hostLog, c.report.Process.UID.Effective, err); err != nil {
 		return res, err
 	}
 	n, err := copyOut(hostFile, c.report.Process.UID.Effective, out, req.Writer)
 	if err != nil {
 		return res, fmt.Errorf("profile: %w", err)
 	}
-	res.Output, res.Bytes = req.Output, n
+	res.Output, res.Bytes, res.Format = req.Output, n, format
 	if err := c.healthCheck(pctx, s.client); err != nil {
 		return res, err
 	}
@@ -259,6 +328,47 @@ func timerEvent(a *preflight.Agent) string {
 	}
 	return "itimer"
 }
+
+// maxAgentLog caps what is read of the agent's log per command.
+const maxAgentLog = 1 << 20
+
+// agentSaid reads the agent's log file back (it is the target user's:
+// opened without following links, only if regular and owned by that user
+// or root), removes it, keeps its lines, and makes the agent's own
+// "[ERROR] ..." the message of a failed command.
+func (r *ProfileResult) agentSaid(hostLog string, targetUID uint32, err error) error {
+	f, rerr := safefile.Read(context.Background(), hostLog, maxAgentLog, safefile.Options{NoFollow: true})
+	os.Remove(hostLog)
+	if rerr == nil && (f.Stat.Uid == targetUID || f.Stat.Uid == 0) {
+		for _, line := range strings.Split(strings.TrimSpace(string(f.Data)), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				r.AgentLog = append(r.AgentLog, line)
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var said []string
+	for _, l := range r.AgentLog {
+		if strings.HasPrefix(l, "[ERROR]") {
+			said = append(said, strings.TrimSpace(strings.TrimPrefix(l, "[ERROR]")))
+		}
+	}
+	if len(said) > 0 {
+		return &AgentSaidError{Said: strings.Join(said, "; "), Err: err}
+	}
+	return err
+}
+
+// AgentSaidError is a failed agent command with the agent's own reason.
+type AgentSaidError struct {
+	Said string
+	Err  error
+}
+
+func (e *AgentSaidError) Error() string { return e.Said + " (" + e.Err.Error() + ")" }
+func (e *AgentSaidError) Unwrap() error { return e.Err }
 
 // MinProfileOverhead is the least time a profile needs beyond its
 // duration: inspection, delivery, start, stop and the health check of an

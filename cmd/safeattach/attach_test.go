@@ -129,3 +129,28 @@ func TestDiagnoseWatchCLI(t *testing.T) {
 		t.Errorf("hung JVM: exit %d\n%s", code, stdout)
 	}
 }
+
+// TestProfileAsAsprof: the agent's messages reach the caller (and an
+// agent error is the error, exit 3, with nothing in the application's
+// log), -d takes asprof's and Go's forms, and %p/%t expand in -f.
+func TestProfileAsAsprof(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	_, stderr, code := runCLI(t, "profile", "--lib", lib, "-e", "nosuch", "-d", "1", pid)
+	if code != exitFailed || !strings.Contains(stderr, "[ERROR] Unsupported event type") || !strings.Contains(stderr, "safeattach: Unsupported event type") {
+		t.Errorf("-e nosuch: exit %d\n%s", code, stderr)
+	}
+	dir := t.TempDir()
+	stdout, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1s", "-f", filepath.Join(dir, "p-%p-%t.collapsed"), pid)
+	if code != exitOK || !strings.Contains(stderr, "Profiling started") {
+		t.Errorf("profile: exit %d %q %q", code, stdout, stderr)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "p-"+pid+"-2*.collapsed")); len(m) != 1 {
+		t.Errorf("placeholders not expanded: %v", testenv.DirEntries(t, dir))
+	}
+	if strings.Contains(p.Output(), "Profiling started") || strings.Contains(p.Output(), "Unsupported") {
+		t.Errorf("the agent's messages reached the application's output:\n%s", p.Output())
+	}
+}

@@ -17,13 +17,13 @@ func newProfileCmd() *cobra.Command {
 	var (
 		af       attachFlags
 		req      attach.ProfileRequest
-		seconds  int
+		duration string
 		asJSON   bool
 		progress bool
 		modeFlag string
 	)
 	cmd := &cobra.Command{
-		Use:   "profile [--lib PATH] [-e EVENT] [-d SECONDS] [-i INTERVAL] [-f FILE] [-o FORMAT] [--timeout DUR] PID",
+		Use:   "profile [--lib PATH] [-e EVENT] [-d DURATION] [-i INTERVAL] [-f FILE] [-o FORMAT] [--timeout DUR] PID",
 		Short: "Profile a JVM with async-profiler if it is safe; Ctrl-C stops early and still writes the profile",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -31,15 +31,15 @@ func newProfileCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if seconds <= 0 {
-				return fmt.Errorf("-d %d: want a positive number of seconds", seconds)
+			if req.Duration, err = parseDuration(duration); err != nil {
+				return fmt.Errorf("-d %s: %v", duration, err)
 			}
-			req.Duration = time.Duration(seconds) * time.Second
+			// As asprof: no -f (or -f -) prints to standard output.
 			switch req.Output {
-			case "":
-				req.Output = fmt.Sprintf("profile-%d-%s.html", pid, time.Now().Format("20060102-150405"))
-			case "-":
-				req.Writer = cmd.OutOrStdout()
+			case "", "-":
+				req.Output, req.Writer = "", cmd.OutOrStdout()
+			default:
+				req.Output = attach.ExpandOutputName(req.Output, pid, time.Now(), 0)
 			}
 			mode, err := strconv.ParseUint(modeFlag, 8, 32)
 			if err != nil || mode > 0o777 {
@@ -53,7 +53,7 @@ func newProfileCmd() *cobra.Command {
 			req.Options.Timeout = 0
 			if cmd.Flags().Changed("timeout") {
 				if af.timeout < req.Duration+attach.MinProfileOverhead {
-					return fmt.Errorf("--timeout %v is shorter than -d %d s plus the %v it takes to start and stop; give at least %v", af.timeout, seconds, attach.MinProfileOverhead, req.Duration+attach.MinProfileOverhead)
+					return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", af.timeout, req.Duration, attach.MinProfileOverhead, req.Duration+attach.MinProfileOverhead)
 				}
 				req.Options.Timeout = af.timeout
 			}
@@ -69,6 +69,13 @@ func newProfileCmd() *cobra.Command {
 			res, err := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
 				fmt.Fprintln(stderr)
+			}
+			// The agent's own messages, on the caller's terminal (not in the
+			// application's log).
+			if res != nil && !asJSON {
+				for _, line := range res.AgentLog {
+					fmt.Fprintln(stderr, line)
+				}
 			}
 			w := cmd.OutOrStdout()
 			if err != nil {
@@ -95,16 +102,31 @@ func newProfileCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&req.Lib, "lib", "", "async-profiler library (default: $ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler)")
 	f.StringVarP(&req.Event, "event", "e", "cpu", "event to sample: cpu, alloc, lock, wall, itimer, ...")
-	f.IntVarP(&seconds, "duration", "d", 10, "profiling duration in seconds")
+	f.StringVarP(&duration, "duration", "d", "10", "profiling duration: seconds (30) or with a unit (30s, 5m)")
 	f.StringVarP(&req.Interval, "interval", "i", "", "sampling interval (e.g. 10ms)")
-	f.StringVarP(&req.Output, "file", "f", "", "output file, - for standard output (default profile-<pid>-<time>.html); a symlink, device or FIFO there is refused")
+	f.StringVarP(&req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
 	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
-	f.StringVarP(&req.Format, "output", "o", "", "output format: flamegraph, collapsed, tree, jfr (default from the file name)")
+	f.StringVarP(&req.Format, "output", "o", "", "output format: summary, traces, flat, collapsed, flamegraph, tree, jfr (default: from the file name's extension, else the text summary)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
 	af.register(cmd, 0)
 	return cmd
+}
+
+// parseDuration takes asprof's form (whole seconds: 30) and Go's (30s,
+// 5m, 1h30m); zero and negative durations are refused.
+func parseDuration(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, err := strconv.Atoi(s); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if d, err = time.ParseDuration(s); err != nil {
+		return 0, fmt.Errorf("want seconds (30) or a duration (30s, 5m)")
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("want a positive duration")
+	}
+	return d, nil
 }
 
 // sudoOwner is the invoking user under sudo, who should own the profile

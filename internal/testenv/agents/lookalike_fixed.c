@@ -9,7 +9,10 @@
  * For safeattach's profile tests it also answers the part of
  * async-profiler's command protocol they use: "start,event=E,file=F"
  * remembers the event, "stop,file=F" writes a small collapsed-stack
- * profile to F. The profile is made up; nothing is sampled.
+ * profile to F. The profile is made up; nothing is sampled. Like
+ * async-profiler it writes its messages to the file named by log=
+ * ("Profiling started", "[ERROR] Unsupported event type", "[ERROR]
+ * Profiler is not active") and fails such a command with a non-zero code.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -55,18 +58,46 @@ static int option_value(const char *opts, const char *key, char *out, size_t n) 
 	return -1;
 }
 
+/* say appends one line to the log= file, if one was given. */
+static void say(const char *options, const char *line) {
+	char log[4096];
+	if (option_value(options, "log", log, sizeof log) != 0) return;
+	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	if (fd < 0) return;
+	write(fd, line, strlen(line));
+	write(fd, "\n", 1);
+	close(fd);
+}
+
+static int known_event(const char *e) {
+	static const char *events[] = {"cpu", "wall", "alloc", "lock", "itimer", "ctimer", 0};
+	for (int i = 0; events[i]; i++)
+		if (strcmp(e, events[i]) == 0) return 1;
+	return 0;
+}
+
 int Agent_OnAttach(void *vm, char *options, void *reserved) {
 	(void)vm; (void)reserved;
 	if (count_libraries() < 0) return 1;
 	if (!options) return 0;
 	if (strncmp(options, "start", 5) == 0) {
-		option_value(options, "event", event, sizeof event);
+		char want[64] = "cpu";
+		option_value(options, "event", want, sizeof want);
+		if (!known_event(want)) {
+			say(options, "[ERROR] Unsupported event type");
+			return 200;
+		}
+		strcpy(event, want);
 		started = 1;
+		say(options, "Profiling started");
 		return 0;
 	}
 	if (strncmp(options, "stop", 4) == 0) {
 		char file[4096];
-		if (!started) return 200; /* async-profiler: "Profiler is not active" */
+		if (!started) {
+			say(options, "[ERROR] Profiler is not active");
+			return 200;
+		}
 		started = 0;
 		if (option_value(options, "file", file, sizeof file) != 0) return 0;
 		int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
