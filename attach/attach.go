@@ -24,8 +24,11 @@ type Result struct {
 	Agent   *preflight.Agent  `json:"agent,omitempty"`
 	// Output is what the JVM replied (the load's return text, the jcmd
 	// output).
-	Output   string        `json:"output"`
-	Duration time.Duration `json:"duration_ns"`
+	Output string `json:"output"`
+	// Duration is the whole call's; DurationMS the same in milliseconds,
+	// the unit of every duration safeattach prints or logs.
+	Duration   time.Duration `json:"-"`
+	DurationMS int64         `json:"duration_ms"`
 	// LoadedFrom is the path the JVM was told to load (inside its own
 	// root): the content-addressed copy of the judged bytes, the copy it
 	// already had, or the original where only root can change it.
@@ -313,7 +316,8 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 	}); err != nil {
 		return nil, c.hang("jcmd "+command, err)
 	}
-	res = &Result{PID: pid, Verdict: c.verdict, Output: out.String(), Duration: time.Since(c.start), Healthy: true}
+	res = &Result{PID: pid, Verdict: c.verdict, Output: out.String(), Healthy: true}
+	res.took(c.start)
 	if code != 0 {
 		return res, &hotspot.CommandError{Code: code, Command: "jcmd " + command, Message: out.String()}
 	}
@@ -347,7 +351,8 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 	}
 	defer s.close()
 	out, err := s.load(pctx, agentOptions)
-	res = &Result{PID: pid, Verdict: c.verdict, Agent: c.agent, Output: out, Duration: time.Since(c.start), LoadedFrom: s.agentPath}
+	res = &Result{PID: pid, Verdict: c.verdict, Agent: c.agent, Output: out, LoadedFrom: s.agentPath}
+	res.took(c.start)
 	if err != nil {
 		return res, err
 	}
@@ -355,8 +360,14 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 		return res, err
 	}
 	res.Healthy = true
-	res.Duration = time.Since(c.start)
+	res.took(c.start)
 	return res, nil
+}
+
+// took records the call's duration.
+func (r *Result) took(start time.Time) {
+	r.Duration = time.Since(start)
+	r.DurationMS = r.Duration.Milliseconds()
 }
 
 // session is an open attach to a judged target with the agent delivered.

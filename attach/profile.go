@@ -273,7 +273,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		return res, err
 	}
 	res.Healthy = true
-	res.Duration = time.Since(c.start)
+	res.took(c.start)
 	return res, nil
 }
 

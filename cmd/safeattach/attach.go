@@ -63,19 +63,13 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 		if !errors.As(err, &refused) || refused.Reason != "" {
 			return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
 		}
-		if asJSON {
-			_ = writeJSON(w, refused.Verdict)
-		} else {
+		if !asJSON {
 			printFindings(w, refused.Verdict.Findings)
 		}
 		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Blocking(), ", ")))
 	case attach.OutcomeTimedOut:
-		if errors.As(err, &hang) && hang.Report != nil {
-			if asJSON {
-				_ = writeJSON(w, hang.Report)
-			} else {
-				printHangReport(w, hang.Report)
-			}
+		if errors.As(err, &hang) && hang.Report != nil && !asJSON {
+			printHangReport(w, hang.Report)
 		}
 		return withCode(exitTimedOut, err)
 	case attach.OutcomeFailed:
@@ -106,13 +100,16 @@ func newLoadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := attach.Load(cmd.Context(), pid, args[1], options, opts)
+			start := time.Now()
+			res, lerr := attach.Load(cmd.Context(), pid, args[1], options, opts)
 			w := cmd.OutOrStdout()
-			if err != nil {
-				return attachError(w, err, asJSON)
-			}
+			err = attachError(w, lerr, asJSON)
 			if asJSON {
-				return writeJSON(w, res)
+				writeResult(w, newResult("load", pid, start, res, lerr), err)
+				return err
+			}
+			if err != nil {
+				return err
 			}
 			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", args[1], pid, res.Duration.Round(time.Millisecond))
 			if out := strings.TrimSpace(res.Output); out != "" {
@@ -128,7 +125,10 @@ func newLoadCmd() *cobra.Command {
 }
 
 func newJcmdCmd() *cobra.Command {
-	var af attachFlags
+	var (
+		af     attachFlags
+		asJSON bool
+	)
 	cmd := &cobra.Command{
 		Use:   "jcmd [--timeout DUR] PID COMMAND [ARGS...]",
 		Short: "Run a diagnostic command in a JVM, with a deadline",
@@ -142,18 +142,23 @@ func newJcmdCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := attach.Jcmd(cmd.Context(), pid, strings.Join(args[1:], " "), opts)
+			start := time.Now()
+			res, jerr := attach.Jcmd(cmd.Context(), pid, strings.Join(args[1:], " "), opts)
+			w := cmd.OutOrStdout()
+			err = attachError(w, jerr, asJSON)
+			if asJSON {
+				writeResult(w, newResult("jcmd", pid, start, res, jerr), err)
+				return err
+			}
 			if res != nil {
-				fmt.Fprint(cmd.OutOrStdout(), res.Output)
+				fmt.Fprint(w, res.Output)
 			}
-			if err != nil {
-				return attachError(cmd.OutOrStdout(), err, false)
-			}
-			return nil
+			return err
 		},
 	}
 	// Everything after the command belongs to it: "jcmd PID Thread.print -l".
 	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON (the output in its output field)")
 	af.register(cmd, attach.DefaultJcmdTimeout)
 	return cmd
 }

@@ -37,6 +37,9 @@ func newProfileCmd() *cobra.Command {
 			// As asprof: no -f (or -f -) prints to standard output.
 			switch req.Output {
 			case "", "-":
+				if asJSON {
+					return fmt.Errorf("--json prints the result on standard output; give the profile a file with -f")
+				}
 				req.Output, req.Writer = "", cmd.OutOrStdout()
 			default:
 				req.Output = attach.ExpandOutputName(req.Output, pid, time.Now(), 0)
@@ -66,7 +69,8 @@ func newProfileCmd() *cobra.Command {
 			// Ctrl-C (the root context) ends the wait; the profiler is
 			// still stopped and its output written.
 			requested := req.Event
-			res, err := attach.Profile(cmd.Context(), pid, req)
+			start := time.Now()
+			res, perr := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
 				fmt.Fprintln(stderr)
 			}
@@ -78,11 +82,22 @@ func newProfileCmd() *cobra.Command {
 				}
 			}
 			w := cmd.OutOrStdout()
-			if err != nil {
-				return attachError(w, err, asJSON)
-			}
+			err = attachError(w, perr, asJSON)
 			if asJSON {
-				return writeJSON(w, res)
+				var base *attach.Result
+				if res != nil {
+					base = &res.Result
+				}
+				r := newResult("profile", pid, start, base, perr)
+				if res != nil {
+					r.AgentLog = res.AgentLog
+					r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled}
+				}
+				writeResult(w, r, err)
+				return err
+			}
+			if err != nil {
+				return err
 			}
 			if req.Writer != nil {
 				return nil

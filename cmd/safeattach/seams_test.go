@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -230,7 +232,9 @@ func TestConcurrentCLIs(t *testing.T) {
 		}
 		t.Logf("%d concurrent %s: %d failed", batch.n, batch.args[0], failed)
 	}
-	if copies, _ := filepath.Glob("/tmp/.safeattach/*/liblookalike_fixed.so"); len(copies) > 1 {
+	data, _ := os.ReadFile(lib)
+	sum := sha256.Sum256(data)
+	if copies, _ := filepath.Glob("/tmp/.safeattach/" + hex.EncodeToString(sum[:]) + "/*"); len(copies) > 1 {
 		t.Errorf("copies: %v", copies)
 	}
 }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// resultSchemaVersion is bumped when a field of result changes meaning or
+// goes away (adding a field does not bump it).
+const resultSchemaVersion = 1
+
+// result is the one JSON shape of load, jcmd and profile (--json), for
+// every outcome: done, refused, failed, timed out, interrupted. Fields
+// that do not apply are left out; durations are milliseconds. The README
+// documents it field by field.
+type result struct {
+	SchemaVersion int                `json:"schema_version"`
+	Command       string             `json:"command"`
+	PID           int                `json:"pid"`
+	Outcome       attach.Outcome     `json:"outcome"`
+	ExitCode      int                `json:"exit_code"`
+	Error         string             `json:"error,omitempty"`
+	Verdict       *conflicts.Verdict `json:"verdict,omitempty"`
+	Agent         *preflight.Agent   `json:"agent,omitempty"`
+	LoadedFrom    string             `json:"loaded_from,omitempty"`
+	Output        string             `json:"output,omitempty"`
+	AgentLog      []string           `json:"agent_log,omitempty"`
+	Profile       *profileResult     `json:"profile,omitempty"`
+	HangReport    *diagnose.Report   `json:"hang_report,omitempty"`
+	Healthy       bool               `json:"healthy"`
+	DurationMS    int64              `json:"duration_ms"`
+}
+
+type profileResult struct {
+	File      string `json:"file,omitempty"` // empty: standard output
+	Bytes     int64  `json:"bytes"`
+	Event     string `json:"event"`
+	Format    string `json:"format"`
+	Cancelled bool   `json:"cancelled,omitempty"`
+}
+
+// newResult builds the JSON result of a command from what the library
+// returned (res may be nil) and the error it ended with.
+func newResult(command string, pid int, start time.Time, res *attach.Result, err error) *result {
+	r := &result{SchemaVersion: resultSchemaVersion, Command: command, PID: pid, Outcome: attach.OutcomeOf(err), DurationMS: time.Since(start).Milliseconds()}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	var refused *attach.RefusedError
+	var hang *attach.HangError
+	switch {
+	case errors.As(err, &refused):
+		r.Verdict = &refused.Verdict
+	case errors.As(err, &hang):
+		r.HangReport = hang.Report
+	}
+	if res != nil {
+		v := res.Verdict
+		r.Verdict, r.Agent, r.LoadedFrom, r.Output, r.Healthy = &v, res.Agent, res.LoadedFrom, res.Output, res.Healthy
+		if res.DurationMS > 0 {
+			r.DurationMS = res.DurationMS
+		}
+	}
+	return r
+}
+
+// writeResult prints r with the exit code err will give.
+func writeResult(w io.Writer, r *result, err error) {
+	r.ExitCode = exitCodeOf(err)
+	_ = writeJSON(w, r)
+}
+
+// exitCodeOf is the exit code the CLI gives err (see attachError).
+func exitCodeOf(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	return exitError
+}
