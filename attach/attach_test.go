@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -404,14 +406,19 @@ func TestLiveProfile(t *testing.T) {
 	}
 }
 
-// copyTo runs the output path of Profile: prepare, copy, discard.
+// copyTo runs the output path of Profile: the profiler's file read back
+// as a session reads it (not following links), then prepare, commit.
 func copyTo(src, dst string) (int64, error) {
+	f, err := safefile.Read(context.Background(), src, maxCommandOutput, safefile.Options{NoFollow: true})
+	if err != nil {
+		return 0, err
+	}
 	out, err := prepareOutput(dst, 0, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer out.discard()
-	return copyOut(src, uint32(os.Geteuid()), out, nil)
+	return out.commit(bytes.NewReader(f.Data))
 }
 
 func TestProfileWriteFailureLosesNothing(t *testing.T) {
@@ -494,7 +501,7 @@ func TestOutputDestinationsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := copyOut(plain, uint32(os.Geteuid()), out, nil); err != nil {
+	if _, err := out.commit(strings.NewReader("profile")); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Stat(dst, &st); err != nil || st.Mode&0o777 != 0o644 || st.Uid != 65534 && os.Geteuid() == 0 {

@@ -2,8 +2,6 @@ package attach
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -154,129 +152,6 @@ func ExpandOutputName(name string, pid int, t time.Time, n int) string {
 // stopGrace bounds stopping the profiler after a cancelled profile.
 const stopGrace = 30 * time.Second
 
-// Profile runs async-profiler in the JVM pid for req.Duration and writes
-// the result to req.Output, if the knowledge base finds the combination
-// safe. The file the profiler writes inside the target is read back
-// through /proc/<pid>/root, so targets in containers work too.
-func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
-	if req.Output == "" && req.Writer == nil {
-		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
-	}
-	if req.Duration <= 0 {
-		req.Duration = 10 * time.Second
-	}
-	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
-		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
-	}
-	// The output is checked and reserved before anything is attached:
-	// profiling for minutes and then failing to write is the worst order.
-	var out *outputFile
-	if req.Writer == nil {
-		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
-			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
-		}
-		defer out.discard()
-	}
-	if req.Event == "" {
-		req.Event = "cpu"
-	}
-	lib := req.Lib
-	if lib == "" {
-		var searched []string
-		if lib, searched = preflight.FindAsyncProfiler(); lib == "" {
-			return nil, fmt.Errorf("profile: no async-profiler found (searched %s); give its library with --lib", strings.Join(searched, ", "))
-		}
-	}
-	opts := req.Options
-	c := newCall("profile", pid, opts)
-	c.ctx = ctx
-	defer func() { c.finish(err) }()
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = req.Duration + DefaultLoadTimeout
-	}
-	// The session's own deadline; cancelling the caller's ctx ends only
-	// the waiting, not the clean stop.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	c.deadline, _ = sctx.Deadline()
-
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	format := formatFor(req)
-	inTarget := fmt.Sprintf("/tmp/.safeattach-profile-%s%s", hex.EncodeToString(rnd[:]), extensionFor(format))
-	// The agent's messages go to a log file the caller reads back, not to
-	// the application's stdout.
-	logInTarget := fmt.Sprintf("/tmp/.safeattach-log-%s", hex.EncodeToString(rnd[:]))
-	jfr := strings.HasPrefix(format, "jfr")
-	startOptions := func(event string) string {
-		start := fmt.Sprintf("start,event=%s,file=%s,log=%s", event, inTarget, logInTarget)
-		if jfr {
-			// A JFR recording starts with the profiler, not at stop.
-			start += ",jfr"
-		}
-		if req.Interval != "" {
-			start += ",interval=" + req.Interval
-		}
-		if req.Extra != "" {
-			start += "," + req.Extra
-		}
-		return start
-	}
-	start := startOptions(req.Event)
-	if err := c.readAgent(sctx, lib, start); err != nil {
-		return nil, err
-	}
-	if err := c.judge(sctx, preflight.Options{}); err != nil {
-		return nil, err
-	}
-	if req.EventFallback && req.Event == "cpu" && hasFinding(c.verdict, RulePerfEventsUnavailable) {
-		req.Event = timerEvent(c.agent)
-		start = startOptions(req.Event)
-		c.agent.Options = start
-		c.log.Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", req.Event)
-	}
-	pctx, pcancel := c.protocolContext(sctx)
-	defer pcancel()
-	s, err := c.open(pctx)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	hostFile := filepath.Join(c.report.Process.Root, inTarget)
-	defer os.Remove(hostFile)
-	hostLog := filepath.Join(c.report.Process.Root, logInTarget)
-	defer os.Remove(hostLog)
-
-	res = &ProfileResult{Result: Result{PID: pid, Verdict: c.verdict, Agent: c.agent, LoadedFrom: s.agentPath}, Event: req.Event}
-	_, err = s.load(pctx, start)
-	if err = res.agentSaid(hostLog, c.report.Process.UID.Effective, err); err != nil {
-		return res, err
-	}
-	res.Cancelled = wait(ctx, pctx, req)
-	stopCtx := pctx
-	if res.Cancelled {
-		var stopCancel context.CancelFunc
-		stopCtx, stopCancel = context.WithTimeout(pctx, stopGrace)
-		defer stopCancel()
-	}
-	_, err = s.load(stopCtx, fmt.Sprintf("stop,file=%s,log=%s,%s", inTarget, logInTarget, format))
-	if err = res.agentSaid(hostLog, c.report.Process.UID.Effective, err); err != nil {
-		return res, err
-	}
-	n, err := copyOut(hostFile, c.report.Process.UID.Effective, out, req.Writer)
-	if err != nil {
-		return res, fmt.Errorf("profile: %w", err)
-	}
-	res.Output, res.Bytes, res.Format = req.Output, n, format
-	if err := c.healthCheck(pctx, s.client); err != nil {
-		return res, err
-	}
-	res.Healthy = true
-	res.took(c.start)
-	return res, nil
-}
-
 // wait sleeps for the profile's duration, reporting progress, and returns
 // early (true) when the caller cancels.
 func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled bool) {
@@ -332,35 +207,6 @@ func timerEvent(a *preflight.Agent) string {
 // maxAgentLog caps what is read of the agent's log per command.
 const maxAgentLog = 1 << 20
 
-// agentSaid reads the agent's log file back (it is the target user's:
-// opened without following links, only if regular and owned by that user
-// or root), removes it, keeps its lines, and makes the agent's own
-// "[ERROR] ..." the message of a failed command.
-func (r *ProfileResult) agentSaid(hostLog string, targetUID uint32, err error) error {
-	f, rerr := safefile.Read(context.Background(), hostLog, maxAgentLog, safefile.Options{NoFollow: true})
-	os.Remove(hostLog)
-	if rerr == nil && (f.Stat.Uid == targetUID || f.Stat.Uid == 0) {
-		for _, line := range strings.Split(strings.TrimSpace(string(f.Data)), "\n") {
-			if line = strings.TrimSpace(line); line != "" {
-				r.AgentLog = append(r.AgentLog, line)
-			}
-		}
-	}
-	if err == nil {
-		return nil
-	}
-	var said []string
-	for _, l := range r.AgentLog {
-		if strings.HasPrefix(l, "[ERROR]") {
-			said = append(said, strings.TrimSpace(strings.TrimPrefix(l, "[ERROR]")))
-		}
-	}
-	if len(said) > 0 {
-		return &AgentSaidError{Said: strings.Join(said, "; "), Err: err}
-	}
-	return err
-}
-
 // AgentSaidError is a failed agent command with the agent's own reason.
 type AgentSaidError struct {
 	Said string
@@ -377,32 +223,6 @@ const MinProfileOverhead = 2 * time.Second
 
 // maxProfileSize caps what is copied back from the target.
 const maxProfileSize = 4 << 30
-
-// copyOut copies the profile the agent wrote inside the target (a file
-// the target's user could have replaced with a symlink or FIFO: opened
-// without following links or blocking, and only if it is a regular file
-// owned by that user or root) to the prepared output or to w.
-func copyOut(src string, targetUID uint32, out *outputFile, w io.Writer) (int64, error) {
-	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("the profiler wrote no output: %w", err)
-	}
-	in := os.NewFile(uintptr(fd), src)
-	defer in.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return 0, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || (st.Uid != targetUID && st.Uid != 0) {
-		return 0, fmt.Errorf("the profiler's output %s is %s owned by uid %d; not reading it", src, safefile.TypeName(st.Mode), st.Uid)
-	}
-	_ = unix.SetNonblock(fd, false)
-	r := io.LimitReader(in, maxProfileSize)
-	if w != nil {
-		return io.Copy(w, r)
-	}
-	return out.commit(r)
-}
 
 // outputFile is the user's output, prepared before the attach: a
 // temporary file beside the destination, renamed over it once complete

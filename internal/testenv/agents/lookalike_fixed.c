@@ -69,6 +69,25 @@ static void say(const char *options, const char *line) {
 	close(fd);
 }
 
+/* write_file puts text into the file= option's file. */
+static int write_file(const char *options, const char *text) {
+	char file[4096];
+	if (option_value(options, "file", file, sizeof file) != 0) return 1;
+	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) return 0;
+	int n = strlen(text);
+	int ok = write(fd, text, n) == n && write(fd, "\n", 1) == 1;
+	close(fd);
+	return ok;
+}
+
+/* write_profile writes the made-up collapsed profile to file=. */
+static int write_profile(const char *options) {
+	char line[256];
+	snprintf(line, sizeof line, "java.lang.Thread.run;Target.churn;java.util.zip.Deflater.deflate [%s] 42\nTarget.main;java.lang.Thread.sleep [%s] 7", event, event);
+	return write_file(options, line);
+}
+
 static int known_event(const char *e) {
 	static const char *events[] = {"cpu", "wall", "alloc", "lock", "itimer", "ctimer", 0};
 	for (int i = 0; events[i]; i++)
@@ -80,11 +99,28 @@ int Agent_OnAttach(void *vm, char *options, void *reserved) {
 	(void)vm; (void)reserved;
 	if (count_libraries() < 0) return 1;
 	if (!options) return 0;
-	if (strncmp(options, "start", 5) == 0) {
+	if (strncmp(options, "status", 6) == 0)
+		return write_file(options, started ? "Profiling is running" : "Profiler is not active") ? 0 : 202;
+	if (strncmp(options, "list", 4) == 0)
+		return write_file(options, "Basic events:\n  cpu\n  alloc\n  lock\n  wall\n  itimer\n  ctimer") ? 0 : 202;
+	if (strncmp(options, "meminfo", 7) == 0)
+		return write_file(options, "Call trace storage: 10 KB\nFlight recording: 0 bytes\nTotal: 10 KB") ? 0 : 202;
+	if (strncmp(options, "dump", 4) == 0) {
+		if (!started) {
+			say(options, "[ERROR] Profiler is not active");
+			return 200;
+		}
+		return write_profile(options) ? 0 : 202;
+	}
+	if (strncmp(options, "start", 5) == 0 || strncmp(options, "resume", 6) == 0) {
 		char want[64] = "cpu";
 		option_value(options, "event", want, sizeof want);
 		if (!known_event(want)) {
 			say(options, "[ERROR] Unsupported event type");
+			return 200;
+		}
+		if (started && strncmp(options, "start", 5) == 0) {
+			say(options, "[ERROR] Profiler already started");
 			return 200;
 		}
 		strcpy(event, want);
@@ -93,20 +129,12 @@ int Agent_OnAttach(void *vm, char *options, void *reserved) {
 		return 0;
 	}
 	if (strncmp(options, "stop", 4) == 0) {
-		char file[4096];
 		if (!started) {
 			say(options, "[ERROR] Profiler is not active");
 			return 200;
 		}
 		started = 0;
-		if (option_value(options, "file", file, sizeof file) != 0) return 0;
-		int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd < 0) return 201;
-		char line[256];
-		int n = snprintf(line, sizeof line, "java.lang.Thread.run;Target.churn;java.util.zip.Deflater.deflate [%s] 42\nTarget.main;java.lang.Thread.sleep [%s] 7\n", event, event);
-		int ok = write(fd, line, n) == n;
-		close(fd);
-		return ok ? 0 : 202;
+		return write_profile(options) ? 0 : 202;
 	}
 	return 0;
 }
