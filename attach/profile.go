@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -224,16 +225,23 @@ const MinProfileOverhead = 2 * time.Second
 // maxProfileSize caps what is copied back from the target.
 const maxProfileSize = 4 << 30
 
-// outputFile is the user's output, prepared before the attach: a
+// OutputFile is the user's output, prepared before the attach: a
 // temporary file beside the destination, renamed over it once complete
 // (a full disk or an interrupted run leaves what was there before).
+type OutputFile = outputFile
+
 type outputFile struct {
 	dst string
 	tmp *os.File
 }
 
-// prepareOutput refuses a destination that is not absent or a regular
-// file, and proves the directory writable by creating the temporary file.
+// PrepareOutput refuses a destination that is not absent or a regular
+// file, and proves the directory writable by creating the temporary file
+// — before anything touches the JVM. Commit or Discard it.
+func PrepareOutput(dst string, mode os.FileMode, owner *Owner) (*OutputFile, error) {
+	return prepareOutput(dst, mode, owner)
+}
+
 func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*outputFile, error) {
 	if mode == 0 {
 		mode = 0o644
@@ -295,6 +303,12 @@ func (o *outputFile) commit(r io.Reader) (int64, error) {
 	o.tmp = nil
 	return n, nil
 }
+
+// Commit writes data and renames the file into place.
+func (o *outputFile) Commit(data []byte) (int64, error) { return o.commit(bytes.NewReader(data)) }
+
+// Discard removes the temporary file unless it was committed.
+func (o *outputFile) Discard() { o.discard() }
 
 // discard removes the temporary file unless it was committed.
 func (o *outputFile) discard() {

@@ -123,6 +123,16 @@ func (ss *Session) startOptions(action, file string) string {
 	return o
 }
 
+// outputOptions are the format and the request's options, as asprof
+// passes them to every command (the output ones, title or minwidth,
+// matter at stop and dump).
+func (ss *Session) outputOptions() string {
+	if ss.req.Extra == "" {
+		return ss.format
+	}
+	return ss.format + "," + ss.req.Extra
+}
+
 // Command sends one async-profiler command ("status", "list",
 // "start,event=cpu", "dump,collapsed"...) with fresh file= and log= in
 // the target, and returns what the agent wrote to file= and the lines it
@@ -182,13 +192,13 @@ func (ss *Session) Resume(ctx context.Context) error {
 
 // Dump returns the profile so far without stopping.
 func (ss *Session) Dump(ctx context.Context) ([]byte, error) {
-	out, _, err := ss.Command(ctx, "dump,"+ss.format)
+	out, _, err := ss.Command(ctx, "dump,"+ss.outputOptions())
 	return out, err
 }
 
 // Stop stops profiling and returns the profile.
 func (ss *Session) Stop(ctx context.Context) ([]byte, error) {
-	out, _, err := ss.Command(ctx, "stop,"+ss.format)
+	out, _, err := ss.Command(ctx, "stop,"+ss.outputOptions())
 	return out, err
 }
 

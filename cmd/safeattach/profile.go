@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"io"
 	"os"
 	"strconv"
@@ -21,16 +24,33 @@ func newProfileCmd() *cobra.Command {
 		asJSON   bool
 		progress bool
 		modeFlag string
+		loop     string
+		extra    asprofFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "profile [--lib PATH] [-e EVENT] [-d DURATION] [-i INTERVAL] [-f FILE] [-o FORMAT] [--timeout DUR] PID",
-		Short: "Profile a JVM with async-profiler if it is safe; Ctrl-C stops early and still writes the profile",
-		Args:  cobra.ExactArgs(1),
+		Use:   "profile [ACTION] [--lib PATH] [-e EVENT] [-d DURATION] [-i INTERVAL] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
+		Short: "Profile a JVM with async-profiler if it is safe, as asprof does; Ctrl-C stops early and still writes the profile",
+		Long: `Profile a JVM with async-profiler, after the same checks as load.
+
+ACTION is asprof's: collect (the default: start, wait -d, stop), start,
+resume, stop, dump, status, list, meminfo, check. The agent's own messages
+are printed on stderr; start/status/dump/stop work across invocations (the
+profiler keeps running in the JVM between them).`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			action := "collect"
+			if len(args) == 2 {
+				action = args[0]
+				args = args[1:]
+			}
+			if !slices.Contains(profileActions, action) {
+				return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
+			}
 			pid, err := parsePID(args[0])
 			if err != nil {
 				return err
 			}
+			req.Extra = extra.options(req.Extra)
 			if req.Duration, err = parseDuration(duration); err != nil {
 				return fmt.Errorf("-d %s: %v", duration, err)
 			}
@@ -42,7 +62,9 @@ func newProfileCmd() *cobra.Command {
 				}
 				req.Output, req.Writer = "", cmd.OutOrStdout()
 			default:
-				req.Output = attach.ExpandOutputName(req.Output, pid, time.Now(), 0)
+				if loop == "" { // --loop names each window's file itself
+					req.Output = attach.ExpandOutputName(req.Output, pid, time.Now(), 0)
+				}
 			}
 			mode, err := strconv.ParseUint(modeFlag, 8, 32)
 			if err != nil || mode > 0o777 {
@@ -65,6 +87,23 @@ func newProfileCmd() *cobra.Command {
 				req.Progress = func(elapsed, total time.Duration) {
 					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Event, int(elapsed.Seconds()), int(total.Seconds()))
 				}
+			}
+			if loop != "" {
+				window, err := parseDuration(loop)
+				if err != nil {
+					return fmt.Errorf("--loop %s: %v", loop, err)
+				}
+				if req.Writer != nil {
+					return fmt.Errorf("--loop writes one file per window: give -f with %%t or %%n in the name")
+				}
+				total := time.Duration(0)
+				if cmd.Flags().Changed("duration") {
+					total = req.Duration
+				}
+				return profileLoop(cmd, pid, req, window, total)
+			}
+			if action != "collect" {
+				return profileAction(cmd, pid, action, req)
 			}
 			// Ctrl-C (the root context) ends the wait; the profiler is
 			// still stopped and its output written.
@@ -125,9 +164,150 @@ func newProfileCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
+	f.StringVar(&loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
+	extra.register(f)
 	af.register(cmd, 0)
 	return cmd
 }
+
+// profileActions are asprof's actions.
+var profileActions = []string{"collect", "start", "resume", "stop", "dump", "status", "list", "meminfo", "check"}
+
+// profileAction runs one asprof action other than collect through an
+// attach.Session: the profiler keeps its state in the JVM between
+// invocations.
+func profileAction(cmd *cobra.Command, pid int, action string, req attach.ProfileRequest) error {
+	w, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	var out interface {
+		commit(data []byte) (int64, error)
+	} = stdoutSink{w}
+	if action == "stop" || action == "dump" {
+		if req.Writer == nil {
+			file, err := newFileSink(req)
+			if err != nil {
+				return err
+			}
+			defer file.discard()
+			out = file
+		}
+	}
+	ss, err := attach.OpenSession(cmd.Context(), pid, req)
+	if err != nil {
+		return attachError(w, err, false)
+	}
+	defer ss.Close()
+	defer func() {
+		for _, line := range ss.Log {
+			fmt.Fprintln(stderr, line)
+		}
+	}()
+	var data []byte
+	switch action {
+	case "start":
+		err = ss.Start(cmd.Context())
+	case "resume":
+		err = ss.Resume(cmd.Context())
+	case "stop":
+		data, err = ss.Stop(cmd.Context())
+	case "dump":
+		data, err = ss.Dump(cmd.Context())
+	case "check":
+		data, _, err = ss.Command(cmd.Context(), "check,event="+ss.Event())
+	default: // status, list, meminfo
+		data, _, err = ss.Command(cmd.Context(), action)
+	}
+	if err != nil {
+		return attachError(w, err, false)
+	}
+	if data != nil {
+		if _, err := out.commit(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// profileLoop is --loop: one profile per window, each to its own file,
+// until Ctrl-C or the total duration.
+func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window, total time.Duration) error {
+	ctx := cmd.Context()
+	// The first window's file proves the output writable before the
+	// profiler is touched.
+	probe, err := newFileSink(attach.ProfileRequest{Output: attach.ExpandOutputName(req.Output, pid, time.Now(), 0), OutputMode: req.OutputMode, OutputOwner: req.OutputOwner})
+	if err != nil {
+		return err
+	}
+	probe.discard()
+	ss, err := attach.OpenSession(ctx, pid, req)
+	if err != nil {
+		return attachError(cmd.OutOrStdout(), err, false)
+	}
+	defer ss.Close()
+	stderr := cmd.ErrOrStderr()
+	if err := ss.Start(ctx); err != nil {
+		return attachError(cmd.OutOrStdout(), err, false)
+	}
+	start := time.Now()
+	for n := 0; ; n++ {
+		windowStart := time.Now()
+		last := total > 0 && time.Since(start)+window >= total
+		timer := time.NewTimer(window)
+		interrupted := false
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			interrupted = true
+		}
+		timer.Stop()
+		// The profiler is stopped cleanly even after Ctrl-C.
+		sctx := context.WithoutCancel(ctx)
+		var data []byte
+		if last || interrupted {
+			data, err = ss.Stop(sctx)
+		} else {
+			data, err = ss.Rotate(sctx)
+		}
+		if err != nil {
+			return attachError(cmd.OutOrStdout(), err, false)
+		}
+		name := attach.ExpandOutputName(req.Output, pid, windowStart, n)
+		sink, err := newFileSink(attach.ProfileRequest{Output: name, OutputMode: req.OutputMode, OutputOwner: req.OutputOwner})
+		if err != nil {
+			return err
+		}
+		_, err = sink.commit(data)
+		sink.discard()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", n, name, len(data))
+		if last || interrupted {
+			return nil
+		}
+	}
+}
+
+// stdoutSink writes a command's output to standard output.
+type stdoutSink struct{ w io.Writer }
+
+func (s stdoutSink) commit(data []byte) (int64, error) {
+	n, err := s.w.Write(data)
+	return int64(n), err
+}
+
+// fileSink is an output file prepared before the profiler is touched.
+type fileSink struct{ out *attach.OutputFile }
+
+func newFileSink(req attach.ProfileRequest) (*fileSink, error) {
+	out, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
+	if err != nil {
+		return nil, err
+	}
+	return &fileSink{out}, nil
+}
+
+func (f *fileSink) commit(data []byte) (int64, error) { return f.out.Commit(data) }
+func (f *fileSink) discard()                          { f.out.Discard() }
 
 // parseDuration takes asprof's form (whole seconds: 30) and Go's (30s,
 // 5m, 1h30m); zero and negative durations are refused.

@@ -1,0 +1,91 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// TestLiveSessionRotates100Windows: a daemon's continuous profiling — one
+// session rotating a hundred windows on one JVM — leaks no descriptor,
+// leaves no command file or log in the target, and keeps one copy of the
+// agent.
+func TestLiveSessionRotates100Windows(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	fds := func() int {
+		es, _ := os.ReadDir("/proc/self/fd")
+		return len(es)
+	}
+	ctx := context.Background()
+	ss, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	if err := ss.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := fds()
+	for i := 0; i < 100; i++ {
+		data, err := ss.Rotate(ctx)
+		if err != nil {
+			t.Fatalf("window %d: %v", i, err)
+		}
+		if !strings.Contains(string(data), "[itimer]") {
+			t.Fatalf("window %d: %q", i, data)
+		}
+	}
+	if _, err := ss.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := fds(); after > before+2 {
+		t.Errorf("descriptors grew from %d to %d over 100 windows", before, after)
+	}
+
+	// Other tests' commands come and go in the same /tmp: a leak is a
+	// file that is still there two seconds later.
+	left, _ := filepath.Glob("/tmp/.safeattach-[lo][ou][gt]-*")
+	time.Sleep(2 * time.Second)
+	for _, f := range left {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("left in the target's /tmp: %s", f)
+		}
+	}
+	if maps := mapsOfPID(t, p.PID); strings.Count(maps, "liblookalike_fixed.so") == 0 {
+		t.Error("the agent is not mapped")
+	}
+	if res := ss.Verdict(); !strings.HasPrefix(res.LoadedFrom, "/") {
+		t.Errorf("loaded from %q", res.LoadedFrom)
+	}
+	// A profiler found already running is restarted by Start.
+	if err := ss.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "wall", Format: "collapsed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Start(ctx); err != nil {
+		t.Fatalf("start over a running profiler: %v", err)
+	}
+	if data, err := other.Stop(ctx); err != nil || !strings.Contains(string(data), "[wall]") {
+		t.Errorf("restarted profile: %v %q", err, data)
+	}
+}
+
+func mapsOfPID(t *testing.T, pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// TestProfileActionsAcrossProcesses: start, status, dump and stop are
+// four separate safeattach processes; the profiler keeps its state in the
+// JVM between them, and every agent message reaches the caller.
+func TestProfileActionsAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"profile"}, args...)...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	if _, stderr := run("start", "--lib", lib, "-e", "wall", pid); !strings.Contains(stderr, "Profiling started") {
+		t.Errorf("start: %q", stderr)
+	}
+	if stdout, _ := run("status", "--lib", lib, pid); !strings.Contains(stdout, "Profiling is running") {
+		t.Errorf("status: %q", stdout)
+	}
+	if stdout, _ := run("list", "--lib", lib, pid); !strings.Contains(stdout, "itimer") {
+		t.Errorf("list: %q", stdout)
+	}
+	dump := filepath.Join(dir, "dump.collapsed")
+	run("dump", "--lib", lib, "-f", dump, pid)
+	if data, _ := os.ReadFile(dump); !strings.Contains(string(data), "[wall]") {
+		t.Errorf("dump: %q", data)
+	}
+	stop := filepath.Join(dir, "stop.collapsed")
+	run("stop", "--lib", lib, "-f", stop, pid)
+	if data, _ := os.ReadFile(stop); !strings.Contains(string(data), "Target.churn") {
+		t.Errorf("stop: %q", data)
+	}
+	if stdout, _ := run("status", "--lib", lib, pid); !strings.Contains(stdout, "Profiler is not active") {
+		t.Errorf("status after stop: %q", stdout)
+	}
+	// Stopping a profiler that is not running: the agent's reason, exit 3.
+	cmd := exec.Command(bin, "profile", "stop", "--lib", lib, "-f", stop, pid)
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != exitFailed || !strings.Contains(string(out), "Profiler is not active") {
+		t.Errorf("stop when not active: exit %d %q", cmd.ProcessState.ExitCode(), out)
+	}
+}
+
+// TestProfileLoop: --loop 2s for -d 10s gives five window files named by
+// %n.
+func TestProfileLoop(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	dir := t.TempDir()
+	_, stderr, code := runCLI(t, "profile", "--lib", lib, "--loop", "2s", "-d", "10s", "-f", filepath.Join(dir, "w-%n.collapsed"), fmt.Sprint(p.PID))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "w-*.collapsed"))
+	if len(files) != 5 {
+		t.Errorf("want 5 windows, have %v\n%s", files, stderr)
+	}
+	for _, f := range files {
+		if data, _ := os.ReadFile(f); !strings.Contains(string(data), "Target.churn") {
+			t.Errorf("%s: %q", f, data)
+		}
+	}
+}
+
+// TestAsprofOptionSpelling: the pass-through options reach the agent as
+// asprof's launcher spells them.
+func TestAsprofOptionSpelling(t *testing.T) {
+	a := asprofFlags{threads: true, allUser: true, jstackDepth: 64, include: []string{"*Foo*"}, exclude: []string{"*Bar*"},
+		cstack: "dwarf", title: "t", minWidth: "0.5", reverse: true, total: true, jfrSync: "profile", features: "vtable", chunkSize: "10m", chunkTime: "1h"}
+	want := "interval=1ms,threads,alluser,jstackdepth=64,include=*Foo*,exclude=*Bar*,cstack=dwarf,title=t,minwidth=0.5,reverse,total,jfrsync=profile,features=vtable,chunksize=10m,chunktime=1h"
+	if got := a.options("interval=1ms"); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
