@@ -150,9 +150,6 @@ func ExpandOutputName(name string, pid int, t time.Time, n int) string {
 	return b.String()
 }
 
-// stopGrace bounds stopping the profiler after a cancelled profile.
-const stopGrace = 30 * time.Second
-
 // wait sleeps for the profile's duration, reporting progress, and returns
 // early (true) when the caller cancels.
 func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled bool) {
@@ -221,9 +218,6 @@ func (e *AgentSaidError) Unwrap() error { return e.Err }
 // duration: inspection, delivery, start, stop and the health check of an
 // idle JVM take well under a second here; twice that leaves room.
 const MinProfileOverhead = 2 * time.Second
-
-// maxProfileSize caps what is copied back from the target.
-const maxProfileSize = 4 << 30
 
 // OutputFile is the user's output, prepared before the attach: a
 // temporary file beside the destination, renamed over it once complete
