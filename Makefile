@@ -19,6 +19,7 @@ prereqs:
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/safeattach
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-pprof ./cmd/safeattach-pprof
 
 demo: prereqs build
 	@bash scripts/demo.sh

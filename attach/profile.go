@@ -298,6 +298,9 @@ func (o *outputFile) commit(r io.Reader) (int64, error) {
 	return n, nil
 }
 
+// Name is the destination path.
+func (o *outputFile) Name() string { return o.dst }
+
 // Commit writes data and renames the file into place.
 func (o *outputFile) Commit(data []byte) (int64, error) { return o.commit(bytes.NewReader(data)) }
 

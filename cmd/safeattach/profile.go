@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,6 +108,9 @@ profiler keeps running in the JVM between them).`,
 			if action != "collect" {
 				return profileAction(cmd, pid, action, req)
 			}
+			if wantsPprof(req) {
+				return profilePprof(cmd, pid, req)
+			}
 			// Ctrl-C (the root context) ends the wait; the profiler is
 			// still stopped and its output written.
 			requested := req.Event
@@ -168,6 +174,78 @@ profiler keeps running in the JVM between them).`,
 	extra.register(f)
 	af.register(cmd, 0)
 	return cmd
+}
+
+// wantsPprof: -o pprof, or an output named *.pb.gz or *.pprof.
+func wantsPprof(req attach.ProfileRequest) bool {
+	return req.Format == "pprof" || req.Format == "" && (strings.HasSuffix(req.Output, ".pb.gz") || strings.HasSuffix(req.Output, ".pprof"))
+}
+
+// profilePprof records JFR (async-profiler's richest output) and has
+// safeattach-pprof convert it to a gzipped profile.proto for the event
+// sampled. The converter is a binary of its own: its JFR and protobuf
+// libraries would cost every safeattach invocation ~10 ms of start-up.
+func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error {
+	if req.Writer != nil {
+		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
+	}
+	conv, err := pprofConverter()
+	if err != nil {
+		return err
+	}
+	sink, err := newFileSink(req)
+	if err != nil {
+		return err
+	}
+	defer sink.discard()
+	tmp, err := os.CreateTemp("", "safeattach-*.jfr")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	req.Format, req.Writer, req.Output = "jfr", tmp, ""
+	start := time.Now()
+	res, err := attach.Profile(cmd.Context(), pid, req)
+	if res != nil {
+		for _, line := range res.AgentLog {
+			fmt.Fprintln(cmd.ErrOrStderr(), line)
+		}
+	}
+	if err != nil {
+		return attachError(cmd.OutOrStdout(), err, false)
+	}
+	pb := tmp.Name() + ".pb.gz"
+	defer os.Remove(pb)
+	out, err := exec.Command(conv, "-event", res.Event, "-start", strconv.FormatInt(start.UnixNano(), 10), "-end", strconv.FormatInt(time.Now().UnixNano(), 10), tmp.Name(), pb).CombinedOutput()
+	if err != nil {
+		return withCode(exitFailed, fmt.Errorf("converting the profiler's JFR to pprof: %s", bytes.TrimSpace(out)))
+	}
+	data, err := os.ReadFile(pb)
+	if err != nil {
+		return err
+	}
+	n, err := sink.commit(data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (pprof, %s samples; %d bytes); the JVM answers\n", sink.out.Name(), strings.TrimSpace(string(out)), n)
+	return nil
+}
+
+// pprofConverter finds safeattach-pprof beside this binary, else on PATH.
+func pprofConverter() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "safeattach-pprof")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("safeattach-pprof")
+	if err != nil {
+		return "", fmt.Errorf("-o pprof needs safeattach-pprof beside safeattach or on PATH (make build builds both)")
+	}
+	return p, nil
 }
 
 // profileActions are asprof's actions.

@@ -175,14 +175,36 @@ func BuildCLI(t testing.TB) string {
 			return
 		}
 		cliPath = filepath.Join(dir, "safeattach")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", cliPath, "github.com/safeattach/safeattach/cmd/safeattach")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			cliErr = fmt.Errorf("go build: %v\n%s", err, out)
+		// The pprof converter is found beside the CLI, as make build
+		// places it.
+		for _, bin := range []string{"safeattach", "safeattach-pprof"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, bin), "github.com/safeattach/safeattach/cmd/"+bin)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				cliErr = fmt.Errorf("go build %s: %v\n%s", bin, err, out)
+				return
+			}
 		}
 	})
 	if cliErr != nil {
 		t.Fatal(cliErr)
 	}
 	return cliPath
+}
+
+// AsyncProfiler returns the real async-profiler library under
+// $ASYNC_PROFILER_HOME, or skips the test with one line saying so (CI has
+// none: async-profiler cannot be installed from the package registries).
+func AsyncProfiler(t testing.TB) string {
+	t.Helper()
+	home := os.Getenv("ASYNC_PROFILER_HOME")
+	for _, p := range []string{filepath.Join(home, "lib", "libasyncProfiler.so"), filepath.Join(home, "libasyncProfiler.so")} {
+		if home != "" {
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+				return p
+			}
+		}
+	}
+	t.Skip("no real async-profiler: set ASYNC_PROFILER_HOME to a build of it to run this test")
+	return ""
 }

@@ -1,0 +1,84 @@
+package jfrpprof
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/google/pprof/profile"
+	jfrpprof "github.com/grafana/jfr-parser/pprof"
+)
+
+// Profile is one sample type's profile from a recording.
+type Profile struct {
+	// Metric names what was sampled, as jfr-parser names it: process_cpu,
+	// wall, memory (allocations), mutex (locks), block...
+	Metric string
+	// Profile is the decoded, validated profile.
+	Profile *profile.Profile
+}
+
+// MaxJFR caps the recording converted (a JFR window of a busy service is
+// a few MiB; a day-long one a few hundred).
+const MaxJFR = 1 << 30
+
+// Convert decodes a JFR recording made between start and end into one
+// profile per sample type, in a stable order (by metric).
+func Convert(jfr []byte, start, end time.Time) ([]Profile, error) {
+	if len(jfr) > MaxJFR {
+		return nil, fmt.Errorf("jfr: %d bytes exceeds %d", len(jfr), MaxJFR)
+	}
+	if len(jfr) < 4 || string(jfr[:4]) != "FLR\x00" {
+		return nil, errors.New("jfr: not a JFR recording (no FLR header)")
+	}
+	res, err := jfrpprof.ParseJFR(jfr, &jfrpprof.ParseInput{StartTime: start, EndTime: end, SampleRate: 100}, new(jfrpprof.LabelsSnapshot))
+	if err != nil {
+		return nil, fmt.Errorf("jfr: %w", err)
+	}
+	var out []Profile
+	for _, p := range res.Profiles {
+		raw, err := p.Profile.MarshalVT()
+		if err != nil {
+			return nil, fmt.Errorf("jfr: encode %s: %w", p.Metric, err)
+		}
+		// Through google/pprof: checks the profile and gives callers the
+		// standard type.
+		pp, err := profile.ParseData(raw)
+		if err != nil {
+			return nil, fmt.Errorf("jfr: %s: %w", p.Metric, err)
+		}
+		if err := pp.CheckValid(); err != nil {
+			return nil, fmt.Errorf("jfr: %s: %w", p.Metric, err)
+		}
+		out = append(out, Profile{Metric: p.Metric, Profile: pp})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("jfr: the recording holds no samples")
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Metric < out[b].Metric })
+	return out, nil
+}
+
+// Pick returns the profile for the event the user sampled (cpu, itimer
+// and ctimer are CPU time; wall; alloc; lock), else the first.
+func Pick(ps []Profile, event string) Profile {
+	want := map[string]string{"cpu": "process_cpu", "itimer": "process_cpu", "ctimer": "process_cpu", "wall": "wall", "alloc": "memory", "lock": "mutex"}[event]
+	for _, p := range ps {
+		if p.Metric == want {
+			return p
+		}
+	}
+	return ps[0]
+}
+
+// Encode writes p as a gzipped profile.proto, the form `go tool pprof`
+// reads.
+func Encode(p *profile.Profile) ([]byte, error) {
+	var b bytes.Buffer
+	if err := p.Write(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
