@@ -245,38 +245,59 @@ func TestConcurrentCLIs(t *testing.T) {
 // and no unused copy behind.
 func TestSignalsCleanUp(t *testing.T) {
 	t.Parallel()
+	// At random moments: whatever step the signal lands in, the process
+	// ends promptly and leaves nothing behind. (Before its handlers are
+	// installed — the Go runtime's first milliseconds, longer on a loaded
+	// machine — SIGTERM's default action ends it, when nothing has been
+	// done yet; that is accepted here and pinned down below.)
 	for i, delay := range []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond} {
 		p, cmd, errb := loadBlockingAgent(t, delay)
 		cmd.Process.Signal(syscall.SIGTERM)
 		start := time.Now()
 		cmd.Wait()
 		code := cmd.ProcessState.ExitCode()
-		took := time.Since(start)
-		// Before the Go runtime has started, SIGTERM's default action
-		// ends the process: nothing has been done yet.
 		ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-		early := ws.Signaled() && ws.Signal() == syscall.SIGTERM && delay <= 10*time.Millisecond
+		early := ws.Signaled() && ws.Signal() == syscall.SIGTERM
 		if code != exitSignalBase+int(syscall.SIGTERM) && !early {
 			t.Errorf("run %d (SIGTERM after %v): exit %d: %s", i, delay, code, errb.String())
 		}
-		if took > 3*time.Second {
+		if took := time.Since(start); took > 3*time.Second {
 			t.Errorf("run %d: %v to stop after SIGTERM", i, took)
 		}
-		for _, dir := range []string{p.Dir, "/tmp"} {
-			if _, err := os.Lstat(filepath.Join(dir, fmt.Sprintf(".attach_pid%d", p.PID))); err == nil {
-				t.Errorf("run %d: trigger file left in %s", i, dir)
-			}
+		requireCleanAfter(t, i, p)
+	}
+	// Deterministic: SIGTERM while the agent is blocked inside the JVM
+	// (its library is mapped, the load has been sent) exits 143.
+	p, cmd, errb := loadBlockingAgent(t, 0)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(mapsOf(t, p.PID), "libblock_forever.so") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exitSignalBase+int(syscall.SIGTERM) || !strings.Contains(errb.String(), "interrupted by terminated") {
+		t.Errorf("SIGTERM during the load: exit %d %q", code, errb.String())
+	}
+	requireCleanAfter(t, -1, p)
+}
+
+// requireCleanAfter checks what an interrupted load may leave: no trigger
+// file, no copy of the agent that no process maps, and a live JVM.
+func requireCleanAfter(t *testing.T, run int, p *testenv.Process) {
+	t.Helper()
+	for _, dir := range []string{p.Dir, "/tmp"} {
+		if _, err := os.Lstat(filepath.Join(dir, fmt.Sprintf(".attach_pid%d", p.PID))); err == nil {
+			t.Errorf("run %d: trigger file left in %s", run, dir)
 		}
-		// A copy may stay only while the JVM maps it.
-		copies, _ := filepath.Glob("/tmp/.safeattach/*/libblock_forever.so")
-		for _, c := range copies {
-			if !strings.Contains(mapsOf(t, p.PID), c) && !mappedByAnyone(c) {
-				t.Errorf("run %d: unused copy %s left", i, c)
-			}
+	}
+	copies, _ := filepath.Glob("/tmp/.safeattach/*/libblock_forever.so")
+	for _, c := range copies {
+		if !strings.Contains(mapsOf(t, p.PID), c) && !mappedByAnyone(c) {
+			t.Errorf("run %d: unused copy %s left", run, c)
 		}
-		if !p.Alive() {
-			t.Errorf("run %d: the JVM died", i)
-		}
+	}
+	if !p.Alive() {
+		t.Errorf("run %d: the JVM died", run)
 	}
 }
 
