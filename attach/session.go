@@ -34,6 +34,10 @@ type Session struct {
 	c      *call
 	s      *session
 	format string
+	// recording is the JFR file (in the target) of the running recording:
+	// async-profiler writes a JFR to the file named at start, and at stop
+	// finishes that file whatever stop names.
+	recording string
 	// Log is every line the agent logged, across commands.
 	Log []string
 }
@@ -71,7 +75,7 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
 	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req)}
-	if err := c.readAgent(ctx, lib, ss.startOptions("", "")); err != nil {
+	if err := c.readAgent(ctx, lib, ss.startOptions("")); err != nil {
 		return nil, err
 	}
 	if err := c.judge(ctx, preflight.Options{}); err != nil {
@@ -103,16 +107,13 @@ func (ss *Session) Verdict() Result {
 
 // startOptions are the start (or resume) command's options, as asprof
 // builds them.
-func (ss *Session) startOptions(action, file string) string {
+func (ss *Session) startOptions(action string) string {
 	if action == "" {
 		action = "start"
 	}
 	o := action + ",event=" + ss.req.Event
 	if strings.HasPrefix(ss.format, "jfr") {
 		o += ",jfr" // a JFR recording starts with the profiler
-		if file != "" {
-			o += ",file=" + file
-		}
 	}
 	if ss.req.Interval != "" {
 		o += ",interval=" + ss.req.Interval
@@ -138,23 +139,35 @@ func (ss *Session) outputOptions() string {
 // the target, and returns what the agent wrote to file= and the lines it
 // logged. A failure the agent explains is an *AgentSaidError.
 func (ss *Session) Command(ctx context.Context, command string) (out []byte, log []string, err error) {
-	defer func() { ss.Log = append(ss.Log, log...) }()
+	return ss.command(ctx, command, "", true)
+}
+
+// newTargetFile names a fresh file in the target's /tmp.
+func newTargetFile(kind, ext string) string {
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	tag := hex.EncodeToString(rnd[:])
-	file := "/tmp/.safeattach-out-" + tag + extensionFor(ss.format)
-	logFile := "/tmp/.safeattach-log-" + tag
+	return "/tmp/.safeattach-" + kind + "-" + hex.EncodeToString(rnd[:]) + ext
+}
+
+// command sends command with file= (a fresh one unless given) and a
+// fresh log=, reads both back, and removes the log — and the file too
+// unless keep is false (a JFR recording in progress).
+func (ss *Session) command(ctx context.Context, command, file string, remove bool) (out []byte, log []string, err error) {
+	defer func() { ss.Log = append(ss.Log, log...) }()
+	if file == "" {
+		file = newTargetFile("out", extensionFor(ss.format))
+	}
+	logFile := newTargetFile("log", "")
 	root := ss.c.report.Process.Root
 	hostFile, hostLog := filepath.Join(root, file), filepath.Join(root, logFile)
-	defer os.Remove(hostFile)
+	if remove {
+		defer os.Remove(hostFile)
+	}
 	defer os.Remove(hostLog)
 	ctx, cancel := ss.req.Options.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	ss.c.deadline, _ = ctx.Deadline()
-	if !strings.Contains(command, "file=") {
-		command += ",file=" + file
-	}
-	command += ",log=" + logFile
+	command += ",file=" + file + ",log=" + logFile
 	_, lerr := ss.s.load(ctx, command)
 	log = readLog(hostLog, ss.c.report.Process.UID.Effective)
 	if lerr != nil {
@@ -175,18 +188,32 @@ func (ss *Session) Command(ctx context.Context, command string) (out []byte, log
 // A profiler found already running (another session's, or one left by a
 // caller that died) is stopped and started again with these settings.
 func (ss *Session) Start(ctx context.Context) error {
-	_, log, err := ss.Command(ctx, ss.startOptions("start", ""))
+	log, err := ss.start(ctx, "start")
 	if err != nil && mentions(log, "already started") {
 		if _, _, serr := ss.Command(ctx, "stop"); serr == nil {
-			_, _, err = ss.Command(ctx, ss.startOptions("start", ""))
+			_, err = ss.start(ctx, "start")
 		}
 	}
 	return err
 }
 
+// start sends start or resume; a JFR recording gets a file that lives
+// until the recording stops.
+func (ss *Session) start(ctx context.Context, action string) ([]string, error) {
+	if !strings.HasPrefix(ss.format, "jfr") {
+		_, log, err := ss.Command(ctx, ss.startOptions(action))
+		return log, err
+	}
+	if ss.recording == "" {
+		ss.recording = newTargetFile("rec", ".jfr")
+	}
+	_, log, err := ss.command(ctx, ss.startOptions(action), ss.recording, false)
+	return log, err
+}
+
 // Resume continues a stopped profile, keeping what it collected.
 func (ss *Session) Resume(ctx context.Context) error {
-	_, _, err := ss.Command(ctx, ss.startOptions("resume", ""))
+	_, err := ss.start(ctx, "resume")
 	return err
 }
 
@@ -198,6 +225,12 @@ func (ss *Session) Dump(ctx context.Context) ([]byte, error) {
 
 // Stop stops profiling and returns the profile.
 func (ss *Session) Stop(ctx context.Context) ([]byte, error) {
+	if ss.recording != "" {
+		rec := ss.recording
+		ss.recording = ""
+		out, _, err := ss.command(ctx, "stop,"+ss.outputOptions(), rec, true)
+		return out, err
+	}
 	out, _, err := ss.Command(ctx, "stop,"+ss.outputOptions())
 	return out, err
 }

@@ -28,7 +28,7 @@ func TestRealAsyncProfiler(t *testing.T) {
 		t.Fatalf("-o pprof: %v\n%s", err, out)
 	}
 	top, err := exec.Command(testenv.LookPath(t, "go"), "tool", "pprof", "-top", pb).CombinedOutput()
-	if err != nil || !strings.Contains(string(top), "Deflater") {
+	if err != nil || !strings.Contains(string(top), "Target.churn") {
 		t.Errorf("go tool pprof -top: %v\n%s", err, top)
 	}
 }
