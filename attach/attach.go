@@ -140,6 +140,19 @@ func (c *call) target() (*hotspot.Target, error) {
 	return t, nil
 }
 
+// settle classifies an error no step recognised: if the inspected process
+// is gone by now, it exited during the call — an attach failure.
+func (c *call) settle(err error) error {
+	// A pid never seen alive (no report) is an unknown pid, not an exit.
+	if err == nil || c.report == nil || OutcomeOf(err) != OutcomeError {
+		return err
+	}
+	if st, serr := (proc.FS{}).Proc(c.pid).Stat(); serr != nil || st.State == 'Z' || st.State == 'X' || st.StartTime != c.report.Process.StartTime {
+		return fmt.Errorf("pid %d: %w: %v", c.pid, hotspot.ErrTargetExited, err)
+	}
+	return err
+}
+
 // finish logs and audits the outcome.
 func (c *call) finish(err error) {
 	outcome := OutcomeOf(err)
@@ -292,7 +305,7 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 	}
 	c := newCall("jcmd", pid, opts)
 	c.ctx = ctx
-	defer func() { c.finish(err) }()
+	defer func() { err = c.settle(err); c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
@@ -333,7 +346,7 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 	}
 	c := newCall("load", pid, opts)
 	c.ctx = ctx
-	defer func() { c.finish(err) }()
+	defer func() { err = c.settle(err); c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()

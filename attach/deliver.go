@@ -171,6 +171,15 @@ func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte
 	}
 	defer unix.Close(sub)
 	name := fileName(a.RealPath)
+	// The same bytes delivered earlier under another file name are the
+	// same agent: reuse that copy (one copy per content, whatever the
+	// callers called it).
+	if existing := existingCopy(sub, a.SHA256, int64(len(content))); existing != nil {
+		d.inTarget = filepath.Join(dir, storeDir, a.SHA256, existing.Name())
+		d.host = filepath.Join(hostDir, storeDir, a.SHA256, existing.Name())
+		d.lock = existing
+		return nil
+	}
 	d.inTarget = filepath.Join(dir, storeDir, a.SHA256, name)
 	d.host = filepath.Join(hostDir, storeDir, a.SHA256, name)
 	if f, err := openVerified(sub, name, a.SHA256, int64(len(content))); err == nil {
@@ -191,6 +200,28 @@ func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte
 		return fmt.Errorf("verify %s after writing: %w", d.inTarget, err)
 	}
 	d.lock, d.created = f, true
+	return nil
+}
+
+// existingCopy returns a verified copy already in the hash directory,
+// under whatever name, or nil. At most a few entries are looked at: the
+// directory is ours and holds one copy.
+func existingCopy(dir int, sum string, size int64) *os.File {
+	fd, err := unix.Dup(dir)
+	if err != nil {
+		return nil
+	}
+	d := os.NewFile(uintptr(fd), "store")
+	defer d.Close()
+	names, _ := d.Readdirnames(8)
+	for _, n := range names {
+		if strings.HasPrefix(n, ".tmp-") {
+			continue
+		}
+		if c, err := openVerified(dir, n, sum, size); err == nil {
+			return c
+		}
+	}
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 const nobody = 65534
@@ -312,5 +313,28 @@ func TestDeliveryRefusesAForeignStore(t *testing.T) {
 	os.Symlink("/etc", planted)
 	if _, err := ownDir(base, storeDir); err == nil {
 		t.Error("a symlinked store was used")
+	}
+}
+
+// TestDeliveryOneCopyPerContent: the same bytes delivered under two file
+// names make one copy; the second delivery finds the first.
+func TestDeliveryOneCopyPerContent(t *testing.T) {
+	root := t.TempDir()
+	content := []byte("\x7fELF the same agent bytes")
+	sum := sha256.Sum256(content)
+	r := &preflight.Report{}
+	r.Process.Root = root
+	first := &delivery{}
+	if err := first.store(r, &preflight.Agent{RealPath: "/a/libasyncProfiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
+		t.Fatal(err)
+	}
+	defer first.lock.Close()
+	second := &delivery{}
+	if err := second.store(r, &preflight.Agent{RealPath: "/b/renamed-profiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
+		t.Fatal(err)
+	}
+	defer second.lock.Close()
+	if second.inTarget != first.inTarget || second.created {
+		t.Errorf("second delivery %s (created %v), first %s", second.inTarget, second.created, first.inTarget)
 	}
 }

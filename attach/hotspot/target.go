@@ -44,6 +44,9 @@ func NewTargetAt(procRoot string, pid int) (*Target, error) {
 	}
 	stat, err := p.Stat()
 	if err != nil {
+		if proc.IsNotExist(err) {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrTargetExited)
+		}
 		return nil, err
 	}
 	return &Target{
