@@ -41,6 +41,23 @@ type server struct {
 	busy   map[int]bool
 	active sync.WaitGroup
 	audit  sync.Mutex
+
+	// continuous holds the running continuous profiles by pid.
+	cmu        sync.Mutex
+	continuous map[int]*continuous
+}
+
+// continuous is one JVM profiled window after window through an
+// attach.Session: the agent is judged and delivered once, each window is
+// a Rotate, and the latest finished window is kept.
+type continuous struct {
+	session *attach.Session
+	cancel  context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex
+	latest  []byte
+	windows int
+	err     error
 }
 
 func newServer(cfg config) *server {
@@ -53,12 +70,15 @@ func newServer(cfg config) *server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}}
+	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}, continuous: map[int]*continuous{}}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jvms", s.handleJVMs)
 	mux.HandleFunc("GET /check", s.handleCheck)
 	mux.HandleFunc("POST /profile", s.handleProfile)
+	mux.HandleFunc("POST /continuous", s.handleContinuousStart)
+	mux.HandleFunc("GET /continuous/{pid}", s.handleContinuousLatest)
+	mux.HandleFunc("DELETE /continuous/{pid}", s.handleContinuousStop)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
@@ -76,6 +96,13 @@ func (s *server) Serve(l net.Listener) error {
 // still write and return their output), and waits for them.
 func (s *server) Shutdown(ctx context.Context) error {
 	s.stop()
+	s.cmu.Lock()
+	for pid, c := range s.continuous {
+		c.cancel()
+		<-c.done
+		delete(s.continuous, pid)
+	}
+	s.cmu.Unlock()
 	err := s.http.Shutdown(ctx)
 	s.active.Wait()
 	return err
@@ -246,7 +273,7 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, map[string]any{"refused": true, "rules": refused.Verdict.Blocking(), "findings": refused.Verdict.Findings})
 		return
 	case err != nil:
-		httpError(w, http.StatusBadGateway, "%v", err)
+		httpError(w, statusOf(err), "%v", err)
 		return
 	}
 	f, err := os.Open(res.Output)
@@ -262,4 +289,143 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, f)
+}
+
+type continuousRequest struct {
+	PID    int    `json:"pid"`
+	Event  string `json:"event"`
+	Window string `json:"window"`
+}
+
+// handleContinuousStart starts profiling a JVM window after window.
+func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
+	var req continuousRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.PID <= 0 {
+		httpError(w, http.StatusBadRequest, "want a JSON body {\"pid\": N, \"event\": \"itimer\", \"window\": \"60s\"}")
+		return
+	}
+	window, err := time.ParseDuration(req.Window)
+	if err != nil || window < time.Second || window > s.cfg.MaxDuration {
+		httpError(w, http.StatusBadRequest, "window %q: want 1s to %v", req.Window, s.cfg.MaxDuration)
+		return
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if _, running := s.continuous[req.PID]; running {
+		httpError(w, http.StatusConflict, "pid %d is already profiled continuously", req.PID)
+		return
+	}
+	ss, err := attach.OpenSession(r.Context(), req.PID, attach.ProfileRequest{Lib: s.cfg.Lib, Event: req.Event, Format: "collapsed", Options: s.options(r)})
+	if err == nil {
+		if err = ss.Start(r.Context()); err != nil {
+			ss.Close()
+		}
+	}
+	if err != nil {
+		httpError(w, statusOf(err), "%v", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(s.stopping)
+	c := &continuous{session: ss, cancel: cancel, done: make(chan struct{})}
+	s.continuous[req.PID] = c
+	go c.run(ctx, window)
+	writeJSON(w, http.StatusCreated, map[string]any{"pid": req.PID, "event": ss.Event(), "window": window.String()})
+}
+
+// run rotates a window every period until ctx ends, then stops the
+// profiler (the last partial window is kept too).
+func (c *continuous) run(ctx context.Context, period time.Duration) {
+	defer close(c.done)
+	defer c.session.Close()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			data, err := c.session.Stop(context.Background())
+			c.record(data, err)
+			return
+		case <-tick.C:
+			data, err := c.session.Rotate(ctx)
+			c.record(data, err)
+			if err != nil {
+				return // the JVM is gone or the agent failed: see err
+			}
+		}
+	}
+}
+
+func (c *continuous) record(data []byte, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.err = err
+		return
+	}
+	c.latest = data
+	c.windows++
+}
+
+func (s *server) continuousFor(w http.ResponseWriter, r *http.Request) (int, *continuous) {
+	pid, err := strconv.Atoi(r.PathValue("pid"))
+	s.cmu.Lock()
+	c := s.continuous[pid]
+	s.cmu.Unlock()
+	if err != nil || c == nil {
+		httpError(w, http.StatusNotFound, "pid %s is not profiled continuously", r.PathValue("pid"))
+		return 0, nil
+	}
+	return pid, c
+}
+
+// handleContinuousLatest returns the latest finished window.
+func (s *server) handleContinuousLatest(w http.ResponseWriter, r *http.Request) {
+	_, c := s.continuousFor(w, r)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	data, windows, err := c.latest, c.windows, c.err
+	c.mu.Unlock()
+	if windows == 0 {
+		if err != nil {
+			httpError(w, statusOf(err), "%v", err)
+			return
+		}
+		httpError(w, http.StatusAccepted, "no window finished yet")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Profile-Windows", strconv.Itoa(windows))
+	w.Write(data)
+}
+
+// handleContinuousStop stops a continuous profile.
+func (s *server) handleContinuousStop(w http.ResponseWriter, r *http.Request) {
+	pid, c := s.continuousFor(w, r)
+	if c == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	s.cmu.Lock()
+	delete(s.continuous, pid)
+	s.cmu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// statusOf maps a library outcome to an HTTP status: the same
+// classification the CLI's exit codes and the audit record use.
+func statusOf(err error) int {
+	switch attach.OutcomeOf(err) {
+	case attach.OutcomeRefused:
+		return http.StatusConflict
+	case attach.OutcomeInvalid:
+		return http.StatusBadRequest
+	case attach.OutcomeTimedOut:
+		return http.StatusGatewayTimeout
+	case attach.OutcomeFailed:
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
 }

@@ -167,3 +167,36 @@ func TestDeployAgentLimitsAndShutdown(t *testing.T) {
 		t.Fatal("shutdown did not end the running profile")
 	}
 }
+
+// TestDeployAgentContinuous: a JVM profiled window after window through
+// one attach.Session; the latest window is served, the profiler stopped
+// on DELETE; a JVM the rules refuse is refused with 409.
+func TestDeployAgentContinuous(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	_, url := startDaemon(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike), io.Discard)
+	if resp := post(t, url+"/continuous", map[string]any{"pid": p.PID, "event": "itimer", "window": "1s"}); resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("start: %d %s", resp.StatusCode, b)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	resp, err := http.Get(fmt.Sprintf("%s/continuous/%d", url, p.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "[itimer]") || resp.Header.Get("X-Profile-Windows") < "3" {
+		t.Errorf("latest window: %d windows=%s %q", resp.StatusCode, resp.Header.Get("X-Profile-Windows"), body)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("%s/continuous/%d", url, p.PID), nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Errorf("stop: %v %v", err, resp)
+	}
+	tc := testenv.Library(t, "libtcmalloc.so.4")
+	risky := testenv.StartJVM(t, testenv.JVMSpec{Env: []string{"LD_PRELOAD=" + tc, "HEAPPROFILE=hp"}})
+	_, affectedURL := startDaemon(t, testenv.BuildAgent(t, testenv.AgentAffectedLookalike), io.Discard)
+	if resp := post(t, affectedURL+"/continuous", map[string]any{"pid": risky.PID, "event": "itimer", "window": "1s"}); resp.StatusCode != http.StatusConflict {
+		t.Errorf("risky JVM: %d", resp.StatusCode)
+	}
+}
