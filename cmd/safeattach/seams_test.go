@@ -400,9 +400,13 @@ func TestSidecarProfilesHostJVM(t *testing.T) {
 	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target.churn") {
 		t.Errorf("profile %q", data)
 	}
+	// One copy of these bytes mapped (by content: the store keeps one
+	// copy per content, under the name it was first delivered with).
+	data, _ := os.ReadFile(lib)
+	sum := sha256.Sum256(data)
 	var loaded []string
 	for _, line := range strings.Split(mapsOf(t, p.PID), "\n") {
-		if strings.Contains(line, "liblookalike_fixed") && strings.Contains(line, "r-xp") {
+		if strings.Contains(line, "/.safeattach/"+hex.EncodeToString(sum[:])+"/") && strings.Contains(line, "r-xp") {
 			loaded = append(loaded, line)
 		}
 	}
@@ -423,7 +427,9 @@ func TestTinyDeadline(t *testing.T) {
 	if code != exitTimedOut {
 		t.Errorf("exit %d: %s", code, stderr)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	// A bound, not a performance figure: the short hang-report sample
+	// and, on a loaded machine under -race, probing libjvm.so.
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("took %v", took)
 	}
 	if !p.Alive() {
