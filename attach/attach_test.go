@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -313,34 +312,6 @@ func TestLiveContainer(t *testing.T) {
 	if got := storeEntries(jvm, "/tmp"); len(got) != 1 {
 		t.Errorf("copies in the container: %v", got)
 	}
-}
-
-func childJava(t *testing.T, pid int) int {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		for _, f := range strings.Fields(string(data)) {
-			child, _ := strconv.Atoi(f)
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", child)); strings.HasSuffix(exe, "/java") {
-				return child
-			}
-			// unshare --fork: the shell execs java, one level down.
-			if grand := childJavaOf(child); grand != 0 {
-				return grand
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("no java child")
-	return 0
-}
-
-func childJavaOf(pid int) int {
-	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasSuffix(exe, "/java") {
-		return pid
-	}
-	return 0
 }
 
 func waitFile(t *testing.T, path string) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,33 +167,12 @@ func TestLiveSwappedAgentLoadsTheJudgedBytes(t *testing.T) {
 	t.Logf("%d runs, %d swaps, the JVM loaded the judged bytes and answered every time", runs, swapped)
 }
 
-// startContainerJVM starts a JVM in its own pid and mount namespaces, with
-// the mounts that setup makes (a shell command), and returns its host pid.
+// startContainerJVM starts a JVM as a container would (testenv) and
+// returns its host pid.
 func startContainerJVM(t *testing.T, setup string) int {
 	t.Helper()
-	testenv.RequireRoot(t)
-	unshare := testenv.LookPath(t, "unshare")
-	jdk := testenv.JDK17(t)
-	// The classes must live outside /tmp and /var/tmp, which containers
-	// here replace.
-	dir, err := os.MkdirTemp("/var/cache", "safeattach-container-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	class, err := os.ReadFile(filepath.Join(testenv.TargetClasspath(t, jdk), "Target.class"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Target.class"), class, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c",
-		setup+" && exec "+filepath.Join(jdk.Home, "bin/java")+" -Xmx64m -XX:+UseSerialGC -cp "+dir+" Target 0")
-	cmd.Dir = dir
-	p := testenv.Start(t, cmd)
-	p.WaitOutput(t, "READY", 60*time.Second)
-	return childJava(t, p.PID)
+	_, jvm := testenv.StartContainerJVM(t, setup)
+	return jvm
 }
 
 // storeEntries lists <dir>/.safeattach/*/* inside the target's root.

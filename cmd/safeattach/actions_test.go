@@ -93,3 +93,25 @@ func TestAsprofOptionSpelling(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
+
+// TestTargetByContainerAndPod: a namespaced JVM behind a shell
+// entrypoint, in a cgroup named as kubelet with containerd names it, is
+// profiled as container:<id> and pod-uid:<uid>, and scan shows its
+// container and pod.
+func TestTargetByContainerAndPod(t *testing.T) {
+	t.Parallel()
+	pod, id := "6e0c2b1a-3f4d-4e5f-8a9b-000000000003", strings.Repeat("c4", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "systemd", "kubepods.slice/kubepods-pod"+strings.ReplaceAll(pod, "-", "_")+".slice/cri-containerd-"+id+".scope", wrapper, jvm)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	for _, name := range []string{"container:containerd://" + id[:12], "pod-uid:" + pod} {
+		if _, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1", "-f", out, name); code != exitOK {
+			t.Errorf("%s: exit %d %s", name, code, stderr)
+		}
+	}
+	stdout, _, _ := runCLI(t, "scan", "--json")
+	if !strings.Contains(stdout, `"container_id": "`+id+`"`) || !strings.Contains(stdout, `"pod_uid": "`+pod+`"`) || !strings.Contains(stdout, fmt.Sprintf(`"pid": %d`, jvm)) {
+		t.Errorf("scan does not show the JVM's container and pod:\n%.2000s", stdout)
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/target"
 	"github.com/spf13/cobra"
 )
 
@@ -38,12 +40,33 @@ func newInspectCmd() *cobra.Command {
 	return cmd
 }
 
+// parsePID reads the target argument every command takes: a host pid,
+// or container:ID (containerd://…, cri-o://…, docker://…, 64 hex or a
+// prefix of 12+) or pod-uid:UID, which name the one JVM running there
+// (found through /proc/*/cgroup; several JVMs are listed and refused).
 func parsePID(s string) (int, error) {
-	pid, err := strconv.Atoi(s)
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("%q is not a process id", s)
+	var ps []target.Process
+	var err error
+	switch {
+	case strings.HasPrefix(s, "container:"):
+		ps, err = target.ByContainer(strings.TrimPrefix(s, "container:"), target.Options{})
+	case strings.HasPrefix(s, "pod-uid:"):
+		ps, err = target.ByPodUID(strings.TrimPrefix(s, "pod-uid:"), target.Options{})
+	default:
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID)", s)
+		}
+		return pid, nil
 	}
-	return pid, nil
+	if err != nil {
+		return 0, err
+	}
+	jvm, err := target.PickJVM(ps)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", s, err)
+	}
+	return jvm.PID, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/target"
 	"github.com/spf13/cobra"
 )
 
@@ -23,8 +25,11 @@ type scanEntry struct {
 	Version   string            `json:"version,omitempty"`
 	Main      string            `json:"main,omitempty"`
 	Container bool              `json:"container"`
-	Verdict   string            `json:"verdict"` // allowed, warn, refused
-	Rules     []string          `json:"rules,omitempty"`
+	// ContainerID and PodUID come from the JVM's cgroup (package target).
+	ContainerID string   `json:"container_id,omitempty"`
+	PodUID      string   `json:"pod_uid,omitempty"`
+	Verdict     string   `json:"verdict"` // allowed, warn, refused
+	Rules       []string `json:"rules,omitempty"`
 }
 
 type scanOutput struct {
@@ -87,6 +92,10 @@ func summarise(r *preflight.Report, v conflicts.Verdict) scanEntry {
 		Kind: r.JVM.Kind, Version: r.JVM.Version, Main: r.JVM.MainClass,
 		Container: !r.Process.SameMountNamespace, Verdict: "allowed",
 	}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", r.PID)); err == nil && len(data) < 64<<10 {
+		loc := target.ParseCgroup(string(data))
+		e.ContainerID, e.PodUID = loc.ContainerID, loc.PodUID
+	}
 	for _, f := range v.Findings {
 		switch f.Severity {
 		case conflicts.Block:
@@ -126,13 +135,20 @@ func printScan(cmd *cobra.Command, out scanOutput) {
 		}
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "agent: %s\n", agent)
-	fmt.Fprintln(w, "PID\tNS-PID\tUSER\tJVM\tMAIN\tVERDICT\tRULES")
+	fmt.Fprintln(w, "PID\tNS-PID\tCONTAINER\tPOD\tUSER\tJVM\tMAIN\tVERDICT\tRULES")
 	for _, e := range out.JVMs {
 		ns := "-"
 		if e.Container {
 			ns = strconv.Itoa(e.NSPid)
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s %s\t%s\t%s\t%s\n", e.PID, ns, e.User, e.Kind, e.Version, trim(e.Main, 40), e.Verdict, strings.Join(e.Rules, ","))
+		container, pod := "-", "-"
+		if e.ContainerID != "" {
+			container = e.ContainerID[:12]
+		}
+		if e.PodUID != "" {
+			pod = e.PodUID
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", e.PID, ns, container, pod, e.User, e.Kind, e.Version, trim(e.Main, 40), e.Verdict, strings.Join(e.Rules, ","))
 	}
 	w.Flush()
 	fmt.Fprintf(cmd.OutOrStdout(), "%d JVMs among %d processes; %d not JVMs; %d unreadable\n", len(out.JVMs), out.Processes, out.NotJVM, len(out.Unreadable))
