@@ -10,7 +10,8 @@ import java.util.zip.Deflater;
  * A second argument picks what the N threads do instead: "wait" parks
  * them all in Object.wait (a JVM with nothing to do), "gc" makes them
  * allocate and call System.gc() without pause (a JVM in long, back to
- * back full collections).
+ * back full collections), "spin" keeps them computing in Java code (what
+ * a Java method sampler such as JFR's sees).
  */
 public class Target {
     static final AtomicLong progress = new AtomicLong();
@@ -21,6 +22,7 @@ public class Target {
         Runnable work = Target::churn;
         if (mode.equals("wait")) work = Target::park;
         if (mode.equals("gc")) work = Target::collect;
+        if (mode.equals("spin")) work = Target::spin;
         for (int i = 0; i < workers; i++) {
             Thread t = new Thread(work, mode + "-" + i);
             t.setDaemon(true);
@@ -56,6 +58,17 @@ public class Target {
             for (int i = 0; i < keep.length; i++) keep[i] = new byte[1024];
             retained = keep;
             System.gc();
+            progress.incrementAndGet();
+        }
+    }
+
+    static volatile long sink;
+
+    static void spin() {
+        long h = 1;
+        while (true) {
+            for (int i = 0; i < 1_000_000; i++) h = h * 31 + i;
+            sink = h;
             progress.incrementAndGet();
         }
     }
