@@ -126,13 +126,8 @@ func (c *call) stillRunning() bool {
 // target builds the protocol's view of the inspected JVM, pinned to the
 // process that was inspected.
 func (c *call) target() (*hotspot.Target, error) {
-	t, err := hotspot.NewTarget(c.pid)
-	if err != nil {
-		return nil, err
-	}
-	if t.StartTime != c.report.Process.StartTime {
-		return nil, fmt.Errorf("pid %d: %w (its pid now names another process)", c.pid, hotspot.ErrTargetExited)
-	}
+	pr := c.report.Process
+	t := hotspot.TargetOf("", c.pid, pr.NSPid, pr.StartTime, pr.UID.Effective, pr.GID.Effective)
 	t.Feature = c.report.JVM.Feature
 	if f, ok := c.report.JVM.Flags["AltTempDir"]; ok && f.Value != "" {
 		t.TmpDir = f.Value

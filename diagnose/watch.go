@@ -42,10 +42,6 @@ func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
 	}
 	opts.defaults()
 	p := proc.NewFS(opts.ProcRoot).Proc(pid)
-	st, err := p.Status()
-	if err != nil {
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
-	}
 	tick := time.NewTicker(opts.Interval)
 	defer tick.Stop()
 	var (
@@ -74,7 +70,11 @@ func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
 			continue
 		}
 		// A full analysis over the still period: is it the known cycle?
-		r, err := analyse(p, st.Name, stillBase, stillFrom, opts.Options)
+		name := ""
+		if st, err := p.Status(); err == nil {
+			name = st.Name
+		}
+		r, err := analyse(p, name, stillBase, stillFrom, opts.Options)
 		if err != nil || r.Verdict != Hung || r.Pattern != PatternLoaderLock {
 			seenSince = time.Time{}
 			continue

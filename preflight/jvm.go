@@ -180,9 +180,11 @@ func (in *inspection) perfDataFlags() {
 	j := &in.r.JVM
 	pending := in.flagFiles
 	in.flagFiles = nil
-	matches, _ := filepath.Glob(in.rootPath(fmt.Sprintf("/tmp/hsperfdata_*/%d", in.r.Process.NSPid)))
+	if len(pending) == 0 {
+		return // the visible sources are the whole story: nothing to read
+	}
 	var pd *proc.PerfData
-	for _, m := range matches {
+	for _, m := range in.perfDataPaths() {
 		f, err := safefile.Read(context.Background(), m, maxPerfData, safefile.Options{NoFollow: true})
 		if err != nil || (f.Stat.Uid != in.r.Process.UID.Effective && f.Stat.Uid != 0) {
 			continue
@@ -212,6 +214,39 @@ func (in *inspection) perfDataFlags() {
 		}
 	}
 	in.flagFiles = nil
+}
+
+// perfDataPaths are where the JVM's hsperfdata file can be:
+// /tmp/hsperfdata_<user>/<nspid> under its root, the user named by the
+// target's own /etc/passwd; a glob of /tmp only when that fails (it
+// reads the whole directory).
+func (in *inspection) perfDataPaths() []string {
+	name := fmt.Sprintf("%d", in.r.Process.NSPid)
+	if user := in.userName(in.r.Process.UID.Effective); user != "" {
+		return []string{in.rootPath(filepath.Join("/tmp", "hsperfdata_"+user, name))}
+	}
+	m, _ := filepath.Glob(in.rootPath("/tmp/hsperfdata_*/" + name))
+	return m
+}
+
+// maxPasswd caps the target's /etc/passwd read.
+const maxPasswd = 1 << 20
+
+// userName looks uid up in the target's /etc/passwd (its root's, not
+// ours: a container has its own users).
+func (in *inspection) userName(uid uint32) string {
+	f, err := safefile.Read(context.Background(), in.rootPath("/etc/passwd"), maxPasswd, safefile.Options{})
+	if err != nil {
+		return ""
+	}
+	want := strconv.FormatUint(uint64(uid), 10)
+	for _, line := range strings.Split(string(f.Data), "\n") {
+		fields := strings.Split(line, ":")
+		if len(fields) > 2 && fields[2] == want && fields[0] != "" && !strings.ContainsAny(fields[0], "/.") {
+			return fields[0]
+		}
+	}
+	return ""
 }
 
 // flagName is the HotSpot flag an option sets ("" if none).

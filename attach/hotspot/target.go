@@ -56,6 +56,14 @@ func NewTargetAt(procRoot string, pid int) (*Target, error) {
 	}, nil
 }
 
+// TargetOf builds a Target from what an inspection already read (its
+// pid as seen from here and in its own namespace, start time, effective
+// ids), without reading /proc again.
+func TargetOf(procRoot string, pid, nsPid int, startTime uint64, uid, gid uint32) *Target {
+	fsys := proc.NewFS(procRoot)
+	return &Target{PID: pid, NSPid: nsPid, StartTime: startTime, UID: uid, GID: gid, TmpDir: "/tmp", procDir: fsys.Proc(pid).Path(), fsys: fsys}
+}
+
 // proc is the target's /proc directory, on the procfs it was read from.
 func (t *Target) proc() proc.Proc { return t.fsys.Proc(t.PID) }
 
