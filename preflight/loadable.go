@@ -2,7 +2,6 @@ package preflight
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -10,8 +9,9 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/safeattach/safeattach/internal/elfx"
-	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Loadability says whether the target's dynamic loader could load an
@@ -81,12 +81,7 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 		if len(need) == 0 {
 			continue
 		}
-		f, err := safefile.Read(ctx, host, maxLoadableProbe, safefile.Options{})
-		if err != nil {
-			l.Loadable, l.Reason = Unknown, fmt.Sprintf("%s: %v", where, err)
-			continue
-		}
-		info, err := elfx.ProbeReader(bytes.NewReader(f.Data), int64(len(f.Data)), elfx.ProbeOptions{})
+		info, err := probeLibrary(host)
 		if err != nil {
 			l.Loadable, l.Reason = Unknown, fmt.Sprintf("%s: %v", where, err)
 			continue
@@ -100,6 +95,28 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 	if len(l.Missing) > 0 || len(l.MissingVersions) > 0 {
 		l.Loadable = No
 	}
+}
+
+// probeLibrary probes a library the target's loader would use, through
+// the shared ELF cache (keyed by device, inode, size and mtime: libc is
+// read once per process, not once per attach). It is opened without
+// blocking and only if regular.
+func probeLibrary(path string) (*elfx.Info, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxLoadableProbe {
+		return nil, fmt.Errorf("not a regular file of at most %d bytes", maxLoadableProbe)
+	}
+	info, _, err := elfx.Shared().Probe(f, elfx.ProbeOptions{})
+	return info, err
 }
 
 // searchDirs is the loader's search order inside the target's root:
