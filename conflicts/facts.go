@@ -196,7 +196,7 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 		if s.Exists {
 			// The protocol's own trust check, applied to the report.
 			note := fmt.Sprintf("%s socket=%v uid=%d mode=%04o", s.Path, s.IsSocket, s.UID, s.Mode)
-			err := proc.CheckAttachSocket(s.IsSocket, s.UID, s.Mode, p.UID.Effective)
+			err := proc.CheckAttachSocket(s.IsSocket, s.UID, uint32(s.Mode), p.UID.Effective)
 			if err != nil {
 				note += ": " + err.Error()
 			}

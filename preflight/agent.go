@@ -59,7 +59,7 @@ type Agent struct {
 	// the file: the file itself and every directory above it.
 	Regular    bool     `json:"regular"`
 	OwnerUID   uint32   `json:"owner_uid"`
-	Mode       uint32   `json:"mode"`
+	Mode       FileMode `json:"mode"`
 	WritableBy []Writer `json:"writable_by,omitempty"`
 	Error      string   `json:"error,omitempty"`
 	Evidence   []string `json:"evidence,omitempty"`
@@ -163,7 +163,7 @@ func ReadAgent(ctx context.Context, path string) (*Agent, []byte, error) {
 	}
 	a.Exists, a.Regular = true, true
 	a.RealPath = f.Path
-	a.Mode = f.Stat.Mode & 0o7777
+	a.Mode = FileMode(f.Stat.Mode & 0o7777)
 	a.OwnerUID = f.Stat.Uid
 	a.WritableBy = writers(a.RealPath)
 	a.Size = int64(len(f.Data))

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/safeattach/safeattach/internal/proc"
 )
@@ -94,4 +95,23 @@ func (v *Role) UnmarshalText(b []byte) (err error) {
 func (v *AgentKind) UnmarshalText(b []byte) (err error) {
 	*v, err = parseEnum("agent kind", b, AgentAsyncProfiler, AgentDatadog, AgentJVMTI, AgentNotAgent)
 	return err
+}
+
+// FileMode is a file's permission bits, written as an octal string
+// ("0755") in JSON, as people read them.
+type FileMode uint32
+
+func (m FileMode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
+
+// MarshalText writes the octal form.
+func (m FileMode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads an octal string of at most 12 bits.
+func (m *FileMode) UnmarshalText(b []byte) error {
+	v, err := strconv.ParseUint(string(b), 8, 32)
+	if err != nil || v > 0o7777 {
+		return fmt.Errorf("file mode %q: want octal permission bits such as 0644", b)
+	}
+	*m = FileMode(v)
+	return nil
 }

@@ -33,3 +33,18 @@ func TestEnumsRoundTripAndReject(t *testing.T) {
 		t.Error("unknown agent kind accepted")
 	}
 }
+
+func TestFileModeIsOctalText(t *testing.T) {
+	a := Agent{Mode: 0o755}
+	data, _ := json.Marshal(a)
+	if !strings.Contains(string(data), `"mode":"0755"`) {
+		t.Errorf("%s", data)
+	}
+	var back Agent
+	if err := json.Unmarshal(data, &back); err != nil || back.Mode != 0o755 {
+		t.Errorf("%v %o", err, back.Mode)
+	}
+	if err := json.Unmarshal([]byte(`{"mode":"999"}`), &back); err == nil {
+		t.Error("a non-octal mode was accepted")
+	}
+}

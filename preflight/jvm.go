@@ -335,7 +335,7 @@ func (in *inspection) attachSocket() {
 	j.AttachSocket.Exists = true
 	j.AttachSocket.IsSocket = st.Mode&syscall.S_IFMT == syscall.S_IFSOCK
 	j.AttachSocket.UID, j.AttachSocket.GID = st.Uid, st.Gid
-	j.AttachSocket.Mode = st.Mode & 0o7777
+	j.AttachSocket.Mode = FileMode(st.Mode & 0o7777)
 	if err := proc.CheckAttachSocket(j.AttachSocket.IsSocket, st.Uid, st.Mode, in.r.Process.UID.Effective); err != nil {
 		j.AttachSocket.Distrust = err.Error()
 	}

@@ -189,10 +189,10 @@ type AttachSocket struct {
 	Path   string `json:"path"`
 	Exists bool   `json:"exists"`
 	// IsSocket, UID and Mode are set when Exists.
-	IsSocket bool   `json:"is_socket,omitempty"`
-	UID      uint32 `json:"uid,omitempty"`
-	GID      uint32 `json:"gid,omitempty"`
-	Mode     uint32 `json:"mode,omitempty"`
+	IsSocket bool     `json:"is_socket,omitempty"`
+	UID      uint32   `json:"uid,omitempty"`
+	GID      uint32   `json:"gid,omitempty"`
+	Mode     FileMode `json:"mode,omitempty"`
 	// Distrust says why an existing socket is not one the JVM would have
 	// created (empty when it is trustworthy).
 	Distrust string `json:"distrust,omitempty"`
