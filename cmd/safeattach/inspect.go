@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,10 +56,13 @@ func parsePID(s string) (int, error) {
 		ps, err = target.ByPodUID(strings.TrimPrefix(s, "pod-uid:"), target.Options{})
 	default:
 		pid, err := strconv.Atoi(s)
-		if err != nil || pid <= 0 {
-			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID)", s)
+		if err == nil && pid > 0 {
+			return pid, nil
 		}
-		return pid, nil
+		if err == nil || s == "" || strings.HasPrefix(s, "-") {
+			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID, jps, an application name)", s)
+		}
+		return jvmByName(s)
 	}
 	if err != nil {
 		return 0, err
@@ -67,6 +72,56 @@ func parsePID(s string) (int, error) {
 		return 0, fmt.Errorf("%s: %w", s, err)
 	}
 	return jvm.PID, nil
+}
+
+// jvmByName finds a JVM as asprof does: "jps" is the newest JVM; any
+// other word is the application's name as jps shows it — the main class
+// (full or simple name) or the jar (with or without .jar).
+func jvmByName(name string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultInspectTimeout)
+	defer cancel()
+	res, err := preflight.Scan(ctx, preflight.Options{AttachOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	var found []*preflight.Report
+	for _, r := range res.JVMs {
+		if name == "jps" || matchesApp(r.JVM.MainClass, name) {
+			found = append(found, r)
+		}
+	}
+	switch {
+	case len(found) == 0:
+		return 0, fmt.Errorf("no JVM named %q on this host (safeattach scan lists them)", name)
+	case len(found) == 1:
+		return found[0].PID, nil
+	case name == "jps":
+		newest := found[0]
+		for _, r := range found {
+			if r.Process.StartTime > newest.Process.StartTime {
+				newest = r
+			}
+		}
+		return newest.PID, nil
+	}
+	var list []string
+	for _, r := range found {
+		list = append(list, fmt.Sprintf("%d (%s)", r.PID, r.JVM.MainClass))
+	}
+	return 0, fmt.Errorf("%d JVMs named %q: %s; give a pid", len(found), name, strings.Join(list, ", "))
+}
+
+// matchesApp compares a JVM's main class or "-jar path" with a name.
+func matchesApp(main, name string) bool {
+	if jar, ok := strings.CutPrefix(main, "-jar "); ok {
+		base := filepath.Base(jar)
+		return base == name || strings.TrimSuffix(base, ".jar") == name
+	}
+	main = strings.TrimPrefix(main, "-m ")
+	if i := strings.LastIndexAny(main, "./"); i >= 0 && main[i+1:] == name {
+		return true
+	}
+	return main == name
 }
 
 func writeJSON(w io.Writer, v any) error {

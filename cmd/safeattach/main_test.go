@@ -32,8 +32,8 @@ func TestInspectUnknownPID(t *testing.T) {
 	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "no such process") {
 		t.Errorf("want one clear line, got %q", stderr)
 	}
-	for _, bad := range []string{"abc", "0", "1x"} {
-		if _, stderr, code := runCLI(t, "inspect", bad); code != exitError || !strings.Contains(stderr, "not a process id") {
+	for bad, want := range map[string]string{"0": "not a process id", "NoSuchApp": `no JVM named "NoSuchApp"`} {
+		if _, stderr, code := runCLI(t, "inspect", bad); code != exitError || !strings.Contains(stderr, want) {
 			t.Errorf("%s: exit %d %q", bad, code, stderr)
 		}
 	}
@@ -74,5 +74,30 @@ func TestVersion(t *testing.T) {
 	b, _, code2 := runCLI(t, "--version")
 	if code != exitOK || code2 != exitOK || !strings.HasPrefix(a, "safeattach ") || a != b {
 		t.Errorf("version %q (%d), --version %q (%d)", a, code, b, code2)
+	}
+}
+
+// TestTargetByApplicationName: as asprof, a JVM is named by its main
+// class (or jar) as jps shows it.
+func TestTargetByApplicationName(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-Dsafeattach.test=byname"}})
+	// Other tests' JVMs run Target too: the name may match several, which
+	// is refused with the list — or exactly this one.
+	stdout, stderr, code := runCLI(t, "inspect", "--json", "Target")
+	switch {
+	case code == exitOK && strings.Contains(stdout, fmt.Sprintf(`"pid": %d`, p.PID)):
+	case code == exitOK:
+	case code == exitError && strings.Contains(stderr, "JVMs named \"Target\"") && strings.Contains(stderr, fmt.Sprint(p.PID)):
+	default:
+		t.Errorf("inspect Target: exit %d %q %.200q", code, stderr, stdout)
+	}
+	for main, name := range map[string]string{"com.example.App": "App", "-jar /srv/app/orders.jar": "orders", "-m mod/com.x.Main": "Main"} {
+		if !matchesApp(main, name) {
+			t.Errorf("%s does not match %s", main, name)
+		}
+	}
+	if matchesApp("com.example.App", "Ap") {
+		t.Error("a partial name matched")
 	}
 }
