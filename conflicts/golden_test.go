@@ -73,6 +73,8 @@ var goldenCases = []goldenCase{
 	{name: "jvm-dynamic-code-race-jdk8", report: "jdk8", agent: "lookalike_fixed", warn: []string{"jvm-dynamic-code-race"}, allowed: true},
 	{name: "perf-events-unavailable", report: "perf-restricted", agent: "lookalike_fixed_cpu", warn: []string{"perf-events-unavailable"}, allowed: true},
 	{name: "agent-not-loadable", report: "plain-jdk17", agent: "glibc-too-new", block: []string{"agent-not-loadable"}},
+	{name: "crashed-after-attach", report: "crashed-before", agent: "lookalike_fixed", block: []string{"crashed-after-attach"}},
+	{name: "crashed-after-attach-acked", report: "crashed-before", agent: "lookalike_fixed", policy: Policy{Acks: []string{"crashed-after-attach"}}, warn: []string{"crashed-after-attach"}, allowed: true},
 	// Policy.
 	{name: "strict-escalates-warning", report: "jemalloc-prof-idle", agent: "lookalike_affected", policy: Policy{Strict: true}, block: []string{"jemalloc-heap-profiler"}},
 	{name: "denylisted-by-path", report: "plain-jdk17", agent: "lookalike_fixed", policy: Policy{DenyAgents: []string{"/tmp/safeattach-testbuild/agent-659798474926e5c2/liblookalike_fixed.so"}}, block: []string{RuleAgentDenylisted}},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -29,6 +30,11 @@ type ScanResult struct {
 type ScanFailure struct {
 	PID    int    `json:"pid"`
 	Reason string `json:"reason"`
+	// JVM is set when the process is known to be a JVM by its hsperfdata
+	// file (/tmp/hsperfdata_<user>/<pid>, which every HotSpot JVM with
+	// UsePerfData keeps) although its maps could not be read: a JVM the
+	// scan cannot judge, rather than an unknown process.
+	JVM bool `json:"jvm,omitempty"`
 }
 
 // Scan inspects every JVM on the host. Non-JVMs are recognised from their
@@ -76,6 +82,12 @@ func Scan(ctx context.Context, opts Options) (*ScanResult, error) {
 	}
 	close(work)
 	wg.Wait()
+	if len(res.Unreadable) > 0 {
+		perf := perfDataPIDs()
+		for i := range res.Unreadable {
+			res.Unreadable[i].JVM = perf[res.Unreadable[i].PID]
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -101,4 +113,29 @@ func scanOne(ctx context.Context, fsys proc.FS, pid int, opts Options) (*Report,
 		return nil, false, nil
 	}
 	return r, err == nil, err
+}
+
+// perfDataPIDs lists the pids that have an hsperfdata file in this
+// host's /tmp: HotSpot JVMs (in our pid namespace) whatever their maps
+// say. Bounded: at most 64 users' directories and 4096 entries each.
+func perfDataPIDs() map[int]bool {
+	out := map[int]bool{}
+	dirs, _ := filepath.Glob("/tmp/hsperfdata_*")
+	if len(dirs) > 64 {
+		dirs = dirs[:64]
+	}
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			continue
+		}
+		names, _ := f.Readdirnames(4096)
+		f.Close()
+		for _, n := range names {
+			if pid, err := strconv.Atoi(n); err == nil {
+				out[pid] = true
+			}
+		}
+	}
+	return out
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -114,4 +116,33 @@ func TestTargetByContainerAndPod(t *testing.T) {
 	if !strings.Contains(stdout, `"container_id": "`+id+`"`) || !strings.Contains(stdout, `"pod_uid": "`+pod+`"`) || !strings.Contains(stdout, fmt.Sprintf(`"pid": %d`, jvm)) {
 		t.Errorf("scan does not show the JVM's container and pod:\n%.2000s", stdout)
 	}
+}
+
+// TestScanFindsUnreadableJVMsByHsperfdata: run as nobody, scan cannot
+// read a root JVM's maps, but knows it is a JVM from its hsperfdata file.
+func TestScanFindsUnreadableJVMsByHsperfdata(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+UsePerfData"}})
+	cmd := exec.Command(testenv.BuildCLI(t), "scan", "--json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scan as nobody: %v\n%s", err, out)
+	}
+	var res struct {
+		Unreadable []struct {
+			PID int  `json:"pid"`
+			JVM bool `json:"jvm"`
+		} `json:"unreadable"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range res.Unreadable {
+		if u.PID == p.PID && u.JVM {
+			return
+		}
+	}
+	t.Errorf("JVM %d not reported as an unreadable JVM: %+v", p.PID, res.Unreadable)
 }

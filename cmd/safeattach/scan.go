@@ -152,6 +152,11 @@ func printScan(cmd *cobra.Command, out scanOutput) {
 	}
 	w.Flush()
 	fmt.Fprintf(cmd.OutOrStdout(), "%d JVMs among %d processes; %d not JVMs; %d unreadable\n", len(out.JVMs), out.Processes, out.NotJVM, len(out.Unreadable))
+	for _, u := range out.Unreadable {
+		if u.JVM {
+			fmt.Fprintf(cmd.OutOrStdout(), "JVM %d (it has an hsperfdata file) could not be inspected: %s\n", u.PID, u.Reason)
+		}
+	}
 }
 
 func trim(s string, n int) string {
