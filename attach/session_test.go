@@ -46,7 +46,9 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 	if _, err := ss.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if after := fds(); after > before+2 {
+	// Other tests in this process open and close descriptors meanwhile;
+	// a leak per window would show as a hundred.
+	if after := fds(); after > before+10 {
 		t.Errorf("descriptors grew from %d to %d over 100 windows", before, after)
 	}
 
