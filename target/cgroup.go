@@ -3,6 +3,7 @@ package target
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Where runtimes put containers, in one cgroup path (v1: one line per
@@ -15,9 +16,15 @@ import (
 //
 // Guaranteed pods have no <qos> level. A pod's pause container and every
 // container of the pod share the pod<uid> level.
+// Compiled on first use: every safeattach invocation links this package,
+// few use it.
 var (
-	podSegment       = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(\.slice)?$`)
-	containerSegment = regexp.MustCompile(`^(?:(cri-containerd|crio|docker|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
+	podSegment = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(\.slice)?$`)
+	})
+	containerSegment = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:(cri-containerd|crio|docker|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
+	})
 )
 
 // Location is what a process's cgroup says about where it runs.
@@ -54,11 +61,11 @@ func ParseCgroup(data string) Location {
 func parsePath(path string) Location {
 	var loc Location
 	for _, seg := range strings.Split(path, "/") {
-		if m := podSegment.FindStringSubmatch(seg); m != nil {
+		if m := podSegment().FindStringSubmatch(seg); m != nil {
 			loc.PodUID = strings.ReplaceAll(m[1], "_", "-")
 			continue
 		}
-		if m := containerSegment.FindStringSubmatch(seg); m != nil {
+		if m := containerSegment().FindStringSubmatch(seg); m != nil {
 			loc.Runtime, loc.ContainerID = m[1], m[2]
 		}
 	}
