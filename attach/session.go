@@ -137,7 +137,9 @@ func (ss *Session) outputOptions() string {
 // Command sends one async-profiler command ("status", "list",
 // "start,event=cpu", "dump,collapsed"...) with fresh file= and log= in
 // the target, and returns what the agent wrote to file= and the lines it
-// logged. A failure the agent explains is an *AgentSaidError.
+// logged. A failure the agent explains is an *AgentSaidError. Each
+// command is bounded by ctx and by the request's Options.Timeout
+// (default DefaultLoadTimeout), with the watcher beside it.
 func (ss *Session) Command(ctx context.Context, command string) (out []byte, log []string, err error) {
 	return ss.command(ctx, command, "", true)
 }
