@@ -57,4 +57,11 @@ fi
 echo "   safeattach explains the hang from outside (no signal, no attach):"
 run "$BIN" diagnose "$victim" 2>&1 | head -40 || true
 
+say "5. Forced past the rules (--ack), safeattach sees the deadlock form and returns in seconds"
+forced=$(start_jvm forced 4 LD_PRELOAD=$LIB/libtcmalloc.so.4 HEAPPROFILE=$work/hp3)
+sleep 1
+t0=$(date +%s%N)
+run "$BIN" load --ack tcmalloc-heap-profiler "$forced" "$AFFECTED" 2>&1 | grep -E '^(HANG REPORT|  deadlock|safeattach:)' || true
+echo "   returned after $(( ($(date +%s%N) - t0) / 1000000 )) ms with exit 4 and the report (the deadline was 2 minutes)"
+
 say "Done: every demo JVM is killed on exit."
