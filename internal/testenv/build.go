@@ -5,8 +5,10 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +16,7 @@ import (
 	"testing"
 )
 
-//go:embed agents/*.c java/*.java
+//go:embed agents/*.c agents/*.h java/*.java
 var sources embed.FS
 
 // Test agents, by the name of their C source in agents/.
@@ -89,10 +91,24 @@ func BuildAgent(t testing.TB, name string) string {
 	}
 	gcc := LookPath(t, "gcc")
 	flags := []string{"-shared", "-fPIC", "-O1", "-Wall", "-Werror"}
-	dir := cached(t, "agent-"+contentKey(string(src), strings.Join(flags, " ")), func(dir string) error {
+	// Every header goes with every agent: few and small, and any of them
+	// may be included.
+	headers, _ := fs.Glob(sources, "agents/*.h")
+	key := []string{string(src), strings.Join(flags, " ")}
+	for _, h := range headers {
+		text, _ := sources.ReadFile(h)
+		key = append(key, h, string(text))
+	}
+	dir := cached(t, "agent-"+contentKey(key...), func(dir string) error {
 		c := filepath.Join(dir, name+".c")
 		if err := os.WriteFile(c, src, 0o644); err != nil {
 			return err
+		}
+		for _, h := range headers {
+			text, _ := sources.ReadFile(h)
+			if err := os.WriteFile(filepath.Join(dir, path.Base(h)), text, 0o644); err != nil {
+				return err
+			}
 		}
 		args := append(append([]string{}, flags...), "-o", filepath.Join(dir, "lib"+name+".so"), c)
 		out, err := exec.Command(gcc, args...).CombinedOutput()

@@ -8,12 +8,15 @@
  * reproduces the behaviour that deadlocked JVMs in async-profiler #1147
  * and #1151: while walking the loaded libraries with dl_iterate_phdr
  * (holding glibc's loader lock) it makes hundreds of allocations of assorted
- * sizes up to 64 KiB per library, over several walks.
+ * sizes up to 64 KiB per library, over several walks. It answers the
+ * same commands as the fixed look-alike (lookalike_protocol.h).
  */
 #define _GNU_SOURCE
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "lookalike_protocol.h"
 
 static const char version_literal[] __attribute__((used)) = "3.0-2dba71f";
 static const char server_name[] __attribute__((used)) = "Async-profiler Server";
@@ -41,9 +44,9 @@ static void parse_libraries(void) {
 }
 
 int Agent_OnAttach(void *vm, char *options, void *reserved) {
-	(void)vm; (void)options; (void)reserved;
+	(void)vm; (void)reserved;
 	parse_libraries();
-	return 0;
+	return lookalike_command(options);
 }
 
 int Agent_OnLoad(void *vm, char *options, void *reserved) {

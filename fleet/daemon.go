@@ -1,0 +1,462 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/pyroscope"
+	"github.com/safeattach/safeattach/target"
+)
+
+// The annotations a pod opts in with. Only "enabled" is required.
+const (
+	AnnotationEnabled   = "profiles.safeattach.io/enabled"      // "true"
+	AnnotationEvent     = "profiles.safeattach.io/event"        // cpu, itimer, alloc, wall, ...
+	AnnotationWindow    = "profiles.safeattach.io/window"       // a Go duration, 10s to 10m
+	AnnotationContainer = "profiles.safeattach.io/container"    // which container; default all
+	AnnotationService   = "profiles.safeattach.io/service-name" // default <namespace>/<container>
+)
+
+// Window bounds an annotation may ask for.
+const (
+	MinWindow = time.Second
+	MaxWindow = 10 * time.Minute
+)
+
+// Config configures a Daemon. Pods is required.
+type Config struct {
+	// Node is this node's name; pods elsewhere are ignored. Empty takes
+	// every pod the source lists (a source already filtered by node).
+	Node string
+	Pods PodSource
+	// Lib is the async-profiler library (empty: the installed one).
+	Lib string
+	// Format is what each window is: "jfr" (default) or "collapsed".
+	Format string
+	// Event and Window are the defaults for pods that do not say
+	// (cpu, with the timer fallback where perf events are unavailable;
+	// 60 s).
+	Event  string
+	Window time.Duration
+	// SyncInterval is how often the pod list is read (default 15 s).
+	SyncInterval time.Duration
+	// Pusher receives every finished window; nil counts and drops them.
+	Pusher *pyroscope.Pusher
+	// Options are the attach options (rules, timeouts, watcher...).
+	Options  attach.Options
+	ProcRoot string
+	Logger   *slog.Logger
+	Metrics  *Metrics
+}
+
+// Daemon profiles the opted-in JVMs of one node.
+type Daemon struct {
+	cfg   Config
+	ready atomic.Bool
+
+	mu       sync.Mutex
+	sessions map[string]*profiled // by pod UID/container name
+	// judged remembers, by pod UID/container name, the JVM that was
+	// refused or failed, so that it is not retried until it changes.
+	judged  map[string]jvmID
+	unfound map[string]string // the last resolution error logged
+	wg      sync.WaitGroup
+}
+
+type jvmID struct {
+	pid   int
+	start uint64
+}
+
+type profiled struct {
+	jvm    jvmID
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New validates cfg.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Pods == nil {
+		return nil, errors.New("fleet: no pod source")
+	}
+	switch cfg.Format {
+	case "":
+		cfg.Format = "jfr"
+	case "jfr", "collapsed":
+	default:
+		return nil, fmt.Errorf("fleet: format %q: want jfr or collapsed", cfg.Format)
+	}
+	if cfg.Event == "" {
+		cfg.Event = "cpu"
+	}
+	if cfg.Window == 0 {
+		cfg.Window = time.Minute
+	}
+	if cfg.Window < MinWindow || cfg.Window > MaxWindow {
+		return nil, fmt.Errorf("fleet: window %v: want %v to %v", cfg.Window, MinWindow, MaxWindow)
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = &Metrics{}
+	}
+	cfg.Metrics.mu.Lock()
+	cfg.Metrics.pusher = cfg.Pusher
+	cfg.Metrics.mu.Unlock()
+	return &Daemon{cfg: cfg, sessions: map[string]*profiled{}, judged: map[string]jvmID{}, unfound: map[string]string{}}, nil
+}
+
+// Metrics returns the daemon's counters.
+func (d *Daemon) Metrics() *Metrics { return d.cfg.Metrics }
+
+// Ready reports whether one pod list has been read.
+func (d *Daemon) Ready() bool { return d.ready.Load() }
+
+// Run synchronises every SyncInterval until ctx ends, then stops every
+// profiler (each last partial window is still pushed) within stopTimeout.
+func (d *Daemon) Run(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.SyncInterval)
+	defer tick.Stop()
+	for {
+		if err := d.Sync(ctx); err != nil && ctx.Err() == nil {
+			d.cfg.Logger.Warn("pod sync failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			d.StopAll()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// wanted is one annotated container.
+type wanted struct {
+	pod       Pod
+	container Container
+}
+
+func (w wanted) key() string { return w.pod.UID + "/" + w.container.Name }
+
+func (d *Daemon) selectPods(pods []Pod) map[string]wanted {
+	out := map[string]wanted{}
+	for _, p := range pods {
+		if (d.cfg.Node != "" && p.Node != d.cfg.Node) || p.Phase != "Running" || p.Annotations[AnnotationEnabled] != "true" {
+			continue
+		}
+		only := p.Annotations[AnnotationContainer]
+		for _, c := range p.Containers {
+			if only == "" || only == c.Name {
+				w := wanted{p, c}
+				out[w.key()] = w
+			}
+		}
+	}
+	return out
+}
+
+// Sync reads the pod list once and starts and stops profilers to match.
+func (d *Daemon) Sync(ctx context.Context) error {
+	pods, err := d.cfg.Pods.Pods(ctx)
+	d.cfg.Metrics.synced(err == nil)
+	if err != nil {
+		return err
+	}
+	d.ready.Store(true)
+	want := d.selectPods(pods)
+	d.mu.Lock()
+	for key, s := range d.sessions {
+		ended := false
+		select {
+		case <-s.done:
+			ended = true
+		default:
+		}
+		if _, ok := want[key]; !ok || ended {
+			s.cancel()
+			if !ended {
+				d.cfg.Logger.Info("pod left or opted out: profiler stopped", "key", key)
+			}
+			delete(d.sessions, key)
+		}
+	}
+	for key := range d.judged {
+		if _, ok := want[key]; !ok {
+			delete(d.judged, key)
+		}
+	}
+	d.mu.Unlock()
+
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d.consider(ctx, want[key])
+	}
+	d.mu.Lock()
+	d.cfg.Metrics.setActive(len(d.sessions))
+	d.mu.Unlock()
+	return nil
+}
+
+// consider starts profiling one container's JVM unless it is already
+// profiled or was judged before.
+func (d *Daemon) consider(ctx context.Context, w wanted) {
+	key := w.key()
+	log := d.cfg.Logger.With("namespace", w.pod.Namespace, "pod", w.pod.Name, "container", w.container.Name)
+	jvm, id, err := d.resolve(w.container.ID)
+	d.mu.Lock()
+	if s, running := d.sessions[key]; running {
+		if err != nil || s.jvm == id {
+			d.mu.Unlock()
+			return
+		}
+		s.cancel() // a new JVM in the container: the old one is gone
+		delete(d.sessions, key)
+	}
+	if err != nil {
+		if d.unfound[key] != err.Error() {
+			d.unfound[key] = err.Error()
+			log.Info("no JVM to profile in container", "err", err)
+		}
+		d.mu.Unlock()
+		return
+	}
+	delete(d.unfound, key)
+	if prev, seen := d.judged[key]; seen && prev == id {
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+
+	event := w.pod.Annotations[AnnotationEvent]
+	if event == "" {
+		event = d.cfg.Event
+	}
+	window := d.cfg.Window
+	if s := w.pod.Annotations[AnnotationWindow]; s != "" {
+		if v, err := time.ParseDuration(s); err == nil && v >= MinWindow && v <= MaxWindow {
+			window = v
+		} else {
+			log.Warn("window annotation ignored", "value", s, "want", fmt.Sprintf("%v to %v", MinWindow, MaxWindow), "using", window)
+		}
+	}
+	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{Lib: d.cfg.Lib, Event: event, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options})
+	if err == nil {
+		if err = ss.Start(ctx); err != nil {
+			ss.Close()
+		}
+	}
+	outcome := attach.OutcomeOf(err)
+	d.cfg.Metrics.attach(outcome.String())
+	if err != nil {
+		var refused *attach.RefusedError
+		rules := []string{}
+		if errors.As(err, &refused) {
+			rules = refused.Verdict.Blocking()
+			if len(rules) == 0 {
+				rules = []string{"delivery"}
+			}
+			for _, r := range rules {
+				d.cfg.Metrics.refusal(r)
+			}
+		}
+		if outcome == attach.OutcomeTimedOut {
+			d.cfg.Metrics.hang()
+		}
+		if ctx.Err() != nil && outcome == attach.OutcomeInterrupted {
+			return // shutting down: judge it again next time
+		}
+		d.mu.Lock()
+		d.judged[key] = id
+		d.mu.Unlock()
+		log.Warn("JVM not profiled", "pid", jvm.PID, "outcome", outcome.String(), "rules", rules, "err", err)
+		return
+	}
+	log.Info("profiling", "pid", jvm.PID, "event", ss.Event(), "window", window.String(), "format", d.cfg.Format)
+	sctx, cancel := context.WithCancel(context.Background())
+	p := &profiled{jvm: id, cancel: cancel, done: make(chan struct{})}
+	d.mu.Lock()
+	d.sessions[key] = p
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		failed := d.windows(sctx, ss, w, window, log)
+		close(p.done)
+		if failed {
+			d.mu.Lock()
+			d.judged[key] = id
+			d.mu.Unlock()
+		}
+	}()
+}
+
+func (d *Daemon) resolve(containerID string) (target.Process, jvmID, error) {
+	ps, err := target.ByContainer(containerID, target.Options{ProcRoot: d.cfg.ProcRoot})
+	if err != nil {
+		return target.Process{}, jvmID{}, err
+	}
+	jvm, err := target.PickJVM(ps)
+	if err != nil {
+		return target.Process{}, jvmID{}, err
+	}
+	st, err := proc.NewFS(d.cfg.ProcRoot).Proc(jvm.PID).Stat()
+	if err != nil {
+		return target.Process{}, jvmID{}, err
+	}
+	return jvm, jvmID{jvm.PID, st.StartTime}, nil
+}
+
+// stopTimeout bounds the final stop of each profiler at shutdown.
+const stopTimeout = 30 * time.Second
+
+// windows rotates a window every period and pushes it, until ctx ends
+// (then the profiler is stopped and the partial window pushed) or the
+// session fails, which it reports.
+func (d *Daemon) windows(ctx context.Context, ss *attach.Session, w wanted, period time.Duration, log *slog.Logger) (failed bool) {
+	defer ss.Close()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	from := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			data, err := ss.Stop(sctx)
+			cancel()
+			d.finished(w, from, data, err, log)
+			return false
+		case <-tick.C:
+			data, err := ss.Rotate(ctx)
+			if ctx.Err() != nil && err != nil {
+				continue // stopping: the Stop above takes over
+			}
+			until := time.Now()
+			d.finished(w, from, data, err, log)
+			if err != nil {
+				return true
+			}
+			from = until
+		}
+	}
+}
+
+func (d *Daemon) finished(w wanted, from time.Time, data []byte, err error, log *slog.Logger) {
+	if err != nil {
+		d.cfg.Metrics.window("error")
+		if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
+			d.cfg.Metrics.hang()
+		}
+		log.Warn("profile window failed; profiling of this JVM ends", "err", err)
+		return
+	}
+	if len(data) == 0 {
+		// The agent wrote nothing: nothing to push, and not a success
+		// anyone should count on.
+		d.cfg.Metrics.window("empty")
+		log.Warn("profile window empty")
+		return
+	}
+	d.cfg.Metrics.window("ok")
+	if d.cfg.Pusher == nil {
+		return
+	}
+	format := "jfr"
+	if d.cfg.Format == "collapsed" {
+		format = "folded"
+	}
+	service := w.pod.Annotations[AnnotationService]
+	if service == "" {
+		service = w.pod.Namespace + "/" + w.container.Name
+	}
+	labels := map[string]string{"namespace": w.pod.Namespace, "pod": w.pod.Name, "container": w.container.Name}
+	if w.pod.Node != "" {
+		labels["node"] = w.pod.Node
+	}
+	if d.cfg.Pusher.Enqueue(pyroscope.Window{App: service, Labels: labels, From: from, Until: time.Now(), Format: format, Data: data}) {
+		log.Warn("push queue full: oldest window dropped")
+	}
+}
+
+// StopAll stops every profiler and waits for their last windows.
+func (d *Daemon) StopAll() {
+	d.mu.Lock()
+	for key, s := range d.sessions {
+		s.cancel()
+		delete(d.sessions, key)
+	}
+	d.cfg.Metrics.setActive(0)
+	d.mu.Unlock()
+	d.wg.Wait()
+}
+
+// Handler serves /healthz, /readyz and /metrics, with one JSON access log
+// line per request.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !d.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "pod list not read yet")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ContentType)
+		d.cfg.Metrics.WriteTo(w)
+	})
+	return accessLog(d.cfg.Logger, mux)
+}
+
+func remoteHost(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		log.Info("http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"remote", remoteHost(r.RemoteAddr), "duration_ms", time.Since(start).Milliseconds())
+	})
+}

@@ -1,0 +1,180 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/pyroscope"
+)
+
+// loopbackPyroscope accepts what Pyroscope's /ingest accepts for folded
+// profiles and keeps each request's query.
+type loopbackPyroscope struct {
+	mu   sync.Mutex
+	reqs []url.Values
+	log  []string
+}
+
+func (s *loopbackPyroscope) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	body, _ := io.ReadAll(r.Body)
+	if r.Method != http.MethodPost || r.URL.Path != "/ingest" || q.Get("format") != "folded" ||
+		q.Get("from") == "" || q.Get("until") == "" || !strings.Contains(string(body), "[itimer]") {
+		http.Error(w, "not an ingest request", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.reqs = append(s.reqs, q)
+	s.log = append(s.log, fmt.Sprintf("POST %s?%s %d bytes", r.URL.Path, r.URL.RawQuery, len(body)))
+	s.mu.Unlock()
+}
+
+func (s *loopbackPyroscope) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reqs)
+}
+
+// podList writes a PodList naming the two containers.
+func writePods(t *testing.T, path string, pods ...map[string]string) {
+	t.Helper()
+	var items []any
+	for _, p := range pods {
+		items = append(items, map[string]any{
+			"metadata": map[string]any{"namespace": "shop", "name": p["name"], "uid": p["uid"], "annotations": map[string]string{
+				AnnotationEnabled: "true", AnnotationEvent: "itimer", AnnotationWindow: "1s"}},
+			"spec":   map[string]any{"nodeName": "node-1"},
+			"status": map[string]any{"phase": "Running", "containerStatuses": []any{map[string]any{"name": "app", "containerID": p["id"], "state": map[string]any{"running": map[string]any{}}}}},
+		})
+	}
+	data, _ := json.Marshal(map[string]any{"kind": "PodList", "items": items})
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLiveDaemonTwoPods is the node agent end to end: two annotated pods
+// whose JVMs run in their own namespaces inside kubelet-named cgroups.
+// One runs tcmalloc's heap profiler: it is refused once, counted and
+// logged, and not retried on later syncs. The other is profiled window
+// after window, and three windows arrive at the loopback Pyroscope with
+// the pod's labels.
+func TestLiveDaemonTwoPods(t *testing.T) {
+	t.Parallel()
+	tc := testenv.Library(t, "libtcmalloc.so.4")
+	podOK, idOK := "7f1d3c2b-4e5f-4a6b-9c8d-000000000001", strings.Repeat("d4", 32)
+	podRisky, idRisky := "7f1d3c2b-4e5f-4a6b-9c8d-000000000002", strings.Repeat("e5", 32)
+	wrapOK, jvmOK := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+podOK+"/"+idOK, wrapOK, jvmOK)
+	wrapRisky, jvmRisky := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap")
+	testenv.KubeletCgroup(t, "systemd", "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"+
+		strings.ReplaceAll(podRisky, "-", "_")+".slice/cri-containerd-"+idRisky+".scope", wrapRisky, jvmRisky)
+
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile,
+		map[string]string{"name": "orders", "uid": podOK, "id": "containerd://" + idOK},
+		map[string]string{"name": "billing", "uid": podRisky, "id": "containerd://" + idRisky})
+
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	ingest := &loopbackPyroscope{}
+	srv := httptest.NewServer(ingest)
+	t.Cleanup(srv.Close)
+	pusher, err := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL, Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
+	d, err := New(Config{
+		Node: "node-1", Pods: FilePods{podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
+		Format: "collapsed", SyncInterval: 300 * time.Millisecond, Pusher: pusher, Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pushed := make(chan struct{})
+	go func() { pusher.Run(ctx); close(pushed) }()
+	ran := make(chan struct{})
+	go func() { d.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+
+	deadline := time.Now().Add(45 * time.Second)
+	for ingest.count() < 3 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := ingest.count(); n < 3 {
+		t.Fatalf("%d windows reached Pyroscope in 45 s, want 3; metrics %v; log:\n%s", n, d.Metrics().Snapshot(), logs.String())
+	}
+	ingest.mu.Lock()
+	for _, q := range ingest.reqs[:3] {
+		if name := q.Get("name"); name != "shop/app{container=app,namespace=shop,node=node-1,pod=orders}" {
+			t.Errorf("window pushed as %q", name)
+		}
+	}
+	t.Logf("loopback Pyroscope's request log:\n%s", strings.Join(ingest.log[:3], "\n"))
+	ingest.mu.Unlock()
+
+	rec := httptest.NewRecorder()
+	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	metrics := rec.Body.String()
+	for _, want := range []string{
+		`safeattach_attaches_total{outcome="ok"} 1`,
+		`safeattach_attaches_total{outcome="refused"} 1`,
+		`safeattach_refusals_total{rule="tcmalloc-heap-profiler"} 1`,
+		"safeattach_sessions_active 1",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+		}
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != ContentType {
+		t.Errorf("/metrics Content-Type %q", ct)
+	}
+	t.Logf("/metrics:\n%s", metrics)
+	logMu.Lock()
+	logged := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(logged, `"msg":"JVM not profiled","namespace":"shop","pod":"billing"`) || !strings.Contains(logged, "tcmalloc-heap-profiler") {
+		t.Errorf("the refusal is not logged with its pod and rule:\n%s", logged)
+	}
+	if err := syscall.Kill(jvmRisky, 0); err != nil {
+		t.Errorf("the refused JVM is gone: %v", err)
+	}
+
+	// The orders pod leaves: its profiler is stopped at the next sync.
+	writePods(t, podsFile, map[string]string{"name": "billing", "uid": podRisky, "id": "containerd://" + idRisky})
+	deadline = time.Now().Add(10 * time.Second)
+	for d.Metrics().Snapshot()["active"] != 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := d.Metrics().Snapshot()["active"]; n != 0 {
+		t.Errorf("%d profilers still active after their pod left", n)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}

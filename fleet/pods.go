@@ -1,0 +1,201 @@
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/safefile"
+)
+
+// Pod is the part of a Kubernetes Pod object the agent uses.
+type Pod struct {
+	Namespace   string
+	Name        string
+	UID         string
+	Node        string
+	Phase       string
+	Labels      map[string]string
+	Annotations map[string]string
+	// Containers are the running containers with their runtime IDs
+	// ("containerd://<64 hex>").
+	Containers []Container
+}
+
+// Container is one container's status.
+type Container struct {
+	Name string
+	ID   string
+}
+
+// PodSource lists the pods the agent should look at.
+type PodSource interface {
+	Pods(ctx context.Context) ([]Pod, error)
+}
+
+// maxPodList bounds a pod list: a node runs at most a few hundred pods of
+// some kilobytes each.
+const maxPodList = 32 << 20
+
+// podList is the wire form of a v1 PodList (kubectl get pods -o json and
+// GET /api/v1/pods both produce it).
+type podList struct {
+	Kind  string `json:"kind"`
+	Items []struct {
+		Metadata struct {
+			Namespace   string            `json:"namespace"`
+			Name        string            `json:"name"`
+			UID         string            `json:"uid"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+		Spec struct {
+			NodeName string `json:"nodeName"`
+		} `json:"spec"`
+		Status struct {
+			Phase             string `json:"phase"`
+			ContainerStatuses []struct {
+				Name        string `json:"name"`
+				ContainerID string `json:"containerID"`
+				State       struct {
+					Running *struct{} `json:"running"`
+				} `json:"state"`
+			} `json:"containerStatuses"`
+		} `json:"status"`
+	} `json:"items"`
+}
+
+// ParsePodList decodes a v1 PodList. Only running containers with an ID
+// are kept: the others have no process to profile.
+func ParsePodList(data []byte) ([]Pod, error) {
+	var l podList
+	if err := json.Unmarshal(data, &l); err != nil {
+		return nil, fmt.Errorf("pod list: %w", err)
+	}
+	if l.Kind != "" && l.Kind != "PodList" && l.Kind != "List" {
+		return nil, fmt.Errorf("pod list: kind %q, want PodList", l.Kind)
+	}
+	pods := make([]Pod, 0, len(l.Items))
+	for _, it := range l.Items {
+		p := Pod{
+			Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, UID: it.Metadata.UID,
+			Node: it.Spec.NodeName, Phase: it.Status.Phase,
+			Labels: it.Metadata.Labels, Annotations: it.Metadata.Annotations,
+		}
+		for _, c := range it.Status.ContainerStatuses {
+			if c.ContainerID != "" && c.State.Running != nil {
+				p.Containers = append(p.Containers, Container{Name: c.Name, ID: c.ContainerID})
+			}
+		}
+		pods = append(pods, p)
+	}
+	return pods, nil
+}
+
+// FilePods reads a PodList from a file on every call: for nodes without
+// an API server, and for tests.
+type FilePods struct{ Path string }
+
+// Pods implements PodSource.
+func (f FilePods) Pods(ctx context.Context) ([]Pod, error) {
+	file, err := safefile.Read(ctx, f.Path, maxPodList, safefile.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return ParsePodList(file.Data)
+}
+
+// APIPods lists the pods scheduled on Node from the Kubernetes API with a
+// field selector: one GET per Sync, which is all a node agent needs (a
+// watch would save little at a period of seconds and cost a client
+// library many times the size of this binary).
+type APIPods struct {
+	// Server is the API's base URL, Token the bearer token.
+	Server string
+	Token  string
+	Node   string
+	Client *http.Client
+}
+
+// Service account files every pod gets (Kubernetes "Accessing the API from
+// a pod").
+const (
+	saDir       = "/var/run/secrets/kubernetes.io/serviceaccount"
+	maxSAFile   = 1 << 20
+	listTimeout = 30 * time.Second
+)
+
+// InClusterPods builds an APIPods from the pod's service account and the
+// KUBERNETES_SERVICE_HOST/PORT variables.
+func InClusterPods(ctx context.Context, node string) (*APIPods, error) {
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return nil, errors.New("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset (use --pods-file)")
+	}
+	token, err := safefile.Read(ctx, saDir+"/token", maxSAFile, safefile.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("service account token: %w", err)
+	}
+	ca, err := safefile.Read(ctx, saDir+"/ca.crt", maxSAFile, safefile.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("service account CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca.Data) {
+		return nil, errors.New("service account CA: no certificate in ca.crt")
+	}
+	client := &http.Client{Timeout: listTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	return &APIPods{Server: "https://" + joinHostPort(host, port), Token: strings.TrimSpace(string(token.Data)), Node: node, Client: client}, nil
+}
+
+func joinHostPort(host, port string) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+// Pods implements PodSource.
+func (a *APIPods) Pods(ctx context.Context) ([]Pod, error) {
+	if a.Node == "" {
+		return nil, errors.New("list pods: no node name (set NODE_NAME from spec.nodeName)")
+	}
+	u := a.Server + "/api/v1/pods?fieldSelector=" + url.QueryEscape("spec.nodeName="+a.Node)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if a.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+	}
+	client := a.Client
+	if client == nil {
+		client = &http.Client{Timeout: listTimeout}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxPodList+1))
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	if len(data) > maxPodList {
+		return nil, fmt.Errorf("list pods: response larger than %d bytes", maxPodList)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("list pods: %s: %.200s", resp.Status, data)
+	}
+	return ParsePodList(data)
+}
