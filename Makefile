@@ -20,6 +20,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/safeattach
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-pprof ./cmd/safeattach-pprof
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-daemon ./cmd/safeattach-daemon
 
 demo: prereqs build
 	@bash scripts/demo.sh

@@ -17,6 +17,12 @@ packages=(
   make
 )
 
+# kubectl checks deploy/kubernetes; any kubectl on PATH will do (Debian's
+# kubernetes-client conflicts with the Cloud SDK's kubectl package).
+if ! command -v kubectl >/dev/null 2>&1; then
+  packages+=(kubernetes-client)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

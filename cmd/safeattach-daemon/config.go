@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/internal/safefile"
+)
+
+// Image is the container image the manifests in deploy/kubernetes run;
+// a test keeps them in step.
+const Image = "ghcr.io/safeattach/safeattach-daemon:0.9.0"
+
+// DefaultListen is the metrics and health port (Prometheus exporters'
+// range; the manifests' containerPort).
+const DefaultListen = ":9464"
+
+// Capabilities are the ones the daemon needs when it runs as root with
+// every other capability dropped, measured on JDK 17 and 25 targets run
+// as another user in their own pid and mount namespaces: without
+// SYS_PTRACE the target's /proc files (maps, environ, root) cannot be
+// read, without KILL the attach signal cannot be sent, without CHOWN the
+// .attach_pid trigger file and the delivered agent cannot be given to the
+// JVM's user, without DAC_OVERRIDE the JVM's socket (mode 0600, its
+// owner's) cannot be connected to. JDKs that reject a root peer (8 and
+// 9-10, see attach/hotspot) also need SETUID and SETGID: add them to the
+// DaemonSet for such fleets.
+var Capabilities = []string{"SYS_PTRACE", "KILL", "CHOWN", "DAC_OVERRIDE"}
+
+// config is the daemon's configuration file (JSON). Secrets are read from
+// files (a mounted Secret), never from the configuration itself.
+type config struct {
+	Listen       string   `json:"listen"`
+	Node         string   `json:"node"`
+	PodsFile     string   `json:"pods_file"`
+	Agent        string   `json:"agent"`
+	Format       string   `json:"format"`
+	Event        string   `json:"event"`
+	Window       duration `json:"window"`
+	SyncInterval duration `json:"sync_interval"`
+	RuleFiles    []string `json:"rule_files"`
+	Pyroscope    struct {
+		URL          string `json:"url"`
+		TenantID     string `json:"tenant_id"`
+		BasicUser    string `json:"basic_user"`
+		PasswordFile string `json:"password_file"`
+		TokenFile    string `json:"token_file"`
+		QueueSize    int    `json:"queue_size"`
+	} `json:"pyroscope"`
+}
+
+// duration is a time.Duration written as "60s" in JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"60s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+const (
+	maxConfigFile = 1 << 20
+	maxSecretFile = 64 << 10
+)
+
+// loadConfig reads path (bounded, regular files only) and rejects
+// unknown fields, so that a misspelt setting is an error, not a default.
+func loadConfig(ctx context.Context, path string) (*config, error) {
+	c := &config{Listen: DefaultListen}
+	if path == "" {
+		return c, nil
+	}
+	f, err := safefile.Read(ctx, path, maxConfigFile, safefile.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(f.Data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// readSecret reads a secret file; its content is never logged.
+func readSecret(ctx context.Context, path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	f, err := safefile.Read(ctx, path, maxSecretFile, safefile.Options{})
+	if err != nil {
+		return "", fmt.Errorf("secret: %w", err)
+	}
+	return strings.TrimSpace(string(f.Data)), nil
+}

@@ -1,0 +1,150 @@
+// Command safeattach-daemon is the node agent: run on every node (the
+// DaemonSet in deploy/kubernetes), it profiles the JVMs of the pods on its
+// node that opt in with the annotation profiles.safeattach.io/enabled:
+// "true", refuses the ones the rules find dangerous, and pushes each
+// profile window to Pyroscope. It serves /healthz, /readyz and /metrics.
+//
+//	safeattach-daemon --config /etc/safeattach/daemon.json
+//	safeattach-daemon --pods-file pods.json --node node-1 --pyroscope http://127.0.0.1:4040
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/fleet"
+	"github.com/safeattach/safeattach/pyroscope"
+)
+
+// drainTimeout bounds the wait for the last windows to be pushed at
+// shutdown (Kubernetes' default grace period is 30 s).
+const drainTimeout = 15 * time.Second
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "safeattach-daemon:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	configPath := flag.String("config", "", "configuration file (JSON; see deploy/kubernetes/daemon.yaml)")
+	listen := flag.String("listen", "", "address for /healthz, /readyz, /metrics (default "+DefaultListen+")")
+	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
+	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
+	pyroURL := flag.String("pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
+	flag.Parse()
+
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	cfg, err := loadConfig(startCtx, *configPath)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct{ flag, field *string }{{listen, &cfg.Listen}, {podsFile, &cfg.PodsFile}, {node, &cfg.Node}, {pyroURL, &cfg.Pyroscope.URL}} {
+		if *o.flag != "" {
+			*o.field = *o.flag
+		}
+	}
+	if cfg.Node == "" {
+		cfg.Node = os.Getenv("NODE_NAME")
+	}
+
+	var pods fleet.PodSource
+	if cfg.PodsFile != "" {
+		pods = fleet.FilePods{Path: cfg.PodsFile}
+	} else {
+		api, err := fleet.InClusterPods(startCtx, cfg.Node)
+		if err != nil {
+			return err
+		}
+		pods = api
+	}
+
+	var pusher *pyroscope.Pusher
+	if cfg.Pyroscope.URL != "" {
+		password, err := readSecret(startCtx, cfg.Pyroscope.PasswordFile)
+		if err != nil {
+			return err
+		}
+		token, err := readSecret(startCtx, cfg.Pyroscope.TokenFile)
+		if err != nil {
+			return err
+		}
+		pusher, err = pyroscope.NewPusher(pyroscope.Config{
+			URL: cfg.Pyroscope.URL, TenantID: cfg.Pyroscope.TenantID,
+			BasicUser: cfg.Pyroscope.BasicUser, BasicPassword: password, BearerToken: token,
+			QueueSize: cfg.Pyroscope.QueueSize, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	d, err := fleet.New(fleet.Config{
+		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
+		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
+		Pusher: pusher, Options: attach.Options{RuleFiles: cfg.RuleFiles, Logger: log}, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("safeattach-daemon serving", "addr", l.Addr().String(), "node", cfg.Node, "pyroscope", cfg.Pyroscope.URL != "")
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	// The pusher outlives the profilers: their last windows, taken at
+	// shutdown, are sent before it stops (within drainTimeout).
+	pushCtx, stopPushing := context.WithCancel(context.Background())
+	defer stopPushing()
+	pushed := make(chan struct{})
+	if pusher != nil {
+		go func() { pusher.Run(pushCtx); close(pushed) }()
+	} else {
+		close(pushed)
+	}
+	ran := make(chan struct{})
+	go func() { d.Run(ctx); close(ran) }()
+
+	select {
+	case err := <-served:
+		stop()
+		<-ran
+		stopPushing()
+		<-pushed
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: stopping profilers")
+	<-ran
+	for deadline := time.Now().Add(drainTimeout); pusher != nil && pusher.Stats().Queued > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopPushing()
+	<-pushed
+	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelShutdown()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
