@@ -14,6 +14,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
 	"github.com/safeattach/safeattach/target"
 )
@@ -38,7 +39,7 @@ type Config struct {
 	// Node is this node's name; pods elsewhere are ignored. Empty takes
 	// every pod the source lists (a source already filtered by node).
 	Node string
-	Pods PodSource
+	Pods kube.PodSource
 	// Lib is the async-profiler library (empty: the installed one).
 	Lib string
 	// Format is what each window is: "jfr" (default) or "collapsed".
@@ -146,13 +147,13 @@ func (d *Daemon) Run(ctx context.Context) {
 
 // wanted is one annotated container.
 type wanted struct {
-	pod       Pod
-	container Container
+	pod       kube.Pod
+	container kube.Container
 }
 
 func (w wanted) key() string { return w.pod.UID + "/" + w.container.Name }
 
-func (d *Daemon) selectPods(pods []Pod) map[string]wanted {
+func (d *Daemon) selectPods(pods []kube.Pod) map[string]wanted {
 	out := map[string]wanted{}
 	for _, p := range pods {
 		if (d.cfg.Node != "" && p.Node != d.cfg.Node) || p.Phase != "Running" || p.Annotations[AnnotationEnabled] != "true" {

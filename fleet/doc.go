@@ -2,9 +2,9 @@
 // on one node that opt in by annotation, continuously, and pushes every
 // finished window to a continuous-profiling backend.
 //
-// One Sync lists the node's pods (from the Kubernetes API or a file of pod
-// objects), resolves each annotated container to its JVM through its
-// cgroup (package target), judges it with the rules, and keeps one
+// One Sync lists the node's pods (package kube: the Kubernetes API or a
+// file of pod objects), resolves each annotated container to its JVM
+// through its cgroup (package target), judges it with the rules, and keeps one
 // attach.Session per JVM that rotates a window every period. A refusal is
 // logged and counted once and not retried until the JVM changes (a new
 // process in the container); the rules are fixed for a daemon's life, so

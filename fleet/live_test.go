@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 
@@ -101,7 +102,7 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	}
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
 	d, err := New(Config{
-		Node: "node-1", Pods: FilePods{podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
+		Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
 		Format: "collapsed", SyncInterval: 300 * time.Millisecond, Pusher: pusher, Logger: logger,
 	})
 	if err != nil {

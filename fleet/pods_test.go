@@ -1,31 +1,26 @@
 package fleet
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/safeattach/safeattach/kube"
 )
 
-func TestParsePodListAndSelect(t *testing.T) {
-	data, err := os.ReadFile("testdata/podlist.json")
-	if err != nil {
-		t.Fatal(err)
+// TestSelectPods: another node's pod, a pod not running, a pod that did
+// not opt in and a container the annotation leaves out are all skipped.
+func TestSelectPods(t *testing.T) {
+	on := map[string]string{AnnotationEnabled: "true"}
+	pods := []kube.Pod{
+		{UID: "a", Node: "node-1", Phase: "Running", Annotations: map[string]string{AnnotationEnabled: "true", AnnotationContainer: "app"},
+			Containers: []kube.Container{{Name: "app", ID: "containerd://aa"}, {Name: "sidecar", ID: "containerd://bb"}}},
+		{UID: "b", Node: "node-2", Phase: "Running", Annotations: on, Containers: []kube.Container{{Name: "app", ID: "cri-o://cc"}}},
+		{UID: "c", Node: "node-1", Phase: "Pending", Annotations: on},
+		{UID: "d", Node: "node-1", Phase: "Running", Containers: []kube.Container{{Name: "app", ID: "docker://dd"}}},
+		{UID: "e", Node: "node-1", Phase: "Running", Annotations: map[string]string{AnnotationEnabled: "yes"}, Containers: []kube.Container{{Name: "app", ID: "docker://ee"}}},
 	}
-	pods, err := ParsePodList(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(pods) != 4 {
-		t.Fatalf("%d pods, want 4", len(pods))
-	}
-	if got, want := pods[0].Containers, []Container{{"app", "containerd://aaaa"}, {"sidecar", "containerd://bbbb"}}; !reflect.DeepEqual(got, want) {
-		t.Errorf("containers %+v, want the running ones %+v", got, want)
-	}
-	d, err := New(Config{Node: "node-1", Pods: FilePods{"testdata/podlist.json"}})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: "unused"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,51 +28,8 @@ func TestParsePodListAndSelect(t *testing.T) {
 	for k := range d.selectPods(pods) {
 		keys = append(keys, k)
 	}
-	// Another node's pod, a pending pod, a pod that did not opt in and
-	// the container the annotation leaves out are all skipped.
-	if want := []string{"6e0c2b1a-3f4d-4e5f-8a9b-00000000000a/app"}; !reflect.DeepEqual(keys, want) {
+	if want := []string{"a/app"}; !reflect.DeepEqual(keys, want) {
 		t.Errorf("selected %v, want %v", keys, want)
-	}
-	for _, bad := range []string{`{"kind":"Pod"}`, `[`, `{"items": 5}`} {
-		if _, err := ParsePodList([]byte(bad)); err == nil {
-			t.Errorf("%s: parsed", bad)
-		}
-	}
-}
-
-// TestAPIPods: the list is one GET of the node's pods, with the bearer
-// token, over TLS checked against the CA given; errors say what the API
-// answered.
-func TestAPIPods(t *testing.T) {
-	list, _ := os.ReadFile("testdata/podlist.json")
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/v1/pods" || r.URL.Query().Get("fieldSelector") != "spec.nodeName=node-1" {
-			http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
-			return
-		}
-		if r.Header.Get("Authorization") != "Bearer sa-token" {
-			http.Error(w, `{"kind":"Status","message":"Unauthorized"}`, http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(list)
-	}))
-	defer srv.Close()
-	api := &APIPods{Server: srv.URL, Token: "sa-token", Node: "node-1", Client: srv.Client()}
-	pods, err := api.Pods(context.Background())
-	if err != nil || len(pods) != 4 {
-		t.Fatalf("%d pods, %v", len(pods), err)
-	}
-	api.Token = "wrong"
-	if _, err := api.Pods(context.Background()); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Errorf("bad token: %v", err)
-	}
-	api.Token, api.Client = "sa-token", &http.Client{}
-	if _, err := api.Pods(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Errorf("a server the CA does not vouch for: %v", err)
-	}
-	if _, err := (&APIPods{Server: srv.URL}).Pods(context.Background()); err == nil {
-		t.Error("no node name accepted")
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/fleet"
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 
@@ -64,11 +65,11 @@ func run() error {
 		cfg.Node = os.Getenv("NODE_NAME")
 	}
 
-	var pods fleet.PodSource
+	var pods kube.PodSource
 	if cfg.PodsFile != "" {
-		pods = fleet.FilePods{Path: cfg.PodsFile}
+		pods = kube.FilePods{Path: cfg.PodsFile}
 	} else {
-		api, err := fleet.InClusterPods(startCtx, cfg.Node)
+		api, err := kube.InClusterPods(startCtx, cfg.Node)
 		if err != nil {
 			return err
 		}

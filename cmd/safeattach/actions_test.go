@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +116,36 @@ func TestTargetByContainerAndPod(t *testing.T) {
 			t.Errorf("%s: exit %d %s", name, code, stderr)
 		}
 	}
+
+	// pod:NAMESPACE/NAME through a kubeconfig and a loopback API server:
+	// the pod on this node resolves to the JVM, one on another node is an
+	// error that names that node.
+	host, _ := os.Hostname()
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		node := map[string]string{"/api/v1/namespaces/shop/pods/orders": host, "/api/v1/namespaces/shop/pods/remote": "node-elsewhere"}[r.URL.Path]
+		if node == "" || r.Header.Get("Authorization") != "Bearer t0ken" {
+			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, `{"kind":"Pod","metadata":{"namespace":"shop","name":"x","uid":%q},"spec":{"nodeName":%q},"status":{"phase":"Running","containerStatuses":[{"name":"app","containerID":"containerd://%s","state":{"running":{}}}]}}`, pod, node, id)
+	}))
+	defer api.Close()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	ca := base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}))
+	os.WriteFile(kubeconfig, []byte("current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"+
+		"clusters: [{name: k, cluster: {server: '"+api.URL+"', certificate-authority-data: "+ca+"}}]\nusers: [{name: u, user: {token: t0ken}}]\n"), 0o600)
+	for ref, want := range map[string]string{"pod:shop/orders/app": "", "pod:shop/remote": "runs on node node-elsewhere"} {
+		cmd := exec.Command(testenv.BuildCLI(t), "profile", "--lib", lib, "-d", "1", "-f", out, ref)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "KUBERNETES_SERVICE_HOST=", "NODE_NAME=")
+		got, err := cmd.CombinedOutput()
+		if want == "" && err != nil {
+			t.Errorf("%s: %v\n%s", ref, err, got)
+		}
+		if want != "" && (err == nil || !strings.Contains(string(got), want)) {
+			t.Errorf("%s: %v %s, want %q", ref, err, got, want)
+		}
+	}
+
 	stdout, _, _ := runCLI(t, "scan", "--json")
 	if !strings.Contains(stdout, `"container_id": "`+id+`"`) || !strings.Contains(stdout, `"pod_uid": "`+pod+`"`) || !strings.Contains(stdout, fmt.Sprintf(`"pid": %d`, jvm)) {
 		t.Errorf("scan does not show the JVM's container and pod:\n%.2000s", stdout)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
 	"github.com/spf13/cobra"
@@ -44,8 +46,9 @@ func newInspectCmd() *cobra.Command {
 
 // parsePID reads the target argument every command takes: a host pid,
 // or container:ID (containerd://…, cri-o://…, docker://…, 64 hex or a
-// prefix of 12+) or pod-uid:UID, which name the one JVM running there
-// (found through /proc/*/cgroup; several JVMs are listed and refused).
+// prefix of 12+), pod-uid:UID or pod:NAMESPACE/NAME[/CONTAINER], which
+// name the one JVM running there (found through /proc/*/cgroup; several
+// JVMs are listed and refused).
 func parsePID(s string) (int, error) {
 	var ps []target.Process
 	var err error
@@ -54,13 +57,18 @@ func parsePID(s string) (int, error) {
 		ps, err = target.ByContainer(strings.TrimPrefix(s, "container:"), target.Options{})
 	case strings.HasPrefix(s, "pod-uid:"):
 		ps, err = target.ByPodUID(strings.TrimPrefix(s, "pod-uid:"), target.Options{})
+	case strings.HasPrefix(s, "pod:"):
+		var id string
+		if id, err = containerOfPod(strings.TrimPrefix(s, "pod:")); err == nil {
+			ps, err = target.ByContainer(id, target.Options{})
+		}
 	default:
 		pid, err := strconv.Atoi(s)
 		if err == nil && pid > 0 {
 			return pid, nil
 		}
 		if err == nil || s == "" || strings.HasPrefix(s, "-") {
-			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID, jps, an application name)", s)
+			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID, pod:NAMESPACE/NAME[/CONTAINER], jps, an application name)", s)
 		}
 		return jvmByName(s)
 	}
@@ -72,6 +80,36 @@ func parsePID(s string) (int, error) {
 		return 0, fmt.Errorf("%s: %w", s, err)
 	}
 	return jvm.PID, nil
+}
+
+// containerOfPod asks the Kubernetes API (in-cluster service account, else
+// $KUBECONFIG or ~/.kube/config) for NAMESPACE/NAME[/CONTAINER] and
+// returns the container's runtime ID, after checking that the pod runs on
+// this node ($NODE_NAME, else the host name, as kubelet names nodes).
+func containerOfPod(ref string) (string, error) {
+	parts := strings.Split(ref, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return "", fmt.Errorf("pod:%s: want pod:NAMESPACE/NAME[/CONTAINER]", ref)
+	}
+	container := ""
+	if len(parts) == 3 {
+		container = parts[2]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), defaultInspectTimeout)
+	defer cancel()
+	api, err := kube.APIClient(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	pod, err := api.Pod(ctx, parts[0], parts[1])
+	if err != nil {
+		return "", err
+	}
+	node := os.Getenv("NODE_NAME")
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	return pod.ContainerID(container, node)
 }
 
 // jvmByName finds a JVM as asprof does: "jps" is the newest JVM; any

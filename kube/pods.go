@@ -1,4 +1,4 @@
-package fleet
+package kube
 
 import (
 	"context"
@@ -29,6 +29,8 @@ type Pod struct {
 	// Containers are the running containers with their runtime IDs
 	// ("containerd://<64 hex>").
 	Containers []Container
+	// declared names every container with a status, running or not.
+	declared []string
 }
 
 // Container is one container's status.
@@ -92,6 +94,7 @@ func ParsePodList(data []byte) ([]Pod, error) {
 			Labels: it.Metadata.Labels, Annotations: it.Metadata.Annotations,
 		}
 		for _, c := range it.Status.ContainerStatuses {
+			p.declared = append(p.declared, c.Name)
 			if c.ContainerID != "" && c.State.Running != nil {
 				p.Containers = append(p.Containers, Container{Name: c.Name, ID: c.ContainerID})
 			}
