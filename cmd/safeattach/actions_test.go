@@ -111,10 +111,13 @@ func TestTargetByContainerAndPod(t *testing.T) {
 	testenv.KubeletCgroup(t, "systemd", "kubepods.slice/kubepods-pod"+strings.ReplaceAll(pod, "-", "_")+".slice/cri-containerd-"+id+".scope", wrapper, jvm)
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	out := filepath.Join(t.TempDir(), "p.collapsed")
-	for _, name := range []string{"container:containerd://" + id[:12], "pod-uid:" + pod} {
-		if _, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1", "-f", out, name); code != exitOK {
-			t.Errorf("%s: exit %d %s", name, code, stderr)
+	for _, target := range [][]string{{"container:containerd://" + id[:12]}, {"pod-uid:" + pod}, {"--container", id}, {"--pod-uid", pod}} {
+		if _, stderr, code := runCLI(t, append([]string{"profile", "--lib", lib, "-d", "1", "-f", out}, target...)...); code != exitOK {
+			t.Errorf("%s: exit %d %s", target, code, stderr)
 		}
+	}
+	if _, stderr, code := runCLI(t, "check", "--container", id, "--pod-uid", pod); code != exitError || !strings.Contains(stderr, "give one") {
+		t.Errorf("two target flags: exit %d %s", code, stderr)
 	}
 
 	// pod:NAMESPACE/NAME through a kubeconfig and a loopback API server:

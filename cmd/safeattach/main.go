@@ -129,7 +129,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newInspectCmd(), newCheckCmd(), newLoadCmd(), newJcmdCmd(), newProfileCmd(), newDiagnoseCmd(), newScanCmd(), newRulesCmd(), newVersionCmd())
+	root.AddCommand(targeted(newInspectCmd(), false), targeted(newCheckCmd(), false), targeted(newLoadCmd(), false), targeted(newJcmdCmd(), false),
+		targeted(newProfileCmd(), true), targeted(newDiagnoseCmd(), false), newScanCmd(), newRulesCmd(), newVersionCmd())
 	return root
 }
 
