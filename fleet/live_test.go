@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/jfrpprof"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
 )
@@ -178,4 +179,63 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// TestLiveDaemonRealAsyncProfilerJFR: with the real async-profiler, each
+// window the daemon pushes is a JFR recording that Pyroscope's parser
+// (grafana/jfr-parser, through jfrpprof) reads, with CPU samples from the
+// container's busy JVM.
+func TestLiveDaemonRealAsyncProfilerJFR(t *testing.T) {
+	t.Parallel()
+	lib := testenv.AsyncProfiler(t)
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000003", strings.Repeat("f6", 32)
+	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
+	testenv.KubeletCgroup(t, "pids", "kubepods/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "orders", "uid": pod, "id": "containerd://" + id})
+
+	type window struct {
+		query url.Values
+		body  []byte
+	}
+	got := make(chan window, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- window{r.URL.Query(), body}
+	}))
+	t.Cleanup(srv.Close)
+	pusher, _ := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: lib, SyncInterval: 300 * time.Millisecond, Pusher: pusher})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pushed, ran := make(chan struct{}), make(chan struct{})
+	go func() { pusher.Run(ctx); close(pushed) }()
+	go func() { d.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+	for i := 0; i < 2; i++ {
+		select {
+		case w := <-got:
+			if w.query.Get("format") != "jfr" {
+				t.Fatalf("window %d pushed as %q", i, w.query.Get("format"))
+			}
+			profiles, err := jfrpprof.Convert(w.body, time.Now().Add(-time.Minute), time.Now())
+			if err != nil {
+				t.Fatalf("window %d (%d bytes) is not JFR Pyroscope can read: %v", i, len(w.body), err)
+			}
+			var samples int
+			var kinds []string
+			for _, p := range profiles {
+				kinds = append(kinds, p.Metric)
+				samples += len(p.Profile.Sample)
+			}
+			t.Logf("window %d: %d bytes of JFR, profiles %v, %d distinct stacks", i, len(w.body), kinds, samples)
+			if samples == 0 {
+				t.Errorf("window %d has no samples from a busy JVM", i)
+			}
+		case <-time.After(45 * time.Second):
+			t.Fatalf("window %d never arrived; metrics %v", i, d.Metrics().Snapshot())
+		}
+	}
 }

@@ -18,6 +18,13 @@ import (
 // live in /var/cache, which such set-ups leave alone.
 func StartContainerJVM(t testing.TB, setup string) (wrapper, jvm int) {
 	t.Helper()
+	return StartContainerJVMWorkers(t, setup, 0)
+}
+
+// StartContainerJVMWorkers is StartContainerJVM with busy worker threads
+// (Target's churn), for tests that need samples.
+func StartContainerJVMWorkers(t testing.TB, setup string, workers int) (wrapper, jvm int) {
+	t.Helper()
 	RequireRoot(t)
 	unshare := LookPath(t, "unshare")
 	jdk := JDK17(t)
@@ -34,7 +41,7 @@ func StartContainerJVM(t testing.TB, setup string) (wrapper, jvm int) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c",
-		setup+" && "+filepath.Join(jdk.Home, "bin/java")+" -Xmx64m -XX:+UseSerialGC -cp "+dir+" Target 0")
+		setup+" && "+filepath.Join(jdk.Home, "bin/java")+" -Xmx64m -XX:+UseSerialGC -cp "+dir+" Target "+strconv.Itoa(workers))
 	cmd.Dir = dir
 	p := Start(t, cmd)
 	p.WaitOutput(t, "READY", 60*time.Second)
