@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -139,6 +140,17 @@ func TestManifestsInStepWithCode(t *testing.T) {
 	}
 }
 
+// TestDemoPodUsesTheDaemonsAnnotations: the walkthrough's pod opts in
+// with the annotations the daemon reads.
+func TestDemoPodUsesTheDaemonsAnnotations(t *testing.T) {
+	demo := readFile(t, "../../deploy/demo/demo-jvm.yaml")
+	for _, a := range []string{fleet.AnnotationEnabled + `: "true"`, fleet.AnnotationEvent, fleet.AnnotationWindow, fleet.AnnotationService} {
+		if !strings.Contains(demo, a) {
+			t.Errorf("the demo pod lacks %s", a)
+		}
+	}
+}
+
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -164,7 +176,7 @@ var discovery = map[string]string{
 	"/api":  `{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1"}]}`,
 	"/apis": `{"kind":"APIGroupList","apiVersion":"v1","groups":[` + group("apps") + `,` + group("rbac.authorization.k8s.io") + `]}`,
 	"/api/v1": resources("v1", resource{"serviceaccounts", "ServiceAccount", true}, resource{"configmaps", "ConfigMap", true},
-		resource{"namespaces", "Namespace", false}, resource{"secrets", "Secret", true}),
+		resource{"namespaces", "Namespace", false}, resource{"secrets", "Secret", true}, resource{"pods", "Pod", true}),
 	"/apis/apps/v1": resources("apps/v1", resource{"daemonsets", "DaemonSet", true}),
 	"/apis/rbac.authorization.k8s.io/v1": resources("rbac.authorization.k8s.io/v1",
 		resource{"clusterroles", "ClusterRole", false}, resource{"clusterrolebindings", "ClusterRoleBinding", false}),
@@ -202,14 +214,14 @@ func TestKubectlDryRun(t *testing.T) {
 		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
 	}))
 	defer srv.Close()
-	cmd := exec.Command(kubectl, "--server", srv.URL, "apply", "--dry-run=client", "--validate=false", "-f", manifests)
+	cmd := exec.Command(kubectl, "--server", srv.URL, "apply", "--dry-run=client", "--validate=false", "-f", manifests, "-f", "../../deploy/demo")
 	cmd.Env = append(os.Environ(), "KUBECONFIG=/dev/null", "HOME="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl apply --dry-run=client: %v\n%s", err, out)
 	}
 	for _, want := range []string{"namespace/safeattach", "serviceaccount/safeattach-daemon", "clusterrole.rbac.authorization.k8s.io/safeattach-daemon",
-		"clusterrolebinding.rbac.authorization.k8s.io/safeattach-daemon", "configmap/safeattach-daemon", "daemonset.apps/safeattach-daemon"} {
+		"clusterrolebinding.rbac.authorization.k8s.io/safeattach-daemon", "configmap/safeattach-daemon", "daemonset.apps/safeattach-daemon", "configmap/busy-source", "pod/busy"} {
 		if !strings.Contains(string(out), want+" created (dry run)") {
 			t.Errorf("kubectl did not take %s:\n%s", want, out)
 		}
