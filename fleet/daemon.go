@@ -263,6 +263,8 @@ func (d *Daemon) consider(ctx context.Context, w wanted) {
 	}
 	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{Lib: d.cfg.Lib, Event: event, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options})
 	if err == nil {
+		// Start takes over a profiler left running (by a daemon killed
+		// before it could stop it): it stops it and starts again.
 		if err = ss.Start(ctx); err != nil {
 			ss.Close()
 		}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/jfrpprof"
 	"github.com/safeattach/safeattach/kube"
@@ -237,5 +238,47 @@ func TestLiveDaemonRealAsyncProfilerJFR(t *testing.T) {
 		case <-time.After(45 * time.Second):
 			t.Fatalf("window %d never arrived; metrics %v", i, d.Metrics().Snapshot())
 		}
+	}
+}
+
+// TestLiveDaemonTakesOverALeftProfiler: a profiler left running in the JVM
+// (a daemon killed before it could stop it) is stopped and restarted by
+// the next daemon, whose windows then arrive.
+func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000004", strings.Repeat("a7", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	left, err := attach.OpenSession(context.Background(), jvm, attach.ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := left.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left.Close() // never stopped
+
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "orders", "uid": pod, "id": id})
+	ingest := &loopbackPyroscope{}
+	srv := httptest.NewServer(ingest)
+	t.Cleanup(srv.Close)
+	pusher, _ := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: lib, Format: "collapsed", SyncInterval: 300 * time.Millisecond, Pusher: pusher})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pushed, ran := make(chan struct{}), make(chan struct{})
+	go func() { pusher.Run(ctx); close(pushed) }()
+	go func() { d.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+	deadline := time.Now().Add(30 * time.Second)
+	for ingest.count() < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := ingest.count(); n < 2 {
+		t.Fatalf("%d windows after taking over a running profiler; metrics %v", n, d.Metrics().Snapshot())
 	}
 }
