@@ -171,6 +171,7 @@ func (d *Daemon) selectPods(pods []kube.Pod) map[string]wanted {
 }
 
 // Sync reads the pod list once and starts and stops profilers to match.
+// Run calls it in turn; it is not meant to be called concurrently.
 func (d *Daemon) Sync(ctx context.Context) error {
 	pods, err := d.cfg.Pods.Pods(ctx)
 	d.cfg.Metrics.synced(err == nil)
@@ -202,6 +203,15 @@ func (d *Daemon) Sync(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 
+	if len(want) == 0 {
+		d.cfg.Metrics.setActive(0)
+		return nil
+	}
+	// One read of every process's cgroup serves every container.
+	procs, err := target.All(target.Options{ProcRoot: d.cfg.ProcRoot})
+	if err != nil {
+		return fmt.Errorf("list processes: %w", err)
+	}
 	keys := make([]string, 0, len(want))
 	for k := range want {
 		keys = append(keys, k)
@@ -211,7 +221,7 @@ func (d *Daemon) Sync(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		d.consider(ctx, want[key])
+		d.consider(ctx, want[key], procs)
 	}
 	d.mu.Lock()
 	d.cfg.Metrics.setActive(len(d.sessions))
@@ -221,10 +231,10 @@ func (d *Daemon) Sync(ctx context.Context) error {
 
 // consider starts profiling one container's JVM unless it is already
 // profiled or was judged before.
-func (d *Daemon) consider(ctx context.Context, w wanted) {
+func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process) {
 	key := w.key()
 	log := d.cfg.Logger.With("namespace", w.pod.Namespace, "pod", w.pod.Name, "container", w.container.Name)
-	jvm, id, err := d.resolve(w.container.ID)
+	jvm, id, err := d.resolve(procs, w.container.ID)
 	d.mu.Lock()
 	if s, running := d.sessions[key]; running {
 		if err != nil || s.jvm == id {
@@ -314,8 +324,8 @@ func (d *Daemon) consider(ctx context.Context, w wanted) {
 	}()
 }
 
-func (d *Daemon) resolve(containerID string) (target.Process, jvmID, error) {
-	ps, err := target.ByContainer(containerID, target.Options{ProcRoot: d.cfg.ProcRoot})
+func (d *Daemon) resolve(procs []target.Process, containerID string) (target.Process, jvmID, error) {
+	ps, err := target.InContainer(procs, containerID, target.Options{ProcRoot: d.cfg.ProcRoot})
 	if err != nil {
 		return target.Process{}, jvmID{}, err
 	}

@@ -63,13 +63,19 @@ func All(opts Options) ([]Process, error) {
 // full ID, a runtime URI or a prefix of at least 12 hex digits). A prefix
 // that names two containers is an error listing them.
 func ByContainer(id string, opts Options) ([]Process, error) {
-	want := NormalizeContainerID(id)
-	if len(want) < 12 {
-		return nil, fmt.Errorf("container ID %q: give at least 12 hex digits", id)
-	}
 	all, err := All(opts)
 	if err != nil {
 		return nil, err
+	}
+	return InContainer(all, id, opts)
+}
+
+// InContainer is ByContainer over a list from All: a caller resolving
+// many containers (the node agent, every sync) reads /proc once.
+func InContainer(all []Process, id string, opts Options) ([]Process, error) {
+	want := NormalizeContainerID(id)
+	if len(want) < 12 {
+		return nil, fmt.Errorf("container ID %q: give at least 12 hex digits", id)
 	}
 	var out []Process
 	ids := map[string]bool{}
