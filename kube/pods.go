@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -173,32 +172,12 @@ func (a *APIPods) Pods(ctx context.Context) ([]Pod, error) {
 		return nil, errors.New("list pods: no node name (set NODE_NAME from spec.nodeName)")
 	}
 	u := a.Server + "/api/v1/pods?fieldSelector=" + url.QueryEscape("spec.nodeName="+a.Node)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	client := a.Client
-	if client == nil {
-		client = &http.Client{Timeout: listTimeout}
-	}
-	resp, err := client.Do(req)
+	data, status, err := a.get(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxPodList+1))
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
-	if len(data) > maxPodList {
-		return nil, fmt.Errorf("list pods: response larger than %d bytes", maxPodList)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("list pods: %s: %.200s", resp.Status, data)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("list pods: API answered %d: %.200s", status, data)
 	}
 	return ParsePodList(data)
 }
