@@ -66,9 +66,8 @@ func TestDaemonServesAndStops(t *testing.T) {
 	if code, ct, body := get("/metrics"); code != 200 || !strings.HasPrefix(ct, "text/plain; version=0.0.4") || !strings.Contains(body, "safeattach_pod_syncs_total") {
 		t.Errorf("/metrics: %d %s\n%s", code, ct, body)
 	}
-	if !strings.Contains(p.Output(), `"msg":"http","method":"GET","path":"/metrics","status":200`) {
-		t.Errorf("no JSON access log line for /metrics:\n%s", p.Output())
-	}
+	// The access log line is written once the response is complete.
+	p.WaitOutput(t, `"msg":"http","method":"GET","path":"/metrics","status":200`, 10*time.Second)
 	syscall.Kill(p.PID, syscall.SIGTERM)
 	select {
 	case <-p.Exited():
