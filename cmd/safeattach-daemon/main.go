@@ -39,7 +39,7 @@ func main() {
 }
 
 func run() error {
-	configPath := flag.String("config", "", "configuration file (JSON; see deploy/kubernetes/daemon.yaml)")
+	configPath := flag.String("config", "", "configuration file (JSON; see docs/kubernetes.md and deploy/kubernetes/20-config.yaml)")
 	listen := flag.String("listen", "", "address for /healthz, /readyz, /metrics (default "+DefaultListen+")")
 	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
 	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
