@@ -313,7 +313,9 @@ func (r *Report) judge() {
 	perSecond := float64(r.CPUTicks) / (float64(r.SampleMillis) / 1000)
 	r.Pattern, r.Conclusion = r.recognise(perSecond <= ticksPerSecondHung)
 	switch {
-	case perSecond >= 20:
+	case perSecond >= 20, running > 0 && perSecond > ticksPerSecondHung:
+		// Using CPU, or wanting it: threads in state R on a loaded
+		// machine get fewer ticks than they ask for, and are not idle.
 		r.Verdict = Busy
 	case perSecond <= ticksPerSecondHung && (r.Pattern != "" || r.contended()):
 		// No progress, and threads queue on a shared lock (or a known

@@ -83,6 +83,21 @@ func TestIdleIsNotHung(t *testing.T) {
 	}
 }
 
+// TestStarvedThreadsAreBusy: on a loaded machine two runnable threads got
+// 14 ticks in 721 ms (under the 20/s of a busy process): wanting CPU is
+// busy, not idle.
+func TestStarvedThreadsAreBusy(t *testing.T) {
+	r := &Report{SampleMillis: 721, CPUTicks: 14, Threads: []Thread{
+		{TID: 1, Name: "main", Syscall: "futex", FutexAddr: 0x1000},
+		{TID: 20, Name: "worker-0", State: "running"},
+		{TID: 21, Name: "worker-1", State: "running"},
+	}}
+	r.judge()
+	if r.Verdict != Busy {
+		t.Fatalf("verdict %s: %s", r.Verdict, r.Conclusion)
+	}
+}
+
 func TestStuckAgent(t *testing.T) {
 	r := &Report{SampleMillis: 1000, Threads: []Thread{
 		{TID: 7, Name: "Attach Listener", Syscall: "pause", Where: "libc.so.6 (pause+0x32)", Callers: []string{"libblock.so (Agent_OnAttach+0x19)", "libjvm.so+0xa2dab3"}},
