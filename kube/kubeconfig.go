@@ -198,8 +198,16 @@ func (a *APIPods) get(ctx context.Context, u string) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	req.Header.Set("Accept", "application/json")
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
+	token := a.Token
+	if a.TokenFile != "" {
+		f, err := safefile.Read(ctx, a.TokenFile, maxSAFile, safefile.Options{})
+		if err != nil {
+			return nil, 0, fmt.Errorf("token: %w", err)
+		}
+		token = strings.TrimSpace(string(f.Data))
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	client := a.Client
 	if client == nil {

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/internal/safefile"
@@ -124,8 +124,12 @@ type APIPods struct {
 	// Server is the API's base URL, Token the bearer token.
 	Server string
 	Token  string
-	Node   string
-	Client *http.Client
+	// TokenFile, if set, is read for the token at every request: a
+	// service account's projected token is rotated by kubelet (hourly by
+	// default) and a daemon outlives it.
+	TokenFile string
+	Node      string
+	Client    *http.Client
 }
 
 // Service account files every pod gets (Kubernetes "Accessing the API from
@@ -143,8 +147,7 @@ func InClusterPods(ctx context.Context, node string) (*APIPods, error) {
 	if host == "" || port == "" {
 		return nil, errors.New("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset (use --pods-file)")
 	}
-	token, err := safefile.Read(ctx, saDir+"/token", maxSAFile, safefile.Options{})
-	if err != nil {
+	if _, err := safefile.Read(ctx, saDir+"/token", maxSAFile, safefile.Options{}); err != nil {
 		return nil, fmt.Errorf("service account token: %w", err)
 	}
 	ca, err := safefile.Read(ctx, saDir+"/ca.crt", maxSAFile, safefile.Options{})
@@ -156,14 +159,7 @@ func InClusterPods(ctx context.Context, node string) (*APIPods, error) {
 		return nil, errors.New("service account CA: no certificate in ca.crt")
 	}
 	client := &http.Client{Timeout: listTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	return &APIPods{Server: "https://" + joinHostPort(host, port), Token: strings.TrimSpace(string(token.Data)), Node: node, Client: client}, nil
-}
-
-func joinHostPort(host, port string) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + port
-	}
-	return host + ":" + port
+	return &APIPods{Server: "https://" + net.JoinHostPort(host, port), TokenFile: saDir + "/token", Node: node, Client: client}, nil
 }
 
 // Pods implements PodSource.

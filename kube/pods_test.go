@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -54,6 +55,17 @@ func TestAPIPods(t *testing.T) {
 	pods, err := api.Pods(context.Background())
 	if err != nil || len(pods) != 4 {
 		t.Fatalf("%d pods, %v", len(pods), err)
+	}
+	// A token file is read at every request: a rotated token is used.
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("old\n"), 0o600)
+	rotating := &APIPods{Server: srv.URL, TokenFile: tokenFile, Node: "node-1", Client: srv.Client()}
+	if _, err := rotating.Pods(context.Background()); err == nil {
+		t.Error("an expired token was accepted")
+	}
+	os.WriteFile(tokenFile, []byte("sa-token\n"), 0o600)
+	if _, err := rotating.Pods(context.Background()); err != nil {
+		t.Errorf("after rotation: %v", err)
 	}
 	api.Token = "wrong"
 	if _, err := api.Pods(context.Background()); err == nil || !strings.Contains(err.Error(), "401") {
