@@ -21,6 +21,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/safeattach
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-pprof ./cmd/safeattach-pprof
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-daemon ./cmd/safeattach-daemon
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-kube ./cmd/safeattach-kube
 
 demo: prereqs build
 	@bash scripts/demo.sh

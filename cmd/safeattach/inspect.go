@@ -1,18 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
 	"github.com/spf13/cobra"
@@ -82,34 +83,28 @@ func parsePID(s string) (int, error) {
 	return jvm.PID, nil
 }
 
-// containerOfPod asks the Kubernetes API (in-cluster service account, else
-// $KUBECONFIG or ~/.kube/config) for NAMESPACE/NAME[/CONTAINER] and
-// returns the container's runtime ID, after checking that the pod runs on
-// this node ($NODE_NAME, else the host name, as kubelet names nodes).
+// containerOfPod resolves NAMESPACE/NAME[/CONTAINER] to the container's
+// runtime ID with safeattach-kube (beside this binary, else on PATH),
+// which asks the Kubernetes API and checks that the pod runs on this node.
+// It is a separate binary to keep net/http and crypto/tls out of every
+// other call's start-up.
 func containerOfPod(ref string) (string, error) {
-	parts := strings.Split(ref, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return "", fmt.Errorf("pod:%s: want pod:NAMESPACE/NAME[/CONTAINER]", ref)
-	}
-	container := ""
-	if len(parts) == 3 {
-		container = parts[2]
+	helper, err := companion("safeattach-kube", "pod: targets")
+	if err != nil {
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), defaultInspectTimeout)
 	defer cancel()
-	api, err := kube.APIClient(ctx, "")
-	if err != nil {
-		return "", err
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, helper, "container-id", ref)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return "", errors.New(msg)
+		}
+		return "", fmt.Errorf("pod:%s: %v", ref, err)
 	}
-	pod, err := api.Pod(ctx, parts[0], parts[1])
-	if err != nil {
-		return "", err
-	}
-	node := os.Getenv("NODE_NAME")
-	if node == "" {
-		node, _ = os.Hostname()
-	}
-	return pod.ContainerID(container, node)
+	return strings.TrimSpace(stdout.String()), nil
 }
 
 // jvmByName finds a JVM as asprof does: "jps" is the newest JVM; any

@@ -189,7 +189,7 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
 	}
-	conv, err := pprofConverter()
+	conv, err := companion("safeattach-pprof", "-o pprof files")
 	if err != nil {
 		return err
 	}
@@ -233,17 +233,18 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	return nil
 }
 
-// pprofConverter finds safeattach-pprof beside this binary, else on PATH.
-func pprofConverter() (string, error) {
+// companion finds one of safeattach's helper binaries beside this one,
+// else on PATH; what names the feature that needs it.
+func companion(name, what string) (string, error) {
 	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), "safeattach-pprof")
+		p := filepath.Join(filepath.Dir(self), name)
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p, nil
 		}
 	}
-	p, err := exec.LookPath("safeattach-pprof")
+	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("-o pprof needs safeattach-pprof beside safeattach or on PATH (make build builds both)")
+		return "", fmt.Errorf("%s need %s beside safeattach or on PATH (make build builds it)", what, name)
 	}
 	return p, nil
 }

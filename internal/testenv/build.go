@@ -191,9 +191,9 @@ func BuildCLI(t testing.TB) string {
 			return
 		}
 		cliPath = filepath.Join(dir, "safeattach")
-		// The pprof converter is found beside the CLI, as make build
-		// places it.
-		for _, bin := range []string{"safeattach", "safeattach-pprof"} {
+		// The helpers (pprof converter, Kubernetes lookup) are found
+		// beside the CLI, as make build places them.
+		for _, bin := range []string{"safeattach", "safeattach-pprof", "safeattach-kube"} {
 			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, bin), "github.com/safeattach/safeattach/cmd/"+bin)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
