@@ -28,6 +28,9 @@ const (
 	AnnotationService   = "profiles.safeattach.io/service-name" // default <namespace>/<container>
 )
 
+// DefaultAttachTimeout bounds each attach command the daemon sends.
+const DefaultAttachTimeout = 30 * time.Second
+
 // Window bounds an annotation may ask for.
 const (
 	MinWindow = time.Second
@@ -108,6 +111,12 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 15 * time.Second
+	}
+	if cfg.Options.Timeout == 0 {
+		// Attaches run one at a time per sync: a JVM that never answers
+		// (a hang the watcher cannot name ends at the deadline) must not
+		// hold the other pods back for attach's 2-minute default.
+		cfg.Options.Timeout = DefaultAttachTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

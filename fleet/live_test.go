@@ -282,3 +282,39 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 		t.Fatalf("%d windows after taking over a running profiler; metrics %v", n, d.Metrics().Snapshot())
 	}
 }
+
+// TestLiveDaemonHungAgentCostsItsDeadline: an agent that never returns
+// from Agent_OnAttach costs one sync the attach deadline, is counted as
+// timed out and judged (not retried), and the next sync goes on.
+func TestLiveDaemonHungAgentCostsItsDeadline(t *testing.T) {
+	t.Parallel()
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000005", strings.Repeat("b8", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "stuck", "uid": pod, "id": "docker://" + id})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentBlockForever),
+		Format: "collapsed", Options: attach.Options{Timeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Sync(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a sync with a hung agent did not end within its 2 s attach deadline (waited 60 s)")
+	}
+	if got := d.Metrics().Snapshot(); got["attaches/timed-out"] != 1 || got["active"] != 0 {
+		t.Errorf("metrics %v: want one timed-out attach and nothing active", got)
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Metrics().Snapshot(); got["attaches/timed-out"] != 1 {
+		t.Errorf("the hung JVM was attached to again: %v", got)
+	}
+}

@@ -42,8 +42,10 @@ type config struct {
 	Event        string   `json:"event"`
 	Window       duration `json:"window"`
 	SyncInterval duration `json:"sync_interval"`
-	RuleFiles    []string `json:"rule_files"`
-	Pyroscope    struct {
+	// AttachTimeout bounds each command sent to a JVM (default 30 s).
+	AttachTimeout duration `json:"attach_timeout"`
+	RuleFiles     []string `json:"rule_files"`
+	Pyroscope     struct {
 		URL          string `json:"url"`
 		TenantID     string `json:"tenant_id"`
 		BasicUser    string `json:"basic_user"`

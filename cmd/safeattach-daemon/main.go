@@ -99,7 +99,7 @@ func run() error {
 	d, err := fleet.New(fleet.Config{
 		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
-		Pusher: pusher, Options: attach.Options{RuleFiles: cfg.RuleFiles, Logger: log}, Logger: log,
+		Pusher: pusher, Options: attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}, Logger: log,
 	})
 	if err != nil {
 		return err
