@@ -41,15 +41,9 @@ type ScanFailure struct {
 // maps alone (no libjvm.so or libj9vm mapped) and skipped quietly.
 func Scan(ctx context.Context, opts Options) (*ScanResult, error) {
 	fsys := proc.NewFS(opts.ProcRoot)
-	entries, err := os.ReadDir(fsys.Root())
+	pids, err := fsys.PIDs()
 	if err != nil {
 		return nil, err
-	}
-	var pids []int
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
-			pids = append(pids, pid)
-		}
 	}
 	res := &ScanResult{Processes: len(pids)}
 	var mu sync.Mutex

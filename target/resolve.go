@@ -3,10 +3,8 @@ package target
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/safeattach/safeattach/internal/proc"
@@ -28,26 +26,19 @@ type Options struct{ ProcRoot string }
 // ErrNotFound: nothing runs in the container or pod named.
 var ErrNotFound = errors.New("no process found")
 
-// maxCgroupFile bounds /proc/<pid>/cgroup (a v1 system lists ~15 lines).
-const maxCgroupFile = 64 << 10
-
 // All lists every process with its location.
 func All(opts Options) ([]Process, error) {
 	fsys := proc.NewFS(opts.ProcRoot)
-	entries, err := os.ReadDir(fsys.Root())
+	pids, err := fsys.PIDs()
 	if err != nil {
 		return nil, err
 	}
 	var out []Process
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
+	for _, pid := range pids {
 		p := fsys.Proc(pid)
-		data, err := os.ReadFile(p.Path("cgroup"))
-		if err != nil || len(data) > maxCgroupFile {
-			continue // gone, or not ours to read
+		data, err := p.Cgroup()
+		if err != nil {
+			continue // gone, not ours to read, or over the cap
 		}
 		pr := Process{PID: pid, Location: ParseCgroup(string(data))}
 		if args, err := p.Cmdline(); err == nil && len(args) > 0 {

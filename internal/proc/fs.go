@@ -36,6 +36,21 @@ func (f FS) Proc(pid int) Proc {
 	return Proc{PID: pid, dir: filepath.Join(f.Root(), strconv.Itoa(pid))}
 }
 
+// PIDs lists the processes present now (the numeric entries of the root).
+func (f FS) PIDs() ([]int, error) {
+	entries, err := os.ReadDir(f.Root())
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, 0, len(entries))
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
 // Self returns the calling process's own entry, resolved to its pid so that
 // paths built from it stay valid when handed to another process.
 func (f FS) Self() Proc { return f.Proc(os.Getpid()) }
