@@ -185,11 +185,7 @@ func (a *APIPods) Pod(ctx context.Context, namespace, name string) (Pod, error) 
 	if status != http.StatusOK {
 		return Pod{}, fmt.Errorf("pod %s/%s: API answered %d: %.200s", namespace, name, status, data)
 	}
-	pods, err := ParsePodList([]byte(`{"kind":"PodList","items":[` + string(data) + `]}`))
-	if err != nil {
-		return Pod{}, err
-	}
-	return pods[0], nil
+	return parsePod(data)
 }
 
 func (a *APIPods) get(ctx context.Context, u string) ([]byte, int, error) {

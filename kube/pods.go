@@ -47,36 +47,56 @@ type PodSource interface {
 // some kilobytes each.
 const maxPodList = 32 << 20
 
+// podObject is the wire form of a v1 Pod: the part of it that is used.
+type podObject struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Namespace   string            `json:"namespace"`
+		Name        string            `json:"name"`
+		UID         string            `json:"uid"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec struct {
+		NodeName string `json:"nodeName"`
+	} `json:"spec"`
+	Status struct {
+		Phase             string `json:"phase"`
+		ContainerStatuses []struct {
+			Name        string `json:"name"`
+			ContainerID string `json:"containerID"`
+			State       struct {
+				Running *struct{} `json:"running"`
+			} `json:"state"`
+		} `json:"containerStatuses"`
+	} `json:"status"`
+}
+
+// pod keeps only the running containers with an ID: the others have no
+// process to profile.
+func (o podObject) pod() Pod {
+	p := Pod{
+		Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, UID: o.Metadata.UID,
+		Node: o.Spec.NodeName, Phase: o.Status.Phase,
+		Labels: o.Metadata.Labels, Annotations: o.Metadata.Annotations,
+	}
+	for _, c := range o.Status.ContainerStatuses {
+		p.declared = append(p.declared, c.Name)
+		if c.ContainerID != "" && c.State.Running != nil {
+			p.Containers = append(p.Containers, Container{Name: c.Name, ID: c.ContainerID})
+		}
+	}
+	return p
+}
+
 // podList is the wire form of a v1 PodList (kubectl get pods -o json and
 // GET /api/v1/pods both produce it).
 type podList struct {
-	Kind  string `json:"kind"`
-	Items []struct {
-		Metadata struct {
-			Namespace   string            `json:"namespace"`
-			Name        string            `json:"name"`
-			UID         string            `json:"uid"`
-			Labels      map[string]string `json:"labels"`
-			Annotations map[string]string `json:"annotations"`
-		} `json:"metadata"`
-		Spec struct {
-			NodeName string `json:"nodeName"`
-		} `json:"spec"`
-		Status struct {
-			Phase             string `json:"phase"`
-			ContainerStatuses []struct {
-				Name        string `json:"name"`
-				ContainerID string `json:"containerID"`
-				State       struct {
-					Running *struct{} `json:"running"`
-				} `json:"state"`
-			} `json:"containerStatuses"`
-		} `json:"status"`
-	} `json:"items"`
+	Kind  string      `json:"kind"`
+	Items []podObject `json:"items"`
 }
 
-// ParsePodList decodes a v1 PodList. Only running containers with an ID
-// are kept: the others have no process to profile.
+// ParsePodList decodes a v1 PodList.
 func ParsePodList(data []byte) ([]Pod, error) {
 	var l podList
 	if err := json.Unmarshal(data, &l); err != nil {
@@ -87,20 +107,21 @@ func ParsePodList(data []byte) ([]Pod, error) {
 	}
 	pods := make([]Pod, 0, len(l.Items))
 	for _, it := range l.Items {
-		p := Pod{
-			Namespace: it.Metadata.Namespace, Name: it.Metadata.Name, UID: it.Metadata.UID,
-			Node: it.Spec.NodeName, Phase: it.Status.Phase,
-			Labels: it.Metadata.Labels, Annotations: it.Metadata.Annotations,
-		}
-		for _, c := range it.Status.ContainerStatuses {
-			p.declared = append(p.declared, c.Name)
-			if c.ContainerID != "" && c.State.Running != nil {
-				p.Containers = append(p.Containers, Container{Name: c.Name, ID: c.ContainerID})
-			}
-		}
-		pods = append(pods, p)
+		pods = append(pods, it.pod())
 	}
 	return pods, nil
+}
+
+// parsePod decodes one v1 Pod.
+func parsePod(data []byte) (Pod, error) {
+	var o podObject
+	if err := json.Unmarshal(data, &o); err != nil {
+		return Pod{}, fmt.Errorf("pod: %w", err)
+	}
+	if o.Kind != "" && o.Kind != "Pod" {
+		return Pod{}, fmt.Errorf("pod: kind %q, want Pod", o.Kind)
+	}
+	return o.pod(), nil
 }
 
 // FilePods reads a PodList from a file on every call: for nodes without

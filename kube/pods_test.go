@@ -79,3 +79,17 @@ func TestAPIPods(t *testing.T) {
 		t.Error("no node name accepted")
 	}
 }
+
+// TestParsePod: one pod object decodes as a list item does; a body that
+// is not a Pod (a list, a Status, broken JSON) is an error.
+func TestParsePod(t *testing.T) {
+	p, err := parsePod([]byte(`{"kind":"Pod","metadata":{"namespace":"shop","name":"orders"},"spec":{"nodeName":"n"},"status":{"phase":"Running","containerStatuses":[{"name":"app","containerID":"containerd://ab","state":{"running":{}}}]}}`))
+	if err != nil || p.Name != "orders" || p.Node != "n" || len(p.Containers) != 1 || p.Containers[0].ID != "containerd://ab" {
+		t.Errorf("%+v %v", p, err)
+	}
+	for _, bad := range []string{`{"kind":"PodList","items":[{}]}`, `{"kind":"Status","code":403}`, `{}],"items":[{`} {
+		if _, err := parsePod([]byte(bad)); err == nil {
+			t.Errorf("%s: parsed as a pod", bad)
+		}
+	}
+}
