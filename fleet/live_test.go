@@ -110,12 +110,7 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pushed := make(chan struct{})
-	go func() { pusher.Run(ctx); close(pushed) }()
-	ran := make(chan struct{})
-	go func() { d.Run(ctx); close(ran) }()
-	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+	runDaemon(t, d, pusher)
 
 	deadline := time.Now().Add(45 * time.Second)
 	for ingest.count() < 3 && time.Now().Before(deadline) {
@@ -171,6 +166,16 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	}
 }
 
+// runDaemon runs d and its pusher until the test ends, then stops both
+// (the daemon stops its profilers first).
+func runDaemon(t *testing.T, d *Daemon, pusher *pyroscope.Pusher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pushed, ran := make(chan struct{}), make(chan struct{})
+	go func() { pusher.Run(ctx); close(pushed) }()
+	go func() { d.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+}
+
 type lockedWriter struct {
 	mu *sync.Mutex
 	w  io.Writer
@@ -210,11 +215,7 @@ func TestLiveDaemonRealAsyncProfilerJFR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pushed, ran := make(chan struct{}), make(chan struct{})
-	go func() { pusher.Run(ctx); close(pushed) }()
-	go func() { d.Run(ctx); close(ran) }()
-	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+	runDaemon(t, d, pusher)
 	for i := 0; i < 2; i++ {
 		select {
 		case w := <-got:
@@ -269,11 +270,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pushed, ran := make(chan struct{}), make(chan struct{})
-	go func() { pusher.Run(ctx); close(pushed) }()
-	go func() { d.Run(ctx); close(ran) }()
-	t.Cleanup(func() { cancel(); <-ran; <-pushed })
+	runDaemon(t, d, pusher)
 	deadline := time.Now().Add(30 * time.Second)
 	for ingest.count() < 2 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
