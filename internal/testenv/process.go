@@ -94,6 +94,13 @@ func Start(t testing.TB, cmd *exec.Cmd) *Process {
 		_ = cmd.Process.Kill()
 		select {
 		case <-p.exited:
+			// A JVM killed with SIGKILL leaves its attach socket in /tmp;
+			// a later process given the same pid (a JVM with attach
+			// disabled, or one not yet listening) would appear to have
+			// been attached to.
+			for _, f := range []string{".java_pid", ".attach_pid"} {
+				os.Remove(fmt.Sprintf("/tmp/%s%d", f, p.PID))
+			}
 		case <-time.After(10 * time.Second):
 			t.Errorf("pid %d did not exit after SIGKILL", p.PID)
 		}
