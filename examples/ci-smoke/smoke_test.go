@@ -63,7 +63,13 @@ func TestServiceCanBeProfiledSafely(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		// A killed JVM leaves its attach socket behind for the next
+		// process that gets its pid.
+		os.Remove(fmt.Sprintf("/tmp/.java_pid%d", cmd.Process.Pid))
+	})
 	up := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
