@@ -398,21 +398,3 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met within 20s")
 }
-
-// TestLivePollingFallback starts a listener without inotify (as on file
-// systems that do not support it): the polling fallback finds the socket.
-func TestLivePollingFallback(t *testing.T) {
-	p := testenv.StartJVM(t, testenv.JVMSpec{})
-	useInotify = false
-	t.Cleanup(func() { useInotify = true })
-	tg, err := NewTarget(p.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := EnsureListener(ctxFor(t, 20*time.Second), tg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := NewClient(tg).Run(ctxFor(t, 10*time.Second), "jcmd", "VM.version"); err != nil {
-		t.Fatal(err)
-	}
-}

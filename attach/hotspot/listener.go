@@ -12,9 +12,6 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
-// useInotify is false only in tests of the polling fallback.
-var useInotify = true
-
 // sigquitBit is SIGQUIT's bit in the /proc status masks.
 const sigquitBit = 1 << (3 - 1)
 
@@ -34,18 +31,6 @@ func EnsureListener(ctx context.Context, t *Target) error {
 		return err
 	}
 	defer unix.Close(pidfd)
-	// Watch before signalling, so the socket cannot appear unseen.
-	w, werr := newSocketWatcher(t)
-	if !useInotify && werr == nil {
-		w.close()
-		werr = errors.New("inotify disabled")
-	}
-	if werr == nil {
-		defer w.close()
-	}
-	if socketExists(t) {
-		return nil
-	}
 	trigger, err := createTrigger(t)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNoListener, err)
@@ -60,10 +45,7 @@ func EnsureListener(ctx context.Context, t *Target) error {
 		}
 		return fmt.Errorf("pidfd_send_signal: %w", err)
 	}
-	if werr != nil {
-		return pollSocket(ctx, t, pidfd)
-	}
-	return w.wait(ctx, t, pidfd)
+	return waitForSocket(ctx, t, pidfd)
 }
 
 func socketExists(t *Target) bool {
@@ -135,76 +117,51 @@ func createTrigger(t *Target) (string, error) {
 	return "", errors.Join(errs...)
 }
 
-// socketWatcher waits for the socket with inotify on its directory (the
-// JVM binds <name>.tmp and renames it: IN_MOVED_TO; IN_CREATE covers a
-// direct bind).
-type socketWatcher struct {
-	fd int
-}
+// Socket polling. An idle JVM binds its socket 2-4 ms after SIGQUIT, a
+// busy one can take hundreds of milliseconds. The path is checked every
+// pollFine for the first pollFineFor, then at intervals growing by half up
+// to pollCoarse: a socket is seen within half a millisecond when it comes
+// quickly, and a slow JVM costs a few dozen stat calls. (inotify on the
+// directory was used before: closing an inotify instance waits for an
+// SRCU grace period in the kernel, 4-24 ms measured here, paid on every
+// cold attach, and again at exit if the fd is left open.)
+const (
+	pollFine    = 500 * time.Microsecond
+	pollFineFor = 50 * time.Millisecond
+	pollCoarse  = 20 * time.Millisecond
+)
 
-func newSocketWatcher(t *Target) (*socketWatcher, error) {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, err
-	}
-	dir := t.root(t.TmpDir)
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("inotify %s: %w", dir, err)
-	}
-	return &socketWatcher{fd: fd}, nil
-}
-
-func (w *socketWatcher) close() { unix.Close(w.fd) }
-
-// wait blocks until the socket exists, the target exits or ctx ends.
-func (w *socketWatcher) wait(ctx context.Context, t *Target, pidfd int) error {
-	buf := make([]byte, 4096)
+// waitForSocket waits until the socket exists, the target exits (its pidfd
+// becomes readable) or ctx ends.
+func waitForSocket(ctx context.Context, t *Target, pidfd int) error {
+	start := time.Now()
+	delay := pollFine
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {
 		if socketExists(t) {
 			return nil
 		}
-		timeout, err := pollTimeout(ctx, 50*time.Millisecond)
+		if time.Since(start) >= pollFineFor {
+			delay = min(delay*3/2, pollCoarse)
+		}
+		d, err := pollInterval(ctx, delay)
 		if err != nil {
 			return fmt.Errorf("%w: no attach socket at %s (%v)", ErrTimeout, t.SocketPath(), err)
 		}
-		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(pidfd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(fds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
-			return err
+		ts := unix.NsecToTimespec(d.Nanoseconds())
+		n, err := unix.Ppoll(fds, &ts, nil)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("poll pidfd: %w", err)
 		}
-		if fds[1].Revents&unix.POLLIN != 0 {
+		if n > 0 && fds[0].Revents&unix.POLLIN != 0 {
 			return fmt.Errorf("pid %d: %w while starting its attach listener", t.PID, ErrTargetExited)
-		}
-		if fds[0].Revents&unix.POLLIN != 0 {
-			_, _ = unix.Read(w.fd, buf) // drain; the loop re-checks the path
 		}
 	}
 }
 
-// pollSocket is the fallback where inotify is unavailable: short sleeps
-// growing to 20 ms, never longer, so an idle JVM (socket ~1 ms after
-// SIGQUIT) is seen within a few milliseconds.
-func pollSocket(ctx context.Context, t *Target, pidfd int) error {
-	delay := time.Millisecond
-	for {
-		if socketExists(t) {
-			return nil
-		}
-		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		timeout, err := pollTimeout(ctx, delay)
-		if err != nil {
-			return fmt.Errorf("%w: no attach socket at %s (%v)", ErrTimeout, t.SocketPath(), err)
-		}
-		if n, _ := unix.Poll(fds, timeout); n > 0 {
-			return fmt.Errorf("pid %d: %w while starting its attach listener", t.PID, ErrTargetExited)
-		}
-		delay = min(delay*2, 20*time.Millisecond)
-	}
-}
-
-// pollTimeout converts the time left in ctx into a poll(2) timeout capped
-// at max, or returns ctx's error when it is over.
-func pollTimeout(ctx context.Context, max time.Duration) (int, error) {
+// pollInterval is the time to wait before the next check: max, or what is
+// left of ctx when that is less; ctx's error once it is over.
+func pollInterval(ctx context.Context, max time.Duration) (time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -217,9 +174,5 @@ func pollTimeout(ctx context.Context, max time.Duration) (int, error) {
 	if d <= 0 {
 		return 0, context.DeadlineExceeded
 	}
-	ms := int(d / time.Millisecond)
-	if ms == 0 {
-		ms = 1
-	}
-	return ms, nil
+	return d, nil
 }
