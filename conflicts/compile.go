@@ -2,12 +2,8 @@ package conflicts
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-
-	version "github.com/hashicorp/go-version"
 )
 
 // RuleSet is a checked, compiled, immutable set of rules: every fact name,
@@ -41,8 +37,8 @@ type cond struct {
 	fact, op   string
 	args       []string
 	orUnknown  bool
-	constraint version.Constraints // op "version"
-	number     int                 // ops "above", "below"
+	constraint constraints // op "version"
+	number     int         // ops "above", "below"
 }
 
 var leafOps = []string{"equals", "equals_fact", "one_of", "contains", "present", "version", "above", "below"}
@@ -69,7 +65,18 @@ func Compile(rules ...Rule) (*RuleSet, error) {
 	return s, nil
 }
 
-var idRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`) })
+// validID reports whether id is lower-case words joined by single '-'.
+func validID(id string) bool {
+	if id == "" || id[0] == '-' || id[len(id)-1] == '-' || strings.Contains(id, "--") {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < 'a' || c > 'z') && !isDigit(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 func compileRule(r *Rule) (*compiledRule, error) {
 	src := r.Source
@@ -77,7 +84,7 @@ func compileRule(r *Rule) (*compiledRule, error) {
 		src = "rule " + r.ID
 	}
 	switch {
-	case !idRe().MatchString(r.ID):
+	case !validID(r.ID):
 		return nil, errAt(src, 0, "rule id %q: use lower-case words joined by '-'", r.ID)
 	case r.Title == "":
 		return nil, errAt(src, 0, "rule %s: no title", r.ID)
@@ -220,16 +227,37 @@ func compileLeaf(src string, c *Condition, out *cond) error {
 	return nil
 }
 
-var placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([^{}]*)\}`) })
-
 // checkTemplate checks that every {fact} placeholder names a known fact.
 func checkTemplate(s string) error {
-	for _, m := range placeholderRe().FindAllStringSubmatch(s, -1) {
-		if _, ok := lookupInfo(strings.TrimSuffix(m[1], ".note")); !ok {
-			return fmt.Errorf("template names unknown fact {%s}", m[1])
+	for _, name := range placeholders(s) {
+		if _, ok := lookupInfo(strings.TrimSuffix(name, ".note")); !ok {
+			return fmt.Errorf("template names unknown fact {%s}", name)
 		}
 	}
 	return nil
+}
+
+// placeholders returns the names inside {…} in s: a '{' followed by no
+// brace up to the next '}'.
+func placeholders(s string) []string {
+	var out []string
+	for {
+		open := strings.IndexByte(s, '{')
+		if open < 0 {
+			return out
+		}
+		s = s[open+1:]
+		end := strings.IndexAny(s, "{}")
+		if end < 0 {
+			return out
+		}
+		if s[end] == '}' {
+			out = append(out, s[:end])
+			s = s[end+1:]
+		} else {
+			s = s[end:]
+		}
+	}
 }
 
 // errAt makes a ParseError from a rule's "file:line" source and a line

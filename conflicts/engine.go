@@ -342,19 +342,42 @@ func (e *evaluation) leaf(c *cond) tri {
 	return res
 }
 
-// render fills {fact} and {fact.note} placeholders.
+// render fills {fact} and {fact.note} placeholders (as placeholders finds
+// them; other braces are kept).
 func render(tmpl string, facts Facts) string {
-	return placeholderRe().ReplaceAllStringFunc(tmpl, func(m string) string {
-		name := m[1 : len(m)-1]
-		if base, ok := strings.CutSuffix(name, ".note"); ok {
-			if f, ok := facts[base]; ok && f.Note != "" {
-				return f.Note
-			}
-			return "no detail"
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(tmpl, '{')
+		if open < 0 {
+			break
 		}
-		if f, ok := facts[name]; ok {
-			return f.display()
+		end := strings.IndexAny(tmpl[open+1:], "{}")
+		if end < 0 {
+			break
 		}
-		return "(not set)"
-	})
+		end += open + 1
+		if tmpl[end] == '{' {
+			b.WriteString(tmpl[:end])
+			tmpl = tmpl[end:]
+			continue
+		}
+		b.WriteString(tmpl[:open])
+		b.WriteString(fill(tmpl[open+1:end], facts))
+		tmpl = tmpl[end+1:]
+	}
+	b.WriteString(tmpl)
+	return b.String()
+}
+
+func fill(name string, facts Facts) string {
+	if base, ok := strings.CutSuffix(name, ".note"); ok {
+		if f, ok := facts[base]; ok && f.Note != "" {
+			return f.Note
+		}
+		return "no detail"
+	}
+	if f, ok := facts[name]; ok {
+		return f.display()
+	}
+	return "(not set)"
 }

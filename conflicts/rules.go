@@ -274,7 +274,7 @@ func (p *parser) rule(n *yaml.Node) (*Rule, error) {
 	if r.ID, err = p.str(f["id"], "id"); err != nil {
 		return nil, err
 	}
-	if !idRe().MatchString(r.ID) {
+	if !validID(r.ID) {
 		return nil, p.errf(f["id"], "rule id %q: use lower-case words joined by '-'", r.ID)
 	}
 	if r.Title, err = p.str(f["title"], "title"); err != nil {

@@ -1,6 +1,10 @@
 package conflicts
 
-import "testing"
+import (
+	"os"
+	"strings"
+	"testing"
+)
 
 func TestVersionQuirks(t *testing.T) {
 	for _, c := range []struct {
@@ -43,4 +47,79 @@ func TestVersionQuirks(t *testing.T) {
 	if _, err := ParseVersion("not a version"); err == nil {
 		t.Error("garbage parsed")
 	}
+}
+
+func TestVersionParsing(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"1.8.0_412", "8.0.412"},
+		{"1.8.0_412-b08", "8.0.412"},
+		{"17.0.15+6-Debian-1deb12u1", "17.0.15"},
+		{"5.3.0-0-g54eaed1d8b56b1aa528be3bdd1877e59c56fa90c", "5.3.0"},
+		{"3.0-2dba71f", "3.0-2dba71f"},
+		{"21-ea", "21-ea"},
+		{"v2.10", "2.10"},
+		{"1.0beta.2", "1.0-beta.2"},
+		{"25", "25"},
+	} {
+		v, err := ParseVersion(c.in)
+		if err != nil {
+			t.Errorf("%s: %v", c.in, err)
+			continue
+		}
+		if v.String() != c.want {
+			t.Errorf("%s parsed as %s, want %s", c.in, v, c.want)
+		}
+	}
+	for _, bad := range []string{"", "x", ".1", "1.", "1..2", "1.2-", "1.2-a..b", "1.2-a$b",
+		"99999999999999999999999", "1.2.3.4.5.6.7.8.9", strings.Repeat("1", 200)} {
+		if v, err := ParseVersion(bad); err == nil {
+			t.Errorf("%q parsed as %s", bad, v)
+		}
+	}
+}
+
+func TestVersionOrder(t *testing.T) {
+	// Each is older than the next.
+	order := []string{"3.0-2dba71f", "3.0", "3.0.1", "4.0-rc.1", "4.0-rc.2", "4.0-rc.10", "4.0-rc.a", "4.0", "17", "17.0.1"}
+	for i := range order {
+		for j := range order {
+			a, _ := ParseVersion(order[i])
+			b, _ := ParseVersion(order[j])
+			if got, want := a.Compare(b), cmpInt(i, j); got != want {
+				t.Errorf("%s vs %s = %d, want %d", order[i], order[j], got, want)
+			}
+		}
+	}
+	if _, err := parseConstraint("~> 4"); err == nil {
+		t.Error("~> with one segment accepted")
+	}
+	if _, err := parseConstraint(">= 1.0, "); err == nil {
+		t.Error("empty constraint accepted")
+	}
+}
+
+// FuzzParseVersion (seeds: testdata/versions.txt): any input parses or fails without panicking, and a
+// parsed version reads back as itself and equals itself.
+func FuzzParseVersion(f *testing.F) {
+	seeds, err := os.ReadFile("testdata/versions.txt")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range strings.Split(strings.TrimSpace(string(seeds)), "\n") {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := ParseVersion(s)
+		if err != nil {
+			_, _ = parseConstraint(s)
+			return
+		}
+		w, err := ParseVersion(v.String())
+		if err != nil {
+			t.Fatalf("%q → %q does not parse: %v", s, v, err)
+		}
+		if v.Compare(w) != 0 || w.Compare(v) != 0 {
+			t.Fatalf("%q → %q compares unequal to itself", s, v)
+		}
+	})
 }
