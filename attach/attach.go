@@ -250,20 +250,29 @@ func (c *call) watched(ctx context.Context, step string, fn func(context.Context
 	if c.opts.NoWatch {
 		return fn(ctx)
 	}
+	interval := c.opts.WatchInterval
+	if interval <= 0 {
+		interval = diagnose.DefaultWatchInterval
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	var report *diagnose.Report
 	done := make(chan struct{})
-	go func() {
+	// The watcher starts only once the step has lasted one interval:
+	// most steps take a millisecond, and a goroutine started for each
+	// of them costs a thread wake-up in every CLI run.
+	watcher := time.AfterFunc(interval, func() {
 		defer close(done)
-		r, _ := diagnose.Watch(wctx, c.pid, diagnose.WatchOptions{Interval: c.opts.WatchInterval})
+		r, _ := diagnose.Watch(wctx, c.pid, diagnose.WatchOptions{Interval: interval})
 		if r != nil {
 			report = r
 			cancel()
 		}
-	}()
+	})
 	err := fn(wctx)
 	cancel()
-	<-done
+	if !watcher.Stop() {
+		<-done // it started: wait for it to see the cancel
+	}
 	if report != nil {
 		c.log.Warn("safeattach: deadlock recognised", "pid", c.pid, "step", step, "pattern", report.Pattern)
 		return &HangError{PID: c.pid, Step: step, Report: report,

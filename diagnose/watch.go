@@ -8,6 +8,9 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
+// DefaultWatchInterval is Watch's time between samples.
+const DefaultWatchInterval = 250 * time.Millisecond
+
 // WatchOptions tune Watch. The zero value samples every 250 ms and
 // confirms a deadlock over one second.
 type WatchOptions struct {
@@ -35,7 +38,7 @@ type WatchOptions struct {
 // only while the process makes no progress.
 func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
 	if opts.Interval <= 0 {
-		opts.Interval = 250 * time.Millisecond
+		opts.Interval = DefaultWatchInterval
 	}
 	if opts.Confirm <= 0 {
 		opts.Confirm = time.Second
@@ -50,11 +53,18 @@ func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
 		stillBase map[int]taskSample
 		seenSince time.Time // when the deadlock was first recognised
 	)
-	for {
-		select {
-		case <-ctx.Done():
+	for first := true; ; first = false {
+		// The first sample is taken at once: a caller that starts Watch
+		// only once its step has run for a while (attach does) loses no
+		// time.
+		if !first {
+			select {
+			case <-ctx.Done():
+				return nil, nil
+			case <-tick.C:
+			}
+		} else if ctx.Err() != nil {
 			return nil, nil
-		case <-tick.C:
 		}
 		now, err := taskTicks(p)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -39,7 +38,11 @@ func checkSocket(t *Target) error {
 // which is retried with a growing pause inside the deadline, as is
 // ECONNREFUSED while the process is alive (a listener being restarted).
 // A JVM that is gone is ErrTargetExited, whatever the socket said.
-func dial(ctx context.Context, t *Target) (*net.UnixConn, error) {
+//
+// The connection is a non-blocking socket in an *os.File: the runtime's
+// poller gives it deadlines, and the net package (its resolver and
+// initialisation, a megabyte of binary) is not needed for one unix socket.
+func dial(ctx context.Context, t *Target) (*os.File, error) {
 	pause := time.Millisecond
 	for {
 		conn, err := dialOnce(ctx, t)
@@ -66,7 +69,7 @@ func dial(ctx context.Context, t *Target) (*net.UnixConn, error) {
 	}
 }
 
-func dialOnce(ctx context.Context, t *Target) (*net.UnixConn, error) {
+func dialOnce(ctx context.Context, t *Target) (*os.File, error) {
 	if err := checkSocket(t); err != nil {
 		return nil, err
 	}
@@ -81,12 +84,12 @@ func dialOnce(ctx context.Context, t *Target) (*net.UnixConn, error) {
 		defer dir.Close()
 		path = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
 	}
-	var conn *net.UnixConn
+	var conn *os.File
 	var err error
 	if os.Geteuid() == 0 && t.needsExactCredentials() && (t.UID != 0 || t.GID != 0) {
-		conn, err = dialAs(ctx, path, t.UID, t.GID)
+		conn, err = dialAs(path, t.UID, t.GID)
 	} else {
-		conn, err = dialUnix(ctx, path)
+		conn, err = dialUnix(path)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -101,18 +104,24 @@ func dialOnce(ctx context.Context, t *Target) (*net.UnixConn, error) {
 	return conn, nil
 }
 
-func dialUnix(ctx context.Context, path string) (*net.UnixConn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+// dialUnix connects a non-blocking unix socket to path. Connecting to a
+// listening unix socket completes at once or fails with EAGAIN when its
+// backlog is full (dial retries that); it never waits.
+func dialUnix(path string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("socket", err)
 	}
-	return c.(*net.UnixConn), nil
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("connect", err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // checkPeer verifies with SO_PEERCRED that the listening end is the target
 // process itself (pid as seen from our namespace) and runs as its user.
-func checkPeer(conn *net.UnixConn, t *Target) error {
+func checkPeer(conn *os.File, t *Target) error {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return err
@@ -146,9 +155,9 @@ const overflowUID = 65534
 // (Go's syscall.Setuid would change every thread of the process), undone
 // before the thread is released. If undoing fails the goroutine exits with
 // the thread still locked, and the runtime discards that thread.
-func dialAs(ctx context.Context, path string, uid, gid uint32) (*net.UnixConn, error) {
+func dialAs(path string, uid, gid uint32) (*os.File, error) {
 	type result struct {
-		conn *net.UnixConn
+		conn *os.File
 		err  error
 	}
 	ch := make(chan result, 1)
@@ -167,44 +176,12 @@ func dialAs(ctx context.Context, path string, uid, gid uint32) (*net.UnixConn, e
 		}
 		// connect(2) happens on this thread: SO_PEERCRED records the
 		// credentials of the thread that connects.
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err == nil {
-			err = connectWithDeadline(ctx, fd, path)
-		}
+		conn, err := dialUnix(path)
 		restored = restoreThreadCreds() == nil
-		if err != nil {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			ch <- result{err: err}
-			return
-		}
-		f := os.NewFile(uintptr(fd), "attach")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ch <- result{conn: c.(*net.UnixConn)}
+		ch <- result{conn: conn, err: err}
 	}()
 	r := <-ch
 	return r.conn, r.err
-}
-
-// connectWithDeadline connects a blocking unix socket. Connecting to a
-// listening unix socket does not block unless its backlog is full; the
-// deadline still bounds that case through SO_SNDTIMEO.
-func connectWithDeadline(ctx context.Context, fd int, path string) error {
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return context.DeadlineExceeded
-		}
-		tv := unix.NsecToTimeval(left.Nanoseconds())
-		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-	}
-	return unix.Connect(fd, &unix.SockaddrUnix{Name: path})
 }
 
 func setThreadCreds(uid, gid int) error {

@@ -328,7 +328,7 @@ func TestThreadCredentialSwitch(t *testing.T) {
 		})
 		c.Close()
 	}()
-	conn, err := dialAs(ctxFor(t, 5*time.Second), path, 65534, 65534)
+	conn, err := dialAs(path, 65534, 65534)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Protocol limits (docs/attach-protocol.md).
@@ -197,7 +199,7 @@ func (c *Client) roundTrip(ctx context.Context, req []byte, out io.Writer, cmd s
 	if _, err := conn.Write(req); err != nil {
 		return 0, c.ioError(ctx, err, "send "+cmd)
 	}
-	_ = conn.CloseWrite()
+	_ = shutdownWrite(conn)
 	r := bufio.NewReaderSize(conn, 64<<10)
 	line, err := readStatusLine(r)
 	if err != nil {
@@ -242,8 +244,21 @@ func (c *Client) ioError(ctx context.Context, err error, what string) error {
 }
 
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// shutdownWrite half-closes the connection: the JVM reads the request to
+// EOF before it answers.
+func shutdownWrite(conn *os.File) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Per-JVM serialisation: one request at a time per (pid, start time).
