@@ -2,6 +2,8 @@ package conflicts
 
 import (
 	"fmt"
+	"iter"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -50,9 +52,15 @@ const maxConditionDepth = 32
 // constraint, a template naming an unknown fact, a block without a
 // remedy, a duplicate ID — is an error naming the rule's source and line.
 func Compile(rules ...Rule) (*RuleSet, error) {
+	return compile(rules, false)
+}
+
+// compile compiles rules; owned rules (the embedded ones, static data
+// never written) are referenced rather than deep-copied first.
+func compile(rules []Rule, owned bool) (*RuleSet, error) {
 	s := &RuleSet{byID: make(map[string]*compiledRule, len(rules))}
 	for i := range rules {
-		cr, err := compileRule(&rules[i])
+		cr, err := compileRule(&rules[i], owned)
 		if err != nil {
 			return nil, err
 		}
@@ -78,7 +86,7 @@ func validID(id string) bool {
 	return true
 }
 
-func compileRule(r *Rule) (*compiledRule, error) {
+func compileRule(r *Rule, owned bool) (*compiledRule, error) {
 	src := r.Source
 	if src == "" {
 		src = "rule " + r.ID
@@ -90,12 +98,16 @@ func compileRule(r *Rule) (*compiledRule, error) {
 		return nil, errAt(src, 0, "rule %s: no title", r.ID)
 	case len(r.Cases) == 0:
 		return nil, errAt(src, 0, "rule %s: want a non-empty 'cases:' list", r.ID)
+	case slices.Contains(r.Cases, nil):
+		return nil, errAt(src, 0, "rule %s: a nil case", r.ID)
 	}
-	cr := &compiledRule{spec: cloneRule(r)}
-	for _, c := range r.Cases {
-		if c == nil {
-			return nil, errAt(src, 0, "rule %s: a nil case", r.ID)
-		}
+	// The compiled form refers to its own copy of the rule (its argument
+	// lists, its strings): nothing the caller keeps can change it.
+	cr := &compiledRule{spec: *r}
+	if !owned {
+		cr.spec = cloneRule(r)
+	}
+	for _, c := range cr.spec.Cases {
 		var sev Severity
 		if err := sev.UnmarshalText([]byte(c.Severity)); err != nil {
 			return nil, errAt(src, c.Line, "%v", err)
@@ -176,7 +188,7 @@ func compileLeaf(src string, c *Condition, out *cond) error {
 	if !ok {
 		return errAt(src, c.Line, "unknown fact %q%s", c.Fact, suggest(c.Fact))
 	}
-	out.fact, out.op, out.args, out.orUnknown = c.Fact, c.Op, append([]string(nil), c.Args...), c.OrUnknown
+	out.fact, out.op, out.args, out.orUnknown = c.Fact, c.Op, c.Args, c.OrUnknown
 	known := false
 	for _, op := range leafOps {
 		known = known || op == c.Op
@@ -229,7 +241,7 @@ func compileLeaf(src string, c *Condition, out *cond) error {
 
 // checkTemplate checks that every {fact} placeholder names a known fact.
 func checkTemplate(s string) error {
-	for _, name := range placeholders(s) {
+	for name := range placeholders(s) {
 		if _, ok := lookupInfo(strings.TrimSuffix(name, ".note")); !ok {
 			return fmt.Errorf("template names unknown fact {%s}", name)
 		}
@@ -237,25 +249,28 @@ func checkTemplate(s string) error {
 	return nil
 }
 
-// placeholders returns the names inside {…} in s: a '{' followed by no
+// placeholders yields the names inside {…} in s: a '{' followed by no
 // brace up to the next '}'.
-func placeholders(s string) []string {
-	var out []string
-	for {
-		open := strings.IndexByte(s, '{')
-		if open < 0 {
-			return out
-		}
-		s = s[open+1:]
-		end := strings.IndexAny(s, "{}")
-		if end < 0 {
-			return out
-		}
-		if s[end] == '}' {
-			out = append(out, s[:end])
+func placeholders(s string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for {
+			open := strings.IndexByte(s, '{')
+			if open < 0 {
+				return
+			}
+			s = s[open+1:]
+			end := strings.IndexAny(s, "{}")
+			if end < 0 {
+				return
+			}
+			if s[end] == '{' {
+				s = s[end:]
+				continue
+			}
+			if !yield(s[:end]) {
+				return
+			}
 			s = s[end+1:]
-		} else {
-			s = s[end:]
 		}
 	}
 }

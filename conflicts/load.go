@@ -3,6 +3,7 @@ package conflicts
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/safeattach/safeattach/internal/safefile"
@@ -23,7 +24,7 @@ func Default() *RuleSet {
 	return set
 }
 
-var defaultSet = sync.OnceValues(func() (*RuleSet, error) { return Compile(embeddedRules()...) })
+var defaultSet = sync.OnceValues(func() (*RuleSet, error) { return compile(embeddedRules(), true) })
 
 // Load returns the embedded rules plus the rules in files. Each file is
 // read under ctx as hostile input: a FIFO, a device or a file over
@@ -37,7 +38,7 @@ func Load(ctx context.Context, files ...string) (*RuleSet, error) {
 		}
 		return Default(), nil
 	}
-	rules := embeddedRules()
+	rules := slices.Clone(embeddedRules())
 	for _, f := range files {
 		rf, err := safefile.Read(ctx, f, MaxRuleFileSize, safefile.Options{})
 		if err != nil {

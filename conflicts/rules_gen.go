@@ -2,869 +2,872 @@
 
 package conflicts
 
-// embeddedRules returns the knowledge base of rules/*.yaml as data.
-func embeddedRules() []Rule {
-	return []Rule{
-		{
-			ID: "jemalloc-heap-profiler",
-			Title: "An agent that allocates under the loader lock deadlocks a JVM whose jemalloc " +
-				"samples stacks with libunwind",
-			Description: "Thread A (the Attach Listener, inside the agent) holds glibc's " +
-				"dl_load_write_lock in dl_iterate_phdr and mallocs; jemalloc takes a profiling " +
-				"sample and waits for libunwind's global cache lock. Thread B, any application " +
-				"thread in a sampled malloc, holds that lock and calls dl_iterate_phdr. Every " +
-				"thread piles up behind the two locks: the VM goes idle, health checks time out, " +
-				"jstack hangs.\n",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1147",
-				"https://github.com/async-profiler/async-profiler/issues/1151",
-			},
-			Source: "rules/default.yaml:44",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 59, All: []*Condition{
-						{Line: 19, Any: []*Condition{
-							{Line: 21, All: []*Condition{
-								{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
-							}},
-							{Line: 23, All: []*Condition{
-								{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-								{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-								{Line: 26, Any: []*Condition{
-									{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
-									{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-								}},
-							}},
-							{Line: 29, All: []*Condition{
-								{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
-								{Line: 31, Any: []*Condition{
-									{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
-									{Line: 33, All: []*Condition{
-										{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-										{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-									}},
-								}},
+// embeddedRules returns the knowledge base of rules/*.yaml. The data is
+// static (laid out by the linker, built by no code at start-up) and
+// must never be written: Compile copies what it is given, and the
+// embedded set refers to it read-only.
+func embeddedRules() []Rule { return embeddedRuleData }
+
+var embeddedRuleData = []Rule{
+	{
+		ID: "jemalloc-heap-profiler",
+		Title: "An agent that allocates under the loader lock deadlocks a JVM whose jemalloc " +
+			"samples stacks with libunwind",
+		Description: "Thread A (the Attach Listener, inside the agent) holds glibc's " +
+			"dl_load_write_lock in dl_iterate_phdr and mallocs; jemalloc takes a profiling " +
+			"sample and waits for libunwind's global cache lock. Thread B, any application " +
+			"thread in a sampled malloc, holds that lock and calls dl_iterate_phdr. Every " +
+			"thread piles up behind the two locks: the VM goes idle, health checks time out, " +
+			"jstack hangs.\n",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1147",
+			"https://github.com/async-profiler/async-profiler/issues/1151",
+		},
+		Source: "rules/default.yaml:44",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 59, All: []*Condition{
+					{Line: 19, Any: []*Condition{
+						{Line: 21, All: []*Condition{
+							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
+						}},
+						{Line: 23, All: []*Condition{
+							{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+							{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
+							{Line: 26, Any: []*Condition{
+								{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
+								{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
 							}},
 						}},
-						{Line: 61, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 62, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
-						{Line: 63, Fact: "jemalloc.unwinder", Op: "one_of", Args: []string{"libunwind"}, OrUnknown: true},
-					}},
-					Message: "jemalloc {jemalloc.version} at {jemalloc.present.note} has heap profiling " +
-						"active ({jemalloc.prof.state.note}) with backtraces through " +
-						"{jemalloc.unwinder}, and the agent {agent.description} allocates under the " +
-						"loader lock: attaching it deadlocks the JVM (async-profiler #1147)",
-					Remedy: "Use async-profiler 4.0 or later (it no longer allocates under the loader lock), " +
-						"or restart the JVM without jemalloc heap profiling (MALLOC_CONF without " +
-						"prof:true).",
-					Line: 57,
-				},
-				{
-					Severity: Warn,
-					When: &Condition{Line: 74, All: []*Condition{
-						{Line: 19, Any: []*Condition{
-							{Line: 21, All: []*Condition{
-								{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
-							}},
-							{Line: 23, All: []*Condition{
-								{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-								{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-								{Line: 26, Any: []*Condition{
-									{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
-									{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-								}},
-							}},
-							{Line: 29, All: []*Condition{
-								{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
-								{Line: 31, Any: []*Condition{
-									{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
-									{Line: 33, All: []*Condition{
-										{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-										{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-									}},
+						{Line: 29, All: []*Condition{
+							{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
+							{Line: 31, Any: []*Condition{
+								{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
+								{Line: 33, All: []*Condition{
+									{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+									{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
 								}},
 							}},
 						}},
-						{Line: 76, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 77, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
 					}},
-					Message: "jemalloc {jemalloc.version} has heap profiling {jemalloc.prof.state} with the " +
-						"{jemalloc.unwinder} unwinder and the agent {agent.description} allocates under " +
-						"the loader lock; this combination did not hang in our reproductions, but " +
-						"profiling switched on at run time (mallctl prof.active) or a libunwind unwinder " +
-						"would make it deadlock",
-					Remedy: "Prefer async-profiler 4.0 or later; do not turn jemalloc profiling on while the " +
-						"agent loads.",
-					Line: 72,
-				},
-				{
-					Severity: Info,
-					When: &Condition{Line: 87, All: []*Condition{
-						{Line: 36, All: []*Condition{
-							{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-							{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
+					{Line: 61, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 62, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
+					{Line: 63, Fact: "jemalloc.unwinder", Op: "one_of", Args: []string{"libunwind"}, OrUnknown: true},
+				}},
+				Message: "jemalloc {jemalloc.version} at {jemalloc.present.note} has heap profiling " +
+					"active ({jemalloc.prof.state.note}) with backtraces through " +
+					"{jemalloc.unwinder}, and the agent {agent.description} allocates under the " +
+					"loader lock: attaching it deadlocks the JVM (async-profiler #1147)",
+				Remedy: "Use async-profiler 4.0 or later (it no longer allocates under the loader lock), " +
+					"or restart the JVM without jemalloc heap profiling (MALLOC_CONF without " +
+					"prof:true).",
+				Line: 57,
+			},
+			{
+				Severity: Warn,
+				When: &Condition{Line: 74, All: []*Condition{
+					{Line: 19, Any: []*Condition{
+						{Line: 21, All: []*Condition{
+							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
 						}},
-						{Line: 89, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 90, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
-					}},
-					Message: "jemalloc heap profiling is {jemalloc.prof.state}, and async-profiler " +
-						"{agent.version} is safe with it: since 4.0 it does not allocate under the " +
-						"loader lock (the fix for #1147)",
-					Line: 85,
-				},
-			},
-		},
-		{
-			ID: "tcmalloc-heap-profiler",
-			Title: "An agent that allocates under the loader lock deadlocks a JVM whose tcmalloc " +
-				"captures stacks",
-			Description: "The agent's dl_iterate_phdr callback mallocs and tcmalloc needs pageheap_lock, " +
-				"while a tcmalloc thread holding pageheap_lock captures a stack, which needs the " +
-				"loader lock. With gperftools 2.10 and older the page-heap growth path captures " +
-				"stacks even without HEAPPROFILE (gperftools #1159, fixed in 2.11). Minimal " +
-				"tcmalloc captures no stacks.\n",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1151",
-				"https://github.com/gperftools/gperftools/issues/1159",
-			},
-			Source: "rules/default.yaml:96",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 110, All: []*Condition{
-						{Line: 19, Any: []*Condition{
-							{Line: 21, All: []*Condition{
-								{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
+						{Line: 23, All: []*Condition{
+							{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+							{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
+							{Line: 26, Any: []*Condition{
+								{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
+								{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
 							}},
-							{Line: 23, All: []*Condition{
-								{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-								{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-								{Line: 26, Any: []*Condition{
-									{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
-									{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-								}},
-							}},
-							{Line: 29, All: []*Condition{
-								{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
-								{Line: 31, Any: []*Condition{
-									{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
-									{Line: 33, All: []*Condition{
-										{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-										{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-									}},
+						}},
+						{Line: 29, All: []*Condition{
+							{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
+							{Line: 31, Any: []*Condition{
+								{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
+								{Line: 33, All: []*Condition{
+									{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+									{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
 								}},
 							}},
 						}},
-						{Line: 112, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 113, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
-						{Line: 114, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}, OrUnknown: true},
 					}},
-					Message: "gperftools {tcmalloc.version} tcmalloc at {tcmalloc.present.note} runs its heap " +
-						"profiler ({tcmalloc.heap_profiler.note}), and the agent {agent.description} " +
-						"allocates under the loader lock: attaching it deadlocks the JVM (async-profiler " +
-						"#1151)",
-					Remedy: "Use async-profiler 4.0 or later, or restart the JVM without " +
-						"HEAPPROFILE/HEAPCHECK, or with libtcmalloc_minimal.",
-					Line: 108,
-				},
-				{
-					Severity: Block,
-					When: &Condition{Line: 124, All: []*Condition{
-						{Line: 19, Any: []*Condition{
-							{Line: 21, All: []*Condition{
-								{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
+					{Line: 76, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 77, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
+				}},
+				Message: "jemalloc {jemalloc.version} has heap profiling {jemalloc.prof.state} with the " +
+					"{jemalloc.unwinder} unwinder and the agent {agent.description} allocates under " +
+					"the loader lock; this combination did not hang in our reproductions, but " +
+					"profiling switched on at run time (mallctl prof.active) or a libunwind unwinder " +
+					"would make it deadlock",
+				Remedy: "Prefer async-profiler 4.0 or later; do not turn jemalloc profiling on while the " +
+					"agent loads.",
+				Line: 72,
+			},
+			{
+				Severity: Info,
+				When: &Condition{Line: 87, All: []*Condition{
+					{Line: 36, All: []*Condition{
+						{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
+					}},
+					{Line: 89, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 90, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
+				}},
+				Message: "jemalloc heap profiling is {jemalloc.prof.state}, and async-profiler " +
+					"{agent.version} is safe with it: since 4.0 it does not allocate under the " +
+					"loader lock (the fix for #1147)",
+				Line: 85,
+			},
+		},
+	},
+	{
+		ID: "tcmalloc-heap-profiler",
+		Title: "An agent that allocates under the loader lock deadlocks a JVM whose tcmalloc " +
+			"captures stacks",
+		Description: "The agent's dl_iterate_phdr callback mallocs and tcmalloc needs pageheap_lock, " +
+			"while a tcmalloc thread holding pageheap_lock captures a stack, which needs the " +
+			"loader lock. With gperftools 2.10 and older the page-heap growth path captures " +
+			"stacks even without HEAPPROFILE (gperftools #1159, fixed in 2.11). Minimal " +
+			"tcmalloc captures no stacks.\n",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1151",
+			"https://github.com/gperftools/gperftools/issues/1159",
+		},
+		Source: "rules/default.yaml:96",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 110, All: []*Condition{
+					{Line: 19, Any: []*Condition{
+						{Line: 21, All: []*Condition{
+							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
+						}},
+						{Line: 23, All: []*Condition{
+							{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+							{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
+							{Line: 26, Any: []*Condition{
+								{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
+								{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
 							}},
-							{Line: 23, All: []*Condition{
-								{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-								{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-								{Line: 26, Any: []*Condition{
-									{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
-									{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+						}},
+						{Line: 29, All: []*Condition{
+							{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
+							{Line: 31, Any: []*Condition{
+								{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
+								{Line: 33, All: []*Condition{
+									{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+									{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
 								}},
 							}},
-							{Line: 29, All: []*Condition{
-								{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
-								{Line: 31, Any: []*Condition{
-									{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
-									{Line: 33, All: []*Condition{
-										{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
-										{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
-									}},
+						}},
+					}},
+					{Line: 112, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 113, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 114, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}, OrUnknown: true},
+				}},
+				Message: "gperftools {tcmalloc.version} tcmalloc at {tcmalloc.present.note} runs its heap " +
+					"profiler ({tcmalloc.heap_profiler.note}), and the agent {agent.description} " +
+					"allocates under the loader lock: attaching it deadlocks the JVM (async-profiler " +
+					"#1151)",
+				Remedy: "Use async-profiler 4.0 or later, or restart the JVM without " +
+					"HEAPPROFILE/HEAPCHECK, or with libtcmalloc_minimal.",
+				Line: 108,
+			},
+			{
+				Severity: Block,
+				When: &Condition{Line: 124, All: []*Condition{
+					{Line: 19, Any: []*Condition{
+						{Line: 21, All: []*Condition{
+							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
+						}},
+						{Line: 23, All: []*Condition{
+							{Line: 24, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+							{Line: 25, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
+							{Line: 26, Any: []*Condition{
+								{Line: 27, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}, OrUnknown: true},
+								{Line: 28, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+							}},
+						}},
+						{Line: 29, All: []*Condition{
+							{Line: 30, Fact: "agent.kind", Op: "equals", Args: []string{"datadog-java-profiler"}},
+							{Line: 31, Any: []*Condition{
+								{Line: 32, Fact: "agent.version", Op: "version", Args: []string{">= 1.13, < 1.29"}},
+								{Line: 33, All: []*Condition{
+									{Line: 34, Fact: "agent.version", Op: "present", Args: []string{"false"}},
+									{Line: 35, Fact: "agent.imports", Op: "contains", Args: []string{"dl_iterate_phdr"}},
 								}},
 							}},
 						}},
-						{Line: 126, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 127, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
-						{Line: 128, Fact: "tcmalloc.version", Op: "version", Args: []string{"<= 2.10"}, OrUnknown: true},
 					}},
-					Message: "gperftools {tcmalloc.version} full tcmalloc captures stacks while holding " +
-						"pageheap_lock when its heap grows (fixed in 2.11), even without the heap " +
-						"profiler, and the agent {agent.description} allocates under the loader lock: " +
-						"attaching it can deadlock the JVM",
-					Remedy: "Use async-profiler 4.0 or later, or run the JVM with gperftools 2.11+ or " +
-						"libtcmalloc_minimal.",
-					Line: 122,
-				},
-				{
-					Severity: Info,
-					When: &Condition{Line: 136, All: []*Condition{
-						{Line: 36, All: []*Condition{
-							{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-							{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
-						}},
-						{Line: 138, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 139, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 126, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 127, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 128, Fact: "tcmalloc.version", Op: "version", Args: []string{"<= 2.10"}, OrUnknown: true},
+				}},
+				Message: "gperftools {tcmalloc.version} full tcmalloc captures stacks while holding " +
+					"pageheap_lock when its heap grows (fixed in 2.11), even without the heap " +
+					"profiler, and the agent {agent.description} allocates under the loader lock: " +
+					"attaching it can deadlock the JVM",
+				Remedy: "Use async-profiler 4.0 or later, or run the JVM with gperftools 2.11+ or " +
+					"libtcmalloc_minimal.",
+				Line: 122,
+			},
+			{
+				Severity: Info,
+				When: &Condition{Line: 136, All: []*Condition{
+					{Line: 36, All: []*Condition{
+						{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+						{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
 					}},
-					Message: "full tcmalloc (heap profiler {tcmalloc.heap_profiler}) is loaded, and " +
-						"async-profiler {agent.version} is safe with it: since 4.0 it does not allocate " +
-						"under the loader lock (the fix for #1151)",
-					Line: 134,
-				},
+					{Line: 138, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 139, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+				}},
+				Message: "full tcmalloc (heap profiler {tcmalloc.heap_profiler}) is loaded, and " +
+					"async-profiler {agent.version} is safe with it: since 4.0 it does not allocate " +
+					"under the loader lock (the fix for #1151)",
+				Line: 134,
 			},
 		},
-		{
-			ID:     "not-a-jvm",
-			Title:  "The target is not a Java VM",
-			Hard:   true,
-			Source: "rules/default.yaml:145",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 150, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}},
-					Message: "pid is not a JVM (no libjvm.so or libj9vm mapped); an attach would send SIGQUIT " +
-						"to a process whose default action for it is to die",
-					Remedy: "Check the pid; safeattach scan lists the JVMs on this host.",
-					Line:   149,
-				},
+	},
+	{
+		ID:     "not-a-jvm",
+		Title:  "The target is not a Java VM",
+		Hard:   true,
+		Source: "rules/default.yaml:145",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 150, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}},
+				Message: "pid is not a JVM (no libjvm.so or libj9vm mapped); an attach would send SIGQUIT " +
+					"to a process whose default action for it is to die",
+				Remedy: "Check the pid; safeattach scan lists the JVMs on this host.",
+				Line:   149,
 			},
 		},
-		{
-			ID:     "openj9-not-supported",
-			Title:  "OpenJ9's attach protocol is not implemented",
-			Hard:   true,
-			Source: "rules/default.yaml:156",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 161, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
-					Message: "the target is an OpenJ9 VM, whose attach protocol (files, a semaphore and a TCP " +
-						"call-back) safeattach does not speak yet",
-					Remedy: "Use OpenJ9's own tools (jcmd from the same OpenJ9 build) for now.",
-					Line:   160,
-				},
+	},
+	{
+		ID:     "openj9-not-supported",
+		Title:  "OpenJ9's attach protocol is not implemented",
+		Hard:   true,
+		Source: "rules/default.yaml:156",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 161, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
+				Message: "the target is an OpenJ9 VM, whose attach protocol (files, a semaphore and a TCP " +
+					"call-back) safeattach does not speak yet",
+				Remedy: "Use OpenJ9's own tools (jcmd from the same OpenJ9 build) for now.",
+				Line:   160,
 			},
 		},
-		{
-			ID:     "attach-disabled",
-			Title:  "The JVM was started with -XX:+DisableAttachMechanism",
-			Hard:   true,
-			Source: "rules/default.yaml:165",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 170, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
-					Message: "the JVM disables dynamic attach ({jvm.flags.DisableAttachMechanism.note}); " +
-						"SIGQUIT would only print a thread dump",
-					Remedy: "Restart the JVM without -XX:+DisableAttachMechanism, or load the agent at " +
-						"start-up with -agentpath.",
-					Line: 169,
-				},
+	},
+	{
+		ID:     "attach-disabled",
+		Title:  "The JVM was started with -XX:+DisableAttachMechanism",
+		Hard:   true,
+		Source: "rules/default.yaml:165",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 170, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
+				Message: "the JVM disables dynamic attach ({jvm.flags.DisableAttachMechanism.note}); " +
+					"SIGQUIT would only print a thread dump",
+				Remedy: "Restart the JVM without -XX:+DisableAttachMechanism, or load the agent at " +
+					"start-up with -agentpath.",
+				Line: 169,
 			},
 		},
-		{
-			ID:    "sigquit-not-handled",
-			Title: "Starting the attach listener needs SIGQUIT, which this JVM does not handle",
-			Description: "Without an attach socket the listener is started by SIGQUIT. A JVM run with " +
-				"-Xrs / -XX:+ReduceSignalUsage, or one still starting up, does not catch " +
-				"SIGQUIT, and its default action kills the JVM.\n",
-			Hard:   true,
-			Source: "rules/default.yaml:174",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 184, All: []*Condition{
-						{Line: 40, Fact: "jvm.kind", Op: "one_of", Args: []string{"hotspot", "openj9"}},
-						{Line: 186, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
-						{Line: 187, Any: []*Condition{
-							{Line: 188, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
-							{Line: 189, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
-							{Line: 190, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
-						}},
+	},
+	{
+		ID:    "sigquit-not-handled",
+		Title: "Starting the attach listener needs SIGQUIT, which this JVM does not handle",
+		Description: "Without an attach socket the listener is started by SIGQUIT. A JVM run with " +
+			"-Xrs / -XX:+ReduceSignalUsage, or one still starting up, does not catch " +
+			"SIGQUIT, and its default action kills the JVM.\n",
+		Hard:   true,
+		Source: "rules/default.yaml:174",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 184, All: []*Condition{
+					{Line: 40, Fact: "jvm.kind", Op: "one_of", Args: []string{"hotspot", "openj9"}},
+					{Line: 186, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
+					{Line: 187, Any: []*Condition{
+						{Line: 188, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
+						{Line: 189, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
+						{Line: 190, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
 					}},
-					Message: "the JVM has no attach socket and does not handle SIGQUIT " +
-						"(caught={process.sigquit.caught}, -Xrs={jvm.flags.ReduceSignalUsage}): the " +
-						"signal that starts the listener would kill it",
-					Remedy: "Restart the JVM with -XX:+StartAttachListener (the socket is then created at " +
-						"start-up), or attach once it has finished starting.",
-					Line: 182,
-				},
+				}},
+				Message: "the JVM has no attach socket and does not handle SIGQUIT " +
+					"(caught={process.sigquit.caught}, -Xrs={jvm.flags.ReduceSignalUsage}): the " +
+					"signal that starts the listener would kill it",
+				Remedy: "Restart the JVM with -XX:+StartAttachListener (the socket is then created at " +
+					"start-up), or attach once it has finished starting.",
+				Line: 182,
 			},
 		},
-		{
-			ID:     "process-stopped",
-			Title:  "The process is stopped or traced",
-			Hard:   true,
-			Source: "rules/default.yaml:198",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 203, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
-					Message: "the process is {process.state}; it cannot answer an attach, which would only " +
-						"wait for its deadline",
-					Remedy: "Resume it (kill -CONT) or detach the debugger, then try again.",
-					Line:   202,
-				},
+	},
+	{
+		ID:     "process-stopped",
+		Title:  "The process is stopped or traced",
+		Hard:   true,
+		Source: "rules/default.yaml:198",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 203, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
+				Message: "the process is {process.state}; it cannot answer an attach, which would only " +
+					"wait for its deadline",
+				Remedy: "Resume it (kill -CONT) or detach the debugger, then try again.",
+				Line:   202,
 			},
 		},
-		{
-			ID:    "dynamic-agent-loading-disabled",
-			Title: "The JVM refuses agents loaded at run time",
-			References: []string{
-				"https://openjdk.org/jeps/451",
+	},
+	{
+		ID:    "dynamic-agent-loading-disabled",
+		Title: "The JVM refuses agents loaded at run time",
+		References: []string{
+			"https://openjdk.org/jeps/451",
+		},
+		Source: "rules/default.yaml:207",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 214, All: []*Condition{
+					{Line: 215, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
+					{Line: 216, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				}},
+				Message: "the JVM runs with -XX:-EnableDynamicAgentLoading " +
+					"({jvm.flags.EnableDynamicAgentLoading.note}); a load would fail",
+				Remedy: "Restart with -XX:+EnableDynamicAgentLoading, or load the agent at start-up with " +
+					"-agentpath.",
+				Line: 212,
 			},
-			Source: "rules/default.yaml:207",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 214, All: []*Condition{
-						{Line: 215, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
-						{Line: 216, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
-					}},
-					Message: "the JVM runs with -XX:-EnableDynamicAgentLoading " +
-						"({jvm.flags.EnableDynamicAgentLoading.note}); a load would fail",
-					Remedy: "Restart with -XX:+EnableDynamicAgentLoading, or load the agent at start-up with " +
-						"-agentpath.",
-					Line: 212,
-				},
-				{
-					Severity: Info,
-					When: &Condition{Line: 221, All: []*Condition{
-						{Line: 222, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
-						{Line: 223, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
-						{Line: 224, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
-					}},
-					Message: "JDK {jvm.feature} allows the load but prints a JEP 451 warning to the target's " +
-						"stderr",
-					Line: 219,
-				},
+			{
+				Severity: Info,
+				When: &Condition{Line: 221, All: []*Condition{
+					{Line: 222, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
+					{Line: 223, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
+					{Line: 224, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				}},
+				Message: "JDK {jvm.feature} allows the load but prints a JEP 451 warning to the target's " +
+					"stderr",
+				Line: 219,
 			},
 		},
-		{
-			ID:     "agent-arch-mismatch",
-			Title:  "The agent is built for another architecture",
-			Hard:   true,
-			Source: "rules/default.yaml:228",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 234, All: []*Condition{
-						{Line: 235, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
-						{Line: 236, Fact: "process.machine", Op: "present", Args: []string{"true"}},
-						{Line: 237, Not: &Condition{Line: 237, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
-					}},
-					Message: "the agent is built for {agent.machine} but the JVM runs on {process.machine}",
-					Remedy:  "Use the agent build for {process.machine}.",
-					Line:    232,
-				},
+	},
+	{
+		ID:     "agent-arch-mismatch",
+		Title:  "The agent is built for another architecture",
+		Hard:   true,
+		Source: "rules/default.yaml:228",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 234, All: []*Condition{
+					{Line: 235, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
+					{Line: 236, Fact: "process.machine", Op: "present", Args: []string{"true"}},
+					{Line: 237, Not: &Condition{Line: 237, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
+				}},
+				Message: "the agent is built for {agent.machine} but the JVM runs on {process.machine}",
+				Remedy:  "Use the agent build for {process.machine}.",
+				Line:    232,
 			},
 		},
-		{
-			ID:     "agent-libc-mismatch",
-			Title:  "The agent needs a C library the target does not have",
-			Source: "rules/default.yaml:241",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 246, Any: []*Condition{
-						{Line: 247, All: []*Condition{
-							{Line: 248, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
-							{Line: 249, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
-						}},
-						{Line: 250, All: []*Condition{
-							{Line: 251, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
-							{Line: 252, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
-						}},
+	},
+	{
+		ID:     "agent-libc-mismatch",
+		Title:  "The agent needs a C library the target does not have",
+		Source: "rules/default.yaml:241",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 246, Any: []*Condition{
+					{Line: 247, All: []*Condition{
+						{Line: 248, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
+						{Line: 249, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
 					}},
-					Message: "the agent links {agent.libc} ({agent.libc.note}) but the JVM runs on " +
-						"{process.libc}",
-					Remedy: "Use the agent build for {process.libc} (async-profiler 4.0+ is libc-agnostic).",
-					Line:   244,
-				},
+					{Line: 250, All: []*Condition{
+						{Line: 251, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
+						{Line: 252, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
+					}},
+				}},
+				Message: "the agent links {agent.libc} ({agent.libc.note}) but the JVM runs on " +
+					"{process.libc}",
+				Remedy: "Use the agent build for {process.libc} (async-profiler 4.0+ is libc-agnostic).",
+				Line:   244,
 			},
 		},
-		{
-			ID:    "profiler-already-loaded",
-			Title: "Another profiler is already loaded",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/441",
-				"https://github.com/async-profiler/async-profiler/issues/610",
+	},
+	{
+		ID:    "profiler-already-loaded",
+		Title: "Another profiler is already loaded",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/441",
+			"https://github.com/async-profiler/async-profiler/issues/610",
+		},
+		Hard:   true,
+		Source: "rules/default.yaml:256",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 265, All: []*Condition{
+					{Line: 266, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 267, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
+				}},
+				Message: "a different copy of async-profiler is already loaded " +
+					"({profilers.async_profiler.paths}); two copies in one JVM crash it",
+				Remedy: "Use the copy that is already loaded (same path), or restart the JVM.",
+				Line:   263,
 			},
-			Hard:   true,
-			Source: "rules/default.yaml:256",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 265, All: []*Condition{
-						{Line: 266, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 267, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
-					}},
-					Message: "a different copy of async-profiler is already loaded " +
-						"({profilers.async_profiler.paths}); two copies in one JVM crash it",
-					Remedy: "Use the copy that is already loaded (same path), or restart the JVM.",
-					Line:   263,
-				},
-				{
-					Severity: Warn,
-					When: &Condition{Line: 272, All: []*Condition{
-						{Line: 273, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
-						{Line: 274, Not: &Condition{Line: 274, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
-					}},
-					Message: "other profilers are loaded ({profilers.kinds}); they may compete for signals " +
-						"and perf events",
-					Remedy: "Stop the other profiler first if results look wrong.",
-					Line:   270,
-				},
-				{
-					Severity: Info,
-					When:     &Condition{Line: 278, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
-					Message:  "this async-profiler is already loaded; the load reuses it",
-					Line:     277,
-				},
+			{
+				Severity: Warn,
+				When: &Condition{Line: 272, All: []*Condition{
+					{Line: 273, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+					{Line: 274, Not: &Condition{Line: 274, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
+				}},
+				Message: "other profilers are loaded ({profilers.kinds}); they may compete for signals " +
+					"and perf events",
+				Remedy: "Stop the other profiler first if results look wrong.",
+				Line:   270,
+			},
+			{
+				Severity: Info,
+				When:     &Condition{Line: 278, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
+				Message:  "this async-profiler is already loaded; the load reuses it",
+				Line:     277,
 			},
 		},
-		{
-			ID:     "agent-untrusted",
-			Title:  "The agent library could be tampered with, or is not a usable file",
-			Hard:   true,
-			Source: "rules/default.yaml:282",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 288, All: []*Condition{
-						{Line: 289, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-						{Line: 290, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
-					}},
-					Message: "the agent {agent.path} does not exist ({agent.exists.note})",
-					Remedy:  "Give the path of the agent library.",
-					Line:    286,
-				},
-				{
-					Severity: Block,
-					When: &Condition{Line: 295, All: []*Condition{
-						{Line: 296, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-						{Line: 297, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
-					}},
-					Message: "the agent {agent.path} cannot be used: {agent.regular.note}",
-					Remedy:  "Give the path of the agent library itself, a regular file.",
-					Line:    293,
-				},
-				{
-					Severity: Block,
-					When: &Condition{Line: 302, All: []*Condition{
-						{Line: 303, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-						{Line: 304, Not: &Condition{Line: 304, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
-					}},
-					Message: "the agent {agent.path} can be modified by someone other than root or the " +
-						"target's user: {agent.foreign_writers}",
-					Remedy: "Install the agent where only root (or the JVM's user) can write, e.g. chown " +
-						"root and chmod go-w the file and its directories.",
-					Line: 300,
-				},
-				{
-					Severity: Block,
-					When: &Condition{Line: 309, All: []*Condition{
-						{Line: 310, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-						{Line: 311, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
-					}},
-					Message: "{agent.path} is not a JVMTI agent ({agent.kind.note})",
-					Remedy:  "Give a library that exports Agent_OnAttach.",
-					Line:    307,
-				},
+	},
+	{
+		ID:     "agent-untrusted",
+		Title:  "The agent library could be tampered with, or is not a usable file",
+		Hard:   true,
+		Source: "rules/default.yaml:282",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 288, All: []*Condition{
+					{Line: 289, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 290, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
+				}},
+				Message: "the agent {agent.path} does not exist ({agent.exists.note})",
+				Remedy:  "Give the path of the agent library.",
+				Line:    286,
+			},
+			{
+				Severity: Block,
+				When: &Condition{Line: 295, All: []*Condition{
+					{Line: 296, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 297, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
+				}},
+				Message: "the agent {agent.path} cannot be used: {agent.regular.note}",
+				Remedy:  "Give the path of the agent library itself, a regular file.",
+				Line:    293,
+			},
+			{
+				Severity: Block,
+				When: &Condition{Line: 302, All: []*Condition{
+					{Line: 303, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 304, Not: &Condition{Line: 304, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
+				}},
+				Message: "the agent {agent.path} can be modified by someone other than root or the " +
+					"target's user: {agent.foreign_writers}",
+				Remedy: "Install the agent where only root (or the JVM's user) can write, e.g. chown " +
+					"root and chmod go-w the file and its directories.",
+				Line: 300,
+			},
+			{
+				Severity: Block,
+				When: &Condition{Line: 309, All: []*Condition{
+					{Line: 310, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 311, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
+				}},
+				Message: "{agent.path} is not a JVMTI agent ({agent.kind.note})",
+				Remedy:  "Give a library that exports Agent_OnAttach.",
+				Line:    307,
 			},
 		},
-		{
-			ID:    "agent-not-loadable",
-			Title: "The target's dynamic loader cannot load the agent",
-			Description: "Every library the agent needs (DT_NEEDED) is looked up the way the target's " +
-				"loader would, inside its root, and every symbol version the agent requires " +
-				"(GLIBC_2.xx, GLIBCXX_3.4.xx, CXXABI_1.3.x) must be defined by the library " +
-				"found. Otherwise the JVM's load fails with a dlopen error; refusing first names " +
-				"the missing piece.\n",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/601",
-				"https://github.com/async-profiler/async-profiler/issues/767",
-				"https://github.com/async-profiler/async-profiler/issues/885",
-				"https://github.com/async-profiler/async-profiler/issues/908",
-				"https://github.com/async-profiler/async-profiler/issues/940",
-			},
-			Source: "rules/default.yaml:315",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 331, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
-					Message:  "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
-					Remedy: "Use an agent built for the target's distribution and C library (build it on the " +
-						"oldest system you attach to), or install what is missing in the target's image.",
-					Line: 330,
-				},
+	},
+	{
+		ID:    "agent-not-loadable",
+		Title: "The target's dynamic loader cannot load the agent",
+		Description: "Every library the agent needs (DT_NEEDED) is looked up the way the target's " +
+			"loader would, inside its root, and every symbol version the agent requires " +
+			"(GLIBC_2.xx, GLIBCXX_3.4.xx, CXXABI_1.3.x) must be defined by the library " +
+			"found. Otherwise the JVM's load fails with a dlopen error; refusing first names " +
+			"the missing piece.\n",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/601",
+			"https://github.com/async-profiler/async-profiler/issues/767",
+			"https://github.com/async-profiler/async-profiler/issues/885",
+			"https://github.com/async-profiler/async-profiler/issues/908",
+			"https://github.com/async-profiler/async-profiler/issues/940",
+		},
+		Source: "rules/default.yaml:315",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 331, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
+				Message:  "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
+				Remedy: "Use an agent built for the target's distribution and C library (build it on the " +
+					"oldest system you attach to), or install what is missing in the target's image.",
+				Line: 330,
 			},
 		},
-		{
-			ID:    "perf-events-unavailable",
-			Title: "CPU sampling with perf_events will not work in this target",
-			Description: "async-profiler's cpu event opens one perf event per thread. With " +
-				"kernel.perf_event_paranoid above 2 (Debian and Ubuntu kernels allow that " +
-				"setting) only CAP_PERFMON or CAP_SYS_ADMIN may open perf events, and a seccomp " +
-				"filter (a container's default profile) usually blocks perf_event_open. " +
-				"async-profiler before 4.0 then fails with \"Perf events unavailable\"; later " +
-				"versions fall back to a timer.\n",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/170",
-				"https://github.com/async-profiler/async-profiler/issues/292",
-				"https://github.com/async-profiler/async-profiler/issues/1088",
-				"https://github.com/async-profiler/async-profiler/issues/1294",
-				"https://github.com/async-profiler/async-profiler/issues/855",
-			},
-			Source: "rules/default.yaml:335",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 353, All: []*Condition{
-						{Line: 354, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-						{Line: 355, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
-						{Line: 356, Any: []*Condition{
-							{Line: 357, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
-							{Line: 358, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
-						}},
+	},
+	{
+		ID:    "perf-events-unavailable",
+		Title: "CPU sampling with perf_events will not work in this target",
+		Description: "async-profiler's cpu event opens one perf event per thread. With " +
+			"kernel.perf_event_paranoid above 2 (Debian and Ubuntu kernels allow that " +
+			"setting) only CAP_PERFMON or CAP_SYS_ADMIN may open perf events, and a seccomp " +
+			"filter (a container's default profile) usually blocks perf_event_open. " +
+			"async-profiler before 4.0 then fails with \"Perf events unavailable\"; later " +
+			"versions fall back to a timer.\n",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/170",
+			"https://github.com/async-profiler/async-profiler/issues/292",
+			"https://github.com/async-profiler/async-profiler/issues/1088",
+			"https://github.com/async-profiler/async-profiler/issues/1294",
+			"https://github.com/async-profiler/async-profiler/issues/855",
+		},
+		Source: "rules/default.yaml:335",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 353, All: []*Condition{
+					{Line: 354, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 355, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
+					{Line: 356, Any: []*Condition{
+						{Line: 357, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
+						{Line: 358, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
 					}},
-					Message: "-e cpu needs perf events, which this JVM cannot open " +
-						"(perf_event_paranoid={host.perf_event_paranoid}, seccomp mode " +
-						"{process.seccomp}, no CAP_PERFMON or CAP_SYS_ADMIN)",
-					Remedy: "Profile with -e itimer (or -e ctimer with async-profiler 3.0+), or pass " +
-						"--event-fallback to switch automatically; or allow perf events (sysctl " +
-						"kernel.perf_event_paranoid=2, or CAP_PERFMON for the container).",
-					Line: 351,
-				},
-				{
-					Severity: Info,
-					When: &Condition{Line: 363, All: []*Condition{
-						{Line: 364, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-						{Line: 365, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+				}},
+				Message: "-e cpu needs perf events, which this JVM cannot open " +
+					"(perf_event_paranoid={host.perf_event_paranoid}, seccomp mode " +
+					"{process.seccomp}, no CAP_PERFMON or CAP_SYS_ADMIN)",
+				Remedy: "Profile with -e itimer (or -e ctimer with async-profiler 3.0+), or pass " +
+					"--event-fallback to switch automatically; or allow perf events (sysctl " +
+					"kernel.perf_event_paranoid=2, or CAP_PERFMON for the container).",
+				Line: 351,
+			},
+			{
+				Severity: Info,
+				When: &Condition{Line: 363, All: []*Condition{
+					{Line: 364, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 365, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+				}},
+				Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
+					"will be missing from CPU profiles",
+				Line: 361,
+			},
+		},
+	},
+	{
+		ID: "jvm-asgct-guarantee-crash",
+		Title: "This JVM can crash on a guarantee in AsyncGetCallTrace while a profiler samples " +
+			"it",
+		Description: "JDK-8283849: AsyncGetCallTrace may crash the JVM on a guarantee when a signal " +
+			"arrives in a thread that is not fully set up. Every AsyncGetCallTrace user " +
+			"(async-profiler, Datadog's profiler) can trigger it. Fixed in JDK 19 and " +
+			"backported to 8u352, 11.0.17 and 17.0.5.\n",
+		References: []string{
+			"https://bugs.openjdk.org/browse/JDK-8283849",
+			"https://github.com/openjdk/jdk8u-dev/pull/73",
+		},
+		Source: "rules/default.yaml:369",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 383, All: []*Condition{
+					{Line: 384, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 385, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 386, Any: []*Condition{
+						{Line: 387, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
+						{Line: 388, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
+						{Line: 389, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
+						{Line: 390, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
 					}},
-					Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
-						"will be missing from CPU profiles",
-					Line: 361,
-				},
+				}},
+				Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
+					"guarantee while {agent.description} samples it)",
+				Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
+				Line:   381,
 			},
 		},
-		{
-			ID: "jvm-asgct-guarantee-crash",
-			Title: "This JVM can crash on a guarantee in AsyncGetCallTrace while a profiler samples " +
-				"it",
-			Description: "JDK-8283849: AsyncGetCallTrace may crash the JVM on a guarantee when a signal " +
-				"arrives in a thread that is not fully set up. Every AsyncGetCallTrace user " +
-				"(async-profiler, Datadog's profiler) can trigger it. Fixed in JDK 19 and " +
-				"backported to 8u352, 11.0.17 and 17.0.5.\n",
-			References: []string{
-				"https://bugs.openjdk.org/browse/JDK-8283849",
-				"https://github.com/openjdk/jdk8u-dev/pull/73",
-			},
-			Source: "rules/default.yaml:369",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 383, All: []*Condition{
-						{Line: 384, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-						{Line: 385, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-						{Line: 386, Any: []*Condition{
-							{Line: 387, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
-							{Line: 388, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
-							{Line: 389, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
-							{Line: 390, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
-						}},
+	},
+	{
+		ID:    "jvm-asgct-interpreter-crash",
+		Title: "This JVM can crash in AsyncGetCallTrace on an unreadable interpreter frame",
+		Description: "JDK-8313796: AsyncGetCallTrace crashes on an unreadable interpreter method " +
+			"pointer. Fixed in JDK 22 and backported to 11.0.21, 17.0.9 and 21.0.1.\n",
+		References: []string{
+			"https://bugs.openjdk.org/browse/JDK-8313796",
+			"https://github.com/openjdk/jdk17u-dev/pull/1665",
+		},
+		Source: "rules/default.yaml:394",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 406, All: []*Condition{
+					{Line: 407, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 408, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 409, Any: []*Condition{
+						{Line: 410, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
+						{Line: 411, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
+						{Line: 412, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
 					}},
-					Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
-						"guarantee while {agent.description} samples it)",
-					Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
-					Line:   381,
-				},
+				}},
+				Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
+					"interpreter method pointer while {agent.description} samples it)",
+				Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
+				Line:   404,
 			},
 		},
-		{
-			ID:    "jvm-asgct-interpreter-crash",
-			Title: "This JVM can crash in AsyncGetCallTrace on an unreadable interpreter frame",
-			Description: "JDK-8313796: AsyncGetCallTrace crashes on an unreadable interpreter method " +
-				"pointer. Fixed in JDK 22 and backported to 11.0.21, 17.0.9 and 21.0.1.\n",
-			References: []string{
-				"https://bugs.openjdk.org/browse/JDK-8313796",
-				"https://github.com/openjdk/jdk17u-dev/pull/1665",
-			},
-			Source: "rules/default.yaml:394",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 406, All: []*Condition{
-						{Line: 407, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-						{Line: 408, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-						{Line: 409, Any: []*Condition{
-							{Line: 410, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
-							{Line: 411, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
-							{Line: 412, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
-						}},
+	},
+	{
+		ID:    "jvm-dynamic-code-race",
+		Title: "Attaching a profiler can crash this JVM in the DynamicCodeGenerated event",
+		Description: "JDK-8212155: a race when posting JVMTI DynamicCodeGenerated events crashes the " +
+			"JVM; an agent that attaches and asks for the events of code generated so far " +
+			"(async-profiler does) can hit it. Fixed in JDK 17; backported in 2025 to 11u " +
+			"(jdk11u-dev#3051, 11.0.29) and 8u (jdk8u-dev#674, 8u472).\n",
+		References: []string{
+			"https://bugs.openjdk.org/browse/JDK-8212155",
+			"https://github.com/async-profiler/async-profiler/issues/154",
+			"https://github.com/openjdk/jdk11u-dev/pull/3051",
+		},
+		Source: "rules/default.yaml:416",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 431, All: []*Condition{
+					{Line: 432, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 433, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 434, Any: []*Condition{
+						{Line: 435, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
+						{Line: 436, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
+						{Line: 437, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
 					}},
-					Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
-						"interpreter method pointer while {agent.description} samples it)",
-					Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
-					Line:   404,
-				},
+				}},
+				Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
+					"crash the JVM when {agent.description} attaches)",
+				Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
+					"start-up with -agentpath instead of attaching.",
+				Line: 429,
 			},
 		},
-		{
-			ID:    "jvm-dynamic-code-race",
-			Title: "Attaching a profiler can crash this JVM in the DynamicCodeGenerated event",
-			Description: "JDK-8212155: a race when posting JVMTI DynamicCodeGenerated events crashes the " +
-				"JVM; an agent that attaches and asks for the events of code generated so far " +
-				"(async-profiler does) can hit it. Fixed in JDK 17; backported in 2025 to 11u " +
-				"(jdk11u-dev#3051, 11.0.29) and 8u (jdk8u-dev#674, 8u472).\n",
-			References: []string{
-				"https://bugs.openjdk.org/browse/JDK-8212155",
-				"https://github.com/async-profiler/async-profiler/issues/154",
-				"https://github.com/openjdk/jdk11u-dev/pull/3051",
+	},
+	{
+		ID:    "crashed-after-attach",
+		Title: "This workload crashed after an earlier attach",
+		Description: "A deployment agent's crash memory (package crashmem) recorded that a JVM " +
+			"running this workload died with a HotSpot crash log within the watch window " +
+			"after an attach. Attaching again would likely crash it again; an operator " +
+			"decides.\n",
+		Source: "rules/default.yaml:441",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 450, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
+				Message: "this workload crashed after an earlier attach: " +
+					"{workload.crashed_after_attach.note}",
+				Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
+					"--ack crashed-after-attach or forget the entry in the crash memory.",
+				Line: 449,
 			},
-			Source: "rules/default.yaml:416",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 431, All: []*Condition{
-						{Line: 432, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-						{Line: 433, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-						{Line: 434, Any: []*Condition{
-							{Line: 435, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
-							{Line: 436, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
-							{Line: 437, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
-						}},
+		},
+	},
+	{
+		ID:     "credentials-mismatch",
+		Title:  "safeattach runs as neither root nor the target's user",
+		Hard:   true,
+		Source: "rules/default.yaml:454",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 460, All: []*Condition{
+					{Line: 461, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+					{Line: 462, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+				}},
+				Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
+					"or root",
+				Remedy: "Run safeattach as root or as uid {process.euid}.",
+				Line:   458,
+			},
+		},
+	},
+	{
+		ID:    "nativemem-preloaded-allocator",
+		Title: "async-profiler 4.0's nativemem crashes with an LD_PRELOADed allocator",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1318",
+			"https://github.com/async-profiler/async-profiler/issues/1269",
+		},
+		Source: "rules/default.yaml:466",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 474, All: []*Condition{
+					{Line: 475, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 476, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+					{Line: 477, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+					{Line: 478, Any: []*Condition{
+						{Line: 479, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+						{Line: 480, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 					}},
-					Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
-						"crash the JVM when {agent.description} attaches)",
-					Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
-						"start-up with -agentpath instead of attaching.",
-					Line: 429,
-				},
+				}},
+				Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
+					"LD_PRELOADed (\"free() invalid size\")",
+				Remedy: "Use async-profiler 4.1 or later for nativemem.",
+				Line:   472,
 			},
 		},
-		{
-			ID:    "crashed-after-attach",
-			Title: "This workload crashed after an earlier attach",
-			Description: "A deployment agent's crash memory (package crashmem) recorded that a JVM " +
-				"running this workload died with a HotSpot crash log within the watch window " +
-				"after an attach. Attaching again would likely crash it again; an operator " +
-				"decides.\n",
-			Source: "rules/default.yaml:441",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 450, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
-					Message: "this workload crashed after an earlier attach: " +
-						"{workload.crashed_after_attach.note}",
-					Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
-						"--ack crashed-after-attach or forget the entry in the crash memory.",
-					Line: 449,
-				},
-			},
+	},
+	{
+		ID:    "signal-handler-allocator-deadlock",
+		Title: "Older async-profiler can deadlock in a signal handler with jemalloc or tcmalloc",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1162",
 		},
-		{
-			ID:     "credentials-mismatch",
-			Title:  "safeattach runs as neither root nor the target's user",
-			Hard:   true,
-			Source: "rules/default.yaml:454",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 460, All: []*Condition{
-						{Line: 461, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-						{Line: 462, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+		Source: "rules/default.yaml:484",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 491, All: []*Condition{
+					{Line: 492, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 493, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+					{Line: 494, Any: []*Condition{
+						{Line: 495, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+						{Line: 496, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 					}},
-					Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
-						"or root",
-					Remedy: "Run safeattach as root or as uid {process.euid}.",
-					Line:   458,
-				},
+				}},
+				Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
+					"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
+				Remedy: "Use async-profiler 4.2 or later.",
+				Line:   489,
 			},
 		},
-		{
-			ID:    "nativemem-preloaded-allocator",
-			Title: "async-profiler 4.0's nativemem crashes with an LD_PRELOADed allocator",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1318",
-				"https://github.com/async-profiler/async-profiler/issues/1269",
-			},
-			Source: "rules/default.yaml:466",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 474, All: []*Condition{
-						{Line: 475, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 476, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-						{Line: 477, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-						{Line: 478, Any: []*Condition{
-							{Line: 479, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-							{Line: 480, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-						}},
+	},
+	{
+		ID:    "profiling-signal-taken",
+		Title: "Another component already handles SIGPROF or SIGVTALRM",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/759",
+		},
+		Source: "rules/default.yaml:500",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 507, All: []*Condition{
+					{Line: 508, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 509, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+					{Line: 510, Any: []*Condition{
+						{Line: 511, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+						{Line: 512, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 					}},
-					Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
-						"LD_PRELOADed (\"free() invalid size\")",
-					Remedy: "Use async-profiler 4.1 or later for nativemem.",
-					Line:   472,
-				},
+				}},
+				Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
+					"async-profiler {agent.version} uses a fixed signal",
+				Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
+				Line:   505,
 			},
 		},
-		{
-			ID:    "signal-handler-allocator-deadlock",
-			Title: "Older async-profiler can deadlock in a signal handler with jemalloc or tcmalloc",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1162",
+	},
+	{
+		ID:    "too-many-libraries",
+		Title: "async-profiler 4.4 and older fail or pause with many mapped libraries",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1756",
+			"https://github.com/async-profiler/async-profiler/issues/1406",
+		},
+		Source: "rules/default.yaml:516",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 524, All: []*Condition{
+					{Line: 525, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 526, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 527, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+				}},
+				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
+					"{agent.version} fails to attach above 2048",
+				Remedy: "Use async-profiler 4.5 or later.",
+				Line:   522,
 			},
-			Source: "rules/default.yaml:484",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 491, All: []*Condition{
-						{Line: 492, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 493, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-						{Line: 494, Any: []*Condition{
-							{Line: 495, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 496, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-						}},
-					}},
-					Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
-						"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
-					Remedy: "Use async-profiler 4.2 or later.",
-					Line:   489,
-				},
+			{
+				Severity: Warn,
+				When: &Condition{Line: 532, All: []*Condition{
+					{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+				}},
+				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
+					"{agent.version} pauses the whole JVM while it parses them",
+				Remedy: "Use async-profiler 4.5 or later.",
+				Line:   530,
 			},
 		},
-		{
-			ID:    "profiling-signal-taken",
-			Title: "Another component already handles SIGPROF or SIGVTALRM",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/759",
-			},
-			Source: "rules/default.yaml:500",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 507, All: []*Condition{
-						{Line: 508, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 509, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-						{Line: 510, Any: []*Condition{
-							{Line: 511, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-							{Line: 512, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
-						}},
-					}},
-					Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
-						"async-profiler {agent.version} uses a fixed signal",
-					Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-					Line:   505,
-				},
+	},
+	{
+		ID:    "jfrsync-start-deadlock",
+		Title: "jfrsync can deadlock if the VM dies while profiling starts",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/1617",
+		},
+		Source: "rules/default.yaml:539",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 546, All: []*Condition{
+					{Line: 547, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 548, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+					{Line: 549, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+				}},
+				Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
+					"profiling starts",
+				Remedy: "Use async-profiler 4.3 or later for jfrsync.",
+				Line:   544,
 			},
 		},
-		{
-			ID:    "too-many-libraries",
-			Title: "async-profiler 4.4 and older fail or pause with many mapped libraries",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1756",
-				"https://github.com/async-profiler/async-profiler/issues/1406",
-			},
-			Source: "rules/default.yaml:516",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 524, All: []*Condition{
-						{Line: 525, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 526, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 527, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
-					}},
-					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
-						"{agent.version} fails to attach above 2048",
-					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   522,
-				},
-				{
-					Severity: Warn,
-					When: &Condition{Line: 532, All: []*Condition{
-						{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-						{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
-					}},
-					Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
-						"{agent.version} pauses the whole JVM while it parses them",
-					Remedy: "Use async-profiler 4.5 or later.",
-					Line:   530,
-				},
+	},
+	{
+		ID:    "alloc-profiling-jdk8",
+		Title: "Allocation profiling on JDK 8 can corrupt the heap",
+		References: []string{
+			"https://github.com/async-profiler/async-profiler/issues/694",
+			"https://github.com/async-profiler/async-profiler/issues/714",
+		},
+		Source: "rules/default.yaml:553",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 561, All: []*Condition{
+					{Line: 562, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 563, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+					{Line: 564, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+				}},
+				Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
+					"heap",
+				Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
+				Line:   559,
 			},
 		},
-		{
-			ID:    "jfrsync-start-deadlock",
-			Title: "jfrsync can deadlock if the VM dies while profiling starts",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/1617",
-			},
-			Source: "rules/default.yaml:539",
-			Cases: []*Case{
-				{
-					Severity: Warn,
-					When: &Condition{Line: 546, All: []*Condition{
-						{Line: 547, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 548, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-						{Line: 549, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
-					}},
-					Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
-						"profiling starts",
-					Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-					Line:   544,
-				},
+	},
+	{
+		ID:     "attach-socket-untrusted",
+		Title:  "The attach socket is not what the JVM would create",
+		Hard:   true,
+		Source: "rules/default.yaml:568",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When:     &Condition{Line: 573, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+				Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
+					"root) with mode 0600; it could be a spoof",
+				Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
+					"investigate who created it.",
+				Line: 572,
 			},
 		},
-		{
-			ID:    "alloc-profiling-jdk8",
-			Title: "Allocation profiling on JDK 8 can corrupt the heap",
-			References: []string{
-				"https://github.com/async-profiler/async-profiler/issues/694",
-				"https://github.com/async-profiler/async-profiler/issues/714",
-			},
-			Source: "rules/default.yaml:553",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When: &Condition{Line: 561, All: []*Condition{
-						{Line: 562, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-						{Line: 563, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-						{Line: 564, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
-					}},
-					Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
-						"heap",
-					Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-					Line:   559,
-				},
-			},
-		},
-		{
-			ID:     "attach-socket-untrusted",
-			Title:  "The attach socket is not what the JVM would create",
-			Hard:   true,
-			Source: "rules/default.yaml:568",
-			Cases: []*Case{
-				{
-					Severity: Block,
-					When:     &Condition{Line: 573, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
-					Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
-						"root) with mode 0600; it could be a spoof",
-					Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
-						"investigate who created it.",
-					Line: 572,
-				},
-			},
-		},
-	}
+	},
 }
