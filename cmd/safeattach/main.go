@@ -118,7 +118,28 @@ func versionString() string {
 	return out
 }
 
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+// subcommands are the commands in the order help lists them.
+var subcommands = []struct {
+	name string
+	make func() *cobra.Command
+}{
+	{"inspect", func() *cobra.Command { return targeted(newInspectCmd(), false) }},
+	{"check", func() *cobra.Command { return targeted(newCheckCmd(), false) }},
+	{"load", func() *cobra.Command { return targeted(newLoadCmd(), false) }},
+	{"jcmd", func() *cobra.Command { return targeted(newJcmdCmd(), false) }},
+	{"profile", func() *cobra.Command { return targeted(newProfileCmd(), true) }},
+	{"diagnose", func() *cobra.Command { return targeted(newDiagnoseCmd(), false) }},
+	{"scan", newScanCmd},
+	{"rules", newRulesCmd},
+	{"version", newVersionCmd},
+}
+
+// newRootCmd builds the command tree for args. When args name a
+// subcommand only that one is built: each command's flags cost
+// allocations at start-up, paid by every invocation (a CI gate calling
+// jcmd in a loop); help, completion and unknown commands get the whole
+// tree.
+func newRootCmd(stdout, stderr io.Writer, args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "safeattach",
 		Short:         "Attach agents such as async-profiler to production JVMs safely",
@@ -129,8 +150,15 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(targeted(newInspectCmd(), false), targeted(newCheckCmd(), false), targeted(newLoadCmd(), false), targeted(newJcmdCmd(), false),
-		targeted(newProfileCmd(), true), targeted(newDiagnoseCmd(), false), newScanCmd(), newRulesCmd(), newVersionCmd())
+	for _, sc := range subcommands {
+		if len(args) > 0 && args[0] == sc.name {
+			root.AddCommand(sc.make())
+			return root
+		}
+	}
+	for _, sc := range subcommands {
+		root.AddCommand(sc.make())
+	}
 	return root
 }
 
@@ -147,7 +175,7 @@ func newVersionCmd() *cobra.Command {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
+	root := newRootCmd(stdout, stderr, args)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

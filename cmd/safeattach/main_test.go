@@ -101,3 +101,25 @@ func TestTargetByApplicationName(t *testing.T) {
 		t.Error("a partial name matched")
 	}
 }
+
+// TestSubcommandTreeIsLazy: a command run with only its own subcommand
+// built behaves as in the whole tree (same help, same usage errors).
+func TestSubcommandTreeIsLazy(t *testing.T) {
+	for _, sc := range subcommands {
+		for _, args := range [][]string{{sc.name, "--help"}, {sc.name, "--no-such-flag"}} {
+			var lazyOut, lazyErr, fullOut, fullErr bytes.Buffer
+			lazy := newRootCmd(&lazyOut, &lazyErr, args)
+			if n := len(lazy.Commands()); n != 1 {
+				t.Errorf("%v: %d subcommands built, want 1", args, n)
+			}
+			lazy.SetArgs(args)
+			lerr := lazy.Execute()
+			full := newRootCmd(&fullOut, &fullErr, nil)
+			full.SetArgs(args)
+			ferr := full.Execute()
+			if lazyOut.String() != fullOut.String() || lazyErr.String() != fullErr.String() || fmt.Sprint(lerr) != fmt.Sprint(ferr) {
+				t.Errorf("%v: lazy tree differs:\n%s%s%v\nwhole tree:\n%s%s%v", args, &lazyOut, &lazyErr, lerr, &fullOut, &fullErr, ferr)
+			}
+		}
+	}
+}
