@@ -16,6 +16,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/elfx"
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // ELFCache memoises ELF probes by file identity, bounded in entries and
@@ -375,8 +376,8 @@ func (in *inspection) preloads() (env, file []string) {
 		if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
 			in.preloadEnv = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
 		}
-		if data, err := os.ReadFile(in.rootPath("/etc/ld.so.preload")); err == nil && len(data) < 1<<16 {
-			in.preloadFile = strings.Fields(string(data))
+		if f, err := safefile.Read(in.ctx, in.rootPath("/etc/ld.so.preload"), maxTargetConfigFile, safefile.Options{}); err == nil {
+			in.preloadFile = strings.Fields(string(f.Data))
 		}
 	}
 	return in.preloadEnv, in.preloadFile

@@ -1,7 +1,6 @@
 package preflight
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -98,7 +97,7 @@ func (in *inspection) jvmVersion() {
 	j := &in.r.JVM
 	if j.Home != "" {
 		rel := filepath.Join(j.Home, "release")
-		if v := readReleaseVersion(in.rootPath(rel)); v != "" {
+		if v := readReleaseVersion(in.ctx, in.rootPath(rel)); v != "" {
 			j.Version, j.VersionSource = v, rel
 		}
 	}
@@ -134,20 +133,25 @@ func JavaFeature(v string) int {
 	return n
 }
 
-func readReleaseVersion(path string) string {
-	f, err := os.Open(path)
+// readReleaseVersion reads JAVA_VERSION from a JDK's release file in the
+// target's root: hostile input, read under ctx (a FIFO or a hung mount
+// there must not hold the caller) and capped.
+func readReleaseVersion(ctx context.Context, path string) string {
+	f, err := safefile.Read(ctx, path, maxTargetConfigFile, safefile.Options{})
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "JAVA_VERSION="); ok {
+	for line := range strings.Lines(string(f.Data)) {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "JAVA_VERSION="); ok {
 			return strings.Trim(v, `"`)
 		}
 	}
 	return ""
 }
+
+// maxTargetConfigFile caps the small text files read from the target's
+// root (a JDK's release file, ld.so.preload, ld.so.conf).
+const maxTargetConfigFile = 64 << 10
 
 // jvmFlags computes the effective tracked flags from every option source.
 func (in *inspection) jvmFlags() {

@@ -2,10 +2,12 @@ package preflight
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // libunwind has no version string (docs/detection.md, "libunwind's version").
@@ -75,15 +77,11 @@ func (in *inspection) inspectLibunwind() {
 // dpkgVersion reads a package's version from dpkg's status file in the
 // target's root. Only installed packages count.
 func (in *inspection) dpkgVersion(pkg string) string {
-	f, err := os.Open(in.rootPath("/var/lib/dpkg/status"))
+	f, err := safefile.Read(in.ctx, in.rootPath("/var/lib/dpkg/status"), maxDpkgStatus, safefile.Options{})
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Size() > maxDpkgStatus {
-		return ""
-	}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(f.Data))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	inPkg := false
 	version, installed := "", false

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Loadability says whether the target's dynamic loader could load an
@@ -65,7 +67,7 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 		l.Loadable, l.Reason = Unknown, "the target's root is not known"
 		return
 	}
-	dirs := searchDirs(r, a)
+	dirs := searchDirs(ctx, r, a)
 	for _, lib := range a.Needed {
 		if err := ctx.Err(); err != nil {
 			l.Loadable, l.Reason = Unknown, err.Error()
@@ -124,7 +126,7 @@ func probeLibrary(path string) (*elfx.Info, error) {
 // then the directories ld.so.cache is built from (/etc/ld.so.conf and
 // its includes) and the trusted defaults. $ORIGIN is the agent's own
 // directory.
-func searchDirs(r *Report, a *Agent) []string {
+func searchDirs(ctx context.Context, r *Report, a *Agent) []string {
 	var dirs []string
 	origin := filepath.Dir(a.RealPath)
 	expand := func(list []string) {
@@ -139,7 +141,7 @@ func searchDirs(r *Report, a *Agent) []string {
 	if r.Process.LibraryPath != "" {
 		expand(strings.Split(r.Process.LibraryPath, ":"))
 	}
-	dirs = append(dirs, ldSoConf(r.Process.Root, "/etc/ld.so.conf", 0)...)
+	dirs = append(dirs, ldSoConf(ctx, r.Process.Root, "/etc/ld.so.conf", 0)...)
 	triplet := map[string]string{"x86-64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}[a.Machine]
 	if triplet != "" {
 		dirs = append(dirs, "/lib/"+triplet, "/usr/lib/"+triplet)
@@ -148,18 +150,18 @@ func searchDirs(r *Report, a *Agent) []string {
 }
 
 // ldSoConf reads an ld.so.conf under root, following include lines (at
-// most 4 levels deep, 256 directories).
-func ldSoConf(root, path string, depth int) []string {
+// most 4 levels deep, 256 directories); each file is read under ctx and
+// capped, as anything in the target's root.
+func ldSoConf(ctx context.Context, root, path string, depth int) []string {
 	if depth > 4 {
 		return nil
 	}
-	f, err := os.Open(filepath.Join(root, path))
+	f, err := safefile.Read(ctx, filepath.Join(root, path), maxTargetConfigFile, safefile.Options{})
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
 	var dirs []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(f.Data))
 	for sc.Scan() && len(dirs) < 256 {
 		line := strings.TrimSpace(sc.Text())
 		if i := strings.IndexByte(line, '#'); i >= 0 {
@@ -168,7 +170,7 @@ func ldSoConf(root, path string, depth int) []string {
 		if rest, ok := strings.CutPrefix(line, "include "); ok {
 			matches, _ := filepath.Glob(filepath.Join(root, strings.TrimSpace(rest)))
 			for _, m := range matches {
-				dirs = append(dirs, ldSoConf(root, strings.TrimPrefix(m, root), depth+1)...)
+				dirs = append(dirs, ldSoConf(ctx, root, strings.TrimPrefix(m, root), depth+1)...)
 			}
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // ScanResult is every JVM on the host (containers included: their
@@ -119,7 +119,8 @@ func perfDataPIDs() map[int]bool {
 		dirs = dirs[:64]
 	}
 	for _, d := range dirs {
-		f, err := os.Open(d)
+		// Any user can create /tmp/hsperfdata_<name>, as a FIFO too.
+		f, err := safefile.OpenDir(d)
 		if err != nil {
 			continue
 		}

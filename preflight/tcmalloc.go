@@ -2,9 +2,10 @@ package preflight
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // gperftools facts (docs/detection.md, "gperftools"):
@@ -151,9 +152,9 @@ func (in *inspection) heapDumps(prefix string, max int) []string {
 }
 
 // readDirCapped reads at most max names from dir: a target's working
-// directory can be huge.
+// directory can be huge, and what is named there may not be a directory.
 func readDirCapped(dir string, max int) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := safefile.OpenDir(dir)
 	if err != nil {
 		return nil, err
 	}

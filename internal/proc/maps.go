@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 )
 
 // Mapping is one line of /proc/<pid>/maps.
@@ -44,7 +43,7 @@ const maxMapsLine = 8 << 10
 // column before anything is allocated for the line; returning false skips
 // it. fn receives a Mapping that is reused between calls: copy it to keep it.
 func (p Proc) WalkMaps(keep func(path []byte) bool, fn func(*Mapping) error) error {
-	f, err := os.Open(p.Path("maps"))
+	f, err := openFile(p.Path("maps"))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package proc
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"reflect"
@@ -184,6 +185,34 @@ func TestReadCappedTooLarge(t *testing.T) {
 	}
 	if _, err := readCapped(p, 100); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("want ErrTooLarge, got %v", err)
+	}
+}
+
+// TestReadCappedSizes reads files around the initial buffer and the limit:
+// the bytes come back whole up to the limit, and one more is refused.
+func TestReadCappedSizes(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 10000
+	for _, size := range []int{0, 1, 4095, 4096, 4097, 8192, limit} {
+		p := fmt.Sprintf("%s/f%d", dir, size)
+		want := bytes.Repeat([]byte("ab"), size)[:size]
+		if err := os.WriteFile(p, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readCapped(p, limit)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("size %d: %d bytes, %v", size, len(got), err)
+		}
+	}
+	p := dir + "/over"
+	if err := os.WriteFile(p, make([]byte, limit+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCapped(p, limit); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("limit+1 bytes: want ErrTooLarge, got %v", err)
+	}
+	if _, err := readCapped(dir+"/missing", limit); !IsNotExist(err) {
+		t.Fatalf("missing file: %v", err)
 	}
 }
 

@@ -71,3 +71,35 @@ func TestReadHonoursAnEndedContext(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestOpenDirRefusesWhatIsNotADirectory: a FIFO named where a directory is
+// expected fails at once instead of blocking the open.
+func TestOpenDirRefusesWhatIsNotADirectory(t *testing.T) {
+	dir, fifo, sparse := testenv.HostileFiles(t)
+	for _, p := range []string{fifo, sparse, "/dev/zero"} {
+		done := make(chan error, 1)
+		go func() {
+			f, err := OpenDir(p)
+			if err == nil {
+				f.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s: opened as a directory", p)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: OpenDir blocked", p)
+		}
+	}
+	f, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(-1); err != nil {
+		t.Fatal(err)
+	}
+}
