@@ -73,8 +73,9 @@ func read(path string, limit int64, opts Options) (*File, error) {
 		}
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
+	// The descriptor is used directly: an *os.File would register it with
+	// the runtime poller and query its flags, for a regular file.
+	defer unix.Close(fd)
 	out := &File{Path: path}
 	if err := unix.Fstat(fd, &out.Stat); err != nil {
 		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
@@ -91,14 +92,24 @@ func read(path string, limit int64, opts Options) (*File, error) {
 	// The regular file was opened non-blocking; clear the flag so that a
 	// network file system's short reads are not mistaken for EAGAIN.
 	_ = unix.SetNonblock(fd, false)
-	data := make([]byte, 0, out.Stat.Size)
-	buf := make([]byte, 64<<10)
+	// Read into one buffer of the size fstat gave plus one byte, so that
+	// the end is seen in the second read; a file growing while it is read
+	// gets a larger buffer, never past limit+1 bytes.
+	data := make([]byte, 0, min(out.Stat.Size, limit)+1)
 	for {
-		n, err := f.Read(buf)
-		if int64(len(data)+n) > limit {
+		if len(data) == cap(data) {
+			if int64(len(data)) > limit {
+				return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
+			}
+			grown := make([]byte, len(data), min(2*int64(cap(data)), limit+1))
+			copy(grown, data)
+			data = grown
+		}
+		n, err := readFull(fd, data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if int64(len(data)) > limit {
 			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
 		}
-		data = append(data, buf[:n]...)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -141,4 +152,21 @@ func OpenDir(path string) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// readFull reads like io.Reader from a blocking descriptor: io.EOF at the
+// end, EINTR retried.
+func readFull(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }

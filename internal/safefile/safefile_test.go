@@ -1,6 +1,7 @@
 package safefile
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -101,5 +102,31 @@ func TestOpenDirRefusesWhatIsNotADirectory(t *testing.T) {
 	defer f.Close()
 	if _, err := f.Readdirnames(-1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadSizes: files of many sizes come back whole; a file whose size
+// fstat understates (procfs says 0) is read to its end, and stopped at
+// the limit.
+func TestReadSizes(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, size := range []int{0, 1, 100, 65536, 70000} {
+		p := filepath.Join(dir, "f")
+		want := bytes.Repeat([]byte{'x'}, size)
+		if err := os.WriteFile(p, want, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := Read(ctx, p, int64(size), Options{})
+		if err != nil || !bytes.Equal(f.Data, want) {
+			t.Fatalf("size %d with an exact limit: %v", size, err)
+		}
+	}
+	f, err := Read(ctx, "/proc/self/status", 1<<20, Options{})
+	if err != nil || !bytes.Contains(f.Data, []byte("VmRSS")) {
+		t.Fatalf("/proc/self/status (fstat size 0): %d bytes, %v", len(f.Data), err)
+	}
+	if _, err := Read(ctx, "/proc/self/status", 100, Options{}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("/proc/self/status over a 100-byte limit: %v", err)
 	}
 }
