@@ -222,9 +222,7 @@ const MinProfileOverhead = 2 * time.Second
 // OutputFile is the user's output, prepared before the attach: a
 // temporary file beside the destination, renamed over it once complete
 // (a full disk or an interrupted run leaves what was there before).
-type OutputFile = outputFile
-
-type outputFile struct {
+type OutputFile struct {
 	dst string
 	tmp *os.File
 }
@@ -236,7 +234,7 @@ func PrepareOutput(dst string, mode os.FileMode, owner *Owner) (*OutputFile, err
 	return prepareOutput(dst, mode, owner)
 }
 
-func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*outputFile, error) {
+func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*OutputFile, error) {
 	if mode == 0 {
 		mode = 0o644
 	}
@@ -256,7 +254,7 @@ func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*outputFile, err
 		os.Remove(tmp.Name())
 		return nil, fmt.Errorf("prepare %s: %w", dst, err)
 	}
-	return &outputFile{dst: dst, tmp: tmp}, nil
+	return &OutputFile{dst: dst, tmp: tmp}, nil
 }
 
 // checkDestination allows an absent path or a regular file, nothing that
@@ -277,7 +275,7 @@ func checkDestination(dst string) error {
 }
 
 // commit writes r into the temporary file and renames it into place.
-func (o *outputFile) commit(r io.Reader) (int64, error) {
+func (o *OutputFile) commit(r io.Reader) (int64, error) {
 	n, err := io.Copy(o.tmp, r)
 	if err == nil {
 		err = o.tmp.Sync()
@@ -299,16 +297,16 @@ func (o *outputFile) commit(r io.Reader) (int64, error) {
 }
 
 // Name is the destination path.
-func (o *outputFile) Name() string { return o.dst }
+func (o *OutputFile) Name() string { return o.dst }
 
 // Commit writes data and renames the file into place.
-func (o *outputFile) Commit(data []byte) (int64, error) { return o.commit(bytes.NewReader(data)) }
+func (o *OutputFile) Commit(data []byte) (int64, error) { return o.commit(bytes.NewReader(data)) }
 
 // Discard removes the temporary file unless it was committed.
-func (o *outputFile) Discard() { o.discard() }
+func (o *OutputFile) Discard() { o.discard() }
 
 // discard removes the temporary file unless it was committed.
-func (o *outputFile) discard() {
+func (o *OutputFile) discard() {
 	if o == nil || o.tmp == nil {
 		return
 	}

@@ -316,7 +316,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
 		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
 	}
-	var out *outputFile
+	var out *OutputFile
 	if req.Writer == nil {
 		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
 			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
