@@ -249,29 +249,40 @@ func checkTemplate(s string) error {
 	return nil
 }
 
-// placeholders yields the names inside {…} in s: a '{' followed by no
-// brace up to the next '}'.
+// placeholders yields the names of the placeholders in s, in order.
 func placeholders(s string) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		for {
-			open := strings.IndexByte(s, '{')
-			if open < 0 {
+			_, name, after, ok := cutPlaceholder(s)
+			if !ok || !yield(name) {
 				return
 			}
-			s = s[open+1:]
-			end := strings.IndexAny(s, "{}")
-			if end < 0 {
-				return
-			}
-			if s[end] == '{' {
-				s = s[end:]
-				continue
-			}
-			if !yield(s[:end]) {
-				return
-			}
-			s = s[end+1:]
+			s = after
 		}
+	}
+}
+
+// cutPlaceholder finds the first placeholder in s — a '{' followed by no
+// brace up to the next '}' — and returns the text before it, its name and
+// the text after it. Braces that open no placeholder stay in before.
+func cutPlaceholder(s string) (before, name, after string, found bool) {
+	from := 0
+	for {
+		open := strings.IndexByte(s[from:], '{')
+		if open < 0 {
+			return s, "", "", false
+		}
+		open += from
+		end := strings.IndexAny(s[open+1:], "{}")
+		if end < 0 {
+			return s, "", "", false
+		}
+		end += open + 1
+		if s[end] == '{' {
+			from = end
+			continue
+		}
+		return s[:open], s[open+1 : end], s[end+1:], true
 	}
 }
 

@@ -347,23 +347,13 @@ func (e *evaluation) leaf(c *cond) tri {
 func render(tmpl string, facts Facts) string {
 	var b strings.Builder
 	for {
-		open := strings.IndexByte(tmpl, '{')
-		if open < 0 {
+		before, name, after, ok := cutPlaceholder(tmpl)
+		if !ok {
 			break
 		}
-		end := strings.IndexAny(tmpl[open+1:], "{}")
-		if end < 0 {
-			break
-		}
-		end += open + 1
-		if tmpl[end] == '{' {
-			b.WriteString(tmpl[:end])
-			tmpl = tmpl[end:]
-			continue
-		}
-		b.WriteString(tmpl[:open])
-		b.WriteString(fill(tmpl[open+1:end], facts))
-		tmpl = tmpl[end+1:]
+		b.WriteString(before)
+		b.WriteString(fill(name, facts))
+		tmpl = after
 	}
 	b.WriteString(tmpl)
 	return b.String()

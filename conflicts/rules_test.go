@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/safeattach/safeattach/preflight"
@@ -176,5 +177,22 @@ func BenchmarkParseDefaultYAML(b *testing.B) {
 		if _, err := ParseRules("rules/default.yaml", data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPlaceholders: checking and rendering find the same placeholders; a
+// brace that opens none is kept as text.
+func TestPlaceholders(t *testing.T) {
+	const tmpl = "a {x} b {{y} c {} d {z"
+	facts := Facts{"x": {Value: "X"}, "y": {Value: "Y"}}
+	if got, want := render(tmpl, facts), "a X b {Y c (not set) d {z"; got != want {
+		t.Errorf("render = %q, want %q", got, want)
+	}
+	var names []string
+	for n := range placeholders(tmpl) {
+		names = append(names, n)
+	}
+	if got := strings.Join(names, ","); got != "x,y," {
+		t.Errorf("placeholders = %q", got)
 	}
 }
