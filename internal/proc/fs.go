@@ -3,13 +3,14 @@ package proc
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // DefaultRoot is where the kernel mounts procfs.
@@ -78,47 +79,27 @@ func (p Proc) Exists() bool {
 // Shortening it instead would hide exactly the entry an attacker appended.
 var ErrTooLarge = errors.New("file exceeds size limit")
 
-// readCapped reads a whole file of at most limit bytes.
+// readCapped reads a whole file of at most limit bytes, into one buffer
+// sized for the common case (status, stat and cmdline are under 4 KiB).
 func readCapped(path string, limit int64) ([]byte, error) {
 	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	// One buffer sized for the common case (status, stat, cmdline are
-	// under 4 KiB), grown by doubling; limit+1 bytes tell "too large".
-	buf := make([]byte, 0, min(limit+1, 4<<10))
-	for {
-		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
-				return nil, fmt.Errorf("%s: %w (%d bytes)", path, ErrTooLarge, limit)
-			}
-			grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit+1))
-			copy(grown, buf)
-			buf = grown
-		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-	}
-	if int64(len(buf)) > limit {
+	data, err := safefile.ReadAll(f, 4<<10-1, limit)
+	switch {
+	case errors.Is(err, safefile.ErrTooLarge):
 		return nil, fmt.Errorf("%s: %w (%d bytes)", path, ErrTooLarge, limit)
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return buf, nil
+	return data, nil
 }
 
-// rawFile reads a /proc file through its descriptor alone. An *os.File
-// would try to register each one with the runtime's poller and query its
-// flags (an epoll_ctl and three fcntl calls per file, a sixth of a CLI
-// run's system calls); procfs files are never pollable.
-type rawFile int
-
-func openFile(path string) (rawFile, error) {
+// openFile opens a /proc file for reading through its descriptor alone
+// (safefile.FD): procfs files are never pollable.
+func openFile(path string) (safefile.FD, error) {
 	for {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		if err == unix.EINTR {
@@ -127,30 +108,9 @@ func openFile(path string) (rawFile, error) {
 		if err != nil {
 			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 		}
-		return rawFile(fd), nil
+		return safefile.FD(fd), nil
 	}
 }
-
-// Read reads like io.Reader: io.EOF at the end, EINTR retried.
-func (f rawFile) Read(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	for {
-		n, err := unix.Read(int(f), b)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-func (f rawFile) Close() error { return unix.Close(int(f)) }
 
 // IsNotExist reports whether err means the process or file is gone.
 func IsNotExist(err error) bool {

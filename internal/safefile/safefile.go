@@ -92,30 +92,12 @@ func read(path string, limit int64, opts Options) (*File, error) {
 	// The regular file was opened non-blocking; clear the flag so that a
 	// network file system's short reads are not mistaken for EAGAIN.
 	_ = unix.SetNonblock(fd, false)
-	// Read into one buffer of the size fstat gave plus one byte, so that
-	// the end is seen in the second read; a file growing while it is read
-	// gets a larger buffer, never past limit+1 bytes.
-	data := make([]byte, 0, min(out.Stat.Size, limit)+1)
-	for {
-		if len(data) == cap(data) {
-			if int64(len(data)) > limit {
-				return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
-			}
-			grown := make([]byte, len(data), min(2*int64(cap(data)), limit+1))
-			copy(grown, data)
-			data = grown
-		}
-		n, err := readFull(fd, data[len(data):cap(data)])
-		data = data[:len(data)+n]
-		if int64(len(data)) > limit {
-			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
+	data, err := ReadAll(FD(fd), out.Stat.Size, limit)
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("%w: it grew past %d bytes while being read", ErrTooLarge, limit)}
+	case err != nil:
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
 	}
 	out.Data = data
 	return out, nil
@@ -154,11 +136,19 @@ func OpenDir(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// readFull reads like io.Reader from a blocking descriptor: io.EOF at the
-// end, EINTR retried.
-func readFull(fd int, b []byte) (int, error) {
+// FD reads an open descriptor directly. An *os.File would try to
+// register it with the runtime's poller and query its flags (an epoll_ctl
+// and three fcntl calls), for files that are never pollable: regular
+// files and procfs.
+type FD int
+
+// Read reads like io.Reader: io.EOF at the end, EINTR retried.
+func (f FD) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	for {
-		n, err := unix.Read(fd, b)
+		n, err := unix.Read(int(f), b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -168,5 +158,35 @@ func readFull(fd int, b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		return n, nil
+	}
+}
+
+// Close closes the descriptor.
+func (f FD) Close() error { return unix.Close(int(f)) }
+
+// ReadAll reads f to its end into one buffer of size+1 bytes (size: what
+// fstat said, or a guess), so that the end is seen in the second read; a
+// file longer than that (growing, or procfs, whose size is 0) gets a
+// buffer doubled as needed, never past limit+1 bytes. More than limit
+// bytes is ErrTooLarge: shortening would hide what was appended last.
+func ReadAll(f FD, size, limit int64) ([]byte, error) {
+	data := make([]byte, 0, min(max(size, 0), limit)+1)
+	for {
+		if len(data) == cap(data) {
+			grown := make([]byte, len(data), min(2*int64(cap(data)), limit+1))
+			copy(grown, data)
+			data = grown
+		}
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if int64(len(data)) > limit {
+			return nil, ErrTooLarge
+		}
+		if errors.Is(err, io.EOF) {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 }
