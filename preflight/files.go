@@ -1,11 +1,16 @@
 package preflight
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
 
-// sameFile reports whether path (seen from here) is the mapped file.
-func sameFile(path string, l *mappedLib) bool {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	"github.com/safeattach/safeattach/internal/safefile"
+)
+
+// sameFile reports whether p (a path inside the target's root) is the
+// mapped file.
+func (in *inspection) sameFile(p string, l *mappedLib) bool {
+	st, err := safefile.StatIn(in.ctx, in.r.Process.Root, p)
+	if err != nil {
 		return false
 	}
 	return st.Ino == l.inode && unix.Major(st.Dev) == l.devMajor && unix.Minor(st.Dev) == l.devMinor

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -31,9 +32,10 @@ func returnsWithin(t *testing.T, what string, d time.Duration, fn func()) {
 func TestHostileTargetFilesDoNotBlock(t *testing.T) {
 	dir, fifo, sparse := testenv.HostileFiles(t)
 	ctx := context.Background()
+	in := &inspection{ctx: ctx, r: &Report{}}
 	for _, p := range []string{fifo, sparse, "/dev/zero", dir} {
 		returnsWithin(t, "release file "+p, 5*time.Second, func() {
-			if v := readReleaseVersion(ctx, p); v != "" {
+			if v := in.readReleaseVersion(p); v != "" {
 				t.Errorf("%s: version %q", p, v)
 			}
 		})
@@ -44,7 +46,7 @@ func TestHostileTargetFilesDoNotBlock(t *testing.T) {
 		})
 	}
 	returnsWithin(t, "a FIFO listed as a directory", 5*time.Second, func() {
-		if _, err := readDirCapped(fifo, 10); err == nil {
+		if _, err := safefile.ListIn(ctx, "/", fifo, 10); err == nil {
 			t.Error("a FIFO listed")
 		}
 	})

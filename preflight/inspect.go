@@ -363,9 +363,22 @@ func (in *inspection) findLib(match func(base string) bool) *mappedLib {
 	return nil
 }
 
-// rootPath maps a path inside the target's filesystem to one we can open.
+// rootPath names a path inside the target's filesystem as seen from
+// here, for messages. Files are opened with internal/safefile's *In
+// functions, which resolve the path inside the target's root: joining
+// would follow an absolute symlink in the container out of it.
 func (in *inspection) rootPath(p string) string {
-	return filepath.Join(in.r.Process.Root, p)
+	return filepath.Join(in.r.Process.Root, filepath.Clean("/"+p))
+}
+
+// readConfig reads one of the target's own configuration files (its
+// /etc/passwd, a JDK's release file), resolved inside its root.
+func (in *inspection) readConfig(p string, limit int64) ([]byte, error) {
+	f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, p, limit, safefile.Accept{FollowLast: true})
+	if err != nil {
+		return nil, err
+	}
+	return f.Data, nil
 }
 
 // preloads returns LD_PRELOAD entries and /etc/ld.so.preload entries of
@@ -376,8 +389,8 @@ func (in *inspection) preloads() (env, file []string) {
 		if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
 			in.preloadEnv = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
 		}
-		if f, err := safefile.Read(in.ctx, in.rootPath("/etc/ld.so.preload"), maxTargetConfigFile, safefile.Options{}); err == nil {
-			in.preloadFile = strings.Fields(string(f.Data))
+		if data, err := in.readConfig("/etc/ld.so.preload", maxTargetConfigFile); err == nil {
+			in.preloadFile = strings.Fields(string(data))
 		}
 	}
 	return in.preloadEnv, in.preloadFile

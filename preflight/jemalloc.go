@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // jemalloc facts (docs/detection.md, "jemalloc: is heap profiling on?"):
@@ -187,7 +188,7 @@ func (in *inspection) jemallocConf(lib *mappedLib, info *elfx.Info) {
 	// 3. the /etc/malloc.conf symlink, in the target's root.
 	link := "/etc/" + prefix + "malloc.conf"
 	src = ConfSource{Name: link}
-	if target, err := os.Readlink(in.rootPath(link)); err == nil {
+	if target, err := safefile.ReadlinkIn(in.ctx, in.r.Process.Root, link); err == nil {
 		src.Value, src.Set = target, true
 	} else if !errors.Is(err, os.ErrNotExist) && !isNotLink(err) {
 		src.Error = err.Error()

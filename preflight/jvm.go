@@ -1,10 +1,10 @@
 package preflight
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,7 +86,7 @@ func (in *inspection) javaHome(libjvm string) string {
 	dir := filepath.Dir(libjvm)
 	for i := 0; i < maxJavaHomeDepth && dir != "/"; i++ {
 		dir = filepath.Dir(dir)
-		if _, err := os.Stat(in.rootPath(filepath.Join(dir, "release"))); err == nil {
+		if _, err := safefile.StatIn(in.ctx, in.r.Process.Root, filepath.Join(dir, "release")); err == nil {
 			return dir
 		}
 	}
@@ -97,7 +97,7 @@ func (in *inspection) jvmVersion() {
 	j := &in.r.JVM
 	if j.Home != "" {
 		rel := filepath.Join(j.Home, "release")
-		if v := readReleaseVersion(in.ctx, in.rootPath(rel)); v != "" {
+		if v := in.readReleaseVersion(rel); v != "" {
 			j.Version, j.VersionSource = v, rel
 		}
 	}
@@ -136,12 +136,12 @@ func JavaFeature(v string) int {
 // readReleaseVersion reads JAVA_VERSION from a JDK's release file in the
 // target's root: hostile input, read under ctx (a FIFO or a hung mount
 // there must not hold the caller) and capped.
-func readReleaseVersion(ctx context.Context, path string) string {
-	f, err := safefile.Read(ctx, path, maxTargetConfigFile, safefile.Options{})
+func (in *inspection) readReleaseVersion(path string) string {
+	data, err := in.readConfig(path, maxTargetConfigFile)
 	if err != nil {
 		return ""
 	}
-	for line := range strings.Lines(string(f.Data)) {
+	for line := range strings.Lines(string(data)) {
 		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "JAVA_VERSION="); ok {
 			return strings.Trim(v, `"`)
 		}
@@ -189,12 +189,12 @@ func (in *inspection) perfDataFlags() {
 	}
 	var pd *proc.PerfData
 	for _, m := range in.perfDataPaths() {
-		f, err := safefile.Read(context.Background(), m, maxPerfData, safefile.Options{NoFollow: true})
-		if err != nil || (f.Stat.Uid != in.r.Process.UID.Effective && f.Stat.Uid != 0) {
+		f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
+		if err != nil {
 			continue
 		}
 		if pd, err = proc.ParsePerfData(f.Data); err == nil {
-			j.PerfData = strings.TrimPrefix(m, in.r.Process.Root)
+			j.PerfData = m
 			break
 		}
 	}
@@ -221,17 +221,31 @@ func (in *inspection) perfDataFlags() {
 }
 
 // perfDataPaths are where the JVM's hsperfdata file can be:
-// /tmp/hsperfdata_<user>/<nspid> under its root, the user named by the
-// target's own /etc/passwd; a glob of /tmp only when that fails (it
-// reads the whole directory).
+// /tmp/hsperfdata_<user>/<nspid> inside its root, the user named by the
+// target's own /etc/passwd; every hsperfdata_* directory of /tmp (at
+// most maxPerfDataDirs) only when that fails.
 func (in *inspection) perfDataPaths() []string {
 	name := fmt.Sprintf("%d", in.r.Process.NSPid)
 	if user := in.userName(in.r.Process.UID.Effective); user != "" {
-		return []string{in.rootPath(filepath.Join("/tmp", "hsperfdata_"+user, name))}
+		return []string{filepath.Join("/tmp", "hsperfdata_"+user, name)}
 	}
-	m, _ := filepath.Glob(in.rootPath("/tmp/hsperfdata_*/" + name))
-	return m
+	names, _ := safefile.ListIn(in.ctx, in.r.Process.Root, "/tmp", maxTmpEntries)
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "hsperfdata_") && len(out) < maxPerfDataDirs {
+			out = append(out, filepath.Join("/tmp", n, name))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
+
+// Bounds on the /tmp listing when the user's name is unknown: a /tmp can
+// hold millions of entries, and anyone can create hsperfdata_* there.
+const (
+	maxTmpEntries   = 100000
+	maxPerfDataDirs = 64
+)
 
 // maxPasswd caps the target's /etc/passwd read.
 const maxPasswd = 1 << 20
@@ -239,12 +253,12 @@ const maxPasswd = 1 << 20
 // userName looks uid up in the target's /etc/passwd (its root's, not
 // ours: a container has its own users).
 func (in *inspection) userName(uid uint32) string {
-	f, err := safefile.Read(context.Background(), in.rootPath("/etc/passwd"), maxPasswd, safefile.Options{})
+	data, err := in.readConfig("/etc/passwd", maxPasswd)
 	if err != nil {
 		return ""
 	}
 	want := strconv.FormatUint(uint64(uid), 10)
-	for _, line := range strings.Split(string(f.Data), "\n") {
+	for _, line := range strings.Split(string(data), "\n") {
 		fields := strings.Split(line, ":")
 		if len(fields) > 2 && fields[2] == want && fields[0] != "" && !strings.ContainsAny(fields[0], "/.") {
 			return fields[0]
@@ -320,18 +334,28 @@ func (in *inspection) applyOption(o, src string) {
 }
 
 // attachSocket looks for /tmp/.java_pid<nspid> in the target's root (or in
-// -XX:AltTempDir when given). lstat only: no connection is made.
+// -XX:AltTempDir when given), resolved inside that root: an AltTempDir
+// with "..", or a symlink the container's user made, cannot lead out of
+// it. lstat only: no connection is made.
 func (in *inspection) attachSocket() {
 	j := &in.r.JVM
 	tmp := "/tmp"
 	if f, ok := j.Flags["AltTempDir"]; ok && f.Value != "" {
 		tmp = f.Value
 	}
-	j.AttachSocket.Path = filepath.Join(tmp, fmt.Sprintf(".java_pid%d", in.r.Process.NSPid))
-	var st syscall.Stat_t
-	err := syscall.Lstat(in.rootPath(j.AttachSocket.Path), &st)
+	name := fmt.Sprintf(".java_pid%d", in.r.Process.NSPid)
+	j.AttachSocket.Path = filepath.Join(filepath.Clean("/"+tmp), name)
+	dir, err := safefile.OpenDirIn(in.ctx, in.r.Process.Root, tmp)
 	if err != nil {
-		if err != syscall.ENOENT {
+		if !errors.Is(err, syscall.ENOENT) {
+			in.unknown("jvm.attach_socket", "%s: %v", tmp, err)
+		}
+		return
+	}
+	defer dir.Close()
+	st, err := dir.Lstat(name)
+	if err != nil {
+		if !errors.Is(err, syscall.ENOENT) {
 			in.unknown("jvm.attach_socket", "lstat %s: %v", in.rootPath(j.AttachSocket.Path), err)
 		}
 		return

@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -73,7 +73,7 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 			l.Loadable, l.Reason = Unknown, err.Error()
 			return
 		}
-		where, host := locate(r, dirs, lib)
+		where := locate(ctx, r, dirs, lib)
 		if where == "" {
 			l.Missing = append(l.Missing, lib)
 			continue
@@ -83,7 +83,7 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 		if len(need) == 0 {
 			continue
 		}
-		info, err := probeLibrary(host)
+		info, err := probeLibrary(ctx, root, where)
 		if err != nil {
 			l.Loadable, l.Reason = Unknown, fmt.Sprintf("%s: %v", where, err)
 			continue
@@ -103,20 +103,13 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 // the shared ELF cache (keyed by device, inode, size and mtime: libc is
 // read once per process, not once per attach). It is opened without
 // blocking and only if regular.
-func probeLibrary(path string) (*elfx.Info, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+func probeLibrary(ctx context.Context, root, path string) (*elfx.Info, error) {
+	h, err := safefile.OpenIn(ctx, root, path, maxLoadableProbe, safefile.Accept{FollowLast: true})
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), path)
+	f := h.File()
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxLoadableProbe {
-		return nil, fmt.Errorf("not a regular file of at most %d bytes", maxLoadableProbe)
-	}
 	info, _, err := elfx.Shared().Probe(f, elfx.ProbeOptions{})
 	return info, err
 }
@@ -156,7 +149,7 @@ func ldSoConf(ctx context.Context, root, path string, depth int) []string {
 	if depth > 4 {
 		return nil
 	}
-	f, err := safefile.Read(ctx, filepath.Join(root, path), maxTargetConfigFile, safefile.Options{})
+	f, err := safefile.ReadIn(ctx, root, path, maxTargetConfigFile, safefile.Accept{FollowLast: true})
 	if err != nil {
 		return nil
 	}
@@ -168,9 +161,8 @@ func ldSoConf(ctx context.Context, root, path string, depth int) []string {
 			line = strings.TrimSpace(line[:i])
 		}
 		if rest, ok := strings.CutPrefix(line, "include "); ok {
-			matches, _ := filepath.Glob(filepath.Join(root, strings.TrimSpace(rest)))
-			for _, m := range matches {
-				dirs = append(dirs, ldSoConf(ctx, root, strings.TrimPrefix(m, root), depth+1)...)
+			for _, m := range globIn(ctx, root, strings.TrimSpace(rest)) {
+				dirs = append(dirs, ldSoConf(ctx, root, m, depth+1)...)
 			}
 			continue
 		}
@@ -181,28 +173,56 @@ func ldSoConf(ctx context.Context, root, path string, depth int) []string {
 	return dirs
 }
 
+// globIn expands an ld.so.conf include pattern inside root: wildcards
+// in its last component only (as every distribution writes them:
+// /etc/ld.so.conf.d/*.conf), at most 256 names.
+func globIn(ctx context.Context, root, pattern string) []string {
+	if !filepath.IsAbs(pattern) {
+		pattern = filepath.Join("/etc", pattern)
+	}
+	dir, base := filepath.Split(pattern)
+	if strings.ContainsAny(dir, "*?[") {
+		return nil
+	}
+	names, err := safefile.ListIn(ctx, root, dir, 256)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, n := range names {
+		if ok, _ := filepath.Match(base, n); ok {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // locate finds lib as the target's loader would: already loaded (the
 // loader matches a loaded object's name first), else the first directory
-// that holds it. It returns the target's view and ours.
-func locate(r *Report, dirs []string, lib string) (where, host string) {
+// that holds it. It returns the path in the target's view (resolved in
+// its root: an absolute symlink there means the target's file, not ours).
+func locate(ctx context.Context, r *Report, dirs []string, lib string) (where string) {
 	for _, m := range r.MappedFiles {
 		base := filepath.Base(m)
 		if base == lib || strings.HasPrefix(base, lib+".") {
-			return m, filepath.Join(r.Process.Root, m)
+			return m
 		}
+	}
+	regular := func(p string) bool {
+		st, err := safefile.StatIn(ctx, r.Process.Root, p)
+		return err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
 	}
 	if strings.Contains(lib, "/") {
-		p := filepath.Join(r.Process.Root, lib)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return lib, p
+		if regular(lib) {
+			return lib
 		}
-		return "", ""
+		return ""
 	}
 	for _, d := range dirs {
-		p := filepath.Join(r.Process.Root, d, lib)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return filepath.Join(d, lib), p
+		if p := filepath.Join(d, lib); regular(p) {
+			return p
 		}
 	}
-	return "", ""
+	return ""
 }

@@ -134,7 +134,7 @@ func (in *inspection) heapDumps(prefix string, max int) []string {
 		p = filepath.Join(in.r.Process.Cwd, p)
 	}
 	dir := filepath.Dir(p)
-	names, err := readDirCapped(in.rootPath(dir), 4096)
+	names, err := safefile.ListIn(in.ctx, in.r.Process.Root, dir, 4096)
 	if err != nil {
 		return nil
 	}
@@ -151,28 +151,17 @@ func (in *inspection) heapDumps(prefix string, max int) []string {
 	return out
 }
 
-// readDirCapped reads at most max names from dir: a target's working
-// directory can be huge, and what is named there may not be a directory.
-func readDirCapped(dir string, max int) ([]string, error) {
-	f, err := safefile.OpenDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return f.Readdirnames(max)
-}
-
 // via says how a mapped library got into the process.
 func (in *inspection) via(l *mappedLib) Via {
 	env, file := in.preloads()
 	base := filepath.Base(l.path)
 	for _, p := range env {
-		if p == l.path || filepath.Base(p) == base || sameFile(in.rootPath(p), l) {
+		if p == l.path || filepath.Base(p) == base || in.sameFile(p, l) {
 			return ViaLDPreload
 		}
 	}
 	for _, p := range file {
-		if p == l.path || filepath.Base(p) == base || sameFile(in.rootPath(p), l) {
+		if p == l.path || filepath.Base(p) == base || in.sameFile(p, l) {
 			return ViaLDSoPreload
 		}
 	}

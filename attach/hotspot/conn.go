@@ -5,32 +5,50 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
+		"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
-// maxSunPath is sizeof(sun_path) minus the terminating NUL on Linux.
-const maxSunPath = 107
-
-// checkSocket trusts the socket file only if proc.CheckAttachSocket does
-// (docs/safety.md, invariant 3).
-func checkSocket(t *Target) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(t.SocketPath(), &st); err != nil {
+// openSocket opens the attach socket itself (an O_PATH descriptor of
+// its inode) inside the target's root, and trusts it only if
+// proc.CheckAttachSocket does (docs/safety.md, invariant 3). The
+// directory is resolved with no symlink or ".." leaving the root: a
+// -XX:AltTempDir of "../../run", or a /tmp the container's user made a
+// symlink, cannot lead to a socket on the host. Connecting through the
+// returned descriptor reaches the inode that was checked, not whatever
+// the name points to by then.
+func openSocket(ctx context.Context, t *Target) (*os.File, error) {
+	dir, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%w: %s does not exist", ErrNoListener, t.SocketPath())
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNoListener, t.SocketPath())
 		}
-		return err
+		return nil, err
+	}
+	defer dir.Close()
+	fd, err := unix.Openat(dir.FD(), t.socketName(), unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNoListener, t.SocketPath())
+		}
+		return nil, fmt.Errorf("%s: %w", t.SocketPath(), err)
+	}
+	f := os.NewFile(uintptr(fd), t.SocketPath())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, err
 	}
 	if err := proc.CheckAttachSocket(st.Mode&unix.S_IFMT == unix.S_IFSOCK, st.Uid, st.Mode, t.UID); err != nil {
-		return fmt.Errorf("%s: %w", t.SocketPath(), err)
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", t.SocketPath(), err)
 	}
-	return nil
+	return f, nil
 }
 
 // dial connects to the attach socket under ctx and verifies the peer.
@@ -70,22 +88,15 @@ func dial(ctx context.Context, t *Target) (*os.File, error) {
 }
 
 func dialOnce(ctx context.Context, t *Target) (*os.File, error) {
-	if err := checkSocket(t); err != nil {
+	sock, err := openSocket(ctx, t)
+	if err != nil {
 		return nil, err
 	}
-	path := t.SocketPath()
-	// A path longer than sun_path is reached through a directory fd:
-	// /proc/self/fd/<n>/<name> is always short.
-	if len(path) > maxSunPath {
-		dir, err := os.Open(filepath.Dir(path))
-		if err != nil {
-			return nil, err
-		}
-		defer dir.Close()
-		path = fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
-	}
+	defer sock.Close()
+	// /proc/self/fd/<n> of the O_PATH descriptor: always short enough for
+	// sun_path, and it leads to the checked inode.
+	path := fmt.Sprintf("/proc/self/fd/%d", sock.Fd())
 	var conn *os.File
-	var err error
 	if os.Geteuid() == 0 && t.needsExactCredentials() && (t.UID != 0 || t.GID != 0) {
 		conn, err = dialAs(path, t.UID, t.GID)
 	} else {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // sigquitBit is SIGQUIT's bit in the /proc status masks.
@@ -23,7 +25,12 @@ var ErrUnsafeSignal = errors.New("refusing to send SIGQUIT")
 // socket exists it returns at once; otherwise it creates the trigger file,
 // sends SIGQUIT through a pidfd and waits for the socket under ctx.
 func EnsureListener(ctx context.Context, t *Target) error {
-	if socketExists(t) {
+	dir, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
+	if err != nil {
+		return fmt.Errorf("%w: the JVM's temporary directory: %v", ErrNoListener, err)
+	}
+	defer dir.Close()
+	if socketIn(dir, t) {
 		return nil
 	}
 	pidfd, err := openPinned(t)
@@ -31,11 +38,11 @@ func EnsureListener(ctx context.Context, t *Target) error {
 		return err
 	}
 	defer unix.Close(pidfd)
-	trigger, err := createTrigger(t)
+	removeTrigger, err := createTrigger(ctx, t)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNoListener, err)
 	}
-	defer os.Remove(trigger)
+	defer removeTrigger()
 	if err := checkSignalSafe(t); err != nil {
 		return err
 	}
@@ -45,12 +52,14 @@ func EnsureListener(ctx context.Context, t *Target) error {
 		}
 		return fmt.Errorf("pidfd_send_signal: %w", err)
 	}
-	return waitForSocket(ctx, t, pidfd)
+	return waitForSocket(ctx, t, dir, pidfd)
 }
 
-func socketExists(t *Target) bool {
-	var st unix.Stat_t
-	return unix.Lstat(t.SocketPath(), &st) == nil
+// socketIn reports whether the socket's name exists in dir (the JVM's
+// temporary directory, resolved in its root).
+func socketIn(dir *safefile.Dir, t *Target) bool {
+	_, err := dir.Lstat(t.socketName())
+	return err == nil
 }
 
 // openPinned opens a pidfd and then checks that it names the inspected
@@ -96,25 +105,44 @@ func isHotSpot(t *Target) bool {
 }
 
 // createTrigger creates .attach_pid<nspid> where the JVM looks for it,
-// owned by the JVM's user (JDK 8/9 check st_uid == geteuid()).
-func createTrigger(t *Target) (string, error) {
+// owned by the JVM's user (JDK 8/9 check st_uid == geteuid()): in its
+// working directory, else in /tmp resolved inside its root. The file is
+// created relative to the directory's descriptor, never through a
+// symlink, and the returned function removes it from that same directory.
+func createTrigger(ctx context.Context, t *Target) (remove func(), err error) {
 	var errs []error
-	for _, p := range t.triggerPaths() {
-		fd, err := unix.Open(p, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	name := t.triggerName()
+	for _, where := range []string{"cwd", "/tmp"} {
+		var dir *safefile.Dir
+		if where == "cwd" {
+			// The working directory is the process's own (the magic link
+			// is followed on purpose: it names the JVM's cwd).
+			dir, err = safefile.OpenDirIn(ctx, filepath.Join(t.procDir, "cwd"), ".")
+		} else {
+			dir, err = safefile.OpenDirIn(ctx, t.rootDir(), where)
+		}
 		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p := filepath.Join(dir.Root, dir.Path, name)
+		fd, err := unix.Openat(dir.FD(), name, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			dir.Close()
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			continue
 		}
 		err = unix.Fchown(fd, int(t.UID), int(t.GID))
 		unix.Close(fd)
 		if err != nil && os.Geteuid() == 0 {
-			os.Remove(p)
+			dir.Remove(name)
+			dir.Close()
 			errs = append(errs, fmt.Errorf("chown %s: %w", p, err))
 			continue
 		}
-		return p, nil
+		return func() { dir.Remove(name); dir.Close() }, nil
 	}
-	return "", errors.Join(errs...)
+	return nil, errors.Join(errs...)
 }
 
 // Socket polling. An idle JVM binds its socket 2-4 ms after SIGQUIT, a
@@ -133,12 +161,12 @@ const (
 
 // waitForSocket waits until the socket exists, the target exits (its pidfd
 // becomes readable) or ctx ends.
-func waitForSocket(ctx context.Context, t *Target, pidfd int) error {
+func waitForSocket(ctx context.Context, t *Target, dir *safefile.Dir, pidfd int) error {
 	start := time.Now()
 	delay := pollFine
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {
-		if socketExists(t) {
+		if socketIn(dir, t) {
 			return nil
 		}
 		if time.Since(start) >= pollFineFor {

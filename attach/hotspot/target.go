@@ -67,20 +67,23 @@ func TargetOf(procRoot string, pid, nsPid int, startTime uint64, uid, gid uint32
 // proc is the target's /proc directory, on the procfs it was read from.
 func (t *Target) proc() proc.Proc { return t.fsys.Proc(t.PID) }
 
-// root returns a path inside the target's root directory as seen from here.
-func (t *Target) root(p string) string { return filepath.Join(t.procDir, "root", p) }
+// rootDir is the target's root directory as seen from here: paths inside
+// it are resolved with internal/safefile, never by joining.
+func (t *Target) rootDir() string { return filepath.Join(t.procDir, "root") }
 
-// SocketPath is the attach socket as seen from here.
+// socketName is the attach socket's name in TmpDir.
+func (t *Target) socketName() string { return fmt.Sprintf(".java_pid%d", t.NSPid) }
+
+// SocketPath names the attach socket as seen from here, for messages. It
+// is not how the socket is reached: that is resolved inside the target's
+// root (TmpDir may hold ".." or lead through a symlink).
 func (t *Target) SocketPath() string {
-	return t.root(filepath.Join(t.TmpDir, fmt.Sprintf(".java_pid%d", t.NSPid)))
+	return filepath.Join(t.rootDir(), filepath.Clean("/"+t.TmpDir), t.socketName())
 }
 
-// triggerPaths are where the JVM looks for .attach_pid<nspid> on SIGQUIT:
-// its working directory first, then /tmp (hard-coded, not java.io.tmpdir).
-func (t *Target) triggerPaths() []string {
-	name := fmt.Sprintf(".attach_pid%d", t.NSPid)
-	return []string{filepath.Join(t.procDir, "cwd", name), t.root(filepath.Join("/tmp", name))}
-}
+// triggerName is the file the JVM looks for on SIGQUIT: in its working
+// directory first, then in /tmp (hard-coded, not java.io.tmpdir).
+func (t *Target) triggerName() string { return fmt.Sprintf(".attach_pid%d", t.NSPid) }
 
 // Alive reports whether the pinned process still exists (not a zombie
 // and not a recycled pid).

@@ -99,3 +99,131 @@ func KubeletCgroup(t testing.TB, hierarchy, rel string, pids ...int) {
 		}
 	}
 }
+
+// PodSpec describes a JVM started as a Kubernetes pod runs one.
+type PodSpec struct {
+	// JDK is the JDK to run (default: JDK17).
+	JDK JDK
+	// User is the uid (and gid) the JVM runs as; 0 means nobody (65534),
+	// the least trusted user of a node.
+	User uint32
+	// Env is added to the JVM's environment (JAVA_TOOL_OPTIONS=...).
+	Env []string
+	// Setup runs as root inside the pod's root before the JVM starts
+	// (e.g. "mount -o remount,noexec /tmp").
+	Setup string
+	// Workers are busy threads (Target's churn), for samples.
+	Workers int
+	// JVMArgs go before the main class.
+	JVMArgs []string
+}
+
+// Pod is a JVM in its own pid and mount namespaces, chrooted into a root
+// of its own: /usr and /etc are the host's, read-only; /tmp, /var/tmp and
+// /dev/shm are private tmpfs mounts. Paths the host sees under
+// /proc/<PID>/root are the pod's; a symlink the pod's user makes there
+// points into the pod, as in a real container.
+type Pod struct {
+	// Wrapper is the pod's pid 1 as the host sees it (its sandbox), PID
+	// the JVM's host pid.
+	Wrapper, PID int
+	// UID is the JVM's user.
+	UID  uint32
+	Proc *Process
+}
+
+// StartPod starts a JVM as a pod (root required) and waits until it
+// prints READY. Cleanup kills it with its namespaces.
+func StartPod(t testing.TB, spec PodSpec) *Pod {
+	t.Helper()
+	RequireRoot(t)
+	unshare := LookPath(t, "unshare")
+	if spec.JDK.Home == "" {
+		spec.JDK = JDK17(t)
+	}
+	if spec.User == 0 {
+		spec.User = 65534
+	}
+	base, err := os.MkdirTemp("/var/cache", "safeattach-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	app, root := filepath.Join(base, "app"), filepath.Join(base, "root")
+	for _, d := range []string{app, root} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	class, err := os.ReadFile(filepath.Join(TargetClasspath(t, spec.JDK), "Target.class"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(app, "Target.class"), class, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	java := []string{filepath.Join(spec.JDK.Home, "bin/java"), "-Xmx64m", "-XX:+UseSerialGC"}
+	java = append(java, spec.JVMArgs...)
+	java = append(java, "-cp", "/app", "Target", strconv.Itoa(spec.Workers))
+	env := append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}, spec.Env...)
+	script := `set -e
+R=` + shellQuote(root) + `
+mount -t tmpfs -o mode=0755 pod-root "$R"
+for d in usr etc bin sbin lib lib32 lib64 libx32; do
+  if [ -L "/$d" ]; then cp -P "/$d" "$R/$d"
+  elif [ -d "/$d" ]; then mkdir "$R/$d"; mount --rbind "/$d" "$R/$d"; mount -o remount,bind,ro "$R/$d"; fi
+done
+mkdir -p "$R/tmp" "$R/var/tmp" "$R/dev" "$R/proc" "$R/app"
+mount -t tmpfs -o mode=1777 pod-tmp "$R/tmp"
+mount -t tmpfs -o mode=1777 pod-var-tmp "$R/var/tmp"
+mount --rbind /dev "$R/dev"
+mount -t tmpfs -o mode=1777 pod-shm "$R/dev/shm"
+mount -t proc proc "$R/proc"
+mount --bind ` + shellQuote(app) + ` "$R/app"
+mount -o remount,bind,ro "$R/app"
+cd "$R"
+` + spec.Setup + `
+exec chroot "$R" /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv.Itoa(int(spec.User)) + ` --regid=` + strconv.Itoa(int(spec.User)) + ` --clear-groups /bin/sh -c 'cd /tmp && exec "$@"' sh ` + shellJoin(java)
+	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "/bin/sh", "-c", script)
+	p := Start(t, cmd)
+	p.WaitOutput(t, "READY", 60*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, d := range descendants(p.PID) {
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasSuffix(exe, "/java") {
+				return &Pod{Wrapper: p.PID, PID: d, UID: spec.User, Proc: p}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no java in the pod: %s", p.Output())
+	return nil
+}
+
+// Exec runs script with sh inside the pod's namespaces and root, as uid
+// (and gid) — the pod's own user is the attacker of most tests — and
+// returns its combined output; a failure fails the test.
+func (p *Pod) Exec(t testing.TB, uid uint32, script string) string {
+	t.Helper()
+	out, err := p.Command(uid, script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("in pod %d as uid %d: %s: %v\n%s", p.PID, uid, script, err, out)
+	}
+	return string(out)
+}
+
+// Command is the command Exec runs, for tests that start it themselves.
+func (p *Pod) Command(uid uint32, script string) *exec.Cmd {
+	u := strconv.Itoa(int(uid))
+	return exec.Command("nsenter", "-t", strconv.Itoa(p.PID), "-m", "-p", "-r", "-w", "-S", u, "-G", u, "/bin/sh", "-c", script)
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
