@@ -401,7 +401,7 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := deliver(c.report, c.agent, c.content)
+	d, err := deliver(ctx, c.report, c.agent, c.content)
 	if err != nil {
 		if !t.Alive() {
 			return nil, fmt.Errorf("pid %d: %w while delivering the agent", c.pid, hotspot.ErrTargetExited)

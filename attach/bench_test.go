@@ -94,7 +94,7 @@ func BenchmarkDeliverFirstCopy(b *testing.B) {
 	b.SetBytes(int64(len(content)))
 	for b.Loop() {
 		d := &delivery{}
-		if err := d.store(r, a, content, "/"); err != nil {
+		if err := d.storeIn(context.Background(), r, a, content, "/"); err != nil {
 			b.Fatal(err)
 		}
 		d.release(0, false)

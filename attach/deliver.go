@@ -2,6 +2,7 @@ package attach
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -37,12 +39,18 @@ import (
 var deliveryDirs = []string{"/tmp", "/var/tmp", "/dev/shm"}
 
 // storeDir is the name of the content-addressed store in a delivery dir.
+// When another user holds that name (anyone can create it in /tmp), the
+// store is a directory named storeDir-<random> instead: found again by
+// listing the delivery dir for one we own, never guessable in advance.
 const storeDir = ".safeattach"
+
+// maxStoreCandidates bounds the storeDir-* names looked at in one
+// delivery dir (each costs an fstatat; anyone can create such names).
+const maxStoreCandidates = 64
 
 // delivery is an agent placed where the target can load it.
 type delivery struct {
 	inTarget string // the path the JVM is told to load
-	host     string // the same file as seen from here
 	// created is set when this call wrote the copy: only such a copy is
 	// removed again, and only if no process maps it.
 	created bool
@@ -52,7 +60,11 @@ type delivery struct {
 	// lock holds a shared flock on the copy while the JVM may still be
 	// opening it; a cleanup elsewhere takes an exclusive one first.
 	lock *os.File
-	why  []string // the candidates rejected, for errors and logs
+	// store and hashDir are the store directory and its <sha256>
+	// subdirectory holding the copy, kept open from delivery to release:
+	// the copy is removed relative to them, never through a path.
+	store, hashDir *os.File
+	why            []string // the candidates rejected, for errors and logs
 }
 
 // ErrNoDeliveryDir: no directory in the target can take the agent.
@@ -60,20 +72,20 @@ var ErrNoDeliveryDir = errors.New("no usable directory in the target for the age
 
 // deliver places content (the judged agent bytes) where the target r can
 // load it and returns the path to send.
-func deliver(r *preflight.Report, a *preflight.Agent, content []byte) (*delivery, error) {
+func deliver(ctx context.Context, r *preflight.Report, a *preflight.Agent, content []byte) (*delivery, error) {
 	// The same bytes already mapped: send the path the loader knows them
 	// by, so that it returns the loaded copy instead of adding a second.
 	for _, l := range r.Profilers {
 		if l.SHA256 != "" && l.SHA256 == a.SHA256 && !l.Deleted {
-			return &delivery{inTarget: l.Path, host: filepath.Join(r.Process.Root, l.Path), reused: true}, nil
+			return &delivery{inTarget: l.Path, reused: true}, nil
 		}
 	}
 	if inPlaceSafe(r, a) {
-		return &delivery{inTarget: a.RealPath, host: a.RealPath, inPlace: true}, nil
+		return &delivery{inTarget: a.RealPath, inPlace: true}, nil
 	}
 	d := &delivery{}
 	for _, dir := range deliveryDirs {
-		err := d.store(r, a, content, dir)
+		err := d.storeIn(ctx, r, a, content, dir)
 		if err == nil {
 			return d, nil
 		}
@@ -136,12 +148,20 @@ func readableBy(path string, uid, gid uint32) bool {
 	}
 }
 
-// store writes content under dir/.safeattach/<sha256>/<name> in the
-// target's root, or verifies the copy already there.
-func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte, dir string) error {
-	hostDir := filepath.Join(r.Process.Root, dir)
+// storeIn writes content under dir/.safeattach/<sha256>/<name> in the
+// target's root (dir resolved inside it), or verifies the copy already
+// there.
+func (d *delivery) storeIn(ctx context.Context, r *preflight.Report, a *preflight.Agent, content []byte, dir string) error {
+	base, err := safefile.OpenDirIn(ctx, r.Process.Root, dir)
+	if err != nil {
+		if errors.Is(err, safefile.ErrEscapes) {
+			return errors.New("a symlink (not followed on this kernel)")
+		}
+		return err
+	}
+	defer base.Close()
 	var fs unix.Statfs_t
-	if err := unix.Statfs(hostDir, &fs); err != nil {
+	if err := unix.Fstatfs(base.FD(), &fs); err != nil {
 		return err
 	}
 	switch {
@@ -152,36 +172,33 @@ func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte
 	case uint64(fs.Bavail)*uint64(fs.Bsize) < uint64(len(content))+1<<20:
 		return fmt.Errorf("full (%d bytes free, the agent needs %d)", uint64(fs.Bavail)*uint64(fs.Bsize), len(content))
 	}
-	base, err := unix.Open(hostDir, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			return errors.New("a symlink or not a directory")
-		}
-		return err
-	}
-	defer unix.Close(base)
-	store, err := ownDir(base, storeDir)
+	store, storeName, err := openStore(ctx, r.Process.Root, base)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(store)
 	sub, err := ownDir(store, a.SHA256)
 	if err != nil {
+		unix.Close(store)
 		return err
 	}
-	defer unix.Close(sub)
+	d.store, d.hashDir = os.NewFile(uintptr(store), storeName), os.NewFile(uintptr(sub), a.SHA256)
+	fail := func(err error) error {
+		d.store.Close()
+		d.hashDir.Close()
+		d.store, d.hashDir = nil, nil
+		return err
+	}
+	in := filepath.Join(base.Path, storeName, a.SHA256)
 	name := fileName(a.RealPath)
 	// The same bytes delivered earlier under another file name are the
 	// same agent: reuse that copy (one copy per content, whatever the
 	// callers called it).
 	if existing := existingCopy(sub, a.SHA256, int64(len(content))); existing != nil {
-		d.inTarget = filepath.Join(dir, storeDir, a.SHA256, existing.Name())
-		d.host = filepath.Join(hostDir, storeDir, a.SHA256, existing.Name())
+		d.inTarget = filepath.Join(in, existing.Name())
 		d.lock = existing
 		return nil
 	}
-	d.inTarget = filepath.Join(dir, storeDir, a.SHA256, name)
-	d.host = filepath.Join(hostDir, storeDir, a.SHA256, name)
+	d.inTarget = filepath.Join(in, name)
 	if f, err := openVerified(sub, name, a.SHA256, int64(len(content))); err == nil {
 		d.lock = f
 		return nil
@@ -189,19 +206,61 @@ func (d *delivery) store(r *preflight.Report, a *preflight.Agent, content []byte
 		// Not what we would have written: someone who can write the
 		// store (root) put it there; replace it rather than trust it.
 		if uerr := unix.Unlinkat(sub, name, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
-			return fmt.Errorf("%s holds other bytes and cannot be replaced: %v", d.inTarget, uerr)
+			return fail(fmt.Errorf("%s holds other bytes and cannot be replaced: %v", d.inTarget, uerr))
 		}
 	}
 	if err := writeCopy(sub, name, content); err != nil {
-		return err
+		return fail(err)
 	}
 	f, err := openVerified(sub, name, a.SHA256, int64(len(content)))
 	if err != nil {
-		return fmt.Errorf("verify %s after writing: %w", d.inTarget, err)
+		return fail(fmt.Errorf("verify %s after writing: %w", d.inTarget, err))
 	}
 	d.lock, d.created = f, true
 	return nil
 }
+
+// openStore opens our store in the delivery directory base: storeDir if
+// it is ours (or can be made so), else a storeDir-<random> one we made
+// earlier, else a new one. Someone else's directory, file or symlink at
+// storeDir — planted by another user to deny the delivery — is passed
+// over, never used and never removed.
+func openStore(ctx context.Context, root string, base *safefile.Dir) (fd int, name string, err error) {
+	fd, err = ownDir(base.FD(), storeDir)
+	if err == nil {
+		return fd, storeDir, nil
+	}
+	planted := err
+	names, _ := safefile.ListIn(ctx, root, base.Path, maxTmpListing)
+	seen := 0
+	for _, n := range names {
+		if !strings.HasPrefix(n, storeDir+"-") || seen == maxStoreCandidates {
+			continue
+		}
+		seen++
+		if fd, err := openOwnDir(base.FD(), n); err == nil {
+			return fd, n, nil
+		}
+	}
+	var rnd [12]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return -1, "", err
+	}
+	name = storeDir + "-" + hex.EncodeToString(rnd[:])
+	// mkdirat fails if the name exists: a fresh random name is ours.
+	if err := unix.Mkdirat(base.FD(), name, 0o755); err != nil {
+		return -1, "", fmt.Errorf("%v; and mkdir %s: %w", planted, name, err)
+	}
+	fd, err = openOwnDir(base.FD(), name)
+	if err != nil {
+		return -1, "", fmt.Errorf("%v; and %w", planted, err)
+	}
+	return fd, name, nil
+}
+
+// maxTmpListing bounds the entries read from a delivery directory when
+// looking for our store under another name.
+const maxTmpListing = 100000
 
 // existingCopy returns a verified copy already in the hash directory,
 // under whatever name, or nil. At most a few entries are looked at: the
@@ -232,6 +291,12 @@ func ownDir(parent int, name string) (int, error) {
 	if err := unix.Mkdirat(parent, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 		return -1, fmt.Errorf("mkdir %s: %w", name, err)
 	}
+	return openOwnDir(parent, name)
+}
+
+// openOwnDir opens the existing directory name under parent if it is
+// ours as ownDir requires.
+func openOwnDir(parent int, name string) (int, error) {
 	fd, err := unix.Openat(parent, name, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("%s: %w (a symlink?)", name, err)
@@ -353,9 +418,21 @@ func openVerified(dir int, name, sum string, size int64) (*os.File, error) {
 // release ends the delivery. A copy this call created is removed unless
 // loaded is set or a process maps it — checked under an exclusive flock,
 // so a concurrent load that verified the copy and still holds its shared
-// lock keeps it.
+// lock keeps it. It is removed relative to the directories it was
+// written in, never through a path.
 func (d *delivery) release(pid int, loaded bool) {
-	if d == nil || d.lock == nil {
+	if d == nil {
+		return
+	}
+	defer func() {
+		for _, f := range []*os.File{d.hashDir, d.store} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		d.hashDir, d.store = nil, nil
+	}()
+	if d.lock == nil {
 		return
 	}
 	defer d.lock.Close()
@@ -365,8 +442,8 @@ func (d *delivery) release(pid int, loaded bool) {
 	if unix.Flock(int(d.lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
 		return
 	}
-	os.Remove(d.host)
-	os.Remove(filepath.Dir(d.host)) // only if empty
+	unix.Unlinkat(int(d.hashDir.Fd()), filepath.Base(d.inTarget), 0)
+	unix.Unlinkat(int(d.store.Fd()), filepath.Base(filepath.Dir(d.inTarget)), unix.AT_REMOVEDIR) // only if empty
 }
 
 // mapsFile reports whether pid maps a file at path (its own view).

@@ -303,12 +303,12 @@ func TestDeliveryOneCopyPerContent(t *testing.T) {
 	r := &preflight.Report{}
 	r.Process.Root = root
 	first := &delivery{}
-	if err := first.store(r, &preflight.Agent{RealPath: "/a/libasyncProfiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
+	if err := first.storeIn(context.Background(), r, &preflight.Agent{RealPath: "/a/libasyncProfiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
 		t.Fatal(err)
 	}
 	defer first.lock.Close()
 	second := &delivery{}
-	if err := second.store(r, &preflight.Agent{RealPath: "/b/renamed-profiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
+	if err := second.storeIn(context.Background(), r, &preflight.Agent{RealPath: "/b/renamed-profiler.so", SHA256: hex.EncodeToString(sum[:])}, content, "/"); err != nil {
 		t.Fatal(err)
 	}
 	defer second.lock.Close()

@@ -99,3 +99,41 @@ func TestLiveAltTempDirStaysInTheTarget(t *testing.T) {
 		})
 	}
 }
+
+// TestLivePlantedStoreDoesNotDenyDelivery (issue 17, case 11): the pod's
+// user pre-creates .safeattach in /var/tmp and /dev/shm (its /tmp is
+// noexec, so those are where the agent can go). Each planted name is
+// passed over, never used or removed: the agent goes to a store under a
+// name no one could predict, found again by the next delivery of the
+// same bytes.
+func TestLivePlantedStoreDoesNotDenyDelivery(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentRecordOptions)
+	pod := testenv.StartPod(t, testenv.PodSpec{Setup: `mount -o remount,noexec "$R/tmp"`})
+	pod.Exec(t, pod.UID, "for d in /tmp /var/tmp /dev/shm; do mkdir -m 0777 $d/.safeattach && touch $d/.safeattach/mine; done")
+	var first string
+	for i := 0; i < 3; i++ {
+		res, err := Load(context.Background(), pod.PID, lib, "", Options{})
+		if err != nil {
+			t.Fatalf("load %d with planted stores: %v", i+1, err)
+		}
+		if !strings.HasPrefix(res.LoadedFrom, "/var/tmp/.safeattach-") {
+			t.Fatalf("load %d: loaded from %q, want a store of our own in /var/tmp", i+1, res.LoadedFrom)
+		}
+		if first == "" {
+			first = res.LoadedFrom
+		} else if res.LoadedFrom != first {
+			t.Errorf("load %d: %s, the first load used %s: a second copy", i+1, res.LoadedFrom, first)
+		}
+	}
+	// The planted directories are the pod user's and untouched.
+	out := pod.Exec(t, pod.UID, "ls -ld /var/tmp/.safeattach /var/tmp/.safeattach/mine && stat -c %U /var/tmp/.safeattach")
+	if !strings.Contains(out, "nobody") {
+		t.Errorf("planted store changed: %s", out)
+	}
+	// Our store is root's and not writable by the pod's user.
+	st, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", pod.PID, filepath.Dir(filepath.Dir(first))))
+	if err != nil || st.Mode().Perm()&0o022 != 0 {
+		t.Errorf("our store: %v %v", st, err)
+	}
+}
