@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-		"runtime"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"

@@ -36,9 +36,9 @@ func fakeRoot(t *testing.T) (root, outside string) {
 	write(outside+"/secret", "outside\n")
 	write(root+"/real/file", "real\n")
 	links := map[string]string{
-		root + "/tmp":           "/var/tmp",       // absolute: must mean root/var/tmp
-		root + "/up":            "../../outside",  // relative, climbing
-		root + "/abs-out":       outside,          // absolute host path: root+outside inside
+		root + "/tmp":           "/var/tmp",      // absolute: must mean root/var/tmp
+		root + "/up":            "../../outside", // relative, climbing
+		root + "/abs-out":       outside,         // absolute host path: root+outside inside
 		root + "/var/tmp/plant": outside + "/secret",
 		root + "/var/tmp/dir":   "/real",
 	}
