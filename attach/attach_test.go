@@ -1,7 +1,6 @@
 package attach
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -380,16 +379,21 @@ func TestLiveProfile(t *testing.T) {
 // copyTo runs the output path of Profile: the profiler's file read back
 // as a session reads it (not following links), then prepare, commit.
 func copyTo(src, dst string) (int64, error) {
-	f, err := safefile.Read(context.Background(), src, maxCommandOutput, safefile.Options{NoFollow: true})
+	h, err := safefile.OpenIn(context.Background(), filepath.Dir(src), filepath.Base(src), DefaultMaxOutput, safefile.Accept{SingleLink: true})
 	if err != nil {
 		return 0, err
 	}
+	defer h.Close()
 	out, err := prepareOutput(dst, 0, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer out.discard()
-	return out.commit(bytes.NewReader(f.Data))
+	n, err := copyOutput(out, h, DefaultMaxOutput)
+	if err != nil {
+		return n, err
+	}
+	return n, out.commit()
 }
 
 func TestProfileWriteFailureLosesNothing(t *testing.T) {
@@ -468,11 +472,14 @@ func TestOutputDestinationsRefused(t *testing.T) {
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, []byte("profile"), 0o600)
 	dst := filepath.Join(dir, "profile.txt")
-	out, err := prepareOutput(dst, 0, &Owner{UID: 65534, GID: 65534})
+	out, err := prepareOutput(dst, 0, &FileOwner{UID: 65534, GID: 65534})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := out.commit(strings.NewReader("profile")); err != nil {
+	if _, err := out.Write([]byte("profile")); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.commit(); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Stat(dst, &st); err != nil || st.Mode&0o777 != 0o644 || st.Uid != 65534 && os.Geteuid() == 0 {

@@ -172,7 +172,7 @@ func (d *delivery) storeIn(ctx context.Context, r *preflight.Report, a *prefligh
 	case uint64(fs.Bavail)*uint64(fs.Bsize) < uint64(len(content))+1<<20:
 		return fmt.Errorf("full (%d bytes free, the agent needs %d)", uint64(fs.Bavail)*uint64(fs.Bsize), len(content))
 	}
-	store, storeName, err := openStore(ctx, r.Process.Root, base)
+	store, storeName, err := openStore(ctx, r.Process.Root, base, true)
 	if err != nil {
 		return err
 	}
@@ -222,11 +222,15 @@ func (d *delivery) storeIn(ctx context.Context, r *preflight.Report, a *prefligh
 
 // openStore opens our store in the delivery directory base: storeDir if
 // it is ours (or can be made so), else a storeDir-<random> one we made
-// earlier, else a new one. Someone else's directory, file or symlink at
-// storeDir — planted by another user to deny the delivery — is passed
-// over, never used and never removed.
-func openStore(ctx context.Context, root string, base *safefile.Dir) (fd int, name string, err error) {
-	fd, err = ownDir(base.FD(), storeDir)
+// earlier, else (with create) a new one. Someone else's directory, file
+// or symlink at storeDir — planted by another user to deny the delivery
+// — is passed over, never used and never removed.
+func openStore(ctx context.Context, root string, base *safefile.Dir, create bool) (fd int, name string, err error) {
+	if create {
+		fd, err = ownDir(base.FD(), storeDir)
+	} else {
+		fd, err = openOwnDir(base.FD(), storeDir)
+	}
 	if err == nil {
 		return fd, storeDir, nil
 	}
@@ -241,6 +245,9 @@ func openStore(ctx context.Context, root string, base *safefile.Dir) (fd int, na
 		if fd, err := openOwnDir(base.FD(), n); err == nil {
 			return fd, n, nil
 		}
+	}
+	if !create {
+		return -1, "", planted
 	}
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {

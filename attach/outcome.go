@@ -17,7 +17,7 @@ const (
 	OutcomeOK          Outcome = "ok"          // 0
 	OutcomeInvalid     Outcome = "invalid"     // 1: the call's own options or inputs are unusable
 	OutcomeError       Outcome = "error"       // 1: anything not classified below
-	OutcomeRefused     Outcome = "refused"     // 2: refused before anything was sent
+	OutcomeRefused     Outcome = "refused"     // 2: refused before anything was sent (or before a running profiler was disturbed)
 	OutcomeFailed      Outcome = "failed"      // 3: the attach or the agent failed, or the JVM exited during it
 	OutcomeTimedOut    Outcome = "timed-out"   // 4: the deadline passed (a hang report when one could be made)
 	OutcomeInterrupted Outcome = "interrupted" // the caller cancelled the call
@@ -32,7 +32,7 @@ func OutcomeOf(err error) Outcome {
 	switch {
 	case err == nil:
 		return OutcomeOK
-	case errors.Is(err, ErrRefused):
+	case errors.Is(err, ErrRefused), errors.Is(err, ErrProfilerBusy):
 		return OutcomeRefused
 	case errors.Is(err, ErrInvalidOptions):
 		return OutcomeInvalid

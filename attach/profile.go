@@ -1,7 +1,6 @@
 package attach
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,7 +42,7 @@ type ProfileRequest struct {
 	OutputMode os.FileMode
 	// OutputOwner, if set, owns the new file (the invoking user under
 	// sudo); otherwise it belongs to the caller.
-	OutputOwner *Owner
+	OutputOwner *FileOwner
 	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
 	// from Output's extension as asprof does.
 	Format string
@@ -55,13 +54,37 @@ type ProfileRequest struct {
 	EventFallback bool
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
+	// MaxOutput caps what one command's output may be when it is read
+	// back from the target (default DefaultMaxOutput): a larger file —
+	// the target's user can swap in a sparse 900 MiB one — is refused
+	// before a byte is read, and one that grows past it while being read
+	// fails with safefile.ErrTooLarge.
+	MaxOutput int64
+	// Owner names the caller in the record a running profiler carries
+	// in the target (default "safeattach"): what a refused session is
+	// told about who runs the profiler.
+	Owner string
+	// Takeover stops a profiler that another session or tool runs
+	// instead of refusing with a *BusyError; ReclaimOwn does so only for
+	// profilers whose record names this same Owner (a node agent
+	// restarted on its node taking back what it started).
+	Takeover, ReclaimOwn bool
+	// Detached marks a Start meant to be finished by a later session
+	// (profile start, then profile stop in another process): any session
+	// may then stop it, and its record keeps Output for that session.
+	Detached bool
+	// AutoStop makes the profiler stop by itself this long after each
+	// start (async-profiler's timeout=), so a caller killed mid-profile
+	// cannot leave it running. Profile and Session.Windows set it; a Start
+	// without it runs until stopped.
+	AutoStop time.Duration
 	// Options are the attach options; Timeout, if set, bounds the whole
 	// session including Duration.
 	Options Options
 }
 
-// Owner is a file's owner.
-type Owner struct{ UID, GID int }
+// FileOwner is an output file's owner.
+type FileOwner struct{ UID, GID int }
 
 // ProfileResult is a finished profile.
 type ProfileResult struct {
@@ -202,8 +225,9 @@ func timerEvent(a *preflight.Agent) string {
 	return "itimer"
 }
 
-// maxAgentLog caps what is read of the agent's log per command.
-const maxAgentLog = 1 << 20
+// DefaultMaxOutput is ProfileRequest.MaxOutput's default: a day-long
+// JFR of a busy service is a few hundred MiB.
+const DefaultMaxOutput = 1 << 30
 
 // AgentSaidError is a failed agent command with the agent's own reason.
 type AgentSaidError struct {
@@ -230,11 +254,11 @@ type OutputFile struct {
 // PrepareOutput refuses a destination that is not absent or a regular
 // file, and proves the directory writable by creating the temporary file
 // — before anything touches the JVM. Commit or Discard it.
-func PrepareOutput(dst string, mode os.FileMode, owner *Owner) (*OutputFile, error) {
+func PrepareOutput(dst string, mode os.FileMode, owner *FileOwner) (*OutputFile, error) {
 	return prepareOutput(dst, mode, owner)
 }
 
-func prepareOutput(dst string, mode os.FileMode, owner *Owner) (*OutputFile, error) {
+func prepareOutput(dst string, mode os.FileMode, owner *FileOwner) (*OutputFile, error) {
 	if mode == 0 {
 		mode = 0o644
 	}
@@ -274,12 +298,10 @@ func checkDestination(dst string) error {
 	return nil
 }
 
-// commit writes r into the temporary file and renames it into place.
-func (o *OutputFile) commit(r io.Reader) (int64, error) {
-	n, err := io.Copy(o.tmp, r)
-	if err == nil {
-		err = o.tmp.Sync()
-	}
+// commit syncs what was written into the temporary file and renames
+// it into place.
+func (o *OutputFile) commit() error {
+	err := o.tmp.Sync()
 	if err == nil {
 		err = checkDestination(o.dst)
 	}
@@ -290,17 +312,21 @@ func (o *OutputFile) commit(r io.Reader) (int64, error) {
 		err = os.Rename(o.tmp.Name(), o.dst)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("write %s: %w", o.dst, err)
+		return fmt.Errorf("write %s: %w", o.dst, err)
 	}
 	o.tmp = nil
-	return n, nil
+	return nil
 }
 
 // Name is the destination path.
 func (o *OutputFile) Name() string { return o.dst }
 
-// Commit writes data and renames the file into place.
-func (o *OutputFile) Commit(data []byte) (int64, error) { return o.commit(bytes.NewReader(data)) }
+// Write writes into the temporary file (the destination is untouched
+// until Commit).
+func (o *OutputFile) Write(p []byte) (int, error) { return o.tmp.Write(p) }
+
+// Commit renames what was written into place.
+func (o *OutputFile) Commit() error { return o.commit() }
 
 // Discard removes the temporary file unless it was committed.
 func (o *OutputFile) Discard() { o.discard() }

@@ -1,13 +1,13 @@
 package attach
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,12 +17,22 @@ import (
 
 // Session is async-profiler in one JVM, driven command by command: what
 // `safeattach profile start|status|dump|stop` does across processes, and
-// what a deployment agent does for hours (Start, Rotate every window,
-// Stop). OpenSession inspects, judges and delivers the agent once; every
-// command then loads the same delivered copy (the JVM's loader returns
-// the one already loaded) with fresh file= and log= paths in the target,
-// reads both back through the target's root and removes them, so a
-// session leaves no files and holds no descriptors between commands.
+// what a deployment agent does for hours (Windows). OpenSession
+// inspects, judges and delivers the agent once; every command then loads
+// the same delivered copy (the JVM's loader returns the one already
+// loaded) with fresh file= and log= paths in the target, reads both back
+// through the target's root and removes them, so a session leaves no
+// files and holds no descriptors between commands.
+//
+// What comes back is the target's: each file is resolved inside its
+// root without following links, must be a regular file of the JVM's
+// user with no other links, and is read within ProfileRequest.MaxOutput,
+// streamed to the caller's writer. The agent's log is kept per command,
+// capped in lines and bytes (docs/safety.md, invariant 10).
+//
+// A session owns the profiler it starts (invariant 11): another session
+// that finds it running is refused with a *BusyError naming who started
+// it and when, unless it takes over.
 //
 // The judgement is made once: a JVM whose allocator starts profiling
 // later is not re-examined. A JVM that exits makes every later command
@@ -34,22 +44,23 @@ type Session struct {
 	c      *call
 	s      *session
 	format string
-	// recording is the JFR file (in the target) of the running recording:
-	// async-profiler writes a JFR to the file named at start, and at stop
-	// finishes that file whatever stop names.
-	recording string
-	// Log is every line the agent logged, across commands.
-	Log []string
+	id     string
+	// owned is the record of the profiler this session started or
+	// adopted, while it runs.
+	owned   *Owner
+	lastLog []string
 }
 
-// maxCommandOutput caps what one command's file= is read back to.
-const maxCommandOutput = 1 << 30
+// ErrNoOutput: the agent wrote no output file for a command that should
+// have one.
+var ErrNoOutput = errors.New("the profiler wrote no output")
 
 // OpenSession prepares pid for async-profiler commands: it finds the
 // library (req.Lib or the installed one), inspects and judges the target
 // (a refusal is a *RefusedError), delivers the judged bytes and starts
-// the attach listener. Nothing is loaded yet. req.Output, Writer and
-// Duration are not used by a session. Close it when done.
+// the attach listener. Nothing is loaded yet. req.Output (except as the
+// record of a Detached start), Writer and Duration are not used by a
+// session. Close it when done.
 func OpenSession(ctx context.Context, pid int, req ProfileRequest) (*Session, error) {
 	return openSession(ctx, pid, req, "session")
 }
@@ -61,6 +72,9 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	}
 	if req.Event == "" {
 		req.Event = "cpu"
+	}
+	if req.MaxOutput <= 0 {
+		req.MaxOutput = DefaultMaxOutput
 	}
 	lib := req.Lib
 	if lib == "" {
@@ -74,7 +88,7 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	ctx, cancel := req.Options.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
-	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req)}
+	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req), id: randomHex(8)}
 	if err := c.readAgent(ctx, lib, ss.startOptions("")); err != nil {
 		return nil, err
 	}
@@ -100,9 +114,29 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 // Event is the event a Start samples (after any fallback).
 func (ss *Session) Event() string { return ss.req.Event }
 
+// Format is what Stop and Dump write (for a session that adopted a
+// running profile, the format it was started with).
+func (ss *Session) Format() string { return ss.format }
+
 // Verdict is the judgement the session was opened under.
 func (ss *Session) Verdict() Result {
 	return Result{PID: ss.pid, Verdict: ss.c.verdict, Agent: ss.c.agent, LoadedFrom: ss.s.agentPath}
+}
+
+// LastLog is what the agent logged for the last command (at most
+// maxLogLines lines; nothing older is kept).
+func (ss *Session) LastLog() []string { return ss.lastLog }
+
+// Owner returns the record of the profiler running in the JVM, nil when
+// none is known (no profiler, or one another tool started).
+func (ss *Session) Owner(ctx context.Context) (*Owner, error) {
+	stores, err := ss.stores(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(stores)
+	rec, _ := ss.readRecord(stores)
+	return rec, nil
 }
 
 // startOptions are the start (or resume) command's options, as asprof
@@ -112,17 +146,22 @@ func (ss *Session) startOptions(action string) string {
 		action = "start"
 	}
 	o := action + ",event=" + ss.req.Event
-	if strings.HasPrefix(ss.format, "jfr") {
+	if isJFR(ss.format) {
 		o += ",jfr" // a JFR recording starts with the profiler
 	}
 	if ss.req.Interval != "" {
 		o += ",interval=" + ss.req.Interval
+	}
+	if ss.req.AutoStop > 0 {
+		o += ",timeout=" + strconv.Itoa(int((ss.req.AutoStop+time.Second-1)/time.Second))
 	}
 	if ss.req.Extra != "" {
 		o += "," + ss.req.Extra
 	}
 	return o
 }
+
+func isJFR(format string) bool { return strings.HasPrefix(format, "jfr") }
 
 // outputOptions are the format and the request's options, as asprof
 // passes them to every command (the output ones, title or minwidth,
@@ -134,117 +173,360 @@ func (ss *Session) outputOptions() string {
 	return ss.format + "," + ss.req.Extra
 }
 
-// Command sends one async-profiler command ("status", "list",
-// "start,event=cpu", "dump,collapsed"...) with fresh file= and log= in
-// the target, and returns what the agent wrote to file= and the lines it
-// logged. A failure the agent explains is an *AgentSaidError. Each
-// command is bounded by ctx and by the request's Options.Timeout
-// (default DefaultLoadTimeout), with the watcher beside it.
-func (ss *Session) Command(ctx context.Context, command string) (out []byte, log []string, err error) {
-	return ss.command(ctx, command, "", true)
-}
-
-// newTargetFile names a fresh file in the target's /tmp.
+// newTargetFile names a fresh file in the target's /tmp: random, so
+// that no one can prepare it in advance.
 func newTargetFile(kind, ext string) string {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	return "/tmp/.safeattach-" + kind + "-" + hex.EncodeToString(rnd[:]) + ext
+	return "/tmp/.safeattach-" + kind + "-" + randomHex(8) + ext
 }
 
-// command sends command with file= (a fresh one unless given) and a
-// fresh log=, reads both back, and removes the log — and the file too
-// unless keep is false (a JFR recording in progress).
-func (ss *Session) command(ctx context.Context, command, file string, remove bool) (out []byte, log []string, err error) {
-	defer func() { ss.Log = append(ss.Log, log...) }()
-	if file == "" {
-		file = newTargetFile("out", extensionFor(ss.format))
+// Command sends one async-profiler command ("status", "list",
+// "dump,collapsed"...) with a fresh file= and log= in the target and
+// streams what the agent wrote to file= into w (nil discards it). A
+// failure the agent explains is an *AgentSaidError; its log is LastLog.
+// Each command is bounded by ctx and by the request's Options.Timeout
+// (default DefaultLoadTimeout), with the watcher beside it. Commands
+// that change the profiler's state are refused here: use Start, Stop,
+// Dump, Resume or Windows, which keep to its owner.
+func (ss *Session) Command(ctx context.Context, command string, w io.Writer) (int64, error) {
+	switch verb, _, _ := strings.Cut(command, ","); verb {
+	case "start", "resume", "stop", "dump":
+		return 0, fmt.Errorf("%w: %s through Command: use the Session method, which keeps to the profiler's owner", ErrInvalidOptions, verb)
 	}
+	return ss.commandOutput(ctx, command, w)
+}
+
+// commandOutput runs command with a fresh output file and streams it to w.
+func (ss *Session) commandOutput(ctx context.Context, command string, w io.Writer) (int64, error) {
+	file := newTargetFile("out", extensionFor(ss.format))
+	defer ss.removeInTarget(ctx, file)
+	if _, err := ss.command(ctx, command, file); err != nil {
+		return 0, err
+	}
+	if w == nil {
+		w = io.Discard
+	}
+	n, err := ss.readBack(ctx, file, w)
+	if errors.Is(err, ErrNoOutput) {
+		return 0, nil // status and friends may write nothing
+	}
+	return n, err
+}
+
+// command sends command with file= and a fresh log=, reads the log back
+// (bounded) and removes it; the output file is the caller's to read and
+// remove.
+func (ss *Session) command(ctx context.Context, command, file string) (log []string, err error) {
 	logFile := newTargetFile("log", "")
-	root := ss.c.report.Process.Root
-	hostFile, hostLog := filepath.Join(root, file), filepath.Join(root, logFile)
-	if remove {
-		defer os.Remove(hostFile)
-	}
-	defer os.Remove(hostLog)
+	defer ss.removeInTarget(ctx, logFile)
 	ctx, cancel := ss.req.Options.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	ss.c.deadline, _ = ctx.Deadline()
 	command += ",file=" + file + ",log=" + logFile
 	_, lerr := ss.s.load(ctx, command)
-	log = readLog(hostLog, ss.c.report.Process.UID.Effective)
+	log = ss.readLog(ctx, logFile)
+	ss.lastLog = log
 	if lerr != nil {
-		return nil, log, agentReason(log, lerr)
+		return log, agentReason(log, lerr)
 	}
-	if f, rerr := safefile.Read(ctx, hostFile, maxCommandOutput, safefile.Options{NoFollow: true}); rerr == nil {
-		if f.Stat.Uid != ss.c.report.Process.UID.Effective && f.Stat.Uid != 0 {
-			return nil, log, fmt.Errorf("the profiler's output %s is owned by uid %d; not reading it", file, f.Stat.Uid)
-		}
-		out = f.Data
-	} else if !errors.Is(rerr, os.ErrNotExist) {
-		return nil, log, rerr
-	}
-	return out, log, nil
+	return log, nil
 }
 
-// Start starts profiling with the request's event, interval and options.
-// A profiler found already running (another session's, or one left by a
-// caller that died) is stopped and started again with these settings.
-func (ss *Session) Start(ctx context.Context) error {
-	log, err := ss.start(ctx, "start")
-	if err != nil && mentions(log, "already started") {
-		if _, _, serr := ss.Command(ctx, "stop"); serr == nil {
-			_, err = ss.start(ctx, "start")
-		}
+// readBack streams the output file the agent wrote in the target into
+// w: resolved inside the target's root, not a link, a regular file of
+// the JVM's user with a single link, at most MaxOutput bytes (a writer
+// that can take a size — a budget.Buffer — is asked for it first, so an
+// output over budget is refused before a byte is read).
+func (ss *Session) readBack(ctx context.Context, file string, w io.Writer) (int64, error) {
+	h, err := ss.openOutput(ctx, file)
+	if err != nil {
+		return 0, err
 	}
-	return err
+	defer h.Close()
+	return copyOutput(w, h, ss.req.MaxOutput)
 }
 
-// start sends start or resume; a JFR recording gets a file that lives
-// until the recording stops.
-func (ss *Session) start(ctx context.Context, action string) ([]string, error) {
-	if !strings.HasPrefix(ss.format, "jfr") {
-		_, log, err := ss.Command(ctx, ss.startOptions(action))
-		return log, err
+func (ss *Session) openOutput(ctx context.Context, file string) (*safefile.Handle, error) {
+	pr := ss.c.report.Process
+	h, err := safefile.OpenIn(ctx, pr.Root, file, ss.req.MaxOutput, safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNoOutput
 	}
-	if ss.recording == "" {
-		ss.recording = newTargetFile("rec", ".jfr")
+	if err != nil {
+		return nil, fmt.Errorf("the profiler's output: %w", err)
 	}
-	_, log, err := ss.command(ctx, ss.startOptions(action), ss.recording, false)
-	return log, err
+	return h, nil
 }
+
+// reserver is a writer that can be told the size to come (budget.Buffer).
+type reserver interface{ Reserve(n int64) error }
+
+func copyOutput(w io.Writer, h *safefile.Handle, max int64) (int64, error) {
+	if r, ok := w.(reserver); ok {
+		if err := r.Reserve(h.Stat.Size); err != nil {
+			return 0, fmt.Errorf("the profiler's output (%d bytes): %w", h.Stat.Size, err)
+		}
+	}
+	n, err := io.Copy(w, h.Reader(max))
+	if err != nil {
+		return n, fmt.Errorf("the profiler's output: %w", err)
+	}
+	return n, nil
+}
+
+// Start starts profiling with the request's event, interval and options,
+// as this session's profiler. A profiler another session or tool runs is
+// a *BusyError (ErrProfilerBusy), unless the request takes over.
+func (ss *Session) Start(ctx context.Context) error { return ss.begin(ctx, "start", true) }
 
 // Resume continues a stopped profile, keeping what it collected.
-func (ss *Session) Resume(ctx context.Context) error {
-	_, err := ss.start(ctx, "resume")
-	return err
-}
+func (ss *Session) Resume(ctx context.Context) error { return ss.begin(ctx, "resume", true) }
 
-// Dump returns the profile so far without stopping.
-func (ss *Session) Dump(ctx context.Context) ([]byte, error) {
-	out, _, err := ss.Command(ctx, "dump,"+ss.outputOptions())
-	return out, err
-}
-
-// Stop stops profiling and returns the profile.
-func (ss *Session) Stop(ctx context.Context) ([]byte, error) {
-	if ss.recording != "" {
-		rec := ss.recording
-		ss.recording = ""
-		out, _, err := ss.command(ctx, "stop,"+ss.outputOptions(), rec, true)
-		return out, err
+// begin owns the profiler and sends start or resume; a JFR recording
+// gets a file that lives until the recording stops. Another tool's
+// profiler, which no record announced, is found by the agent's answer.
+func (ss *Session) begin(ctx context.Context, action string, retry bool) error {
+	if err := ss.acquire(ctx, action); err != nil {
+		return err
 	}
-	out, _, err := ss.Command(ctx, "stop,"+ss.outputOptions())
-	return out, err
+	// Without JFR, file= at start is only where a timeout= expiry would
+	// write: nowhere, since no one would read it.
+	file := "/dev/null"
+	if ss.owned != nil && ss.owned.Recording != "" {
+		file = ss.owned.Recording
+	}
+	log, err := ss.command(ctx, ss.startOptions(action), file)
+	if err == nil {
+		return nil
+	}
+	ss.release(ctx)
+	if !mentions(log, "already started") {
+		return err
+	}
+	if ss.req.Takeover && retry {
+		ss.stopAny(ctx)
+		return ss.begin(ctx, action, false)
+	}
+	_, status := ss.status(ctx)
+	return &BusyError{PID: ss.pid, Status: status}
 }
 
-// Rotate ends the current window and starts the next: it returns the
-// finished window's profile.
-func (ss *Session) Rotate(ctx context.Context) ([]byte, error) {
-	out, err := ss.Stop(ctx)
+// acquire makes this session the owner of the JVM's profiler record, or
+// refuses: an expired or unreadable record, or one whose profiler no
+// longer runs, is cleaned up; one whose owner may be taken over has its
+// profiler stopped first.
+func (ss *Session) acquire(ctx context.Context, action string) error {
+	if ss.owned != nil && ss.owned.Session == ss.id {
+		return ss.rearm(ctx)
+	}
+	stores, err := ss.stores(ctx, true)
 	if err != nil {
-		return nil, err
+		// No place for a record: the agent's own "already started" is
+		// then the only guard.
+		ss.c.log.Warn("safeattach: profiler started without an owner record", "pid", ss.pid, "err", err)
+		return nil
 	}
-	return out, ss.Start(ctx)
+	defer closeAll(stores)
+	for range 4 {
+		rec, store := ss.readRecord(stores)
+		if rec == nil {
+			o := ss.newOwner(action)
+			ok, err := writeRecord(stores[0], ss.recordName(), o)
+			if err != nil {
+				return err
+			}
+			if ok {
+				ss.owned = o
+				return nil
+			}
+			continue // another session wrote one meanwhile: look at it
+		}
+		switch {
+		case rec.Session == "unreadable" || rec.expired(time.Now()):
+		case ss.mayTakeOver(rec):
+			ss.c.log.Info("safeattach: taking over the profiler", "pid", ss.pid, "owner", rec.String())
+			ss.stopAny(ctx)
+		default:
+			if running, status := ss.status(ctx); running {
+				return &BusyError{PID: ss.pid, Owner: rec, Status: status}
+			}
+		}
+		ss.forget(ctx, store, rec)
+	}
+	return errors.New("the profiler's owner record kept changing; try again")
+}
+
+func (ss *Session) mayTakeOver(rec *Owner) bool {
+	return ss.req.Takeover || ss.req.ReclaimOwn && ss.req.Owner != "" && rec.Tool == ss.req.Owner
+}
+
+// rearm renews our record for the next window: a fresh expiry, and a
+// fresh recording file for JFR.
+func (ss *Session) rearm(ctx context.Context) error {
+	o := *ss.owned
+	o.Since = time.Now().UTC().Truncate(time.Second)
+	o.Expires = time.Time{}
+	if ss.req.AutoStop > 0 {
+		o.Expires = o.Since.Add(ss.req.AutoStop)
+	}
+	if isJFR(ss.format) {
+		o.Recording = newTargetFile("rec", ".jfr")
+	}
+	stores, err := ss.stores(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer closeAll(stores)
+	if rec, store := ss.readRecord(stores); rec != nil && rec.Session == ss.id {
+		if err := updateRecord(store, ss.recordName(), &o); err != nil {
+			return err
+		}
+	}
+	ss.owned = &o
+	return nil
+}
+
+// forget removes a record that is no one's any more, and its recording.
+func (ss *Session) forget(ctx context.Context, store *os.File, rec *Owner) {
+	if rec.Recording != "" {
+		ss.removeInTarget(ctx, rec.Recording)
+	}
+	removeRecordIf(store, ss.recordName(), rec.Session)
+}
+
+// release ends this session's ownership: its record and recording go.
+func (ss *Session) release(ctx context.Context) {
+	if ss.owned == nil {
+		return
+	}
+	o := ss.owned
+	ss.owned = nil
+	stores, err := ss.stores(ctx, false)
+	if err != nil {
+		return
+	}
+	defer closeAll(stores)
+	if rec, store := ss.readRecord(stores); rec != nil && rec.Session == o.Session {
+		ss.forget(ctx, store, rec)
+	} else if o.Recording != "" {
+		ss.removeInTarget(ctx, o.Recording)
+	}
+}
+
+// own makes sure this session may stop or dump the running profiler: its
+// own, a detached one (adopted, with the format it was started with), an
+// expired one, or one it may take over. A profiler no record announces
+// but the agent says runs is another tool's.
+func (ss *Session) own(ctx context.Context) error {
+	if ss.owned != nil {
+		return nil
+	}
+	stores, err := ss.stores(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer closeAll(stores)
+	rec, store := ss.readRecord(stores)
+	if rec == nil {
+		if running, status := ss.status(ctx); running && !ss.req.Takeover {
+			return &BusyError{PID: ss.pid, Status: status}
+		}
+		return nil // not running: the agent will say so
+	}
+	if !rec.Detached && rec.Session != "unreadable" && !rec.expired(time.Now()) && !ss.mayTakeOver(rec) {
+		if running, status := ss.status(ctx); running {
+			return &BusyError{PID: ss.pid, Owner: rec, Status: status}
+		}
+	}
+	// Adopt it: this session finishes what the record describes.
+	adopted := *rec
+	adopted.Session = ss.id
+	if err := updateRecord(store, ss.recordName(), &adopted); err != nil {
+		return err
+	}
+	if adopted.Format != "" && (ss.req.Format == "" || adopted.Recording != "") {
+		ss.format = adopted.Format
+	}
+	ss.owned = &adopted
+	return nil
+}
+
+// status asks the agent whether it profiles.
+func (ss *Session) status(ctx context.Context) (running bool, text string) {
+	var out bytes.Buffer
+	if _, err := ss.commandOutput(ctx, "status", &limitedBuffer{&out, 4096}); err != nil {
+		return false, ""
+	}
+	text = strings.TrimSpace(out.String())
+	return strings.Contains(text, "is running"), text
+}
+
+// stopAny stops whatever profiler runs (taking over), discarding its
+// output; "not active" is fine.
+func (ss *Session) stopAny(ctx context.Context) {
+	file := newTargetFile("out", ".txt")
+	defer ss.removeInTarget(ctx, file)
+	ss.command(ctx, "stop", file)
+}
+
+// Stop stops profiling and streams the profile into w (for a JFR
+// recording, the finished recording).
+func (ss *Session) Stop(ctx context.Context, w io.Writer) (int64, error) {
+	if err := ss.own(ctx); err != nil {
+		return 0, err
+	}
+	defer ss.release(ctx)
+	file, err := ss.stop(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer ss.removeInTarget(ctx, file)
+	return ss.readBack(ctx, file, w)
+}
+
+// stop sends stop and returns the file (in the target) that holds the
+// profile: the recording for JFR, else a fresh one.
+func (ss *Session) stop(ctx context.Context) (string, error) {
+	file := newTargetFile("out", extensionFor(ss.format))
+	if ss.owned != nil && ss.owned.Recording != "" {
+		file = ss.owned.Recording
+	}
+	if _, err := ss.command(ctx, "stop,"+ss.outputOptions(), file); err != nil {
+		ss.removeInTarget(ctx, file)
+		return "", err
+	}
+	return file, nil
+}
+
+// Dump streams the profile so far into w without stopping.
+func (ss *Session) Dump(ctx context.Context, w io.Writer) (int64, error) {
+	if err := ss.own(ctx); err != nil {
+		return 0, err
+	}
+	file := newTargetFile("out", extensionFor(ss.format))
+	defer ss.removeInTarget(ctx, file)
+	if _, err := ss.command(ctx, "dump,"+ss.outputOptions(), file); err != nil {
+		return 0, err
+	}
+	return ss.readBack(ctx, file, w)
+}
+
+// Rotate ends the current window and starts the next, keeping the
+// profiler's ownership throughout: the finished window is streamed into
+// w after the next one started.
+func (ss *Session) Rotate(ctx context.Context, w io.Writer) (int64, error) {
+	if err := ss.own(ctx); err != nil {
+		return 0, err
+	}
+	file, err := ss.stop(ctx)
+	if err != nil {
+		ss.release(ctx)
+		return 0, err
+	}
+	defer ss.removeInTarget(ctx, file)
+	if err := ss.begin(ctx, "start", true); err != nil {
+		return 0, err
+	}
+	return ss.readBack(ctx, file, w)
 }
 
 // Healthy asks the JVM for its version.
@@ -253,28 +535,95 @@ func (ss *Session) Healthy(ctx context.Context) error {
 }
 
 // Close ends the session on our side (the profiler keeps running if it
-// was not stopped): it releases the delivered copy, which stays in the
-// target while the JVM maps it.
+// was not stopped: its record stays, and its timeout= ends it): it
+// releases the delivered copy, which stays in the target while the JVM
+// maps it.
 func (ss *Session) Close() {
 	ss.s.close()
 }
 
-// readLog reads the agent's log file back (the target user's file: not
-// followed if a link, read only if regular and owned by that user or
-// root) and removes it.
-func readLog(hostLog string, targetUID uint32) []string {
-	f, err := safefile.Read(context.Background(), hostLog, maxAgentLog, safefile.Options{NoFollow: true})
-	os.Remove(hostLog)
-	if err != nil || (f.Stat.Uid != targetUID && f.Stat.Uid != 0) {
+// Limits on what is kept of the agent's log= file per command: the
+// target writes it, and its user can make it any size.
+const (
+	maxLogLines    = 100
+	maxLogLineSize = 1024
+	maxLogScan     = 16 << 20 // lines past maxLogLines are counted this far
+)
+
+// readLog reads the agent's log file back (the JVM user's file, resolved
+// in its root, not followed if a link): at most maxLogLines non-empty
+// lines of at most maxLogLineSize bytes, then a line saying how many
+// more were dropped.
+func (ss *Session) readLog(ctx context.Context, name string) []string {
+	pr := ss.c.report.Process
+	h, err := safefile.OpenIn(ctx, pr.Root, name, 1<<62, safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true})
+	if err != nil {
 		return nil
 	}
+	defer h.Close()
+	return capLines(h.Reader(maxLogScan))
+}
+
+// capLines keeps the first maxLogLines non-empty lines of r (each cut at
+// maxLogLineSize) and counts the rest.
+func capLines(r io.Reader) []string {
 	var lines []string
-	for _, line := range strings.Split(string(f.Data), "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			lines = append(lines, line)
+	dropped, cut := 0, false
+	buf := make([]byte, 32<<10)
+	var line []byte
+	long := false
+	flush := func() {
+		if s := strings.TrimSpace(string(line)); s != "" {
+			if len(lines) < maxLogLines {
+				if long {
+					s += " …"
+				}
+				lines = append(lines, s)
+			} else {
+				dropped++
+			}
+		}
+		line, long = line[:0], false
+	}
+	for {
+		n, err := r.Read(buf)
+		for _, b := range buf[:n] {
+			if b == '\n' {
+				flush()
+				continue
+			}
+			if len(line) < maxLogLineSize {
+				line = append(line, b)
+			} else {
+				long = true
+			}
+		}
+		if err != nil {
+			cut = errors.Is(err, safefile.ErrTooLarge)
+			break
 		}
 	}
+	flush()
+	switch {
+	case cut:
+		lines = append(lines, fmt.Sprintf("… %d more lines dropped, and the log went on past %d MiB", dropped, maxLogScan>>20))
+	case dropped > 0:
+		lines = append(lines, fmt.Sprintf("… %d more lines dropped", dropped))
+	}
 	return lines
+}
+
+// limitedBuffer keeps at most n bytes of what is written to it.
+type limitedBuffer struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.n - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // agentReason makes the agent's own "[ERROR] ..." the message of a failed
@@ -299,78 +648,4 @@ func mentions(lines []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// Profile runs async-profiler in the JVM pid for req.Duration and writes
-// the result to req.Output (or req.Writer), if the knowledge base finds
-// the combination safe: a Session started, waited on, stopped. The
-// output is prepared before anything is attached; cancelling ctx ends
-// the profile early, and it is still stopped cleanly and written.
-func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
-	if req.Output == "" && req.Writer == nil {
-		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
-	}
-	if req.Duration <= 0 {
-		req.Duration = 10 * time.Second
-	}
-	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
-		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
-	}
-	var out *OutputFile
-	if req.Writer == nil {
-		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
-			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
-		}
-		defer out.discard()
-	}
-	// The session's own deadline covers the whole profile; cancelling the
-	// caller's ctx ends only the waiting, not the clean stop.
-	timeout := req.Options.Timeout
-	if timeout <= 0 {
-		timeout = req.Duration + DefaultLoadTimeout
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	sreq := req
-	sreq.Options.Timeout = 0
-	ss, err := openSession(sctx, pid, sreq, "profile")
-	if err != nil {
-		return nil, err
-	}
-	defer ss.Close()
-	c := ss.c
-	c.ctx = ctx
-	c.deadline, _ = sctx.Deadline()
-	defer func() { c.finish(err) }()
-	res = &ProfileResult{Result: ss.Verdict(), Event: ss.Event(), Format: ss.format}
-	defer func() { res.AgentLog = ss.Log }()
-	if err := ss.Start(sctx); err != nil {
-		return res, err
-	}
-	res.Cancelled = wait(ctx, sctx, req)
-	data, err := ss.Stop(sctx)
-	if err != nil {
-		return res, err
-	}
-	if data == nil {
-		return res, errors.New("profile: the profiler wrote no output")
-	}
-	if req.Writer != nil {
-		n, err := req.Writer.Write(data)
-		res.Bytes = int64(n)
-		if err != nil {
-			return res, fmt.Errorf("profile: %w", err)
-		}
-	} else {
-		if res.Bytes, err = out.commit(strings.NewReader(string(data))); err != nil {
-			return res, fmt.Errorf("profile: %w", err)
-		}
-		res.Output = req.Output
-	}
-	if err := ss.Healthy(sctx); err != nil {
-		return res, err
-	}
-	res.Healthy = true
-	res.took(c.start)
-	return res, nil
 }

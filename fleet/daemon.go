@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/budget"
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
 	"github.com/safeattach/safeattach/target"
@@ -28,13 +32,30 @@ const (
 	AnnotationService   = "profiles.safeattach.io/service-name" // default <namespace>/<container>
 )
 
+// RefusalProfilerBusy counts JVMs not profiled because another session
+// or tool runs their profiler (refusals{rule="profiler-busy"}).
+const RefusalProfilerBusy = "profiler-busy"
+
 // DefaultAttachTimeout bounds each attach command the daemon sends.
 const DefaultAttachTimeout = 30 * time.Second
 
 // Window bounds an annotation may ask for.
 const (
-	MinWindow = time.Second
+	MinWindow = attach.MinWindow
 	MaxWindow = 10 * time.Minute
+)
+
+// What annotation values may be: they come from the pod's author, and
+// end up in the agent's option string and in Pyroscope's series name.
+var (
+	// eventValue is an async-profiler event: a name (cpu, itimer,
+	// alloc, page-faults), a tracepoint (sched:sched_switch) or a Java
+	// method (java.util.Properties.getProperty) — never a "," or "=",
+	// which would add options of the pod's choosing.
+	eventValue = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.$:-]{0,127}$`)
+	// serviceValue is a Pyroscope application name: no "{", "}", ","
+	// or "=", which would add labels.
+	serviceValue = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$`)
 )
 
 // Config configures a Daemon. Pods is required.
@@ -54,6 +75,14 @@ type Config struct {
 	Window time.Duration
 	// SyncInterval is how often the pod list is read (default 15 s).
 	SyncInterval time.Duration
+	// Budget bounds the memory held by windows read back from targets
+	// and waiting to be pushed (default: a quarter of this process's
+	// cgroup memory limit, else DefaultBudget). MaxWindowBytes caps one
+	// window (default: half the budget). A window over either is dropped,
+	// counted (windows{result="over-budget"}) and logged with its pod;
+	// the profiler goes on.
+	Budget         *budget.Budget
+	MaxWindowBytes int64
 	// Pusher receives every finished window; nil counts and drops them.
 	Pusher *pyroscope.Pusher
 	// Options are the attach options (rules, timeouts, watcher...).
@@ -124,10 +153,27 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = &Metrics{}
 	}
+	if cfg.Budget == nil {
+		cfg.Budget = budget.New(DefaultBudget())
+	}
+	if cfg.MaxWindowBytes <= 0 || cfg.MaxWindowBytes > cfg.Budget.Total() {
+		cfg.MaxWindowBytes = cfg.Budget.Total() / 2
+	}
 	cfg.Metrics.mu.Lock()
 	cfg.Metrics.pusher = cfg.Pusher
 	cfg.Metrics.mu.Unlock()
 	return &Daemon{cfg: cfg, sessions: map[string]*profiled{}, judged: map[string]jvmID{}, unfound: map[string]string{}}, nil
+}
+
+// DefaultBudget is the read-back budget when Config.Budget is not given:
+// a quarter of this process's memory limit (the rest is the Go runtime,
+// its collector's headroom, and the daemon's own state), or 256 MiB
+// when there is no limit.
+func DefaultBudget() int64 {
+	if limit, err := budget.Limit(""); err == nil {
+		return limit / 4
+	}
+	return 256 << 20
 }
 
 // Metrics returns the daemon's counters.
@@ -268,22 +314,28 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process)
 	}
 	d.mu.Unlock()
 
-	event := w.pod.Annotations[AnnotationEvent]
-	if event == "" {
-		event = d.cfg.Event
+	event, window := d.cfg.Event, d.cfg.Window
+	if s, ok := w.pod.Annotations[AnnotationEvent]; ok {
+		if eventValue.MatchString(s) {
+			event = s
+		} else {
+			log.Warn("annotation refused", "annotation", AnnotationEvent, "value", truncate(s, 80), "want", "an async-profiler event name", "using", event)
+		}
 	}
-	window := d.cfg.Window
-	if s := w.pod.Annotations[AnnotationWindow]; s != "" {
+	if s, ok := w.pod.Annotations[AnnotationWindow]; ok {
 		if v, err := time.ParseDuration(s); err == nil && v >= MinWindow && v <= MaxWindow {
 			window = v
 		} else {
-			log.Warn("window annotation ignored", "value", s, "want", fmt.Sprintf("%v to %v", MinWindow, MaxWindow), "using", window)
+			log.Warn("annotation refused", "annotation", AnnotationWindow, "value", truncate(s, 80), "want", fmt.Sprintf("a duration from %v to %v", MinWindow, MaxWindow), "using", window)
 		}
 	}
-	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{Lib: d.cfg.Lib, Event: event, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options})
+	// A profiler this node's daemon left running (killed before it could
+	// stop it) is taken back; anyone else's is refused.
+	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{
+		Lib: d.cfg.Lib, Event: event, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
+		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
+	})
 	if err == nil {
-		// Start takes over a profiler left running (by a daemon killed
-		// before it could stop it): it stops it and starts again.
 		if err = ss.Start(ctx); err != nil {
 			ss.Close()
 		}
@@ -292,15 +344,21 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process)
 	d.cfg.Metrics.attach(outcome.String())
 	if err != nil {
 		var refused *attach.RefusedError
+		var busy *attach.BusyError
 		rules := []string{}
-		if errors.As(err, &refused) {
+		switch {
+		case errors.As(err, &refused):
 			rules = refused.Verdict.Blocking()
 			if len(rules) == 0 {
 				rules = []string{"delivery"}
 			}
-			for _, r := range rules {
-				d.cfg.Metrics.refusal(r)
-			}
+		case errors.As(err, &busy):
+			// Someone else's profiler: refused, and not retried until the
+			// JVM changes (a new pid, or the pod goes and comes back).
+			rules = []string{RefusalProfilerBusy}
+		}
+		for _, r := range rules {
+			d.cfg.Metrics.refusal(r)
 		}
 		if outcome == attach.OutcomeTimedOut {
 			d.cfg.Metrics.hang()
@@ -323,14 +381,42 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		failed := d.windows(sctx, ss, w, window, log)
+		defer ss.Close()
+		err := ss.Windows(sctx, window, func(win *attach.Window) error {
+			d.finished(w, win, log)
+			return nil
+		})
 		close(p.done)
-		if failed {
+		if err != nil {
+			d.cfg.Metrics.window("error")
+			if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
+				d.cfg.Metrics.hang()
+			}
+			var busy *attach.BusyError
+			if errors.As(err, &busy) {
+				d.cfg.Metrics.refusal(RefusalProfilerBusy)
+			}
+			log.Warn("profiling of this JVM ends", "pid", jvm.PID, "err", err)
 			d.mu.Lock()
 			d.judged[key] = id
 			d.mu.Unlock()
 		}
 	}()
+}
+
+// owner is the name the daemon's profilers carry in their records.
+func (d *Daemon) owner() string {
+	if d.cfg.Node == "" {
+		return "safeattach-daemon"
+	}
+	return "safeattach-daemon " + d.cfg.Node
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func (d *Daemon) resolve(procs []target.Process, containerID string) (target.Process, jvmID, error) {
@@ -349,58 +435,38 @@ func (d *Daemon) resolve(procs []target.Process, containerID string) (target.Pro
 	return jvm, jvmID{jvm.PID, st.StartTime}, nil
 }
 
-// stopTimeout bounds the final stop of each profiler at shutdown.
-const stopTimeout = 30 * time.Second
-
-// windows rotates a window every period and pushes it, until ctx ends
-// (then the profiler is stopped and the partial window pushed) or the
-// session fails, which it reports.
-func (d *Daemon) windows(ctx context.Context, ss *attach.Session, w wanted, period time.Duration, log *slog.Logger) (failed bool) {
-	defer ss.Close()
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	from := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-			data, err := ss.Stop(sctx)
-			cancel()
-			d.finished(w, from, data, err, log)
-			return false
-		case <-tick.C:
-			data, err := ss.Rotate(ctx)
-			if ctx.Err() != nil && err != nil {
-				continue // stopping: the Stop above takes over
-			}
-			until := time.Now()
-			d.finished(w, from, data, err, log)
-			if err != nil {
-				return true
-			}
-			from = until
+// finished takes one window: read into a buffer charged to the budget
+// (over budget, it is dropped, counted and logged with its pod — the
+// profiler goes on) and queued for the pusher, which releases it.
+func (d *Daemon) finished(w wanted, win *attach.Window, log *slog.Logger) {
+	if win.Err != nil {
+		if errors.Is(win.Err, attach.ErrNoOutput) {
+			d.cfg.Metrics.window("empty")
+			log.Warn("profile window empty")
+			return
 		}
-	}
-}
-
-func (d *Daemon) finished(w wanted, from time.Time, data []byte, err error, log *slog.Logger) {
-	if err != nil {
-		d.cfg.Metrics.window("error")
-		if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
-			d.cfg.Metrics.hang()
-		}
-		log.Warn("profile window failed; profiling of this JVM ends", "err", err)
+		d.dropped(win, win.Err, log)
 		return
 	}
-	if len(data) == 0 {
-		// The agent wrote nothing: nothing to push, and not a success
-		// anyone should count on.
+	buf := d.cfg.Budget.Buffer(d.cfg.MaxWindowBytes)
+	err := buf.Reserve(win.Size)
+	if err == nil {
+		_, err = io.Copy(buf, win.Output)
+	}
+	if err != nil {
+		buf.Release()
+		d.dropped(win, err, log)
+		return
+	}
+	if buf.Len() == 0 {
+		buf.Release()
 		d.cfg.Metrics.window("empty")
 		log.Warn("profile window empty")
 		return
 	}
 	d.cfg.Metrics.window("ok")
 	if d.cfg.Pusher == nil {
+		buf.Release()
 		return
 	}
 	format := "jfr"
@@ -408,6 +474,10 @@ func (d *Daemon) finished(w wanted, from time.Time, data []byte, err error, log 
 		format = "folded"
 	}
 	service := w.pod.Annotations[AnnotationService]
+	if service != "" && !serviceValue.MatchString(service) {
+		log.Warn("annotation refused", "annotation", AnnotationService, "value", truncate(service, 80), "want", "letters, digits and _ . : / -")
+		service = ""
+	}
 	if service == "" {
 		service = w.pod.Namespace + "/" + w.container.Name
 	}
@@ -415,9 +485,19 @@ func (d *Daemon) finished(w wanted, from time.Time, data []byte, err error, log 
 	if w.pod.Node != "" {
 		labels["node"] = w.pod.Node
 	}
-	if d.cfg.Pusher.Enqueue(pyroscope.Window{App: service, Labels: labels, From: from, Until: time.Now(), Format: format, Data: data}) {
+	if d.cfg.Pusher.Enqueue(pyroscope.Window{App: service, Labels: labels, From: win.From, Until: win.Until, Format: format, Data: buf.Bytes(), Release: buf.Release}) {
 		log.Warn("push queue full: oldest window dropped")
 	}
+}
+
+// dropped counts and logs a window that could not be taken.
+func (d *Daemon) dropped(win *attach.Window, err error, log *slog.Logger) {
+	result := "invalid"
+	if errors.Is(err, budget.ErrExhausted) || errors.Is(err, budget.ErrTooLarge) || errors.Is(err, safefile.ErrTooLarge) {
+		result = "over-budget"
+	}
+	d.cfg.Metrics.window(result)
+	log.Warn("profile window dropped", "result", result, "window", win.N, "bytes", win.Size, "err", err)
 }
 
 // StopAll stops every profiler and waits for their last windows.

@@ -243,15 +243,15 @@ func TestLiveDaemonRealAsyncProfilerJFR(t *testing.T) {
 }
 
 // TestLiveDaemonTakesOverALeftProfiler: a profiler left running in the JVM
-// (a daemon killed before it could stop it) is stopped and restarted by
-// the next daemon, whose windows then arrive.
+// by this node's daemon (killed before it could stop it) is stopped and
+// restarted by the next daemon, whose windows then arrive.
 func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000004", strings.Repeat("a7", 32)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
-	left, err := attach.OpenSession(context.Background(), jvm, attach.ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed"})
+	left, err := attach.OpenSession(context.Background(), jvm, attach.ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed", Owner: "safeattach-daemon node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,6 +277,45 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	}
 	if n := ingest.count(); n < 2 {
 		t.Fatalf("%d windows after taking over a running profiler; metrics %v", n, d.Metrics().Snapshot())
+	}
+}
+
+// TestLiveDaemonLeavesOthersProfilers (issue 17, case 6; invariant 11): a
+// profiler a colleague started in the JVM is not the daemon's to take
+// over: the JVM is refused (refusals{rule="profiler-busy"}), not retried,
+// and the colleague's profile keeps running and stops with all its data.
+func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000009", strings.Repeat("c9", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	ctx := context.Background()
+	colleague, err := attach.OpenSession(ctx, jvm, attach.ProfileRequest{Lib: lib, Event: "wall", Format: "collapsed", Owner: "safeattach profile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer colleague.Close()
+	if err := colleague.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "shared", "uid": pod, "id": id})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: lib, Format: "collapsed", Window: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := d.Metrics().Snapshot(); got["refusals/"+RefusalProfilerBusy] != 1 || got["active"] != 0 || got["windows/ok"] != 0 {
+		t.Fatalf("metrics %v: want one profiler-busy refusal, nothing active", got)
+	}
+	var out strings.Builder
+	if _, err := colleague.Stop(ctx, &out); err != nil || !strings.Contains(out.String(), "[wall]") {
+		t.Fatalf("the colleague's profile: %v %q", err, out.String())
 	}
 }
 

@@ -6,4 +6,11 @@
 // github.com/google/pprof/profile; nothing here parses JFR or encodes
 // protobuf by hand. It lives apart from the attach packages so that
 // library users who never convert do not link either dependency.
+//
+// Convert runs in the caller's process and trusts its input's shape: a
+// damaged recording can make the parser run forever or ask for more
+// memory than there is, a fatal error no recover catches. A recording
+// that came back from a target is untrusted: convert it with
+// jfrpprof/bounded, which runs cmd/safeattach-pprof as a child under
+// limits of size, time, memory and output.
 package jfrpprof

@@ -53,6 +53,16 @@ type Window struct {
 	// SampleRate is samples per second for folded profiles (default 100).
 	SampleRate int
 	Data       []byte
+	// Release, if set, is called once the pusher is done with Data (sent,
+	// rejected, or dropped): a budget.Buffer's, so that windows waiting
+	// in the queue are counted against the caller's memory budget.
+	Release func()
+}
+
+func (w Window) release() {
+	if w.Release != nil {
+		w.Release()
+	}
 }
 
 // Stats count what happened to windows.
@@ -62,11 +72,14 @@ type Stats struct {
 
 // Pusher queues and sends windows.
 type Pusher struct {
-	cfg   Config
-	mu    sync.Mutex
-	queue []Window
-	wake  chan struct{}
-	stats Stats
+	cfg Config
+	// sending is set while the head window is being sent: dropping it
+	// then leaves its release to the sender, which still reads its Data.
+	sending, droppedWhileSending bool
+	mu                           sync.Mutex
+	queue                        []Window
+	wake                         chan struct{}
+	stats                        Stats
 }
 
 // NewPusher validates cfg.
@@ -87,13 +100,38 @@ func NewPusher(cfg Config) (*Pusher, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+	// A copy of the caller's client (or a new one) that follows no
+	// redirect to another host or port: the request carries the body,
+	// the tenant header and the credentials, and net/http would re-send
+	// the tenant header to any host, and Authorization to the same host
+	// on another port.
+	client := &http.Client{}
+	if cfg.Client != nil {
+		c := *cfg.Client
+		client = &c
 	}
+	client.CheckRedirect = sameOrigin
+	cfg.Client = client
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Pusher{cfg: cfg, wake: make(chan struct{}, 1)}, nil
+}
+
+// errRedirect: the server redirected to another origin.
+var errRedirect = errors.New("redirect to another host or port refused")
+
+// sameOrigin lets a redirect through only to the same scheme, host and
+// port, at most three times.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return fmt.Errorf("%w: more than 3 redirects", errRedirect)
+	}
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+		return fmt.Errorf("%w: %s://%s to %s://%s (the body, tenant and credentials are not sent there)", errRedirect, first.Scheme, first.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // Enqueue adds a window without ever blocking; when the queue is full the
@@ -101,6 +139,11 @@ func NewPusher(cfg Config) (*Pusher, error) {
 func (p *Pusher) Enqueue(w Window) (droppedOldest bool) {
 	p.mu.Lock()
 	if len(p.queue) >= p.cfg.QueueSize {
+		if p.sending {
+			p.droppedWhileSending = true
+		} else {
+			p.queue[0].release()
+		}
 		p.queue = p.queue[1:]
 		p.stats.Dropped++
 		droppedOldest = true
@@ -125,14 +168,17 @@ func (p *Pusher) Stats() Stats {
 
 // Run sends queued windows until ctx ends.
 func (p *Pusher) Run(ctx context.Context) {
+	defer p.releaseAll()
 	for {
 		p.mu.Lock()
-		var w *Window
-		if len(p.queue) > 0 {
-			w = &p.queue[0]
+		var w Window
+		head := len(p.queue) > 0
+		if head {
+			w = p.queue[0]
+			p.sending, p.droppedWhileSending = true, false
 		}
 		p.mu.Unlock()
-		if w == nil {
+		if !head {
 			select {
 			case <-ctx.Done():
 				return
@@ -140,10 +186,27 @@ func (p *Pusher) Run(ctx context.Context) {
 				continue
 			}
 		}
-		if !p.sendWithRetry(ctx, *w) {
+		more := p.sendWithRetry(ctx, w)
+		p.mu.Lock()
+		p.sending = false
+		if p.droppedWhileSending {
+			w.release()
+		}
+		p.mu.Unlock()
+		if !more {
 			return // ctx ended
 		}
 	}
+}
+
+// releaseAll releases the windows still queued when Run ends.
+func (p *Pusher) releaseAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.queue {
+		w.release()
+	}
+	p.queue = nil
 }
 
 // sendWithRetry sends the head window until it is accepted, rejected for
@@ -158,6 +221,10 @@ func (p *Pusher) sendWithRetry(ctx context.Context, w Window) bool {
 			return true
 		case err == nil && status != http.StatusTooManyRequests && status < 500:
 			p.cfg.Logger.Warn("pyroscope: window rejected", "app", w.App, "status", status)
+			p.finish(w, func(s *Stats) { s.Rejected++ })
+			return true
+		case errors.Is(err, errRedirect):
+			p.cfg.Logger.Warn("pyroscope: window not sent", "app", w.App, "error", errString(err))
 			p.finish(w, func(s *Stats) { s.Rejected++ })
 			return true
 		}
@@ -187,12 +254,14 @@ func sameWindow(a, b Window) bool {
 	return a.App == b.App && a.From.Equal(b.From) && a.Until.Equal(b.Until) && len(a.Data) == len(b.Data)
 }
 
-// finish removes w from the head of the queue (if it is still there).
+// finish removes w from the head of the queue (if it is still there)
+// and releases it.
 func (p *Pusher) finish(w Window, count func(*Stats)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	count(&p.stats)
 	if len(p.queue) > 0 && sameWindow(p.queue[0], w) {
+		p.queue[0].release()
 		p.queue = p.queue[1:]
 	}
 }

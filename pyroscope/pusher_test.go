@@ -176,3 +176,66 @@ func TestNewPusherValidatesURL(t *testing.T) {
 		}
 	}
 }
+
+// TestRedirectsKeepCredentialsHome (issue 17, case 10): a server that
+// answers 307 to another port (or host) gets nothing re-sent there — no
+// body, no tenant, no credentials; the window is not retried. A redirect
+// on the same origin is followed, with them.
+func TestRedirectsKeepCredentialsHome(t *testing.T) {
+	elsewhere := &ingest{t: t}
+	other := httptest.NewServer(elsewhere)
+	t.Cleanup(other.Close)
+	home := &ingest{t: t}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ingest", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("moved") == "" {
+			http.Redirect(w, r, other.URL+"/ingest?"+r.URL.RawQuery, http.StatusTemporaryRedirect)
+			return
+		}
+		home.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("/v2/ingest", func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = "/ingest"
+		home.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	p, err := NewPusher(Config{URL: srv.URL, TenantID: "team-a", BasicUser: "u", BasicPassword: "secret", RetryBase: time.Millisecond, Client: &http.Client{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	released := make(chan struct{}, 2)
+	p.Enqueue(Window{App: "svc", From: time.Unix(1, 0), Until: time.Unix(2, 0), Format: "jfr", Data: []byte("FLR\x00recording"), Release: func() { released <- struct{}{} }})
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the redirected window was never finished: %+v", p.Stats())
+	}
+	if n := elsewhere.calls.Load(); n != 0 {
+		t.Fatalf("the other origin got %d requests (headers %v)", n, elsewhere.headers)
+	}
+	if st := p.Stats(); st.Rejected != 1 || st.Sent != 0 {
+		t.Errorf("stats %+v: want the window rejected, not retried", st)
+	}
+
+	// Same origin, another path: followed, with the credentials.
+	mux.HandleFunc("/same/ingest", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/v2/ingest?"+r.URL.RawQuery, http.StatusTemporaryRedirect)
+	})
+	p2, _ := NewPusher(Config{URL: srv.URL + "/same", TenantID: "team-a", BasicUser: "u", BasicPassword: "secret"})
+	go p2.Run(ctx)
+	p2.Enqueue(Window{App: "svc", From: time.Unix(1, 0), Until: time.Unix(2, 0), Format: "jfr", Data: []byte("FLR\x00recording"), Release: func() { released <- struct{}{} }})
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("same-origin redirect never finished: %+v", p2.Stats())
+	}
+	home.mu.Lock()
+	defer home.mu.Unlock()
+	if len(home.headers) != 1 || home.headers[0].Get("X-Scope-OrgID") != "team-a" || home.headers[0].Get("Authorization") == "" {
+		t.Fatalf("same-origin redirect: %d requests, headers %v", len(home.headers), home.headers)
+	}
+}

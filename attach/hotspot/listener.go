@@ -27,7 +27,7 @@ var ErrUnsafeSignal = errors.New("refusing to send SIGQUIT")
 func EnsureListener(ctx context.Context, t *Target) error {
 	dir, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
 	if err != nil {
-		return fmt.Errorf("%w: the JVM's temporary directory: %v", ErrNoListener, err)
+		return fmt.Errorf("%w: the JVM's temporary directory: %w", ErrNoListener, err)
 	}
 	defer dir.Close()
 	if socketIn(dir, t) {

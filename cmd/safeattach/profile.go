@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/spf13/cobra"
 )
 
@@ -183,8 +184,11 @@ func wantsPprof(req attach.ProfileRequest) bool {
 
 // profilePprof records JFR (async-profiler's richest output) and has
 // safeattach-pprof convert it to a gzipped profile.proto for the event
-// sampled. The converter is a binary of its own: its JFR and protobuf
-// libraries would cost every safeattach invocation ~10 ms of start-up.
+// sampled. The recording comes back from the target: it goes into an
+// anonymous file (no name in any directory), and the converter reads it
+// on its standard input in a child process bounded in time, memory and
+// output (jfrpprof/bounded), writing its standard output into the
+// prepared output file. Nothing is ever named in a shared directory.
 func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error {
 	if req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
@@ -193,18 +197,17 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if err != nil {
 		return err
 	}
-	sink, err := newFileSink(req)
+	sink, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
 	if err != nil {
 		return err
 	}
-	defer sink.discard()
-	tmp, err := os.CreateTemp("", "safeattach-*.jfr")
+	defer sink.Discard()
+	jfr, err := anonymousFile(filepath.Dir(req.Output))
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	req.Format, req.Writer, req.Output = "jfr", tmp, ""
+	defer jfr.Close()
+	req.Format, req.Writer, req.Output = "jfr", jfr, ""
 	start := time.Now()
 	res, err := attach.Profile(cmd.Context(), pid, req)
 	if res != nil {
@@ -215,22 +218,35 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
-	pb := tmp.Name() + ".pb.gz"
-	defer os.Remove(pb)
-	out, err := exec.Command(conv, "-event", res.Event, "-start", strconv.FormatInt(start.UnixNano(), 10), "-end", strconv.FormatInt(time.Now().UnixNano(), 10), tmp.Name(), pb).CombinedOutput()
-	if err != nil {
-		return withCode(exitFailed, fmt.Errorf("converting the profiler's JFR to pprof: %s", bytes.TrimSpace(out)))
-	}
-	data, err := os.ReadFile(pb)
-	if err != nil {
+	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	n, err := sink.commit(data)
+	conv2, err := bounded.Convert(cmd.Context(), bounded.Request{
+		Converter: conv, Event: res.Event, Start: start, End: time.Now(), In: jfr, Out: sink,
+	})
 	if err != nil {
+		return withCode(exitFailed, fmt.Errorf("converting the profiler's JFR to pprof: %w", err))
+	}
+	if err := sink.Commit(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (pprof, %s samples; %d bytes); the JVM answers\n", sink.out.Name(), strings.TrimSpace(string(out)), n)
+	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (pprof, %s %d samples); the JVM answers\n", sink.Name(), conv2.Metric, conv2.Samples)
 	return nil
+}
+
+// anonymousFile is a read-write file with no name (O_TMPFILE) in dir,
+// else in the system's temporary directory: what the target sent back
+// waits there for the converter, where no one can open or replace it.
+func anonymousFile(dir string) (*os.File, error) {
+	var errs []error
+	for _, d := range []string{dir, os.TempDir()} {
+		fd, err := unix.Open(d, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return os.NewFile(uintptr(fd), filepath.Join(d, "(anonymous)")), nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", d, err))
+	}
+	return nil, fmt.Errorf("no anonymous temporary file: %w", errors.Join(errs...))
 }
 
 // companion finds one of safeattach's helper binaries beside this one,
@@ -254,139 +270,161 @@ var profileActions = []string{"collect", "start", "resume", "stop", "dump", "sta
 
 // profileAction runs one asprof action other than collect through an
 // attach.Session: the profiler keeps its state in the JVM between
-// invocations.
+// invocations. A start is detached: the later stop (any invocation) may
+// finish it, and writes the file the start named when stop names none.
 func profileAction(cmd *cobra.Command, pid int, action string, req attach.ProfileRequest) error {
 	w, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	var out interface {
-		commit(data []byte) (int64, error)
-	} = stdoutSink{w}
-	if action == "stop" || action == "dump" {
-		if req.Writer == nil {
-			file, err := newFileSink(req)
+	ctx := cmd.Context()
+	if action == "start" || action == "resume" {
+		req.Detached = true
+		if req.Output != "" {
+			abs, err := filepath.Abs(req.Output)
 			if err != nil {
 				return err
 			}
-			defer file.discard()
-			out = file
+			req.Output, req.Writer = abs, nil
 		}
 	}
-	ss, err := attach.OpenSession(cmd.Context(), pid, req)
+	ss, err := attach.OpenSession(ctx, pid, req)
 	if err != nil {
 		return attachError(w, err, false)
 	}
 	defer ss.Close()
 	defer func() {
-		for _, line := range ss.Log {
+		for _, line := range ss.LastLog() {
 			fmt.Fprintln(stderr, line)
 		}
 	}()
-	var data []byte
 	switch action {
 	case "start":
-		err = ss.Start(cmd.Context())
+		err = ss.Start(ctx)
 	case "resume":
-		err = ss.Resume(cmd.Context())
-	case "stop":
-		data, err = ss.Stop(cmd.Context())
-	case "dump":
-		data, err = ss.Dump(cmd.Context())
+		err = ss.Resume(ctx)
+	case "stop", "dump":
+		err = profileOutput(ctx, ss, action, req, w, stderr)
 	case "check":
-		data, _, err = ss.Command(cmd.Context(), "check,event="+ss.Event())
+		_, err = ss.Command(ctx, "check,event="+ss.Event(), w)
 	default: // status, list, meminfo
-		data, _, err = ss.Command(cmd.Context(), action)
+		_, err = ss.Command(ctx, action, w)
 	}
 	if err != nil {
 		return attachError(w, err, false)
 	}
-	if data != nil {
-		if _, err := out.commit(data); err != nil {
-			return err
+	return nil
+}
+
+// profileOutput is stop or dump: the profile goes to -f, else to the
+// file the detached start named, else to standard output.
+func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, w, stderr io.Writer) error {
+	if req.Writer != nil {
+		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
+			req.Output, req.Writer = rec.Output, nil
+			fmt.Fprintf(stderr, "writing %s, as the start asked\n", rec.Output)
 		}
 	}
+	run := ss.Stop
+	if action == "dump" {
+		run = ss.Dump
+	}
+	if req.Writer != nil {
+		_, err := run(ctx, req.Writer)
+		return err
+	}
+	out, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
+	if err != nil {
+		return err
+	}
+	defer out.Discard()
+	n, err := run(ctx, out)
+	if err != nil {
+		return err
+	}
+	if err := out.Commit(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s (%d bytes)\n", out.Name(), n)
 	return nil
 }
 
 // profileLoop is --loop: one profile per window, each to its own file,
-// until Ctrl-C or the total duration.
+// until Ctrl-C or the total duration. Windows are attach.Session.Windows'
+// (at least attach.MinWindow); two windows never share a file unless the
+// name's %n{MAX} says they should.
 func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window, total time.Duration) error {
+	if window < attach.MinWindow {
+		return fmt.Errorf("--loop %v: the shortest window is %v (each window is a stop and a start in the JVM)", window, attach.MinWindow)
+	}
+	if !strings.Contains(req.Output, "%t") && !strings.Contains(req.Output, "%n") {
+		return fmt.Errorf("--loop writes one file per window: put %%t (time) or %%n (sequence) in -f's name")
+	}
 	ctx := cmd.Context()
 	// The first window's file proves the output writable before the
 	// profiler is touched.
-	probe, err := newFileSink(attach.ProfileRequest{Output: attach.ExpandOutputName(req.Output, pid, time.Now(), 0), OutputMode: req.OutputMode, OutputOwner: req.OutputOwner})
+	probe, err := attach.PrepareOutput(attach.ExpandOutputName(req.Output, pid, time.Now(), 0), req.OutputMode, req.OutputOwner)
 	if err != nil {
 		return err
 	}
-	probe.discard()
+	probe.Discard()
 	ss, err := attach.OpenSession(ctx, pid, req)
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
 	defer ss.Close()
-	stderr := cmd.ErrOrStderr()
-	if err := ss.Start(ctx); err != nil {
-		return attachError(cmd.OutOrStdout(), err, false)
+	if total > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, total)
+		defer cancel()
 	}
-	start := time.Now()
-	for n := 0; ; n++ {
-		windowStart := time.Now()
-		last := total > 0 && time.Since(start)+window >= total
-		timer := time.NewTimer(window)
-		interrupted := false
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			interrupted = true
+	stderr := cmd.ErrOrStderr()
+	names := windowNames{template: req.Output, pid: pid, used: map[string]bool{}}
+	err = ss.Windows(ctx, window, func(w *attach.Window) error {
+		for _, line := range w.Log {
+			fmt.Fprintln(stderr, line)
 		}
-		timer.Stop()
-		// The profiler is stopped cleanly even after Ctrl-C.
-		sctx := context.WithoutCancel(ctx)
-		var data []byte
-		if last || interrupted {
-			data, err = ss.Stop(sctx)
-		} else {
-			data, err = ss.Rotate(sctx)
-		}
-		if err != nil {
-			return attachError(cmd.OutOrStdout(), err, false)
-		}
-		name := attach.ExpandOutputName(req.Output, pid, windowStart, n)
-		sink, err := newFileSink(attach.ProfileRequest{Output: name, OutputMode: req.OutputMode, OutputOwner: req.OutputOwner})
-		if err != nil {
-			return err
-		}
-		_, err = sink.commit(data)
-		sink.discard()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", n, name, len(data))
-		if last || interrupted {
+		if w.Err != nil {
+			fmt.Fprintf(stderr, "window %d dropped: %v\n", w.N, w.Err)
 			return nil
 		}
-	}
-}
-
-// stdoutSink writes a command's output to standard output.
-type stdoutSink struct{ w io.Writer }
-
-func (s stdoutSink) commit(data []byte) (int64, error) {
-	n, err := s.w.Write(data)
-	return int64(n), err
-}
-
-// fileSink is an output file prepared before the profiler is touched.
-type fileSink struct{ out *attach.OutputFile }
-
-func newFileSink(req attach.ProfileRequest) (*fileSink, error) {
-	out, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
+		name := names.next(w.From, w.N)
+		out, err := attach.PrepareOutput(name, req.OutputMode, req.OutputOwner)
+		if err != nil {
+			return err
+		}
+		defer out.Discard()
+		n, err := io.Copy(out, w.Output)
+		if err == nil {
+			err = out.Commit()
+		}
+		if err != nil {
+			return fmt.Errorf("window %d: %w", w.N, err)
+		}
+		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", w.N, name, n)
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return attachError(cmd.OutOrStdout(), err, false)
 	}
-	return &fileSink{out}, nil
+	return nil
 }
 
-func (f *fileSink) commit(data []byte) (int64, error) { return f.out.Commit(data) }
-func (f *fileSink) discard()                          { f.out.Discard() }
+// windowNames expands --loop's file name for each window, and never
+// gives two windows one name unless %n{MAX} wraps on purpose: a name
+// already written gets the window's number before its extension.
+type windowNames struct {
+	template string
+	pid      int
+	used     map[string]bool
+}
+
+func (w *windowNames) next(t time.Time, n int) string {
+	name := attach.ExpandOutputName(w.template, w.pid, t, n)
+	if w.used[name] && !strings.Contains(w.template, "%n{") {
+		ext := filepath.Ext(name)
+		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(name, ext), n, ext)
+	}
+	w.used[name] = true
+	return name
+}
 
 // parseDuration takes asprof's form (whole seconds: 30) and Go's (30s,
 // 5m, 1h30m); zero and negative durations are refused.
@@ -405,7 +443,7 @@ func parseDuration(s string) (time.Duration, error) {
 
 // sudoOwner is the invoking user under sudo, who should own the profile
 // rather than root.
-func sudoOwner() *attach.Owner {
+func sudoOwner() *attach.FileOwner {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -414,7 +452,7 @@ func sudoOwner() *attach.Owner {
 	if err1 != nil || err2 != nil || uid <= 0 {
 		return nil
 	}
-	return &attach.Owner{UID: uid, GID: gid}
+	return &attach.FileOwner{UID: uid, GID: gid}
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/budget"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -45,20 +47,31 @@ type server struct {
 	// continuous holds the running continuous profiles by pid.
 	cmu        sync.Mutex
 	continuous map[int]*continuous
+	readBack   *budget.Budget
 }
 
-// continuous is one JVM profiled window after window through an
-// attach.Session: the agent is judged and delivered once, each window is
-// a Rotate, and the latest finished window is kept.
+// continuous is one JVM profiled window after window through
+// attach.Session.Windows: the agent is judged and delivered once, and the
+// latest finished window is kept, in a buffer charged to the server's
+// read-back budget (a window over it is dropped, the profiler goes on).
 type continuous struct {
 	session *attach.Session
+	budget  *budget.Budget
 	cancel  context.CancelFunc
 	done    chan struct{}
 	mu      sync.Mutex
-	latest  []byte
+	latest  *budget.Buffer
 	windows int
+	dropped int
 	err     error
 }
+
+// Read-back limits of the example: what comes back from a JVM is its
+// own to shape.
+const (
+	continuousBudget = 64 << 20
+	maxWindowBytes   = 16 << 20
+)
 
 func newServer(cfg config) *server {
 	if cfg.MaxProfiles <= 0 {
@@ -70,7 +83,7 @@ func newServer(cfg config) *server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}, continuous: map[int]*continuous{}}
+	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}, continuous: map[int]*continuous{}, readBack: budget.New(continuousBudget)}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jvms", s.handleJVMs)
@@ -315,7 +328,10 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusConflict, "pid %d is already profiled continuously", req.PID)
 		return
 	}
-	ss, err := attach.OpenSession(r.Context(), req.PID, attach.ProfileRequest{Lib: s.cfg.Lib, Event: req.Event, Format: "collapsed", Options: s.options(r)})
+	ss, err := attach.OpenSession(r.Context(), req.PID, attach.ProfileRequest{
+		Lib: s.cfg.Lib, Event: req.Event, Format: "collapsed", Options: s.options(r),
+		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: attach.AutoStopFor(window),
+	})
 	if err == nil {
 		if err = ss.Start(r.Context()); err != nil {
 			ss.Close()
@@ -326,44 +342,43 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.stopping)
-	c := &continuous{session: ss, cancel: cancel, done: make(chan struct{})}
+	c := &continuous{session: ss, budget: s.readBack, cancel: cancel, done: make(chan struct{})}
 	s.continuous[req.PID] = c
 	go c.run(ctx, window)
 	writeJSON(w, http.StatusCreated, map[string]any{"pid": req.PID, "event": ss.Event(), "window": window.String()})
 }
 
-// run rotates a window every period until ctx ends, then stops the
-// profiler (the last partial window is kept too).
+// run profiles window after window until ctx ends; Windows then stops
+// the profiler and hands over the last partial window too.
 func (c *continuous) run(ctx context.Context, period time.Duration) {
 	defer close(c.done)
 	defer c.session.Close()
-	tick := time.NewTicker(period)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			data, err := c.session.Stop(context.Background())
-			c.record(data, err)
-			return
-		case <-tick.C:
-			data, err := c.session.Rotate(ctx)
-			c.record(data, err)
-			if err != nil {
-				return // the JVM is gone or the agent failed: see err
-			}
-		}
-	}
+	err := c.session.Windows(ctx, period, c.record)
+	c.mu.Lock()
+	c.err = err // the JVM is gone or the agent failed
+	c.mu.Unlock()
 }
 
-func (c *continuous) record(data []byte, err error) {
+// record keeps a finished window as the latest, if it fits the budget.
+func (c *continuous) record(w *attach.Window) error {
+	buf := c.budget.Buffer(maxWindowBytes)
+	err := w.Err
+	if err == nil {
+		if err = buf.Reserve(w.Size); err == nil {
+			_, err = io.Copy(buf, w.Output)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		c.err = err
-		return
+		buf.Release()
+		c.dropped++
+		return nil
 	}
-	c.latest = data
+	c.latest.Release()
+	c.latest = buf
 	c.windows++
+	return nil
 }
 
 func (s *server) continuousFor(w http.ResponseWriter, r *http.Request) (int, *continuous) {
@@ -384,8 +399,13 @@ func (s *server) handleContinuousLatest(w http.ResponseWriter, r *http.Request) 
 	if c == nil {
 		return
 	}
+	// A copy: a slow client must not hold the window loop up.
 	c.mu.Lock()
-	data, windows, err := c.latest, c.windows, c.err
+	windows, dropped, err := c.windows, c.dropped, c.err
+	var data []byte
+	if c.latest != nil {
+		data = bytes.Clone(c.latest.Bytes())
+	}
 	c.mu.Unlock()
 	if windows == 0 {
 		if err != nil {
@@ -397,6 +417,7 @@ func (s *server) handleContinuousLatest(w http.ResponseWriter, r *http.Request) 
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Profile-Windows", strconv.Itoa(windows))
+	w.Header().Set("X-Profile-Windows-Dropped", strconv.Itoa(dropped))
 	w.Write(data)
 }
 
@@ -411,6 +432,10 @@ func (s *server) handleContinuousStop(w http.ResponseWriter, r *http.Request) {
 	s.cmu.Lock()
 	delete(s.continuous, pid)
 	s.cmu.Unlock()
+	c.mu.Lock()
+	c.latest.Release()
+	c.latest = nil
+	c.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 

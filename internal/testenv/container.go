@@ -227,3 +227,94 @@ func shellJoin(args []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// MemCgroup is a memory cgroup with a limit, made for one test: what a
+// pod's resources.limits.memory gives its containers.
+type MemCgroup struct {
+	Dir string
+	v2  bool
+}
+
+// NewMemCgroup creates a memory cgroup limited to limit bytes (cgroup v1's
+// memory hierarchy, or v2 where that has the memory controller) and
+// removes it at cleanup, after the test's processes were killed.
+func NewMemCgroup(t testing.TB, limit int64) *MemCgroup {
+	t.Helper()
+	RequireRoot(t)
+	name := fmt.Sprintf("safeattach-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	m := &MemCgroup{}
+	if fi, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil && fi.Mode().IsRegular() {
+		m.Dir = filepath.Join("/sys/fs/cgroup/memory", name)
+	} else if ctl, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil && strings.Contains(string(ctl), "memory") {
+		m.Dir, m.v2 = filepath.Join("/sys/fs/cgroup", name), true
+	} else {
+		Missing(t, "no memory cgroup controller to limit a process with")
+	}
+	if err := os.Mkdir(m.Dir, 0o755); err != nil {
+		Missing(t, "memory cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 100; i++ {
+			if err := os.Remove(m.Dir); err == nil || os.IsNotExist(err) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	file, value := "memory.limit_in_bytes", strconv.FormatInt(limit, 10)
+	if m.v2 {
+		file = "memory.max"
+	}
+	if err := os.WriteFile(filepath.Join(m.Dir, file), []byte(value), 0o644); err != nil {
+		t.Fatalf("limit %s: %v", m.Dir, err)
+	}
+	if !m.v2 {
+		// No swap to escape into: over the limit is the OOM killer.
+		os.WriteFile(filepath.Join(m.Dir, "memory.memsw.limit_in_bytes"), []byte(value), 0o644)
+	}
+	return m
+}
+
+// Wrap makes cmd enter the cgroup before it execs: a shell writes its own
+// pid into cgroup.procs and then becomes cmd, so cmd never runs outside.
+func (m *MemCgroup) Wrap(cmd *exec.Cmd) {
+	args := append([]string{"/bin/sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(m.Dir, "cgroup.procs"), cmd.Path}, cmd.Args[1:]...)
+	cmd.Path, cmd.Args = "/bin/sh", args
+}
+
+// Peak is the most memory the cgroup's processes used at once.
+func (m *MemCgroup) Peak() int64 {
+	file := "memory.max_usage_in_bytes"
+	if m.v2 {
+		file = "memory.peak"
+	}
+	data, _ := os.ReadFile(filepath.Join(m.Dir, file))
+	v, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	return v
+}
+
+// OOMKills counts the processes the kernel killed for the limit.
+func (m *MemCgroup) OOMKills() int {
+	file := "memory.oom_control"
+	if m.v2 {
+		file = "memory.events"
+	}
+	data, _ := os.ReadFile(filepath.Join(m.Dir, file))
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "oom_kill "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// RunInMemoryCgroup runs cmd to its end inside a fresh memory cgroup of
+// limit bytes and returns its combined output.
+func RunInMemoryCgroup(t testing.TB, cmd *exec.Cmd, limit int64) (string, error) {
+	t.Helper()
+	m := NewMemCgroup(t, limit)
+	m.Wrap(cmd)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

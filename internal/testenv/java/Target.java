@@ -11,7 +11,9 @@ import java.util.zip.Deflater;
  * them all in Object.wait (a JVM with nothing to do), "gc" makes them
  * allocate and call System.gc() without pause (a JVM in long, back to
  * back full collections), "spin" keeps them computing in Java code (what
- * a Java method sampler such as JFR's sees).
+ * a Java method sampler such as JFR's sees), "contend" makes them compute
+ * and allocate while taking turns on one monitor (CPU, allocation and
+ * lock samples all at once, for a profiler's recording).
  */
 public class Target {
     static final AtomicLong progress = new AtomicLong();
@@ -23,6 +25,7 @@ public class Target {
         if (mode.equals("wait")) work = Target::park;
         if (mode.equals("gc")) work = Target::collect;
         if (mode.equals("spin")) work = Target::spin;
+        if (mode.equals("contend")) work = Target::contend;
         for (int i = 0; i < workers; i++) {
             Thread t = new Thread(work, mode + "-" + i);
             t.setDaemon(true);
@@ -69,6 +72,18 @@ public class Target {
         while (true) {
             for (int i = 0; i < 1_000_000; i++) h = h * 31 + i;
             sink = h;
+            progress.incrementAndGet();
+        }
+    }
+
+    static void contend() {
+        long h = 1;
+        while (true) {
+            synchronized (lock) {
+                for (int i = 0; i < 200_000; i++) h = h * 31 + i;
+                retained = new Object[] {new byte[16 * 1024 + (int) (h & 1023)]};
+                sink = h;
+            }
             progress.incrementAndGet();
         }
     }

@@ -1,0 +1,88 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// AutoStopFor is the AutoStop for a profile of d: d plus a slack, long
+// enough for the stop that is on its way, short enough that a killed
+// caller's profiler ends soon after it.
+func AutoStopFor(d time.Duration) time.Duration { return d + max(10*time.Second, d/10) }
+
+// Profile runs async-profiler in the JVM pid for req.Duration and writes
+// the result to req.Output (or req.Writer), if the knowledge base finds
+// the combination safe: a Session started, waited on, stopped, with the
+// profile streamed from the target to its destination. The output is
+// prepared before anything is attached; cancelling ctx ends the profile
+// early, and it is still stopped cleanly and written. The profiler is
+// started to stop by itself shortly after Duration, so a caller killed
+// meanwhile leaves nothing running.
+func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
+	if req.Output == "" && req.Writer == nil {
+		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
+	}
+	if req.Duration <= 0 {
+		req.Duration = 10 * time.Second
+	}
+	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
+		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
+	}
+	var out *OutputFile
+	if req.Writer == nil {
+		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
+		}
+		defer out.discard()
+	}
+	// The session's own deadline covers the whole profile; cancelling the
+	// caller's ctx ends only the waiting, not the clean stop.
+	timeout := req.Options.Timeout
+	if timeout <= 0 {
+		timeout = req.Duration + DefaultLoadTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	sreq := req
+	sreq.Options.Timeout = 0
+	sreq.AutoStop = AutoStopFor(req.Duration)
+	ss, err := openSession(sctx, pid, sreq, "profile")
+	if err != nil {
+		return nil, err
+	}
+	defer ss.Close()
+	c := ss.c
+	c.ctx = ctx
+	c.deadline, _ = sctx.Deadline()
+	defer func() { c.finish(err) }()
+	res = &ProfileResult{Result: ss.Verdict(), Event: ss.Event(), Format: ss.format}
+	err = ss.Start(sctx)
+	res.AgentLog = ss.LastLog()
+	if err != nil {
+		return res, err
+	}
+	res.Cancelled = wait(ctx, sctx, req)
+	var dst io.Writer = req.Writer
+	if dst == nil {
+		dst = out.tmp
+	}
+	res.Bytes, err = ss.Stop(sctx, dst)
+	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
+	if err != nil {
+		return res, fmt.Errorf("profile: %w", err)
+	}
+	if out != nil {
+		if err := out.commit(); err != nil {
+			return res, fmt.Errorf("profile: %w", err)
+		}
+		res.Output = req.Output
+	}
+	if err := ss.Healthy(sctx); err != nil {
+		return res, err
+	}
+	res.Healthy = true
+	res.took(c.start)
+	return res, nil
+}

@@ -1,0 +1,292 @@
+package attach
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/safefile"
+)
+
+// One owner per profiler (docs/safety.md, invariant 11). A session that
+// starts async-profiler in a JVM first writes a record of who it is into
+// our store in the target (created with O_EXCL: of two sessions racing,
+// one wins), and removes it when it stops the profiler. Another session
+// finding the record refuses with who started the profiler and when,
+// unless told to take over; a record whose profiler stopped by itself
+// (timeout=) or no longer runs is stale and cleaned up. A profiler
+// running with no record was started by another tool (asprof, a
+// colleague's script): it is refused the same way.
+
+// ErrProfilerBusy: another session or tool runs the profiler in this JVM.
+var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
+
+// Owner is who runs the profiler in a JVM, as its record in the target
+// says.
+type Owner struct {
+	// Tool names the caller: "safeattach profile", "safeattach-daemon
+	// node-1", an embedding program's ProfileRequest.Owner.
+	Tool string `json:"tool"`
+	// Action is what started it: collect, start, windows.
+	Action string `json:"action"`
+	// UID and PID are the caller's (in its own namespace), Host its
+	// host name.
+	UID  int    `json:"uid"`
+	PID  int    `json:"pid"`
+	Host string `json:"host,omitempty"`
+	// Since is when the profiler was started; Expires when it stops by
+	// itself (zero: it runs until stopped).
+	Since   time.Time `json:"since"`
+	Expires time.Time `json:"expires,omitzero"`
+	// Detached is a start meant to be stopped by a later session (the
+	// CLI's profile start … profile stop).
+	Detached bool `json:"detached,omitempty"`
+	// Session tells sessions apart (random).
+	Session string `json:"session"`
+	// What a later session needs to finish the profile: the event and
+	// format, the JFR recording in the target, and the output file the
+	// starter named (its own path).
+	Event     string `json:"event,omitempty"`
+	Format    string `json:"format,omitempty"`
+	Recording string `json:"recording,omitempty"`
+	Output    string `json:"output,omitempty"`
+}
+
+func (o *Owner) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s (uid %d, pid %d", o.Tool, o.Action, o.UID, o.PID)
+	if o.Host != "" {
+		fmt.Fprintf(&b, " on %s", o.Host)
+	}
+	fmt.Fprintf(&b, ") since %s (%s ago)", o.Since.Local().Format(time.DateTime), time.Since(o.Since).Round(time.Second))
+	if !o.Expires.IsZero() {
+		fmt.Fprintf(&b, ", stopping by itself at %s", o.Expires.Local().Format(time.TimeOnly))
+	}
+	return b.String()
+}
+
+// expired reports whether the profiler stopped by itself by now (a
+// grace period covers clocks and the agent's own timer).
+func (o *Owner) expired(now time.Time) bool {
+	return !o.Expires.IsZero() && now.After(o.Expires.Add(5*time.Second))
+}
+
+// BusyError is a refusal to disturb a profiler someone else runs.
+type BusyError struct {
+	PID int
+	// Owner is the running profiler's record; nil when another tool
+	// started it (Status is then what the agent said about it).
+	Owner  *Owner
+	Status string
+}
+
+func (e *BusyError) Error() string {
+	who := "another tool (no safeattach session owns it)"
+	if e.Owner != nil {
+		who = e.Owner.String()
+	}
+	s := fmt.Sprintf("pid %d: the profiler is running, started by %s", e.PID, who)
+	if e.Status != "" {
+		s += "; the agent says: " + e.Status
+	}
+	if e.Owner != nil && e.Owner.Detached {
+		return s + fmt.Sprintf("; stop it with `safeattach profile stop %d` or take it over (--takeover)", e.PID)
+	}
+	return s + "; leave it, or take it over (--takeover) to stop it"
+}
+
+func (e *BusyError) Unwrap() error { return ErrProfilerBusy }
+
+// maxRecord caps a record read back: a few hundred bytes are written.
+const maxRecord = 64 << 10
+
+// recordName is the record's file name in a store: one per JVM (its pid
+// in its own namespace and its start time, so that a restarted JVM with
+// the same pid never inherits a record).
+func (ss *Session) recordName() string {
+	pr := ss.c.report.Process
+	return fmt.Sprintf("profiler-%d-%d.json", pr.NSPid, pr.StartTime)
+}
+
+// stores opens our stores in the target's delivery directories (at most
+// one per directory); with create, one is made in the first directory
+// that can take it when none exists. The caller closes them.
+func (ss *Session) stores(ctx context.Context, create bool) ([]*os.File, error) {
+	root := ss.c.report.Process.Root
+	var out []*os.File
+	var why []string
+	for _, dir := range deliveryDirs {
+		base, err := safefile.OpenDirIn(ctx, root, dir)
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", dir, err))
+			continue
+		}
+		fd, _, err := openStore(ctx, root, base, false)
+		if err == nil {
+			out = append(out, os.NewFile(uintptr(fd), dir))
+		}
+		base.Close()
+	}
+	if len(out) > 0 || !create {
+		return out, nil
+	}
+	for _, dir := range deliveryDirs {
+		base, err := safefile.OpenDirIn(ctx, root, dir)
+		if err != nil {
+			continue
+		}
+		var fs unix.Statfs_t
+		if unix.Fstatfs(base.FD(), &fs) == nil && fs.Flags&unix.ST_RDONLY != 0 {
+			base.Close()
+			why = append(why, dir+": mounted read-only")
+			continue
+		}
+		fd, _, err := openStore(ctx, root, base, true)
+		base.Close()
+		if err == nil {
+			return []*os.File{os.NewFile(uintptr(fd), dir)}, nil
+		}
+		why = append(why, fmt.Sprintf("%s: %v", dir, err))
+	}
+	return nil, fmt.Errorf("no directory in the target can keep the profiler's owner record: %s", strings.Join(why, "; "))
+}
+
+// readRecord returns the JVM's profiler record and the store holding it,
+// or nil when there is none. stores are the caller's.
+func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
+	for _, s := range stores {
+		fd, err := unix.Openat(int(s.Fd()), ss.recordName(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		me := uint32(os.Geteuid())
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || (st.Uid != 0 && st.Uid != me) || st.Size > maxRecord {
+			unix.Close(fd)
+			continue
+		}
+		data, err := safefile.ReadAll(safefile.FD(fd), st.Size, maxRecord)
+		unix.Close(fd)
+		var o Owner
+		if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
+			// Unreadable: ours (root's or our user's), so nobody else
+			// can have written it; a torn write. Treat as stale.
+			return &Owner{Session: "unreadable"}, s
+		}
+		return &o, s
+	}
+	return nil, nil
+}
+
+// writeRecord creates the record in store, never over another: false
+// when one exists already (another session won the race).
+func writeRecord(store *os.File, name string, o *Owner) (bool, error) {
+	err := putRecord(store, name, o, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EEXIST) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// updateRecord replaces our record at once: a reader sees the old one or
+// the new one, never a part.
+func updateRecord(store *os.File, name string, o *Owner) error {
+	return putRecord(store, name, o, 0)
+}
+
+// putRecord writes o to a fresh temporary file in store (0600) and
+// renames it to name with flags.
+func putRecord(store *os.File, name string, o *Owner, flags uint) error {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	dir := int(store.Fd())
+	tmp := ".tmp-" + randomHex(8)
+	fd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("owner record: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat2(dir, tmp, dir, name, flags)
+	}
+	if err != nil {
+		unix.Unlinkat(dir, tmp, 0)
+		if errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		return fmt.Errorf("owner record: %w", err)
+	}
+	return nil
+}
+
+// removeRecordIf removes the record name from store if it is still the
+// given session's (or unreadable).
+func removeRecordIf(store *os.File, name, session string) {
+	dir := int(store.Fd())
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	data, _ := safefile.ReadAll(safefile.FD(fd), 0, maxRecord)
+	unix.Close(fd)
+	var o Owner
+	if json.Unmarshal(data, &o) != nil || o.Session == "" || o.Session == session {
+		unix.Unlinkat(dir, name, 0)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newOwner describes this session for its record.
+func (ss *Session) newOwner(action string) *Owner {
+	host, _ := os.Hostname()
+	tool := ss.req.Owner
+	if tool == "" {
+		tool = "safeattach"
+	}
+	o := &Owner{
+		Tool: tool, Action: action, UID: os.Geteuid(), PID: os.Getpid(), Host: host,
+		Since: time.Now().UTC().Truncate(time.Second), Detached: ss.req.Detached, Session: ss.id,
+		Event: ss.req.Event, Format: ss.format, Output: ss.req.Output,
+	}
+	if ss.req.AutoStop > 0 {
+		o.Expires = o.Since.Add(ss.req.AutoStop)
+	}
+	if isJFR(ss.format) {
+		o.Recording = newTargetFile("rec", ".jfr")
+	}
+	return o
+}
+
+// removeInTarget removes a file we named in the target's /tmp.
+func (ss *Session) removeInTarget(ctx context.Context, name string) {
+	if !strings.HasPrefix(filepath.Base(name), ".safeattach-") {
+		return // only names we made
+	}
+	safefile.RemoveIn(context.WithoutCancel(ctx), ss.c.report.Process.Root, name)
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}

@@ -1,0 +1,126 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// MinWindow is the shortest window Session.Windows cuts: each window
+// costs a stop and a start, two commands through the JVM's
+// single-threaded attach listener.
+const MinWindow = time.Second
+
+// stopTimeout bounds the final stop of a window loop whose context ended.
+const stopTimeout = 30 * time.Second
+
+// Window is one finished window of Session.Windows.
+type Window struct {
+	// N counts windows from 0; From and Until bound the window.
+	N           int
+	From, Until time.Time
+	// Output streams the window's profile straight from the target,
+	// within ProfileRequest.MaxOutput; it is valid only during the call
+	// that receives the Window. Size is the file's size as the target's
+	// file system reported it before a byte was read.
+	Output io.Reader
+	Size   int64
+	// Err is set, and Output nil, when the window cannot be read back:
+	// larger than MaxOutput (safefile.ErrTooLarge), not a regular file of
+	// the JVM's user, missing (ErrNoOutput).
+	Err error
+	// Log is what the agent logged for the window's stop and the next
+	// start.
+	Log []string
+	// Last is set on the window that ends the loop.
+	Last bool
+}
+
+// Windows profiles in windows of every (at least MinWindow) until ctx
+// ends: it starts the profiler (or continues the one this session's
+// Start started, whose first window it then is), and at the end of each
+// window stops it,
+// starts the next window at once, then hands the finished one to fn and
+// removes it from the target. When ctx ends, the profiler is stopped
+// (within stopTimeout, ctx's cancellation notwithstanding), the partial
+// window handed to fn with Last set, and Windows returns nil. An error
+// from a command ends the loop with that error, the profiler stopped if
+// it can be; an error from fn ends it the same way. Each start carries
+// a timeout= of every plus a slack, so a caller killed mid-loop leaves
+// no profiler running for long.
+func (ss *Session) Windows(ctx context.Context, every time.Duration, fn func(*Window) error) error {
+	if every < MinWindow {
+		return fmt.Errorf("%w: a window of %v is shorter than %v", ErrInvalidOptions, every, MinWindow)
+	}
+	ss.req.AutoStop = AutoStopFor(every)
+	if ss.owned == nil || ss.owned.Session != ss.id {
+		if err := ss.Start(ctx); err != nil {
+			return err
+		}
+	}
+	from := time.Now()
+	for n := 0; ; n++ {
+		timer := time.NewTimer(time.Until(from.Add(every)))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		}
+		last := ctx.Err() != nil
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if last {
+			cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+		}
+		err := ss.window(cctx, n, from, last, fn)
+		cancel()
+		if last || err != nil {
+			return err
+		}
+		from = from.Add(every)
+		if now := time.Now(); now.After(from.Add(every)) {
+			from = now // a window that took longer than a window: no catching up
+		}
+	}
+}
+
+// window ends window n: stop, start the next unless last, hand the
+// finished one to fn, remove it.
+func (ss *Session) window(ctx context.Context, n int, from time.Time, last bool, fn func(*Window) error) error {
+	file, err := ss.stop(ctx)
+	until := time.Now()
+	if err != nil {
+		ss.release(ctx)
+		return err
+	}
+	defer ss.removeInTarget(ctx, file)
+	log := ss.LastLog()
+	var startErr error
+	if !last {
+		startErr = ss.begin(ctx, "start", true)
+		log = append(log, ss.LastLog()...)
+	} else {
+		ss.release(ctx)
+	}
+	w := &Window{N: n, From: from, Until: until, Log: log, Last: last || startErr != nil}
+	if h, err := ss.openOutput(ctx, file); err != nil {
+		w.Err = err
+	} else {
+		defer h.Close()
+		w.Output, w.Size = h.Reader(ss.req.MaxOutput), h.Stat.Size
+	}
+	ferr := fn(w)
+	if startErr != nil {
+		return startErr
+	}
+	if ferr != nil {
+		if !last {
+			if sf, err := ss.stop(context.WithoutCancel(ctx)); err == nil {
+				ss.removeInTarget(ctx, sf)
+			}
+			ss.release(ctx)
+		}
+		return ferr
+	}
+	return nil
+}
