@@ -188,17 +188,39 @@ func (a *APIPods) Pod(ctx context.Context, namespace, name string) (Pod, error) 
 	return parsePod(data)
 }
 
+// maxPod bounds one pod object (Kubernetes caps annotations at 256 KiB
+// and the whole object at about 1.5 MiB in etcd).
+const maxPod = 4 << 20
+
+// get reads one bounded response.
 func (a *APIPods) get(ctx context.Context, u string) ([]byte, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := a.do(ctx, u)
 	if err != nil {
 		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxPod+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("kubernetes API: %w", err)
+	}
+	if len(data) > maxPod {
+		return nil, 0, fmt.Errorf("kubernetes API: response larger than %d bytes", maxPod)
+	}
+	return data, resp.StatusCode, nil
+}
+
+// do sends one authenticated GET; the caller reads and closes the body.
+func (a *APIPods) do(ctx context.Context, u string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	token := a.Token
 	if a.TokenFile != "" {
 		f, err := safefile.Read(ctx, a.TokenFile, maxSAFile, safefile.Options{})
 		if err != nil {
-			return nil, 0, fmt.Errorf("token: %w", err)
+			return nil, fmt.Errorf("token: %w", err)
 		}
 		token = strings.TrimSpace(string(f.Data))
 	}
@@ -211,17 +233,9 @@ func (a *APIPods) get(ctx context.Context, u string) ([]byte, int, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("kubernetes API: %w", err)
+		return nil, fmt.Errorf("kubernetes API: %w", err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxPodList+1))
-	if err != nil {
-		return nil, 0, fmt.Errorf("kubernetes API: %w", err)
-	}
-	if len(data) > maxPodList {
-		return nil, 0, fmt.Errorf("kubernetes API: response larger than %d bytes", maxPodList)
-	}
-	return data, resp.StatusCode, nil
+	return resp, nil
 }
 
 // ErrOtherNode: the pod runs on another node; safeattach must run there.

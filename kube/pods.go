@@ -1,16 +1,20 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/internal/safefile"
@@ -18,12 +22,15 @@ import (
 
 // Pod is the part of a Kubernetes Pod object the agent uses.
 type Pod struct {
-	Namespace   string
-	Name        string
-	UID         string
-	Node        string
-	Phase       string
-	Labels      map[string]string
+	Namespace string
+	Name      string
+	UID       string
+	Node      string
+	Phase     string
+	// Annotations holds the pod's annotations under AnnotationPrefix
+	// (the only ones read), each value at most maxAnnotationValue bytes:
+	// a pod list's other annotations can be megabytes per pod, and are
+	// skipped as they are decoded.
 	Annotations map[string]string
 	// Containers are the running containers with their runtime IDs
 	// ("containerd://<64 hex>").
@@ -43,19 +50,66 @@ type PodSource interface {
 	Pods(ctx context.Context) ([]Pod, error)
 }
 
-// maxPodList bounds a pod list: a node runs at most a few hundred pods of
-// some kilobytes each.
-const maxPodList = 32 << 20
+// maxPodList bounds a pod list as read: a node runs at most a few hundred
+// pods, and Kubernetes caps each object's annotations at 256 KiB, so a
+// legal list can be tens of MiB. It is decoded as it is read, one pod at
+// a time, keeping only what is used: memory follows the pods kept, not
+// the bytes read.
+const maxPodList = 256 << 20
+
+// AnnotationPrefix is the annotations' namespace the agent reads.
+const AnnotationPrefix = "profiles.safeattach.io/"
+
+// maxAnnotationValue caps a kept annotation value; a longer one is kept
+// cut, which no validator downstream accepts.
+const maxAnnotationValue = 1024
+
+// annotations decodes a JSON object of annotations, keeping those under
+// AnnotationPrefix.
+type annotations map[string]string
+
+func (a *annotations) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("annotations: not an object")
+	}
+	*a = annotations{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		if !strings.HasPrefix(key, AnnotationPrefix) {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+			continue
+		}
+		var v string
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("annotation %s: %w", key, err)
+		}
+		if len(v) > maxAnnotationValue {
+			v = v[:maxAnnotationValue]
+		}
+		(*a)[key] = v
+	}
+	return nil
+}
 
 // podObject is the wire form of a v1 Pod: the part of it that is used.
 type podObject struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
-		Namespace   string            `json:"namespace"`
-		Name        string            `json:"name"`
-		UID         string            `json:"uid"`
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
+		Namespace   string      `json:"namespace"`
+		Name        string      `json:"name"`
+		UID         string      `json:"uid"`
+		Annotations annotations `json:"annotations"`
 	} `json:"metadata"`
 	Spec struct {
 		NodeName string `json:"nodeName"`
@@ -78,7 +132,7 @@ func (o podObject) pod() Pod {
 	p := Pod{
 		Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, UID: o.Metadata.UID,
 		Node: o.Spec.NodeName, Phase: o.Status.Phase,
-		Labels: o.Metadata.Labels, Annotations: o.Metadata.Annotations,
+		Annotations: o.Metadata.Annotations,
 	}
 	for _, c := range o.Status.ContainerStatuses {
 		p.declared = append(p.declared, c.Name)
@@ -89,25 +143,73 @@ func (o podObject) pod() Pod {
 	return p
 }
 
-// podList is the wire form of a v1 PodList (kubectl get pods -o json and
-// GET /api/v1/pods both produce it).
-type podList struct {
-	Kind  string      `json:"kind"`
-	Items []podObject `json:"items"`
-}
-
 // ParsePodList decodes a v1 PodList.
 func ParsePodList(data []byte) ([]Pod, error) {
-	var l podList
-	if err := json.Unmarshal(data, &l); err != nil {
+	return DecodePodList(bytes.NewReader(data))
+}
+
+// DecodePodList decodes a v1 PodList as it is read from r, one item at a
+// time (at most maxPodList bytes): what is kept of each pod is what Pod
+// holds, whatever else the list carries.
+func DecodePodList(r io.Reader) ([]Pod, error) {
+	lr := &io.LimitedReader{R: r, N: maxPodList + 1}
+	dec := json.NewDecoder(lr)
+	fail := func(err error) ([]Pod, error) {
+		if lr.N <= 0 {
+			return nil, fmt.Errorf("pod list: larger than %d bytes", maxPodList)
+		}
 		return nil, fmt.Errorf("pod list: %w", err)
 	}
-	if l.Kind != "" && l.Kind != "PodList" && l.Kind != "List" {
-		return nil, fmt.Errorf("pod list: kind %q, want PodList", l.Kind)
+	if t, err := dec.Token(); err != nil {
+		return fail(err)
+	} else if t != json.Delim('{') {
+		return fail(errors.New("not a JSON object"))
 	}
-	pods := make([]Pod, 0, len(l.Items))
-	for _, it := range l.Items {
-		pods = append(pods, it.pod())
+	var pods []Pod
+	kind := ""
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fail(err)
+		}
+		switch t {
+		case "kind":
+			if err := dec.Decode(&kind); err != nil {
+				return fail(err)
+			}
+		case "items":
+			if t, err := dec.Token(); err != nil {
+				return fail(err)
+			} else if t == nil {
+				continue // "items": null
+			} else if t != json.Delim('[') {
+				return fail(errors.New("items: not an array"))
+			}
+			for dec.More() {
+				var o podObject
+				if err := dec.Decode(&o); err != nil {
+					return fail(err)
+				}
+				pods = append(pods, o.pod())
+			}
+			if _, err := dec.Token(); err != nil {
+				return fail(err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fail(err)
+	}
+	if kind != "" && kind != "PodList" && kind != "List" {
+		return nil, fmt.Errorf("pod list: kind %q, want PodList", kind)
+	}
+	if pods == nil {
+		pods = []Pod{}
 	}
 	return pods, nil
 }
@@ -125,16 +227,22 @@ func parsePod(data []byte) (Pod, error) {
 }
 
 // FilePods reads a PodList from a file on every call: for nodes without
-// an API server, and for tests.
+// an API server, and for tests. The file is opened as safefile opens any
+// file (regular, size-capped, under ctx) and decoded as it is read.
 type FilePods struct{ Path string }
 
 // Pods implements PodSource.
 func (f FilePods) Pods(ctx context.Context) ([]Pod, error) {
-	file, err := safefile.Read(ctx, f.Path, maxPodList, safefile.Options{})
+	path, err := filepath.Abs(f.Path)
 	if err != nil {
 		return nil, err
 	}
-	return ParsePodList(file.Data)
+	h, err := safefile.OpenIn(ctx, "/", path, maxPodList, safefile.Accept{FollowLast: true})
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return DecodePodList(h.Reader(maxPodList))
 }
 
 // APIPods lists the pods scheduled on Node from the Kubernetes API with a
@@ -189,12 +297,16 @@ func (a *APIPods) Pods(ctx context.Context) ([]Pod, error) {
 		return nil, errors.New("list pods: no node name (set NODE_NAME from spec.nodeName)")
 	}
 	u := a.Server + "/api/v1/pods?fieldSelector=" + url.QueryEscape("spec.nodeName="+a.Node)
-	data, status, err := a.get(ctx, u)
+	resp, err := a.do(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
-	if status != http.StatusOK {
-		return nil, fmt.Errorf("list pods: API answered %d: %.200s", status, data)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return nil, fmt.Errorf("list pods: API answered %d: %s", resp.StatusCode, msg)
 	}
-	return ParsePodList(data)
+	// Decoded as it arrives: a node's list can be tens of MiB of
+	// annotations, of which a few bytes are kept.
+	return DecodePodList(resp.Body)
 }

@@ -44,6 +44,10 @@ type config struct {
 	SyncInterval duration `json:"sync_interval"`
 	// AttachTimeout bounds each command sent to a JVM (default 30 s).
 	AttachTimeout duration `json:"attach_timeout"`
+	// MaxWindowBytes caps one window read back from a JVM (default: half
+	// the read-back budget, which is a quarter of the daemon's memory
+	// limit).
+	MaxWindowBytes int64 `json:"max_window_bytes"`
 	RuleFiles     []string `json:"rule_files"`
 	Pyroscope     struct {
 		URL          string `json:"url"`

@@ -18,10 +18,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/budget"
 	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
@@ -47,6 +49,17 @@ func run() error {
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	// What comes back from the JVMs is bounded by a budget sized from the
+	// daemon's own memory limit, and the collector is told the limit too
+	// (unless GOMEMLIMIT says otherwise), so that garbage is collected
+	// before the kernel's OOM killer is the one to act.
+	readBack := budget.New(fleet.DefaultBudget())
+	if limit, err := budget.Limit(""); err == nil {
+		if os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(limit * 3 / 4)
+		}
+		log.Info("memory limit", "bytes", limit, "read_back_budget", readBack.Total())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -100,6 +113,7 @@ func run() error {
 		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
 		Pusher: pusher, Options: attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}, Logger: log,
+		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
 	})
 	if err != nil {
 		return err

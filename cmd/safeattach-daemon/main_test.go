@@ -16,8 +16,13 @@ import (
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
+// buildDaemon builds the daemon; SAFEATTACH_DAEMON_BIN, if set, names a
+// binary to test instead (to measure an older build in the same run).
 func buildDaemon(t *testing.T) string {
 	t.Helper()
+	if bin := os.Getenv("SAFEATTACH_DAEMON_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(t.TempDir(), "safeattach-daemon")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -16,7 +16,7 @@ import (
 	"testing"
 )
 
-//go:embed agents/*.c agents/*.h java/*.java
+//go:embed agents/*.c agents/*.h java/*.java attackers/*.c
 var sources embed.FS
 
 // Test agents, by the name of their C source in agents/.
@@ -94,7 +94,8 @@ func BuildAgent(t testing.TB, name string) string {
 	// Every header goes with every agent: few and small, and any of them
 	// may be included.
 	headers, _ := fs.Glob(sources, "agents/*.h")
-	key := []string{string(src), strings.Join(flags, " ")}
+	jfr := recordingsHeader(t)
+	key := []string{string(src), strings.Join(flags, " "), jfr}
 	for _, h := range headers {
 		text, _ := sources.ReadFile(h)
 		key = append(key, h, string(text))
@@ -109,6 +110,9 @@ func BuildAgent(t testing.TB, name string) string {
 			if err := os.WriteFile(filepath.Join(dir, path.Base(h)), text, 0o644); err != nil {
 				return err
 			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "lookalike_jfr.h"), []byte(jfr), 0o644); err != nil {
+			return err
 		}
 		args := append(append([]string{}, flags...), "-o", filepath.Join(dir, "lib"+name+".so"), c)
 		out, err := exec.Command(gcc, args...).CombinedOutput()

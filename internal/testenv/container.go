@@ -318,3 +318,27 @@ func RunInMemoryCgroup(t testing.TB, cmd *exec.Cmd, limit int64) (string, error)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// StartWaybackAttacker starts attackers/wayback.c inside the pod as its
+// own user, with modes ("sparse", "log"; none for both), and returns once
+// it watches the pod's /tmp. The test's cleanup kills it.
+func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
+	t.Helper()
+	src, err := sources.ReadFile("attackers/wayback.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := BuildC(t, "wayback", string(src))
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Into the pod's own /tmp, which only the pod sees.
+	inPod := fmt.Sprintf("/proc/%d/root/tmp/wayback", p.PID)
+	if err := os.WriteFile(inPod, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := Start(t, p.Command(p.UID, "exec /tmp/wayback "+strings.Join(modes, " ")))
+	a.WaitOutput(t, "WATCHING", 10*time.Second)
+	return a
+}
