@@ -53,6 +53,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		return nil, err
 	}
 	defer ss.Close()
+	ss.action = "collect"
 	c := ss.c
 	c.ctx = ctx
 	c.deadline, _ = sctx.Deadline()

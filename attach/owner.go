@@ -263,6 +263,9 @@ func (ss *Session) newOwner(action string) *Owner {
 	if tool == "" {
 		tool = "safeattach"
 	}
+	if ss.action != "" && action == "start" {
+		action = ss.action
+	}
 	o := &Owner{
 		Tool: tool, Action: action, UID: os.Geteuid(), PID: os.Getpid(), Host: host,
 		Since: time.Now().UTC().Truncate(time.Second), Detached: ss.req.Detached, Session: ss.id,

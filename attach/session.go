@@ -49,6 +49,9 @@ type Session struct {
 	// adopted, while it runs.
 	owned   *Owner
 	lastLog []string
+	// action names what started the profiler in its record: collect
+	// (Profile), windows (Windows), start.
+	action string
 }
 
 // ErrNoOutput: the agent wrote no output file for a command that should

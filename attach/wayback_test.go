@@ -2,7 +2,9 @@ package attach
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -135,5 +139,263 @@ func TestLivePlantedStoreDoesNotDenyDelivery(t *testing.T) {
 	st, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", pod.PID, filepath.Dir(filepath.Dir(first))))
 	if err != nil || st.Mode().Perm()&0o022 != 0 {
 		t.Errorf("our store: %v %v", st, err)
+	}
+}
+
+// TestLiveAgentLogsAreCapped (issue 17, case 2): the pod's user appends
+// 1 MB of lines to every agent log as soon as it appears. Each command
+// keeps at most maxLogLines lines, says how many more it dropped, and
+// nothing is kept from one command to the next.
+func TestLiveAgentLogsAreCapped(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	pod.StartWaybackAttacker(t, "log")
+	ctx := context.Background()
+	ss, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	if err := ss.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	capped := 0
+	for i := range 20 {
+		if _, err := ss.Rotate(ctx, io.Discard); err != nil {
+			t.Fatalf("window %d: %v", i, err)
+		}
+		log := ss.LastLog()
+		if len(log) > maxLogLines+1 {
+			t.Fatalf("window %d kept %d log lines", i, len(log))
+		}
+		for _, l := range log {
+			if len(l) > maxLogLineSize+8 {
+				t.Fatalf("a log line of %d bytes", len(l))
+			}
+		}
+		if len(log) > 0 && strings.Contains(log[len(log)-1], "more lines dropped") {
+			capped++
+		}
+	}
+	if capped == 0 {
+		t.Fatal("the attack never reached a log (no command dropped lines)")
+	}
+	t.Logf("%d of 20 windows had their agent log capped", capped)
+	if _, err := ss.Stop(ctx, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLiveOversizedOutputIsRefused (issue 17, case 1, in the library):
+// the pod's user makes each output a 900 MiB sparse file once the agent
+// closed it. The profile fails before a byte is read, saying why; the
+// destination keeps what it had.
+func TestLiveOversizedOutputIsRefused(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	pod.StartWaybackAttacker(t, "sparse")
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	os.WriteFile(out, []byte("previous"), 0o644)
+	_, err := Profile(context.Background(), pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Duration: 500 * time.Millisecond, Output: out, MaxOutput: 64 << 20})
+	if !errors.Is(err, safefile.ErrTooLarge) || !strings.Contains(err.Error(), "943718400 bytes") {
+		t.Fatalf("want the sparse output refused as too large, got %v", err)
+	}
+	if data, _ := os.ReadFile(out); string(data) != "previous" {
+		t.Errorf("destination changed: %q", data)
+	}
+}
+
+// agentStatus asks the look-alike in pid for its status the way another
+// tool would: a raw load, no session, no record.
+func agentStatus(t *testing.T, pid int, lib string) string {
+	t.Helper()
+	out := fmt.Sprintf("/tmp/status-%d.txt", time.Now().UnixNano())
+	rawAgentLoad(t, pid, lib, "status,file="+out)
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root%s", pid, out))
+	os.Remove(fmt.Sprintf("/proc/%d/root%s", pid, out))
+	return string(data)
+}
+
+// rawAgentLoad loads lib into pid with options through the bare protocol, as
+// asprof or jattach would: the copy the JVM already maps when there is
+// one (its path is the JVM's), else lib.
+func rawAgentLoad(t *testing.T, pid int, lib, options string) {
+	t.Helper()
+	for _, line := range strings.Split(mapsOfPID(t, pid), "\n") {
+		if f := strings.Fields(line); len(f) >= 6 && filepath.Base(f[5]) == filepath.Base(lib) {
+			lib = f[5]
+			break
+		}
+	}
+	tg, err := hotspot.NewTarget(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hotspot.EnsureListener(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hotspot.NewClient(tg).Load(ctx, lib, options); err != nil {
+		t.Fatalf("raw load %s: %v", options, err)
+	}
+}
+
+// TestLiveOneOwnerPerProfiler (issue 17, case 6; invariant 11): a second
+// session on a JVM whose profiler the first runs is refused with who
+// started it and when, never silently merged; so is a session finding a
+// profiler another tool started. Takeover is explicit.
+func TestLiveOneOwnerPerProfiler(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	ctx := context.Background()
+	first, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "wall", Format: "collapsed", Owner: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed", Owner: "second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	var busy *BusyError
+	for name, try := range map[string]func() error{
+		"start": func() error { return second.Start(ctx) },
+		"stop":  func() error { _, err := second.Stop(ctx, io.Discard); return err },
+		"dump":  func() error { _, err := second.Dump(ctx, io.Discard); return err },
+	} {
+		err := try()
+		if !errors.As(err, &busy) || busy.Owner == nil || busy.Owner.Tool != "first" || OutcomeOf(err) != OutcomeRefused {
+			t.Fatalf("second %s: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), "started by first start") || !strings.Contains(err.Error(), "ago") {
+			t.Errorf("the refusal does not say who and since when: %v", err)
+		}
+	}
+	// The first profile was not disturbed: it stops with its own event.
+	var out strings.Builder
+	if _, err := first.Stop(ctx, &out); err != nil || !strings.Contains(out.String(), "[wall]") {
+		t.Fatalf("first profile: %v %q", err, out.String())
+	}
+	// Now it is free.
+	if err := second.Start(ctx); err != nil {
+		t.Fatalf("start once free: %v", err)
+	}
+	if _, err := second.Stop(ctx, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another tool's profiler: no record, the agent says it runs.
+	rawAgentLoad(t, p.PID, lib, "start,event=lock,file=/dev/null")
+	err = second.Start(ctx)
+	if !errors.As(err, &busy) || busy.Owner != nil || !strings.Contains(busy.Status, "Profiling is running for") {
+		t.Fatalf("start over another tool's profiler: %v", err)
+	}
+	if !strings.Contains(agentStatus(t, p.PID, lib), "is running") {
+		t.Fatal("the other tool's profiler was stopped by a refused start")
+	}
+	taker, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed", Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taker.Close()
+	if err := taker.Start(ctx); err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	out.Reset()
+	if _, err := taker.Stop(ctx, &out); err != nil || !strings.Contains(out.String(), "[itimer]") {
+		t.Fatalf("after takeover: %v %q", err, out.String())
+	}
+}
+
+// TestLiveKilledCallerLeavesNothingRunning (issue 17, case 7): a caller
+// killed mid-window (here: a session closed without stopping) leaves a
+// profiler that stops by itself at its timeout=, and a JFR recording and
+// record that the next session cleans up.
+func TestLiveKilledCallerLeavesNothingRunning(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	ctx := context.Background()
+	gone, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", AutoStop: 2 * time.Second, Owner: "killed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone.Close() // the caller dies here
+	if !strings.Contains(agentStatus(t, pod.PID, lib), "is running") {
+		t.Fatal("the profiler is not running after start")
+	}
+	time.Sleep(3 * time.Second)
+	if st := agentStatus(t, pod.PID, lib); !strings.Contains(st, "not active") {
+		t.Fatalf("3 s after a 2 s timeout= the profiler still runs: %q", st)
+	}
+	recs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-rec-*", pod.PID))
+	if len(recs) != 1 {
+		t.Fatalf("the dead caller's recording: %v", recs)
+	}
+	next, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", Owner: "next"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if err := next.Start(ctx); err != nil {
+		t.Fatalf("start after the dead caller's profiler expired: %v", err)
+	}
+	var jfr strings.Builder
+	if _, err := next.Stop(ctx, &jfr); err != nil || !strings.HasPrefix(jfr.String(), "FLR\x00") {
+		t.Fatalf("next profile: %v (%d bytes)", err, jfr.Len())
+	}
+	left, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*", pod.PID))
+	if len(left) != 0 {
+		t.Errorf("left in the pod's /tmp: %v", left)
+	}
+}
+
+// TestLiveDetachedStartIsFinishedLater (issue 17, case 7): a start meant
+// for a later stop (profile start … profile stop) keeps what the stop
+// needs in its record: the later session writes the JFR the start began,
+// and nothing stays in the target.
+func TestLiveDetachedStartIsFinishedLater(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	ctx := context.Background()
+	a, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", Detached: true, Output: "/srv/x.jfr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rec, err := b.Owner(ctx)
+	if err != nil || rec == nil || rec.Output != "/srv/x.jfr" || !rec.Detached || rec.Recording == "" {
+		t.Fatalf("record: %+v %v", rec, err)
+	}
+	var jfr strings.Builder
+	if _, err := b.Stop(ctx, &jfr); err != nil || !strings.HasPrefix(jfr.String(), "FLR\x00") {
+		t.Fatalf("stop of the detached JFR: %v (%d bytes, %q)", err, jfr.Len(), jfr.String()[:min(jfr.Len(), 40)])
+	}
+	left, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*", pod.PID))
+	if len(left) != 0 {
+		t.Errorf("left in the pod's /tmp: %v", left)
+	}
+	if rec, _ := b.Owner(ctx); rec != nil {
+		t.Errorf("record left: %+v", rec)
 	}
 }

@@ -54,6 +54,7 @@ func (ss *Session) Windows(ctx context.Context, every time.Duration, fn func(*Wi
 		return fmt.Errorf("%w: a window of %v is shorter than %v", ErrInvalidOptions, every, MinWindow)
 	}
 	ss.req.AutoStop = AutoStopFor(every)
+	ss.action = "windows"
 	if ss.owned == nil || ss.owned.Session != ss.id {
 		if err := ss.Start(ctx); err != nil {
 			return err

@@ -319,6 +319,77 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 	}
 }
 
+// TestLiveAnnotationsAreValidated (issue 17, case 9): a pod annotation
+// that would add options to the agent's command ("wall,interval=1,…") is
+// refused with a warning naming the annotation, and the default event
+// is profiled instead; a service name with label syntax is refused the
+// same way.
+func TestLiveAnnotationsAreValidated(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000a", strings.Repeat("da", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	data, _ := json.Marshal(map[string]any{"kind": "PodList", "items": []any{map[string]any{
+		"metadata": map[string]any{"namespace": "shop", "name": "orders", "uid": pod, "annotations": map[string]string{
+			AnnotationEnabled: "true", AnnotationWindow: "1s",
+			AnnotationEvent:   "wall,interval=1,jstackdepth=4096,file=/etc/passwd",
+			AnnotationService: "svc{tenant=other}"}},
+		"spec":   map[string]any{"nodeName": "node-1"},
+		"status": map[string]any{"phase": "Running", "containerStatuses": []any{map[string]any{"name": "app", "containerID": id, "state": map[string]any{"running": map[string]any{}}}}},
+	}}})
+	os.WriteFile(podsFile, data, 0o644)
+	var bodies []string
+	var names []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies, names = append(bodies, string(b)), append(names, r.URL.Query().Get("name"))
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	pusher, _ := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL})
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: lib, Format: "collapsed", Event: "itimer",
+		SyncInterval: 300 * time.Millisecond, Pusher: pusher, Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, d, pusher)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(bodies)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) == 0 {
+		t.Fatalf("no window; metrics %v", d.Metrics().Snapshot())
+	}
+	if !strings.Contains(bodies[0], "[itimer]") || strings.Contains(bodies[0], "[wall]") {
+		t.Errorf("the window was not profiled with the default event: %q", bodies[0])
+	}
+	if names[0] != "shop/app{container=app,namespace=shop,node=node-1,pod=orders}" {
+		t.Errorf("pushed as %q", names[0])
+	}
+	logMu.Lock()
+	logged := logs.String()
+	logMu.Unlock()
+	for _, a := range []string{AnnotationEvent, AnnotationService} {
+		if !strings.Contains(logged, `"msg":"annotation refused"`) || !strings.Contains(logged, `"annotation":"`+a+`"`) {
+			t.Errorf("no warning naming %s:\n%s", a, logged)
+		}
+	}
+}
+
 // TestLiveDaemonHungAgentCostsItsDeadline: an agent that never returns
 // from Agent_OnAttach costs one sync the attach deadline, is counted as
 // timed out and judged (not retried), and the next sync goes on.

@@ -58,8 +58,12 @@ func currentUser() string {
 func attachError(w io.Writer, err error, asJSON bool) error {
 	var refused *attach.RefusedError
 	var hang *attach.HangError
+	var busy *attach.BusyError
 	switch attach.OutcomeOf(err) {
 	case attach.OutcomeRefused:
+		if errors.As(err, &busy) {
+			return withCode(exitRefused, fmt.Errorf("%v; the running profiler was left as it was", err))
+		}
 		if !errors.As(err, &refused) || refused.Reason != "" {
 			return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
 		}

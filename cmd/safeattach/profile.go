@@ -76,6 +76,7 @@ profiler keeps running in the JVM between them).`,
 			}
 			req.OutputMode = os.FileMode(mode)
 			req.OutputOwner = sudoOwner()
+			req.Owner = "safeattach profile"
 			if req.Options, err = af.options(cmd); err != nil {
 				return err
 			}
@@ -171,6 +172,7 @@ profiler keeps running in the JVM between them).`,
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
+	f.BoolVar(&req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
 	f.StringVar(&loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
 	extra.register(f)
 	af.register(cmd, 0)

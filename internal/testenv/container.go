@@ -118,7 +118,7 @@ type PodSpec struct {
 	JVMArgs []string
 }
 
-// Pod is a JVM in its own pid and mount namespaces, chrooted into a root
+// Pod is a JVM in its own pid and mount namespaces, pivoted into a root
 // of its own: /usr and /etc are the host's, read-only; /tmp, /var/tmp and
 // /dev/shm are private tmpfs mounts. Paths the host sees under
 // /proc/<PID>/root are the pod's; a symlink the pod's user makes there
@@ -167,6 +167,7 @@ func StartPod(t testing.TB, spec PodSpec) *Pod {
 	java = append(java, "-cp", "/app", "Target", strconv.Itoa(spec.Workers))
 	env := append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}, spec.Env...)
 	script := `set -e
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
 R=` + shellQuote(root) + `
 mount -t tmpfs -o mode=0755 pod-root "$R"
 for d in usr etc bin sbin lib lib32 lib64 libx32; do
@@ -183,7 +184,15 @@ mount --bind ` + shellQuote(app) + ` "$R/app"
 mount -o remount,bind,ro "$R/app"
 cd "$R"
 ` + spec.Setup + `
-exec chroot "$R" /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv.Itoa(int(spec.User)) + ` --regid=` + strconv.Itoa(int(spec.User)) + ` --clear-groups /bin/sh -c 'cd /tmp && exec "$@"' sh ` + shellJoin(java)
+# pivot_root, as container runtimes do (a chroot would leave the mount
+# namespace's root outside: the host would see the pod's files under
+# host paths in its maps).
+mkdir "$R/.old"
+pivot_root "$R" "$R/.old"
+cd /
+umount -l /.old
+rmdir /.old
+exec /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv.Itoa(int(spec.User)) + ` --regid=` + strconv.Itoa(int(spec.User)) + ` --clear-groups /bin/sh -c 'cd /tmp && exec "$@"' sh ` + shellJoin(java)
 	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "/bin/sh", "-c", script)
 	p := Start(t, cmd)
 	p.WaitOutput(t, "READY", 60*time.Second)

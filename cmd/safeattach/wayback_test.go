@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/google/pprof/profile"
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// cli runs the built CLI and returns its output and exit code.
+func cli(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(testenv.BuildCLI(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// TestLiveTwoProfilesDoNotShare (issue 17, case 6): -d 5, then 1.5 s
+// later -d 1 on the same JVM. The second is refused (exit 2) saying who
+// runs the profiler and since when; the first finishes with its own data.
+func TestLiveTwoProfilesDoNotShare(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildCLI(t)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	first := exec.Command(bin, "profile", "--lib", lib, "-e", "wall", "-d", "5", "-f", filepath.Join(dir, "first.collapsed"), pid)
+	var firstErr bytes.Buffer
+	first.Stderr = &firstErr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	t.Cleanup(func() { first.Process.Kill() })
+	time.Sleep(1500 * time.Millisecond)
+	_, stderr, code := cli(t, nil, "profile", "--lib", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "second.collapsed"), pid)
+	if code != exitRefused || !strings.Contains(stderr, "started by safeattach profile collect") || !strings.Contains(stderr, "ago") {
+		t.Fatalf("second profile: exit %d, %q", code, stderr)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("first profile: %v\n%s", err, firstErr.String())
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, "first.collapsed"))
+	if !strings.Contains(string(data), "[wall]") {
+		t.Errorf("first profile: %q", data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "second.collapsed")); err == nil {
+		t.Error("the refused profile wrote a file")
+	}
+}
+
+// TestLiveStartStopKeepTheirFiles (issue 17, case 7): start -o jfr then
+// stop -f x.jfr writes x.jfr; start -f y.jfr then a bare stop writes
+// y.jfr. Nothing stays in the target's /tmp.
+func TestLiveStartStopKeepTheirFiles(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	pid := fmt.Sprint(pod.PID)
+	dir := t.TempDir()
+	step := func(args ...string) string {
+		t.Helper()
+		_, stderr, code := cli(t, nil, append([]string{"profile"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		return stderr
+	}
+	x := filepath.Join(dir, "x.jfr")
+	step("start", "--lib", lib, "-e", "itimer", "-o", "jfr", pid)
+	step("stop", "--lib", lib, "-f", x, pid)
+	if data, _ := os.ReadFile(x); !bytes.HasPrefix(data, []byte("FLR\x00")) {
+		t.Fatalf("x.jfr: %d bytes, not a recording", len(data))
+	}
+	y := filepath.Join(dir, "y.jfr")
+	step("start", "--lib", lib, "-e", "itimer", "-f", y, pid)
+	if stderr := step("stop", "--lib", lib, pid); !strings.Contains(stderr, "writing "+y) {
+		t.Errorf("stop did not say where it wrote: %q", stderr)
+	}
+	if data, _ := os.ReadFile(y); !bytes.HasPrefix(data, []byte("FLR\x00")) {
+		t.Fatalf("y.jfr: %d bytes, not a recording", len(data))
+	}
+	left, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*", pod.PID))
+	if len(left) != 0 {
+		t.Errorf("left in the target's /tmp: %v", left)
+	}
+}
+
+// TestLiveLoopWindows (issue 17, case 12): a window under a second is a
+// usage error, as is a loop whose files would all have one name; with
+// %t every window gets a file of its own.
+func TestLiveLoopWindows(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--loop", "1ms", "-d", "3s", "-f", filepath.Join(dir, "w-%t.collapsed")},
+		{"--loop", "1s", "-d", "3s", "-f", filepath.Join(dir, "same.collapsed")},
+	} {
+		_, stderr, code := cli(t, nil, append([]string{"profile", "--lib", lib}, append(args, pid)...)...)
+		if code != exitError {
+			t.Errorf("%v: exit %d %q", args, code, stderr)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a refused loop wrote files: %v", entries)
+	}
+	_, stderr, code := cli(t, nil, "profile", "--lib", lib, "--loop", "1s", "-d", "3s", "-f", filepath.Join(dir, "w-%t.collapsed"), pid)
+	if code != 0 {
+		t.Fatalf("loop: exit %d %s", code, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "w-*.collapsed"))
+	sort.Strings(files)
+	if len(files) < 3 {
+		t.Fatalf("3 s in 1 s windows: %d files %v\n%s", len(files), files, stderr)
+	}
+	for _, f := range files {
+		if data, _ := os.ReadFile(f); !strings.Contains(string(data), "Target.churn") {
+			t.Errorf("%s: %q", f, data)
+		}
+	}
+	for name := range windowNamesSeen(files) {
+		if strings.Count(stderr, name) > 1 {
+			t.Errorf("%s written twice", name)
+		}
+	}
+}
+
+func windowNamesSeen(files []string) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range files {
+		m[filepath.Base(f)] = true
+	}
+	return m
+}
+
+// watchCreates records the names created in dirs until stop is called.
+func watchCreates(t *testing.T, dirs ...string) (stop func() []string) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd := map[int]string{}
+	for _, d := range dirs {
+		w, err := unix.InotifyAddWatch(fd, d, unix.IN_CREATE|unix.IN_MOVED_TO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wd[w] = d
+	}
+	return func() []string {
+		defer unix.Close(fd)
+		var names []string
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := unix.Read(fd, buf)
+			if n <= 0 || err != nil {
+				return names
+			}
+			for off := 0; off+unix.SizeofInotifyEvent <= n; {
+				e := (*unix.InotifyEvent)(unsafePointer(&buf[off]))
+				name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(e.Len)]), "\x00")
+				names = append(names, filepath.Join(wd[int(e.Wd)], name))
+				off += unix.SizeofInotifyEvent + int(e.Len)
+			}
+		}
+	}
+}
+
+// TestLivePprofNamesNothing (issue 17, cases 3 and 4): -o pprof converts
+// a real async-profiler recording (written by the look-alike) in a
+// bounded child. Nothing is created in the temporary directory, and in
+// the output's directory only a random temporary name and the output:
+// there is no name a local user could prepare a symlink for.
+func TestLivePprofNamesNothing(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	tmp, outDir := t.TempDir(), t.TempDir()
+	out := filepath.Join(outDir, "cpu.pb.gz")
+	stop := watchCreates(t, tmp, outDir)
+	stdout, stderr, code := cli(t, []string{"TMPDIR=" + tmp}, "profile", "--lib", lib, "-e", "itimer", "-d", "1", "-o", "pprof", "-f", out, fmt.Sprint(p.PID))
+	created := stop()
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "process_cpu") {
+		t.Errorf("stdout %q", stdout)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	prof, err := profile.Parse(f)
+	if err != nil || len(prof.Sample) == 0 {
+		t.Fatalf("not a pprof profile with samples: %v", err)
+	}
+	for _, c := range created {
+		switch {
+		case c == out:
+		case filepath.Dir(c) == outDir && strings.HasPrefix(filepath.Base(c), ".cpu.pb.gz."):
+		default:
+			t.Errorf("created %s", c)
+		}
+	}
+}
+
+func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
