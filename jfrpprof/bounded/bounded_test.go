@@ -104,6 +104,7 @@ func TestMutatedRecordingsAreBounded(t *testing.T) {
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 17))
 	base := testenv.Recording(t, testenv.RecordingCPUAllocLock)
+	testenv.Converter(t) // built before the clock starts
 	reasons := map[string]int{}
 	var slowest time.Duration
 	for i := range n {
