@@ -17,7 +17,7 @@ import (
 	"github.com/safeattach/safeattach/internal/safefile"
 )
 
-// One owner per profiler (docs/safety.md, invariant 11). A session that
+// One owner per profiler (docs/safety.md, invariant 12). A session that
 // starts async-profiler in a JVM first writes a record of who it is into
 // our store in the target (created with O_EXCL: of two sessions racing,
 // one wins), and removes it when it stops the profiler. Another session

@@ -28,9 +28,9 @@ import (
 // root without following links, must be a regular file of the JVM's
 // user with no other links, and is read within ProfileRequest.MaxOutput,
 // streamed to the caller's writer. The agent's log is kept per command,
-// capped in lines and bytes (docs/safety.md, invariant 10).
+// capped in lines and bytes (docs/safety.md, invariant 11).
 //
-// A session owns the profiler it starts (invariant 11): another session
+// A session owns the profiler it starts (invariant 12): another session
 // that finds it running is refused with a *BusyError naming who started
 // it and when, unless it takes over.
 //

@@ -243,7 +243,7 @@ func rawAgentLoad(t *testing.T, pid int, lib, options string) {
 	}
 }
 
-// TestLiveOneOwnerPerProfiler (issue 17, case 6; invariant 11): a second
+// TestLiveOneOwnerPerProfiler (issue 17, case 6; invariant 12): a second
 // session on a JVM whose profiler the first runs is refused with who
 // started it and when, never silently merged; so is a session finding a
 // profiler another tool started. Takeover is explicit.

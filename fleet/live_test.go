@@ -280,7 +280,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	}
 }
 
-// TestLiveDaemonLeavesOthersProfilers (issue 17, case 6; invariant 11): a
+// TestLiveDaemonLeavesOthersProfilers (issue 17, case 6; invariant 12): a
 // profiler a colleague started in the JVM is not the daemon's to take
 // over: the JVM is refused (refusals{rule="profiler-busy"}), not retried,
 // and the colleague's profile keeps running and stops with all its data.

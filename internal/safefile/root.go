@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Files inside a target's root (docs/safety.md, invariant 10).
+// Files inside a target's root (docs/safety.md, invariant 11).
 //
 // A path under /proc/<pid>/root is not inside the target: an absolute
 // symlink there (tmp -> /etc) is resolved against the caller's root, and
