@@ -425,6 +425,7 @@ func (c *call) open(ctx context.Context) (*session, error) {
 }
 
 func (s *session) close() {
+	s.client.Target.Close()
 	s.delivery.release(s.c.pid, s.loaded)
 	if s.loaded && s.c.opts.CrashMemory != nil {
 		window := s.c.opts.CrashWindow

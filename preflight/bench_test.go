@@ -2,10 +2,11 @@ package preflight
 
 import (
 	"context"
-	"github.com/safeattach/safeattach/internal/elfx"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/safeattach/safeattach/internal/elfx"
 
 	"github.com/safeattach/safeattach/internal/testenv"
 )

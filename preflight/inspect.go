@@ -66,15 +66,17 @@ type mappedLib struct {
 
 // inspection carries what one Inspect call has read so far.
 type inspection struct {
-	ctx    context.Context
-	opts   Options
-	p      proc.Proc
-	status *proc.Status
-	env    proc.Environ
-	envErr error
-	args   []string
-	libs   []*mappedLib
-	exe    *mappedLib
+	ctx context.Context
+	// release is the JDK's release file, read while finding its home.
+	release []byte
+	opts    Options
+	p       proc.Proc
+	status  *proc.Status
+	env     proc.Environ
+	envErr  error
+	args    []string
+	libs    []*mappedLib
+	exe     *mappedLib
 	// probed memoises probe results within one inspection: the executable
 	// is consulted by several sections, and each probe opens the file.
 	probed map[*mappedLib]probeResult

@@ -3,6 +3,7 @@ package preflight
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -81,13 +82,17 @@ func (in *inspection) inspectJVM() {
 }
 
 // javaHome walks up from libjvm.so to the directory holding "release":
-// lib/server/libjvm.so (9+), jre/lib/amd64/server/libjvm.so (8).
+// lib/server/libjvm.so (9+), jre/lib/amd64/server/libjvm.so (8). The
+// release file found is kept for jvmVersion: one read serves both.
 func (in *inspection) javaHome(libjvm string) string {
 	dir := filepath.Dir(libjvm)
 	for i := 0; i < maxJavaHomeDepth && dir != "/"; i++ {
 		dir = filepath.Dir(dir)
-		if _, err := safefile.StatIn(in.ctx, in.r.Process.Root, filepath.Join(dir, "release")); err == nil {
+		if data, err := in.readConfig(filepath.Join(dir, "release"), maxTargetConfigFile); err == nil {
+			in.release = data
 			return dir
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return dir // there, but unreadable: the version comes from libjvm
 		}
 	}
 	return ""
@@ -97,7 +102,7 @@ func (in *inspection) jvmVersion() {
 	j := &in.r.JVM
 	if j.Home != "" {
 		rel := filepath.Join(j.Home, "release")
-		if v := in.readReleaseVersion(rel); v != "" {
+		if v := releaseVersion(in.release); v != "" {
 			j.Version, j.VersionSource = v, rel
 		}
 	}
@@ -133,14 +138,8 @@ func JavaFeature(v string) int {
 	return n
 }
 
-// readReleaseVersion reads JAVA_VERSION from a JDK's release file in the
-// target's root: hostile input, read under ctx (a FIFO or a hung mount
-// there must not hold the caller) and capped.
-func (in *inspection) readReleaseVersion(path string) string {
-	data, err := in.readConfig(path, maxTargetConfigFile)
-	if err != nil {
-		return ""
-	}
+// releaseVersion is JAVA_VERSION from a release file's contents.
+func releaseVersion(data []byte) string {
 	for line := range strings.Lines(string(data)) {
 		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "JAVA_VERSION="); ok {
 			return strings.Trim(v, `"`)

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/proc"
-	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // openSocket opens the attach socket itself (an O_PATH descriptor of
@@ -23,14 +22,13 @@ import (
 // returned descriptor reaches the inode that was checked, not whatever
 // the name points to by then.
 func openSocket(ctx context.Context, t *Target) (*os.File, error) {
-	dir, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
+	dir, err := t.tmpDir(ctx)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("%w: %s does not exist", ErrNoListener, t.SocketPath())
 		}
 		return nil, err
 	}
-	defer dir.Close()
 	fd, err := unix.Openat(dir.FD(), t.socketName(), unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -25,11 +25,10 @@ var ErrUnsafeSignal = errors.New("refusing to send SIGQUIT")
 // socket exists it returns at once; otherwise it creates the trigger file,
 // sends SIGQUIT through a pidfd and waits for the socket under ctx.
 func EnsureListener(ctx context.Context, t *Target) error {
-	dir, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
+	dir, err := t.tmpDir(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: the JVM's temporary directory: %w", ErrNoListener, err)
 	}
-	defer dir.Close()
 	if socketIn(dir, t) {
 		return nil
 	}

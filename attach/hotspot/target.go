@@ -1,10 +1,14 @@
 package hotspot
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // Target is one JVM process, pinned by its start time so that a recycled
@@ -24,6 +28,39 @@ type Target struct {
 
 	procDir string
 	fsys    proc.FS
+
+	mu sync.Mutex
+	// dir is TmpDir resolved in the target's root, opened once and kept
+	// (closed by Close, or when the Target is collected).
+	dir *safefile.Dir
+}
+
+// tmpDir returns the target's temporary directory, resolved inside its
+// root under ctx the first time.
+func (t *Target) tmpDir(ctx context.Context) (*safefile.Dir, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dir != nil {
+		return t.dir, nil
+	}
+	d, err := safefile.OpenDirIn(ctx, t.rootDir(), t.TmpDir)
+	if err != nil {
+		return nil, err
+	}
+	t.dir = d
+	runtime.AddCleanup(t, func(d *safefile.Dir) { d.Close() }, d)
+	return d, nil
+}
+
+// Close releases what the Target holds open (its temporary directory).
+// A Target may be used again after Close; it reopens what it needs.
+func (t *Target) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dir != nil {
+		t.dir.Close()
+		t.dir = nil
+	}
 }
 
 // NewTarget reads what the protocol needs about pid from /proc.
