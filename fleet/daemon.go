@@ -79,7 +79,7 @@ type Config struct {
 	// and waiting to be pushed (default: a quarter of this process's
 	// cgroup memory limit, else DefaultBudget). MaxWindowBytes caps one
 	// window (default: half the budget). A window over either is dropped,
-	// counted (windows{result="over-budget"}) and logged with its pod;
+	// counted (safeattach_profile_windows_total{result="over-budget"}) and logged with its pod;
 	// the profiler goes on.
 	Budget         *budget.Budget
 	MaxWindowBytes int64

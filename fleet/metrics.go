@@ -84,7 +84,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	m.mu.Lock()
 	family(&b, "safeattach_attaches_total", "counter", "Attach attempts by outcome (ok, refused, failed, timed-out, ...).", "outcome", m.attaches)
 	family(&b, "safeattach_refusals_total", "counter", "Refusals by the rule that refused.", "rule", m.refusals)
-	family(&b, "safeattach_profile_windows_total", "counter", "Profile windows finished, by result (ok, empty, error).", "result", m.windows)
+	family(&b, "safeattach_profile_windows_total", "counter", "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped).", "result", m.windows)
 	scalar(&b, "safeattach_hang_reports_total", "counter", "Attaches that hung and were ended with a hang report.", m.hangs)
 	scalar(&b, "safeattach_sessions_active", "gauge", "JVMs being profiled now.", uint64(m.active))
 	scalar(&b, "safeattach_pod_syncs_total", "counter", "Pod list synchronisations.", m.syncs)

@@ -126,6 +126,7 @@ func TestDaemonUnderAttack(t *testing.T) {
 	if !d.Alive() {
 		t.Fatalf("the daemon died under attack (%v; OOM kills %d):\n%s", d.ExitState(), mem.OOMKills(), tail(d.Output(), 3000))
 	}
+	metrics := scrape(t, d.Output())
 	syscall.Kill(d.PID, syscall.SIGTERM)
 	select {
 	case <-d.Exited():
@@ -138,6 +139,9 @@ func TestDaemonUnderAttack(t *testing.T) {
 		float64(mem.Peak())/(1<<20), mem.OOMKills(), windows, largest, strings.Count(out, `"result":"over-budget"`))
 	if mem.OOMKills() != 0 || d.ExitState().ExitCode() != 0 || mem.Peak() > 64<<20 {
 		t.Fatalf("exit %v, OOM kills %d, peak %d MiB (more than half the limit):\n%s", d.ExitState(), mem.OOMKills(), mem.Peak()>>20, tail(out, 3000))
+	}
+	if (only == "" || only == "sparse") && !strings.Contains(metrics, `safeattach_profile_windows_total{result="over-budget"}`) {
+		t.Errorf("/metrics does not count the dropped windows:\n%s", metrics)
 	}
 	if (only == "" || only == "sparse") && !strings.Contains(out, `"result":"over-budget"`) {
 		t.Errorf("no window was dropped as over budget: the attack never landed?\n%s", tail(out, 3000))
@@ -152,4 +156,23 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// scrape reads the daemon's /metrics at the address its log announced.
+func scrape(t *testing.T, log string) string {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "safeattach-daemon serving" {
+			resp, err := http.Get("http://" + rec["addr"].(string) + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return string(b)
+		}
+	}
+	t.Fatal("no address in the daemon's log")
+	return ""
 }
