@@ -39,7 +39,7 @@ type cond struct {
 	fact, op   string
 	args       []string
 	orUnknown  bool
-	constraint constraints // op "version"
+	constraint *constraint // op "version"
 	number     int         // ops "above", "below"
 }
 
@@ -122,7 +122,7 @@ func compileRule(r *Rule, owned bool) (*compiledRule, error) {
 		}
 		cc := compiledCase{severity: c.Severity, message: c.Message, remedy: c.Remedy}
 		if c.When != nil {
-			w, err := compileCond(src, c.When, 0)
+			w, err := compileCond(src, c.When, 0, owned)
 			if err != nil {
 				return nil, err
 			}
@@ -133,7 +133,7 @@ func compileRule(r *Rule, owned bool) (*compiledRule, error) {
 	return cr, nil
 }
 
-func compileCond(src string, c *Condition, depth int) (*cond, error) {
+func compileCond(src string, c *Condition, depth int, owned bool) (*cond, error) {
 	if depth > maxConditionDepth {
 		return nil, errAt(src, c.Line, "conditions nested deeper than %d", maxConditionDepth)
 	}
@@ -154,7 +154,7 @@ func compileCond(src string, c *Condition, depth int) (*cond, error) {
 			if sub == nil {
 				return nil, errAt(src, c.Line, "a nil condition")
 			}
-			sc, err := compileCond(src, sub, depth+1)
+			sc, err := compileCond(src, sub, depth+1, owned)
 			if err != nil {
 				return nil, err
 			}
@@ -163,7 +163,7 @@ func compileCond(src string, c *Condition, depth int) (*cond, error) {
 	}
 	if c.Not != nil {
 		kinds++
-		n, err := compileCond(src, c.Not, depth+1)
+		n, err := compileCond(src, c.Not, depth+1, owned)
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +171,7 @@ func compileCond(src string, c *Condition, depth int) (*cond, error) {
 	}
 	if c.Fact != "" {
 		kinds++
-		if err := compileLeaf(src, c, out); err != nil {
+		if err := compileLeaf(src, c, out, owned); err != nil {
 			return nil, err
 		}
 	} else if c.Op != "" || c.OrUnknown {
@@ -183,7 +183,10 @@ func compileCond(src string, c *Condition, depth int) (*cond, error) {
 	return out, nil
 }
 
-func compileLeaf(src string, c *Condition, out *cond) error {
+// compileLeaf checks and compiles one test. A version constraint of the
+// embedded rules (owned) is compiled on first use: they were checked when
+// generated (TestEmbeddedSetIsTheCompiledData compiles them all).
+func compileLeaf(src string, c *Condition, out *cond, owned bool) error {
 	info, ok := lookupInfo(c.Fact)
 	if !ok {
 		return errAt(src, c.Line, "unknown fact %q%s", c.Fact, suggest(c.Fact))
@@ -217,7 +220,9 @@ func compileLeaf(src string, c *Condition, out *cond) error {
 		if info.Type != "version" {
 			return errAt(src, c.Line, "version: fact %s is a %s, not a version", c.Fact, info.Type)
 		}
-		if out.constraint, err = parseConstraint(arg); err != nil {
+		if owned {
+			out.constraint = lazyConstraint(arg)
+		} else if out.constraint, err = parseConstraint(arg); err != nil {
 			return errAt(src, c.Line, "version constraint %q: %v", arg, err)
 		}
 	case "above", "below":
@@ -373,3 +378,5 @@ func (s *RuleSet) CheckAcks(acks []string) error {
 	}
 	return nil
 }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }

@@ -327,7 +327,13 @@ func (e *evaluation) leaf(c *cond) tri {
 			}
 			return triUnknown
 		}
-		if satisfies(c.constraint, v) {
+		ok, err := c.constraint.satisfies(v)
+		if err != nil {
+			e.use(c.fact)
+			e.addUnknown(fmt.Sprintf("%s: constraint %q: %v", c.fact, c.constraint, err))
+			return triUnknown
+		}
+		if ok {
 			res = triTrue
 		}
 	case "above", "below":

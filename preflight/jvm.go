@@ -12,6 +12,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
+	"github.com/safeattach/safeattach/internal/versions"
 )
 
 // Where VM options come from, in the order HotSpot applies them; a later
@@ -127,16 +128,8 @@ func (in *inspection) jvmVersion() {
 }
 
 // JavaFeature returns the feature release of a Java version string:
-// "1.8.0_412" → 8, "17.0.15" → 17, "25" → 25.
-func JavaFeature(v string) int {
-	v = strings.TrimPrefix(v, "1.")
-	end := strings.IndexAny(v, ".+-_")
-	if end < 0 {
-		end = len(v)
-	}
-	n, _ := strconv.Atoi(v[:end])
-	return n
-}
+// "1.8.0_412" → 8, "17.0.15" → 17, "25" → 25 (internal/versions reads it).
+func JavaFeature(v string) int { return versions.JavaFeature(v) }
 
 // releaseVersion is JAVA_VERSION from a release file's contents.
 func releaseVersion(data []byte) string {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/versions"
 )
 
 // JDK is one Java installation.
@@ -76,12 +78,4 @@ func releaseVersion(home string) string {
 	return ""
 }
 
-func featureOf(v string) int {
-	v = strings.TrimPrefix(v, "1.")
-	end := strings.IndexAny(v, ".+-_")
-	if end < 0 {
-		end = len(v)
-	}
-	n, _ := strconv.Atoi(v[:end])
-	return n
-}
+func featureOf(v string) int { return versions.JavaFeature(v) }
