@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	version "github.com/hashicorp/go-version"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // TestVersionQuirks: every format the rules read, against constraints
@@ -154,4 +155,41 @@ func mustParse(t *testing.T, s string) *version.Version {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestJcmdCompilesNoConstraint: judging a JVM with no agent (what jcmd
+// does) evaluates no version rule whose fact is absent, so go-version
+// compiles nothing: the CLI's warm path does not pay for it.
+func TestJcmdCompilesNoConstraint(t *testing.T) {
+	set, err := compile(embeddedRules(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"plain-jdk17", "jdk8", "jdk21", "jemalloc-libunwind-active"} {
+		report := loadJSON[preflight.Report](t, "testdata/reports/"+name+".json")
+		Evaluate(report, nil, Policy{Rules: set})
+	}
+	compiled := 0
+	var walk func(c *cond)
+	walk = func(c *cond) {
+		if c == nil {
+			return
+		}
+		if c.constraint != nil && (c.constraint.cs != nil || c.constraint.err != nil) {
+			compiled++
+			t.Logf("compiled: %s %s", c.fact, c.constraint)
+		}
+		for _, sub := range append(append([]*cond{}, c.all...), c.any...) {
+			walk(sub)
+		}
+		walk(c.not)
+	}
+	for _, r := range set.rules {
+		for _, cc := range r.cases {
+			walk(cc.when)
+		}
+	}
+	if compiled != 0 {
+		t.Errorf("%d constraints compiled judging JVMs with no agent", compiled)
+	}
 }
