@@ -3,7 +3,6 @@ package attach
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,18 +133,28 @@ func TestWatcherNoFalseAlarms(t *testing.T) {
 	})
 }
 
-// TestWatchCost: what watching costs the caller, in CPU per second of
-// watching an idle JVM (the target is only read, never signalled).
-func TestWatchCost(t *testing.T) {
-	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+// BenchmarkWatchCost: the watcher's own cost, in CPU milliseconds of the
+// caller per second of watching an idle JVM of about 20 threads (what the
+// README quotes); it fails if that passes 30 ms/s, twice the figure
+// quoted. A benchmark, not a test: CPU time is not asserted under -race.
+func BenchmarkWatchCost(b *testing.B) {
+	p := testenv.StartJVM(b, testenv.JVMSpec{Workers: 1})
 	var before, after rusageSelf
+	watched := time.Duration(0)
 	before.read()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if r, err := diagnose.Watch(ctx, p.PID, diagnose.WatchOptions{}); r != nil || err != nil {
-		t.Fatalf("a healthy JVM was reported: %v %v", r, err)
+	for b.Loop() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		start := time.Now()
+		if r, err := diagnose.Watch(ctx, p.PID, diagnose.WatchOptions{}); r != nil || err != nil {
+			b.Fatalf("a healthy JVM was reported: %v %v", r, err)
+		}
+		watched += time.Since(start)
+		cancel()
 	}
 	after.read()
-	t.Logf("watching for 2 s cost the caller %v of CPU", (after.cpu - before.cpu).Round(time.Microsecond))
-	_ = fmt.Sprint()
+	perSecond := float64((after.cpu - before.cpu).Microseconds()) / 1000 / watched.Seconds()
+	b.ReportMetric(perSecond, "cpu-ms/s")
+	if perSecond > 30 {
+		b.Fatalf("watching costs %.1f ms of CPU per second, over the 30 ms bound", perSecond)
+	}
 }

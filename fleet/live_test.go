@@ -187,13 +187,15 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// TestLiveDaemonRealAsyncProfilerJFR: with the real async-profiler, each
-// window the daemon pushes is a JFR recording that Pyroscope's parser
-// (grafana/jfr-parser, through jfrpprof) reads, with CPU samples from the
-// container's busy JVM.
-func TestLiveDaemonRealAsyncProfilerJFR(t *testing.T) {
+// TestLiveDaemonJFRWindows: each window the daemon pushes in its default
+// format is a JFR recording that Pyroscope's parser (grafana/jfr-parser,
+// through jfrpprof) reads, with CPU samples: from the container's busy JVM
+// with the real async-profiler when ASYNC_PROFILER_HOME names one, else a
+// real async-profiler 4.5 recording written by the look-alike — so CI runs
+// the JFR path too.
+func TestLiveDaemonJFRWindows(t *testing.T) {
 	t.Parallel()
-	lib := testenv.AsyncProfiler(t)
+	lib := testenv.ProfilerOrLookalike(t)
 	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000003", strings.Repeat("f6", 32)
 	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 	testenv.KubeletCgroup(t, "pids", "kubepods/pod"+pod+"/"+id, wrapper, jvm)

@@ -41,14 +41,6 @@ var trackedFlags = map[string]bool{
 	"AltTempDir":                true,
 }
 
-// Launcher options whose next argument is their value.
-var launcherArgOpts = map[string]bool{
-	"-cp": true, "-classpath": true, "--class-path": true, "--module-path": true, "-p": true,
-	"--add-modules": true, "--add-opens": true, "--add-exports": true, "--add-reads": true,
-	"--upgrade-module-path": true, "--limit-modules": true, "--patch-module": true,
-	"--enable-native-access": true,
-}
-
 const maxJavaHomeDepth = 5
 
 func (in *inspection) inspectJVM() {
@@ -155,7 +147,7 @@ func (in *inspection) jvmFlags() {
 	for _, src := range optionSources {
 		var opts []string
 		if src == "cmdline" {
-			opts, j.MainClass = splitJavaCmdline(in.args)
+			opts, j.MainClass = proc.JavaMain(in.args)
 		} else if v, ok := in.env.Lookup(src); ok {
 			opts = strings.Fields(v)
 		}
@@ -271,31 +263,6 @@ func flagName(o string) string {
 		return name
 	}
 	return ""
-}
-
-// splitJavaCmdline returns the VM options of a java command line and its
-// main class ("-jar x.jar", "-m mod/cls" or the class name).
-func splitJavaCmdline(args []string) (opts []string, main string) {
-	if len(args) == 0 {
-		return nil, ""
-	}
-	for i := 1; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "-jar" || a == "-m" || a == "--module":
-			if i+1 < len(args) {
-				return opts, a + " " + args[i+1]
-			}
-			return opts, a
-		case launcherArgOpts[a]:
-			i++
-		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "@"):
-			opts = append(opts, a)
-		default:
-			return opts, a
-		}
-	}
-	return opts, ""
 }
 
 func (in *inspection) applyOption(o, src string) {

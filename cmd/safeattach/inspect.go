@@ -9,9 +9,7 @@ import (
 	"io"
 	"maps"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/safeattach/safeattach/preflight"
@@ -45,42 +43,26 @@ func newInspectCmd() *cobra.Command {
 	return cmd
 }
 
-// parsePID reads the target argument every command takes: a host pid,
-// or container:ID (containerd://…, cri-o://…, docker://…, 64 hex or a
-// prefix of 12+), pod-uid:UID or pod:NAMESPACE/NAME[/CONTAINER], which
-// name the one JVM running there (found through /proc/*/cgroup; several
-// JVMs are listed and refused).
+// parsePID reads the target argument every command takes, with
+// target.Parse and target.Resolve; pod:NAMESPACE/NAME goes through
+// safeattach-kube.
 func parsePID(s string) (int, error) {
-	var ps []target.Process
-	var err error
-	switch {
-	case strings.HasPrefix(s, "container:"):
-		ps, err = target.ByContainer(strings.TrimPrefix(s, "container:"), target.Options{})
-	case strings.HasPrefix(s, "pod-uid:"):
-		ps, err = target.ByPodUID(strings.TrimPrefix(s, "pod-uid:"), target.Options{})
-	case strings.HasPrefix(s, "pod:"):
-		var id string
-		if id, err = containerOfPod(strings.TrimPrefix(s, "pod:")); err == nil {
-			ps, err = target.ByContainer(id, target.Options{})
-		}
-	default:
-		pid, err := strconv.Atoi(s)
-		if err == nil && pid > 0 {
-			return pid, nil
-		}
-		if err == nil || s == "" || strings.HasPrefix(s, "-") {
-			return 0, fmt.Errorf("%q is not a process id (or container:ID, pod-uid:UID, pod:NAMESPACE/NAME[/CONTAINER], jps, an application name)", s)
-		}
-		return jvmByName(s)
-	}
+	spec, err := target.Parse(s)
 	if err != nil {
 		return 0, err
 	}
-	jvm, err := target.PickJVM(ps)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", s, err)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultInspectTimeout)
+	defer cancel()
+	return target.Resolve(ctx, spec, target.Options{}, podContainer)
+}
+
+// podContainer is target.PodLookup through safeattach-kube.
+func podContainer(_ context.Context, namespace, pod, container string) (string, error) {
+	ref := namespace + "/" + pod
+	if container != "" {
+		ref += "/" + container
 	}
-	return jvm.PID, nil
+	return containerOfPod(ref)
 }
 
 // containerOfPod resolves NAMESPACE/NAME[/CONTAINER] to the container's
@@ -105,56 +87,6 @@ func containerOfPod(ref string) (string, error) {
 		return "", fmt.Errorf("pod:%s: %v", ref, err)
 	}
 	return strings.TrimSpace(stdout.String()), nil
-}
-
-// jvmByName finds a JVM as asprof does: "jps" is the newest JVM; any
-// other word is the application's name as jps shows it — the main class
-// (full or simple name) or the jar (with or without .jar).
-func jvmByName(name string) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), defaultInspectTimeout)
-	defer cancel()
-	res, err := preflight.Scan(ctx, preflight.Options{AttachOnly: true})
-	if err != nil {
-		return 0, err
-	}
-	var found []*preflight.Report
-	for _, r := range res.JVMs {
-		if name == "jps" || matchesApp(r.JVM.MainClass, name) {
-			found = append(found, r)
-		}
-	}
-	switch {
-	case len(found) == 0:
-		return 0, fmt.Errorf("no JVM named %q on this host (safeattach scan lists them)", name)
-	case len(found) == 1:
-		return found[0].PID, nil
-	case name == "jps":
-		newest := found[0]
-		for _, r := range found {
-			if r.Process.StartTime > newest.Process.StartTime {
-				newest = r
-			}
-		}
-		return newest.PID, nil
-	}
-	var list []string
-	for _, r := range found {
-		list = append(list, fmt.Sprintf("%d (%s)", r.PID, r.JVM.MainClass))
-	}
-	return 0, fmt.Errorf("%d JVMs named %q: %s; give a pid", len(found), name, strings.Join(list, ", "))
-}
-
-// matchesApp compares a JVM's main class or "-jar path" with a name.
-func matchesApp(main, name string) bool {
-	if jar, ok := strings.CutPrefix(main, "-jar "); ok {
-		base := filepath.Base(jar)
-		return base == name || strings.TrimSuffix(base, ".jar") == name
-	}
-	main = strings.TrimPrefix(main, "-m ")
-	if i := strings.LastIndexAny(main, "./"); i >= 0 && main[i+1:] == name {
-		return true
-	}
-	return main == name
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -92,14 +92,6 @@ func TestTargetByApplicationName(t *testing.T) {
 	default:
 		t.Errorf("inspect Target: exit %d %q %.200q", code, stderr, stdout)
 	}
-	for main, name := range map[string]string{"com.example.App": "App", "-jar /srv/app/orders.jar": "orders", "-m mod/com.x.Main": "Main"} {
-		if !matchesApp(main, name) {
-			t.Errorf("%s does not match %s", main, name)
-		}
-	}
-	if matchesApp("com.example.App", "Ap") {
-		t.Error("a partial name matched")
-	}
 }
 
 // TestSubcommandTreeIsLazy: a command run with only its own subcommand

@@ -71,3 +71,37 @@ func CheckAttachSocket(isSocket bool, owner, mode, jvmUID uint32) error {
 	}
 	return nil
 }
+
+// Launcher options whose next argument is their value.
+var launcherArgOpts = map[string]bool{
+	"-cp": true, "-classpath": true, "--class-path": true, "--module-path": true, "-p": true,
+	"--add-modules": true, "--add-opens": true, "--add-exports": true, "--add-reads": true,
+	"--upgrade-module-path": true, "--limit-modules": true, "--patch-module": true,
+	"--enable-native-access": true,
+}
+
+// JavaMain splits a java command line into the options before the main
+// class and the main class itself ("-jar app.jar" and "-m mod/Main" as
+// such): what jps shows as the application's name.
+func JavaMain(args []string) (opts []string, main string) {
+	if len(args) == 0 {
+		return nil, ""
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-jar" || a == "-m" || a == "--module":
+			if i+1 < len(args) {
+				return opts, a + " " + args[i+1]
+			}
+			return opts, a
+		case launcherArgOpts[a]:
+			i++
+		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "@"):
+			opts = append(opts, a)
+		default:
+			return opts, a
+		}
+	}
+	return opts, ""
+}

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 // trackedFiles lists the files git tracks, relative to the repository root.
@@ -15,7 +17,7 @@ func trackedFiles(t *testing.T) (root string, files []string) {
 	t.Helper()
 	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
-		t.Skip("not a git checkout:", err)
+		testenv.Missing(t, "not a git checkout: %v", err)
 	}
 	root = strings.TrimSpace(string(out))
 	out, err = exec.Command("git", "-C", root, "ls-files", "-z").Output()
@@ -80,6 +82,30 @@ func TestDocLinksResolve(t *testing.T) {
 		for _, ref := range docRef.FindAll(data, -1) {
 			if _, err := os.Stat(filepath.Join(root, string(ref))); err != nil {
 				t.Errorf("%s points to %s, which does not exist", f, ref)
+			}
+		}
+	}
+}
+
+var bareSkip = regexp.MustCompile(`\b[tbf]\.Skip(f|Now)?\(`)
+
+// TestNoBareSkips fails if a test skips itself other than through
+// internal/testenv (Missing: a failure in CI; Optional: a measurement or
+// a test of something CI cannot have): a bare t.Skip could hide a
+// regression in CI.
+func TestNoBareSkips(t *testing.T) {
+	root, files := trackedFiles(t)
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".go") || strings.HasPrefix(f, "internal/testenv/") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			continue
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if bareSkip.MatchString(line) {
+				t.Errorf("%s:%d: %s (use testenv.Missing or testenv.Optional)", f, i+1, strings.TrimSpace(line))
 			}
 		}
 	}

@@ -21,6 +21,16 @@ func Missing(t testing.TB, format string, args ...any) {
 	t.Skipf("prerequisite missing: "+format, args...)
 }
 
+// Optional skips a test that CI cannot run by design, with one line that
+// says how to run it: a measurement (opt in with an environment variable)
+// or a test of something the package registries do not have (the real
+// async-profiler, a real API server). Every other skip goes through
+// Missing; internal/repocheck refuses a bare t.Skip anywhere else.
+func Optional(t testing.TB, how string) {
+	t.Helper()
+	t.Skip(how)
+}
+
 // RequireRoot needs euid 0 (the ptrace-free /proc reads and the map_files
 // links need it, as does running targets as another user).
 func RequireRoot(t testing.TB) {
