@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -345,7 +346,7 @@ func TestLiveProfile(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "profile.collapsed")
 	ticks := 0
 	res, err := Profile(context.Background(), p.PID, ProfileRequest{
-		Lib: lib, Event: "wall", Duration: 1500 * time.Millisecond, Output: out,
+		Lib: lib, Profiler: asprof.Options{Event: "wall"}, Duration: 1500 * time.Millisecond, Output: out,
 		Progress: func(time.Duration, time.Duration) { ticks++ },
 	})
 	if err != nil {

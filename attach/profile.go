@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
@@ -23,14 +24,15 @@ type ProfileRequest struct {
 	// Lib is the async-profiler library; empty means the installed one
 	// ($ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler).
 	Lib string
-	// Event is what to sample: cpu (default), alloc, lock, wall, itimer...
-	Event string
+	// Profiler is async-profiler's configuration as asprof's options
+	// give it (event, interval, depth, include/exclude, thresholds…),
+	// checked and turned into the agent's options by package asprof. No
+	// event is sent unless Profiler.Event is set: the agent then profiles
+	// CPU, unless an option such as Alloc asks for something else.
+	Profiler asprof.Options
 	// Duration is how long to profile (default 10s). Cancelling ctx ends
 	// the profile early; it is still stopped cleanly and written.
 	Duration time.Duration
-	// Interval is the sampling interval in async-profiler's syntax
-	// ("10ms", "500us"); empty keeps the profiler's default.
-	Interval string
 	// Output is where the result is written on this machine. It must be
 	// absent or a regular file: a symlink, device or FIFO there is refused
 	// before anything is attached, and the result replaces a regular file
@@ -46,11 +48,9 @@ type ProfileRequest struct {
 	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
 	// from Output's extension as asprof does.
 	Format string
-	// Extra is appended to the start options verbatim (e.g. "threads").
-	Extra string
-	// EventFallback switches -e cpu to a timer-based event (ctimer for
-	// async-profiler 3.0+, else itimer) when the rules find that the
-	// target cannot open perf events.
+	// EventFallback switches CPU profiling (-e cpu, or no event) to a
+	// timer-based event (ctimer for async-profiler 3.0+, else itimer)
+	// when the rules find that the target cannot open perf events.
 	EventFallback bool
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
@@ -103,12 +103,17 @@ type ProfileResult struct {
 	Cancelled bool `json:"cancelled,omitempty"`
 }
 
-// formatFor picks the output format as asprof does: -o first; else the
-// file name's extension (.html flamegraph, .jfr jfr, .collapsed and
-// .folded collapsed); else asprof's text summary.
+// formatFor picks the output format as asprof does: -o first (JFR when
+// --jfrsync or --jfropts ask for it); else the file name's extension
+// (.html flamegraph, .jfr jfr, .collapsed and .folded collapsed); else
+// none, which the agent takes as its text output (flat and traces) — the
+// agent's own default, what asprof prints without -o.
 func formatFor(req ProfileRequest) string {
 	if req.Format != "" {
 		return req.Format
+	}
+	if req.Profiler.WantsJFR() {
+		return "jfr"
 	}
 	switch strings.ToLower(filepath.Ext(req.Output)) {
 	case ".html":
@@ -118,7 +123,7 @@ func formatFor(req ProfileRequest) string {
 	case ".collapsed", ".folded":
 		return "collapsed"
 	}
-	return "summary,traces=200,flat=200"
+	return ""
 }
 
 // extensionFor is the extension of the file the profiler writes inside

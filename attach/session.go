@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -73,8 +74,8 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	if err := req.Options.validate(); err != nil {
 		return nil, err
 	}
-	if req.Event == "" {
-		req.Event = "cpu"
+	if err := req.Profiler.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
 	if req.MaxOutput <= 0 {
 		req.MaxOutput = DefaultMaxOutput
@@ -99,9 +100,9 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 		c.finish(err)
 		return nil, err
 	}
-	if req.EventFallback && req.Event == "cpu" && hasFinding(c.verdict, RulePerfEventsUnavailable) {
-		ss.req.Event = timerEvent(c.agent)
-		c.log.Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", ss.req.Event)
+	if req.EventFallback && profilesCPU(req.Profiler) && hasFinding(c.verdict, RulePerfEventsUnavailable) {
+		ss.req.Profiler.Event = timerEvent(c.agent)
+		c.log.Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", ss.req.Profiler.Event)
 	}
 	pctx, pcancel := c.protocolContext(ctx)
 	defer pcancel()
@@ -114,8 +115,35 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	return ss, nil
 }
 
-// Event is the event a Start samples (after any fallback).
-func (ss *Session) Event() string { return ss.req.Event }
+// Event is the event a Start samples (after any fallback): the one
+// asked for, or "cpu" when the options ask for no other profiling.
+func (ss *Session) Event() string {
+	switch o := ss.req.Profiler; {
+	case o.Event != "":
+		return o.Event
+	case profilesCPU(o):
+		return "cpu"
+	case o.Alloc != "":
+		return "alloc"
+	case o.Lock != "":
+		return "lock"
+	case o.Wall != "":
+		return "wall"
+	case o.NativeMem != "":
+		return "nativemem"
+	}
+	return ""
+}
+
+// profilesCPU reports whether o profiles CPU time with perf events: -e
+// cpu, or no event and no other kind of profiling asked for (the agent's
+// default).
+func profilesCPU(o asprof.Options) bool {
+	if o.Event != "" {
+		return o.Event == "cpu"
+	}
+	return o.Alloc == "" && o.Lock == "" && o.Wall == "" && o.NativeMem == "" && o.NativeLock == "" && len(o.Trace) == 0 || o.All
+}
 
 // Format is what Stop and Dump write (for a session that adopted a
 // running profile, the format it was started with).
@@ -143,25 +171,27 @@ func (ss *Session) Owner(ctx context.Context) (*Owner, error) {
 }
 
 // startOptions are the start (or resume) command's options, as asprof
-// builds them.
+// builds them: the action, the format (jfr starts a recording), what to
+// profile and how the output looks (checked when the session opened),
+// and our timeout=.
 func (ss *Session) startOptions(action string) string {
 	if action == "" {
 		action = "start"
 	}
-	o := action + ",event=" + ss.req.Event
+	parts := []string{action}
 	if isJFR(ss.format) {
-		o += ",jfr" // a JFR recording starts with the profiler
+		parts = append(parts, "jfr")
 	}
-	if ss.req.Interval != "" {
-		o += ",interval=" + ss.req.Interval
+	if p, _ := ss.req.Profiler.Profiling(); p != "" {
+		parts = append(parts, p)
+	}
+	if o, _ := ss.req.Profiler.Output(); o != "" {
+		parts = append(parts, o)
 	}
 	if ss.req.AutoStop > 0 {
-		o += ",timeout=" + strconv.Itoa(int((ss.req.AutoStop+time.Second-1)/time.Second))
+		parts = append(parts, "timeout="+strconv.Itoa(int((ss.req.AutoStop+time.Second-1)/time.Second)))
 	}
-	if ss.req.Extra != "" {
-		o += "," + ss.req.Extra
-	}
-	return o
+	return strings.Join(parts, ",")
 }
 
 func isJFR(format string) bool { return strings.HasPrefix(format, "jfr") }
@@ -170,10 +200,22 @@ func isJFR(format string) bool { return strings.HasPrefix(format, "jfr") }
 // passes them to every command (the output ones, title or minwidth,
 // matter at stop and dump).
 func (ss *Session) outputOptions() string {
-	if ss.req.Extra == "" {
+	o, _ := ss.req.Profiler.Output()
+	switch {
+	case o == "":
 		return ss.format
+	case ss.format == "":
+		return o
 	}
-	return ss.format + "," + ss.req.Extra
+	return ss.format + "," + o
+}
+
+// withOutput appends the output options to a command's verb.
+func (ss *Session) withOutput(verb string) string {
+	if o := ss.outputOptions(); o != "" {
+		return verb + "," + o
+	}
+	return verb
 }
 
 // newTargetFile names a fresh file in the target's /tmp: random, so
@@ -493,7 +535,7 @@ func (ss *Session) stop(ctx context.Context) (string, error) {
 	if ss.owned != nil && ss.owned.Recording != "" {
 		file = ss.owned.Recording
 	}
-	if _, err := ss.command(ctx, "stop,"+ss.outputOptions(), file); err != nil {
+	if _, err := ss.command(ctx, ss.withOutput("stop"), file); err != nil {
 		ss.removeInTarget(ctx, file)
 		return "", err
 	}
@@ -507,7 +549,7 @@ func (ss *Session) Dump(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	file := newTargetFile("out", extensionFor(ss.format))
 	defer ss.removeInTarget(ctx, file)
-	if _, err := ss.command(ctx, "dump,"+ss.outputOptions(), file); err != nil {
+	if _, err := ss.command(ctx, ss.withOutput("dump"), file); err != nil {
 		return 0, err
 	}
 	return ss.readBack(ctx, file, w)

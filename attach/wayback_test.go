@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -152,7 +153,7 @@ func TestLiveAgentLogsAreCapped(t *testing.T) {
 	pod := testenv.StartPod(t, testenv.PodSpec{})
 	pod.StartWaybackAttacker(t, "log")
 	ctx := context.Background()
-	ss, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed"})
+	ss, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestLiveOversizedOutputIsRefused(t *testing.T) {
 	refused := 0
 	for i := 0; i < 10 && refused == 0; i++ {
 		os.WriteFile(out, []byte("previous"), 0o644)
-		_, err := Profile(context.Background(), pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Duration: 300 * time.Millisecond, Output: out, MaxOutput: 64 << 20})
+		_, err := Profile(context.Background(), pod.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Duration: 300 * time.Millisecond, Output: out, MaxOutput: 64 << 20})
 		data, _ := os.ReadFile(out)
 		switch {
 		case err == nil && strings.Contains(string(data), "[itimer]") && len(data) < 1<<10:
@@ -263,7 +264,7 @@ func TestLiveOneOwnerPerProfiler(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	ctx := context.Background()
-	first, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "wall", Format: "collapsed", Owner: "first"})
+	first, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed", Owner: "first"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestLiveOneOwnerPerProfiler(t *testing.T) {
 	if err := first.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	second, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed", Owner: "second"})
+	second, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "second"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestLiveOneOwnerPerProfiler(t *testing.T) {
 	if !strings.Contains(agentStatus(t, p.PID, lib), "is running") {
 		t.Fatal("the other tool's profiler was stopped by a refused start")
 	}
-	taker, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "collapsed", Takeover: true})
+	taker, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Takeover: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,7 @@ func TestLiveKilledCallerLeavesNothingRunning(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	pod := testenv.StartPod(t, testenv.PodSpec{})
 	ctx := context.Background()
-	gone, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", AutoStop: 2 * time.Second, Owner: "killed"})
+	gone, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "jfr", AutoStop: 2 * time.Second, Owner: "killed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func TestLiveKilledCallerLeavesNothingRunning(t *testing.T) {
 	if len(recs) != 1 {
 		t.Fatalf("the dead caller's recording: %v", recs)
 	}
-	next, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", Owner: "next"})
+	next, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "jfr", Owner: "next"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +382,7 @@ func TestLiveDetachedStartIsFinishedLater(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	pod := testenv.StartPod(t, testenv.PodSpec{})
 	ctx := context.Background()
-	a, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Event: "itimer", Format: "jfr", Detached: true, Output: "/srv/x.jfr"})
+	a, err := OpenSession(ctx, pod.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "jfr", Detached: true, Output: "/srv/x.jfr"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -361,7 +361,17 @@ func parseAgentOptions(opts string) (events, keys []string) {
 			addEvent(v)
 		case "alloc", "lock", "nativemem", "wall":
 			addEvent(k)
+		case "all":
+			for _, e := range []string{"cpu", "wall", "alloc", "nativemem", "lock"} {
+				addEvent(e)
+			}
 		}
+	}
+	// A start that names no event and no other kind of profiling
+	// profiles CPU: the agent's default (async-profiler's arguments.cpp).
+	starts := slices.Contains(keys, "start") || slices.Contains(keys, "resume")
+	if starts && len(events) == 0 && !slices.Contains(keys, "nativelock") && !slices.Contains(keys, "trace") {
+		addEvent("cpu")
 	}
 	sort.Strings(keys)
 	return events, keys

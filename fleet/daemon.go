@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/budget"
 	"github.com/safeattach/safeattach/internal/proc"
@@ -332,7 +333,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process)
 	// A profiler this node's daemon left running (killed before it could
 	// stop it) is taken back; anyone else's is refused.
 	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{
-		Lib: d.cfg.Lib, Event: event, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
+		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
 	})
 	if err == nil {

@@ -14,7 +14,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/spf13/pflag"
 )
 
 // TestProfileActionsAcrossProcesses: start, status, dump and stop are
@@ -37,30 +39,30 @@ func TestProfileActionsAcrossProcesses(t *testing.T) {
 		}
 		return out.String(), errb.String()
 	}
-	if _, stderr := run("start", "--lib", lib, "-e", "wall", pid); !strings.Contains(stderr, "Profiling started") {
+	if _, stderr := run("start", "--agent", lib, "-e", "wall", pid); !strings.Contains(stderr, "Profiling started") {
 		t.Errorf("start: %q", stderr)
 	}
-	if stdout, _ := run("status", "--lib", lib, pid); !strings.Contains(stdout, "Profiling is running") {
+	if stdout, _ := run("status", "--agent", lib, pid); !strings.Contains(stdout, "Profiling is running") {
 		t.Errorf("status: %q", stdout)
 	}
-	if stdout, _ := run("list", "--lib", lib, pid); !strings.Contains(stdout, "itimer") {
+	if stdout, _ := run("list", "--agent", lib, pid); !strings.Contains(stdout, "itimer") {
 		t.Errorf("list: %q", stdout)
 	}
 	dump := filepath.Join(dir, "dump.collapsed")
-	run("dump", "--lib", lib, "-f", dump, pid)
+	run("dump", "--agent", lib, "-f", dump, pid)
 	if data, _ := os.ReadFile(dump); !strings.Contains(string(data), "[wall]") {
 		t.Errorf("dump: %q", data)
 	}
 	stop := filepath.Join(dir, "stop.collapsed")
-	run("stop", "--lib", lib, "-f", stop, pid)
+	run("stop", "--agent", lib, "-f", stop, pid)
 	if data, _ := os.ReadFile(stop); !strings.Contains(string(data), "Target.churn") {
 		t.Errorf("stop: %q", data)
 	}
-	if stdout, _ := run("status", "--lib", lib, pid); !strings.Contains(stdout, "Profiler is not active") {
+	if stdout, _ := run("status", "--agent", lib, pid); !strings.Contains(stdout, "Profiler is not active") {
 		t.Errorf("status after stop: %q", stdout)
 	}
 	// Stopping a profiler that is not running: the agent's reason, exit 3.
-	cmd := exec.Command(bin, "profile", "stop", "--lib", lib, "-f", stop, pid)
+	cmd := exec.Command(bin, "profile", "stop", "--agent", lib, "-f", stop, pid)
 	out, _ := cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != exitFailed || !strings.Contains(string(out), "Profiler is not active") {
 		t.Errorf("stop when not active: exit %d %q", cmd.ProcessState.ExitCode(), out)
@@ -74,7 +76,7 @@ func TestProfileLoop(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	dir := t.TempDir()
-	_, stderr, code := runCLI(t, "profile", "--lib", lib, "--loop", "2s", "-d", "10s", "-f", filepath.Join(dir, "w-%n.collapsed"), fmt.Sprint(p.PID))
+	_, stderr, code := runCLI(t, "profile", "--agent", lib, "--loop", "2s", "-d", "10s", "-f", filepath.Join(dir, "w-%n.collapsed"), fmt.Sprint(p.PID))
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -89,14 +91,30 @@ func TestProfileLoop(t *testing.T) {
 	}
 }
 
-// TestAsprofOptionSpelling: the pass-through options reach the agent as
-// asprof's launcher spells them.
-func TestAsprofOptionSpelling(t *testing.T) {
-	a := asprofFlags{threads: true, allUser: true, jstackDepth: 64, include: []string{"*Foo*"}, exclude: []string{"*Bar*"},
-		cstack: "dwarf", title: "t", minWidth: "0.5", reverse: true, total: true, jfrSync: "profile", features: "vtable", chunkSize: "10m", chunkTime: "1h"}
-	want := "interval=1ms,threads,alluser,jstackdepth=64,include=*Foo*,exclude=*Bar*,cstack=dwarf,title=t,minwidth=0.5,reverse,total,jfrsync=profile,features=vtable,chunksize=10m,chunktime=1h"
-	if got := a.options("interval=1ms"); got != want {
-		t.Errorf("got  %s\nwant %s", got, want)
+// TestAsprofFlags: asprof's command line, as the profile command takes
+// it, reaches the agent as asprof's launcher passes it.
+func TestAsprofFlags(t *testing.T) {
+	var o asprof.Options
+	var features string
+	f := pflag.NewFlagSet("profile", pflag.ContinueOnError)
+	asprofFlags(f, &o, &features)
+	args := []string{"-e", "wall", "-i", "5ms", "-j", "50/20", "-t", "-s", "-n", "-g", "-a", "-l", "-I", "*Foo*", "-X", "*Bar*", "-L", "warn",
+		"-F", "vtable,comptask", "--title", "a<b>,c", "--minwidth", "0.5", "--reverse", "--inverted", "--total",
+		"--alloc", "512k", "--live", "--lock", "10us", "--cstack", "dwarf", "--all-user", "--jfrsync", "profile"}
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	o.Features = splitFeatures(features)
+	p, err := o.Profiling()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := o.Output()
+	if want := "event=wall,interval=5ms,jstackdepth=50/20,threads,alloc=512k,lock=10us,cstack=dwarf,live,alluser,jfrsync=profile"; p != want {
+		t.Errorf("profiling\n got  %s\n want %s", p, want)
+	}
+	if want := "simple,norm,sig,ann,lib,include=*Foo*,exclude=*Bar*,loglevel=warn,features=vtable+comptask,title=a&lt;b&gt;&#44;c,minwidth=0.5,reverse,inverted,total"; out != want {
+		t.Errorf("output\n got  %s\n want %s", out, want)
 	}
 }
 
@@ -112,7 +130,7 @@ func TestTargetByContainerAndPod(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	out := filepath.Join(t.TempDir(), "p.collapsed")
 	for _, target := range [][]string{{"container:containerd://" + id[:12]}, {"pod-uid:" + pod}, {"--container", id}, {"--pod-uid", pod}} {
-		if _, stderr, code := runCLI(t, append([]string{"profile", "--lib", lib, "-d", "1", "-f", out}, target...)...); code != exitOK {
+		if _, stderr, code := runCLI(t, append([]string{"profile", "--agent", lib, "-d", "1", "-f", out}, target...)...); code != exitOK {
 			t.Errorf("%s: exit %d %s", target, code, stderr)
 		}
 	}
@@ -138,7 +156,7 @@ func TestTargetByContainerAndPod(t *testing.T) {
 	os.WriteFile(kubeconfig, []byte("current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"+
 		"clusters: [{name: k, cluster: {server: '"+api.URL+"', certificate-authority-data: "+ca+"}}]\nusers: [{name: u, user: {token: t0ken}}]\n"), 0o600)
 	for ref, want := range map[string]string{"pod:shop/orders/app": "", "pod:shop/remote": "runs on node node-elsewhere"} {
-		cmd := exec.Command(testenv.BuildCLI(t), "profile", "--lib", lib, "-d", "1", "-f", out, ref)
+		cmd := exec.Command(testenv.BuildCLI(t), "profile", "--agent", lib, "-d", "1", "-f", out, ref)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "KUBERNETES_SERVICE_HOST=", "NODE_NAME=")
 		got, err := cmd.CombinedOutput()
 		if want == "" && err != nil {

@@ -1,69 +1,76 @@
 package main
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/safeattach/safeattach/asprof"
 )
 
-// asprofFlags are asprof's options that are the agent's business: they
-// are passed through as asprof's launcher spells them in the agent's
-// argument string (README, "asprof options").
-type asprofFlags struct {
-	threads, allUser, reverse, total bool
-	jstackDepth                      int
-	include, exclude                 []string
-	cstack, title, minWidth          string
-	jfrSync, features                string
-	chunkSize, chunkTime             string
+// asprofFlags registers asprof 4.x's options, spelled as its launcher
+// spells them, into o (package asprof turns them into the agent's
+// options, the way the launcher does). What safeattach does differently
+// is in the README's table: --agent for the library (asprof's --libpath
+// would load a second copy and is refused), --loop cuts windows itself,
+// --timeout is the whole command's deadline.
+func asprofFlags(f *pflag.FlagSet, o *asprof.Options, features *string) {
+	f.StringVarP(&o.Event, "event", "e", "", "profiling event: cpu (default), alloc, nativemem, lock, wall, itimer, ctimer, cache-misses, a tracepoint, a Java method ...")
+	f.StringVarP(&o.Interval, "interval", "i", "", "sampling interval (nanoseconds, or with a unit: 10ms)")
+	f.StringVarP(&o.JStackDepth, "jstackdepth", "j", "", "maximum Java stack depth")
+	f.BoolVarP(&o.Threads, "threads", "t", false, "profile different threads separately")
+	f.BoolVarP(&o.Simple, "simple", "s", false, "simple class names instead of FQN")
+	f.BoolVarP(&o.Norm, "norm", "n", false, "normalize names of hidden classes / lambdas")
+	f.BoolVarP(&o.Sig, "sig", "g", false, "print method signatures")
+	f.BoolVarP(&o.Ann, "ann", "a", false, "annotate Java methods")
+	f.BoolVarP(&o.Lib, "lib", "l", false, "prepend library names (the library to load is --agent)")
+	f.StringArrayVarP(&o.Include, "include", "I", nil, "output only stack traces containing the pattern (repeatable)")
+	f.StringArrayVarP(&o.Exclude, "exclude", "X", nil, "exclude stack traces with the pattern (repeatable)")
+	f.StringVarP(&o.LogLevel, "log", "L", "", "log level: debug, info, warn, error, none")
+	f.StringVarP(features, "features", "F", "", "advanced stack trace features: mixed, vtable, comptask, pcaddr (comma-separated)")
+	f.StringVar(&o.Filter, "filter", "", "thread filter")
+	f.StringVar(&o.Title, "title", "", "flame graph title")
+	f.StringVar(&o.Width, "width", "", "flame graph width")
+	f.StringVar(&o.Height, "height", "", "flame graph frame height")
+	f.StringVar(&o.MinWidth, "minwidth", "", "skip frames smaller than PCT%")
+	f.BoolVar(&o.Reverse, "reverse", false, "stack-reversed flame graph / call tree")
+	f.BoolVar(&o.Inverted, "inverted", false, "toggle the layout between icicle and flame graph")
+	f.BoolVar(&o.Samples, "samples", false, "count samples (the default)")
+	f.BoolVar(&o.Total, "total", false, "accumulate the total value (time, bytes) instead of samples")
+	f.StringVar(&o.Alloc, "alloc", "", "allocation profiling interval in bytes")
+	f.BoolVar(&o.TLAB, "tlab", false, "use TLAB events for allocation profiling")
+	f.BoolVar(&o.Live, "live", false, "build the allocation profile from live objects only")
+	f.StringVar(&o.NativeMem, "nativemem", "", "native allocation profiling interval in bytes")
+	f.BoolVar(&o.NoFree, "nofree", false, "do not collect free calls in native allocation profiling")
+	f.StringArrayVar(&o.Trace, "trace", nil, "method to instrument, with an optional latency threshold (repeatable)")
+	f.StringVar(&o.Lock, "lock", "", "lock profiling threshold in nanoseconds")
+	f.StringVar(&o.NativeLock, "nativelock", "", "pthread mutex/rwlock profiling threshold in nanoseconds")
+	f.StringVar(&o.Wall, "wall", "", "wall clock profiling interval")
+	f.BoolVar(&o.NoBatch, "nobatch", false, "legacy wall clock sampling without batch events")
+	f.StringVar(&o.Proc, "proc", "", "process sampling interval")
+	f.BoolVar(&o.All, "all", false, "cpu, wall, alloc, live, nativemem and lock profiling at once")
+	f.BoolVar(&o.AllUser, "all-user", false, "only include user-mode events")
+	f.BoolVar(&o.Sched, "sched", false, "group threads by scheduling policy")
+	f.StringVar(&o.CStack, "cstack", "", "how to walk native frames: fp, dwarf, vm, no")
+	f.StringVar(&o.Signal, "signal", "", "alternative signal for cpu or wall clock profiling")
+	f.StringVar(&o.Clock, "clock", "", "clock source for JFR timestamps: tsc, monotonic")
+	f.StringVar(&o.Begin, "begin", "", "begin profiling when this function is executed")
+	f.StringVar(&o.End, "end", "", "end profiling when this function is executed")
+	f.BoolVar(&o.TTSP, "ttsp", false, "time-to-safepoint profiling only")
+	f.BoolVar(&o.NoStop, "nostop", false, "do not stop profiling outside --begin/--end")
+	f.BoolVar(&o.RecordCPU, "record-cpu", false, "record the CPU of each sample (JFR)")
+	f.StringVar(&o.MemLimit, "memlimit", "", "limit the size of the stack trace storage")
+	f.StringVar(&o.TargetCPU, "target-cpu", "", "sample threads on one CPU (perf events only)")
+	f.StringVar(&o.ChunkSize, "chunksize", "", "approximate size of a JFR chunk")
+	f.StringVar(&o.ChunkTime, "chunktime", "", "duration of a JFR chunk")
+	f.StringVar(&o.JFRSync, "jfrsync", "", "synchronize with a JFR recording using CONFIG (implies -o jfr)")
+	f.StringVar(&o.JFROpts, "jfropts", "", "JFR recording options (implies -o jfr)")
 }
 
-func (a *asprofFlags) register(f *pflag.FlagSet) {
-	f.BoolVarP(&a.threads, "threads", "t", false, "profile threads separately")
-	f.BoolVar(&a.allUser, "all-user", false, "only include user-mode events")
-	f.IntVarP(&a.jstackDepth, "jstackdepth", "j", 0, "maximum Java stack depth")
-	f.StringArrayVarP(&a.include, "include", "I", nil, "output only stack traces containing the pattern (repeatable)")
-	f.StringArrayVarP(&a.exclude, "exclude", "X", nil, "exclude stack traces with the pattern (repeatable)")
-	f.StringVar(&a.cstack, "cstack", "", "how to walk native frames: fp, dwarf, lbr, vm, no")
-	f.StringVar(&a.title, "title", "", "flame graph title")
-	f.StringVar(&a.minWidth, "minwidth", "", "skip frames smaller than PERCENT")
-	f.BoolVar(&a.reverse, "reverse", false, "generate stack-reversed flame graph or tree")
-	f.BoolVar(&a.total, "total", false, "accumulate the total value (time, bytes) instead of samples")
-	f.StringVar(&a.jfrSync, "jfrsync", "", "synchronize with a JFR recording using CONFIG")
-	f.StringVarP(&a.features, "features", "F", "", "advanced stack trace features (vtable, comptask, ...)")
-	f.StringVar(&a.chunkSize, "chunksize", "", "approximate size of a JFR chunk")
-	f.StringVar(&a.chunkTime, "chunktime", "", "duration of a JFR chunk")
-}
-
-// options appends the given flags, in the agent's syntax, to extra.
-func (a *asprofFlags) options(extra string) string {
-	var o []string
-	if extra != "" {
-		o = append(o, extra)
+// splitFeatures is -F's comma-separated list (asprof joins it with '+').
+func splitFeatures(s string) []string {
+	if s == "" {
+		return nil
 	}
-	add := func(cond bool, s string) {
-		if cond {
-			o = append(o, s)
-		}
-	}
-	add(a.threads, "threads")
-	add(a.allUser, "alluser")
-	add(a.jstackDepth > 0, "jstackdepth="+strconv.Itoa(a.jstackDepth))
-	for _, p := range a.include {
-		o = append(o, "include="+p)
-	}
-	for _, p := range a.exclude {
-		o = append(o, "exclude="+p)
-	}
-	add(a.cstack != "", "cstack="+a.cstack)
-	add(a.title != "", "title="+a.title)
-	add(a.minWidth != "", "minwidth="+a.minWidth)
-	add(a.reverse, "reverse")
-	add(a.total, "total")
-	add(a.jfrSync != "", "jfrsync="+a.jfrSync)
-	add(a.features != "", "features="+a.features)
-	add(a.chunkSize != "", "chunksize="+a.chunkSize)
-	add(a.chunkTime != "", "chunktime="+a.chunkTime)
-	return strings.Join(o, ",")
+	return strings.Split(s, ",")
 }

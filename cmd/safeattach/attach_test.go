@@ -53,18 +53,18 @@ func TestJcmdAndProfileCLI(t *testing.T) {
 		t.Errorf("unknown jcmd: exit %d", code)
 	}
 	out := filepath.Join(t.TempDir(), "p.collapsed")
-	stdout, stderr, code := runCLI(t, "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "2", "-e", "cpu", "-f", out, "--progress", pid)
+	stdout, stderr, code := runCLI(t, "profile", "--agent", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "2", "-e", "cpu", "-f", out, "--progress", pid)
 	if code != exitOK || !strings.Contains(stdout, "wrote "+out) || !strings.Contains(stderr, "profiling pid") {
 		t.Errorf("profile: exit %d %q %q", code, stdout, stderr)
 	}
 	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target.churn") {
 		t.Errorf("profile file %q", data)
 	}
-	if _, stderr, code := runCLI(t, "profile", "--lib", filepath.Join(t.TempDir(), "none.so"), "-d", "1", "-f", out, pid); code != exitRefused {
+	if _, stderr, code := runCLI(t, "profile", "--agent", filepath.Join(t.TempDir(), "none.so"), "-d", "1", "-f", out, pid); code != exitRefused {
 		t.Errorf("missing profiler: exit %d %q", code, stderr)
 	}
 	// -f - writes the profile itself to stdout.
-	stdout, stderr, code = runCLI(t, "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "-f", "-", pid)
+	stdout, stderr, code = runCLI(t, "profile", "--agent", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "-f", "-", pid)
 	if code != exitOK || !strings.HasPrefix(stdout, "java.lang.Thread.run;Target.churn") {
 		t.Errorf("profile -f -: exit %d %q %q", code, stdout, stderr)
 	}
@@ -77,7 +77,7 @@ func TestProfileOutputOwnedBySudoUser(t *testing.T) {
 	testenv.RequireRoot(t)
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	out := filepath.Join(t.TempDir(), "p.collapsed")
-	cmd := exec.Command(testenv.BuildCLI(t), "profile", "--lib", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "--mode", "0640", "-f", out, fmt.Sprint(p.PID))
+	cmd := exec.Command(testenv.BuildCLI(t), "profile", "--agent", testenv.BuildAgent(t, testenv.AgentFixedLookalike), "-d", "1", "--mode", "0640", "-f", out, fmt.Sprint(p.PID))
 	cmd.Env = append(os.Environ(), "SUDO_UID=65534", "SUDO_GID=65534")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, b)
@@ -138,12 +138,12 @@ func TestProfileAsAsprof(t *testing.T) {
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	pid := fmt.Sprint(p.PID)
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	_, stderr, code := runCLI(t, "profile", "--lib", lib, "-e", "nosuch", "-d", "1", pid)
+	_, stderr, code := runCLI(t, "profile", "--agent", lib, "-e", "nosuch", "-d", "1", pid)
 	if code != exitFailed || !strings.Contains(stderr, "[ERROR] Unsupported event type") || !strings.Contains(stderr, "safeattach: Unsupported event type") {
 		t.Errorf("-e nosuch: exit %d\n%s", code, stderr)
 	}
 	dir := t.TempDir()
-	stdout, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1s", "-f", filepath.Join(dir, "p-%p-%t.collapsed"), pid)
+	stdout, stderr, code := runCLI(t, "profile", "--agent", lib, "-d", "1s", "-f", filepath.Join(dir, "p-%p-%t.collapsed"), pid)
 	if code != exitOK || !strings.Contains(stderr, "Profiling started") {
 		t.Errorf("profile: exit %d %q %q", code, stdout, stderr)
 	}

@@ -29,10 +29,10 @@ func newProfileCmd() *cobra.Command {
 		progress bool
 		modeFlag string
 		loop     string
-		extra    asprofFlags
+		features string
 	)
 	cmd := &cobra.Command{
-		Use:   "profile [ACTION] [--lib PATH] [-e EVENT] [-d DURATION] [-i INTERVAL] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
+		Use:   "profile [ACTION] [--agent PATH] [asprof options] [-d DURATION] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
 		Short: "Profile a JVM with async-profiler if it is safe, as asprof does; Ctrl-C stops early and still writes the profile",
 		Long: `Profile a JVM with async-profiler, after the same checks as load.
 
@@ -48,13 +48,19 @@ profiler keeps running in the JVM between them).`,
 				args = args[1:]
 			}
 			if !slices.Contains(profileActions, action) {
+				if strings.HasSuffix(action, ".so") {
+					return fmt.Errorf("%s: -l/--lib is asprof's \"prepend library names\"; give the library with --agent", action)
+				}
 				return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
 			}
 			pid, err := parsePID(args[0])
 			if err != nil {
 				return err
 			}
-			req.Extra = extra.options(req.Extra)
+			req.Profiler.Features = splitFeatures(features)
+			if err := req.Profiler.Validate(); err != nil {
+				return err
+			}
 			if req.Duration, err = parseDuration(duration); err != nil {
 				return fmt.Errorf("-d %s: %v", duration, err)
 			}
@@ -90,7 +96,7 @@ profiler keeps running in the JVM between them).`,
 			stderr := cmd.ErrOrStderr()
 			if progress || isTerminal(stderr) {
 				req.Progress = func(elapsed, total time.Duration) {
-					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Event, int(elapsed.Seconds()), int(total.Seconds()))
+					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Profiler.Event, int(elapsed.Seconds()), int(total.Seconds()))
 				}
 			}
 			if loop != "" {
@@ -115,7 +121,7 @@ profiler keeps running in the JVM between them).`,
 			}
 			// Ctrl-C (the root context) ends the wait; the profiler is
 			// still stopped and its output written.
-			requested := req.Event
+			requested := req.Profiler.Event
 			start := time.Now()
 			res, perr := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
@@ -162,19 +168,17 @@ profiler keeps running in the JVM between them).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Lib, "lib", "", "async-profiler library (default: $ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler)")
-	f.StringVarP(&req.Event, "event", "e", "cpu", "event to sample: cpu, alloc, lock, wall, itimer, ...")
-	f.StringVarP(&duration, "duration", "d", "10", "profiling duration: seconds (30) or with a unit (30s, 5m)")
-	f.StringVarP(&req.Interval, "interval", "i", "", "sampling interval (e.g. 10ms)")
+	f.StringVar(&req.Lib, "agent", "", "async-profiler library (default: $ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler)")
+	f.StringVarP(&duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
 	f.StringVarP(&req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
 	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
-	f.StringVarP(&req.Format, "output", "o", "", "output format: summary, traces, flat, collapsed, flamegraph, tree, jfr (default: from the file name's extension, else the text summary)")
+	f.StringVarP(&req.Format, "output", "o", "", "output format: flat, traces, collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
 	f.BoolVar(&req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
 	f.StringVar(&loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
-	extra.register(f)
+	asprofFlags(f, &req.Profiler, &features)
 	af.register(cmd, 0)
 	return cmd
 }
@@ -268,7 +272,7 @@ func companion(name, what string) (string, error) {
 }
 
 // profileActions are asprof's actions.
-var profileActions = []string{"collect", "start", "resume", "stop", "dump", "status", "list", "meminfo", "check"}
+var profileActions = []string{"collect", "start", "resume", "stop", "dump", "status", "metrics", "list", "meminfo", "check"}
 
 // profileAction runs one asprof action other than collect through an
 // attach.Session: the profiler keeps its state in the JVM between
@@ -306,7 +310,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		err = profileOutput(ctx, ss, action, req, w, stderr)
 	case "check":
 		_, err = ss.Command(ctx, "check,event="+ss.Event(), w)
-	default: // status, list, meminfo
+	default: // status, metrics, list, meminfo
 		_, err = ss.Command(ctx, action, w)
 	}
 	if err != nil {

@@ -34,8 +34,8 @@ func TestJSONResultShape(t *testing.T) {
 		{"load refused", []string{"load", "--json", fmt.Sprint(sleeper.PID), fixed}, "refused", exitRefused, []string{"verdict", "error"}},
 		{"load failed", []string{"load", "--json", pid, testenv.BuildAgent(t, testenv.AgentFailRC)}, "failed", exitFailed, []string{"error", "agent"}},
 		{"jcmd ok", []string{"jcmd", "--json", pid, "VM.version"}, "ok", exitOK, []string{"output"}},
-		{"profile ok", []string{"profile", "--json", "--lib", fixed, "-d", "1", "-f", out, pid}, "ok", exitOK, []string{"profile", "agent_log"}},
-		{"profile agent error", []string{"profile", "--json", "--lib", fixed, "-e", "nosuch", "-d", "1", "-f", out, pid}, "failed", exitFailed, []string{"agent_log", "error"}},
+		{"profile ok", []string{"profile", "--json", "--agent", fixed, "-d", "1", "-f", out, pid}, "ok", exitOK, []string{"profile", "agent_log"}},
+		{"profile agent error", []string{"profile", "--json", "--agent", fixed, "-e", "nosuch", "-d", "1", "-f", out, pid}, "failed", exitFailed, []string{"agent_log", "error"}},
 		{"load timed out", []string{"load", "--json", "--timeout", "3s", pid, testenv.BuildAgent(t, testenv.AgentBlockForever)}, "timed-out", exitTimedOut, []string{"hang_report", "error"}},
 	} {
 		stdout, stderr, code := runCLI(t, tc.args...)

@@ -153,13 +153,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"load", "--ack", "sigquit-not-handled", pid, lib}, "cannot be acknowledged"},
 		{[]string{"check", "--ack", "agent-untrusted", pid}, "cannot be acknowledged"},
 		{[]string{"check", "--ack", "no-such-rule", pid}, "no such rule"},
-		{[]string{"profile", "--lib", lib, "-d", "5", "--timeout", "3s", pid}, "shorter than -d"},
-		{[]string{"profile", "--lib", lib, "-d", "0", pid}, "want a positive duration"},
-		{[]string{"profile", "--lib", lib, "-d", "2x", pid}, "want seconds (30) or a duration"},
-		{[]string{"profile", "--lib", lib, "-d", "1", "-f", link, pid}, "refusing to replace"},
-		{[]string{"profile", "--lib", lib, "-d", "1", "-f", "/dev/null", pid}, "refusing to replace"},
-		{[]string{"profile", "--lib", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
-		{[]string{"profile", "--lib", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
+		{[]string{"profile", "--agent", lib, "-d", "5", "--timeout", "3s", pid}, "shorter than -d"},
+		{[]string{"profile", "--agent", lib, "-d", "0", pid}, "want a positive duration"},
+		{[]string{"profile", "--agent", lib, "-d", "2x", pid}, "want seconds (30) or a duration"},
+		{[]string{"profile", "--agent", lib, "-d", "1", "-f", link, pid}, "refusing to replace"},
+		{[]string{"profile", "--agent", lib, "-d", "1", "-f", "/dev/null", pid}, "refusing to replace"},
+		{[]string{"profile", "--agent", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
+		{[]string{"profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
 	} {
 		start := time.Now()
 		_, stderr, code := runCLI(t, tc.args...)
@@ -178,7 +178,7 @@ func TestUsageErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(ro, unix.MNT_DETACH) })
-	if _, stderr, code := runCLI(t, "profile", "--lib", lib, "-d", "1", "-f", filepath.Join(ro, "p.html"), pid); code != exitError || !strings.Contains(stderr, "read-only") {
+	if _, stderr, code := runCLI(t, "profile", "--agent", lib, "-d", "1", "-f", filepath.Join(ro, "p.html"), pid); code != exitError || !strings.Contains(stderr, "read-only") {
 		t.Errorf("read-only output directory: exit %d %q", code, stderr)
 	}
 	if target, _ := os.Readlink(link); target != "/dev/null" {
@@ -393,7 +393,7 @@ func TestSidecarProfilesHostJVM(t *testing.T) {
 	}
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	out := filepath.Join(dir, "p.collapsed")
-	script := fmt.Sprintf("mount -t tmpfs tmpfs /tmp && for i in 1 2 3 4 5 6 7 8 9 10; do %s profile --json --lib %s -d 1 -f %s %d >/dev/null || exit $?; done", bin, lib, out, p.PID)
+	script := fmt.Sprintf("mount -t tmpfs tmpfs /tmp && for i in 1 2 3 4 5 6 7 8 9 10; do %s profile --json --agent %s -d 1 -f %s %d >/dev/null || exit $?; done", bin, lib, out, p.PID)
 	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sidecar profiles: %v\n%s", err, b)

@@ -45,7 +45,7 @@ func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	pid := fmt.Sprint(p.PID)
 	dir := t.TempDir()
-	first := exec.Command(bin, "profile", "--lib", lib, "-e", "wall", "-d", "5", "-f", filepath.Join(dir, "first.collapsed"), pid)
+	first := exec.Command(bin, "profile", "--agent", lib, "-e", "wall", "-d", "5", "-f", filepath.Join(dir, "first.collapsed"), pid)
 	var firstErr bytes.Buffer
 	first.Stderr = &firstErr
 	if err := first.Start(); err != nil {
@@ -55,7 +55,7 @@ func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	go func() { done <- first.Wait() }()
 	t.Cleanup(func() { first.Process.Kill() })
 	time.Sleep(1500 * time.Millisecond)
-	_, stderr, code := cli(t, nil, "profile", "--lib", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "second.collapsed"), pid)
+	_, stderr, code := cli(t, nil, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "second.collapsed"), pid)
 	if code != exitRefused || !strings.Contains(stderr, "started by safeattach profile collect") || !strings.Contains(stderr, "ago") {
 		t.Fatalf("second profile: exit %d, %q", code, stderr)
 	}
@@ -89,14 +89,14 @@ func TestLiveStartStopKeepTheirFiles(t *testing.T) {
 		return stderr
 	}
 	x := filepath.Join(dir, "x.jfr")
-	step("start", "--lib", lib, "-e", "itimer", "-o", "jfr", pid)
-	step("stop", "--lib", lib, "-f", x, pid)
+	step("start", "--agent", lib, "-e", "itimer", "-o", "jfr", pid)
+	step("stop", "--agent", lib, "-f", x, pid)
 	if data, _ := os.ReadFile(x); !bytes.HasPrefix(data, []byte("FLR\x00")) {
 		t.Fatalf("x.jfr: %d bytes, not a recording", len(data))
 	}
 	y := filepath.Join(dir, "y.jfr")
-	step("start", "--lib", lib, "-e", "itimer", "-f", y, pid)
-	if stderr := step("stop", "--lib", lib, pid); !strings.Contains(stderr, "writing "+y) {
+	step("start", "--agent", lib, "-e", "itimer", "-f", y, pid)
+	if stderr := step("stop", "--agent", lib, pid); !strings.Contains(stderr, "writing "+y) {
 		t.Errorf("stop did not say where it wrote: %q", stderr)
 	}
 	if data, _ := os.ReadFile(y); !bytes.HasPrefix(data, []byte("FLR\x00")) {
@@ -121,7 +121,7 @@ func TestLiveLoopWindows(t *testing.T) {
 		{"--loop", "1ms", "-d", "3s", "-f", filepath.Join(dir, "w-%t.collapsed")},
 		{"--loop", "1s", "-d", "3s", "-f", filepath.Join(dir, "same.collapsed")},
 	} {
-		_, stderr, code := cli(t, nil, append([]string{"profile", "--lib", lib}, append(args, pid)...)...)
+		_, stderr, code := cli(t, nil, append([]string{"profile", "--agent", lib}, append(args, pid)...)...)
 		if code != exitError {
 			t.Errorf("%v: exit %d %q", args, code, stderr)
 		}
@@ -129,7 +129,7 @@ func TestLiveLoopWindows(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("a refused loop wrote files: %v", entries)
 	}
-	_, stderr, code := cli(t, nil, "profile", "--lib", lib, "--loop", "1s", "-d", "3s", "-f", filepath.Join(dir, "w-%t.collapsed"), pid)
+	_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--loop", "1s", "-d", "3s", "-f", filepath.Join(dir, "w-%t.collapsed"), pid)
 	if code != 0 {
 		t.Fatalf("loop: exit %d %s", code, stderr)
 	}
@@ -204,7 +204,7 @@ func TestLivePprofNamesNothing(t *testing.T) {
 	tmp, outDir := t.TempDir(), t.TempDir()
 	out := filepath.Join(outDir, "cpu.pb.gz")
 	stop := watchCreates(t, tmp, outDir)
-	stdout, stderr, code := cli(t, []string{"TMPDIR=" + tmp}, "profile", "--lib", lib, "-e", "itimer", "-d", "1", "-o", "pprof", "-f", out, fmt.Sprint(p.PID))
+	stdout, stderr, code := cli(t, []string{"TMPDIR=" + tmp}, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-o", "pprof", "-f", out, fmt.Sprint(p.PID))
 	created := stop()
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, stdout, stderr)

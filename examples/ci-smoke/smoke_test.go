@@ -98,7 +98,7 @@ func TestServiceCanBeProfiledSafely(t *testing.T) {
 
 	// 2. A short profile works.
 	profile := filepath.Join(dir, "profile.collapsed")
-	if out, err := exec.Command(safeattach, "profile", "--lib", agent, "-d", "2", "-f", profile, pid).CombinedOutput(); err != nil {
+	if out, err := exec.Command(safeattach, "profile", "--agent", agent, "-d", "2", "-f", profile, pid).CombinedOutput(); err != nil {
 		t.Fatalf("profile: %v\n%s", err, out)
 	}
 	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 {

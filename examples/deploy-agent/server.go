@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/budget"
 	"github.com/safeattach/safeattach/conflicts"
@@ -276,7 +277,7 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
 	defer stopOnShutdown()
 	res, err := attach.Profile(ctx, req.PID, attach.ProfileRequest{
-		Lib: s.cfg.Lib, Event: req.Event, Duration: d, Format: req.Format,
+		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Duration: d, Format: req.Format,
 		Output: out.Name() + "." + req.Format, Options: s.options(r),
 	})
 	defer os.Remove(out.Name() + "." + req.Format)
@@ -329,7 +330,7 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss, err := attach.OpenSession(r.Context(), req.PID, attach.ProfileRequest{
-		Lib: s.cfg.Lib, Event: req.Event, Format: "collapsed", Options: s.options(r),
+		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: "collapsed", Options: s.options(r),
 		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: attach.AutoStopFor(window),
 	})
 	if err == nil {
