@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
@@ -25,16 +26,25 @@ type Result struct {
 	// Output is what the JVM replied (the load's return text, the jcmd
 	// output).
 	Output string `json:"output"`
-	// Duration is the whole call's; DurationMS the same in milliseconds,
-	// the unit of every duration safeattach prints or logs.
-	Duration   time.Duration `json:"-"`
-	DurationMS int64         `json:"duration_ms"`
+	// Duration is the whole call's.
+	Duration Elapsed `json:"duration_ms"`
 	// LoadedFrom is the path the JVM was told to load (inside its own
 	// root): the content-addressed copy of the judged bytes, the copy it
 	// already had, or the original where only root can change it.
 	LoadedFrom string `json:"loaded_from,omitempty"`
 	// Healthy is set when the post-attach check got an answer.
 	Healthy bool `json:"healthy"`
+}
+
+// Elapsed is a duration that JSON writes in whole milliseconds, the unit
+// of every duration safeattach prints or logs.
+type Elapsed time.Duration
+
+func (e Elapsed) String() string { return time.Duration(e).String() }
+
+// MarshalJSON writes the milliseconds.
+func (e Elapsed) MarshalJSON() ([]byte, error) {
+	return strconv.AppendInt(nil, time.Duration(e).Milliseconds(), 10), nil
 }
 
 // call is one attach operation in progress.
@@ -255,7 +265,7 @@ func (c *call) watched(ctx context.Context, step string, fn func(context.Context
 		interval = diagnose.DefaultWatchInterval
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	var report *diagnose.Report
+	var report *diagnose.HangReport
 	done := make(chan struct{})
 	// The watcher starts only once the step has lasted one interval:
 	// most steps take a millisecond, and a goroutine started for each
@@ -383,8 +393,7 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 
 // took records the call's duration.
 func (r *Result) took(start time.Time) {
-	r.Duration = time.Since(start)
-	r.DurationMS = r.Duration.Milliseconds()
+	r.Duration = Elapsed(time.Since(start))
 }
 
 // session is an open attach to a judged target with the agent delivered.

@@ -58,7 +58,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	c.ctx = ctx
 	c.deadline, _ = sctx.Deadline()
 	defer func() { c.finish(err) }()
-	res = &ProfileResult{Result: ss.Verdict(), Event: ss.Event(), Format: ss.format}
+	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format}
 	err = ss.Start(sctx)
 	res.AgentLog = ss.LastLog()
 	if err != nil {

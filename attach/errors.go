@@ -44,7 +44,7 @@ type HangError struct {
 	PID int
 	// Step is what was waited for: "load", "health check", "jcmd"...
 	Step   string
-	Report *diagnose.Report
+	Report *diagnose.HangReport
 	Err    error
 }
 

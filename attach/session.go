@@ -149,8 +149,9 @@ func profilesCPU(o asprof.Options) bool {
 // running profile, the format it was started with).
 func (ss *Session) Format() string { return ss.format }
 
-// Verdict is the judgement the session was opened under.
-func (ss *Session) Verdict() Result {
+// Result is the judgement the session was opened under, the agent as
+// judged and the path the JVM loads it from.
+func (ss *Session) Result() Result {
 	return Result{PID: ss.pid, Verdict: ss.c.verdict, Agent: ss.c.agent, LoadedFrom: ss.s.agentPath}
 }
 

@@ -68,7 +68,7 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 	if maps := mapsOfPID(t, p.PID); strings.Count(maps, "liblookalike_fixed.so") == 0 {
 		t.Error("the agent is not mapped")
 	}
-	if res := ss.Verdict(); !strings.HasPrefix(res.LoadedFrom, "/") {
+	if res := ss.Result(); !strings.HasPrefix(res.LoadedFrom, "/") {
 		t.Errorf("loaded from %q", res.LoadedFrom)
 	}
 	// A profiler another session runs is not restarted: it is refused

@@ -14,29 +14,30 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
-// Verdict is the judgement on the process as a whole.
-type Verdict string
+// State is the judgement on the process as a whole (its JSON name is
+// "verdict").
+type State string
 
-// Verdicts on the process as a whole.
+// States of the process as a whole.
 const (
 	// Hung: no thread makes progress: (almost) no CPU over the sample and
 	// every thread blocked.
-	Hung Verdict = "hung"
+	Hung State = "hung"
 	// Busy: threads consume CPU; an unanswered request is slow, not stuck.
-	Busy Verdict = "busy"
+	Busy State = "busy"
 	// Idle: little CPU but some threads are not blocked in the kernel
 	// (running or runnable between samples).
-	Idle Verdict = "idle"
+	Idle State = "idle"
 )
 
-func (v Verdict) String() string { return string(v) }
+func (v State) String() string { return string(v) }
 
 // MarshalText implements encoding.TextMarshaler.
-func (v Verdict) MarshalText() ([]byte, error) { return []byte(v), nil }
+func (v State) MarshalText() ([]byte, error) { return []byte(v), nil }
 
 // UnmarshalText accepts only hung, busy and idle.
-func (v *Verdict) UnmarshalText(b []byte) error {
-	switch x := Verdict(b); x {
+func (v *State) UnmarshalText(b []byte) error {
+	switch x := State(b); x {
 	case Hung, Busy, Idle:
 		*v = x
 		return nil
@@ -80,10 +81,10 @@ type Options struct {
 type ELFCache = elfx.Cache
 
 // Report is a hang report.
-type Report struct {
+type HangReport struct {
 	PID     int     `json:"pid"`
 	Name    string  `json:"name"`
-	Verdict Verdict `json:"verdict"`
+	State State `json:"verdict"`
 	// CPUTicks is the process's user+system time over SampleMillis, in
 	// clock ticks (USER_HZ, normally 100 per second per busy CPU).
 	CPUTicks     uint64        `json:"cpu_ticks"`
@@ -139,7 +140,7 @@ type FutexGroup struct {
 }
 
 // Diagnose samples the process pid and explains what its threads do.
-func Diagnose(ctx context.Context, pid int, opts Options) (*Report, error) {
+func Diagnose(ctx context.Context, pid int, opts Options) (*HangReport, error) {
 	opts.defaults()
 	p := proc.NewFS(opts.ProcRoot).Proc(pid)
 	st, err := p.Status()
@@ -176,12 +177,12 @@ func (o *Options) defaults() {
 
 // analyse reads every thread now and judges the process, with CPU use
 // measured from before (taken at start).
-func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Time, opts Options) (*Report, error) {
+func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Time, opts Options) (*HangReport, error) {
 	after, err := taskTicks(p)
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{PID: p.PID, Name: name, SampleMillis: time.Since(start).Milliseconds()}
+	r := &HangReport{PID: p.PID, Name: name, SampleMillis: time.Since(start).Milliseconds()}
 	sym := newSymbolizer(p, archOf(p.Path("exe")), opts.ELFCache)
 	defer sym.close()
 	tids := make([]int, 0, len(after))
@@ -266,7 +267,7 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func (r *Report) groupFutexes(sym *symbolizer) {
+func (r *HangReport) groupFutexes(sym *symbolizer) {
 	byAddr := map[uint64]*FutexGroup{}
 	for _, t := range r.Threads {
 		if t.FutexAddr == 0 {
@@ -297,7 +298,7 @@ func (r *Report) groupFutexes(sym *symbolizer) {
 const ticksPerSecondHung = 3
 
 // judge sets the verdict and conclusion from the threads.
-func (r *Report) judge() {
+func (r *HangReport) judge() {
 	blocked, running, inFutex := 0, 0, 0
 	for _, t := range r.Threads {
 		switch {
@@ -316,14 +317,14 @@ func (r *Report) judge() {
 	case perSecond >= 20, running > 0 && perSecond > ticksPerSecondHung:
 		// Using CPU, or wanting it: threads in state R on a loaded
 		// machine get fewer ticks than they ask for, and are not idle.
-		r.Verdict = Busy
+		r.State = Busy
 	case perSecond <= ticksPerSecondHung && (r.Pattern != "" || r.contended()):
 		// No progress, and threads queue on a shared lock (or a known
 		// pattern): stuck. An idle process also uses no CPU, but its
 		// threads each wait on their own condition.
-		r.Verdict = Hung
+		r.State = Hung
 	default:
-		r.Verdict = Idle
+		r.State = Idle
 	}
 	r.Summary = append(r.Summary, SummaryLine{len(r.Threads), "threads"})
 	r.Summary = append(r.Summary, SummaryLine{inFutex, "waiting on a futex"})
@@ -340,7 +341,7 @@ func (r *Report) judge() {
 		}
 	}
 	if r.Conclusion == "" {
-		switch r.Verdict {
+		switch r.State {
 		case Hung:
 			r.Conclusion = fmt.Sprintf("no progress: %d ticks of CPU in %d ms and every thread blocked (%d on futexes); the process is deadlocked or waiting for something outside it", r.CPUTicks, r.SampleMillis, inFutex)
 		case Busy:
@@ -365,7 +366,7 @@ func (t Thread) mentions(s string) bool {
 
 // contended reports whether three or more threads wait on one futex
 // inside a library's memory: a lock, not a private condition variable.
-func (r *Report) contended() bool {
+func (r *HangReport) contended() bool {
 	for _, g := range r.Futexes {
 		if len(g.Threads) >= 3 && strings.Contains(g.Where, ".so") {
 			return true
@@ -379,7 +380,7 @@ func (r *Report) contended() bool {
 // lock, waits for a lock of the unwinder or the allocator (lock B); a
 // thread holding B, inside the unwinder, waits for the loader lock
 // (a futex in ld-linux's _rtld_global). Other threads queue on B.
-func (r *Report) recognise(noProgress bool) (pattern, conclusion string) {
+func (r *HangReport) recognise(noProgress bool) (pattern, conclusion string) {
 	if !noProgress {
 		return r.recogniseStuckAgent()
 	}
@@ -445,7 +446,7 @@ func (r *Report) recognise(noProgress bool) (pattern, conclusion string) {
 		holder.TID, holder.Name, owner, lockB, strings.Join(names, ", "), queued, issue)
 }
 
-func (r *Report) futexWhere(addr uint64, marks ...string) bool {
+func (r *HangReport) futexWhere(addr uint64, marks ...string) bool {
 	for _, g := range r.Futexes {
 		if g.Addr != addr {
 			continue
@@ -461,7 +462,7 @@ func (r *Report) futexWhere(addr uint64, marks ...string) bool {
 
 // recogniseStuckAgent names an agent that never returned from
 // Agent_OnAttach: the Attach Listener thread has it on its stack.
-func (r *Report) recogniseStuckAgent() (pattern, conclusion string) {
+func (r *HangReport) recogniseStuckAgent() (pattern, conclusion string) {
 	for _, t := range r.Threads {
 		if t.Name != "Attach Listener" {
 			continue

@@ -11,9 +11,9 @@ import (
 
 // incidentReport is a hang as sampled from a real tcmalloc deadlock,
 // reduced to the threads that matter.
-func incidentReport() *Report {
+func incidentReport() *HangReport {
 	const loaderLock, unwindLock = 0x7f0000001000, 0x7f0000002000
-	r := &Report{PID: 1, Name: "java", CPUTicks: 0, SampleMillis: 1000, Threads: []Thread{
+	r := &HangReport{PID: 1, Name: "java", CPUTicks: 0, SampleMillis: 1000, Threads: []Thread{
 		{TID: 10, Name: "Attach Listener", State: "sleeping", Syscall: "futex", FutexAddr: unwindLock,
 			Where: "libc.so.6+0x8612b", Callers: []string{"libunwind.so.8.0.1 (_ULx86_64_step+0x37)", "libtcmalloc.so.4.5.10+0x35c7b", "liblookalike_affected.so+0x1234", "libc.so.6 (dl_iterate_phdr+0x1a2)"}},
 		{TID: 11, Name: "churn-0", State: "sleeping", Syscall: "futex", FutexAddr: loaderLock,
@@ -31,8 +31,8 @@ func incidentReport() *Report {
 func TestRecognisesTheIncident(t *testing.T) {
 	r := incidentReport()
 	r.judge()
-	if r.Verdict != Hung || r.Pattern != "loader-lock-allocator-deadlock" {
-		t.Fatalf("verdict %s pattern %q: %s", r.Verdict, r.Pattern, r.Conclusion)
+	if r.State != Hung || r.Pattern != "loader-lock-allocator-deadlock" {
+		t.Fatalf("verdict %s pattern %q: %s", r.State, r.Pattern, r.Conclusion)
 	}
 	for _, want := range []string{"thread 10 (Attach Listener)", "libunwind's lock", "11 (churn-0)", "#1151"} {
 		if !strings.Contains(r.Conclusion, want) {
@@ -64,22 +64,22 @@ func TestBusyIsNotHung(t *testing.T) {
 	r := incidentReport()
 	r.CPUTicks = 150 // the same stacks, but the process makes progress
 	r.judge()
-	if r.Verdict != Busy || r.Pattern == "loader-lock-allocator-deadlock" {
-		t.Fatalf("verdict %s pattern %q", r.Verdict, r.Pattern)
+	if r.State != Busy || r.Pattern == "loader-lock-allocator-deadlock" {
+		t.Fatalf("verdict %s pattern %q", r.State, r.Pattern)
 	}
 }
 
 func TestIdleIsNotHung(t *testing.T) {
 	// Every thread waits on its own condition: an idle process.
-	r := &Report{SampleMillis: 1000, Threads: []Thread{
+	r := &HangReport{SampleMillis: 1000, Threads: []Thread{
 		{TID: 1, Name: "main", Syscall: "futex", FutexAddr: 0x1000},
 		{TID: 2, Name: "GC", Syscall: "futex", FutexAddr: 0x2000},
 		{TID: 3, Name: "VM Thread", Syscall: "futex", FutexAddr: 0x3000},
 	}}
 	r.Futexes = []FutexGroup{{Addr: 0x1000, Where: "[heap]", Threads: []int{1}}, {Addr: 0x2000, Where: "[heap]", Threads: []int{2}}, {Addr: 0x3000, Where: "[heap]", Threads: []int{3}}}
 	r.judge()
-	if r.Verdict != Idle {
-		t.Fatalf("verdict %s: %s", r.Verdict, r.Conclusion)
+	if r.State != Idle {
+		t.Fatalf("verdict %s: %s", r.State, r.Conclusion)
 	}
 }
 
@@ -87,24 +87,24 @@ func TestIdleIsNotHung(t *testing.T) {
 // 14 ticks in 721 ms (under the 20/s of a busy process): wanting CPU is
 // busy, not idle.
 func TestStarvedThreadsAreBusy(t *testing.T) {
-	r := &Report{SampleMillis: 721, CPUTicks: 14, Threads: []Thread{
+	r := &HangReport{SampleMillis: 721, CPUTicks: 14, Threads: []Thread{
 		{TID: 1, Name: "main", Syscall: "futex", FutexAddr: 0x1000},
 		{TID: 20, Name: "worker-0", State: "running"},
 		{TID: 21, Name: "worker-1", State: "running"},
 	}}
 	r.judge()
-	if r.Verdict != Busy {
-		t.Fatalf("verdict %s: %s", r.Verdict, r.Conclusion)
+	if r.State != Busy {
+		t.Fatalf("verdict %s: %s", r.State, r.Conclusion)
 	}
 }
 
 func TestStuckAgent(t *testing.T) {
-	r := &Report{SampleMillis: 1000, Threads: []Thread{
+	r := &HangReport{SampleMillis: 1000, Threads: []Thread{
 		{TID: 7, Name: "Attach Listener", Syscall: "pause", Where: "libc.so.6 (pause+0x32)", Callers: []string{"libblock.so (Agent_OnAttach+0x19)", "libjvm.so+0xa2dab3"}},
 	}}
 	r.judge()
-	if r.Verdict != Hung || r.Pattern != "agent-stuck-in-onattach" || !strings.Contains(r.Conclusion, "libblock.so (Agent_OnAttach+0x19)") {
-		t.Fatalf("%s %s: %s", r.Verdict, r.Pattern, r.Conclusion)
+	if r.State != Hung || r.Pattern != "agent-stuck-in-onattach" || !strings.Contains(r.Conclusion, "libblock.so (Agent_OnAttach+0x19)") {
+		t.Fatalf("%s %s: %s", r.State, r.Pattern, r.Conclusion)
 	}
 }
 
@@ -113,7 +113,7 @@ func TestStuckAgent(t *testing.T) {
 func TestLiveIdleAndBusyJVMs(t *testing.T) {
 	for _, c := range []struct {
 		workers int
-		want    Verdict
+		want    State
 	}{{0, Idle}, {2, Busy}} {
 		t.Run(string(c.want), func(t *testing.T) {
 			t.Parallel()
@@ -123,8 +123,8 @@ func TestLiveIdleAndBusyJVMs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Verdict != c.want {
-				t.Errorf("verdict %s, want %s: %s", r.Verdict, c.want, r.Conclusion)
+			if r.State != c.want {
+				t.Errorf("verdict %s, want %s: %s", r.State, c.want, r.Conclusion)
 			}
 			names := map[string]bool{}
 			symbolised := false

@@ -81,11 +81,11 @@ func TestFixtureSyscallTablesPerArchitecture(t *testing.T) {
 				}
 			}
 			if tc.futex {
-				if r.Verdict != Hung || len(r.Futexes) != 1 || r.Futexes[0].Where != "the .bss of libunwind.so.8.0.1" {
-					t.Errorf("verdict %s, futexes %+v", r.Verdict, r.Futexes)
+				if r.State != Hung || len(r.Futexes) != 1 || r.Futexes[0].Where != "the .bss of libunwind.so.8.0.1" {
+					t.Errorf("verdict %s, futexes %+v", r.State, r.Futexes)
 				}
-			} else if r.Verdict == Hung {
-				t.Errorf("no lock, yet %s: %s", r.Verdict, r.Conclusion)
+			} else if r.State == Hung {
+				t.Errorf("no lock, yet %s: %s", r.State, r.Conclusion)
 			}
 		})
 	}

@@ -36,7 +36,7 @@ type WatchOptions struct {
 // Cost: a cheap sample reads one small file per thread; a full analysis
 // (every thread's syscall, wait channel, symbolised PC and stack) runs
 // only while the process makes no progress.
-func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
+func Watch(ctx context.Context, pid int, opts WatchOptions) (*HangReport, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultWatchInterval
 	}
@@ -85,7 +85,7 @@ func Watch(ctx context.Context, pid int, opts WatchOptions) (*Report, error) {
 			name = st.Name
 		}
 		r, err := analyse(p, name, stillBase, stillFrom, opts.Options)
-		if err != nil || r.Verdict != Hung || r.Pattern != PatternLoaderLock {
+		if err != nil || r.State != Hung || r.Pattern != PatternLoaderLock {
 			seenSince = time.Time{}
 			continue
 		}

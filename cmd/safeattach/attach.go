@@ -115,7 +115,7 @@ func newLoadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", args[1], pid, res.Duration.Round(time.Millisecond))
+			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", args[1], pid, time.Duration(res.Duration).Round(time.Millisecond))
 			if out := strings.TrimSpace(res.Output); out != "" {
 				fmt.Fprintln(w, out)
 			}

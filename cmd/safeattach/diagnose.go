@@ -42,7 +42,7 @@ func newDiagnoseCmd() *cobra.Command {
 			} else {
 				printHangReport(cmd.OutOrStdout(), r)
 			}
-			if err == nil && r.Verdict == diagnose.Hung {
+			if err == nil && r.State == diagnose.Hung {
 				return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
 			}
 			return err
@@ -87,8 +87,8 @@ func watchProcess(cmd *cobra.Command, pid int, d time.Duration, asJSON bool) err
 
 // printHangReport prints the conclusion first, then locks shared by
 // several threads, then each thread that is not simply idle-waiting.
-func printHangReport(w io.Writer, r *diagnose.Report) {
-	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(string(r.Verdict)))
+func printHangReport(w io.Writer, r *diagnose.HangReport) {
+	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(string(r.State)))
 	fmt.Fprintf(w, "  %s\n", r.Conclusion)
 	var parts []string
 	for _, s := range r.Summary {

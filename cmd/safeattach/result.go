@@ -32,7 +32,7 @@ type result struct {
 	Output        string             `json:"output,omitempty"`
 	AgentLog      []string           `json:"agent_log,omitempty"`
 	Profile       *profileResult     `json:"profile,omitempty"`
-	HangReport    *diagnose.Report   `json:"hang_report,omitempty"`
+	HangReport    *diagnose.HangReport   `json:"hang_report,omitempty"`
 	Healthy       bool               `json:"healthy"`
 	DurationMS    int64              `json:"duration_ms"`
 }
@@ -63,8 +63,8 @@ func newResult(command string, pid int, start time.Time, res *attach.Result, err
 	if res != nil {
 		v := res.Verdict
 		r.Verdict, r.Agent, r.LoadedFrom, r.Output, r.Healthy = &v, res.Agent, res.LoadedFrom, res.Output, res.Healthy
-		if res.DurationMS > 0 {
-			r.DurationMS = res.DurationMS
+		if res.Duration > 0 {
+			r.DurationMS = time.Duration(res.Duration).Milliseconds()
 		}
 	}
 	return r
