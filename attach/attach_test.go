@@ -19,6 +19,7 @@ import (
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/outfile"
 )
 
 func socketPath(pid int) string { return fmt.Sprintf("/tmp/.java_pid%d", pid) }
@@ -385,16 +386,16 @@ func copyTo(src, dst string) (int64, error) {
 		return 0, err
 	}
 	defer h.Close()
-	out, err := prepareOutput(dst, 0, nil)
+	out, err := outfile.Prepare(dst, 0, nil)
 	if err != nil {
 		return 0, err
 	}
-	defer out.discard()
+	defer out.Discard()
 	n, err := copyOutput(out, h, DefaultMaxOutput)
 	if err != nil {
 		return n, err
 	}
-	return n, out.commit()
+	return n, out.Commit()
 }
 
 func TestProfileWriteFailureLosesNothing(t *testing.T) {
@@ -451,7 +452,7 @@ func TestOutputDestinationsRefused(t *testing.T) {
 	fifo := filepath.Join(dir, "fifo")
 	unix.Mkfifo(fifo, 0o600)
 	for _, dst := range []string{link, "/dev/null", fifo, dir} {
-		if _, err := prepareOutput(dst, 0, nil); err == nil || !strings.Contains(err.Error(), "refusing to replace") {
+		if _, err := outfile.Prepare(dst, 0, nil); err == nil || !strings.Contains(err.Error(), "refusing to replace") {
 			t.Errorf("%s: %v", dst, err)
 		}
 	}
@@ -473,14 +474,14 @@ func TestOutputDestinationsRefused(t *testing.T) {
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, []byte("profile"), 0o600)
 	dst := filepath.Join(dir, "profile.txt")
-	out, err := prepareOutput(dst, 0, &FileOwner{UID: 65534, GID: 65534})
+	out, err := outfile.Prepare(dst, 0, &outfile.Owner{UID: 65534, GID: 65534})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := out.Write([]byte("profile")); err != nil {
 		t.Fatal(err)
 	}
-	if err := out.commit(); err != nil {
+	if err := out.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Stat(dst, &st); err != nil || st.Mode&0o777 != 0o644 || st.Uid != 65534 && os.Geteuid() == 0 {

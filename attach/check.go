@@ -11,14 +11,14 @@ import (
 // FindAgent describes the agent a call is about: the library at path;
 // with no path, the installed async-profiler ($ASYNC_PROFILER_HOME, asprof
 // on PATH, the usual install locations); with none installed, the worst
-// plausible agent (conflicts.AssumedAgent), whose evidence says what was
+// plausible agent (assumedAgent), whose evidence says what was
 // searched. Only a path that cannot be read at all under ctx is an error;
 // a missing or unusable file is described for the rules to refuse.
 func FindAgent(ctx context.Context, path string) (*preflight.Agent, error) {
 	if path == "" {
-		found, searched := preflight.FindAsyncProfiler()
+		found, searched := findInstalled()
 		if found == "" {
-			a := conflicts.AssumedAgent()
+			a := assumedAgent()
 			a.Evidence = append(a.Evidence, "searched "+strings.Join(searched, ", "))
 			return a, nil
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/safeattach/safeattach/outfile"
 )
 
 // AutoStopFor is the AutoStop for a profile of d: d plus a slack, long
@@ -30,12 +32,12 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
 		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
 	}
-	var out *OutputFile
+	var out *outfile.File
 	if req.Writer == nil {
-		if out, err = prepareOutput(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
 			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
 		}
-		defer out.discard()
+		defer out.Discard()
 	}
 	// The session's own deadline covers the whole profile; cancelling the
 	// caller's ctx ends only the waiting, not the clean stop.
@@ -67,7 +69,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	res.Cancelled = wait(ctx, sctx, req)
 	var dst io.Writer = req.Writer
 	if dst == nil {
-		dst = out.tmp
+		dst = out
 	}
 	res.Bytes, err = ss.Stop(sctx, dst)
 	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
@@ -75,7 +77,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		return res, fmt.Errorf("profile: %w", err)
 	}
 	if out != nil {
-		if err := out.commit(); err != nil {
+		if err := out.Commit(); err != nil {
 			return res, fmt.Errorf("profile: %w", err)
 		}
 		res.Output = req.Output

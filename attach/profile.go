@@ -2,20 +2,15 @@ package attach
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/internal/safefile"
+	"github.com/safeattach/safeattach/outfile"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -44,7 +39,7 @@ type ProfileRequest struct {
 	OutputMode os.FileMode
 	// OutputOwner, if set, owns the new file (the invoking user under
 	// sudo); otherwise it belongs to the caller.
-	OutputOwner *FileOwner
+	OutputOwner *outfile.Owner
 	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
 	// from Output's extension as asprof does.
 	Format string
@@ -82,9 +77,6 @@ type ProfileRequest struct {
 	// session including Duration.
 	Options Options
 }
-
-// FileOwner is an output file's owner.
-type FileOwner struct{ UID, GID int }
 
 // ProfileResult is a finished profile.
 type ProfileResult struct {
@@ -139,43 +131,6 @@ func extensionFor(format string) string {
 		return ".collapsed"
 	}
 	return ".txt"
-}
-
-// ExpandOutputName expands asprof's placeholders in an output file name:
-// %p the pid, %t the time (YYYYMMDD-hhmmss), %n{MAX} a sequence number
-// modulo MAX (or n itself with a bare %n), %% a percent sign.
-func ExpandOutputName(name string, pid int, t time.Time, n int) string {
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		if name[i] != '%' || i+1 == len(name) {
-			b.WriteByte(name[i])
-			continue
-		}
-		i++
-		switch name[i] {
-		case 'p':
-			fmt.Fprint(&b, pid)
-		case 't':
-			b.WriteString(t.Format("20060102-150405"))
-		case '%':
-			b.WriteByte('%')
-		case 'n':
-			seq := n
-			if i+1 < len(name) && name[i+1] == '{' {
-				if end := strings.IndexByte(name[i+1:], '}'); end > 0 {
-					if max, err := strconv.Atoi(name[i+2 : i+1+end]); err == nil && max > 0 {
-						seq = n % max
-					}
-					i += 1 + end
-				}
-			}
-			fmt.Fprint(&b, seq)
-		default:
-			b.WriteByte('%')
-			b.WriteByte(name[i])
-		}
-	}
-	return b.String()
 }
 
 // wait sleeps for the profile's duration, reporting progress, and returns
@@ -247,100 +202,3 @@ func (e *AgentSaidError) Unwrap() error { return e.Err }
 // duration: inspection, delivery, start, stop and the health check of an
 // idle JVM take well under a second here; twice that leaves room.
 const MinProfileOverhead = 2 * time.Second
-
-// OutputFile is the user's output, prepared before the attach: a
-// temporary file beside the destination, renamed over it once complete
-// (a full disk or an interrupted run leaves what was there before).
-type OutputFile struct {
-	dst string
-	tmp *os.File
-}
-
-// PrepareOutput refuses a destination that is not absent or a regular
-// file, and proves the directory writable by creating the temporary file
-// — before anything touches the JVM. Commit or Discard it.
-func PrepareOutput(dst string, mode os.FileMode, owner *FileOwner) (*OutputFile, error) {
-	return prepareOutput(dst, mode, owner)
-}
-
-func prepareOutput(dst string, mode os.FileMode, owner *FileOwner) (*OutputFile, error) {
-	if mode == 0 {
-		mode = 0o644
-	}
-	if err := checkDestination(dst); err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
-	if err != nil {
-		return nil, fmt.Errorf("cannot write the output: %w", err)
-	}
-	err = tmp.Chmod(mode)
-	if err == nil && owner != nil {
-		err = tmp.Chown(owner.UID, owner.GID)
-	}
-	if err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return nil, fmt.Errorf("prepare %s: %w", dst, err)
-	}
-	return &OutputFile{dst: dst, tmp: tmp}, nil
-}
-
-// checkDestination allows an absent path or a regular file, nothing that
-// a rename would replace with surprising effect (a symlink to
-// /dev/stdout, a device, a FIFO, a directory).
-func checkDestination(dst string) error {
-	var st unix.Stat_t
-	err := unix.Lstat(dst, &st)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return nil
-	case err != nil:
-		return fmt.Errorf("%s: %w", dst, err)
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%s is %s; refusing to replace it (give a regular file, or - for standard output)", dst, safefile.TypeName(st.Mode))
-	}
-	return nil
-}
-
-// commit syncs what was written into the temporary file and renames
-// it into place.
-func (o *OutputFile) commit() error {
-	err := o.tmp.Sync()
-	if err == nil {
-		err = checkDestination(o.dst)
-	}
-	if cerr := o.tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(o.tmp.Name(), o.dst)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", o.dst, err)
-	}
-	o.tmp = nil
-	return nil
-}
-
-// Name is the destination path.
-func (o *OutputFile) Name() string { return o.dst }
-
-// Write writes into the temporary file (the destination is untouched
-// until Commit).
-func (o *OutputFile) Write(p []byte) (int, error) { return o.tmp.Write(p) }
-
-// Commit renames what was written into place.
-func (o *OutputFile) Commit() error { return o.commit() }
-
-// Discard removes the temporary file unless it was committed.
-func (o *OutputFile) Discard() { o.discard() }
-
-// discard removes the temporary file unless it was committed.
-func (o *OutputFile) discard() {
-	if o == nil || o.tmp == nil {
-		return
-	}
-	o.tmp.Close()
-	os.Remove(o.tmp.Name())
-}

@@ -83,7 +83,7 @@ func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*
 	lib := req.Lib
 	if lib == "" {
 		var searched []string
-		if lib, searched = preflight.FindAsyncProfiler(); lib == "" {
+		if lib, searched = findInstalled(); lib == "" {
 			return nil, fmt.Errorf("no async-profiler found (searched %s); give its library with --lib", strings.Join(searched, ", "))
 		}
 	}

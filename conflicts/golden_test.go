@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "rewrite the golden verdicts in testdata
 type goldenCase struct {
 	name   string
 	report string // testdata/reports/<report>.json
-	agent  string // testdata/agents/<agent>.json; "" for none; "assumed" for the worst plausible
+	agent  string // testdata/agents/<agent>.json; "" for none; "assumed" is what attach.FindAgent assumes when none is given
 	policy Policy
 	// The rule IDs that must appear with each severity, beyond the golden
 	// file itself: the golden file pins the wording, this pins the intent.
@@ -103,8 +103,6 @@ func TestGoldenVerdicts(t *testing.T) {
 			var agent *preflight.Agent
 			switch c.agent {
 			case "":
-			case "assumed":
-				agent = AssumedAgent()
 			default:
 				agent = loadJSON[preflight.Agent](t, filepath.Join("testdata/agents", c.agent+".json"))
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
+	"github.com/safeattach/safeattach/outfile"
 	"github.com/spf13/cobra"
 )
 
@@ -73,7 +74,7 @@ profiler keeps running in the JVM between them).`,
 				req.Output, req.Writer = "", cmd.OutOrStdout()
 			default:
 				if loop == "" { // --loop names each window's file itself
-					req.Output = attach.ExpandOutputName(req.Output, pid, time.Now(), 0)
+					req.Output = outfile.Expand(req.Output, pid, time.Now(), 0)
 				}
 			}
 			mode, err := strconv.ParseUint(modeFlag, 8, 32)
@@ -203,7 +204,7 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if err != nil {
 		return err
 	}
-	sink, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
+	sink, err := outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner)
 	if err != nil {
 		return err
 	}
@@ -336,7 +337,7 @@ func profileOutput(ctx context.Context, ss *attach.Session, action string, req a
 		_, err := run(ctx, req.Writer)
 		return err
 	}
-	out, err := attach.PrepareOutput(req.Output, req.OutputMode, req.OutputOwner)
+	out, err := outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner)
 	if err != nil {
 		return err
 	}
@@ -366,7 +367,7 @@ func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window,
 	ctx := cmd.Context()
 	// The first window's file proves the output writable before the
 	// profiler is touched.
-	probe, err := attach.PrepareOutput(attach.ExpandOutputName(req.Output, pid, time.Now(), 0), req.OutputMode, req.OutputOwner)
+	probe, err := outfile.Prepare(outfile.Expand(req.Output, pid, time.Now(), 0), req.OutputMode, req.OutputOwner)
 	if err != nil {
 		return err
 	}
@@ -392,7 +393,7 @@ func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window,
 			return nil
 		}
 		name := names.next(w.From, w.N)
-		out, err := attach.PrepareOutput(name, req.OutputMode, req.OutputOwner)
+		out, err := outfile.Prepare(name, req.OutputMode, req.OutputOwner)
 		if err != nil {
 			return err
 		}
@@ -423,7 +424,7 @@ type windowNames struct {
 }
 
 func (w *windowNames) next(t time.Time, n int) string {
-	name := attach.ExpandOutputName(w.template, w.pid, t, n)
+	name := outfile.Expand(w.template, w.pid, t, n)
 	if w.used[name] && !strings.Contains(w.template, "%n{") {
 		ext := filepath.Ext(name)
 		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(name, ext), n, ext)
@@ -449,7 +450,7 @@ func parseDuration(s string) (time.Duration, error) {
 
 // sudoOwner is the invoking user under sudo, who should own the profile
 // rather than root.
-func sudoOwner() *attach.FileOwner {
+func sudoOwner() *outfile.Owner {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -458,7 +459,7 @@ func sudoOwner() *attach.FileOwner {
 	if err1 != nil || err2 != nil || uid <= 0 {
 		return nil
 	}
-	return &attach.FileOwner{UID: uid, GID: gid}
+	return &outfile.Owner{UID: uid, GID: gid}
 }
 
 func isTerminal(w io.Writer) bool {

@@ -20,21 +20,21 @@ const resultSchemaVersion = 1
 // that do not apply are left out; durations are milliseconds. The README
 // documents it field by field.
 type result struct {
-	SchemaVersion int                `json:"schema_version"`
-	Command       string             `json:"command"`
-	PID           int                `json:"pid"`
-	Outcome       attach.Outcome     `json:"outcome"`
-	ExitCode      int                `json:"exit_code"`
-	Error         string             `json:"error,omitempty"`
-	Verdict       *conflicts.Verdict `json:"verdict,omitempty"`
-	Agent         *preflight.Agent   `json:"agent,omitempty"`
-	LoadedFrom    string             `json:"loaded_from,omitempty"`
-	Output        string             `json:"output,omitempty"`
-	AgentLog      []string           `json:"agent_log,omitempty"`
-	Profile       *profileResult     `json:"profile,omitempty"`
-	HangReport    *diagnose.HangReport   `json:"hang_report,omitempty"`
-	Healthy       bool               `json:"healthy"`
-	DurationMS    int64              `json:"duration_ms"`
+	SchemaVersion int                  `json:"schema_version"`
+	Command       string               `json:"command"`
+	PID           int                  `json:"pid"`
+	Outcome       attach.Outcome       `json:"outcome"`
+	ExitCode      int                  `json:"exit_code"`
+	Error         string               `json:"error,omitempty"`
+	Verdict       *conflicts.Verdict   `json:"verdict,omitempty"`
+	Agent         *preflight.Agent     `json:"agent,omitempty"`
+	LoadedFrom    string               `json:"loaded_from,omitempty"`
+	Output        string               `json:"output,omitempty"`
+	AgentLog      []string             `json:"agent_log,omitempty"`
+	Profile       *profileResult       `json:"profile,omitempty"`
+	HangReport    *diagnose.HangReport `json:"hang_report,omitempty"`
+	Healthy       bool                 `json:"healthy"`
+	DurationMS    int64                `json:"duration_ms"`
 }
 
 type profileResult struct {

@@ -1,20 +1,26 @@
-package preflight
+package attach
 
 import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/safeattach/safeattach/preflight"
 )
+
+// Which agent a call is about, when the caller names none: the user's
+// async-profiler installation, else the worst plausible agent. FindAgent
+// (check.go) is the one public door to both.
 
 // asyncProfilerLib is the library's name inside every async-profiler
 // distribution (lib/ next to bin/asprof).
 const asyncProfilerLib = "libasyncProfiler.so"
 
-// FindAsyncProfiler looks for the user's async-profiler installation, in
+// findInstalled looks for the user's async-profiler installation, in
 // the order users expect: $ASYNC_PROFILER_HOME, an asprof on PATH, then
 // the usual install locations. It returns the library's path, or "" and
 // the places it looked.
-func FindAsyncProfiler() (path string, searched []string) {
+func findInstalled() (path string, searched []string) {
 	var candidates []string
 	if home := os.Getenv("ASYNC_PROFILER_HOME"); home != "" {
 		candidates = append(candidates, filepath.Join(home, "lib", asyncProfilerLib), filepath.Join(home, asyncProfilerLib))
@@ -38,4 +44,18 @@ func FindAsyncProfiler() (path string, searched []string) {
 		}
 	}
 	return "", searched
+}
+
+// assumedAgent stands in for an agent that was not given (check without
+// --agent and no async-profiler installation found): the worst plausible
+// one, an affected pre-4.0 async-profiler build, so that the
+// agent-dependent rules still speak, and say that they assumed.
+func assumedAgent() *preflight.Agent {
+	return &preflight.Agent{
+		Kind:             preflight.AgentAsyncProfiler,
+		Assumed:          true,
+		ImportsDlIterate: true,
+		Imports:          []string{"dl_iterate_phdr"},
+		Evidence:         []string{"no agent given and none installed: assuming the worst plausible agent, an async-profiler build that allocates under the loader lock"},
+	}
 }
