@@ -436,12 +436,12 @@ func (c *call) open(ctx context.Context) (*session, error) {
 func (s *session) close() {
 	s.client.Target.Close()
 	s.delivery.release(s.c.pid, s.loaded)
-	if s.loaded && s.c.opts.CrashMemory != nil {
+	if s.loaded && s.c.opts.CrashMemory != nil && s.c.opts.CrashFollow != nil {
 		window := s.c.opts.CrashWindow
 		if window <= 0 {
 			window = DefaultCrashWindow
 		}
-		go crashmem.Watch(context.Background(), s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
+		go crashmem.Watch(s.c.opts.CrashFollow, s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 func TestLiveCrashMemory(t *testing.T) {
 	t.Parallel()
 	store := crashmem.Open(filepath.Join(t.TempDir(), "crashes.json"))
-	opts := Options{CrashMemory: store, CrashWindow: 30 * time.Second}
+	opts := Options{CrashMemory: store, CrashFollow: t.Context(), CrashWindow: 30 * time.Second}
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	crasher := testenv.BuildAgent(t, testenv.AgentCrashLater)
 	if _, err := Load(context.Background(), p.PID, crasher, "1", opts); err != nil {

@@ -154,11 +154,13 @@ func Watch(ctx context.Context, store *Store, r *preflight.Report, agent *prefli
 	}
 	defer unix.Close(pidfd)
 	procDir := filepath.Dir(r.Process.Root)
+	// The crash log is the target's file: its directories are resolved
+	// inside its root (the working directory is the process's own).
 	var dirs []int
-	for _, p := range []string{filepath.Join(procDir, "cwd"), filepath.Join(r.Process.Root, "tmp")} {
-		if fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-			dirs = append(dirs, fd)
-			defer unix.Close(fd)
+	for _, where := range [][2]string{{filepath.Join(procDir, "cwd"), "."}, {r.Process.Root, "/tmp"}} {
+		if d, err := safefile.OpenDirIn(ctx, where[0], where[1]); err == nil {
+			dirs = append(dirs, d.FD())
+			defer d.Close()
 		}
 	}
 	var st unix.Stat_t

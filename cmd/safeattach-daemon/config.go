@@ -47,9 +47,13 @@ type config struct {
 	// MaxWindowBytes caps one window read back from a JVM (default: half
 	// the read-back budget, which is a quarter of the daemon's memory
 	// limit).
-	MaxWindowBytes int64    `json:"max_window_bytes"`
-	RuleFiles      []string `json:"rule_files"`
-	Pyroscope      struct {
+	MaxWindowBytes int64 `json:"max_window_bytes"`
+	// CrashMemory, if set, is a file (on a hostPath, to outlive the pod)
+	// where the daemon remembers workloads that crashed after it attached
+	// and refuses them until acknowledged (crashed-after-attach).
+	CrashMemory string   `json:"crash_memory"`
+	RuleFiles   []string `json:"rule_files"`
+	Pyroscope   struct {
 		URL          string `json:"url"`
 		TenantID     string `json:"tenant_id"`
 		BasicUser    string `json:"basic_user"`

@@ -24,6 +24,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/budget"
+	"github.com/safeattach/safeattach/crashmem"
 	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/pyroscope"
@@ -109,10 +110,15 @@ func run() error {
 		}
 	}
 
+	opts := attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}
+	if cfg.CrashMemory != "" {
+		// Crashes are followed for as long as the daemon runs.
+		opts.CrashMemory, opts.CrashFollow = crashmem.Open(cfg.CrashMemory), ctx
+	}
 	d, err := fleet.New(fleet.Config{
 		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
-		Pusher: pusher, Options: attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}, Logger: log,
+		Pusher: pusher, Options: opts, Logger: log,
 		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
 	})
 	if err != nil {

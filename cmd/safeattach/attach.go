@@ -34,7 +34,7 @@ func (a *attachFlags) options(cmd *cobra.Command) (attach.Options, error) {
 	}
 	o := attach.Options{
 		Timeout: a.timeout, RuleFiles: a.pf.rules, Acks: a.pf.acks, Strict: a.pf.strict,
-		AllowAgents: a.pf.allow, DenyAgents: a.pf.deny, Caller: "cli:" + currentUser(),
+		AllowAgents: a.pf.allow, DenyAgents: a.pf.deny, Caller: "cli:" + currentUser(), CrashMemory: a.pf.options().CrashMemory,
 	}
 	if a.verbose {
 		o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/crashmem"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/spf13/cobra"
 )
@@ -39,10 +40,13 @@ type policyFlags struct {
 	deny    []string
 	// agentOptions are the options the agent will get (check only).
 	agentOptions string
+	// crashMemory is a crash memory file to consult (a daemon's).
+	crashMemory string
 }
 
 func (p *policyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&p.rules, "rules", nil, "extra rule file (repeatable)")
+	cmd.Flags().StringVar(&p.crashMemory, "crash-memory", "", "a crash memory file to consult (the daemon's crash_memory): workloads that crashed after an attach are refused until acknowledged")
 	cmd.Flags().StringArrayVar(&p.acks, "ack", nil, "acknowledge one blocking rule by ID (repeatable); there is no blanket override")
 	cmd.Flags().BoolVar(&p.strict, "strict", false, "treat warnings as blocks")
 	cmd.Flags().StringArrayVar(&p.allow, "allow-agent", nil, "admit only agents with this path or SHA-256 (repeatable)")
@@ -51,7 +55,13 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 
 // options are the policy flags as the library's options.
 func (p *policyFlags) options() attach.Options {
-	return attach.Options{Timeout: p.timeout, RuleFiles: p.rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}
+	o := attach.Options{Timeout: p.timeout, RuleFiles: p.rules, Acks: p.acks, Strict: p.strict, AllowAgents: p.allow, DenyAgents: p.deny}
+	if p.crashMemory != "" {
+		// Consulted only: a one-shot command cannot follow a JVM for
+		// minutes after it exits.
+		o.CrashMemory = crashmem.Open(p.crashMemory)
+	}
+	return o
 }
 
 func newCheckCmd() *cobra.Command {
