@@ -3,13 +3,19 @@ package preflight
 import (
 	"fmt"
 	"strconv"
-
-	"github.com/safeattach/safeattach/internal/proc"
 )
 
 // NamespaceID identifies a namespace the way the kernel does: the device
 // and inode of /proc/<pid>/ns/<kind>.
-type NamespaceID = proc.NamespaceID
+type NamespaceID struct {
+	Dev   uint64 `json:"dev"`
+	Inode uint64 `json:"inode"`
+}
+
+// IsZero reports whether the ID was never read.
+func (n NamespaceID) IsZero() bool { return n == NamespaceID{} }
+
+func (n NamespaceID) String() string { return fmt.Sprintf("%d:%d", n.Dev, n.Inode) }
 
 // parseEnum accepts b only if it is one of valid, or empty (the zero
 // value: not applicable, as for the state of an absent allocator): a

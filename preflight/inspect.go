@@ -23,6 +23,12 @@ import (
 // bytes. The one a daemon shares between inspections (and with
 // diagnose.Options.ELFCache, the same type) parses 200 JVMs' one
 // libjvm.so once.
+//
+// It is an alias of internal/elfx's cache, on purpose: preflight and
+// diagnose must take the same cache, and diagnose may not import
+// preflight (data flows one way), so the type lives below both. What a
+// caller uses of it is NewELFCache, Len and Stats (for its metrics) and
+// Reset; Probe is for this module's packages.
 type ELFCache = elfx.Cache
 
 // NewELFCache returns a cache of at most maxEntries probes and maxBytes of
@@ -205,7 +211,7 @@ func (in *inspection) inspectProcess() {
 	self := proc.NewFS(in.opts.ProcRoot).Self()
 	for _, ns := range []struct {
 		kind string
-		id   *proc.NamespaceID
+		id   *NamespaceID
 		same *bool
 	}{{"pid", &pr.PIDNamespace, &pr.SamePIDNamespace}, {"mnt", &pr.MountNamespace, &pr.SameMountNamespace}} {
 		id, err := in.p.Namespace(ns.kind)
@@ -213,7 +219,7 @@ func (in *inspection) inspectProcess() {
 			in.unknown("process."+ns.kind+"_namespace", "%v", err)
 			continue
 		}
-		*ns.id = id
+		*ns.id = NamespaceID(id)
 		if mine, err := self.Namespace(ns.kind); err == nil {
 			*ns.same = mine == id
 		}

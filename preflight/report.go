@@ -1,7 +1,5 @@
 package preflight
 
-import "github.com/safeattach/safeattach/internal/proc"
-
 // Tristate is yes, no or unknown.
 type Tristate string
 
@@ -105,11 +103,11 @@ type Process struct {
 	StartTime uint64 `json:"start_time"`
 	// NSPid is the pid inside the target's own pid namespace (what it
 	// calls itself, and what its attach files are named after).
-	NSPid              int              `json:"ns_pid"`
-	PIDNamespace       NamespaceID      `json:"pid_namespace"`
-	MountNamespace     proc.NamespaceID `json:"mount_namespace"`
-	SamePIDNamespace   bool             `json:"same_pid_namespace"`
-	SameMountNamespace bool             `json:"same_mount_namespace"`
+	NSPid              int         `json:"ns_pid"`
+	PIDNamespace       NamespaceID `json:"pid_namespace"`
+	MountNamespace     NamespaceID `json:"mount_namespace"`
+	SamePIDNamespace   bool        `json:"same_pid_namespace"`
+	SameMountNamespace bool        `json:"same_mount_namespace"`
 	// Root is the target's root directory seen from here
 	// (/proc/<pid>/root); Cwd is its working directory inside that root.
 	Root string `json:"root"`
