@@ -135,9 +135,9 @@ func (c *call) stillRunning() bool {
 
 // target builds the protocol's view of the inspected JVM, pinned to the
 // process that was inspected.
-func (c *call) target() (*hotspot.Target, error) {
+func (c *call) target() (*hotspot.JVM, error) {
 	pr := c.report.Process
-	t := hotspot.TargetOf("", c.pid, pr.NSPid, pr.StartTime, pr.UID.Effective, pr.GID.Effective)
+	t := hotspot.JVMOf("", c.pid, pr.NSPid, pr.StartTime, pr.UID.Effective, pr.GID.Effective)
 	t.Feature = c.report.JVM.Feature
 	if f, ok := c.report.JVM.Flags["AltTempDir"]; ok && f.Value != "" {
 		t.TmpDir = f.Value
@@ -434,7 +434,7 @@ func (c *call) open(ctx context.Context) (*session, error) {
 }
 
 func (s *session) close() {
-	s.client.Target.Close()
+	s.client.JVM.Close()
 	s.delivery.release(s.c.pid, s.loaded)
 	if s.loaded && s.c.opts.CrashMemory != nil && s.c.opts.CrashFollow != nil {
 		window := s.c.opts.CrashWindow

@@ -35,7 +35,7 @@ func BenchmarkJcmdWarm(b *testing.B) {
 		reportMedian(b, samples)
 	})
 	b.Run("protocol-only", func(b *testing.B) {
-		t, err := hotspot.NewTarget(p.PID)
+		t, err := hotspot.NewJVM(p.PID)
 		if err != nil {
 			b.Fatal(err)
 		}

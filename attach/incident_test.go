@@ -57,7 +57,7 @@ func startIncidentJVM(t *testing.T, s incidentSetup) *testenv.Process {
 
 // rawLoad is the unchecked path: the protocol alone, as jattach would do.
 func rawLoad(t *testing.T, pid int, agent string, deadline time.Duration) error {
-	tg, err := hotspot.NewTarget(pid)
+	tg, err := hotspot.NewJVM(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

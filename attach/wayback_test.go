@@ -241,7 +241,7 @@ func rawAgentLoad(t *testing.T, pid int, lib, options string) {
 			break
 		}
 	}
-	tg, err := hotspot.NewTarget(pid)
+	tg, err := hotspot.NewJVM(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

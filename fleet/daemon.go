@@ -287,7 +287,7 @@ func (d *Daemon) Sync(ctx context.Context) error {
 
 // consider starts profiling one container's JVM unless it is already
 // profiled or was judged before.
-func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Process) {
+func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidate) {
 	key := w.key()
 	log := d.cfg.Logger.With("namespace", w.pod.Namespace, "pod", w.pod.Name, "container", w.container.Name)
 	jvm, id, err := d.resolve(procs, w.container.ID)
@@ -420,18 +420,18 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func (d *Daemon) resolve(procs []target.Process, containerID string) (target.Process, jvmID, error) {
+func (d *Daemon) resolve(procs []target.Candidate, containerID string) (target.Candidate, jvmID, error) {
 	ps, err := target.InContainer(procs, containerID, target.Options{ProcRoot: d.cfg.ProcRoot})
 	if err != nil {
-		return target.Process{}, jvmID{}, err
+		return target.Candidate{}, jvmID{}, err
 	}
 	jvm, err := target.PickJVM(ps)
 	if err != nil {
-		return target.Process{}, jvmID{}, err
+		return target.Candidate{}, jvmID{}, err
 	}
 	st, err := proc.NewFS(d.cfg.ProcRoot).Proc(jvm.PID).Stat()
 	if err != nil {
-		return target.Process{}, jvmID{}, err
+		return target.Candidate{}, jvmID{}, err
 	}
 	return jvm, jvmID{jvm.PID, st.StartTime}, nil
 }

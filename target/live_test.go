@@ -23,14 +23,14 @@ func TestLiveKubeletCgroups(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		find func() ([]Process, error)
+		find func() ([]Candidate, error)
 		jvm  int
 	}{
-		{"container A full ID", func() ([]Process, error) { return ByContainer(idA, Options{}) }, jvmA},
-		{"container A as containerd URI prefix", func() ([]Process, error) { return ByContainer("containerd://"+idA[:12], Options{}) }, jvmA},
-		{"pod A", func() ([]Process, error) { return ByPodUID(podA, Options{}) }, jvmA},
-		{"container B (systemd driver)", func() ([]Process, error) { return ByContainer("cri-o://"+idB, Options{}) }, jvmB},
-		{"pod B", func() ([]Process, error) { return ByPodUID(podB, Options{}) }, jvmB},
+		{"container A full ID", func() ([]Candidate, error) { return ByContainer(idA, Options{}) }, jvmA},
+		{"container A as containerd URI prefix", func() ([]Candidate, error) { return ByContainer("containerd://"+idA[:12], Options{}) }, jvmA},
+		{"pod A", func() ([]Candidate, error) { return ByPodUID(podA, Options{}) }, jvmA},
+		{"container B (systemd driver)", func() ([]Candidate, error) { return ByContainer("cri-o://"+idB, Options{}) }, jvmB},
+		{"pod B", func() ([]Candidate, error) { return ByPodUID(podB, Options{}) }, jvmB},
 	} {
 		ps, err := tc.find()
 		if err != nil {

@@ -10,8 +10,9 @@ import (
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
-// Process is one host process and where it runs.
-type Process struct {
+// Candidate is one host process and where it runs: what a target name
+// may resolve to.
+type Candidate struct {
 	PID int `json:"pid"`
 	Location
 	// JVM is "hotspot" or "openj9" when the process maps a Java VM.
@@ -27,20 +28,20 @@ type Options struct{ ProcRoot string }
 var ErrNotFound = errors.New("no process found")
 
 // All lists every process with its location.
-func All(opts Options) ([]Process, error) {
+func All(opts Options) ([]Candidate, error) {
 	fsys := proc.NewFS(opts.ProcRoot)
 	pids, err := fsys.PIDs()
 	if err != nil {
 		return nil, err
 	}
-	var out []Process
+	var out []Candidate
 	for _, pid := range pids {
 		p := fsys.Proc(pid)
 		data, err := p.Cgroup()
 		if err != nil {
 			continue // gone, not ours to read, or over the cap
 		}
-		pr := Process{PID: pid, Location: ParseCgroup(string(data))}
+		pr := Candidate{PID: pid, Location: ParseCgroup(string(data))}
 		if args, err := p.Cmdline(); err == nil && len(args) > 0 {
 			pr.Command = filepath.Base(args[0])
 		}
@@ -53,7 +54,7 @@ func All(opts Options) ([]Process, error) {
 // ByContainer returns the processes of the container whose ID is id (a
 // full ID, a runtime URI or a prefix of at least 12 hex digits). A prefix
 // that names two containers is an error listing them.
-func ByContainer(id string, opts Options) ([]Process, error) {
+func ByContainer(id string, opts Options) ([]Candidate, error) {
 	all, err := All(opts)
 	if err != nil {
 		return nil, err
@@ -63,12 +64,12 @@ func ByContainer(id string, opts Options) ([]Process, error) {
 
 // InContainer is ByContainer over a list from All: a caller resolving
 // many containers (the node agent, every sync) reads /proc once.
-func InContainer(all []Process, id string, opts Options) ([]Process, error) {
+func InContainer(all []Candidate, id string, opts Options) ([]Candidate, error) {
 	want := NormalizeContainerID(id)
 	if len(want) < 12 {
 		return nil, fmt.Errorf("container ID %q: give at least 12 hex digits", id)
 	}
-	var out []Process
+	var out []Candidate
 	ids := map[string]bool{}
 	for _, p := range all {
 		if p.ContainerID != "" && strings.HasPrefix(p.ContainerID, want) {
@@ -91,13 +92,13 @@ func InContainer(all []Process, id string, opts Options) ([]Process, error) {
 }
 
 // ByPodUID returns the processes of every container of the pod.
-func ByPodUID(uid string, opts Options) ([]Process, error) {
+func ByPodUID(uid string, opts Options) ([]Candidate, error) {
 	want := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(uid), "_", "-"))
 	all, err := All(opts)
 	if err != nil {
 		return nil, err
 	}
-	var out []Process
+	var out []Candidate
 	for _, p := range all {
 		if p.PodUID == want {
 			out = append(out, p)
@@ -109,7 +110,7 @@ func ByPodUID(uid string, opts Options) ([]Process, error) {
 	return withJVMs(out, opts), nil
 }
 
-func withJVMs(ps []Process, opts Options) []Process {
+func withJVMs(ps []Candidate, opts Options) []Candidate {
 	fsys := proc.NewFS(opts.ProcRoot)
 	for i := range ps {
 		if kind, _, err := fsys.Proc(ps[i].PID).JVMKind(); err == nil {
@@ -122,8 +123,8 @@ func withJVMs(ps []Process, opts Options) []Process {
 // PickJVM returns the one JVM among ps (a shell wrapper that started it is
 // skipped: only processes mapping a Java VM count). None, or several, is
 // an error that lists what was found.
-func PickJVM(ps []Process) (Process, error) {
-	var jvms []Process
+func PickJVM(ps []Candidate) (Candidate, error) {
+	var jvms []Candidate
 	for _, p := range ps {
 		if p.JVM != "" {
 			jvms = append(jvms, p)
@@ -137,11 +138,11 @@ func PickJVM(ps []Process) (Process, error) {
 		for _, p := range ps {
 			seen = append(seen, fmt.Sprintf("%d (%s)", p.PID, p.Command))
 		}
-		return Process{}, fmt.Errorf("no JVM among %s", strings.Join(seen, ", "))
+		return Candidate{}, fmt.Errorf("no JVM among %s", strings.Join(seen, ", "))
 	}
 	var list []string
 	for _, p := range jvms {
 		list = append(list, fmt.Sprintf("%d (%s, container %.12s)", p.PID, p.Command, p.ContainerID))
 	}
-	return Process{}, fmt.Errorf("%d JVMs: %s; name one by pid", len(jvms), strings.Join(list, ", "))
+	return Candidate{}, fmt.Errorf("%d JVMs: %s; name one by pid", len(jvms), strings.Join(list, ", "))
 }

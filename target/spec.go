@@ -104,7 +104,7 @@ type PodLookup func(ctx context.Context, namespace, pod, container string) (cont
 // names as jps shows them, from each JVM's command line ("jps" is the
 // newest JVM). None, or several, is an error listing what was found.
 func Resolve(ctx context.Context, spec Spec, opts Options, pods PodLookup) (int, error) {
-	var ps []Process
+	var ps []Candidate
 	var err error
 	switch spec.Kind {
 	case KindPID:

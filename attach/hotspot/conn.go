@@ -21,7 +21,7 @@ import (
 // symlink, cannot lead to a socket on the host. Connecting through the
 // returned descriptor reaches the inode that was checked, not whatever
 // the name points to by then.
-func openSocket(ctx context.Context, t *Target) (*os.File, error) {
+func openSocket(ctx context.Context, t *JVM) (*os.File, error) {
 	dir, err := t.tmpDir(ctx)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -58,7 +58,7 @@ func openSocket(ctx context.Context, t *Target) (*os.File, error) {
 // The connection is a non-blocking socket in an *os.File: the runtime's
 // poller gives it deadlines, and the net package (its resolver and
 // initialisation, a megabyte of binary) is not needed for one unix socket.
-func dial(ctx context.Context, t *Target) (*os.File, error) {
+func dial(ctx context.Context, t *JVM) (*os.File, error) {
 	pause := time.Millisecond
 	for {
 		conn, err := dialOnce(ctx, t)
@@ -85,7 +85,7 @@ func dial(ctx context.Context, t *Target) (*os.File, error) {
 	}
 }
 
-func dialOnce(ctx context.Context, t *Target) (*os.File, error) {
+func dialOnce(ctx context.Context, t *JVM) (*os.File, error) {
 	sock, err := openSocket(ctx, t)
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func dialUnix(path string) (*os.File, error) {
 
 // checkPeer verifies with SO_PEERCRED that the listening end is the target
 // process itself (pid as seen from our namespace) and runs as its user.
-func checkPeer(conn *os.File, t *Target) error {
+func checkPeer(conn *os.File, t *JVM) error {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return err

@@ -41,7 +41,7 @@ const hotspotMaps = "7f0000000000-7f0000100000 r-xp 00000000 08:01 99 /usr/lib/j
 // procfs it is given.
 func TestFixtureTargetDiscovery(t *testing.T) {
 	root := fixtureTarget(t, "0000000000000004", hotspotMaps)
-	tg, err := NewTargetAt(root, 300)
+	tg, err := NewJVMAt(root, 300)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestFixtureNeverSignal(t *testing.T) {
 		"openj9":     {"0000000000000004", hotspotMaps + "7f0000200000-7f0000300000 r-xp 00000000 08:01 98 /opt/openj9/lib/default/libj9vm29.so\n"},
 		"not a JVM":  {"0000000000000004", "7f0000000000-7f0000100000 r-xp 00000000 08:01 97 /usr/bin/sleep\n"},
 	} {
-		tg, err := NewTargetAt(fixtureTarget(t, tc.sigcgt, tc.maps), 300)
+		tg, err := NewJVMAt(fixtureTarget(t, tc.sigcgt, tc.maps), 300)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,7 +27,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 
 func newClient(t *testing.T, p *testenv.Process, jdk testenv.JDK) *Client {
 	t.Helper()
-	tg, err := NewTarget(p.PID)
+	tg, err := NewJVM(p.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestLiveNeverSignalsUnsafeTargets(t *testing.T) {
 	t.Run("Xrs-without-socket", func(t *testing.T) {
 		t.Parallel()
 		p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-Xrs"}})
-		tg, err := NewTarget(p.PID)
+		tg, err := NewJVM(p.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func TestLiveNeverSignalsUnsafeTargets(t *testing.T) {
 	t.Run("non-JVM-catching-SIGQUIT", func(t *testing.T) {
 		t.Parallel()
 		p := testenv.StartSigquitCatcher(t)
-		tg, err := NewTarget(p.PID)
+		tg, err := NewJVM(p.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +214,7 @@ func TestLiveNeverSignalsUnsafeTargets(t *testing.T) {
 func TestLiveRejectsForeignSocket(t *testing.T) {
 	testenv.RequireRoot(t)
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
-	tg, err := NewTarget(p.PID)
+	tg, err := NewJVM(p.PID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ var ErrUnsafeSignal = errors.New("refusing to send SIGQUIT")
 // EnsureListener makes sure the target's attach listener runs: if its
 // socket exists it returns at once; otherwise it creates the trigger file,
 // sends SIGQUIT through a pidfd and waits for the socket under ctx.
-func EnsureListener(ctx context.Context, t *Target) error {
+func EnsureListener(ctx context.Context, t *JVM) error {
 	dir, err := t.tmpDir(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: the JVM's temporary directory: %w", ErrNoListener, err)
@@ -56,7 +56,7 @@ func EnsureListener(ctx context.Context, t *Target) error {
 
 // socketIn reports whether the socket's name exists in dir (the JVM's
 // temporary directory, resolved in its root).
-func socketIn(dir *safefile.Dir, t *Target) bool {
+func socketIn(dir *safefile.Dir, t *JVM) bool {
 	_, err := dir.Lstat(t.socketName())
 	return err == nil
 }
@@ -64,7 +64,7 @@ func socketIn(dir *safefile.Dir, t *Target) bool {
 // openPinned opens a pidfd and then checks that it names the inspected
 // process: a pid recycled between inspection and signal has another start
 // time, and the pidfd keeps naming the process it was opened for.
-func openPinned(t *Target) (int, error) {
+func openPinned(t *JVM) (int, error) {
 	fd, err := unix.PidfdOpen(t.PID, 0)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
@@ -82,7 +82,7 @@ func openPinned(t *Target) (int, error) {
 // checkSignalSafe re-reads the target's status right before the signal:
 // SIGQUIT must be caught and not ignored (docs/safety.md, invariant 1; the
 // JDK's own client checks the same since JDK-8342449).
-func checkSignalSafe(t *Target) error {
+func checkSignalSafe(t *JVM) error {
 	st, err := t.proc().Status()
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", t.PID, ErrTargetExited)
@@ -98,7 +98,7 @@ func checkSignalSafe(t *Target) error {
 
 // isHotSpot reports whether the target is a HotSpot JVM by its maps
 // (proc.JVMKind: libjvm.so mapped, and not OpenJ9's libj9vm).
-func isHotSpot(t *Target) bool {
+func isHotSpot(t *JVM) bool {
 	kind, _, err := t.proc().JVMKind()
 	return err == nil && kind == proc.JVMHotSpot
 }
@@ -108,7 +108,7 @@ func isHotSpot(t *Target) bool {
 // working directory, else in /tmp resolved inside its root. The file is
 // created relative to the directory's descriptor, never through a
 // symlink, and the returned function removes it from that same directory.
-func createTrigger(ctx context.Context, t *Target) (remove func(), err error) {
+func createTrigger(ctx context.Context, t *JVM) (remove func(), err error) {
 	var errs []error
 	name := t.triggerName()
 	for _, where := range []string{"cwd", "/tmp"} {
@@ -160,7 +160,7 @@ const (
 
 // waitForSocket waits until the socket exists, the target exits (its pidfd
 // becomes readable) or ctx ends.
-func waitForSocket(ctx context.Context, t *Target, dir *safefile.Dir, pidfd int) error {
+func waitForSocket(ctx context.Context, t *JVM, dir *safefile.Dir, pidfd int) error {
 	start := time.Now()
 	delay := pollFine
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}

@@ -32,7 +32,7 @@ const maxStatusLine = 64
 // single-threaded and a half-sent request blocks it), requests to
 // different JVMs run in parallel.
 type Client struct {
-	Target *Target
+	JVM *JVM
 
 	mu      sync.Mutex
 	version *protocolVersion // learned lazily, only when v1 does not fit
@@ -43,7 +43,7 @@ type protocolVersion struct {
 }
 
 // NewClient returns a client for t.
-func NewClient(t *Target) *Client { return &Client{Target: t} }
+func NewClient(t *JVM) *Client { return &Client{JVM: t} }
 
 // Response is a command's status and output.
 type Response struct {
@@ -55,7 +55,7 @@ type Response struct {
 // (JDK 25 streams it live), returning the status code. The connection is
 // always read to EOF. Every step is bounded by ctx.
 func (c *Client) Execute(ctx context.Context, out io.Writer, cmd string, args ...string) (int, error) {
-	release, err := acquire(ctx, c.Target)
+	release, err := acquire(ctx, c.JVM)
 	if err != nil {
 		return 0, err
 	}
@@ -181,7 +181,7 @@ func (c *Client) protocol(ctx context.Context) (protocolVersion, error) {
 
 // roundTrip sends one request and reads the reply to EOF.
 func (c *Client) roundTrip(ctx context.Context, req []byte, out io.Writer, cmd string) (int, error) {
-	t := c.Target
+	t := c.JVM
 	conn, err := dial(ctx, t)
 	if err != nil {
 		return 0, err
@@ -235,10 +235,10 @@ func readStatusLine(r *bufio.Reader) (string, error) {
 
 func (c *Client) ioError(ctx context.Context, err error, what string) error {
 	if ctx.Err() != nil || isTimeout(err) {
-		return fmt.Errorf("%w: %s from pid %d", ErrTimeout, what, c.Target.PID)
+		return fmt.Errorf("%w: %s from pid %d", ErrTimeout, what, c.JVM.PID)
 	}
-	if !c.Target.alive() {
-		return fmt.Errorf("%s: pid %d: %w", what, c.Target.PID, ErrTargetExited)
+	if !c.JVM.alive() {
+		return fmt.Errorf("%s: pid %d: %w", what, c.JVM.PID, ErrTargetExited)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -272,7 +272,7 @@ type jvmLock struct {
 	refs int
 }
 
-func acquire(ctx context.Context, t *Target) (func(), error) {
+func acquire(ctx context.Context, t *JVM) (func(), error) {
 	key := [2]uint64{uint64(t.PID), t.StartTime}
 	locksMu.Lock()
 	l := locks[key]

@@ -112,7 +112,7 @@ func TestDiagnoseWatchCLI(t *testing.T) {
 		t.Errorf("healthy JVM: exit %d %q", code, stdout)
 	}
 	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 4, Env: []string{"LD_PRELOAD=" + testenv.Library(t, "libtcmalloc.so.4"), "HEAPPROFILE=hp"}})
-	tg, err := hotspot.NewTarget(p.PID)
+	tg, err := hotspot.NewJVM(p.PID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 	"github.com/safeattach/safeattach/internal/safefile"
 )
 
-// Target is one JVM process, pinned by its start time so that a recycled
+// JVM is one JVM process, pinned by its start time so that a recycled
 // pid is never mistaken for it.
-type Target struct {
+type JVM struct {
 	PID       int    // as seen from here
 	NSPid     int    // as the JVM sees itself (names its attach files)
 	StartTime uint64 // clock ticks after boot, from /proc/<pid>/stat
@@ -31,13 +31,13 @@ type Target struct {
 
 	mu sync.Mutex
 	// dir is TmpDir resolved in the target's root, opened once and kept
-	// (closed by Close, or when the Target is collected).
+	// (closed by Close, or when the JVM is collected).
 	dir *safefile.Dir
 }
 
 // tmpDir returns the target's temporary directory, resolved inside its
 // root under ctx the first time.
-func (t *Target) tmpDir(ctx context.Context) (*safefile.Dir, error) {
+func (t *JVM) tmpDir(ctx context.Context) (*safefile.Dir, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.dir != nil {
@@ -52,9 +52,9 @@ func (t *Target) tmpDir(ctx context.Context) (*safefile.Dir, error) {
 	return d, nil
 }
 
-// Close releases what the Target holds open (its temporary directory).
-// A Target may be used again after Close; it reopens what it needs.
-func (t *Target) Close() {
+// Close releases what the JVM holds open (its temporary directory).
+// A JVM may be used again after Close; it reopens what it needs.
+func (t *JVM) Close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.dir != nil {
@@ -63,13 +63,13 @@ func (t *Target) Close() {
 	}
 }
 
-// NewTarget reads what the protocol needs about pid from /proc.
-func NewTarget(pid int) (*Target, error) { return NewTargetAt("", pid) }
+// NewJVM reads what the protocol needs about pid from /proc.
+func NewJVM(pid int) (*JVM, error) { return NewJVMAt("", pid) }
 
-// NewTargetAt is NewTarget on the procfs mounted at procRoot ("" is
+// NewJVMAt is NewJVM on the procfs mounted at procRoot ("" is
 // /proc): tests point it at fixture trees, and every later read of the
 // target (status, maps, the socket under its root) goes there too.
-func NewTargetAt(procRoot string, pid int) (*Target, error) {
+func NewJVMAt(procRoot string, pid int) (*JVM, error) {
 	fsys := proc.NewFS(procRoot)
 	p := fsys.Proc(pid)
 	st, err := p.Status()
@@ -86,47 +86,47 @@ func NewTargetAt(procRoot string, pid int) (*Target, error) {
 		}
 		return nil, err
 	}
-	return &Target{
+	return &JVM{
 		PID: pid, NSPid: st.NSPid(), StartTime: stat.StartTime,
 		UID: st.UID.Effective, GID: st.GID.Effective,
 		TmpDir: "/tmp", procDir: p.Path(), fsys: fsys,
 	}, nil
 }
 
-// TargetOf builds a Target from what an inspection already read (its
+// JVMOf builds a JVM from what an inspection already read (its
 // pid as seen from here and in its own namespace, start time, effective
 // ids), without reading /proc again.
-func TargetOf(procRoot string, pid, nsPid int, startTime uint64, uid, gid uint32) *Target {
+func JVMOf(procRoot string, pid, nsPid int, startTime uint64, uid, gid uint32) *JVM {
 	fsys := proc.NewFS(procRoot)
-	return &Target{PID: pid, NSPid: nsPid, StartTime: startTime, UID: uid, GID: gid, TmpDir: "/tmp", procDir: fsys.Proc(pid).Path(), fsys: fsys}
+	return &JVM{PID: pid, NSPid: nsPid, StartTime: startTime, UID: uid, GID: gid, TmpDir: "/tmp", procDir: fsys.Proc(pid).Path(), fsys: fsys}
 }
 
 // proc is the target's /proc directory, on the procfs it was read from.
-func (t *Target) proc() proc.Proc { return t.fsys.Proc(t.PID) }
+func (t *JVM) proc() proc.Proc { return t.fsys.Proc(t.PID) }
 
 // rootDir is the target's root directory as seen from here: paths inside
 // it are resolved with internal/safefile, never by joining.
-func (t *Target) rootDir() string { return filepath.Join(t.procDir, "root") }
+func (t *JVM) rootDir() string { return filepath.Join(t.procDir, "root") }
 
 // socketName is the attach socket's name in TmpDir.
-func (t *Target) socketName() string { return fmt.Sprintf(".java_pid%d", t.NSPid) }
+func (t *JVM) socketName() string { return fmt.Sprintf(".java_pid%d", t.NSPid) }
 
 // SocketPath names the attach socket as seen from here, for messages. It
 // is not how the socket is reached: that is resolved inside the target's
 // root (TmpDir may hold ".." or lead through a symlink).
-func (t *Target) SocketPath() string {
+func (t *JVM) SocketPath() string {
 	return filepath.Join(t.rootDir(), filepath.Clean("/"+t.TmpDir), t.socketName())
 }
 
 // triggerName is the file the JVM looks for on SIGQUIT: in its working
 // directory first, then in /tmp (hard-coded, not java.io.tmpdir).
-func (t *Target) triggerName() string { return fmt.Sprintf(".attach_pid%d", t.NSPid) }
+func (t *JVM) triggerName() string { return fmt.Sprintf(".attach_pid%d", t.NSPid) }
 
 // Alive reports whether the pinned process still exists (not a zombie
 // and not a recycled pid).
-func (t *Target) Alive() bool { return t.alive() }
+func (t *JVM) Alive() bool { return t.alive() }
 
-func (t *Target) alive() bool {
+func (t *JVM) alive() bool {
 	st, err := t.proc().Stat()
 	return err == nil && st.StartTime == t.StartTime && st.State != 'Z' && st.State != 'X'
 }
@@ -134,6 +134,6 @@ func (t *Target) alive() bool {
 // needsExactCredentials reports whether the JVM rejects root and accepts
 // only its own uid and gid (JDK 10 and older; unknown counts as old, the
 // safe assumption).
-func (t *Target) needsExactCredentials() bool {
+func (t *JVM) needsExactCredentials() bool {
 	return t.Feature == 0 || t.Feature <= 10
 }
