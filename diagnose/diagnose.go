@@ -82,9 +82,9 @@ type ELFCache = elfx.Cache
 
 // Report is a hang report.
 type HangReport struct {
-	PID     int     `json:"pid"`
-	Name    string  `json:"name"`
-	State State `json:"verdict"`
+	PID   int    `json:"pid"`
+	Name  string `json:"name"`
+	State State  `json:"verdict"`
 	// CPUTicks is the process's user+system time over SampleMillis, in
 	// clock ticks (USER_HZ, normally 100 per second per busy CPU).
 	CPUTicks     uint64        `json:"cpu_ticks"`
