@@ -80,7 +80,7 @@ type Options struct {
 // type, so a daemon can share one between inspection and hang reports.
 type ELFCache = elfx.Cache
 
-// Report is a hang report.
+// HangReport is a hang report.
 type HangReport struct {
 	PID   int    `json:"pid"`
 	Name  string `json:"name"`
