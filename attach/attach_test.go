@@ -346,10 +346,7 @@ func TestLiveProfile(t *testing.T) {
 	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
 	out := filepath.Join(t.TempDir(), "profile.collapsed")
 	ticks := 0
-	res, err := Profile(context.Background(), p.PID, ProfileRequest{
-		Lib: lib, Profiler: asprof.Options{Event: "wall"}, Duration: 1500 * time.Millisecond, Output: out,
-		Progress: func(time.Duration, time.Duration) { ticks++ },
-	})
+	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Output: out}, Duration: 1500 * time.Millisecond, Progress: func(time.Duration, time.Duration) { ticks++ }})
 	if err != nil {
 		t.Fatalf("profile: %v", err)
 	}
@@ -364,7 +361,7 @@ func TestLiveProfile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(500*time.Millisecond, cancel)
 	out2 := filepath.Join(t.TempDir(), "early.collapsed")
-	res, err = Profile(ctx, p.PID, ProfileRequest{Lib: lib, Duration: time.Minute, Output: out2})
+	res, err = Profile(ctx, p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out2}, Duration: time.Minute})
 	if err != nil || !res.Cancelled {
 		t.Fatalf("cancelled profile: %v %+v", err, res)
 	}

@@ -50,7 +50,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	sreq := req
 	sreq.Options.Timeout = 0
 	sreq.AutoStop = AutoStopFor(req.Duration)
-	ss, err := openSession(sctx, pid, sreq, "profile")
+	ss, err := openSession(sctx, pid, sreq.SessionRequest, "profile")
 	if err != nil {
 		return nil, err
 	}

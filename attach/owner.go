@@ -34,7 +34,7 @@ var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
 // says.
 type Owner struct {
 	// Tool names the caller: "safeattach profile", "safeattach-daemon
-	// node-1", an embedding program's ProfileRequest.Owner.
+	// node-1", an embedding program's SessionRequest.Owner.
 	Tool string `json:"tool"`
 	// Action is what started it: collect, start, windows.
 	Action string `json:"action"`

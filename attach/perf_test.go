@@ -43,7 +43,7 @@ func TestLivePerfEventsUnavailable(t *testing.T) {
 		t.Fatalf("no perf-events warning: %+v", res.Verdict.Findings)
 	}
 	out := filepath.Join(t.TempDir(), "p.collapsed")
-	pr, err := Profile(context.Background(), p.PID, ProfileRequest{Lib: lib, Duration: 300 * time.Millisecond, Output: out, EventFallback: true})
+	pr, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out, EventFallback: true}, Duration: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,9 @@ import (
 	"github.com/safeattach/safeattach/preflight"
 )
 
-// ProfileRequest is an async-profiler session, as asprof users know it.
-type ProfileRequest struct {
+// SessionRequest is what a Session needs: which async-profiler, what to
+// profile, how the output looks, and who the session is.
+type SessionRequest struct {
 	// Lib is the async-profiler library; empty means the installed one
 	// ($ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler).
 	Lib string
@@ -25,30 +26,17 @@ type ProfileRequest struct {
 	// event is sent unless Profiler.Event is set: the agent then profiles
 	// CPU, unless an option such as Alloc asks for something else.
 	Profiler asprof.Options
-	// Duration is how long to profile (default 10s). Cancelling ctx ends
-	// the profile early; it is still stopped cleanly and written.
-	Duration time.Duration
-	// Output is where the result is written on this machine. It must be
-	// absent or a regular file: a symlink, device or FIFO there is refused
-	// before anything is attached, and the result replaces a regular file
-	// only once complete. Ignored when Writer is set.
-	Output string
-	// Writer, if set, receives the result instead of a file (stdout).
-	Writer io.Writer
-	// OutputMode is the new file's permission bits (default 0644).
-	OutputMode os.FileMode
-	// OutputOwner, if set, owns the new file (the invoking user under
-	// sudo); otherwise it belongs to the caller.
-	OutputOwner *outfile.Owner
 	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
 	// from Output's extension as asprof does.
 	Format string
+	// Output names the file the profile is for on this machine: its
+	// extension picks the format when Format is empty, and a Detached
+	// start records it for the session that stops it.
+	Output string
 	// EventFallback switches CPU profiling (-e cpu, or no event) to a
 	// timer-based event (ctimer for async-profiler 3.0+, else itimer)
 	// when the rules find that the target cannot open perf events.
 	EventFallback bool
-	// Progress, if set, is called about once a second while profiling.
-	Progress func(elapsed, total time.Duration)
 	// MaxOutput caps what one command's output may be when it is read
 	// back from the target (default DefaultMaxOutput): a larger file —
 	// the target's user can swap in a sparse 900 MiB one — is refused
@@ -73,9 +61,30 @@ type ProfileRequest struct {
 	// cannot leave it running. Profile and Session.Windows set it; a Start
 	// without it runs until stopped.
 	AutoStop time.Duration
-	// Options are the attach options; Timeout, if set, bounds the whole
-	// session including Duration.
+	// Options are the attach options (each command's deadline, rules,
+	// acknowledgements, logging, audit).
 	Options Options
+}
+
+// ProfileRequest is one profile, as asprof's collect makes it: a
+// session, a duration, and where the result goes.
+type ProfileRequest struct {
+	SessionRequest
+	// Duration is how long to profile (default 10s). Cancelling ctx ends
+	// the profile early; it is still stopped cleanly and written.
+	Duration time.Duration
+	// Writer, if set, receives the result instead of the file Output
+	// names (which must otherwise be absent or a regular file: a symlink,
+	// device or FIFO there is refused before anything is attached, and
+	// the result replaces a regular file only once complete).
+	Writer io.Writer
+	// OutputMode is the new file's permission bits (default 0644).
+	OutputMode os.FileMode
+	// OutputOwner, if set, owns the new file (the invoking user under
+	// sudo); otherwise it belongs to the caller.
+	OutputOwner *outfile.Owner
+	// Progress, if set, is called about once a second while profiling.
+	Progress func(elapsed, total time.Duration)
 }
 
 // ProfileResult is a finished profile.
@@ -100,7 +109,7 @@ type ProfileResult struct {
 // (.html flamegraph, .jfr jfr, .collapsed and .folded collapsed); else
 // none, which the agent takes as its text output (flat and traces) — the
 // agent's own default, what asprof prints without -o.
-func formatFor(req ProfileRequest) string {
+func formatFor(req SessionRequest) string {
 	if req.Format != "" {
 		return req.Format
 	}

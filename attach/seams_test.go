@@ -190,7 +190,7 @@ func TestLiveContainerProfilesRepeatedly(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	out := filepath.Join(t.TempDir(), "p.collapsed")
 	for i := 0; i < 10; i++ {
-		res, err := Profile(context.Background(), jvm, ProfileRequest{Lib: lib, Duration: 200 * time.Millisecond, Output: out})
+		res, err := Profile(context.Background(), jvm, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out}, Duration: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatalf("profile %d: %v", i+1, err)
 		}

@@ -27,7 +27,7 @@ import (
 //
 // What comes back is the target's: each file is resolved inside its
 // root without following links, must be a regular file of the JVM's
-// user with no other links, and is read within ProfileRequest.MaxOutput,
+// user with no other links, and is read within SessionRequest.MaxOutput,
 // streamed to the caller's writer. The agent's log is kept per command,
 // capped in lines and bytes (docs/safety.md, invariant 11).
 //
@@ -41,7 +41,7 @@ import (
 // restarted JVM's pid.
 type Session struct {
 	pid    int
-	req    ProfileRequest
+	req    SessionRequest
 	c      *call
 	s      *session
 	format string
@@ -62,15 +62,13 @@ var ErrNoOutput = errors.New("the profiler wrote no output")
 // OpenSession prepares pid for async-profiler commands: it finds the
 // library (req.Lib or the installed one), inspects and judges the target
 // (a refusal is a *RefusedError), delivers the judged bytes and starts
-// the attach listener. Nothing is loaded yet. req.Output (except as the
-// record of a Detached start), Writer and Duration are not used by a
-// session. Close it when done.
-func OpenSession(ctx context.Context, pid int, req ProfileRequest) (*Session, error) {
+// the attach listener. Nothing is loaded yet. Close it when done.
+func OpenSession(ctx context.Context, pid int, req SessionRequest) (*Session, error) {
 	return openSession(ctx, pid, req, "session")
 }
 
 // openSession is OpenSession audited as op.
-func openSession(ctx context.Context, pid int, req ProfileRequest, op string) (*Session, error) {
+func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*Session, error) {
 	if err := req.Options.validate(); err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 		return len(es)
 	}
 	ctx := context.Background()
-	ss, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed"})
+	ss, err := OpenSession(ctx, p.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 	if err := ss.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	other, err := OpenSession(ctx, p.PID, ProfileRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed"})
+	other, err := OpenSession(ctx, p.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed"})
 	if err != nil {
 		t.Fatal(err)
 	}

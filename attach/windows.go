@@ -21,7 +21,7 @@ type Window struct {
 	N           int
 	From, Until time.Time
 	// Output streams the window's profile straight from the target,
-	// within ProfileRequest.MaxOutput; it is valid only during the call
+	// within SessionRequest.MaxOutput; it is valid only during the call
 	// that receives the Window. Size is the file's size as the target's
 	// file system reported it before a byte was read.
 	Output io.Reader
@@ -62,7 +62,18 @@ func (ss *Session) Windows(ctx context.Context, every time.Duration, fn func(*Wi
 	}
 	from := time.Now()
 	for n := 0; ; n++ {
-		timer := time.NewTimer(time.Until(from.Add(every)))
+		end := from.Add(every)
+		// A deadline at or before the window's end makes this the last
+		// window, ended by the deadline: a loop of -d 10 in 2 s windows
+		// is five windows, never a sixth of a few milliseconds.
+		final := false
+		if dl, ok := ctx.Deadline(); ok && !end.Before(dl) {
+			final = true
+		}
+		timer := time.NewTimer(time.Until(end))
+		if final {
+			timer.Stop()
+		}
 		select {
 		case <-timer.C:
 		case <-ctx.Done():

@@ -332,7 +332,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	}
 	// A profiler this node's daemon left running (killed before it could
 	// stop it) is taken back; anyone else's is refused.
-	ss, err := attach.OpenSession(ctx, jvm.PID, attach.ProfileRequest{
+	ss, err := attach.OpenSession(ctx, jvm.PID, attach.SessionRequest{
 		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
 	})

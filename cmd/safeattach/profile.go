@@ -292,7 +292,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 			req.Output, req.Writer = abs, nil
 		}
 	}
-	ss, err := attach.OpenSession(ctx, pid, req)
+	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return attachError(w, err, false)
 	}
@@ -372,7 +372,7 @@ func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window,
 		return err
 	}
 	probe.Discard()
-	ss, err := attach.OpenSession(ctx, pid, req)
+	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
 	}

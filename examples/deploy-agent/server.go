@@ -276,10 +276,7 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
 	defer stopOnShutdown()
-	res, err := attach.Profile(ctx, req.PID, attach.ProfileRequest{
-		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Duration: d, Format: req.Format,
-		Output: out.Name() + "." + req.Format, Options: s.options(r),
-	})
+	res, err := attach.Profile(ctx, req.PID, attach.ProfileRequest{SessionRequest: attach.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Output: out.Name() + "." + req.Format, Options: s.options(r)}, Duration: d})
 	defer os.Remove(out.Name() + "." + req.Format)
 	var refused *attach.RefusedError
 	switch {
@@ -329,7 +326,7 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusConflict, "pid %d is already profiled continuously", req.PID)
 		return
 	}
-	ss, err := attach.OpenSession(r.Context(), req.PID, attach.ProfileRequest{
+	ss, err := attach.OpenSession(r.Context(), req.PID, attach.SessionRequest{
 		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: "collapsed", Options: s.options(r),
 		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: attach.AutoStopFor(window),
 	})
