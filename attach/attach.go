@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
@@ -94,12 +96,27 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 	if err != nil {
 		return c.deadlineError(ctx, "reading the rules", err)
 	}
-	c.report, err = preflight.Inspect(ctx, c.pid, inspect)
-	if err != nil {
-		return c.deadlineError(ctx, "inspection", err)
+	for waited := false; ; waited = true {
+		c.report, err = preflight.Inspect(ctx, c.pid, inspect)
+		if err != nil {
+			return c.deadlineError(ctx, "inspection", err)
+		}
+		c.opts.complete(ctx, c.report, c.agent, c.log)
+		c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
+		if c.verdict.Allowed || !stillStarting(c.report, c.verdict) {
+			break
+		}
+		if !waited {
+			c.log.Info("safeattach: the JVM is still starting (no libjvm or no SIGQUIT handler yet): waiting", "pid", c.pid)
+		}
+		t := time.NewTimer(startPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c.deadlineError(ctx, "waiting for the JVM to start", ctx.Err())
+		case <-t.C:
+		}
 	}
-	c.opts.complete(ctx, c.report, c.agent, c.log)
-	c.verdict = conflicts.Evaluate(c.report, c.agent, policy)
 	attrs := []any{"pid", c.pid, "op", c.op, "allowed", c.verdict.Allowed, "blocking", c.verdict.Blocking()}
 	if c.agent != nil {
 		attrs = append(attrs, "agent", c.agent.Path, "sha256", c.agent.SHA256)
@@ -426,11 +443,104 @@ func (c *call) open(ctx context.Context) (*session, error) {
 		c.log.Info("safeattach: agent delivered", "pid", c.pid, "path", d.inTarget, "created", d.created, "rejected", d.why)
 	}
 	s := &session{c: c, client: hotspot.NewClient(t), agentPath: d.inTarget, delivery: d}
+	// Before the listener: a listener a JVM starts while it initialises
+	// runs agents on a thread the VM cannot yet serve (async-profiler
+	// then fails with "JVM does not support Tool Interface", measured).
+	if err := c.waitInitialised(ctx); err != nil {
+		s.close()
+		return nil, c.hang("the JVM's initialisation", err)
+	}
 	if err := c.watched(ctx, "attach listener", func(ctx context.Context) error { return hotspot.EnsureListener(ctx, t) }); err != nil {
 		s.close()
 		return nil, c.hang("attach listener", err)
 	}
 	return s, nil
+}
+
+// A JVM attached to the moment it starts (a CI smoke test's) maps no
+// libjvm yet, then has not installed its SIGQUIT handler: not-a-jvm and
+// sigquit-not-handled, rightly (SIGQUIT would kill it). For startGrace
+// after its start, a java process refused only for those is inspected
+// again every startPoll instead — nothing is sent meanwhile — unless it
+// runs with -Xrs, whose SIGQUIT never comes.
+const (
+	startGrace = 10 * time.Second
+	startPoll  = 20 * time.Millisecond
+)
+
+func stillStarting(r *preflight.Report, v conflicts.Verdict) bool {
+	for _, rule := range v.Blocking() {
+		if rule != "not-a-jvm" && rule != "sigquit-not-handled" {
+			return false
+		}
+	}
+	if f, ok := r.JVM.Flags["ReduceSignalUsage"]; ok && f.Value == "true" {
+		return false
+	}
+	if r.JVM.Kind != preflight.JVMHotSpot && !strings.HasPrefix(filepath.Base(r.Process.Exe), "java") {
+		return false
+	}
+	age, err := processAge(r.Process.StartTime)
+	return err == nil && age < startGrace
+}
+
+// processAge is how long ago a process started (its start time in clock
+// ticks after boot, against /proc/uptime; the kernel's USER_HZ is 100 on
+// every Linux architecture safeattach runs on).
+func processAge(startTicks uint64) (time.Duration, error) {
+	data, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	up, err := strconv.ParseFloat(strings.Fields(string(data))[0], 64)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(up*float64(time.Second)) - time.Duration(startTicks)*10*time.Millisecond, nil
+}
+
+// initPoll is how often a starting JVM's hsperfdata is read while an
+// agent waits for it to finish initialising.
+const initPoll = 5 * time.Millisecond
+
+// waitInitialised holds an agent back until the JVM has finished
+// initialising, as its own hsperfdata says (a CI smoke test attaches to
+// a JVM it has just started; the attach listener answers before the VM
+// is ready for an agent). A JVM run with -XX:-UsePerfData is not waited
+// for, nor one whose hsperfdata is still missing startGrace after it
+// started.
+func (c *call) waitInitialised(ctx context.Context) error {
+	logged := false
+	perfData := true
+	if f, ok := c.report.JVM.Flags["UsePerfData"]; ok && f.Value == "false" {
+		perfData = false
+	}
+	for {
+		done, known := preflight.VMInitialised(ctx, c.report)
+		if done || !perfData {
+			return nil
+		}
+		if !known {
+			// No hsperfdata yet: a JVM this young may not have made it.
+			if age, err := processAge(c.report.Process.StartTime); err != nil || age >= startGrace {
+				return nil
+			}
+		}
+		if !logged {
+			c.log.Info("safeattach: waiting for the JVM to finish initialising before loading the agent", "pid", c.pid)
+			logged = true
+		}
+		t := time.NewTimer(initPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: the JVM did not finish initialising (%v)", hotspot.ErrTimeout, ctx.Err())
+		case <-t.C:
+		}
+		if !c.stillRunning() {
+			return fmt.Errorf("pid %d: %w while initialising", c.pid, hotspot.ErrTargetExited)
+		}
+	}
 }
 
 func (s *session) close() {

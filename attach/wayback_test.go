@@ -414,3 +414,36 @@ func TestLiveDetachedStartIsFinishedLater(t *testing.T) {
 		t.Errorf("record left: %+v", rec)
 	}
 }
+
+// TestLiveAttachRightAfterLaunch (issue 20, item 5): an agent loaded into
+// a JVM the moment it starts, before it finished initialising, waits for
+// the JVM's own signal (hsperfdata's sun.rt.createVmEndTime) and loads.
+// With the real async-profiler (ASYNC_PROFILER_HOME), 20 attaches 0–1 s
+// after launch all start the profiler ("JVM does not support Tool
+// Interface" was what an early load got).
+func TestLiveAttachRightAfterLaunch(t *testing.T) {
+	t.Parallel()
+	lib := testenv.ProfilerOrLookalike(t)
+	runs := 10
+	if os.Getenv("ASYNC_PROFILER_HOME") != "" {
+		runs = 20
+	}
+	for i := range runs {
+		p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+UsePerfData"}, NoWait: true})
+		time.Sleep(time.Duration(i) * time.Second / time.Duration(runs))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ss, err := OpenSession(ctx, p.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed"})
+		if err == nil {
+			err = ss.Start(ctx)
+			if err == nil {
+				_, err = ss.Stop(ctx, io.Discard)
+			}
+			ss.Close()
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("attach %d, %v after launch: %v", i, time.Duration(i)*time.Second/time.Duration(runs), err)
+		}
+		p.Cmd.Process.Kill()
+	}
+}

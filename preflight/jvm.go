@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +40,7 @@ var trackedFlags = map[string]bool{
 	"EnableDynamicAgentLoading": true,
 	"StartAttachListener":       true,
 	"AltTempDir":                true,
+	"UsePerfData":               true,
 }
 
 const maxJavaHomeDepth = 5
@@ -171,17 +173,8 @@ func (in *inspection) perfDataFlags() {
 	if len(pending) == 0 {
 		return // the visible sources are the whole story: nothing to read
 	}
-	var pd *proc.PerfData
-	for _, m := range in.perfDataPaths() {
-		f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
-		if err != nil {
-			continue
-		}
-		if pd, err = proc.ParsePerfData(f.Data); err == nil {
-			j.PerfData = m
-			break
-		}
-	}
+	pd, path := in.perfData()
+	j.PerfData = path
 	if pd == nil {
 		for _, f := range pending {
 			in.unknown("jvm.flags", "%s names a file that is not read, and no hsperfdata was found (-XX:-UsePerfData?)", f)
@@ -202,6 +195,43 @@ func (in *inspection) perfDataFlags() {
 		}
 	}
 	in.flagFiles = nil
+}
+
+// perfData reads the JVM's hsperfdata (inside its root, the JVM user's or
+// root's file, bounded) and returns it with its path; nil if none.
+func (in *inspection) perfData() (*proc.PerfData, string) {
+	for _, m := range in.perfDataPaths() {
+		f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
+		if err != nil {
+			continue
+		}
+		if pd, err := proc.ParsePerfData(f.Data); err == nil {
+			return pd, m
+		}
+	}
+	return nil, ""
+}
+
+// VMInitialised reports whether the JVM r describes has finished
+// starting: its hsperfdata counter sun.rt.createVmEndTime is set, which
+// JNI_CreateJavaVM does as it returns to the launcher. A JVM handles
+// SIGQUIT, and could start its attach listener, well before that; an
+// agent run by a listener started then fails (async-profiler 4.5: "JVM
+// does not support Tool Interface", measured loads 140-160 ms after
+// launch, while sun.rt.vmInitDoneTime, set earlier in create_vm, was
+// already set). known is false when the JVM has no hsperfdata to tell
+// (-XX:-UsePerfData, or unreadable).
+func VMInitialised(ctx context.Context, r *Report) (done, known bool) {
+	in := &inspection{ctx: ctx, r: r}
+	pd, _ := in.perfData()
+	if pd == nil {
+		return false, false
+	}
+	t, ok := pd.Longs["sun.rt.createVmEndTime"]
+	if !ok {
+		return false, false
+	}
+	return t != 0, true
 }
 
 // perfDataPaths are where the JVM's hsperfdata file can be:

@@ -15,6 +15,9 @@ type PerfData struct {
 	// Strings are the string-valued counters by name: java.rt.vmArgs,
 	// java.rt.vmFlags, sun.rt.javaCommand, java.property.java.vm.version...
 	Strings map[string]string
+	// Longs are the scalar counters by name: sun.rt.createVmEndTime
+	// (non-zero once the VM finished initialising), sun.os.hrt.ticks...
+	Longs map[string]int64
 }
 
 // The PerfData layout (src/hotspot/share/runtime/perfMemory.hpp):
@@ -58,7 +61,7 @@ func ParsePerfData(b []byte) (*PerfData, error) {
 	if n > maxPerfEntries {
 		return nil, fmt.Errorf("hsperfdata: %d entries", n)
 	}
-	pd := &PerfData{Strings: map[string]string{}}
+	pd := &PerfData{Strings: map[string]string{}, Longs: map[string]int64{}}
 	for i := 0; i < n; i++ {
 		if off < 0 || off+perfEntryHeader > len(b) {
 			return nil, fmt.Errorf("hsperfdata: entry %d outside the file", i)
@@ -74,8 +77,11 @@ func ParsePerfData(b []byte) (*PerfData, error) {
 		}
 		entry := e[:length]
 		name := cstring(entry[nameOff:])
-		if dataType == 'B' && vecLen > 0 && vecLen <= maxPerfString && dataOff+vecLen <= length {
+		switch {
+		case dataType == 'B' && vecLen > 0 && vecLen <= maxPerfString && dataOff+vecLen <= length:
 			pd.Strings[name] = cstring(entry[dataOff : dataOff+vecLen])
+		case dataType == 'J' && vecLen == 0 && dataOff+8 <= length:
+			pd.Longs[name] = int64(order.Uint64(entry[dataOff:]))
 		}
 		off += length
 	}

@@ -306,6 +306,10 @@ func TestParsePerfData(t *testing.T) {
 	if !strings.Contains(pd.Strings["java.rt.vmArgs"], "-XX:+UsePerfData") || !strings.Contains(pd.Strings["sun.rt.javaCommand"], "Target") {
 		t.Errorf("vmArgs %q, command %q", pd.Strings["java.rt.vmArgs"], pd.Strings["sun.rt.javaCommand"])
 	}
+	// The scalar counters: a running JVM has finished initialising.
+	if pd.Longs["sun.rt.createVmEndTime"] <= 0 || pd.Longs["sun.os.hrt.frequency"] <= 0 {
+		t.Errorf("longs: createVmEndTime %d, hrt.frequency %d (of %d)", pd.Longs["sun.rt.createVmEndTime"], pd.Longs["sun.os.hrt.frequency"], len(pd.Longs))
+	}
 	for _, bad := range [][]byte{nil, data[:31], append([]byte{0, 0, 0, 0}, data[4:]...)} {
 		if _, err := ParsePerfData(bad); err == nil {
 			t.Errorf("accepted %d bad bytes", len(bad))
