@@ -76,6 +76,11 @@ func (c *call) readAgent(ctx context.Context, path, options string) error {
 	if err != nil {
 		return c.deadlineError(ctx, "reading the agent", err)
 	}
+	if !a.Exists {
+		// A mistyped path is the caller's error, not a refusal of the
+		// target: nothing to judge.
+		return fmt.Errorf("%w: agent %s: no such file", ErrInvalidOptions, a.Path)
+	}
 	a.Options = options
 	c.agent, c.content = a, content
 	return nil

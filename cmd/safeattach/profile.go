@@ -163,8 +163,10 @@ profiler keeps running in the JVM between them).`,
 			if res.Event != "" && res.Event != requested {
 				note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
 			}
-			fmt.Fprintf(w, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
-			printFindings(w, res.Verdict.Findings)
+			// Status lines go to stderr, as asprof's do: stdout is the
+			// profile's when no -f is given, and scripts read it.
+			fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
+			printFindings(stderr, res.Verdict.Findings)
 			return nil
 		},
 	}
@@ -237,7 +239,7 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if err := sink.Commit(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (pprof, %s %d samples); the JVM answers\n", sink.Name(), conv2.Metric, conv2.Samples)
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s %d samples); the JVM answers\n", sink.Name(), conv2.Metric, conv2.Samples)
 	return nil
 }
 

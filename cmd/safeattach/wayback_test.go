@@ -209,8 +209,8 @@ func TestLivePprofNamesNothing(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, "process_cpu") {
-		t.Errorf("stdout %q", stdout)
+	if !strings.Contains(stderr, "process_cpu") {
+		t.Errorf("stderr %q", stderr)
 	}
 	f, err := os.Open(out)
 	if err != nil {
