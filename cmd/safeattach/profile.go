@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +42,22 @@ ACTION is asprof's: collect (the default: start, wait -d, stop), start,
 resume, stop, dump, status, list, meminfo, check. The agent's own messages
 are printed on stderr; start/status/dump/stop work across invocations (the
 profiler keeps running in the JVM between them).`,
-		Args: cobra.RangeArgs(1, 2),
+		Example: `  safeattach profile -d 30 -f profile.html 3456         # a flame graph of 30 s of CPU
+  safeattach profile -e alloc -d 10 -f alloc.jfr MyApp   # allocations, by application name
+  safeattach profile --alloc 1 -f alloc.collapsed jps    # asprof's options as asprof spells them
+  safeattach profile start -o jfr 3456                   # start now ...
+  safeattach profile stop -f rec.jfr 3456                # ... stop later, from another shell
+  safeattach profile --loop 1m -f 'cpu-%t.jfr' pod:shop/orders
+  safeattach profile -o pprof -f cpu.pb.gz 3456          # for go tool pprof`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0:
+				return fmt.Errorf("profile needs a target: safeattach profile [ACTION] [options] PID (a pid, jps, an application name, container:ID, pod:NS/NAME); see --help")
+			case len(args) > 2:
+				return fmt.Errorf("profile takes [ACTION] PID, got %d arguments: %s", len(args), strings.Join(args, " "))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			action := "collect"
 			if len(args) == 2 {
@@ -68,7 +84,7 @@ profiler keeps running in the JVM between them).`,
 			// As asprof: no -f (or -f -) prints to standard output.
 			switch req.Output {
 			case "", "-":
-				if asJSON {
+				if asJSON && (action == "collect" || action == "stop" || action == "dump") {
 					return fmt.Errorf("--json prints the result on standard output; give the profile a file with -f")
 				}
 				req.Output, req.Writer = "", cmd.OutOrStdout()
@@ -115,7 +131,7 @@ profiler keeps running in the JVM between them).`,
 				return profileLoop(cmd, pid, req, window, total)
 			}
 			if action != "collect" {
-				return profileAction(cmd, pid, action, req)
+				return profileAction(cmd, pid, action, req, asJSON)
 			}
 			if wantsPprof(req) {
 				return profilePprof(cmd, pid, req)
@@ -281,9 +297,29 @@ var profileActions = []string{"collect", "start", "resume", "stop", "dump", "sta
 // attach.Session: the profiler keeps its state in the JVM between
 // invocations. A start is detached: the later stop (any invocation) may
 // finish it, and writes the file the start named when stop names none.
-func profileAction(cmd *cobra.Command, pid int, action string, req attach.ProfileRequest) error {
+func profileAction(cmd *cobra.Command, pid int, action string, req attach.ProfileRequest, asJSON bool) error {
 	w, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	ctx := cmd.Context()
+	start := time.Now()
+	// With --json the agent's answer goes into the result, not to stdout.
+	var text bytes.Buffer
+	answer := w
+	if asJSON {
+		answer = &text
+	}
+	var res *attach.Result
+	var prof *profileResult
+	var log []string
+	finish := func(err error) error {
+		cerr := attachError(w, err, asJSON)
+		if !asJSON {
+			return cerr
+		}
+		r := newResult("profile", pid, start, res, err)
+		r.Action, r.Output, r.AgentLog, r.Profile = action, strings.TrimSpace(text.String()), log, prof
+		writeResult(w, r, cerr)
+		return cerr
+	}
 	if action == "start" || action == "resume" {
 		req.Detached = true
 		if req.Output != "" {
@@ -296,35 +332,40 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	}
 	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
-		return attachError(w, err, false)
+		return finish(err)
 	}
 	defer ss.Close()
-	defer func() {
-		for _, line := range ss.LastLog() {
-			fmt.Fprintln(stderr, line)
-		}
-	}()
+	r := ss.Result()
+	res = &r
 	switch action {
 	case "start":
 		err = ss.Start(ctx)
 	case "resume":
 		err = ss.Resume(ctx)
 	case "stop", "dump":
-		err = profileOutput(ctx, ss, action, req, w, stderr)
+		var file string
+		var n int64
+		file, n, err = profileOutput(ctx, ss, action, req, w, stderr)
+		if err == nil {
+			prof = &profileResult{File: file, Bytes: n, Event: ss.Event(), Format: ss.Format()}
+		}
 	case "check":
-		_, err = ss.Command(ctx, "check,event="+ss.Event(), w)
+		_, err = ss.Command(ctx, "check,event="+ss.Event(), answer)
 	default: // status, metrics, list, meminfo
-		_, err = ss.Command(ctx, action, w)
+		_, err = ss.Command(ctx, action, answer)
 	}
-	if err != nil {
-		return attachError(w, err, false)
+	log = ss.LastLog()
+	if !asJSON {
+		for _, line := range log {
+			fmt.Fprintln(stderr, line)
+		}
 	}
-	return nil
+	return finish(err)
 }
 
 // profileOutput is stop or dump: the profile goes to -f, else to the
 // file the detached start named, else to standard output.
-func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, w, stderr io.Writer) error {
+func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, w, stderr io.Writer) (file string, n int64, err error) {
 	if req.Writer != nil {
 		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
 			req.Output, req.Writer = rec.Output, nil
@@ -336,23 +377,22 @@ func profileOutput(ctx context.Context, ss *attach.Session, action string, req a
 		run = ss.Dump
 	}
 	if req.Writer != nil {
-		_, err := run(ctx, req.Writer)
-		return err
+		n, err = run(ctx, req.Writer)
+		return "", n, err
 	}
 	out, err := outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner)
 	if err != nil {
-		return err
+		return "", 0, err
 	}
 	defer out.Discard()
-	n, err := run(ctx, out)
-	if err != nil {
-		return err
+	if n, err = run(ctx, out); err != nil {
+		return "", n, err
 	}
 	if err := out.Commit(); err != nil {
-		return err
+		return "", n, err
 	}
 	fmt.Fprintf(stderr, "wrote %s (%d bytes)\n", out.Name(), n)
-	return nil
+	return out.Name(), n, nil
 }
 
 // profileLoop is --loop: one profile per window, each to its own file,

@@ -22,6 +22,7 @@ const resultSchemaVersion = 1
 type result struct {
 	SchemaVersion int                  `json:"schema_version"`
 	Command       string               `json:"command"`
+	Action        string               `json:"action,omitempty"`
 	PID           int                  `json:"pid"`
 	Outcome       attach.Outcome       `json:"outcome"`
 	ExitCode      int                  `json:"exit_code"`
@@ -33,6 +34,7 @@ type result struct {
 	AgentLog      []string             `json:"agent_log,omitempty"`
 	Profile       *profileResult       `json:"profile,omitempty"`
 	HangReport    *diagnose.HangReport `json:"hang_report,omitempty"`
+	ProfilerOwner *attach.Owner        `json:"profiler_owner,omitempty"`
 	Healthy       bool                 `json:"healthy"`
 	DurationMS    int64                `json:"duration_ms"`
 }
@@ -54,11 +56,14 @@ func newResult(command string, pid int, start time.Time, res *attach.Result, err
 	}
 	var refused *attach.RefusedError
 	var hang *attach.HangError
+	var busy *attach.BusyError
 	switch {
 	case errors.As(err, &refused):
 		r.Verdict = &refused.Verdict
 	case errors.As(err, &hang):
 		r.HangReport = hang.Report
+	case errors.As(err, &busy):
+		r.ProfilerOwner = busy.Owner
 	}
 	if res != nil {
 		v := res.Verdict

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -232,3 +233,37 @@ func TestLivePprofNamesNothing(t *testing.T) {
 }
 
 func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
+
+// TestLiveJSONForEveryAction (issue 20): start, status, stop and a busy
+// refusal each print one JSON result (action, agent answer, the file
+// written, who runs the profiler).
+func TestLiveJSONForEveryAction(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	run := func(wantCode int, args ...string) map[string]any {
+		t.Helper()
+		stdout, stderr, code := cli(t, nil, append([]string{"profile", "--json", "--agent", lib}, args...)...)
+		var r map[string]any
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != wantCode {
+			t.Fatalf("%v: exit %d, %v\nstdout %s\nstderr %s", args, code, err, stdout, stderr)
+		}
+		return r
+	}
+	if r := run(0, "start", "-e", "wall", pid); r["action"] != "start" || r["outcome"] != "ok" {
+		t.Errorf("start: %v", r)
+	}
+	if r := run(0, "status", pid); !strings.Contains(fmt.Sprint(r["output"]), "Profiling is running") {
+		t.Errorf("status: %v", r)
+	}
+	r := run(exitRefused, "-d", "1", "-f", out, pid)
+	if owner, _ := r["profiler_owner"].(map[string]any); owner == nil || owner["action"] != "start" {
+		t.Errorf("busy: %v", r)
+	}
+	r = run(0, "stop", "-f", out, pid)
+	if p, _ := r["profile"].(map[string]any); p == nil || p["file"] != out || p["bytes"].(float64) == 0 {
+		t.Errorf("stop: %v", r)
+	}
+}
