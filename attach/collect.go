@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
+	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/outfile"
+	"golang.org/x/sys/unix"
 )
 
 // AutoStopFor is the AutoStop for a profile of d: d plus a slack, long
@@ -55,7 +58,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		return nil, err
 	}
 	defer ss.Close()
-	ss.action = "collect"
+	ss.action, ss.keepLast = "collect", true
 	c := ss.c
 	c.ctx = ctx
 	c.deadline, _ = sctx.Deadline()
@@ -66,10 +69,27 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if err != nil {
 		return res, err
 	}
-	res.Cancelled = wait(ctx, sctx, req)
+	jvmExit, stopWatching := exitOf(pid)
+	defer stopWatching()
+	res.Cancelled, res.Exited = wait(ctx, sctx, req, jvmExit)
 	var dst io.Writer = req.Writer
 	if dst == nil {
 		dst = out
+	}
+	if res.Exited {
+		// Seen at once (the pidfd): what the agent wrote as the JVM
+		// exited is in the start's file, read through the /tmp the
+		// session holds open.
+		res.Bytes, err = ss.lastProfile(sctx, dst)
+		if err == nil && out != nil {
+			err = out.Commit()
+			res.Output = req.Output
+		}
+		if err != nil {
+			return res, fmt.Errorf("pid %d: %w during the profile, and its last profile could not be read: %w", pid, hotspot.ErrTargetExited, err)
+		}
+		res.took(c.start)
+		return res, nil
 	}
 	res.Bytes, err = ss.Stop(sctx, dst)
 	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
@@ -88,4 +108,31 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	res.Healthy = true
 	res.took(c.start)
 	return res, nil
+}
+
+// exitOf returns a channel closed when the process pid exits (a pidfd
+// becomes readable), and a function that stops watching.
+func exitOf(pid int) (<-chan struct{}, func()) {
+	exited, done := make(chan struct{}), make(chan struct{})
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return exited, func() {} // never closes: the usual stop notices
+	}
+	go func() {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if n, _ := unix.Poll(fds, 200); n > 0 {
+				close(exited)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return exited, func() { once.Do(func() { close(done) }) }
 }

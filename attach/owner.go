@@ -274,8 +274,11 @@ func (ss *Session) newOwner(action string) *Owner {
 	if ss.req.AutoStop > 0 {
 		o.Expires = o.Since.Add(ss.req.AutoStop)
 	}
-	if isJFR(ss.format) {
+	switch {
+	case isJFR(ss.format):
 		o.Recording = newTargetFile("rec", ".jfr")
+	case ss.keepLast:
+		o.Recording = newTargetFile("out", extensionFor(ss.format))
 	}
 	return o
 }
@@ -284,6 +287,10 @@ func (ss *Session) newOwner(action string) *Owner {
 func (ss *Session) removeInTarget(ctx context.Context, name string) {
 	if !strings.HasPrefix(filepath.Base(name), ".safeattach-") {
 		return // only names we made
+	}
+	if base, ok := ss.inTmp(name); ok {
+		ss.tmp.Remove(base)
+		return
 	}
 	safefile.RemoveIn(context.WithoutCancel(ctx), ss.c.report.Process.Root, name)
 }

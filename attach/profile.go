@@ -102,6 +102,9 @@ type ProfileResult struct {
 	AgentLog []string `json:"agent_log,omitempty"`
 	// Cancelled is set when ctx ended the profile before Duration.
 	Cancelled bool `json:"cancelled,omitempty"`
+	// Exited is set when the JVM exited during the profile: the profile
+	// is what the agent wrote as the JVM exited.
+	Exited bool `json:"exited,omitempty"`
 }
 
 // formatFor picks the output format as asprof does: -o first (JFR when
@@ -143,8 +146,8 @@ func extensionFor(format string) string {
 }
 
 // wait sleeps for the profile's duration, reporting progress, and returns
-// early (true) when the caller cancels.
-func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled bool) {
+// early when the caller cancels (cancelled) or the JVM exits (exited).
+func wait(callerCtx, sessionCtx context.Context, req ProfileRequest, jvmExit <-chan struct{}) (cancelled, exited bool) {
 	start := time.Now()
 	end := start.Add(req.Duration)
 	tick := time.NewTicker(time.Second)
@@ -152,18 +155,21 @@ func wait(callerCtx, sessionCtx context.Context, req ProfileRequest) (cancelled 
 	for {
 		left := time.Until(end)
 		if left <= 0 {
-			return false
+			return false, false
 		}
 		timer := time.NewTimer(left)
 		select {
 		case <-timer.C:
-			return false
+			return false, false
+		case <-jvmExit:
+			timer.Stop()
+			return false, true
 		case <-callerCtx.Done():
 			timer.Stop()
-			return true
+			return true, false
 		case <-sessionCtx.Done():
 			timer.Stop()
-			return true
+			return true, false
 		case <-tick.C:
 			timer.Stop()
 			if req.Progress != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,13 @@ type Session struct {
 	// action names what started the profiler in its record: collect
 	// (Profile), windows (Windows), start.
 	action string
+	// tmp is the target's /tmp, resolved in its root once and held: the
+	// files commands leave there are read and removed relative to it,
+	// and it stays usable after the JVM exits (its last profile).
+	tmp *safefile.Dir
+	// keepLast gives every start a real file= (not /dev/null), so that
+	// what the agent writes as the JVM exits can be read back (Profile).
+	keepLast bool
 }
 
 // ErrNoOutput: the agent wrote no output file for a command that should
@@ -110,7 +118,19 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 		return nil, err
 	}
 	ss.s = s
+	if d, err := safefile.OpenDirIn(pctx, c.report.Process.Root, "/tmp"); err == nil {
+		ss.tmp = d
+	}
 	return ss, nil
+}
+
+// inTmp reports whether file (a path in the target) is a name in its
+// /tmp that the held directory can reach.
+func (ss *Session) inTmp(file string) (string, bool) {
+	if ss.tmp == nil || filepath.Dir(file) != "/tmp" {
+		return "", false
+	}
+	return filepath.Base(file), true
 }
 
 // Event is the event a Start samples (after any fallback): the one
@@ -290,8 +310,7 @@ func (ss *Session) readBack(ctx context.Context, file string, w io.Writer) (int6
 }
 
 func (ss *Session) openOutput(ctx context.Context, file string) (*safefile.Handle, error) {
-	pr := ss.c.report.Process
-	h, err := safefile.OpenIn(ctx, pr.Root, file, ss.req.MaxOutput, safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true})
+	h, err := ss.openTargetFile(ctx, file, ss.req.MaxOutput)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoOutput
 	}
@@ -299,6 +318,17 @@ func (ss *Session) openOutput(ctx context.Context, file string) (*safefile.Handl
 		return nil, fmt.Errorf("the profiler's output: %w", err)
 	}
 	return h, nil
+}
+
+// openTargetFile opens a file the JVM wrote: in the held /tmp when it is
+// there, else resolved in the target's root; the JVM user's, one link.
+func (ss *Session) openTargetFile(ctx context.Context, file string, limit int64) (*safefile.Handle, error) {
+	pr := ss.c.report.Process
+	accept := safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true}
+	if name, ok := ss.inTmp(file); ok {
+		return ss.tmp.Open(name, limit, accept)
+	}
+	return safefile.OpenIn(ctx, pr.Root, file, limit, accept)
 }
 
 // reserver is a writer that can be told the size to come (budget.Buffer).
@@ -332,8 +362,9 @@ func (ss *Session) begin(ctx context.Context, action string, retry bool) error {
 	if err := ss.acquire(ctx, action); err != nil {
 		return err
 	}
-	// Without JFR, file= at start is only where a timeout= expiry would
-	// write: nowhere, since no one would read it.
+	// Without JFR, file= at start is only where a timeout= expiry, or
+	// the JVM's exit, would make the agent write: nowhere, unless this
+	// session reads a JVM's last profile (keepLast).
 	file := "/dev/null"
 	if ss.owned != nil && ss.owned.Recording != "" {
 		file = ss.owned.Recording
@@ -541,6 +572,24 @@ func (ss *Session) stop(ctx context.Context) (string, error) {
 	return file, nil
 }
 
+// lastProfile streams what the agent wrote to the start's file when the
+// JVM exited (async-profiler dumps a running profile at VM death) and
+// forgets the profiler, which exited with it.
+func (ss *Session) lastProfile(ctx context.Context, w io.Writer) (int64, error) {
+	if ss.owned == nil || ss.owned.Recording == "" {
+		return 0, ErrNoOutput
+	}
+	file := ss.owned.Recording
+	ss.owned = nil
+	defer ss.removeInTarget(ctx, file)
+	h, err := ss.openOutput(ctx, file)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	return copyOutput(w, h, ss.req.MaxOutput)
+}
+
 // Dump streams the profile so far into w without stopping.
 func (ss *Session) Dump(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ss.own(ctx); err != nil {
@@ -584,6 +633,7 @@ func (ss *Session) Healthy(ctx context.Context) error {
 // maps it.
 func (ss *Session) Close() {
 	ss.s.close()
+	ss.tmp.Close()
 }
 
 // Limits on what is kept of the agent's log= file per command: the
@@ -599,8 +649,7 @@ const (
 // lines of at most maxLogLineSize bytes, then a line saying how many
 // more were dropped.
 func (ss *Session) readLog(ctx context.Context, name string) []string {
-	pr := ss.c.report.Process
-	h, err := safefile.OpenIn(ctx, pr.Root, name, 1<<62, safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true})
+	h, err := ss.openTargetFile(ctx, name, 1<<62)
 	if err != nil {
 		return nil
 	}

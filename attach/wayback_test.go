@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -445,5 +446,28 @@ func TestLiveAttachRightAfterLaunch(t *testing.T) {
 			t.Fatalf("attach %d, %v after launch: %v", i, time.Duration(i)*time.Second/time.Duration(runs), err)
 		}
 		p.Cmd.Process.Kill()
+	}
+}
+
+// TestLiveJVMExitsMidProfile (issue 20, item 6): a JVM that exits during
+// a 30 s profile is seen at once (its pidfd), not after the duration,
+// and the profile the agent wrote as it exited is the result.
+func TestLiveJVMExitsMidProfile(t *testing.T) {
+	t.Parallel()
+	lib := testenv.ProfilerOrLookalike(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	out := filepath.Join(t.TempDir(), "last.collapsed")
+	time.AfterFunc(1500*time.Millisecond, func() { p.Cmd.Process.Signal(syscall.SIGTERM) })
+	start := time.Now()
+	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Output: out}, Duration: 30 * time.Second})
+	took := time.Since(start)
+	if err != nil || res == nil || !res.Exited {
+		t.Fatalf("after %v: %v %+v", took, err, res)
+	}
+	if took > 10*time.Second {
+		t.Errorf("the exit was noticed after %v", took)
+	}
+	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target") {
+		t.Errorf("last profile: %q", data)
 	}
 }

@@ -161,7 +161,7 @@ profiler keeps running in the JVM between them).`,
 				r := newResult("profile", pid, start, base, perr)
 				if res != nil {
 					r.AgentLog = res.AgentLog
-					r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled}
+					r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited}
 				}
 				writeResult(w, r, err)
 				return err
@@ -176,11 +176,15 @@ profiler keeps running in the JVM between them).`,
 			if res.Cancelled {
 				note = " (stopped early)"
 			}
-			if res.Event != "" && res.Event != requested {
+			if res.Event != "" && requested != "" && res.Event != requested {
 				note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
 			}
 			// Status lines go to stderr, as asprof's do: stdout is the
 			// profile's when no -f is given, and scripts read it.
+			if res.Exited {
+				fmt.Fprintf(stderr, "the JVM exited during the profile; wrote %s (%d bytes), what the profiler had when it exited\n", res.Output, res.Bytes)
+				return nil
+			}
 			fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
 			printFindings(stderr, res.Verdict.Findings)
 			return nil

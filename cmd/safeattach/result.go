@@ -45,6 +45,7 @@ type profileResult struct {
 	Event     string `json:"event"`
 	Format    string `json:"format"`
 	Cancelled bool   `json:"cancelled,omitempty"`
+	Exited    bool   `json:"exited,omitempty"`
 }
 
 // newResult builds the JSON result of a command from what the library

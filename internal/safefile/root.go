@@ -193,6 +193,31 @@ func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
 	return st, nil
 }
 
+// Open opens the regular file name (one component, not a symlink) in the
+// directory for reading, with OpenIn's checks. The directory's
+// descriptor keeps working after the process whose root it was found in
+// has exited: a JVM's last file can still be read.
+func (d *Dir) Open(name string, limit int64, accept Accept) (*Handle, error) {
+	what := filepath.Join(d.Root, d.Path, name)
+	if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
+		return nil, &os.PathError{Op: "open", Path: what, Err: errors.New("not a name in the directory")}
+	}
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ELOOP {
+			err = fmt.Errorf("%w (a symlink)", ErrNotRegular)
+		}
+		return nil, &os.PathError{Op: "open", Path: what, Err: err}
+	}
+	h := &Handle{fd: FD(fd), Path: filepath.Join(d.Path, name)}
+	if err := h.check(limit, accept); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "open", Path: what, Err: err}
+	}
+	_ = unix.SetNonblock(fd, false)
+	return h, nil
+}
+
 // Remove removes the file name from the directory (never a directory,
 // never what a symlink points to).
 func (d *Dir) Remove(name string) error {

@@ -151,6 +151,12 @@ static void *expire(void *arg) {
 
 static int command(const char *options);
 
+/* at_exit dumps a running profile to the start's file= as the JVM exits,
+ * as async-profiler does at VM death. */
+__attribute__((destructor)) static void at_exit(void) {
+	if (started) write_profile_to(start_file);
+}
+
 /* lookalike_command runs one Agent_OnAttach options string. */
 static int lookalike_command(const char *options) {
 	pthread_mutex_lock(&lock);
