@@ -63,6 +63,9 @@ type call struct {
 	// content is the agent's bytes as read and judged: what is delivered.
 	content []byte
 	verdict conflicts.Verdict
+	// loaded is the path of the copy the JVM already maps, when the call
+	// talks only to it (SessionRequest.LoadedOnly).
+	loaded string
 }
 
 func newCall(op string, pid int, opts Options) *call {
@@ -432,7 +435,12 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := deliver(ctx, c.report, c.agent, c.content)
+	var d *delivery
+	if c.loaded != "" {
+		d = &delivery{inTarget: c.loaded, reused: true} // LoadedOnly: the JVM's own copy
+	} else {
+		d, err = deliver(ctx, c.report, c.agent, c.content)
+	}
 	if err != nil {
 		if !t.Alive() {
 			return nil, fmt.Errorf("pid %d: %w while delivering the agent", c.pid, hotspot.ErrTargetExited)

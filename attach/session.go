@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -87,10 +88,10 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 		req.MaxOutput = DefaultMaxOutput
 	}
 	lib := req.Lib
-	if lib == "" {
+	if _, _, loaded := deliveredCopy(pid); lib == "" && !(req.LoadedOnly && loaded) {
 		var searched []string
 		if lib, searched = findInstalled(); lib == "" {
-			return nil, fmt.Errorf("no async-profiler found (searched %s); give its library with --lib", strings.Join(searched, ", "))
+			return nil, fmt.Errorf("no async-profiler found (searched %s); give its library with --agent", strings.Join(searched, ", "))
 		}
 	}
 	c := newCall(op, pid, req.Options)
@@ -99,12 +100,24 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
 	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req), id: randomHex(8)}
-	if err := c.readAgent(ctx, lib, ss.startOptions("")); err != nil {
-		return nil, err
-	}
-	if err := c.judge(ctx, preflight.Options{}); err != nil {
-		c.finish(err)
-		return nil, err
+	if path, sum, ok := deliveredCopy(pid); req.LoadedOnly && ok {
+		// The judged bytes are loaded already: judge the JVM as a jcmd
+		// does (not-a-jvm, signals, socket, credentials) and talk to them.
+		if err := c.judge(ctx, preflight.Options{AttachOnly: true}); err != nil {
+			c.finish(err)
+			return nil, err
+		}
+		c.agent = &preflight.Agent{Path: path, RealPath: path, SHA256: sum, Kind: preflight.AgentAsyncProfiler, Exists: true, Regular: true,
+			Evidence: []string{"already loaded by the JVM (the loader returns it by this name; nothing new is loaded)"}}
+		c.loaded = path
+	} else {
+		if err := c.readAgent(ctx, lib, ss.startOptions("")); err != nil {
+			return nil, err
+		}
+		if err := c.judge(ctx, preflight.Options{}); err != nil {
+			c.finish(err)
+			return nil, err
+		}
 	}
 	if req.EventFallback && profilesCPU(req.Profiler) && hasFinding(c.verdict, RulePerfEventsUnavailable) {
 		ss.req.Profiler.Event = timerEvent(c.agent)
@@ -122,6 +135,44 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 		ss.tmp = d
 	}
 	return ss, nil
+}
+
+// deliveredCopy finds, in pid's mappings, the async-profiler it has
+// loaded: a copy safeattach delivered (<dir>/.safeattach[-<hex>]/<sha256>/
+// <name>, whose hash directory names its bytes), else a library named
+// libasyncProfiler*.so (loaded in place, or by another tool). A session
+// that only talks to the loaded profiler sends its commands to that name,
+// which the JVM's loader resolves to the loaded object without opening a
+// file. sum is empty when the bytes' hash is not known from the path.
+func deliveredCopy(pid int) (path, sum string, ok bool) {
+	_ = proc.FS{}.Proc(pid).WalkMaps(func(p []byte) bool {
+		return bytes.Contains(p, []byte("/"+storeDir)) || bytes.Contains(p, []byte("/libasyncProfiler"))
+	}, func(m *proc.Mapping) error {
+		if !m.Executable() || m.Deleted {
+			return nil
+		}
+		hashDir := filepath.Dir(m.Path)
+		store := filepath.Base(filepath.Dir(hashDir))
+		h := filepath.Base(hashDir)
+		if (store == storeDir || strings.HasPrefix(store, storeDir+"-")) && len(h) == 64 && isHex(h) {
+			path, sum, ok = m.Path, h, true
+			return proc.ErrStop
+		}
+		if strings.HasPrefix(filepath.Base(m.Path), "libasyncProfiler") && !ok {
+			path, ok = m.Path, true
+		}
+		return nil
+	})
+	return path, sum, ok
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // inTmp reports whether file (a path in the target) is a name in its

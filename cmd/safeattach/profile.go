@@ -334,6 +334,10 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 			req.Output, req.Writer = abs, nil
 		}
 	}
+	// Everything but start and resume talks to a profiler already
+	// loaded: when it is safeattach's delivered copy, nothing is read,
+	// hashed or judged again (asprof's speed for status, stop, dump).
+	req.LoadedOnly = action != "start" && action != "resume"
 	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return finish(err)

@@ -40,7 +40,9 @@ func TestRealAsyncProfiler(t *testing.T) {
 		t.Errorf("default output: %v\n%s", err, out)
 	}
 	alloc := filepath.Join(t.TempDir(), "alloc.collapsed")
-	out, err = exec.Command(bin, "profile", "--agent", lib, "--alloc", "1", "-d", "1", "-f", alloc, pid).CombinedOutput()
+	// Two seconds: on a loaded 2-core machine one second of a churning
+	// JVM has been seen to produce no allocation sample at all.
+	out, err = exec.Command(bin, "profile", "--agent", lib, "--alloc", "1", "-d", "2", "-f", alloc, pid).CombinedOutput()
 	data, _ := os.ReadFile(alloc)
 	if err != nil || !strings.Contains(string(data), "_[i]") {
 		t.Errorf("--alloc 1 alone: %v\n%s\n%.300s", err, out, data)
