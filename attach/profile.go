@@ -63,12 +63,13 @@ type SessionRequest struct {
 	AutoStop time.Duration
 	// LoadedOnly says the session only talks to a profiler the JVM has
 	// already loaded (status, list, metrics, meminfo, stop, dump). When
-	// the JVM maps a copy safeattach delivered — whose bytes were hashed,
-	// judged and verified then, and which only root can change — the
-	// library is not read, hashed or judged again, the inspection is
-	// what a jcmd needs, and commands go to that copy by the name the
-	// loader knows it by (so dlopen returns it and loads nothing).
-	// Otherwise the session opens as usual.
+	// the JVM maps an async-profiler — a copy safeattach delivered, whose
+	// bytes were hashed, judged and verified then, or a
+	// libasyncProfiler*.so another tool loaded — the library is not read,
+	// hashed or judged again (its hazards were in the load, which has
+	// happened), the inspection is what a jcmd needs, and commands go to
+	// it by the name the loader knows it by, so dlopen returns the loaded
+	// object and opens no file. Otherwise the session opens as usual.
 	LoadedOnly bool
 	// Options are the attach options (each command's deadline, rules,
 	// acknowledgements, logging, audit).
