@@ -44,6 +44,30 @@ func (v Verdict) Blocking() []string {
 	return ids
 }
 
+// Causes returns the rules that explain a refusal: the blocks decided
+// from what was seen. A block that only assumed the worst about a fact
+// it could not read (not-a-jvm when the memory map is unreadable) is a
+// consequence of the same cause, not another one — a non-root user
+// against a root JVM is refused by credentials-mismatch, and that is the
+// one thing to fix. When every block is undetermined, they are all the
+// cause. Causes is empty when the attach is allowed.
+func (v Verdict) Causes() []string {
+	var decided, all []string
+	for _, f := range v.Findings {
+		if f.Severity != Block {
+			continue
+		}
+		all = append(all, f.Rule)
+		if !f.Undetermined {
+			decided = append(decided, f.Rule)
+		}
+	}
+	if len(decided) > 0 {
+		return decided
+	}
+	return all
+}
+
 // Finding is one rule's conclusion about this target and agent.
 type Finding struct {
 	Rule       string   `json:"rule"`
@@ -54,7 +78,8 @@ type Finding struct {
 	References []string `json:"references,omitempty"`
 	// Acknowledged: a block downgraded by --ack. Escalated: a warning
 	// made a block by --strict. Undetermined: the rule could not decide
-	// because a fact it needs is unknown.
+	// because a fact it needs is unknown (a warning saying so, or a case
+	// that assumes the worst with or_unknown).
 	Acknowledged bool `json:"acknowledged,omitempty"`
 	Escalated    bool `json:"escalated,omitempty"`
 	Undetermined bool `json:"undetermined,omitempty"`
@@ -161,6 +186,9 @@ type evaluation struct {
 	facts   Facts
 	used    []string
 	unknown []string
+	// assumed: a test of an unknown fact held by or_unknown, so a case
+	// that holds may hold only by assuming the worst.
+	assumed bool
 }
 
 func (e *evaluation) use(name string) {
@@ -171,7 +199,13 @@ func (e *evaluation) use(name string) {
 
 func evaluateRule(cr *compiledRule, facts Facts) (Finding, bool) {
 	r := &cr.spec
+	var undetermined *Finding
+	var undeterminedSeverity Severity
 	for _, c := range cr.cases {
+		if undetermined != nil && rank(c.severity) > rank(undeterminedSeverity) {
+			// An earlier case might hold: a milder later one cannot decide.
+			continue
+		}
 		e := &evaluation{facts: facts}
 		res := triTrue
 		if c.when != nil {
@@ -180,23 +214,29 @@ func evaluateRule(cr *compiledRule, facts Facts) (Finding, bool) {
 		switch {
 		case res == triTrue:
 			return Finding{
-				Rule: r.ID, Severity: c.severity, Hard: r.Hard,
+				Rule: r.ID, Severity: c.severity, Hard: r.Hard, Undetermined: e.assumed,
 				Message:    render(c.message, facts),
 				Remedy:     render(c.remedy, facts),
 				Evidence:   e.evidence(),
 				References: slices.Clone(r.References),
 			}, true
-		case res == triUnknown && c.severity != Info:
-			// Unknown is not a pass: say what could not be determined.
-			return Finding{
+		case res == triUnknown && c.severity != Info && undetermined == nil:
+			// Unknown is not a pass: say what could not be determined,
+			// unless a later case as severe holds (one that assumes the
+			// worst with or_unknown says so in its own words).
+			undetermined = &Finding{
 				Rule: r.ID, Severity: Warn, Undetermined: true, Hard: r.Hard,
 				Message: fmt.Sprintf("could not determine whether this applies: %s (%s)",
 					strings.TrimSuffix(r.Title, "."), strings.Join(e.unknown, "; ")),
 				Remedy:     render(c.remedy, facts),
 				Evidence:   e.evidence(),
 				References: slices.Clone(r.References),
-			}, true
+			}
+			undeterminedSeverity = c.severity
 		}
+	}
+	if undetermined != nil {
+		return *undetermined, true
 	}
 	return Finding{}, false
 }
@@ -266,6 +306,7 @@ func (e *evaluation) leaf(c *cond) tri {
 	if ok && f.Unknown != "" {
 		if c.orUnknown {
 			e.use(c.fact)
+			e.assumed = true
 			return triTrue
 		}
 		e.use(c.fact)
@@ -323,6 +364,7 @@ func (e *evaluation) leaf(c *cond) tri {
 			e.use(c.fact)
 			e.addUnknown(fmt.Sprintf("%s: %v", c.fact, err))
 			if c.orUnknown {
+				e.assumed = true
 				return triTrue
 			}
 			return triUnknown

@@ -180,7 +180,11 @@ func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
 	}
 
 	j := r.JVM
-	set("jvm.kind", j.Kind, strings.Join(j.Evidence, "; "))
+	if reason := unknowns["jvm.kind"]; reason != "" && j.Kind == preflight.JVMNone {
+		unknown("jvm.kind", reason)
+	} else {
+		set("jvm.kind", j.Kind, strings.Join(j.Evidence, "; "))
+	}
 	str("jvm.version", j.Version, "jvm.version")
 	if j.Feature > 0 {
 		set("jvm.feature", j.Feature, "")

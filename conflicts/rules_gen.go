@@ -241,21 +241,30 @@ var embeddedRuleData = []Rule{
 				Remedy: "Check the pid; safeattach scan lists the JVMs on this host.",
 				Line:   149,
 			},
+			{
+				Severity: Block,
+				When:     &Condition{Line: 158, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}, OrUnknown: true},
+				Message: "cannot tell whether pid is a JVM (its memory map could not be read); an attach " +
+					"would send SIGQUIT to a process whose default action for it may be to die",
+				Remedy: "Run safeattach as root or as the target's user, so that /proc/<pid>/maps can be " +
+					"read.",
+				Line: 157,
+			},
 		},
 	},
 	{
 		ID:     "openj9-not-supported",
 		Title:  "OpenJ9's attach protocol is not implemented",
 		Hard:   true,
-		Source: "rules/default.yaml:156",
+		Source: "rules/default.yaml:164",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 161, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
+				When:     &Condition{Line: 169, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
 				Message: "the target is an OpenJ9 VM, whose attach protocol (files, a semaphore and a TCP " +
 					"call-back) safeattach does not speak yet",
 				Remedy: "Use OpenJ9's own tools (jcmd from the same OpenJ9 build) for now.",
-				Line:   160,
+				Line:   168,
 			},
 		},
 	},
@@ -263,16 +272,16 @@ var embeddedRuleData = []Rule{
 		ID:     "attach-disabled",
 		Title:  "The JVM was started with -XX:+DisableAttachMechanism",
 		Hard:   true,
-		Source: "rules/default.yaml:165",
+		Source: "rules/default.yaml:173",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 170, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 178, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
 				Message: "the JVM disables dynamic attach ({jvm.flags.DisableAttachMechanism.note}); " +
 					"SIGQUIT would only print a thread dump",
 				Remedy: "Restart the JVM without -XX:+DisableAttachMechanism, or load the agent at " +
 					"start-up with -agentpath.",
-				Line: 169,
+				Line: 177,
 			},
 		},
 	},
@@ -283,17 +292,17 @@ var embeddedRuleData = []Rule{
 			"-Xrs / -XX:+ReduceSignalUsage, or one still starting up, does not catch " +
 			"SIGQUIT, and its default action kills the JVM.\n",
 		Hard:   true,
-		Source: "rules/default.yaml:174",
+		Source: "rules/default.yaml:182",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 184, All: []*Condition{
+				When: &Condition{Line: 192, All: []*Condition{
 					{Line: 40, Fact: "jvm.kind", Op: "one_of", Args: []string{"hotspot", "openj9"}},
-					{Line: 186, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
-					{Line: 187, Any: []*Condition{
-						{Line: 188, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
-						{Line: 189, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
-						{Line: 190, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
+					{Line: 194, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
+					{Line: 195, Any: []*Condition{
+						{Line: 196, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
+						{Line: 197, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
+						{Line: 198, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "the JVM has no attach socket and does not handle SIGQUIT " +
@@ -301,7 +310,7 @@ var embeddedRuleData = []Rule{
 					"signal that starts the listener would kill it",
 				Remedy: "Restart the JVM with -XX:+StartAttachListener (the socket is then created at " +
 					"start-up), or attach once it has finished starting.",
-				Line: 182,
+				Line: 190,
 			},
 		},
 	},
@@ -309,15 +318,15 @@ var embeddedRuleData = []Rule{
 		ID:     "process-stopped",
 		Title:  "The process is stopped or traced",
 		Hard:   true,
-		Source: "rules/default.yaml:198",
+		Source: "rules/default.yaml:206",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 203, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
+				When:     &Condition{Line: 211, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
 				Message: "the process is {process.state}; it cannot answer an attach, which would only " +
 					"wait for its deadline",
 				Remedy: "Resume it (kill -CONT) or detach the debugger, then try again.",
-				Line:   202,
+				Line:   210,
 			},
 		},
 	},
@@ -327,30 +336,30 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://openjdk.org/jeps/451",
 		},
-		Source: "rules/default.yaml:207",
+		Source: "rules/default.yaml:215",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 214, All: []*Condition{
-					{Line: 215, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
-					{Line: 216, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				When: &Condition{Line: 222, All: []*Condition{
+					{Line: 223, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
+					{Line: 224, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
 				}},
 				Message: "the JVM runs with -XX:-EnableDynamicAgentLoading " +
 					"({jvm.flags.EnableDynamicAgentLoading.note}); a load would fail",
 				Remedy: "Restart with -XX:+EnableDynamicAgentLoading, or load the agent at start-up with " +
 					"-agentpath.",
-				Line: 212,
+				Line: 220,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 221, All: []*Condition{
-					{Line: 222, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
-					{Line: 223, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
-					{Line: 224, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				When: &Condition{Line: 229, All: []*Condition{
+					{Line: 230, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
+					{Line: 231, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
+					{Line: 232, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
 				}},
 				Message: "JDK {jvm.feature} allows the load but prints a JEP 451 warning to the target's " +
 					"stderr",
-				Line: 219,
+				Line: 227,
 			},
 		},
 	},
@@ -358,42 +367,42 @@ var embeddedRuleData = []Rule{
 		ID:     "agent-arch-mismatch",
 		Title:  "The agent is built for another architecture",
 		Hard:   true,
-		Source: "rules/default.yaml:228",
+		Source: "rules/default.yaml:236",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 234, All: []*Condition{
-					{Line: 235, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
-					{Line: 236, Fact: "process.machine", Op: "present", Args: []string{"true"}},
-					{Line: 237, Not: &Condition{Line: 237, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
+				When: &Condition{Line: 242, All: []*Condition{
+					{Line: 243, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
+					{Line: 244, Fact: "process.machine", Op: "present", Args: []string{"true"}},
+					{Line: 245, Not: &Condition{Line: 245, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
 				}},
 				Message: "the agent is built for {agent.machine} but the JVM runs on {process.machine}",
 				Remedy:  "Use the agent build for {process.machine}.",
-				Line:    232,
+				Line:    240,
 			},
 		},
 	},
 	{
 		ID:     "agent-libc-mismatch",
 		Title:  "The agent needs a C library the target does not have",
-		Source: "rules/default.yaml:241",
+		Source: "rules/default.yaml:249",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 246, Any: []*Condition{
-					{Line: 247, All: []*Condition{
-						{Line: 248, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
-						{Line: 249, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
+				When: &Condition{Line: 254, Any: []*Condition{
+					{Line: 255, All: []*Condition{
+						{Line: 256, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
+						{Line: 257, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
 					}},
-					{Line: 250, All: []*Condition{
-						{Line: 251, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
-						{Line: 252, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
+					{Line: 258, All: []*Condition{
+						{Line: 259, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
+						{Line: 260, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
 					}},
 				}},
 				Message: "the agent links {agent.libc} ({agent.libc.note}) but the JVM runs on " +
 					"{process.libc}",
 				Remedy: "Use the agent build for {process.libc} (async-profiler 4.0+ is libc-agnostic).",
-				Line:   244,
+				Line:   252,
 			},
 		},
 	},
@@ -405,35 +414,35 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/610",
 		},
 		Hard:   true,
-		Source: "rules/default.yaml:256",
+		Source: "rules/default.yaml:264",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 265, All: []*Condition{
-					{Line: 266, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 267, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 273, All: []*Condition{
+					{Line: 274, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 275, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
 				}},
 				Message: "a different copy of async-profiler is already loaded " +
 					"({profilers.async_profiler.paths}); two copies in one JVM crash it",
 				Remedy: "Use the copy that is already loaded (same path), or restart the JVM.",
-				Line:   263,
+				Line:   271,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 272, All: []*Condition{
-					{Line: 273, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
-					{Line: 274, Not: &Condition{Line: 274, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
+				When: &Condition{Line: 280, All: []*Condition{
+					{Line: 281, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+					{Line: 282, Not: &Condition{Line: 282, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
 				}},
 				Message: "other profilers are loaded ({profilers.kinds}); they may compete for signals " +
 					"and perf events",
 				Remedy: "Stop the other profiler first if results look wrong.",
-				Line:   270,
+				Line:   278,
 			},
 			{
 				Severity: Info,
-				When:     &Condition{Line: 278, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 286, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
 				Message:  "this async-profiler is already loaded; the load reuses it",
-				Line:     277,
+				Line:     285,
 			},
 		},
 	},
@@ -441,49 +450,49 @@ var embeddedRuleData = []Rule{
 		ID:     "agent-untrusted",
 		Title:  "The agent library could be tampered with, or is not a usable file",
 		Hard:   true,
-		Source: "rules/default.yaml:282",
+		Source: "rules/default.yaml:290",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 288, All: []*Condition{
-					{Line: 289, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 290, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 296, All: []*Condition{
+					{Line: 297, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 298, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the agent {agent.path} does not exist ({agent.exists.note})",
 				Remedy:  "Give the path of the agent library.",
-				Line:    286,
+				Line:    294,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 295, All: []*Condition{
-					{Line: 296, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 297, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 303, All: []*Condition{
+					{Line: 304, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 305, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the agent {agent.path} cannot be used: {agent.regular.note}",
 				Remedy:  "Give the path of the agent library itself, a regular file.",
-				Line:    293,
+				Line:    301,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 302, All: []*Condition{
-					{Line: 303, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 304, Not: &Condition{Line: 304, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
+				When: &Condition{Line: 310, All: []*Condition{
+					{Line: 311, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 312, Not: &Condition{Line: 312, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
 				}},
 				Message: "the agent {agent.path} can be modified by someone other than root or the " +
 					"target's user: {agent.foreign_writers}",
 				Remedy: "Install the agent where only root (or the JVM's user) can write, e.g. chown " +
 					"root and chmod go-w the file and its directories.",
-				Line: 300,
+				Line: 308,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 309, All: []*Condition{
-					{Line: 310, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 311, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
+				When: &Condition{Line: 317, All: []*Condition{
+					{Line: 318, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 319, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
 				}},
 				Message: "{agent.path} is not a JVMTI agent ({agent.kind.note})",
 				Remedy:  "Give a library that exports Agent_OnAttach.",
-				Line:    307,
+				Line:    315,
 			},
 		},
 	},
@@ -502,15 +511,15 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/908",
 			"https://github.com/async-profiler/async-profiler/issues/940",
 		},
-		Source: "rules/default.yaml:315",
+		Source: "rules/default.yaml:323",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 331, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
+				When:     &Condition{Line: 339, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
 				Message:  "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
 				Remedy: "Use an agent built for the target's distribution and C library (build it on the " +
 					"oldest system you attach to), or install what is missing in the target's image.",
-				Line: 330,
+				Line: 338,
 			},
 		},
 	},
@@ -530,16 +539,16 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1294",
 			"https://github.com/async-profiler/async-profiler/issues/855",
 		},
-		Source: "rules/default.yaml:335",
+		Source: "rules/default.yaml:343",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 353, All: []*Condition{
-					{Line: 354, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-					{Line: 355, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
-					{Line: 356, Any: []*Condition{
-						{Line: 357, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
-						{Line: 358, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
+				When: &Condition{Line: 361, All: []*Condition{
+					{Line: 362, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 363, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
+					{Line: 364, Any: []*Condition{
+						{Line: 365, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
+						{Line: 366, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
 					}},
 				}},
 				Message: "-e cpu needs perf events, which this JVM cannot open " +
@@ -548,17 +557,17 @@ var embeddedRuleData = []Rule{
 				Remedy: "Profile with -e itimer (or -e ctimer with async-profiler 3.0+), or pass " +
 					"--event-fallback to switch automatically; or allow perf events (sysctl " +
 					"kernel.perf_event_paranoid=2, or CAP_PERFMON for the container).",
-				Line: 351,
+				Line: 359,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 363, All: []*Condition{
-					{Line: 364, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-					{Line: 365, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+				When: &Condition{Line: 371, All: []*Condition{
+					{Line: 372, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 373, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
 				}},
 				Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
 					"will be missing from CPU profiles",
-				Line: 361,
+				Line: 369,
 			},
 		},
 	},
@@ -574,24 +583,24 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8283849",
 			"https://github.com/openjdk/jdk8u-dev/pull/73",
 		},
-		Source: "rules/default.yaml:369",
+		Source: "rules/default.yaml:377",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 383, All: []*Condition{
-					{Line: 384, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 385, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 386, Any: []*Condition{
-						{Line: 387, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
-						{Line: 388, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
-						{Line: 389, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
-						{Line: 390, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
+				When: &Condition{Line: 391, All: []*Condition{
+					{Line: 392, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 393, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 394, Any: []*Condition{
+						{Line: 395, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
+						{Line: 396, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
+						{Line: 397, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
+						{Line: 398, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
 					"guarantee while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
-				Line:   381,
+				Line:   389,
 			},
 		},
 	},
@@ -604,23 +613,23 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8313796",
 			"https://github.com/openjdk/jdk17u-dev/pull/1665",
 		},
-		Source: "rules/default.yaml:394",
+		Source: "rules/default.yaml:402",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 406, All: []*Condition{
-					{Line: 407, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 408, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 409, Any: []*Condition{
-						{Line: 410, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
-						{Line: 411, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
-						{Line: 412, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
+				When: &Condition{Line: 414, All: []*Condition{
+					{Line: 415, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 416, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 417, Any: []*Condition{
+						{Line: 418, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
+						{Line: 419, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
+						{Line: 420, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
 					"interpreter method pointer while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
-				Line:   404,
+				Line:   412,
 			},
 		},
 	},
@@ -636,24 +645,24 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/154",
 			"https://github.com/openjdk/jdk11u-dev/pull/3051",
 		},
-		Source: "rules/default.yaml:416",
+		Source: "rules/default.yaml:424",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 431, All: []*Condition{
-					{Line: 432, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 433, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 434, Any: []*Condition{
-						{Line: 435, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
-						{Line: 436, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
-						{Line: 437, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
+				When: &Condition{Line: 439, All: []*Condition{
+					{Line: 440, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 441, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 442, Any: []*Condition{
+						{Line: 443, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
+						{Line: 444, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
+						{Line: 445, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
 					"crash the JVM when {agent.description} attaches)",
 				Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
 					"start-up with -agentpath instead of attaching.",
-				Line: 429,
+				Line: 437,
 			},
 		},
 	},
@@ -664,16 +673,16 @@ var embeddedRuleData = []Rule{
 			"running this workload died with a HotSpot crash log within the watch window " +
 			"after an attach. Attaching again would likely crash it again; an operator " +
 			"decides.\n",
-		Source: "rules/default.yaml:441",
+		Source: "rules/default.yaml:449",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 450, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 458, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
 				Message: "this workload crashed after an earlier attach: " +
 					"{workload.crashed_after_attach.note}",
 				Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
 					"--ack crashed-after-attach or forget the entry in the crash memory.",
-				Line: 449,
+				Line: 457,
 			},
 		},
 	},
@@ -681,18 +690,18 @@ var embeddedRuleData = []Rule{
 		ID:     "credentials-mismatch",
 		Title:  "safeattach runs as neither root nor the target's user",
 		Hard:   true,
-		Source: "rules/default.yaml:454",
+		Source: "rules/default.yaml:462",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 460, All: []*Condition{
-					{Line: 461, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-					{Line: 462, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 468, All: []*Condition{
+					{Line: 469, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+					{Line: 470, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 					"or root",
 				Remedy: "Run safeattach as root or as uid {process.euid}.",
-				Line:   458,
+				Line:   466,
 			},
 		},
 	},
@@ -703,23 +712,23 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1318",
 			"https://github.com/async-profiler/async-profiler/issues/1269",
 		},
-		Source: "rules/default.yaml:466",
+		Source: "rules/default.yaml:474",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 474, All: []*Condition{
-					{Line: 475, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 476, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-					{Line: 477, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-					{Line: 478, Any: []*Condition{
-						{Line: 479, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-						{Line: 480, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+				When: &Condition{Line: 482, All: []*Condition{
+					{Line: 483, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 484, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+					{Line: 485, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+					{Line: 486, Any: []*Condition{
+						{Line: 487, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+						{Line: 488, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 					"LD_PRELOADed (\"free() invalid size\")",
 				Remedy: "Use async-profiler 4.1 or later for nativemem.",
-				Line:   472,
+				Line:   480,
 			},
 		},
 	},
@@ -729,22 +738,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1162",
 		},
-		Source: "rules/default.yaml:484",
+		Source: "rules/default.yaml:492",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 491, All: []*Condition{
-					{Line: 492, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 493, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-					{Line: 494, Any: []*Condition{
-						{Line: 495, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 496, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 499, All: []*Condition{
+					{Line: 500, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 501, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+					{Line: 502, Any: []*Condition{
+						{Line: 503, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+						{Line: 504, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 					"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 				Remedy: "Use async-profiler 4.2 or later.",
-				Line:   489,
+				Line:   497,
 			},
 		},
 	},
@@ -754,22 +763,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/759",
 		},
-		Source: "rules/default.yaml:500",
+		Source: "rules/default.yaml:508",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 507, All: []*Condition{
-					{Line: 508, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 509, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-					{Line: 510, Any: []*Condition{
-						{Line: 511, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-						{Line: 512, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 515, All: []*Condition{
+					{Line: 516, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 517, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+					{Line: 518, Any: []*Condition{
+						{Line: 519, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+						{Line: 520, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 					"async-profiler {agent.version} uses a fixed signal",
 				Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-				Line:   505,
+				Line:   513,
 			},
 		},
 	},
@@ -780,31 +789,31 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1756",
 			"https://github.com/async-profiler/async-profiler/issues/1406",
 		},
-		Source: "rules/default.yaml:516",
+		Source: "rules/default.yaml:524",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 524, All: []*Condition{
-					{Line: 525, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 526, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 527, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+				When: &Condition{Line: 532, All: []*Condition{
+					{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} fails to attach above 2048",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   522,
+				Line:   530,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 532, All: []*Condition{
-					{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+				When: &Condition{Line: 540, All: []*Condition{
+					{Line: 541, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 542, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 543, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} pauses the whole JVM while it parses them",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   530,
+				Line:   538,
 			},
 		},
 	},
@@ -814,19 +823,19 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1617",
 		},
-		Source: "rules/default.yaml:539",
+		Source: "rules/default.yaml:547",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 546, All: []*Condition{
-					{Line: 547, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 548, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-					{Line: 549, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+				When: &Condition{Line: 554, All: []*Condition{
+					{Line: 555, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 556, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+					{Line: 557, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 				}},
 				Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 					"profiling starts",
 				Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-				Line:   544,
+				Line:   552,
 			},
 		},
 	},
@@ -837,19 +846,19 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/694",
 			"https://github.com/async-profiler/async-profiler/issues/714",
 		},
-		Source: "rules/default.yaml:553",
+		Source: "rules/default.yaml:561",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 561, All: []*Condition{
-					{Line: 562, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 563, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-					{Line: 564, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+				When: &Condition{Line: 569, All: []*Condition{
+					{Line: 570, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 571, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+					{Line: 572, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 				}},
 				Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 					"heap",
 				Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-				Line:   559,
+				Line:   567,
 			},
 		},
 	},
@@ -857,16 +866,16 @@ var embeddedRuleData = []Rule{
 		ID:     "attach-socket-untrusted",
 		Title:  "The attach socket is not what the JVM would create",
 		Hard:   true,
-		Source: "rules/default.yaml:568",
+		Source: "rules/default.yaml:576",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 573, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+				When:     &Condition{Line: 581, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 				Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 					"root) with mode 0600; it could be a spoof",
 				Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 					"investigate who created it.",
-				Line: 572,
+				Line: 580,
 			},
 		},
 	},

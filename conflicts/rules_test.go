@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -221,5 +222,73 @@ func TestPlaceholders(t *testing.T) {
 	}
 	if got := strings.Join(names, ","); got != "x,y," {
 		t.Errorf("placeholders = %q", got)
+	}
+}
+
+// TestUndeterminedCases: a case whose fact is unknown does not end the
+// rule when a later case, as severe, assumes the worst in its own words
+// (or_unknown); that finding is a block marked undetermined, and Causes
+// prefers the blocks decided from what was seen. A milder later case
+// never decides past an undetermined one.
+func TestUndeterminedCases(t *testing.T) {
+	rules, err := ParseRules("inline.yaml", []byte(`rules:
+  - id: kind
+    title: kind
+    cases:
+      - severity: block
+        when: {fact: jvm.kind, equals: none}
+        message: not a JVM
+        remedy: r
+      - severity: block
+        when: {fact: jvm.kind, equals: none, or_unknown: true}
+        message: cannot tell
+        remedy: r
+  - id: milder
+    title: milder
+    cases:
+      - severity: block
+        when: {fact: jvm.kind, equals: none}
+        message: m
+        remedy: r
+      - severity: info
+        when: {fact: inspector.is_root, equals: "false"}
+        message: m
+        remedy: r
+  - id: decided
+    title: decided
+    cases:
+      - severity: block
+        when: {fact: inspector.is_root, equals: "false"}
+        message: decided
+        remedy: r
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := Compile(rules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := loadJSON[preflight.Report](t, "testdata/reports/plain-jdk17.json")
+	report.JVM.Kind = preflight.JVMNone
+	report.Unknowns = append(report.Unknowns, preflight.UnknownFact{Fact: "jvm.kind", Reason: "maps: permission denied"})
+	report.Inspector.EUID = 4242
+	v := Evaluate(report, nil, Policy{Rules: set})
+	got := map[string]Finding{}
+	for _, f := range v.Findings {
+		got[f.Rule] = f
+	}
+	if f := got["kind"]; f.Severity != Block || !f.Undetermined || f.Message != "cannot tell" {
+		t.Errorf("kind: %+v", f)
+	}
+	if f := got["milder"]; f.Severity != Warn || !f.Undetermined {
+		t.Errorf("a milder case decided past an undetermined block: %+v", f)
+	}
+	if c := v.Causes(); !slices.Equal(c, []string{"decided"}) {
+		t.Errorf("Causes = %v, want the decided block only (Blocking %v)", c, v.Blocking())
+	}
+	report.Inspector.EUID = 0
+	if c := Evaluate(report, nil, Policy{Rules: set}).Causes(); !slices.Equal(c, []string{"kind"}) {
+		t.Errorf("with no decided block, the undetermined one is the cause: %v", c)
 	}
 }

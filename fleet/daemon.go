@@ -349,7 +349,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		rules := []string{}
 		switch {
 		case errors.As(err, &refused):
-			rules = refused.Verdict.Blocking()
+			rules = refused.Verdict.Causes()
 			if len(rules) == 0 {
 				rules = []string{"delivery"}
 			}

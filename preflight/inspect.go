@@ -73,6 +73,9 @@ type mappedLib struct {
 // inspection carries what one Inspect call has read so far.
 type inspection struct {
 	ctx context.Context
+	// mapsErr is why the memory map could not be read: then nothing
+	// derived from it (the JVM's kind, its libraries) is known.
+	mapsErr error
 	// release is the JDK's release file, read while finding its home.
 	release []byte
 	opts    Options
@@ -253,6 +256,7 @@ func (in *inspection) readMaps() {
 		return nil
 	})
 	if err != nil {
+		in.mapsErr = err
 		in.unknown("process.maps", "%v", err)
 	}
 	for _, l := range in.libs {

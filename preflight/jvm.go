@@ -62,8 +62,8 @@ func (in *inspection) inspectJVM() {
 		j.LibJVM = l.path
 		j.Evidence = append(j.Evidence, "maps "+l.path)
 	} else {
-		if in.r.MappedELFs == 0 && len(in.libs) == 0 {
-			in.unknown("jvm.kind", "no file mappings readable")
+		if in.mapsErr != nil {
+			in.unknown("jvm.kind", "the memory map could not be read: %v", in.mapsErr)
 		}
 		return
 	}

@@ -67,6 +67,12 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 		l.Loadable, l.Reason = Unknown, "the target's root is not known"
 		return
 	}
+	if _, err := safefile.StatIn(ctx, root, "/"); err != nil {
+		// Another user's process: its root (/proc/<pid>/root) cannot be
+		// entered, and a library not found there is not missing.
+		l.Loadable, l.Reason = Unknown, fmt.Sprintf("the target's root: %v", err)
+		return
+	}
 	dirs := searchDirs(ctx, r, a)
 	for _, lib := range a.Needed {
 		if err := ctx.Err(); err != nil {

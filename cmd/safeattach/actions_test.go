@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -200,4 +201,92 @@ func TestScanFindsUnreadableJVMsByHsperfdata(t *testing.T) {
 		}
 	}
 	t.Errorf("JVM %d not reported as an unreadable JVM: %+v", p.PID, res.Unreadable)
+}
+
+// TestOnlyTheRealCause (issue 20): a user who is neither root nor the
+// JVM's is refused by credentials-mismatch alone. What the inspection
+// could not read (the JVM's memory map and root, so its kind and what it
+// could load) is counted, not listed as further causes; the JSON keeps
+// every finding, undetermined ones marked. Exit 2, nothing sent.
+func TestOnlyTheRealCause(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	agent := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	// nobody must be able to read the agent to judge it (t.TempDir is
+	// private to root).
+	dir, err := os.MkdirTemp("", "safeattach-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	readable := filepath.Join(dir, "agent.so")
+	data, err := os.ReadFile(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(readable, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func(args ...string) (string, string, int) {
+		cmd := exec.Command(testenv.BuildCLI(t), args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		var ee *exec.ExitError
+		code := 0
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errb.String(), code
+	}
+	for _, args := range [][]string{
+		{"load", fmt.Sprint(p.PID), readable},
+		{"profile", "--agent", readable, "-d", "1", fmt.Sprint(p.PID)},
+		{"check", "--agent", readable, fmt.Sprint(p.PID)},
+	} {
+		stdout, stderr, code := asNobody(args...)
+		all := stdout + stderr
+		if code != exitRefused || !strings.Contains(stderr, "refused by credentials-mismatch\n") && !strings.Contains(stderr, "refused by credentials-mismatch;") {
+			t.Errorf("%s: exit %d\n%s", args[0], code, all)
+		}
+		for _, noise := range []string{"not-a-jvm", "agent-not-loadable", "openj9"} {
+			if strings.Contains(all, noise) {
+				t.Errorf("%s names %s beside the real cause:\n%s", args[0], noise, all)
+			}
+		}
+		if !strings.Contains(all, "more could not be determined") {
+			t.Errorf("%s does not count what it could not read:\n%s", args[0], all)
+		}
+	}
+	stdout, _, code := asNobody("check", "--json", "--agent", readable, fmt.Sprint(p.PID))
+	var out struct {
+		Findings []struct {
+			Rule         string
+			Severity     string
+			Undetermined bool
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil || code != exitRefused {
+		t.Fatalf("check --json: exit %d %v\n%s", code, err, stdout)
+	}
+	found := map[string]bool{}
+	for _, f := range out.Findings {
+		found[f.Rule] = true
+		if f.Rule == "not-a-jvm" && (f.Severity != "block" || !f.Undetermined) {
+			t.Errorf("not-a-jvm on an unreadable map must block, marked undetermined: %+v", f)
+		}
+		if f.Rule == "credentials-mismatch" && f.Undetermined {
+			t.Errorf("credentials-mismatch is decided: %+v", f)
+		}
+	}
+	if !found["not-a-jvm"] || !found["credentials-mismatch"] {
+		t.Errorf("--json must keep every finding: %+v", out.Findings)
+	}
 }

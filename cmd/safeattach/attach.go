@@ -68,9 +68,9 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 			return withCode(exitRefused, fmt.Errorf("%v; nothing was sent to the target", err))
 		}
 		if !asJSON {
-			printFindings(w, refused.Verdict.Findings)
+			printFindings(w, refused.Verdict)
 		}
-		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Blocking(), ", ")))
+		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Causes(), ", ")))
 	case attach.OutcomeTimedOut:
 		if errors.As(err, &hang) && hang.Report != nil && !asJSON {
 			printHangReport(w, hang.Report)
@@ -119,7 +119,7 @@ func newLoadCmd() *cobra.Command {
 			if out := strings.TrimSpace(res.Output); out != "" {
 				fmt.Fprintln(w, out)
 			}
-			printFindings(w, res.Verdict.Findings)
+			printFindings(w, res.Verdict)
 			return nil
 		},
 	}

@@ -103,7 +103,7 @@ func newCheckCmd() *cobra.Command {
 				printVerdict(cmd.OutOrStdout(), report, agent, v)
 			}
 			if !v.Allowed {
-				return withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Blocking(), ", ")))
+				return withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Causes(), ", ")))
 			}
 			return nil
 		},
@@ -134,9 +134,15 @@ func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v confli
 	if v.Allowed {
 		fmt.Fprintf(w, "ALLOWED  %s  agent: %s\n", target, agent)
 	} else {
-		fmt.Fprintf(w, "REFUSED  %s  agent: %s  by %s\n", target, agent, strings.Join(v.Blocking(), ", "))
+		fmt.Fprintf(w, "REFUSED  %s  agent: %s  by %s\n", target, agent, strings.Join(v.Causes(), ", "))
 	}
-	for _, f := range v.Findings {
+	shown, hidden := shownFindings(v)
+	defer func() {
+		if hidden > 0 {
+			fmt.Fprintf(w, "\n(%d more could not be determined; --json lists them)\n", hidden)
+		}
+	}()
+	for _, f := range shown {
 		tag := f.Severity
 		switch {
 		case f.Acknowledged:

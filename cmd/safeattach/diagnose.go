@@ -160,12 +160,39 @@ func abbreviate(names []string, n int) string {
 	return strings.Join(names[:n], ", ") + fmt.Sprintf(", +%d", len(names)-n)
 }
 
-// printFindings lists findings (used after a refusal or an allowed load).
-func printFindings(w io.Writer, fs []conflicts.Finding) {
-	for _, f := range fs {
+// printFindings lists a verdict's findings (after a refusal or an
+// allowed load). When blocks decided from what was seen explain a
+// refusal, what could not be determined is a consequence of the same
+// cause (another user's process cannot be read) and is counted in one
+// line rather than listed beside it; --json has every finding.
+func printFindings(w io.Writer, v conflicts.Verdict) {
+	shown, hidden := shownFindings(v)
+	for _, f := range shown {
 		fmt.Fprintf(w, "[%s] %s: %s\n", f.Severity, f.Rule, f.Message)
 		if f.Remedy != "" && f.Severity != conflicts.Info {
 			fmt.Fprintf(w, "  remedy: %s\n", f.Remedy)
 		}
 	}
+	if hidden > 0 {
+		fmt.Fprintf(w, "(%d more could not be determined; --json lists them)\n", hidden)
+	}
+}
+
+// shownFindings drops the undetermined findings when the refusal has a
+// decided cause, and says how many it dropped.
+func shownFindings(v conflicts.Verdict) ([]conflicts.Finding, int) {
+	decided := false
+	for _, f := range v.Findings {
+		decided = decided || f.Severity == conflicts.Block && !f.Undetermined
+	}
+	if !decided {
+		return v.Findings, 0
+	}
+	var shown []conflicts.Finding
+	for _, f := range v.Findings {
+		if !f.Undetermined {
+			shown = append(shown, f)
+		}
+	}
+	return shown, len(v.Findings) - len(shown)
 }

@@ -186,7 +186,7 @@ profiler keeps running in the JVM between them).`,
 				return nil
 			}
 			fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
-			printFindings(stderr, res.Verdict.Findings)
+			printFindings(stderr, res.Verdict)
 			return nil
 		},
 	}

@@ -179,7 +179,7 @@ func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
 		out = append(out, jvmSummary{
 			PID: rep.PID, NSPid: rep.Process.NSPid, UID: rep.Process.UID.Effective,
 			Kind: string(rep.JVM.Kind), Version: rep.JVM.Version, Main: rep.JVM.MainClass,
-			Allowed: v.Allowed, Rules: v.Blocking(),
+			Allowed: v.Allowed, Rules: v.Causes(),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -281,7 +281,7 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	var refused *attach.RefusedError
 	switch {
 	case errors.As(err, &refused):
-		writeJSON(w, http.StatusConflict, map[string]any{"refused": true, "rules": refused.Verdict.Blocking(), "findings": refused.Verdict.Findings})
+		writeJSON(w, http.StatusConflict, map[string]any{"refused": true, "rules": refused.Verdict.Causes(), "findings": refused.Verdict.Findings})
 		return
 	case err != nil:
 		httpError(w, statusOf(err), "%v", err)
