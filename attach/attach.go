@@ -311,7 +311,7 @@ func (c *call) watched(ctx context.Context, step string, fn func(context.Context
 	if report != nil {
 		c.log.Warn("safeattach: deadlock recognised", "pid", c.pid, "step", step, "pattern", report.Pattern)
 		return &HangError{PID: c.pid, Step: step, Report: report,
-			Err: fmt.Errorf("%w: %s: the watcher recognised a deadlock after %v", hotspot.ErrTimeout, step, time.Since(c.start).Round(time.Millisecond))}
+			Err: fmt.Errorf("%w: the watcher recognised a deadlock after %v", hotspot.ErrTimeout, time.Since(c.start).Round(time.Millisecond))}
 	}
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,22 @@ func TestWatcherEndsADeadlockEarly(t *testing.T) {
 				}
 				if hang.Report.Pattern != diagnose.PatternLoaderLock {
 					t.Fatalf("run %d: pattern %q: %s", i, hang.Report.Pattern, hang.Report.Conclusion)
+				}
+				// The thread the conclusion names first holds the loader
+				// lock: its unwound (vouched) stack shows the agent's
+				// Agent_OnAttach calling dl_iterate_phdr, innermost first.
+				if len(hang.Report.Culprits) < 2 {
+					t.Fatalf("run %d: culprits %v", i, hang.Report.Culprits)
+				}
+				for _, th := range hang.Report.Threads {
+					if th.TID != hang.Report.Culprits[0] {
+						continue
+					}
+					dl := slices.IndexFunc(th.Callers, func(c string) bool { return strings.Contains(c, "dl_iterate_phdr") })
+					entry := slices.IndexFunc(th.Callers, func(c string) bool { return strings.Contains(c, "Agent_OnAttach") })
+					if dl < 0 || entry < dl {
+						t.Errorf("run %d: the holder's unwound stack lacks Agent_OnAttach <- dl_iterate_phdr: %q (stopped: %s)", i, th.Callers, th.UnwindStop)
+					}
 				}
 				if took >= 55*time.Second {
 					t.Fatalf("run %d: the watcher did not end the attach before the deadline (%v)", i, took)

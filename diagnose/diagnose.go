@@ -64,7 +64,8 @@ type Options struct {
 	// StackScan is how many bytes above each blocked thread's stack
 	// pointer are scanned for return addresses (default 32 KiB).
 	StackScan int
-	// MaxCallers bounds the heuristic callers kept per thread (default 64:
+	// MaxCallers bounds the scanned (heuristic) code words kept per
+	// thread (default 64:
 	// in the incident, dl_iterate_phdr sits 20 to 40 words down, among
 	// stale ones).
 	MaxCallers int
@@ -87,14 +88,17 @@ type HangReport struct {
 	State State  `json:"verdict"`
 	// CPUTicks is the process's user+system time over SampleMillis, in
 	// clock ticks (USER_HZ, normally 100 per second per busy CPU).
-	CPUTicks     uint64        `json:"cpu_ticks"`
-	SampleMillis int64         `json:"sample_ms"`
-	Threads      []Thread      `json:"threads"`
-	Futexes      []FutexGroup  `json:"futexes,omitempty"`
-	Conclusion   string        `json:"conclusion"`
-	Pattern      string        `json:"pattern,omitempty"`
-	Notes        []string      `json:"notes,omitempty"`
-	Summary      []SummaryLine `json:"summary"`
+	CPUTicks     uint64       `json:"cpu_ticks"`
+	SampleMillis int64        `json:"sample_ms"`
+	Threads      []Thread     `json:"threads"`
+	Futexes      []FutexGroup `json:"futexes,omitempty"`
+	Conclusion   string       `json:"conclusion"`
+	Pattern      string       `json:"pattern,omitempty"`
+	// Culprits are the threads the conclusion names (the lock cycle, or
+	// the thread stuck in an agent), to be read first.
+	Culprits []int         `json:"culprits,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+	Summary  []SummaryLine `json:"summary"`
 }
 
 // SummaryLine is one line of the plain-language overview.
@@ -117,9 +121,19 @@ type Thread struct {
 	PC      uint64    `json:"pc,omitempty"`
 	// Where is the PC symbolised: "libc.so.6 (futex_wait+0x2c)".
 	Where string `json:"where,omitempty"`
-	// Callers are return addresses found on the stack, innermost first:
-	// HEURISTIC (stale frames can appear; missing frames are possible).
-	Callers []string `json:"callers,omitempty"`
+	// Callers are the thread's callers, innermost first, unwound with
+	// each library's call frame information from the stack pointer and
+	// program counter the kernel reports: each is a frame the walk can
+	// vouch for. UnwindStop says why the walk ended before the thread's
+	// first frame (JIT code, a frame that needs a register no callee
+	// saved, a library without tables); empty when it reached it.
+	Callers    []string `json:"callers,omitempty"`
+	UnwindStop string   `json:"unwind_stop,omitempty"`
+	// Scanned are the words above the stack pointer that point into
+	// code: HEURISTIC (stale return addresses and function pointers
+	// appear, frames are missed). The patterns are recognised from them
+	// and the callers together; they are never shown as a stack.
+	Scanned []string `json:"scanned,omitempty"`
 	// FutexAddr is set for threads blocked in futex(2).
 	FutexAddr uint64 `json:"futex_addr,omitempty"`
 	// Notable marks threads worth reading first: the attach listener,
@@ -203,7 +217,7 @@ func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Tim
 		t := &r.Threads[i]
 		t.Notable = t.Name == "Attach Listener" || t.CPUTicks > 0 || t.State == "running"
 		for _, m := range notableMarks {
-			t.Notable = t.Notable || t.mentions(m)
+			t.Notable = t.Notable || t.vouchedMentions(m)
 		}
 	}
 	r.groupFutexes(sym)
@@ -261,7 +275,12 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 			t.FutexAddr = sc.Args[0]
 		}
 	}
-	t.Callers = sym.scanStack(sc.SP, opts.StackScan, opts.MaxCallers)
+	callers, stop := sym.unwind(sc.PC, sc.SP)
+	for _, ra := range callers {
+		t.Callers = append(t.Callers, sym.describe(ra))
+	}
+	t.UnwindStop = stop
+	t.Scanned = sym.scanStack(sc.SP, opts.StackScan, opts.MaxCallers)
 	return t
 }
 
@@ -312,7 +331,7 @@ func (r *HangReport) judge() {
 		}
 	}
 	perSecond := float64(r.CPUTicks) / (float64(r.SampleMillis) / 1000)
-	r.Pattern, r.Conclusion = r.recognise(perSecond <= ticksPerSecondHung)
+	r.Pattern, r.Conclusion, r.Culprits = r.recognise(perSecond <= ticksPerSecondHung)
 	switch {
 	case perSecond >= 20, running > 0 && perSecond > ticksPerSecondHung:
 		// Using CPU, or wanting it: threads in state R on a loaded
@@ -352,11 +371,35 @@ func (r *HangReport) judge() {
 	}
 }
 
+// vouchedMentions is mentions over the frames unwound, for choosing what
+// to show; a thread whose walk stopped at once is judged by its scan.
+func (t Thread) vouchedMentions(s string) bool {
+	if len(t.Callers) == 0 {
+		return t.mentions(s)
+	}
+	if strings.Contains(t.Where, s) {
+		return true
+	}
+	for _, c := range t.Callers {
+		if strings.Contains(c, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// mentions is whether s appears at the thread's PC, among its callers or
+// in its scanned stack words: evidence for the patterns.
 func (t Thread) mentions(s string) bool {
 	if strings.Contains(t.Where, s) {
 		return true
 	}
 	for _, c := range t.Callers {
+		if strings.Contains(c, s) {
+			return true
+		}
+	}
+	for _, c := range t.Scanned {
 		if strings.Contains(c, s) {
 			return true
 		}
@@ -380,7 +423,7 @@ func (r *HangReport) contended() bool {
 // lock, waits for a lock of the unwinder or the allocator (lock B); a
 // thread holding B, inside the unwinder, waits for the loader lock
 // (a futex in ld-linux's _rtld_global). Other threads queue on B.
-func (r *HangReport) recognise(noProgress bool) (pattern, conclusion string) {
+func (r *HangReport) recognise(noProgress bool) (pattern, conclusion string, culprits []int) {
 	if !noProgress {
 		return r.recogniseStuckAgent()
 	}
@@ -438,12 +481,14 @@ func (r *HangReport) recognise(noProgress bool) (pattern, conclusion string) {
 		issue = "#1151 (tcmalloc)"
 	}
 	var names []string
+	culprits = []int{holder.TID}
 	for _, t := range loaderWaiters {
 		names = append(names, fmt.Sprintf("%d (%s)", t.TID, t.Name))
+		culprits = append(culprits, t.TID)
 	}
 	return PatternLoaderLock, fmt.Sprintf(
 		"deadlock: thread %d (%s) holds the loader lock inside dl_iterate_phdr and waits for %s lock (%s), while thread %s holding that lock waits for the loader lock; %d more threads queue behind them. This is the deadlock of async-profiler %s: an agent allocating under the loader lock in a JVM whose allocator captures stacks. Only killing the process ends it",
-		holder.TID, holder.Name, owner, lockB, strings.Join(names, ", "), queued, issue)
+		holder.TID, holder.Name, owner, lockB, strings.Join(names, ", "), queued, issue), culprits
 }
 
 func (r *HangReport) futexWhere(addr uint64, marks ...string) bool {
@@ -462,12 +507,12 @@ func (r *HangReport) futexWhere(addr uint64, marks ...string) bool {
 
 // recogniseStuckAgent names an agent that never returned from
 // Agent_OnAttach: the Attach Listener thread has it on its stack.
-func (r *HangReport) recogniseStuckAgent() (pattern, conclusion string) {
+func (r *HangReport) recogniseStuckAgent() (pattern, conclusion string, culprits []int) {
 	for _, t := range r.Threads {
 		if t.Name != "Attach Listener" {
 			continue
 		}
-		for _, c := range append([]string{t.Where}, t.Callers...) {
+		for _, c := range append(append([]string{t.Where}, t.Callers...), t.Scanned...) {
 			if strings.Contains(c, "Agent_OnAttach") || strings.Contains(c, "Agent_OnLoad") {
 				what := t.Syscall
 				if what == "" {
@@ -475,16 +520,17 @@ func (r *HangReport) recogniseStuckAgent() (pattern, conclusion string) {
 				}
 				return PatternAgentStuck, fmt.Sprintf(
 					"the agent has not returned from its attach entry point: thread %d (Attach Listener) is blocked in %s inside %s, so the JVM answers no further attach request; %d CPU ticks in %d ms",
-					t.TID, what, c, r.CPUTicks, r.SampleMillis)
+					t.TID, what, c, r.CPUTicks, r.SampleMillis), []int{t.TID}
 			}
 		}
 	}
-	return "", ""
+	return "", "", nil
 }
 
 // symbolizer maps addresses to "library (symbol+off)" using the mapped
 // ELF files' dynamic symbols.
 type symbolizer struct {
+	tables map[string]*ehTable
 	p      proc.Proc
 	maps   []proc.Mapping
 	bases  map[string]uint64
@@ -496,7 +542,7 @@ type symbolizer struct {
 }
 
 func newSymbolizer(p proc.Proc, a *arch, cache *elfx.Cache) *symbolizer {
-	s := &symbolizer{p: p, arch: a, cache: cache, bases: map[string]uint64{}, infos: map[string]*elfx.Info{}, failed: map[string]bool{}}
+	s := &symbolizer{p: p, arch: a, cache: cache, bases: map[string]uint64{}, infos: map[string]*elfx.Info{}, failed: map[string]bool{}, tables: map[string]*ehTable{}}
 	_ = p.WalkMaps(nil, func(m *proc.Mapping) error {
 		if m.IsFile() {
 			if _, ok := s.bases[m.Path]; !ok && m.Offset == 0 {
@@ -514,6 +560,9 @@ func newSymbolizer(p proc.Proc, a *arch, cache *elfx.Cache) *symbolizer {
 func (s *symbolizer) close() {
 	if s.mem != nil {
 		s.mem.Close()
+	}
+	for _, t := range s.tables {
+		t.close()
 	}
 }
 

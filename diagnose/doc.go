@@ -1,10 +1,13 @@
 // Package diagnose explains, from the outside, a process that no longer
 // answers: per thread its state, kernel wait channel, blocked system call
 // and arguments, user-space program counter symbolised against the mapped
-// libraries' dynamic symbols, and likely callers found by scanning the top
-// of its stack (a heuristic, marked as such). Threads waiting on the same
-// futex are grouped, and known deadlock patterns get a plain-language
-// conclusion.
+// libraries' dynamic symbols, and its callers unwound with the libraries'
+// call frame information (.eh_frame, through delve's DWARF frame package)
+// from the stack pointer and program counter the kernel reports: only
+// frames the walk can vouch for, and where and why it stopped. Threads
+// waiting on the same futex are grouped, and known deadlock patterns get a
+// plain-language conclusion (from the unwound frames and a scan of the
+// stack's words, a heuristic never shown as a stack).
 //
 // It reads /proc/<pid>/task/*/{stat,comm,wchan,syscall} and
 // /proc/<pid>/mem. It never stops, signals or attaches to the process, so

@@ -6,9 +6,18 @@
 work=$(mktemp -d "/tmp/${WORK_PREFIX:-safeattach}.XXXXXX")
 # start_jvm runs in command substitutions (subshells), so pids are kept in
 # a file rather than a shell array.
+# A JVM killed with SIGKILL cannot remove its attach socket and its
+# hsperfdata file: cleanup removes them (only for pids this script
+# started, and only once they are gone), so a run leaves nothing behind.
 cleanup() {
-  [ -f "$work/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
-  wait 2>/dev/null || true
+  if [ -f "$work/pids" ]; then
+    while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
+    wait 2>/dev/null || true
+    while read -r p; do
+      while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+      rm -f "/tmp/.java_pid$p" "/tmp/.attach_pid$p" "/tmp/hsperfdata_$(id -un)/$p"
+    done <"$work/pids"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -74,6 +74,9 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 	case attach.OutcomeTimedOut:
 		if errors.As(err, &hang) && hang.Report != nil && !asJSON {
 			printHangReport(w, hang.Report)
+			// The report above has the conclusion: the last line says
+			// what happened to the command, not the same sentence again.
+			return withCode(exitTimedOut, fmt.Errorf("pid %d: no answer to %s: %v (the hang report above)", hang.PID, hang.Step, hang.Err))
 		}
 		return withCode(exitTimedOut, err)
 	case attach.OutcomeFailed:

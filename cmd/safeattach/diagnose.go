@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,7 +44,10 @@ func newDiagnoseCmd() *cobra.Command {
 				printHangReport(cmd.OutOrStdout(), r)
 			}
 			if err == nil && r.State == diagnose.Hung {
-				return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
+				if asJSON {
+					return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
+				}
+				return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive (the hang report above)", pid))
 			}
 			return err
 		},
@@ -104,10 +108,21 @@ func printHangReport(w io.Writer, r *diagnose.HangReport) {
 			fmt.Fprintf(w, "  %#x %s: %d threads (%s)\n", g.Addr, g.Where, len(g.Threads), abbreviate(g.Names, 6))
 		}
 	}
-	fmt.Fprintln(w, "\nnotable threads (callers are HEURISTIC: return addresses found on the stack):")
+	fmt.Fprintln(w, "\nnotable threads (callers unwound with each library's .eh_frame from the stack pointer: only frames it can vouch for):")
 	others := map[string][]string{}
 	var order []string
+	// The threads the conclusion names come first, in its order.
+	for _, tid := range r.Culprits {
+		for _, t := range r.Threads {
+			if t.TID == tid {
+				printThread(w, t)
+			}
+		}
+	}
 	for _, t := range r.Threads {
+		if slices.Contains(r.Culprits, t.TID) {
+			continue
+		}
 		if !t.Notable {
 			key := t.State
 			if t.Syscall != "" {
@@ -145,11 +160,14 @@ func printThread(w io.Writer, t diagnose.Thread) {
 		fmt.Fprintf(w, "      at %s\n", t.Where)
 	}
 	for i, c := range t.Callers {
-		if i == 8 {
+		if i == 12 {
 			fmt.Fprintf(w, "      ... %d more\n", len(t.Callers)-i)
 			break
 		}
 		fmt.Fprintf(w, "      <- %s\n", c)
+	}
+	if t.UnwindStop != "" && t.Where != "" {
+		fmt.Fprintf(w, "      (unwinding stopped: %s)\n", t.UnwindStop)
 	}
 }
 

@@ -102,18 +102,50 @@ static void profile_text(char *line, size_t n) {
 	snprintf(line, n, "java.lang.Thread.run;Target.churn;java.util.zip.Deflater.deflate [%s] 42\nTarget.main;java.lang.Thread.sleep [%s] 7", event, event);
 }
 
-/* write_profile writes the made-up collapsed profile to file=. */
+/* profile_body is the made-up profile in the format file's name asks
+ * for, as async-profiler picks it: a .html file is a flame graph (a
+ * small self-contained page drawing the same two stacks, labelled as
+ * made up), anything else collapsed stacks. */
+static void profile_body(const char *file, char *out, size_t n) {
+	size_t len = strlen(file);
+	if (len < 5 || strcmp(file + len - 5, ".html") != 0) {
+		profile_text(out, n);
+		return;
+	}
+	static const char *rows[][3] = {
+		/* depth, left %, width % of each frame in names[] */
+		/* whole percents: a literal such as "85.7" in the agent's data
+		 * would read as one more version string to safeattach */
+		{"0", "0", "100"}, {"1", "0", "86"}, {"2", "0", "86"}, {"3", "0", "86"},
+		{"1", "86", "14"}, {"2", "86", "14"},
+	};
+	static const char *names[] = {"all", "java.lang.Thread.run", "Target.churn",
+		"java.util.zip.Deflater.deflate", "Target.main", "java.lang.Thread.sleep"};
+	size_t off = snprintf(out, n,
+		"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Flame graph (look-alike agent: made-up stacks, event %s)</title>"
+		"<style>div{position:absolute;height:18px;font:12px sans-serif;overflow:hidden;white-space:nowrap;"
+		"background:#f3a05a;border:1px solid #fff;box-sizing:border-box}</style></head><body>"
+		"<h3>Flame graph written by safeattach's look-alike agent: these stacks are made up, nothing was sampled</h3>"
+		"<div style=\"position:relative;height:%dpx;background:none;border:0\">", event, 6 * 18);
+	for (int i = 0; i < 6 && off < n; i++)
+		off += snprintf(out + off, n - off, "<div style=\"bottom:%dpx;left:%s%%;width:%s%%\" title=\"%s\">%s</div>",
+			atoi(rows[i][0]) * 18, rows[i][1], rows[i][2], names[i], names[i]);
+	if (off < n) snprintf(out + off, n - off, "</div></body></html>");
+}
+
+/* write_profile writes the made-up profile to file=. */
 static int write_profile(const char *options) {
-	char line[256];
-	profile_text(line, sizeof line);
-	return write_file(options, line);
+	char body[4096], file[4096];
+	if (option_value(options, "file", file, sizeof file) != 0) return 1;
+	profile_body(file, body, sizeof body);
+	return write_file(options, body);
 }
 
 static int write_profile_to(const char *file) {
-	char line[256];
+	char line[4096];
 	if (!*file) return 1;
 	if (jfr) return write_recording(file);
-	profile_text(line, sizeof line);
+	profile_body(file, line, sizeof line);
 	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0) return 0;
 	int n = strlen(line);
