@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -457,9 +458,18 @@ func TestLiveJVMExitsMidProfile(t *testing.T) {
 	lib := testenv.ProfilerOrLookalike(t)
 	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
 	out := filepath.Join(t.TempDir(), "last.collapsed")
-	time.AfterFunc(1500*time.Millisecond, func() { p.Cmd.Process.Signal(syscall.SIGTERM) })
+	// The JVM is stopped once the profiler has run for two seconds (not
+	// at a fixed time after the call: on a loaded machine the attach
+	// itself took that long once, and an exit before the start leaves
+	// nothing to dump).
+	var once sync.Once
+	stopJVM := func(elapsed, _ time.Duration) {
+		if elapsed >= 2*time.Second {
+			once.Do(func() { p.Cmd.Process.Signal(syscall.SIGTERM) })
+		}
+	}
 	start := time.Now()
-	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Output: out}, Duration: 30 * time.Second})
+	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Output: out}, Duration: 30 * time.Second, Progress: stopJVM})
 	took := time.Since(start)
 	if err != nil || res == nil || !res.Exited {
 		t.Fatalf("after %v: %v %+v", took, err, res)
