@@ -540,8 +540,11 @@ func (ss *Session) release(ctx context.Context) {
 
 // own makes sure this session may stop or dump the running profiler: its
 // own, a detached one (adopted, with the format it was started with), an
-// expired one, or one it may take over. A profiler no record announces
-// but the agent says runs is another tool's.
+// expired one, or one it may take over. Another live session's profiler
+// is refused: stopping it would cut that session's profile short. A
+// profiler no record announces was started by another tool (asprof, an
+// -agentpath at launch): asking to stop or dump it is explicit, and it
+// is done as asprof does (a start over it is still refused).
 func (ss *Session) own(ctx context.Context) error {
 	if ss.owned != nil {
 		return nil
@@ -553,10 +556,7 @@ func (ss *Session) own(ctx context.Context) error {
 	defer closeAll(stores)
 	rec, store := ss.readRecord(stores)
 	if rec == nil {
-		if running, status := ss.status(ctx); running && !ss.req.Takeover {
-			return &BusyError{PID: ss.pid, Status: status}
-		}
-		return nil // not running: the agent will say so
+		return nil // another tool's, or not running: the agent will say so
 	}
 	if !rec.Detached && rec.Session != "unreadable" && !rec.expired(time.Now()) && !ss.mayTakeOver(rec) {
 		if running, status := ss.status(ctx); running {

@@ -262,8 +262,9 @@ func rawAgentLoad(t *testing.T, pid int, lib, options string) {
 
 // TestLiveOneOwnerPerProfiler (issue 17, case 6; invariant 12): a second
 // session on a JVM whose profiler the first runs is refused with who
-// started it and when, never silently merged; so is a session finding a
-// profiler another tool started. Takeover is explicit.
+// started it and when, never silently merged; so is a start over a
+// profiler another tool started (a dump or stop of it is explicit and
+// allowed, as asprof allows it). Takeover is explicit.
 func TestLiveOneOwnerPerProfiler(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
@@ -317,6 +318,16 @@ func TestLiveOneOwnerPerProfiler(t *testing.T) {
 	}
 	if !strings.Contains(agentStatus(t, p.PID, lib), "is running") {
 		t.Fatal("the other tool's profiler was stopped by a refused start")
+	}
+	// A dump of it is explicit and done as asprof does: its profile, and
+	// it runs on (issue 20: async-profiler's own suite stops a profiler
+	// started with -agentpath at launch).
+	out.Reset()
+	if _, err := second.Dump(ctx, &out); err != nil || !strings.Contains(out.String(), "[lock]") {
+		t.Fatalf("dump of another tool's profiler: %v %q", err, out.String())
+	}
+	if !strings.Contains(agentStatus(t, p.PID, lib), "is running") {
+		t.Fatal("a dump stopped the other tool's profiler")
 	}
 	taker, err := OpenSession(ctx, p.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Takeover: true})
 	if err != nil {

@@ -1,11 +1,12 @@
 package kube
 
 import (
+	"bytes"
 	"os"
 	"testing"
 )
 
-// FuzzParsePodList: a pod list is what an API server or a file says; any
+// FuzzParsePodList (DecodePodList): a pod list is what an API server or a file says; any
 // bytes give pods or an error, never a panic, and a pod's running
 // containers are among the ones it declares.
 func FuzzParsePodList(f *testing.F) {
@@ -17,7 +18,7 @@ func FuzzParsePodList(f *testing.F) {
 	f.Add([]byte(`{"kind":"PodList","items":[{"status":{"containerStatuses":[{"name":"a","containerID":"x","state":{"running":{}}}]}}]}`))
 	f.Add([]byte(`{"items":[null,{},{"metadata":null}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pods, err := ParsePodList(data)
+		pods, err := DecodePodList(bytes.NewReader(data))
 		if err != nil {
 			return
 		}

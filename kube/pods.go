@@ -143,11 +143,6 @@ func (o podObject) pod() Pod {
 	return p
 }
 
-// ParsePodList decodes a v1 PodList.
-func ParsePodList(data []byte) ([]Pod, error) {
-	return DecodePodList(bytes.NewReader(data))
-}
-
 // DecodePodList decodes a v1 PodList as it is read from r, one item at a
 // time (at most maxPodList bytes): what is kept of each pod is what Pod
 // holds, whatever else the list carries.

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +17,7 @@ func TestParsePodList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := ParsePodList(data)
+	pods, err := DecodePodList(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func TestParsePodList(t *testing.T) {
 		t.Errorf("containers %+v, want the running ones %+v", got, want)
 	}
 	for _, bad := range []string{`{"kind":"Pod"}`, `[`, `{"items": 5}`} {
-		if _, err := ParsePodList([]byte(bad)); err == nil {
+		if _, err := DecodePodList(strings.NewReader(bad)); err == nil {
 			t.Errorf("%s: parsed", bad)
 		}
 	}

@@ -33,13 +33,13 @@ func (c *Client) Load(ctx context.Context, path, options string) (*Response, err
 		}
 		return nil, err
 	}
-	return r, ParseLoadResult(r.Output)
+	return r, parseLoadResult(r.Output)
 }
 
 var returnCodeRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^return code: (-?[0-9]+)\s*$`) })
 
-// ParseLoadResult interprets the body of a load reply whose status was 0.
-func ParseLoadResult(body []byte) error {
+// parseLoadResult interprets the body of a load reply whose status was 0.
+func parseLoadResult(body []byte) error {
 	text := strings.TrimSpace(string(body))
 	if m := returnCodeRe().FindStringSubmatch(text); m != nil {
 		rc, _ := strconv.Atoi(m[1])

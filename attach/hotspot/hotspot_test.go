@@ -376,7 +376,7 @@ func TestParseLoadResult(t *testing.T) {
 		"/x/y.so was not loaded.\n/x/y.so: cannot open shared object file\n":                              0,
 		"Dynamic agent loading is not enabled. Use -XX:+EnableDynamicAgentLoading to launch target VM.\n": 0,
 	} {
-		err := ParseLoadResult([]byte(body))
+		err := parseLoadResult([]byte(body))
 		var ae *AgentError
 		switch {
 		case wantRC == -1 && err != nil:

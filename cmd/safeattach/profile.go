@@ -70,6 +70,12 @@ profiler keeps running in the JVM between them).`,
 				}
 				return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
 			}
+			if cmd.Flags().Changed("libpath") {
+				return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
+			}
+			if cmd.Flags().Changed("fdtransfer") {
+				return fmt.Errorf("--fdtransfer is not supported yet: use -e itimer or -e ctimer in a container that cannot open perf events, or --event-fallback, which picks one of them when -e cpu cannot open perf events")
+			}
 			pid, err := parsePID(args[0])
 			if err != nil {
 				return err
@@ -202,6 +208,10 @@ profiler keeps running in the JVM between them).`,
 	f.BoolVar(&req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
 	f.StringVar(&loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
 	asprofFlags(f, &req.Profiler, &features)
+	// asprof options safeattach refuses, with the reason, rather than
+	// "unknown flag".
+	f.String("libpath", "", "refused: the library loaded is the one judged (--agent)")
+	f.Bool("fdtransfer", false, "not supported yet: use -e itimer or ctimer where perf events cannot be opened")
 	af.register(cmd, 0)
 	return cmd
 }
