@@ -88,7 +88,12 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 		req.MaxOutput = DefaultMaxOutput
 	}
 	lib := req.Lib
-	if _, _, loaded := deliveredCopy(pid); lib == "" && !(req.LoadedOnly && loaded) {
+	var loadedPath, loadedSum string
+	loaded := false
+	if req.LoadedOnly {
+		loadedPath, loadedSum, loaded = deliveredCopy(pid)
+	}
+	if lib == "" && !loaded {
 		var searched []string
 		if lib, searched = findInstalled(); lib == "" {
 			return nil, fmt.Errorf("no async-profiler found (searched %s); give its library with --agent", strings.Join(searched, ", "))
@@ -100,7 +105,7 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
 	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req), id: randomHex(8)}
-	if path, sum, ok := deliveredCopy(pid); req.LoadedOnly && ok {
+	if path, sum := loadedPath, loadedSum; loaded {
 		// The judged bytes are loaded already: judge the JVM as a jcmd
 		// does (not-a-jvm, signals, socket, credentials) and talk to them.
 		if err := c.judge(ctx, preflight.Options{AttachOnly: true}); err != nil {

@@ -7,8 +7,12 @@
 #      0.5 s after it started (CI smoke tests attach to JVMs that have just
 #      started), median of $COLD runs each (one new JVM per run);
 #   3. a hung target: an agent that never returns from Agent_OnAttach,
-#      with a 2 s deadline (jattach has none: it is killed after 10 s).
-# Prints a Markdown table. Run via `make bench` (builds bin/safeattach).
+#      with a 2 s deadline (jattach has none: it is killed after 10 s);
+#   4. with a real async-profiler in $ASYNC_PROFILER_HOME: safeattach
+#      profile against asprof, paired and alternating (one asprof run, one
+#      safeattach run, and so on), on the same JVM: status, list, stop,
+#      a -d 1 collect, and the first attach to a fresh JVM.
+# Prints Markdown tables. Run via `make bench` (builds bin/safeattach).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100}
@@ -70,7 +74,7 @@ sa_hung=$(( ($(now_ns) - t0) / 1000000 ))
 hung2=$(start_jvm bench 0)
 ja_hung=n/a
 if [ -n "$JATTACH" ]; then
-  t0=$(now_ns); timeout -s KILL 10 "$JATTACH" "$hung2" load "$work/libblock.so" true >/dev/null 2>&1 || true
+  t0=$(now_ns); timeout 10 "$JATTACH" "$hung2" load "$work/libblock.so" true >/dev/null 2>&1 || true
   ja_hung="$(( ($(now_ns) - t0) / 1000000 )) (killed by timeout 10 s; it has no deadline)"
 fi
 
@@ -84,4 +88,67 @@ cat <<EOT
 | \`safeattach version\` (process start-up alone) | $hello | | |
 
 safeattach / jattach: warm $(ratio "$sa_warm" "$ja_warm"), cold (3 s) $(ratio "$sa_cold" "$ja_cold"), cold (0.5 s) $(ratio "$sa_fresh" "$ja_fresh")
+EOT
+
+[ -n "${ASYNC_PROFILER_HOME:-}" ] && [ -x "$ASYNC_PROFILER_HOME/bin/asprof" ] || exit 0
+ASPROF=$ASYNC_PROFILER_HOME/bin/asprof
+APLIB=$ASYNC_PROFILER_HOME/lib/libasyncProfiler.so
+PAIRS=${PAIRS:-30}
+
+# paired NAME SETUP_A CMD_A SETUP_B CMD_B: $PAIRS alternating runs (the
+# setup of each run untimed), prints "median_a median_b" in ms.
+paired() {
+  # $EPOCHREALTIME (microseconds, no fork): timing with date(1) added a
+  # process start to every run.
+  local a=() b=() t0 t1
+  for _ in $(seq 1 "$PAIRS"); do
+    eval "$2" >/dev/null 2>&1 || true
+    t0=${EPOCHREALTIME/./}; eval "$3" >/dev/null 2>&1 || true; t1=${EPOCHREALTIME/./}; a+=($((t1 - t0)))
+    eval "$4" >/dev/null 2>&1 || true
+    t0=${EPOCHREALTIME/./}; eval "$5" >/dev/null 2>&1 || true; t1=${EPOCHREALTIME/./}; b+=($((t1 - t0)))
+  done
+  med() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%.1f", v[int((NR+1)/2)]/1e3}'; }
+  echo "$(med "${a[@]}") $(med "${b[@]}")"
+}
+
+# An idle JVM for the actions (a churning one on this 2-core machine
+# measured its own CPU contention), one churning thread for collects.
+jvm=$(start_jvm asprof 0)
+busy=$(start_jvm asprof 1)
+sa="$BIN profile --agent $APLIB"
+# hyperfine_prep_ms RUNS PREPARE CMD: hyperfine's median of CMD, each run
+# after an untimed PREPARE.
+hyperfine_prep_ms() {
+  local out="$work/hfp.json"
+  hyperfine -N --runs "$1" --prepare "$2" --export-json "$out" "$3" >/dev/null 2>&1
+  sed -n 's/.*"median": *\([0-9.e-]*\).*/\1/p' "$out" | head -1 | awk '{printf "%.1f", $1*1000}'
+}
+# Actions and collects through hyperfine (no shell: a bash fork here
+# costs more than asprof's whole status), asprof then safeattach.
+"$ASPROF" start -e itimer "$jvm" >/dev/null
+as_status=$(hyperfine_median_ms "$PAIRS" "$ASPROF status $jvm"); sa_status=$(hyperfine_median_ms "$PAIRS" "$sa status $jvm")
+as_list=$(hyperfine_median_ms "$PAIRS" "$ASPROF list $jvm"); sa_list=$(hyperfine_median_ms "$PAIRS" "$sa list $jvm")
+"$ASPROF" stop "$jvm" >/dev/null 2>&1 || true
+as_stop=$(hyperfine_prep_ms "$PAIRS" "$ASPROF start -e itimer $jvm" "$ASPROF stop -o collapsed $jvm")
+sa_stop=$(hyperfine_prep_ms "$PAIRS" "$ASPROF start -e itimer $jvm" "$sa stop -o collapsed $jvm")
+as_d1=$(hyperfine_median_ms 10 "$ASPROF -e itimer -d 1 -o collapsed -f $work/a.txt $busy")
+sa_d1=$(hyperfine_median_ms 10 "$sa -e itimer -d 1 -o collapsed -f $work/s.txt $busy")
+# The first attach: a fresh JVM per run, 3 s after it started (loading
+# the library, starting the listener, a -d 1 collect).
+# The previous fresh JVM is killed first, so only two JVMs ever run.
+first() {
+  [ -f "$work/first.pid" ] && kill -9 "$(cat "$work/first.pid")" 2>/dev/null
+  local p; p=$(start_jvm first 1); sleep 3; echo "$p" >"$work/first.pid"
+}
+read -r as_first sa_first < <(PAIRS=${FIRST_PAIRS:-9} paired first first "$ASPROF -e itimer -d 1 -o collapsed -f $work/a.txt \$(cat $work/first.pid)" first "$sa -e itimer -d 1 -o collapsed -f $work/s.txt \$(cat $work/first.pid)")
+cat <<EOT
+
+| safeattach profile vs asprof $("$ASPROF" --version 2>/dev/null | head -1) (median ms; hyperfine, first attach: paired alternating runs) | asprof | safeattach | ratio |
+|---|---|---|---|
+| \`safeattach version\` (Go process start-up alone) | | $hello | |
+| status (profiler running) | $as_status | $sa_status | $(ratio "$sa_status" "$as_status") |
+| list | $as_list | $sa_list | $(ratio "$sa_list" "$as_list") |
+| stop -o collapsed | $as_stop | $sa_stop | $(ratio "$sa_stop" "$as_stop") |
+| -e itimer -d 1 collect | $as_d1 | $sa_d1 | $(ratio "$sa_d1" "$as_d1") |
+| first attach: fresh JVM, -d 1 collect (${FIRST_PAIRS:-9} pairs) | $as_first | $sa_first | $(ratio "$sa_first" "$as_first") |
 EOT
