@@ -118,12 +118,8 @@ func (in *inspection) jvmVersion() {
 		in.unknown("jvm.version", "no release file under the target root and no version literal in libjvm.so")
 		return
 	}
-	j.Feature = JavaFeature(j.Version)
+	j.Feature = versions.JavaFeature(j.Version) // "1.8.0_412" → 8, "17.0.15" → 17
 }
-
-// JavaFeature returns the feature release of a Java version string:
-// "1.8.0_412" → 8, "17.0.15" → 17, "25" → 25 (internal/versions reads it).
-func JavaFeature(v string) int { return versions.JavaFeature(v) }
 
 // releaseVersion is JAVA_VERSION from a release file's contents.
 func releaseVersion(data []byte) string {
