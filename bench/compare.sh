@@ -8,10 +8,11 @@
 #      started), median of $COLD runs each (one new JVM per run);
 #   3. a hung target: an agent that never returns from Agent_OnAttach,
 #      with a 2 s deadline (jattach has none: it is killed after 10 s);
-#   4. with a real async-profiler in $ASYNC_PROFILER_HOME: safeattach
-#      profile against asprof, paired and alternating (one asprof run, one
-#      safeattach run, and so on), on the same JVM: status, list, stop,
-#      a -d 1 collect, and the first attach to a fresh JVM.
+#   4. with a real async-profiler in $ASYNC_PROFILER_HOME (bin/asprof and
+#      lib/libasyncProfiler.so; strip a source build's debug information
+#      to measure a release-sized library): safeattach profile against
+#      asprof on the same JVMs: status, list, stop, a -d 1 collect, and
+#      the first attach to a fresh JVM (paired, alternating runs).
 # Prints Markdown tables. Run via `make bench` (builds bin/safeattach).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -105,10 +105,10 @@ func CheckLoadable(ctx context.Context, r *Report, a *Agent) {
 	}
 }
 
-// probeLibrary probes a library the target's loader would use, through
-// the shared ELF cache (keyed by device, inode, size and mtime: libc is
-// read once per process, not once per attach). It is opened without
-// blocking and only if regular.
+// probeLibrary reads the symbol versions a library the target's loader
+// would use defines: only its dynamic section and version tables, not
+// its symbols or data (libc's full probe was a quarter of a first
+// attach). It is opened without blocking and only if regular.
 func probeLibrary(ctx context.Context, root, path string) (*elfx.Info, error) {
 	h, err := safefile.OpenIn(ctx, root, path, maxLoadableProbe, safefile.Accept{FollowLast: true})
 	if err != nil {
@@ -116,8 +116,11 @@ func probeLibrary(ctx context.Context, root, path string) (*elfx.Info, error) {
 	}
 	f := h.File()
 	defer f.Close()
-	info, _, err := elfx.Shared().Probe(f, elfx.ProbeOptions{})
-	return info, err
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return elfx.ProbeReader(f, st.Size(), elfx.ProbeOptions{VersionsOnly: true})
 }
 
 // searchDirs is the loader's search order inside the target's root:
