@@ -39,7 +39,7 @@ test: prereqs check
 
 # A short run of every fuzz target from its seeds in testdata/.
 fuzz:
-	@for pkg in ./internal/proc ./internal/elfx ./conflicts ./kube ./jfrpprof/bounded ./asprof; do \
+	@for pkg in ./internal/proc ./internal/elfx ./conflicts ./kube ./jfrpprof/bounded ./asprof ./fdtransfer; do \
 	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
 	    $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
 	  done; \

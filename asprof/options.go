@@ -41,6 +41,11 @@ type Options struct {
 	ChunkTime   string // --chunktime
 	JFRSync     string // --jfrsync (implies JFR output)
 	JFROpts     string // --jfropts (implies JFR output)
+	// FdTransfer is the socket of a descriptor server (package
+	// fdtransfer) the agent asks for perf events and kallsyms: @NAME.
+	// asprof --fdtransfer starts one and passes its name; so does
+	// attach.SessionRequest.FdTransfer.
+	FdTransfer string
 
 	// How the output looks (sent with every command, as asprof does).
 	Simple, Norm, Sig, Ann, Lib bool // -s, -n, -g, -a, -l
@@ -155,6 +160,7 @@ func (o Options) Profiling() (string, error) {
 	b.flag(o.AllUser, "alluser")
 	b.value("--jfrsync", "jfrsync", o.JFRSync)
 	b.value("--jfropts", "jfropts", o.JFROpts)
+	b.value("--fdtransfer", "fdtransfer", o.FdTransfer)
 	return strings.Join(b.parts, ","), b.err
 }
 

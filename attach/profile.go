@@ -61,6 +61,14 @@ type SessionRequest struct {
 	// cannot leave it running. Profile and Session.Windows set it; a Start
 	// without it runs until stopped.
 	AutoStop time.Duration
+	// FdTransfer serves the agent's perf event and kallsyms requests from
+	// this process (package fdtransfer; asprof --fdtransfer), for a JVM
+	// that may not open perf events itself: every start and resume
+	// passes the server's socket as fdtransfer=. The server lives as long
+	// as the session; a start meant to outlive its caller needs a server
+	// that does too (the CLI runs one as a process of its own and sets
+	// Profiler.FdTransfer instead).
+	FdTransfer bool
 	// LoadedOnly says the session only talks to a profiler the JVM has
 	// already loaded (status, list, metrics, meminfo, stop, dump). When
 	// the JVM maps an async-profiler — a copy safeattach delivered, whose

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/fdtransfer"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
@@ -62,6 +63,10 @@ type Session struct {
 	// keepLast gives every start a real file= (not /dev/null), so that
 	// what the agent writes as the JVM exits can be read back (Profile).
 	keepLast bool
+	// fdt serves the agent's descriptor requests (FdTransfer); fdtServing
+	// is open while a connection of it is served.
+	fdt        *fdtransfer.Server
+	fdtServing chan struct{}
 }
 
 // ErrNoOutput: the agent wrote no output file for a command that should
@@ -425,6 +430,10 @@ func (ss *Session) begin(ctx context.Context, action string, retry bool) error {
 	if ss.owned != nil && ss.owned.Recording != "" {
 		file = ss.owned.Recording
 	}
+	if err := ss.serveFdTransfer(); err != nil {
+		ss.release(ctx)
+		return err
+	}
 	log, err := ss.command(ctx, ss.startOptions(action), file)
 	if err == nil {
 		return nil
@@ -690,6 +699,44 @@ func (ss *Session) Healthy(ctx context.Context) error {
 func (ss *Session) Close() {
 	ss.s.close()
 	ss.tmp.Close()
+	if ss.fdt != nil {
+		ss.fdt.Close()
+	}
+}
+
+// serveFdTransfer makes sure a descriptor server waits for the agent
+// before a start: the agent connects while it starts and hangs up when
+// it stops, so every start (a window's too) is served anew on the same
+// socket.
+func (ss *Session) serveFdTransfer() error {
+	if !ss.req.FdTransfer {
+		return nil
+	}
+	if ss.fdt == nil {
+		srv, err := fdtransfer.Listen(ss.pid)
+		if err != nil {
+			return err
+		}
+		ss.fdt = srv
+		ss.req.Profiler.FdTransfer = srv.Name()
+	}
+	if ss.fdtServing != nil {
+		select {
+		case <-ss.fdtServing:
+		default:
+			return nil // still serving the running profiler
+		}
+	}
+	done := make(chan struct{})
+	ss.fdtServing = done
+	srv := ss.fdt
+	go func() {
+		defer close(done)
+		if err := srv.Serve(context.Background()); err != nil {
+			ss.c.log.Debug("safeattach: fdtransfer ended", "pid", ss.pid, "err", err)
+		}
+	}()
+	return nil
 }
 
 // Limits on what is kept of the agent's log= file per command: the

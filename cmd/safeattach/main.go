@@ -132,6 +132,7 @@ var subcommands = []struct {
 	{"scan", newScanCmd},
 	{"rules", newRulesCmd},
 	{"version", newVersionCmd},
+	{"fdtransfer-serve", newFdTransferServeCmd},
 }
 
 // newRootCmd builds the command tree for args. When args name a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,11 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/fdtransfer"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 	"github.com/spf13/cobra"
@@ -72,9 +75,6 @@ profiler keeps running in the JVM between them).`,
 			}
 			if cmd.Flags().Changed("libpath") {
 				return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
-			}
-			if cmd.Flags().Changed("fdtransfer") {
-				return fmt.Errorf("--fdtransfer is not supported yet: use -e itimer or -e ctimer in a container that cannot open perf events, or --event-fallback, which picks one of them when -e cpu cannot open perf events")
 			}
 			pid, err := parsePID(args[0])
 			if err != nil {
@@ -211,7 +211,7 @@ profiler keeps running in the JVM between them).`,
 	// asprof options safeattach refuses, with the reason, rather than
 	// "unknown flag".
 	f.String("libpath", "", "refused: the library loaded is the one judged (--agent)")
-	f.Bool("fdtransfer", false, "not supported yet: use -e itimer or ctimer where perf events cannot be opened")
+	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself")
 	af.register(cmd, 0)
 	return cmd
 }
@@ -348,6 +348,25 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	// loaded: when it is safeattach's delivered copy, nothing is read,
 	// hashed or judged again (asprof's speed for status, stop, dump).
 	req.LoadedOnly = action != "start" && action != "resume"
+	// A start outlives this process, and so must the descriptor server
+	// its profiler asks for perf events as threads come and go: a
+	// process of its own, as asprof's. It is let go only once the
+	// profiler started; otherwise it is ended here.
+	var helper *os.Process
+	if req.FdTransfer && (action == "start" || action == "resume") {
+		name, p, err := startFdTransferServer(ctx, pid)
+		if err != nil {
+			return finish(err)
+		}
+		helper = p
+		defer func() {
+			if helper != nil {
+				helper.Kill()
+				helper.Wait()
+			}
+		}()
+		req.FdTransfer, req.Profiler.FdTransfer = false, name
+	}
 	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return finish(err)
@@ -356,10 +375,16 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	r := ss.Result()
 	res = &r
 	switch action {
-	case "start":
-		err = ss.Start(ctx)
-	case "resume":
-		err = ss.Resume(ctx)
+	case "start", "resume":
+		if action == "start" {
+			err = ss.Start(ctx)
+		} else {
+			err = ss.Resume(ctx)
+		}
+		if err == nil && helper != nil {
+			helper.Release()
+			helper = nil
+		}
 	case "stop", "dump":
 		var file string
 		var n int64
@@ -529,4 +554,87 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// startFdTransferServer runs `safeattach fdtransfer-serve PID` in a
+// session of its own and returns the socket name it listens on (its
+// first line of output).
+func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	c := exec.Command(exe, "fdtransfer-serve", strconv.Itoa(pid))
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	var errb bytes.Buffer
+	c.Stderr = &limitedWriter{w: &errb, n: 4096}
+	if err := c.Start(); err != nil {
+		return "", nil, fmt.Errorf("--fdtransfer: %w", err)
+	}
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(io.LimitReader(out, 256)).ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	fail := func(err error) (string, *os.Process, error) {
+		c.Process.Kill()
+		c.Wait()
+		return "", nil, err
+	}
+	select {
+	case name := <-line:
+		if !strings.HasPrefix(name, "@") {
+			c.Wait()
+			return "", nil, fmt.Errorf("--fdtransfer: the descriptor server did not start: %s", strings.TrimSpace(errb.String()))
+		}
+		return name, c.Process, nil
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-time.After(5 * time.Second):
+		return fail(errors.New("--fdtransfer: the descriptor server did not start within 5 s"))
+	}
+}
+
+// limitedWriter keeps at most n bytes.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}
+
+func newFdTransferServeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "fdtransfer-serve PID",
+		Short:  "Serve a JVM's async-profiler perf event requests (run by profile start --fdtransfer)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pid, err := parsePID(args[0])
+			if err != nil {
+				return err
+			}
+			srv, err := fdtransfer.Listen(pid)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Fprintln(cmd.OutOrStdout(), srv.Name())
+			if f, ok := cmd.OutOrStdout().(*os.File); ok {
+				f.Close() // the caller reads until here
+			}
+			return srv.Serve(cmd.Context())
+		},
+	}
 }

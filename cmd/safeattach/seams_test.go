@@ -161,7 +161,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
 		{[]string{"profile", "--agent", lib, "--libpath", lib, "-d", "1", pid}, "would load a second copy"},
-		{[]string{"profile", "--agent", lib, "--fdtransfer", "-d", "1", pid}, "--fdtransfer is not supported yet"},
 	} {
 		start := time.Now()
 		_, stderr, code := runCLI(t, tc.args...)

@@ -116,6 +116,9 @@ type PodSpec struct {
 	Workers int
 	// JVMArgs go before the main class.
 	JVMArgs []string
+	// NetNS gives the pod a network namespace of its own (as a real pod
+	// has): abstract unix sockets are per network namespace.
+	NetNS bool
 }
 
 // Pod is a JVM in its own pid and mount namespaces, pivoted into a root
@@ -193,7 +196,11 @@ cd /
 umount -l /.old
 rmdir /.old
 exec /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv.Itoa(int(spec.User)) + ` --regid=` + strconv.Itoa(int(spec.User)) + ` --clear-groups /bin/sh -c 'cd /tmp && exec "$@"' sh ` + shellJoin(java)
-	cmd := exec.Command(unshare, "--pid", "--mount", "--fork", "--propagation", "private", "/bin/sh", "-c", script)
+	args := []string{"--pid", "--mount", "--fork", "--propagation", "private"}
+	if spec.NetNS {
+		args = append(args, "--net")
+	}
+	cmd := exec.Command(unshare, append(args, "/bin/sh", "-c", script)...)
 	p := Start(t, cmd)
 	p.WaitOutput(t, "READY", 60*time.Second)
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,0 +1,496 @@
+package fdtransfer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The messages, as async-profiler's src/fdtransfer.h lays them out in
+// the target's native byte order:
+//
+//	struct fd_request       { u32 type; }
+//	struct perf_fd_request  { fd_request header; i32 tid; i32 target_cpu;
+//	                          perf_event_attr attr;   // at 16: 8-aligned
+//	                          char probe_name[256]; } // at 16 + attr.size
+//	struct fd_response      { u32 type; i32 error; }  // error: errno or 0
+//	struct perf_fd_response { fd_response header; i32 tid; }
+//
+// attr.size (the u32 at 20) is the agent's sizeof(perf_event_attr): 128
+// or 136 with the headers async-profiler is built against.
+const (
+	requestPerfFD     = 0
+	requestKallsymsFD = 1
+
+	attrOffset    = 16
+	maxProbeName  = 256
+	minAttrSize   = 64  // PERF_ATTR_SIZE_VER0
+	maxAttrSize   = 512 // the kernel accepts up to a page; no agent sends more
+	config1Offset = 56  // perf_event_attr.config1 (kprobe/uprobe name pointer)
+	maxRequest    = 1024
+
+	maxKallsyms = 256 << 20
+	// maxMapped bounds the perf buffers mapped on the agent's behalf
+	// (asprof keeps a ring of as many).
+	maxMapped = 1024
+)
+
+// AcceptTimeout is how long Serve waits for the agent to connect.
+const AcceptTimeout = 30 * time.Second
+
+// Stats counts what a server did, for logs and tests.
+type Stats struct {
+	PerfFDs   int64 // perf event descriptors sent
+	Kallsyms  int64 // kallsyms copies sent
+	Refused   int64 // requests answered with an error (ESRCH for a foreign thread, perf_event_open's errno)
+	Strangers int64 // connections from another process, turned away
+}
+
+// Server answers one agent's descriptor requests.
+type Server struct {
+	pid  int
+	name string
+	lfd  int
+
+	mu     sync.Mutex
+	closed bool
+	tids   map[int32]int // the target's thread ids (its pid namespace) → ours
+	mapped [][]byte
+	next   int
+
+	perfFDs, kallsyms, refused, strangers atomic.Int64
+}
+
+// Listen creates the server's socket in pid's network namespace, under a
+// name no one else can guess (@safeattach-<pid>-<random>); the agent is
+// given it as fdtransfer=NAME.
+func Listen(pid int) (*Server, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return nil, err
+	}
+	return ListenAs(pid, fmt.Sprintf("@safeattach-%d-%s", pid, hex.EncodeToString(r[:])))
+}
+
+// ListenAs is Listen with a given name ("@..." for the abstract
+// namespace, which is what crosses a container's mount namespace).
+func ListenAs(pid int, name string) (*Server, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("fdtransfer: pid %d", pid)
+	}
+	if !strings.HasPrefix(name, "@") || len(name) > 100 {
+		return nil, fmt.Errorf("fdtransfer: socket name %q: want @ and at most 100 bytes", name)
+	}
+	fd, err := socketIn(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("fdtransfer: bind %s: %w", name, err)
+	}
+	if err := unix.Listen(fd, 4); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("fdtransfer: listen: %w", err)
+	}
+	return &Server{pid: pid, name: name, lfd: fd, tids: map[int32]int{}}, nil
+}
+
+// socketIn creates a socket in pid's network namespace: the namespace of
+// an abstract unix socket is the one it is created in. The switch is made
+// on a thread of its own, switched back before it is released; a thread
+// that cannot be switched back is never reused (it stays locked, and the
+// runtime ends it with its goroutine).
+func socketIn(pid int) (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, restored, err := func() (int, bool, error) {
+			self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return -1, true, fmt.Errorf("fdtransfer: our network namespace: %w", err)
+			}
+			defer unix.Close(self)
+			target, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return -1, true, fmt.Errorf("fdtransfer: pid %d's network namespace: %w", pid, err)
+			}
+			defer unix.Close(target)
+			var a, b unix.Stat_t
+			same := unix.Fstat(self, &a) == nil && unix.Fstat(target, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
+			if !same {
+				if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+					return -1, true, fmt.Errorf("fdtransfer: entering pid %d's network namespace: %w", pid, err)
+				}
+			}
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if !same && unix.Setns(self, unix.CLONE_NEWNET) != nil {
+				return fd, false, err
+			}
+			if err != nil {
+				return -1, true, fmt.Errorf("fdtransfer: socket: %w", err)
+			}
+			return fd, true, nil
+		}()
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		done <- result{fd, err}
+	}()
+	r := <-done
+	return r.fd, r.err
+}
+
+// Name is the socket's name, for the agent's fdtransfer= option.
+func (s *Server) Name() string { return s.name }
+
+// Stats returns what the server did so far.
+func (s *Server) Stats() Stats {
+	return Stats{PerfFDs: s.perfFDs.Load(), Kallsyms: s.kallsyms.Load(), Refused: s.refused.Load(), Strangers: s.strangers.Load()}
+}
+
+// Close stops the server; Serve returns.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	for _, m := range s.mapped {
+		if m != nil {
+			unix.Munmap(m)
+		}
+	}
+	s.mapped = nil
+	return unix.Close(s.lfd)
+}
+
+// ErrTargetExited: the process the server was for has exited.
+var ErrTargetExited = errors.New("fdtransfer: the target exited")
+
+// Serve waits (at most AcceptTimeout) for the target to connect, then
+// answers its requests until it closes the connection (nil), the target
+// exits, ctx ends or Close is called. Connections from any other process
+// are closed unanswered.
+func (s *Server) Serve(ctx context.Context) error {
+	pidfd, err := unix.PidfdOpen(s.pid, 0)
+	if err != nil {
+		return fmt.Errorf("fdtransfer: pid %d: %w", s.pid, err)
+	}
+	defer unix.Close(pidfd)
+	deadline := time.Now().Add(AcceptTimeout)
+	for {
+		if err := s.wait(ctx, s.lfd, pidfd, deadline); err != nil {
+			return err
+		}
+		peer, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fdtransfer: accept: %w", err)
+		}
+		cred, err := unix.GetsockoptUcred(peer, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil || int(cred.Pid) != s.pid {
+			s.strangers.Add(1)
+			unix.Close(peer)
+			continue
+		}
+		defer unix.Close(peer)
+		return s.serve(ctx, peer, pidfd)
+	}
+}
+
+// wait polls fd for input, in slices short enough to see ctx end; the
+// pidfd turning readable means the target exited.
+func (s *Server) wait(ctx context.Context, fd, pidfd int, deadline time.Time) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return fmt.Errorf("fdtransfer: the agent did not connect within %v", AcceptTimeout)
+		}
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return errors.New("fdtransfer: server closed")
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("fdtransfer: poll: %w", err)
+		}
+		if n > 0 && fds[1].Revents != 0 {
+			return ErrTargetExited
+		}
+		if n > 0 && fds[0].Revents != 0 {
+			return nil
+		}
+	}
+}
+
+func (s *Server) serve(ctx context.Context, peer, pidfd int) error {
+	buf := make([]byte, maxRequest)
+	for {
+		if err := s.wait(ctx, peer, pidfd, time.Time{}); err != nil {
+			return err
+		}
+		n, err := unix.Read(peer, buf)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fdtransfer: read: %w", err)
+		}
+		if n == 0 {
+			return nil // the profiler stopped
+		}
+		if n < 4 {
+			continue
+		}
+		switch order.Uint32(buf) {
+		case requestPerfFD:
+			err = s.perfFD(peer, buf[:n])
+		case requestKallsymsFD:
+			err = s.kallsymsFD(peer)
+		default:
+			continue // asprof ignores an unknown request too
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+var order = binary.NativeEndian
+
+// perfRequest is a PERF_FD request as parsed: attr is the attribute
+// block in 8-byte aligned memory, probe the NUL-terminated probe name
+// when one was sent.
+type perfRequest struct {
+	tid, cpu int32
+	attr     []uint64
+	probe    []byte
+}
+
+// parsePerfRequest reads a PERF_FD request; a non-zero errno is the
+// answer to a malformed one.
+func parsePerfRequest(req []byte) (perfRequest, unix.Errno) {
+	var r perfRequest
+	if len(req) < attrOffset+minAttrSize {
+		return r, unix.EINVAL
+	}
+	r.tid = int32(order.Uint32(req[4:]))
+	r.cpu = int32(order.Uint32(req[8:]))
+	size := int(order.Uint32(req[attrOffset+4:]))
+	if size < minAttrSize || size > maxAttrSize || attrOffset+size > len(req) {
+		return r, unix.EINVAL
+	}
+	r.attr = make([]uint64, (size+7)/8)
+	copy(attrBytes(r.attr), req[attrOffset:attrOffset+size])
+	if rest := req[attrOffset+size:]; len(rest) > 0 && rest[0] != 0 {
+		end := bytes.IndexByte(rest[:min(len(rest), maxProbeName)], 0)
+		if end < 0 {
+			return r, unix.EINVAL
+		}
+		r.probe = append([]byte(nil), rest[:end+1]...)
+	}
+	return r, 0
+}
+
+func attrBytes(a []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), len(a)*8)
+}
+
+// perfFD opens the perf event the agent asks for, for one of its own
+// threads, and sends it back.
+func (s *Server) perfFD(peer int, req []byte) error {
+	r, errno := parsePerfRequest(req)
+	if errno != 0 {
+		s.refused.Add(1)
+		return s.reply(peer, requestPerfFD, int32(errno), r.tid, -1)
+	}
+	if r.probe != nil {
+		// A kprobe/uprobe name is passed by address: ours.
+		order.PutUint64(attrBytes(r.attr)[config1Offset:], uint64(uintptr(unsafe.Pointer(&r.probe[0]))))
+	}
+	host, ok := s.hostTID(r.tid)
+	if !ok {
+		s.refused.Add(1)
+		return s.reply(peer, requestPerfFD, int32(unix.ESRCH), r.tid, -1)
+	}
+	fd, _, errno := unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, uintptr(unsafe.Pointer(&r.attr[0])), uintptr(host), uintptr(r.cpu), ^uintptr(0), 0, 0)
+	runtime.KeepAlive(r.attr)
+	runtime.KeepAlive(r.probe)
+	if errno != 0 {
+		s.refused.Add(1)
+		return s.reply(peer, requestPerfFD, int32(errno), r.tid, -1)
+	}
+	defer unix.Close(int(fd))
+	s.premap(int(fd))
+	s.perfFDs.Add(1)
+	return s.reply(peer, requestPerfFD, 0, r.tid, int(fd))
+}
+
+// premap maps the event's ring buffer here, as asprof's server does:
+// mapping may need privileges the target lacks, and once mapped the
+// agent's own mapping reuses the same pages. Failures are the agent's to
+// report when it maps.
+func (s *Server) premap(fd int) {
+	size := 2 * os.Getpagesize() // what the agent maps (PerfEvents::createForThread)
+	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.mapped) < maxMapped {
+		s.mapped = append(s.mapped, m)
+		return
+	}
+	unix.Munmap(s.mapped[s.next])
+	s.mapped[s.next] = m
+	s.next = (s.next + 1) % maxMapped
+}
+
+// hostTID translates a thread id of the target's pid namespace into ours,
+// and only for a thread of the target: its NSpid line's last field is
+// the id the agent knows it by.
+func (s *Server) hostTID(tid int32) (int, bool) {
+	if tid <= 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	host, ok := s.tids[tid]
+	s.mu.Unlock()
+	if ok && unix.Tgkill(s.pid, host, 0) == nil {
+		return host, true
+	}
+	tids := map[int32]int{}
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", s.pid))
+	if err != nil {
+		return 0, false
+	}
+	for i, e := range entries {
+		if i >= 1<<16 {
+			break
+		}
+		h, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ns, ok := nsTID(s.pid, h); ok {
+			tids[ns] = h
+		}
+	}
+	s.mu.Lock()
+	s.tids = tids
+	s.mu.Unlock()
+	host, ok = tids[tid]
+	return host, ok
+}
+
+// nsTID reads the innermost thread id from /proc/<pid>/task/<tid>/status.
+func nsTID(pid, tid int) (int32, bool) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, 16<<10))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) == 0 {
+				return 0, false
+			}
+			n, err := strconv.ParseInt(fields[len(fields)-1], 10, 32)
+			return int32(n), err == nil
+		}
+	}
+	return int32(tid), true // a kernel without NSpid: one namespace
+}
+
+// kallsymsFD sends a copy of /proc/kallsyms as root reads it (with real
+// addresses), in an unnamed memory file: a descriptor of /proc/kallsyms
+// itself would be checked again on each read by kernels before 4.15.
+func (s *Server) kallsymsFD(peer int) error {
+	fd, err := unix.MemfdCreate("safeattach-kallsyms", unix.MFD_CLOEXEC)
+	if err != nil {
+		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+	}
+	dst := os.NewFile(uintptr(fd), "kallsyms") // owns fd
+	defer dst.Close()
+	src, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+	}
+	defer src.Close()
+	if _, err := io.Copy(dst, io.LimitReader(src, maxKallsyms)); err != nil {
+		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+	}
+	if _, err := dst.Seek(0, io.SeekStart); err != nil {
+		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+	}
+	s.kallsyms.Add(1)
+	return s.reply(peer, requestKallsymsFD, 0, 0, int(dst.Fd()))
+}
+
+func errnoOf(err error) unix.Errno {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
+}
+
+// reply sends a response, with the descriptor when fd ≥ 0.
+func (s *Server) reply(peer int, typ uint32, errno, tid int32, fd int) error {
+	var resp []byte
+	resp = order.AppendUint32(resp, typ)
+	resp = order.AppendUint32(resp, uint32(errno))
+	if typ == requestPerfFD {
+		resp = order.AppendUint32(resp, uint32(tid))
+	}
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	for {
+		err := unix.Sendmsg(peer, resp, oob, nil, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			time.Sleep(time.Millisecond) // a full socket buffer: the agent reads as it goes
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fdtransfer: send: %w", err)
+		}
+		return nil
+	}
+}

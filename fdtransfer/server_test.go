@@ -1,0 +1,254 @@
+package fdtransfer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// This test binary is also the stranger that connects before the agent:
+// run with FDTRANSFER_STRANGER=<name>, it connects, sends a request and
+// reports whether anything came back.
+func TestMain(m *testing.M) {
+	if name := os.Getenv("FDTRANSFER_STRANGER"); name != "" {
+		os.Exit(stranger(name))
+	}
+	os.Exit(m.Run())
+}
+
+func stranger(name string) int {
+	fd, err := dial(name)
+	if err != nil {
+		return 3
+	}
+	unix.Write(fd, perfRequestBytes(int32(unix.Gettid()), -1, taskClock(), ""))
+	buf := make([]byte, 64)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+	n, _ := unix.Read(fd, buf)
+	if n > 0 {
+		return 1 // answered: the server served a stranger
+	}
+	return 0
+}
+
+func dial(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// taskClock is the attribute block of a software event counting this
+// thread's time, kernel included: what perf_event_paranoid 2 denies an
+// unprivileged process (the agent's reason to ask).
+func taskClock() []byte {
+	attr := make([]byte, 128)
+	binary.NativeEndian.PutUint32(attr[0:], unix.PERF_TYPE_SOFTWARE)
+	binary.NativeEndian.PutUint32(attr[4:], 128)
+	binary.NativeEndian.PutUint64(attr[8:], unix.PERF_COUNT_SW_TASK_CLOCK)
+	return attr
+}
+
+// perfRequestBytes lays out a PERF_FD request as async-profiler does.
+func perfRequestBytes(tid, cpu int32, attr []byte, probe string) []byte {
+	b := make([]byte, attrOffset+len(attr)+maxProbeName)
+	binary.NativeEndian.PutUint32(b[0:], requestPerfFD)
+	binary.NativeEndian.PutUint32(b[4:], uint32(tid))
+	binary.NativeEndian.PutUint32(b[8:], uint32(cpu))
+	copy(b[attrOffset:], attr)
+	copy(b[attrOffset+len(attr):], probe)
+	return b
+}
+
+// ask sends a request and returns the response's error and the
+// descriptor that came with it (-1 for none).
+func ask(t *testing.T, fd int, req []byte) (errno int32, tid int32, got int) {
+	t.Helper()
+	if _, err := unix.Write(fd, req); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+	if err != nil || n < 8 {
+		t.Fatalf("response: %d bytes, %v", n, err)
+	}
+	errno = int32(binary.NativeEndian.Uint32(buf[4:]))
+	if n >= 12 {
+		tid = int32(binary.NativeEndian.Uint32(buf[8:]))
+	}
+	got = -1
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+		if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil && len(fds) == 1 {
+			got = fds[0]
+		}
+	}
+	return errno, tid, got
+}
+
+// TestServesItsTargetOnly: a process other than the target that connects
+// first is turned away unanswered and the server waits on; the target
+// gets perf events for its own threads only (ESRCH for another process's
+// thread or for -1, "every process"), and a copy of kallsyms; hanging up
+// ends Serve with nil. The target here is this test process.
+func TestServesItsTargetOnly(t *testing.T) {
+	testenv.RequireRoot(t)
+	srv, err := Listen(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "FDTRANSFER_STRANGER="+srv.Name())
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the stranger was answered, or could not connect: %v", err)
+	}
+	if got := srv.Stats().Strangers; got != 1 {
+		t.Fatalf("strangers turned away: %d", got)
+	}
+
+	fd, err := dial(srv.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := int32(unix.Gettid())
+	errno, tid, perf := ask(t, fd, perfRequestBytes(self, -1, taskClock(), ""))
+	if errno != 0 || perf < 0 || tid != self {
+		t.Fatalf("own thread: errno %d, tid %d, fd %d", errno, tid, perf)
+	}
+	unix.Close(perf)
+	sleeper := testenv.StartSleeper(t)
+	for _, foreign := range []int32{int32(sleeper.PID), -1, 0} {
+		if errno, _, got := ask(t, fd, perfRequestBytes(foreign, 0, taskClock(), "")); errno != int32(unix.ESRCH) || got >= 0 {
+			t.Errorf("tid %d (not the target's): errno %d, fd %d", foreign, errno, got)
+		}
+	}
+	req := make([]byte, 4)
+	binary.NativeEndian.PutUint32(req, requestKallsymsFD)
+	errno, _, ks := ask(t, fd, req)
+	if errno != 0 || ks < 0 {
+		t.Fatalf("kallsyms: errno %d fd %d", errno, ks)
+	}
+	head := make([]byte, 64)
+	n, _ := unix.Read(ks, head)
+	unix.Close(ks)
+	if n < 20 || !strings.Contains(string(head[:n]), " ") {
+		t.Errorf("kallsyms copy starts %q", head[:n])
+	}
+	unix.Close(fd)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after the agent hung up: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not end when the agent hung up")
+	}
+	if st := srv.Stats(); st.PerfFDs != 1 || st.Kallsyms != 1 || st.Refused != 3 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestMalformedRequests: what a hostile agent can send is answered with
+// EINVAL, never read past its end.
+func TestMalformedRequests(t *testing.T) {
+	self := int32(unix.Gettid())
+	long := perfRequestBytes(self, -1, taskClock(), "")
+	for i := attrOffset + 128; i < len(long); i++ {
+		long[i] = 'x' // a probe name with no NUL
+	}
+	huge := taskClock()
+	binary.NativeEndian.PutUint32(huge[4:], 1<<20)
+	tiny := taskClock()
+	binary.NativeEndian.PutUint32(tiny[4:], 8)
+	for name, req := range map[string][]byte{
+		"short":          make([]byte, attrOffset+10),
+		"attr.size huge": perfRequestBytes(self, -1, huge, ""),
+		"attr.size tiny": perfRequestBytes(self, -1, tiny, ""),
+		"probe no NUL":   long,
+		"attr past end":  perfRequestBytes(self, -1, taskClock(), "")[:attrOffset+100],
+	} {
+		if _, errno := parsePerfRequest(req); errno != unix.EINVAL {
+			t.Errorf("%s: errno %v, want EINVAL", name, errno)
+		}
+	}
+	real, err := os.ReadFile("testdata/asprof45-perf-request.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, errno := parsePerfRequest(real); errno != 0 || r.cpu != -1 || len(r.attr)*8 != 128 || r.probe != nil {
+		t.Errorf("async-profiler 4.5's own request: %+v %v", r, errno)
+	}
+	r, errno := parsePerfRequest(perfRequestBytes(self, 3, taskClock(), "do_sys_open"))
+	if errno != 0 || r.tid != self || r.cpu != 3 || string(r.probe) != "do_sys_open\x00" || len(r.attr)*8 != 128 {
+		t.Errorf("a good request: %+v %v", r, errno)
+	}
+	if uintptr(unsafe.Pointer(&r.attr[0]))%8 != 0 {
+		t.Error("the attribute block is not 8-byte aligned")
+	}
+}
+
+// FuzzPerfRequest: any bytes parse or are refused, without a panic, and
+// a parsed request never claims more than was sent.
+func FuzzPerfRequest(f *testing.F) {
+	// A request as async-profiler 4.5 sends it (-e cpu for a JVM thread:
+	// 145 bytes, the probe name cut after its NUL), captured with strace.
+	real, err := os.ReadFile("testdata/asprof45-perf-request.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(real)
+	f.Add(perfRequestBytes(1, -1, taskClock(), ""))
+	f.Add(perfRequestBytes(1, 0, taskClock(), "kprobe:do_sys_open"))
+	f.Add(make([]byte, 80))
+	f.Fuzz(func(t *testing.T, req []byte) {
+		r, errno := parsePerfRequest(req)
+		if errno != 0 {
+			return
+		}
+		if len(r.attr)*8 > len(req)+7 || len(r.probe) > maxProbeName {
+			t.Fatalf("parsed more than was sent: attr %d probe %d of %d", len(r.attr)*8, len(r.probe), len(req))
+		}
+	})
+}
+
+// TestTargetExitEndsServe: a target that exits before connecting ends
+// the wait at once, not after AcceptTimeout.
+func TestTargetExitEndsServe(t *testing.T) {
+	testenv.RequireRoot(t)
+	p := testenv.StartSleeper(t)
+	srv, err := Listen(p.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }()
+	p.Cmd.Process.Kill()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrTargetExited) {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve went on waiting for a dead target")
+	}
+}
