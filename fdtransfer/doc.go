@@ -19,7 +19,7 @@
 // process (its thread id is translated from the target's pid namespace
 // through /proc/<pid>/task/*/status, so a thread of another process, or
 // -1 for "every process", is refused); the kallsyms copy is an unnamed
-// O_TMPFILE, never a predictable path. The server ends when the agent
+// memfd, never a predictable path. The server ends when the agent
 // closes the connection (its profiler stopped), when the target exits,
 // or when the caller's context ends.
 package fdtransfer

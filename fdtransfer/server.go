@@ -20,6 +20,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/safefile"
 )
 
 // The messages, as async-profiler's src/fdtransfer.h lays them out in
@@ -273,7 +275,7 @@ func (s *Server) serve(ctx context.Context, peer, pidfd int) error {
 		}
 		switch order.Uint32(buf) {
 		case requestPerfFD:
-			err = s.perfFD(peer, buf[:n])
+			err = s.perfFD(ctx, peer, buf[:n])
 		case requestKallsymsFD:
 			err = s.kallsymsFD(peer)
 		default:
@@ -327,15 +329,18 @@ func attrBytes(a []uint64) []byte {
 
 // perfFD opens the perf event the agent asks for, for one of its own
 // threads, and sends it back.
-func (s *Server) perfFD(peer int, req []byte) error {
+func (s *Server) perfFD(ctx context.Context, peer int, req []byte) error {
 	r, errno := parsePerfRequest(req)
+	if errno == 0 {
+		var probe *os.File
+		probe, errno = s.probeName(ctx, &r)
+		if probe != nil {
+			defer probe.Close()
+		}
+	}
 	if errno != 0 {
 		s.refused.Add(1)
 		return s.reply(peer, requestPerfFD, int32(errno), r.tid, -1)
-	}
-	if r.probe != nil {
-		// A kprobe/uprobe name is passed by address: ours.
-		order.PutUint64(attrBytes(r.attr)[config1Offset:], uint64(uintptr(unsafe.Pointer(&r.probe[0]))))
 	}
 	host, ok := s.hostTID(r.tid)
 	if !ok {
@@ -354,6 +359,66 @@ func (s *Server) perfFD(peer int, req []byte) error {
 	s.perfFDs.Add(1)
 	return s.reply(peer, requestPerfFD, 0, r.tid, int(fd))
 }
+
+// probeName points a probe event's config1 at its name in our memory.
+// For the kprobe and uprobe PMUs config1 is a pointer the kernel reads
+// as a string — a kernel function, or a file path it resolves as we see
+// the file system. So a probe event must come with its name (a pointer
+// of the agent's into our memory is never passed on), and a uprobe's
+// path is opened here inside the target's root, without leaving it, and
+// given to the kernel as /proc/self/fd/N: the file probed is the
+// target's, never a file of the host's of the same name. The file is
+// returned to be closed after perf_event_open. Other event types keep
+// config1 as sent (a breakpoint's address, a PMU's extra config) and
+// ignore a name.
+func (s *Server) probeName(ctx context.Context, r *perfRequest) (*os.File, unix.Errno) {
+	typ := order.Uint32(attrBytes(r.attr))
+	kprobe, uprobe := probePMUs()
+	if typ != kprobe && typ != uprobe {
+		r.probe = nil
+		return nil, 0
+	}
+	if len(r.probe) < 2 {
+		return nil, unix.EINVAL
+	}
+	var f *os.File
+	if typ == uprobe {
+		path := string(r.probe[:len(r.probe)-1])
+		if !strings.HasPrefix(path, "/") {
+			return nil, unix.EINVAL
+		}
+		h, err := safefile.OpenIn(ctx, fmt.Sprintf("/proc/%d/root", s.pid), path, 1<<40, safefile.Accept{FollowLast: true})
+		if err != nil {
+			var errno unix.Errno
+			if errors.As(err, &errno) {
+				return nil, errno
+			}
+			return nil, unix.ENOENT
+		}
+		f = h.File()
+		r.probe = append([]byte(fmt.Sprintf("/proc/self/fd/%d", f.Fd())), 0)
+	}
+	order.PutUint64(attrBytes(r.attr)[config1Offset:], uint64(uintptr(unsafe.Pointer(&r.probe[0]))))
+	return f, 0
+}
+
+// probePMUs are the kernel's dynamic PMU types of kprobes and uprobes
+// (0 where the kernel has none: no event type is 0 but hardware's, which
+// takes no name).
+var probePMUs = sync.OnceValues(func() (kprobe, uprobe uint32) {
+	read := func(name string) uint32 {
+		b, err := os.ReadFile("/sys/bus/event_source/devices/" + name + "/type")
+		if err != nil {
+			return ^uint32(0)
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+		if err != nil || n == 0 {
+			return ^uint32(0)
+		}
+		return uint32(n)
+	}
+	return read("kprobe"), read("uprobe")
+})
 
 // premap maps the event's ring buffer here, as asprof's server does:
 // mapping may need privileges the target lacks, and once mapped the

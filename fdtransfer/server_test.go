@@ -2,8 +2,10 @@ package fdtransfer
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -251,4 +253,119 @@ func TestTargetExitEndsServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve went on waiting for a dead target")
 	}
+}
+
+// uprobeAttr is the attribute block of a uprobe at a file offset; its
+// path goes as the request's probe name.
+func uprobeAttr(t *testing.T, offset uint64) []byte {
+	_, uprobe := probePMUs()
+	if uprobe == ^uint32(0) {
+		t.Skip("this kernel has no uprobe PMU")
+	}
+	attr := make([]byte, 128)
+	binary.NativeEndian.PutUint32(attr[0:], uprobe)
+	binary.NativeEndian.PutUint32(attr[4:], 128)
+	binary.NativeEndian.PutUint64(attr[config1Offset+8:], offset) // config2
+	return attr
+}
+
+// entryOffset is the file offset of this test binary's entry point
+// (test binaries carry no symbol table).
+func entryOffset(t *testing.T) uint64 {
+	f, err := elf.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && f.Entry >= p.Vaddr && f.Entry < p.Vaddr+p.Filesz {
+			return f.Entry - p.Vaddr + p.Off
+		}
+	}
+	t.Fatalf("no segment holds the entry point of %s", os.Args[0])
+	return 0
+}
+
+// TestProbeEvents: a uprobe's path is the target's: opened inside its
+// root, never a host file of the same name, and handed to the kernel
+// through our descriptor. A probe event without a name is refused (its
+// config1 would be the agent's pointer into our memory); another event
+// type keeps its config1 and ignores a name.
+func TestProbeEvents(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Parallel()
+	attr := uprobeAttr(t, entryOffset(t))
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	inPod := &Server{pid: pod.PID}
+	ctx := context.Background()
+
+	// A host-only path (this test binary, in the host's /tmp or cache)
+	// does not exist for the pod.
+	r, _ := parsePerfRequest(perfRequestBytes(1, -1, attr, os.Args[0]))
+	if f, errno := inPod.probeName(ctx, &r); errno != unix.ENOENT || f != nil {
+		t.Errorf("host path %s resolved for the pod: errno %v", os.Args[0], errno)
+	}
+	// A file the pod has is opened there: its libjvm, by the path the
+	// pod sees.
+	var libjvm string
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pod.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(maps), "\n") {
+		if f := strings.Fields(line); len(f) == 6 && strings.HasSuffix(f[5], "/libjvm.so") {
+			libjvm = f[5]
+		}
+	}
+	r, _ = parsePerfRequest(perfRequestBytes(1, -1, attr, libjvm))
+	f, errno := inPod.probeName(ctx, &r)
+	if errno != 0 || f == nil {
+		t.Fatalf("the pod's %s: errno %v", libjvm, errno)
+	}
+	defer f.Close()
+	var got, want unix.Stat_t
+	unix.Fstat(int(f.Fd()), &got)
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pod.PID, libjvm), &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ino != want.Ino || got.Dev != want.Dev || string(r.probe) != fmt.Sprintf("/proc/self/fd/%d\x00", f.Fd()) {
+		t.Errorf("probe name %q (inode %d), want the pod's inode %d", r.probe, got.Ino, want.Ino)
+	}
+	if ptr := binary.NativeEndian.Uint64(attrBytes(r.attr)[config1Offset:]); ptr != uint64(uintptr(unsafe.Pointer(&r.probe[0]))) {
+		t.Errorf("config1 %#x is not the probe name", ptr)
+	}
+
+	// No name: the agent's config1 is never passed on.
+	withPointer := uprobeAttr(t, 0)
+	binary.NativeEndian.PutUint64(withPointer[config1Offset:], 0xdeadbeef)
+	r, _ = parsePerfRequest(perfRequestBytes(1, -1, withPointer, ""))
+	if _, errno := inPod.probeName(ctx, &r); errno != unix.EINVAL {
+		t.Errorf("a uprobe without a name: errno %v, want EINVAL", errno)
+	}
+	// Another type keeps config1 and drops the name.
+	clock := taskClock()
+	binary.NativeEndian.PutUint64(clock[config1Offset:], 42)
+	r, _ = parsePerfRequest(perfRequestBytes(1, -1, clock, "/etc/shadow"))
+	if f, errno := inPod.probeName(ctx, &r); errno != 0 || f != nil || r.probe != nil || binary.NativeEndian.Uint64(attrBytes(r.attr)[config1Offset:]) != 42 {
+		t.Errorf("task-clock with a name: errno %v, probe %q", errno, r.probe)
+	}
+
+	// Live: this process as the target asks for a uprobe on its own
+	// binary and gets it.
+	srv, err := Listen(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go srv.Serve(ctx)
+	fd, err := dial(srv.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	errno32, _, ev := ask(t, fd, perfRequestBytes(int32(unix.Gettid()), -1, attr, os.Args[0]))
+	if errno32 != 0 || ev < 0 {
+		t.Fatalf("uprobe on the entry point of this binary: errno %d", errno32)
+	}
+	unix.Close(ev)
 }
