@@ -74,7 +74,8 @@ type Config struct {
 	// 60 s).
 	Event  string
 	Window time.Duration
-	// SyncInterval is how often the pod list is read (default 15 s).
+	// SyncInterval is how often the pods are read (default 15 s); a
+	// source that is a kube.Notifier is read at each change too.
 	SyncInterval time.Duration
 	// Budget bounds the memory held by windows read back from targets
 	// and waiting to be pushed (default: a quarter of this process's
@@ -152,7 +153,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Metrics == nil {
-		cfg.Metrics = &Metrics{}
+		cfg.Metrics = NewMetrics()
 	}
 	if cfg.Budget == nil {
 		cfg.Budget = budget.New(DefaultBudget())
@@ -160,9 +161,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.MaxWindowBytes <= 0 || cfg.MaxWindowBytes > cfg.Budget.Total() {
 		cfg.MaxWindowBytes = cfg.Budget.Total() / 2
 	}
-	cfg.Metrics.mu.Lock()
-	cfg.Metrics.pusher = cfg.Pusher
-	cfg.Metrics.mu.Unlock()
+	cfg.Metrics.watchPusher(cfg.Pusher)
 	return &Daemon{cfg: cfg, sessions: map[string]*profiled{}, judged: map[string]jvmID{}, unfound: map[string]string{}}, nil
 }
 
@@ -185,9 +184,19 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 
 // Run synchronises every SyncInterval until ctx ends, then stops every
 // profiler (each last partial window is still pushed) within stopTimeout.
+// A source that is a kube.Notifier (a watch) is also synchronised at
+// each change: a pod that starts running is profiled, and a deleted
+// pod's profiler stopped, as soon as the API server says so; the timer
+// then only catches what the API cannot see (a JVM restarted inside its
+// container), and costs the API server nothing (the pods come from the
+// watch's cache).
 func (d *Daemon) Run(ctx context.Context) {
 	tick := time.NewTicker(d.cfg.SyncInterval)
 	defer tick.Stop()
+	var changes <-chan struct{}
+	if n, ok := d.cfg.Pods.(kube.Notifier); ok {
+		changes = n.Changes()
+	}
 	for {
 		if err := d.Sync(ctx); err != nil && ctx.Err() == nil {
 			d.cfg.Logger.Warn("pod sync failed", "err", err)
@@ -197,6 +206,7 @@ func (d *Daemon) Run(ctx context.Context) {
 			d.StopAll()
 			return
 		case <-tick.C:
+		case <-changes:
 		}
 	}
 }
@@ -217,7 +227,9 @@ func (d *Daemon) selectPods(pods []kube.Pod) map[string]wanted {
 		}
 		only := p.Annotations[AnnotationContainer]
 		for _, c := range p.Containers {
-			if only == "" || only == c.Name {
+			// A kubectl debug container is a tool beside the
+			// application: profiled only when named.
+			if only == c.Name || (only == "" && !c.Ephemeral) {
 				w := wanted{p, c}
 				out[w.key()] = w
 			}
@@ -332,6 +344,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	}
 	// A profiler this node's daemon left running (killed before it could
 	// stop it) is taken back; anyone else's is refused.
+	began := time.Now()
 	ss, err := attach.OpenSession(ctx, jvm.PID, attach.SessionRequest{
 		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
@@ -342,7 +355,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		}
 	}
 	outcome := attach.OutcomeOf(err)
-	d.cfg.Metrics.attach(outcome.String())
+	d.cfg.Metrics.attach(outcome.String(), time.Since(began))
 	if err != nil {
 		var refused *attach.RefusedError
 		var busy *attach.BusyError
@@ -380,8 +393,10 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	d.sessions[key] = p
 	d.mu.Unlock()
 	d.wg.Add(1)
+	d.cfg.Metrics.sessionStarted(w)
 	go func() {
 		defer d.wg.Done()
+		defer d.cfg.Metrics.sessionEnded(w)
 		defer ss.Close()
 		err := ss.Windows(sctx, window, func(win *attach.Window) error {
 			d.finished(w, win, log)
@@ -530,10 +545,7 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", ContentType)
-		d.cfg.Metrics.WriteTo(w)
-	})
+	mux.Handle("GET /metrics", d.cfg.Metrics.Handler())
 	return accessLog(d.cfg.Logger, mux)
 }
 

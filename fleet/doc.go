@@ -2,16 +2,16 @@
 // on one node that opt in by annotation, continuously, and pushes every
 // finished window to a continuous-profiling backend.
 //
-// One Sync lists the node's pods (package kube: the Kubernetes API or a
-// file of pod objects), resolves each annotated container to its JVM
-// through its cgroup (package target), judges it with the rules, and keeps one
-// attach.Session per JVM that rotates a window every period. A refusal is
+// A Sync runs at each change the pod source announces (the watch of
+// package kube/podwatch) and on a timer. It reads the node's pods (from
+// the watch's cache, or a file of pod objects), resolves each annotated
+// container to its JVM through its cgroup (package target), judges it
+// with the rules, and keeps one attach.Session per JVM that rotates a window every period. A refusal is
 // logged and counted once and not retried until the JVM changes (a new
 // process in the container); the rules are fixed for a daemon's life, so
 // a rules change is a restart, which forgets every refusal. A pod that
 // leaves, or stops opting in, has its profiler stopped.
 //
-// Metrics are written in the Prometheus text format by Metrics.WriteTo;
-// the handful of counters a node agent needs do not justify a client
-// library.
+// Metrics are registered with the Prometheus client library (with the
+// process and Go collectors) and served on /metrics.
 package fleet

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -99,14 +100,15 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	ingest := &loopbackPyroscope{}
 	srv := httptest.NewServer(ingest)
 	t.Cleanup(srv.Close)
-	pusher, err := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL, Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	metrics := NewMetrics()
+	pusher, err := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL, Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil)), Observe: metrics.ObservePush})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))
 	d, err := New(Config{
 		Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
-		Format: "collapsed", SyncInterval: 300 * time.Millisecond, Pusher: pusher, Logger: logger,
+		Format: "collapsed", SyncInterval: 300 * time.Millisecond, Pusher: pusher, Logger: logger, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -129,23 +131,29 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	t.Logf("loopback Pyroscope's request log:\n%s", strings.Join(ingest.log[:3], "\n"))
 	ingest.mu.Unlock()
 
-	rec := httptest.NewRecorder()
-	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	metrics := rec.Body.String()
-	for _, want := range []string{
-		`safeattach_attaches_total{outcome="ok"} 1`,
-		`safeattach_attaches_total{outcome="refused"} 1`,
-		`safeattach_refusals_total{rule="tcmalloc-heap-profiler"} 1`,
-		"safeattach_sessions_active 1",
+	fams := scrape(t, d.Handler())
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"safeattach_attaches_total", []string{"outcome", "ok"}},
+		{"safeattach_attaches_total", []string{"outcome", "refused"}},
+		{"safeattach_refusals_total", []string{"rule", "tcmalloc-heap-profiler"}},
+		{"safeattach_sessions_active", nil},
+		{"safeattach_session", []string{"namespace", "shop", "pod", "orders", "container", "app"}},
 	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+		if got, ok := metricValue(fams, c.name, c.labels...); got != 1 {
+			t.Errorf("%s%v = %v (present %v), want 1", c.name, c.labels, got, ok)
 		}
 	}
-	if ct := rec.Header().Get("Content-Type"); ct != ContentType {
-		t.Errorf("/metrics Content-Type %q", ct)
+	if got, _ := metricValue(fams, "safeattach_push_duration_seconds", "result", "ok"); got < 3 {
+		t.Errorf("push latency observed %v times, want at least 3", got)
 	}
-	t.Logf("/metrics:\n%s", metrics)
+	var text strings.Builder
+	for _, f := range fams {
+		expfmt.MetricFamilyToText(&text, f)
+	}
+	t.Logf("/metrics:\n%s", text.String())
 	logMu.Lock()
 	logged := logs.String()
 	logMu.Unlock()

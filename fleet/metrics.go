@@ -1,132 +1,221 @@
 package fleet
 
 import (
-	"fmt"
-	"io"
-	"sort"
+	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/safeattach/safeattach/pyroscope"
 )
 
-// Metrics counts what the agent did. The zero value is ready.
+// Metrics is what the agent exports on /metrics: its own counters,
+// histograms of attach and push latency, the sessions by pod, and the
+// process and Go runtime collectors operators alert on for a DaemonSet.
+// Make one with NewMetrics; each has a registry of its own.
 type Metrics struct {
-	mu        sync.Mutex
-	attaches  map[string]uint64 // by outcome
-	refusals  map[string]uint64 // by rule ID
-	windows   map[string]uint64 // by result: ok, empty, error
-	hangs     uint64
-	active    int
-	syncs     uint64
-	syncFails uint64
-	pusher    *pyroscope.Pusher
+	reg *prometheus.Registry
+
+	attaches  *prometheus.CounterVec // by outcome
+	refusals  *prometheus.CounterVec // by rule ID
+	windows   *prometheus.CounterVec // by result
+	hangs     prometheus.Counter
+	active    prometheus.Gauge
+	syncs     prometheus.Counter
+	syncFails prometheus.Counter
+	sessions  *prometheus.GaugeVec // namespace, pod, container → 1
+	attachDur *prometheus.HistogramVec
+	pushDur   *prometheus.HistogramVec
+
+	pusherOnce sync.Once
 }
 
-func (m *Metrics) add(table *map[string]uint64, key string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if *table == nil {
-		*table = map[string]uint64{}
+// Latency buckets: an attach is tens of milliseconds to the attach
+// timeout (a hang); a push is a request to a backend, retried.
+var (
+	attachBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	pushBuckets   = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+)
+
+// NewMetrics registers every metric on a registry of its own.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		attaches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_attaches_total", Help: "Attach attempts by outcome (ok, refused, failed, timed-out, ...).",
+		}, []string{"outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_refusals_total", Help: "Refusals by the rule that refused.",
+		}, []string{"rule"}),
+		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_profile_windows_total", Help: "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped).",
+		}, []string{"result"}),
+		hangs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safeattach_hang_reports_total", Help: "Attaches that hung and were ended with a hang report.",
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "safeattach_sessions_active", Help: "JVMs being profiled now.",
+		}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safeattach_pod_syncs_total", Help: "Synchronisations of the profilers with the node's pods.",
+		}),
+		syncFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safeattach_pod_sync_failures_total", Help: "Synchronisations that could not read the pods.",
+		}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "safeattach_session", Help: "1 for every container whose JVM is being profiled.",
+		}, []string{"namespace", "pod", "container"}),
+		attachDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "safeattach_attach_duration_seconds", Help: "Time from judging a JVM to its profiler started (or the refusal), by outcome.", Buckets: attachBuckets,
+		}, []string{"outcome"}),
+		pushDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "safeattach_push_duration_seconds", Help: "One push request to the profiling backend, by result (ok, rejected, retry).", Buckets: pushBuckets,
+		}, []string{"result"}),
 	}
-	(*table)[key]++
+	version, goVersion := buildVersion()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "safeattach_build_info", Help: "1, labelled with the build's version and Go version.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version, goVersion).Set(1)
+	m.reg.MustRegister(m.attaches, m.refusals, m.windows, m.hangs, m.active, m.syncs, m.syncFails,
+		m.sessions, m.attachDur, m.pushDur, build,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector())
+	return m
 }
 
-func (m *Metrics) attach(outcome string) { m.add(&m.attaches, outcome) }
-func (m *Metrics) refusal(rule string)   { m.add(&m.refusals, rule) }
-func (m *Metrics) window(result string)  { m.add(&m.windows, result) }
-
-func (m *Metrics) hang() {
-	m.mu.Lock()
-	m.hangs++
-	m.mu.Unlock()
+// buildVersion is the main module's version as the Go toolchain recorded
+// it (a tag, or a pseudo-version from the VCS stamp), and the Go version.
+func buildVersion() (version, goVersion string) {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown", "unknown"
+	}
+	version = info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && (version == "" || version == "(devel)") {
+			version = s.Value[:min(12, len(s.Value))]
+		}
+	}
+	if version == "" {
+		version = "(devel)"
+	}
+	return version, info.GoVersion
 }
 
-func (m *Metrics) setActive(n int) {
-	m.mu.Lock()
-	m.active = n
-	m.mu.Unlock()
+// Registry is where the metrics are registered: an embedder may add its
+// own, or gather from it.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the exposition format the scraper asks
+// for (the text format by default).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+func (m *Metrics) attach(outcome string, took time.Duration) {
+	m.attaches.WithLabelValues(outcome).Inc()
+	m.attachDur.WithLabelValues(outcome).Observe(took.Seconds())
+}
+func (m *Metrics) refusal(rule string)  { m.refusals.WithLabelValues(rule).Inc() }
+func (m *Metrics) window(result string) { m.windows.WithLabelValues(result).Inc() }
+func (m *Metrics) hang()                { m.hangs.Inc() }
+func (m *Metrics) setActive(n int)      { m.active.Set(float64(n)) }
 
 func (m *Metrics) synced(ok bool) {
-	m.mu.Lock()
-	m.syncs++
+	m.syncs.Inc()
 	if !ok {
-		m.syncFails++
+		m.syncFails.Inc()
 	}
-	m.mu.Unlock()
 }
 
-// Snapshot returns the counters by name, for tests and status pages:
-// "attaches/ok", "refusals/<rule>", "windows/ok", "hangs", "active".
+func (m *Metrics) sessionStarted(w wanted) {
+	m.sessions.WithLabelValues(w.pod.Namespace, w.pod.Name, w.container.Name).Set(1)
+}
+
+func (m *Metrics) sessionEnded(w wanted) {
+	m.sessions.DeleteLabelValues(w.pod.Namespace, w.pod.Name, w.container.Name)
+}
+
+// ObservePush observes one push request: give it to the pusher as
+// pyroscope.Config.Observe.
+func (m *Metrics) ObservePush(took time.Duration, status int, err error) {
+	result := "ok"
+	switch {
+	case err != nil || status == http.StatusTooManyRequests || status >= 500:
+		result = "retry"
+	case status >= 300:
+		result = "rejected"
+	}
+	m.pushDur.WithLabelValues(result).Observe(took.Seconds())
+}
+
+// watchPusher exports the pusher's counters, read when scraped.
+func (m *Metrics) watchPusher(p *pyroscope.Pusher) {
+	if p == nil {
+		return
+	}
+	m.pusherOnce.Do(func() {
+		counter := func(name, help string, v func(pyroscope.Stats) int) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(p.Stats())) })
+		}
+		m.reg.MustRegister(
+			counter("safeattach_push_sent_total", "Windows accepted by the backend.", func(s pyroscope.Stats) int { return s.Sent }),
+			counter("safeattach_push_retries_total", "Push attempts retried (429, 5xx, network).", func(s pyroscope.Stats) int { return s.Retries }),
+			counter("safeattach_push_failures_total", "Windows the backend rejected for good (4xx).", func(s pyroscope.Stats) int { return s.Rejected }),
+			counter("safeattach_push_dropped_total", "Windows dropped oldest-first from a full queue.", func(s pyroscope.Stats) int { return s.Dropped }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "safeattach_push_queue_length", Help: "Windows waiting to be pushed."},
+				func() float64 { return float64(p.Stats().Queued) }),
+		)
+	})
+}
+
+// Snapshot returns the daemon's own counters by name, for tests and
+// status pages: "attaches/ok", "refusals/<rule>", "windows/ok", "hangs",
+// "active".
 func (m *Metrics) Snapshot() map[string]uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[string]uint64{"hangs": m.hangs, "active": uint64(m.active)}
-	for k, v := range m.attaches {
-		out["attaches/"+k] = v
+	out := map[string]uint64{}
+	families, _ := m.reg.Gather()
+	for _, f := range families {
+		name := strings.TrimPrefix(f.GetName(), "safeattach_")
+		for _, s := range f.GetMetric() {
+			var v float64
+			switch {
+			case s.GetCounter() != nil:
+				v = s.GetCounter().GetValue()
+			case s.GetGauge() != nil:
+				v = s.GetGauge().GetValue()
+			default:
+				continue
+			}
+			key := ""
+			switch name {
+			case "attaches_total":
+				key = "attaches/"
+			case "refusals_total":
+				key = "refusals/"
+			case "profile_windows_total":
+				key = "windows/"
+			case "hang_reports_total":
+				key = "hangs"
+			case "sessions_active":
+				key = "active"
+			default:
+				continue
+			}
+			if labels := s.GetLabel(); len(labels) == 1 {
+				key += labels[0].GetValue()
+			}
+			out[key] = uint64(v)
+		}
 	}
-	for k, v := range m.refusals {
-		out["refusals/"+k] = v
-	}
-	for k, v := range m.windows {
-		out["windows/"+k] = v
+	if _, ok := out["hangs"]; !ok {
+		out["hangs"] = 0
 	}
 	return out
-}
-
-// ContentType is the Prometheus text exposition format's media type.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8"
-
-// WriteTo writes every metric in the Prometheus text format.
-func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
-	var b strings.Builder
-	m.mu.Lock()
-	family(&b, "safeattach_attaches_total", "counter", "Attach attempts by outcome (ok, refused, failed, timed-out, ...).", "outcome", m.attaches)
-	family(&b, "safeattach_refusals_total", "counter", "Refusals by the rule that refused.", "rule", m.refusals)
-	family(&b, "safeattach_profile_windows_total", "counter", "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped).", "result", m.windows)
-	scalar(&b, "safeattach_hang_reports_total", "counter", "Attaches that hung and were ended with a hang report.", m.hangs)
-	scalar(&b, "safeattach_sessions_active", "gauge", "JVMs being profiled now.", uint64(m.active))
-	scalar(&b, "safeattach_pod_syncs_total", "counter", "Pod list synchronisations.", m.syncs)
-	scalar(&b, "safeattach_pod_sync_failures_total", "counter", "Pod list synchronisations that failed.", m.syncFails)
-	pusher := m.pusher
-	m.mu.Unlock()
-	if pusher != nil {
-		s := pusher.Stats()
-		scalar(&b, "safeattach_push_sent_total", "counter", "Windows accepted by the backend.", uint64(s.Sent))
-		scalar(&b, "safeattach_push_retries_total", "counter", "Push attempts retried (429, 5xx, network).", uint64(s.Retries))
-		scalar(&b, "safeattach_push_failures_total", "counter", "Windows the backend rejected for good (4xx).", uint64(s.Rejected))
-		scalar(&b, "safeattach_push_dropped_total", "counter", "Windows dropped oldest-first from a full queue.", uint64(s.Dropped))
-		scalar(&b, "safeattach_push_queue_length", "gauge", "Windows waiting to be pushed.", uint64(s.Queued))
-	}
-	n, err := io.WriteString(w, b.String())
-	return int64(n), err
-}
-
-func header(b *strings.Builder, name, kind, help string) {
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
-}
-
-func scalar(b *strings.Builder, name, kind, help string, v uint64) {
-	header(b, name, kind, help)
-	fmt.Fprintf(b, "%s %d\n", name, v)
-}
-
-func family(b *strings.Builder, name, kind, help, label string, values map[string]uint64) {
-	header(b, name, kind, help)
-	keys := make([]string, 0, len(values))
-	for k := range values {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(b, "%s{%s=%s} %d\n", name, label, quoteLabel(k), values[k])
-	}
-}
-
-// quoteLabel escapes a label value as the text format requires:
-// backslash, double quote and newline.
-func quoteLabel(v string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	return `"` + r.Replace(v) + `"`
 }

@@ -1,10 +1,11 @@
-// Package kube reads pods from the Kubernetes API (with the pod's service
-// account, or a kubeconfig's token or client certificate) or from a file
-// of pod objects, and picks a pod's container for an attach.
+// Package kube is the part of Kubernetes the agent needs without a
+// client library: the Pod as the agent sees it (its safeattach
+// annotations and running containers), a PodSource and Notifier for
+// where pods come from, a pod list decoded as it is read from a file
+// (bounded: only what Pod holds is kept), and the choice of a pod's
+// container for an attach.
 //
-// It is a few hundred lines over net/http rather than client-go: a node
-// agent needs one field-selected list per sync and the CLI one GET, and
-// client-go would multiply the binary's size (the numbers are in
-// docs/kubernetes.md). Exec and auth-provider plugins in a kubeconfig are
-// deliberately not run.
+// The Kubernetes API itself is spoken by package kube/podwatch with
+// client-go, linked only into the binaries that talk to an API server
+// (safeattach-daemon, safeattach-kube), never into safeattach.
 package kube

@@ -24,12 +24,12 @@ func FuzzParsePodList(f *testing.F) {
 		}
 		for _, p := range pods {
 			declared := map[string]bool{}
-			for _, d := range p.declared {
+			for _, d := range p.Declared {
 				declared[d] = true
 			}
 			for _, c := range p.Containers {
 				if !declared[c.Name] || c.ID == "" {
-					t.Fatalf("container %+v not among %v or without an ID", c, p.declared)
+					t.Fatalf("container %+v not among %v or without an ID", c, p.Declared)
 				}
 			}
 			p.ContainerID("", "node")

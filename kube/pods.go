@@ -3,19 +3,12 @@ package kube
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/safeattach/safeattach/internal/safefile"
 )
@@ -33,21 +26,33 @@ type Pod struct {
 	// skipped as they are decoded.
 	Annotations map[string]string
 	// Containers are the running containers with their runtime IDs
-	// ("containerd://<64 hex>").
+	// ("containerd://<64 hex>"): the pod's containers, its init
+	// containers still running (native sidecars: restartPolicy Always),
+	// and its ephemeral containers (kubectl debug).
 	Containers []Container
-	// declared names every container with a status, running or not.
-	declared []string
+	// Declared names every container with a status, running or not.
+	Declared []string
 }
 
-// Container is one container's status.
+// Container is one running container.
 type Container struct {
 	Name string
 	ID   string
+	// Ephemeral marks a container added by kubectl debug: a tool, not
+	// the application, so it is profiled only when asked for by name.
+	Ephemeral bool
 }
 
 // PodSource lists the pods the agent should look at.
 type PodSource interface {
 	Pods(ctx context.Context) ([]Pod, error)
+}
+
+// Notifier is a PodSource that says when its pods changed (a watch):
+// a receive from Changes means "list again". A source without it is
+// read on a timer.
+type Notifier interface {
+	Changes() <-chan struct{}
 }
 
 // maxPodList bounds a pod list as read: a node runs at most a few hundred
@@ -115,15 +120,19 @@ type podObject struct {
 		NodeName string `json:"nodeName"`
 	} `json:"spec"`
 	Status struct {
-		Phase             string `json:"phase"`
-		ContainerStatuses []struct {
-			Name        string `json:"name"`
-			ContainerID string `json:"containerID"`
-			State       struct {
-				Running *struct{} `json:"running"`
-			} `json:"state"`
-		} `json:"containerStatuses"`
+		Phase                      string            `json:"phase"`
+		ContainerStatuses          []containerStatus `json:"containerStatuses"`
+		InitContainerStatuses      []containerStatus `json:"initContainerStatuses"`
+		EphemeralContainerStatuses []containerStatus `json:"ephemeralContainerStatuses"`
 	} `json:"status"`
+}
+
+type containerStatus struct {
+	Name        string `json:"name"`
+	ContainerID string `json:"containerID"`
+	State       struct {
+		Running *struct{} `json:"running"`
+	} `json:"state"`
 }
 
 // pod keeps only the running containers with an ID: the others have no
@@ -134,13 +143,21 @@ func (o podObject) pod() Pod {
 		Node: o.Spec.NodeName, Phase: o.Status.Phase,
 		Annotations: o.Metadata.Annotations,
 	}
-	for _, c := range o.Status.ContainerStatuses {
-		p.declared = append(p.declared, c.Name)
-		if c.ContainerID != "" && c.State.Running != nil {
-			p.Containers = append(p.Containers, Container{Name: c.Name, ID: c.ContainerID})
+	for i, list := range [][]containerStatus{o.Status.ContainerStatuses, o.Status.InitContainerStatuses, o.Status.EphemeralContainerStatuses} {
+		for _, c := range list {
+			p.AddStatus(c.Name, c.ContainerID, c.State.Running != nil, i == 2)
 		}
 	}
 	return p
+}
+
+// AddStatus records one container status: every container is declared,
+// a running one with an ID is a Container.
+func (p *Pod) AddStatus(name, id string, running, ephemeral bool) {
+	p.Declared = append(p.Declared, name)
+	if id != "" && running {
+		p.Containers = append(p.Containers, Container{Name: name, ID: id, Ephemeral: ephemeral})
+	}
 }
 
 // DecodePodList decodes a v1 PodList as it is read from r, one item at a
@@ -238,70 +255,4 @@ func (f FilePods) Pods(ctx context.Context) ([]Pod, error) {
 	}
 	defer h.Close()
 	return DecodePodList(h.Reader(maxPodList))
-}
-
-// APIPods lists the pods scheduled on Node from the Kubernetes API with a
-// field selector: one GET per Sync, which is all a node agent needs (a
-// watch would save little at a period of seconds and cost a client
-// library many times the size of this binary).
-type APIPods struct {
-	// Server is the API's base URL, Token the bearer token.
-	Server string
-	Token  string
-	// TokenFile, if set, is read for the token at every request: a
-	// service account's projected token is rotated by kubelet (hourly by
-	// default) and a daemon outlives it.
-	TokenFile string
-	Node      string
-	Client    *http.Client
-}
-
-// Service account files every pod gets (Kubernetes "Accessing the API from
-// a pod").
-const (
-	saDir       = "/var/run/secrets/kubernetes.io/serviceaccount"
-	maxSAFile   = 1 << 20
-	listTimeout = 30 * time.Second
-)
-
-// InClusterPods builds an APIPods from the pod's service account and the
-// KUBERNETES_SERVICE_HOST/PORT variables.
-func InClusterPods(ctx context.Context, node string) (*APIPods, error) {
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return nil, errors.New("not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset (use --pods-file)")
-	}
-	if _, err := safefile.Read(ctx, saDir+"/token", maxSAFile, safefile.Options{}); err != nil {
-		return nil, fmt.Errorf("service account token: %w", err)
-	}
-	ca, err := safefile.Read(ctx, saDir+"/ca.crt", maxSAFile, safefile.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("service account CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca.Data) {
-		return nil, errors.New("service account CA: no certificate in ca.crt")
-	}
-	client := &http.Client{Timeout: listTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	return &APIPods{Server: "https://" + net.JoinHostPort(host, port), TokenFile: saDir + "/token", Node: node, Client: client}, nil
-}
-
-// Pods implements PodSource.
-func (a *APIPods) Pods(ctx context.Context) ([]Pod, error) {
-	if a.Node == "" {
-		return nil, errors.New("list pods: no node name (set NODE_NAME from spec.nodeName)")
-	}
-	u := a.Server + "/api/v1/pods?fieldSelector=" + url.QueryEscape("spec.nodeName="+a.Node)
-	resp, err := a.do(ctx, u)
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return nil, fmt.Errorf("list pods: API answered %d: %s", resp.StatusCode, msg)
-	}
-	// Decoded as it arrives: a node's list can be tens of MiB of
-	// annotations, of which a few bytes are kept.
-	return DecodePodList(resp.Body)
 }

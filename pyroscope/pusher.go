@@ -37,6 +37,9 @@ type Config struct {
 	// Client is the HTTP client (default: a fresh one).
 	Client *http.Client
 	Logger *slog.Logger
+	// Observe, if set, is told of every request: how long it took, the
+	// status (0 without one) and the error (for latency metrics).
+	Observe func(took time.Duration, status int, err error)
 }
 
 // Window is one finished profile.
@@ -214,7 +217,11 @@ func (p *Pusher) releaseAll() {
 func (p *Pusher) sendWithRetry(ctx context.Context, w Window) bool {
 	delay := p.cfg.RetryBase
 	for attempt := 0; ; attempt++ {
+		began := time.Now()
 		status, err := p.send(ctx, w)
+		if p.cfg.Observe != nil {
+			p.cfg.Observe(time.Since(began), status, err)
+		}
 		switch {
 		case err == nil && status < 300:
 			p.finish(w, func(s *Stats) { s.Sent++ })

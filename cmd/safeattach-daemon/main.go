@@ -27,6 +27,7 @@ import (
 	"github.com/safeattach/safeattach/crashmem"
 	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/kube/podwatch"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 
@@ -47,6 +48,7 @@ func run() error {
 	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
 	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
 	pyroURL := flag.String("pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
+	kubeconfig := flag.String("kubeconfig", "", "run off-cluster with this kubeconfig (default: $KUBECONFIG or ~/.kube/config when not in a pod)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -83,13 +85,20 @@ func run() error {
 	if cfg.PodsFile != "" {
 		pods = kube.FilePods{Path: cfg.PodsFile}
 	} else {
-		api, err := kube.InClusterPods(startCtx, cfg.Node)
+		rc, err := podwatch.Config(*kubeconfig, "")
 		if err != nil {
 			return err
 		}
-		pods = api
+		// One LIST then a WATCH of this node's pods for the daemon's
+		// life; the profilers follow each change.
+		w, err := podwatch.Start(ctx, rc, cfg.Node)
+		if err != nil {
+			return err
+		}
+		pods = w
 	}
 
+	metrics := fleet.NewMetrics()
 	var pusher *pyroscope.Pusher
 	if cfg.Pyroscope.URL != "" {
 		password, err := readSecret(startCtx, cfg.Pyroscope.PasswordFile)
@@ -103,7 +112,7 @@ func run() error {
 		pusher, err = pyroscope.NewPusher(pyroscope.Config{
 			URL: cfg.Pyroscope.URL, TenantID: cfg.Pyroscope.TenantID,
 			BasicUser: cfg.Pyroscope.BasicUser, BasicPassword: password, BearerToken: token,
-			QueueSize: cfg.Pyroscope.QueueSize, Logger: log,
+			QueueSize: cfg.Pyroscope.QueueSize, Logger: log, Observe: metrics.ObservePush,
 		})
 		if err != nil {
 			return err
@@ -118,7 +127,7 @@ func run() error {
 	d, err := fleet.New(fleet.Config{
 		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
-		Pusher: pusher, Options: opts, Logger: log,
+		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
 		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
 	})
 	if err != nil {

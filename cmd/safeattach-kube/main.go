@@ -5,10 +5,13 @@
 //
 // prints the container's runtime ID, after checking that the pod runs on
 // this node ($NODE_NAME, else the host name) and that the container is
-// running; errors go to stderr with exit status 1. It is a separate binary
-// so that safeattach itself does not link net/http and crypto/tls: that
-// made every safeattach call 0.3-0.8 ms slower (measured with hyperfine on
-// `version` and a warm `jcmd`), for a lookup only pod: targets need.
+// running; errors go to stderr with exit status 1. The API is reached as
+// kubectl reaches it (package kube/podwatch: $KUBECONFIG, contexts, exec
+// credential plugins; in a pod, its service account). It is a separate
+// binary so that safeattach itself links neither client-go nor net/http
+// and crypto/tls: net/http alone made every safeattach call 0.3-0.8 ms
+// slower (measured with hyperfine on `version` and a warm `jcmd`), for a
+// lookup only pod: targets need.
 package main
 
 import (
@@ -18,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/kube/podwatch"
 )
 
 // timeout bounds the whole lookup; safeattach bounds it too.
@@ -48,11 +51,11 @@ func containerID(ref string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	api, err := kube.APIClient(ctx, "")
+	cfg, err := podwatch.Config("", "")
 	if err != nil {
 		return "", err
 	}
-	pod, err := api.Pod(ctx, parts[0], parts[1])
+	pod, err := podwatch.Lookup(ctx, cfg, parts[0], parts[1])
 	if err != nil {
 		return "", err
 	}

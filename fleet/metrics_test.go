@@ -1,0 +1,119 @@
+package fleet
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape parses what h serves on /metrics, as Prometheus would.
+func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	return parseMetrics(t, rec.Body)
+}
+
+func parseMetrics(t *testing.T, r io.Reader) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return fams
+}
+
+// metricValue is the value of name's sample with the given labels (a
+// counter's, a gauge's, or a histogram's count), and whether there is one.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), true
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), true
+		case m.GetHistogram() != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetricsExposition: the counters, the latency histograms, the
+// sessions by pod, build_info and the process and Go collectors are all
+// served and parse; a label value with quotes and backslashes survives.
+func TestMetricsExposition(t *testing.T) {
+	m := NewMetrics()
+	m.attach("ok", 40*time.Millisecond)
+	m.attach("refused", 5*time.Millisecond)
+	m.refusal("jemalloc-prof-active")
+	m.refusal(`we"ird\rule`)
+	m.window("ok")
+	m.ObservePush(12*time.Millisecond, 200, nil)
+	m.ObservePush(time.Second, 503, nil)
+	w := wanted{}
+	w.pod.Namespace, w.pod.Name, w.container.Name = "shop", "orders-1", "app"
+	m.sessionStarted(w)
+	fams := scrape(t, m.Handler())
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"safeattach_attaches_total", []string{"outcome", "refused"}, 1},
+		{"safeattach_refusals_total", []string{"rule", "jemalloc-prof-active"}, 1},
+		{"safeattach_refusals_total", []string{"rule", `we"ird\rule`}, 1},
+		{"safeattach_attach_duration_seconds", []string{"outcome", "ok"}, 1},
+		{"safeattach_push_duration_seconds", []string{"result", "retry"}, 1},
+		{"safeattach_push_duration_seconds", []string{"result", "ok"}, 1},
+		{"safeattach_session", []string{"namespace", "shop", "pod", "orders-1", "container", "app"}, 1},
+		{"safeattach_sessions_active", nil, 0},
+		{"safeattach_build_info", nil, 1},
+	} {
+		if got, ok := metricValue(fams, c.name, c.labels...); !ok || got != c.want {
+			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	for _, name := range []string{"process_resident_memory_bytes", "process_cpu_seconds_total", "go_goroutines", "go_memstats_heap_alloc_bytes"} {
+		if fams[name] == nil {
+			t.Errorf("%s is not exported", name)
+		}
+	}
+	m.sessionEnded(w)
+	if _, ok := metricValue(scrape(t, m.Handler()), "safeattach_session", "pod", "orders-1"); ok {
+		t.Error("an ended session is still exported")
+	}
+	if got := m.Snapshot(); got["attaches/ok"] != 1 || got["refusals/jemalloc-prof-active"] != 1 || got["windows/ok"] != 1 {
+		t.Errorf("snapshot %v", got)
+	}
+	var b strings.Builder
+	for name := range fams {
+		b.WriteString(name + " ")
+	}
+	t.Logf("families: %s", b.String())
+}
