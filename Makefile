@@ -7,7 +7,16 @@ BIN := bin/safeattach
 # even on two cores.
 TEST_PARALLEL ?= 4
 
-.PHONY: all prereqs build demo test check fuzz bench clean generate
+.PHONY: all prereqs tools build demo test check fuzz bench clean generate manifests
+
+# Tools built from the Go module proxy into .cache/bin (once per machine):
+# helm, for the chart's tests and the generated manifests.
+HELM_VERSION := v4.3.2
+TOOLS := $(CURDIR)/.cache/bin
+export PATH := $(TOOLS):$(PATH)
+tools: $(TOOLS)/helm
+$(TOOLS)/helm:
+	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 all: build
 
@@ -34,7 +43,7 @@ check:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-test: prereqs check
+test: prereqs tools check
 	$(GO) test -race -p $(TEST_PARALLEL) -parallel $(TEST_PARALLEL) -timeout 30m -count=1 ./...
 
 # A short run of every fuzz target from its seeds in testdata/.
@@ -48,6 +57,11 @@ fuzz:
 bench: prereqs build
 	$(GO) test -run XXX -bench . -benchmem ./...
 	@bash bench/compare.sh
+
+# deploy/kubernetes/safeattach.yaml is the chart's default rendering
+# (TestManifestsAreTheChart checks it).
+manifests: tools
+	helm template safeattach deploy/helm/safeattach --namespace safeattach > deploy/kubernetes/safeattach.yaml
 
 # The embedded rules as Go data, from conflicts/rules/*.yaml.
 generate:
