@@ -24,8 +24,8 @@ func TestSlim(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders", UID: "u1", ResourceVersion: "7",
 			Labels: map[string]string{"app": "orders"},
 			Annotations: map[string]string{
-				"profiles.safeattach.io/enabled": "true",
-				"profiles.safeattach.io/event":   strings.Repeat("x", 5000),
+				"profiles.safeattach.io/enabled":                   "true",
+				"profiles.safeattach.io/event":                     strings.Repeat("x", 5000),
 				"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("{}", 100000),
 			},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 150<<10)}}},
