@@ -260,7 +260,7 @@ func TestTargetExitEndsServe(t *testing.T) {
 func uprobeAttr(t *testing.T, offset uint64) []byte {
 	_, uprobe := probePMUs()
 	if uprobe == ^uint32(0) {
-		t.Skip("this kernel has no uprobe PMU")
+		testenv.Missing(t, "this kernel has no uprobe PMU (/sys/bus/event_source/devices/uprobe)")
 	}
 	attr := make([]byte, 128)
 	binary.NativeEndian.PutUint32(attr[0:], uprobe)

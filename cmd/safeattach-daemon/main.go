@@ -43,7 +43,7 @@ func main() {
 }
 
 func run() error {
-	configPath := flag.String("config", "", "configuration file (JSON; see docs/kubernetes.md and deploy/kubernetes/20-config.yaml)")
+	configPath := flag.String("config", "", "configuration file (JSON; see docs/kubernetes.md and deploy/helm/safeattach/values.yaml)")
 	listen := flag.String("listen", "", "address for /healthz, /readyz, /metrics (default "+DefaultListen+")")
 	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
 	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
