@@ -39,14 +39,24 @@ func objects(t *testing.T) []map[string]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var o map[string]any
-			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
+		out = append(out, decodeObjects(t, f, data)...)
+	}
+	return out
+}
+
+// decodeObjects decodes every document of a YAML stream.
+func decodeObjects(t *testing.T, name string, data []byte) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if o != nil {
 			out = append(out, o)
 		}
 	}
