@@ -98,7 +98,7 @@ func TestWatchFollowsItsNode(t *testing.T) {
 			pods, err := w.Pods(ctx)
 			if err == nil && ok(pods) {
 				took := time.Since(start)
-				t.Logf("%s: seen after %v", what, took.Round(time.Millisecond))
+				t.Logf("%s: seen after %v", what, took)
 				return took
 			}
 			select {
