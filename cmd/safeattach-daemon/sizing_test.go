@@ -92,7 +92,9 @@ func measureDaemon(t *testing.T, bin, lib string, n, seconds int) {
 	cmd := exec.Command(bin, "--config", config, "--pods-file", pods, "--node", "node-1", "--listen", "127.0.0.1:0", "--pyroscope", srv.URL)
 	mem.Wrap(cmd)
 	d := testenv.Start(t, cmd)
-	deadline := time.Now().Add(time.Duration(30+n) * time.Second)
+	// Attaches are one at a time, each a first attach (judged, delivered)
+	// to a JVM sharing two cores with 49 others here.
+	deadline := time.Now().Add(time.Duration(30+6*n) * time.Second)
 	for strings.Count(d.Output(), `"msg":"profiling"`) < n && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
