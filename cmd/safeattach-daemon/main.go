@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -48,6 +49,7 @@ func run() error {
 	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
 	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
 	pyroURL := flag.String("pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
+	pprofListen := flag.String("pprof-listen", "", "serve Go's /debug/pprof on this address (for diagnosing the daemon; keep it on loopback)")
 	kubeconfig := flag.String("kubeconfig", "", "run off-cluster with this kubeconfig (default: $KUBECONFIG or ~/.kube/config when not in a pod)")
 	flag.Parse()
 
@@ -139,6 +141,18 @@ func run() error {
 	}
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("safeattach-daemon serving", "addr", l.Addr().String(), "node", cfg.Node, "pyroscope", cfg.Pyroscope.URL != "")
+
+	if *pprofListen != "" {
+		dl, err := net.Listen("tcp", *pprofListen)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		log.Info("pprof serving", "addr", dl.Addr().String())
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(dl)
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

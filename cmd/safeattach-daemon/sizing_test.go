@@ -90,6 +90,9 @@ func measureDaemon(t *testing.T, bin, lib string, n, seconds int) {
 
 	mem := testenv.NewMemCgroup(t, 128<<20) // as the chart limits it
 	cmd := exec.Command(bin, "--config", config, "--pods-file", pods, "--node", "node-1", "--listen", "127.0.0.1:0", "--pyroscope", srv.URL)
+	if addr := os.Getenv("SAFEATTACH_SIZING_PPROF"); addr != "" {
+		cmd.Args = append(cmd.Args, "--pprof-listen", addr) // go tool pprof http://ADDR/debug/pprof/heap while it runs
+	}
 	mem.Wrap(cmd)
 	d := testenv.Start(t, cmd)
 	// Attaches are one at a time, each a first attach (judged, delivered)
