@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -231,12 +230,7 @@ func TestDaemonWatchesTheAPIServer(t *testing.T) {
 	if mem.OOMKills() > 0 || !d.Alive() {
 		t.Fatalf("the daemon was OOM-killed or died:\n%s", tail(d.Output(), 3000))
 	}
-	syscall.Kill(d.PID, syscall.SIGTERM)
-	select {
-	case <-d.Exited():
-	case <-time.After(40 * time.Second):
-		t.Fatal("still running 40 s after SIGTERM")
-	}
+	stopDaemon(t, d, 40*time.Second)
 }
 
 // waitReady waits until the daemon's /readyz answers 200 (its first

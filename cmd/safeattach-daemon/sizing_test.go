@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -118,12 +117,7 @@ func measureDaemon(t *testing.T, bin, lib string, n, seconds int) {
 	if windows1 == windows0 {
 		t.Errorf("no window pushed while measuring:\n%s", tail(d.Output(), 3000))
 	}
-	syscall.Kill(d.PID, syscall.SIGTERM)
-	select {
-	case <-d.Exited():
-	case <-time.After(60 * time.Second):
-		t.Fatal("still running 60 s after SIGTERM")
-	}
+	stopDaemon(t, d, 60*time.Second)
 }
 
 // cpuTime is a process's user + system time (/proc/PID/stat fields 14

@@ -127,12 +127,7 @@ func TestDaemonUnderAttack(t *testing.T) {
 		t.Fatalf("the daemon died under attack (%v; OOM kills %d):\n%s", d.ExitState(), mem.OOMKills(), tail(d.Output(), 3000))
 	}
 	metrics := scrape(t, d.Output())
-	syscall.Kill(d.PID, syscall.SIGTERM)
-	select {
-	case <-d.Exited():
-	case <-time.After(40 * time.Second):
-		t.Fatal("still running 40 s after SIGTERM")
-	}
+	stopDaemon(t, d, 40*time.Second)
 	out := d.Output()
 	windows, largest := ingest.count()
 	t.Logf("peak memory of the daemon's cgroup %.1f MiB, OOM kills %d; windows pushed %d (largest %d bytes), over budget %d",
@@ -175,4 +170,16 @@ func scrape(t *testing.T, log string) string {
 	}
 	t.Fatal("no address in the daemon's log")
 	return ""
+}
+
+// stopDaemon sends SIGTERM and waits for the daemon to exit (its last
+// windows pushed), failing after wait.
+func stopDaemon(t *testing.T, d *testenv.Process, wait time.Duration) {
+	t.Helper()
+	syscall.Kill(d.PID, syscall.SIGTERM)
+	select {
+	case <-d.Exited():
+	case <-time.After(wait):
+		t.Fatalf("still running %v after SIGTERM", wait)
+	}
 }
