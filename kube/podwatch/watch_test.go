@@ -20,6 +20,8 @@ import (
 // sidecar (a running init container), ephemeral.
 func TestSlim(t *testing.T) {
 	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	managed := &metav1.FieldsV1{}
+	managed.SetRawBytes(make([]byte, 150<<10)) // server-side apply's bookkeeping, often this big
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders", UID: "u1", ResourceVersion: "7",
 			Labels: map[string]string{"app": "orders"},
@@ -28,7 +30,7 @@ func TestSlim(t *testing.T) {
 				"profiles.safeattach.io/event":                     strings.Repeat("x", 5000),
 				"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("{}", 100000),
 			},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 150<<10)}}},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", FieldsV1: managed}},
 		},
 		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "app", Image: "x", Env: make([]corev1.EnvVar, 100)}}},
 		Status: corev1.PodStatus{
