@@ -145,11 +145,13 @@ func TestTargetByContainerAndPod(t *testing.T) {
 	host, _ := os.Hostname()
 	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		node := map[string]string{"/api/v1/namespaces/shop/pods/orders": host, "/api/v1/namespaces/shop/pods/remote": "node-elsewhere"}[r.URL.Path]
+		w.Header().Set("Content-Type", "application/json")
 		if node == "" || r.Header.Get("Authorization") != "Bearer t0ken" {
-			http.Error(w, `{"kind":"Status","reason":"NotFound"}`, http.StatusNotFound)
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
 			return
 		}
-		fmt.Fprintf(w, `{"kind":"Pod","metadata":{"namespace":"shop","name":"x","uid":%q},"spec":{"nodeName":%q},"status":{"phase":"Running","containerStatuses":[{"name":"app","containerID":"containerd://%s","state":{"running":{}}}]}}`, pod, node, id)
+		fmt.Fprintf(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"namespace":"shop","name":"x","uid":%q},"spec":{"nodeName":%q},"status":{"phase":"Running","containerStatuses":[{"name":"app","containerID":"containerd://%s","state":{"running":{}}}]}}`, pod, node, id)
 	}))
 	defer api.Close()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
