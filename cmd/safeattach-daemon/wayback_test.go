@@ -91,7 +91,7 @@ func TestDaemonUnderAttack(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := buildDaemon(t)
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	uid, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000a77a", strings.Repeat("f6", 32)
+	uid, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000a77a", strings.Repeat("e9", 32) // an ID no other test uses: packages run at once
 	pod := testenv.StartPod(t, testenv.PodSpec{Workers: 1})
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+uid+"/"+id, pod.Wrapper, pod.PID)
 	only := os.Getenv("SAFEATTACH_ATTACK")
