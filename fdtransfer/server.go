@@ -1,7 +1,6 @@
 package fdtransfer
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 )
 
@@ -203,10 +203,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer unix.Close(pidfd)
 	deadline := time.Now().Add(AcceptTimeout)
 	for {
-		if err := s.wait(ctx, s.lfd, pidfd, deadline); err != nil {
+		if err := s.wait(ctx, s.lfd, unix.POLLIN, pidfd, deadline); err != nil {
 			return err
 		}
-		peer, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC)
+		// Non-blocking: a reply the agent does not read waits under ctx
+		// and the target's life, as every read does.
+		peer, _, err := unix.Accept4(s.lfd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -220,13 +222,19 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		defer unix.Close(peer)
-		return s.serve(ctx, peer, pidfd)
+		return s.serve(conn{ctx: ctx, fd: peer, pidfd: pidfd})
 	}
 }
 
-// wait polls fd for input, in slices short enough to see ctx end; the
+// conn is the target's connection, with what ends a wait on it.
+type conn struct {
+	ctx       context.Context
+	fd, pidfd int
+}
+
+// wait polls fd for events, in slices short enough to see ctx end; the
 // pidfd turning readable means the target exited.
-func (s *Server) wait(ctx context.Context, fd, pidfd int, deadline time.Time) error {
+func (s *Server) wait(ctx context.Context, fd int, events int16, pidfd int, deadline time.Time) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -240,7 +248,7 @@ func (s *Server) wait(ctx context.Context, fd, pidfd int, deadline time.Time) er
 		if closed {
 			return errors.New("fdtransfer: server closed")
 		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(pidfd), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: events}, {Fd: int32(pidfd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, 100)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("fdtransfer: poll: %w", err)
@@ -254,13 +262,13 @@ func (s *Server) wait(ctx context.Context, fd, pidfd int, deadline time.Time) er
 	}
 }
 
-func (s *Server) serve(ctx context.Context, peer, pidfd int) error {
+func (s *Server) serve(c conn) error {
 	buf := make([]byte, maxRequest)
 	for {
-		if err := s.wait(ctx, peer, pidfd, time.Time{}); err != nil {
+		if err := s.wait(c.ctx, c.fd, unix.POLLIN, c.pidfd, time.Time{}); err != nil {
 			return err
 		}
-		n, err := unix.Read(peer, buf)
+		n, err := unix.Read(c.fd, buf)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -275,9 +283,9 @@ func (s *Server) serve(ctx context.Context, peer, pidfd int) error {
 		}
 		switch order.Uint32(buf) {
 		case requestPerfFD:
-			err = s.perfFD(ctx, peer, buf[:n])
+			err = s.perfFD(c, buf[:n])
 		case requestKallsymsFD:
-			err = s.kallsymsFD(peer)
+			err = s.kallsymsFD(c)
 		default:
 			continue // asprof ignores an unknown request too
 		}
@@ -329,35 +337,35 @@ func attrBytes(a []uint64) []byte {
 
 // perfFD opens the perf event the agent asks for, for one of its own
 // threads, and sends it back.
-func (s *Server) perfFD(ctx context.Context, peer int, req []byte) error {
+func (s *Server) perfFD(c conn, req []byte) error {
 	r, errno := parsePerfRequest(req)
 	if errno == 0 {
 		var probe *os.File
-		probe, errno = s.probeName(ctx, &r)
+		probe, errno = s.probeName(c.ctx, &r)
 		if probe != nil {
 			defer probe.Close()
 		}
 	}
 	if errno != 0 {
 		s.refused.Add(1)
-		return s.reply(peer, requestPerfFD, int32(errno), r.tid, -1)
+		return s.reply(c, requestPerfFD, int32(errno), r.tid, -1)
 	}
 	host, ok := s.hostTID(r.tid)
 	if !ok {
 		s.refused.Add(1)
-		return s.reply(peer, requestPerfFD, int32(unix.ESRCH), r.tid, -1)
+		return s.reply(c, requestPerfFD, int32(unix.ESRCH), r.tid, -1)
 	}
 	fd, _, errno := unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, uintptr(unsafe.Pointer(&r.attr[0])), uintptr(host), uintptr(r.cpu), ^uintptr(0), 0, 0)
 	runtime.KeepAlive(r.attr)
 	runtime.KeepAlive(r.probe)
 	if errno != 0 {
 		s.refused.Add(1)
-		return s.reply(peer, requestPerfFD, int32(errno), r.tid, -1)
+		return s.reply(c, requestPerfFD, int32(errno), r.tid, -1)
 	}
 	defer unix.Close(int(fd))
 	s.premap(int(fd))
 	s.perfFDs.Add(1)
-	return s.reply(peer, requestPerfFD, 0, r.tid, int(fd))
+	return s.reply(c, requestPerfFD, 0, r.tid, int(fd))
 }
 
 // probeName points a probe event's config1 at its name in our memory.
@@ -389,11 +397,8 @@ func (s *Server) probeName(ctx context.Context, r *perfRequest) (*os.File, unix.
 		}
 		h, err := safefile.OpenIn(ctx, fmt.Sprintf("/proc/%d/root", s.pid), path, 1<<40, safefile.Accept{FollowLast: true})
 		if err != nil {
-			var errno unix.Errno
-			if errors.As(err, &errno) {
-				return nil, errno
-			}
-			return nil, unix.ENOENT
+			// Not a regular file, someone else's, ...: no such file to probe.
+			return nil, errnoOf(err, unix.ENOENT)
 		}
 		f = h.File()
 		r.probe = append([]byte(fmt.Sprintf("/proc/self/fd/%d", f.Fd())), 0)
@@ -478,62 +483,56 @@ func (s *Server) hostTID(tid int32) (int, bool) {
 	return host, ok
 }
 
-// nsTID reads the innermost thread id from /proc/<pid>/task/<tid>/status.
+// nsTID is a thread's id in its innermost pid namespace (the last
+// NSpid entry of its status).
 func nsTID(pid, tid int) (int32, bool) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	st, err := proc.FS{}.Proc(pid).Task(tid).Status()
 	if err != nil {
 		return 0, false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, 16<<10))
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "NSpid:"); ok {
-			fields := strings.Fields(rest)
-			if len(fields) == 0 {
-				return 0, false
-			}
-			n, err := strconv.ParseInt(fields[len(fields)-1], 10, 32)
-			return int32(n), err == nil
-		}
+	if len(st.NSpid) == 0 {
+		return int32(tid), true // a kernel without NSpid: one namespace
 	}
-	return int32(tid), true // a kernel without NSpid: one namespace
+	return int32(st.NSpid[len(st.NSpid)-1]), true
 }
 
 // kallsymsFD sends a copy of /proc/kallsyms as root reads it (with real
 // addresses), in an unnamed memory file: a descriptor of /proc/kallsyms
 // itself would be checked again on each read by kernels before 4.15.
-func (s *Server) kallsymsFD(peer int) error {
+func (s *Server) kallsymsFD(c conn) error {
 	fd, err := unix.MemfdCreate("safeattach-kallsyms", unix.MFD_CLOEXEC)
 	if err != nil {
-		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+		return s.reply(c, requestKallsymsFD, int32(errnoOf(err, unix.EIO)), 0, -1)
 	}
 	dst := os.NewFile(uintptr(fd), "kallsyms") // owns fd
 	defer dst.Close()
 	src, err := os.Open("/proc/kallsyms")
 	if err != nil {
-		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+		return s.reply(c, requestKallsymsFD, int32(errnoOf(err, unix.EIO)), 0, -1)
 	}
 	defer src.Close()
 	if _, err := io.Copy(dst, io.LimitReader(src, maxKallsyms)); err != nil {
-		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+		return s.reply(c, requestKallsymsFD, int32(errnoOf(err, unix.EIO)), 0, -1)
 	}
 	if _, err := dst.Seek(0, io.SeekStart); err != nil {
-		return s.reply(peer, requestKallsymsFD, int32(errnoOf(err)), 0, -1)
+		return s.reply(c, requestKallsymsFD, int32(errnoOf(err, unix.EIO)), 0, -1)
 	}
 	s.kallsyms.Add(1)
-	return s.reply(peer, requestKallsymsFD, 0, 0, int(dst.Fd()))
+	return s.reply(c, requestKallsymsFD, 0, 0, int(dst.Fd()))
 }
 
-func errnoOf(err error) unix.Errno {
+// errnoOf is the errno err carries, else otherwise: what the agent is
+// answered.
+func errnoOf(err error, otherwise unix.Errno) unix.Errno {
 	var e unix.Errno
 	if errors.As(err, &e) {
 		return e
 	}
-	return unix.EIO
+	return otherwise
 }
 
 // reply sends a response, with the descriptor when fd ≥ 0.
-func (s *Server) reply(peer int, typ uint32, errno, tid int32, fd int) error {
+func (s *Server) reply(c conn, typ uint32, errno, tid int32, fd int) error {
 	var resp []byte
 	resp = order.AppendUint32(resp, typ)
 	resp = order.AppendUint32(resp, uint32(errno))
@@ -545,12 +544,16 @@ func (s *Server) reply(peer int, typ uint32, errno, tid int32, fd int) error {
 		oob = unix.UnixRights(fd)
 	}
 	for {
-		err := unix.Sendmsg(peer, resp, oob, nil, 0)
+		err := unix.Sendmsg(c.fd, resp, oob, nil, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if errors.Is(err, unix.EAGAIN) {
-			time.Sleep(time.Millisecond) // a full socket buffer: the agent reads as it goes
+			// A full socket buffer: an agent that asks without reading
+			// its answers costs a wait bounded like any other.
+			if err := s.wait(c.ctx, c.fd, unix.POLLOUT, c.pidfd, time.Time{}); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

@@ -369,3 +369,53 @@ func TestProbeEvents(t *testing.T) {
 	}
 	unix.Close(ev)
 }
+
+// TestUnreadAnswersAreBounded: an agent that sends requests and never
+// reads the answers fills its socket; the server's wait to answer is
+// bounded by the caller's context like every other wait (it used to
+// block in sendmsg for as long as the agent liked).
+func TestUnreadAnswersAreBounded(t *testing.T) {
+	testenv.RequireRoot(t)
+	srv, err := Listen(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	fd, err := dial(srv.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.SetNonblock(fd, true)
+	// Requests for a thread that is not the target's: small ESRCH
+	// answers, never read, until neither side's buffer takes more.
+	req := perfRequestBytes(-1, -1, taskClock(), "")
+	sent := 0
+	for stalled := 0; stalled < 20; {
+		if _, err := unix.Write(fd, req); err != nil {
+			stalled++
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		stalled = 0
+		sent++
+	}
+	refused := srv.Stats().Refused
+	t.Logf("%d requests sent, %d answered before the socket filled", sent, refused)
+	if refused == 0 || refused >= int64(sent) {
+		t.Fatalf("the server answered %d of %d: the socket never filled", refused, sent)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve is still blocked answering an agent that does not read")
+	}
+}
