@@ -69,8 +69,26 @@ const AnnotationPrefix = "profiles.safeattach.io/"
 // cut, which no validator downstream accepts.
 const maxAnnotationValue = 1024
 
+// Annotations keeps, of a pod's annotations, those under AnnotationPrefix,
+// each value cut at maxAnnotationValue bytes: what Pod.Annotations holds,
+// for a source that has the whole map (an API object).
+func Annotations(all map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range all {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = capAnnotation(v)
+		}
+	}
+	return out
+}
+
+func capAnnotation(v string) string { return v[:min(len(v), maxAnnotationValue)] }
+
 // annotations decodes a JSON object of annotations, keeping those under
-// AnnotationPrefix.
+// AnnotationPrefix (without decoding the others' values).
 type annotations map[string]string
 
 func (a *annotations) UnmarshalJSON(data []byte) error {
@@ -99,10 +117,7 @@ func (a *annotations) UnmarshalJSON(data []byte) error {
 		if err := dec.Decode(&v); err != nil {
 			return fmt.Errorf("annotation %s: %w", key, err)
 		}
-		if len(v) > maxAnnotationValue {
-			v = v[:maxAnnotationValue]
-		}
-		(*a)[key] = v
+		(*a)[key] = capAnnotation(v)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -120,18 +121,13 @@ func measureDaemon(t *testing.T, bin, lib string, n, seconds int) {
 	stopDaemon(t, d, 60*time.Second)
 }
 
-// cpuTime is a process's user + system time (/proc/PID/stat fields 14
-// and 15, in clock ticks of 1/100 s on Linux).
+// cpuTime is a process's user + system time (clock ticks of 1/100 s).
 func cpuTime(t *testing.T, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.FS{}.Proc(pid).Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return time.Duration(st.UTime+st.STime) * 10 * time.Millisecond
 }
 
 func rss(t *testing.T, pid int) int64 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,10 +16,6 @@ import (
 
 	"github.com/safeattach/safeattach/kube"
 )
-
-// maxAnnotationValue caps a kept annotation value (as kube's file
-// decoder does): no validator downstream accepts a longer one.
-const maxAnnotationValue = 1024
 
 // Watch keeps one node's pods, as a kube.PodSource and kube.Notifier.
 type Watch struct {
@@ -117,7 +112,7 @@ func Slim(obj any) (any, error) {
 	out := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: p.Namespace, Name: p.Name, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			Annotations: ours(p.Annotations),
+			Annotations: kube.Annotations(p.Annotations),
 		},
 		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName},
 		Status: corev1.PodStatus{
@@ -128,20 +123,6 @@ func Slim(obj any) (any, error) {
 		},
 	}
 	return out, nil
-}
-
-func ours(all map[string]string) map[string]string {
-	var out map[string]string
-	for k, v := range all {
-		if !strings.HasPrefix(k, kube.AnnotationPrefix) {
-			continue
-		}
-		if out == nil {
-			out = map[string]string{}
-		}
-		out[k] = v[:min(len(v), maxAnnotationValue)]
-	}
-	return out
 }
 
 func slimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
@@ -165,7 +146,7 @@ func FromAPI(p *corev1.Pod) kube.Pod {
 	pod := kube.Pod{
 		Namespace: p.Namespace, Name: p.Name, UID: string(p.UID),
 		Node: p.Spec.NodeName, Phase: string(p.Status.Phase),
-		Annotations: ours(p.Annotations),
+		Annotations: kube.Annotations(p.Annotations),
 	}
 	for i, list := range [][]corev1.ContainerStatus{p.Status.ContainerStatuses, p.Status.InitContainerStatuses, p.Status.EphemeralContainerStatuses} {
 		for _, c := range list {
