@@ -375,16 +375,10 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	r := ss.Result()
 	res = &r
 	switch action {
-	case "start", "resume":
-		if action == "start" {
-			err = ss.Start(ctx)
-		} else {
-			err = ss.Resume(ctx)
-		}
-		if err == nil && helper != nil {
-			helper.Release()
-			helper = nil
-		}
+	case "start":
+		err = ss.Start(ctx)
+	case "resume":
+		err = ss.Resume(ctx)
 	case "stop", "dump":
 		var file string
 		var n int64
@@ -396,6 +390,10 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		_, err = ss.Command(ctx, "check,event="+ss.Event(), answer)
 	default: // status, metrics, list, meminfo
 		_, err = ss.Command(ctx, action, answer)
+	}
+	if err == nil && helper != nil {
+		helper.Release() // the profiler runs: its server stays
+		helper = nil
 	}
 	log = ss.LastLog()
 	if !asJSON {
@@ -557,8 +555,8 @@ func isTerminal(w io.Writer) bool {
 }
 
 // startFdTransferServer runs `safeattach fdtransfer-serve PID` in a
-// session of its own and returns the socket name it listens on (its
-// first line of output).
+// session of its own and returns the socket name it listens on: its
+// first line of output, which is "error: ..." when it cannot serve.
 func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -570,8 +568,6 @@ func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, e
 	if err != nil {
 		return "", nil, err
 	}
-	var errb bytes.Buffer
-	c.Stderr = &limitedWriter{w: &errb, n: 4096}
 	if err := c.Start(); err != nil {
 		return "", nil, fmt.Errorf("--fdtransfer: %w", err)
 	}
@@ -589,7 +585,7 @@ func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, e
 	case name := <-line:
 		if !strings.HasPrefix(name, "@") {
 			c.Wait()
-			return "", nil, fmt.Errorf("--fdtransfer: the descriptor server did not start: %s", strings.TrimSpace(errb.String()))
+			return "", nil, fmt.Errorf("--fdtransfer: the descriptor server did not start: %s", strings.TrimPrefix(name, "error: "))
 		}
 		return name, c.Process, nil
 	case <-ctx.Done():
@@ -597,21 +593,6 @@ func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, e
 	case <-time.After(5 * time.Second):
 		return fail(errors.New("--fdtransfer: the descriptor server did not start within 5 s"))
 	}
-}
-
-// limitedWriter keeps at most n bytes.
-type limitedWriter struct {
-	w io.Writer
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k])
-		l.n -= k
-	}
-	return len(p), nil
 }
 
 func newFdTransferServeCmd() *cobra.Command {
@@ -622,11 +603,12 @@ func newFdTransferServeCmd() *cobra.Command {
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pid, err := parsePID(args[0])
-			if err != nil {
-				return err
+			var srv *fdtransfer.Server
+			if err == nil {
+				srv, err = fdtransfer.Listen(pid)
 			}
-			srv, err := fdtransfer.Listen(pid)
 			if err != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "error:", err) // the caller's first line
 				return err
 			}
 			defer srv.Close()
