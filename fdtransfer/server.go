@@ -69,6 +69,10 @@ type Server struct {
 	pid  int
 	name string
 	lfd  int
+	// pidfd is the target as it was when the socket was made in its
+	// network namespace: it turns readable when that process exits, so a
+	// later process given the same pid is never served.
+	pidfd int
 
 	mu     sync.Mutex
 	closed bool
@@ -99,19 +103,38 @@ func ListenAs(pid int, name string) (*Server, error) {
 	if !strings.HasPrefix(name, "@") || len(name) > 100 {
 		return nil, fmt.Errorf("fdtransfer: socket name %q: want @ and at most 100 bytes", name)
 	}
-	fd, err := socketIn(pid)
+	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
+		return nil, fmt.Errorf("fdtransfer: pid %d: %w", pid, err)
+	}
+	fd, err := socketIn(pid)
+	if err == nil && exited(pidfd) {
+		// The namespace entered may be a newer process's of that pid.
+		unix.Close(fd)
+		err = ErrTargetExited
+	}
+	if err == nil {
+		if err = unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+			err = fmt.Errorf("fdtransfer: bind %s: %w", name, err)
+		} else if err = unix.Listen(fd, 4); err != nil {
+			err = fmt.Errorf("fdtransfer: listen: %w", err)
+		}
+		if err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		unix.Close(pidfd)
 		return nil, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("fdtransfer: bind %s: %w", name, err)
-	}
-	if err := unix.Listen(fd, 4); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("fdtransfer: listen: %w", err)
-	}
-	return &Server{pid: pid, name: name, lfd: fd, tids: map[int32]int{}}, nil
+	return &Server{pid: pid, name: name, lfd: fd, pidfd: pidfd, tids: map[int32]int{}}, nil
+}
+
+// exited reports whether the process a pidfd names has exited.
+func exited(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(fds, 0)
+	return n > 0
 }
 
 // socketIn creates a socket in pid's network namespace: the namespace of
@@ -185,6 +208,7 @@ func (s *Server) Close() error {
 		}
 	}
 	s.mapped = nil
+	unix.Close(s.pidfd)
 	return unix.Close(s.lfd)
 }
 
@@ -196,11 +220,7 @@ var ErrTargetExited = errors.New("fdtransfer: the target exited")
 // exits, ctx ends or Close is called. Connections from any other process
 // are closed unanswered.
 func (s *Server) Serve(ctx context.Context) error {
-	pidfd, err := unix.PidfdOpen(s.pid, 0)
-	if err != nil {
-		return fmt.Errorf("fdtransfer: pid %d: %w", s.pid, err)
-	}
-	defer unix.Close(pidfd)
+	pidfd := s.pidfd
 	deadline := time.Now().Add(AcceptTimeout)
 	for {
 		if err := s.wait(ctx, s.lfd, unix.POLLIN, pidfd, deadline); err != nil {

@@ -253,6 +253,13 @@ func TestTargetExitEndsServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve went on waiting for a dead target")
 	}
+	// Served again (a session does, at each start), after the process
+	// is gone and its pid free for another: still the exited target's
+	// server, never the next process's of that pid.
+	<-p.Exited()
+	if err := srv.Serve(context.Background()); !errors.Is(err, ErrTargetExited) {
+		t.Errorf("Serve after the target was reaped: %v", err)
+	}
 }
 
 // uprobeAttr is the attribute block of a uprobe at a file offset; its
