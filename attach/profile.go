@@ -69,6 +69,11 @@ type SessionRequest struct {
 	// that does too (the CLI runs one as a process of its own and sets
 	// Profiler.FdTransfer instead).
 	FdTransfer bool
+	// FdTransferKernel lets the descriptor server (FdTransfer, or the
+	// CLI's own) serve kernel samples, kernel call stacks and kallsyms
+	// with real addresses: the target learns the kernel's layout. Off,
+	// the server opens every event user-only (docs/fdtransfer.md).
+	FdTransferKernel bool
 	// LoadedOnly says the session only talks to a profiler the JVM has
 	// already loaded (status, list, metrics, meminfo, stop, dump). When
 	// the JVM maps an async-profiler — a copy safeattach delivered, whose

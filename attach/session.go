@@ -713,7 +713,7 @@ func (ss *Session) serveFdTransfer() error {
 		return nil
 	}
 	if ss.fdt == nil {
-		srv, err := fdtransfer.Listen(ss.pid)
+		srv, err := fdtransfer.Listen(ss.pid, FdTransferPolicy(ss.req))
 		if err != nil {
 			return err
 		}
@@ -737,6 +737,21 @@ func (ss *Session) serveFdTransfer() error {
 		}
 	}()
 	return nil
+}
+
+// FdTransferPolicy is what a descriptor server may open for a session
+// of req: its event as the agent will read it (cpu when no other
+// profiling is asked for), kernel frames only when asked and not
+// excluded by --all-user, branch stacks only for --cstack lbr.
+func FdTransferPolicy(req SessionRequest) fdtransfer.Policy {
+	o := req.Profiler
+	event := o.Event
+	if profilesCPU(o) {
+		event = "cpu"
+	} else if event == "" {
+		event = "none" // alloc, lock, wall...: no perf event
+	}
+	return fdtransfer.Policy{Event: event, Kernel: req.FdTransferKernel && !o.AllUser, LBR: o.CStack == "lbr"}
 }
 
 // Limits on what is kept of the agent's log= file per command: the

@@ -66,6 +66,21 @@ func taskClock() []byte {
 	return attr
 }
 
+// cpuClock is the attribute block async-profiler 4.5 sends for -e cpu
+// (PerfEvents::createForThread): cpu-clock, call chains, the times for
+// multiplexing, no kernel call chains without kernel symbols.
+func cpuClock() []byte {
+	attr := make([]byte, 128)
+	binary.NativeEndian.PutUint32(attr[attrType:], unix.PERF_TYPE_SOFTWARE)
+	binary.NativeEndian.PutUint32(attr[4:], 128)
+	binary.NativeEndian.PutUint64(attr[attrConfig:], unix.PERF_COUNT_SW_CPU_CLOCK)
+	binary.NativeEndian.PutUint64(attr[16:], 10_000_000)
+	binary.NativeEndian.PutUint64(attr[attrSampleType:], sampleCallchain)
+	binary.NativeEndian.PutUint64(attr[attrReadFormat:], formatTotalTimeEnabled|formatTotalTimeRunning)
+	binary.NativeEndian.PutUint64(attr[attrFlags:], flagDisabled|2<<15|flagExcludeCallchainKernel)
+	return attr
+}
+
 // perfRequestBytes lays out a PERF_FD request as async-profiler does.
 func perfRequestBytes(tid, cpu int32, attr []byte, probe string) []byte {
 	b := make([]byte, attrOffset+len(attr)+maxProbeName)
@@ -110,7 +125,7 @@ func ask(t *testing.T, fd int, req []byte) (errno int32, tid int32, got int) {
 // ends Serve with nil. The target here is this test process.
 func TestServesItsTargetOnly(t *testing.T) {
 	testenv.RequireRoot(t)
-	srv, err := Listen(os.Getpid())
+	srv, err := Listen(os.Getpid(), Policy{Event: "cpu", Kernel: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +147,14 @@ func TestServesItsTargetOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	self := int32(unix.Gettid())
-	errno, tid, perf := ask(t, fd, perfRequestBytes(self, -1, taskClock(), ""))
+	errno, tid, perf := ask(t, fd, perfRequestBytes(self, -1, cpuClock(), ""))
 	if errno != 0 || perf < 0 || tid != self {
 		t.Fatalf("own thread: errno %d, tid %d, fd %d", errno, tid, perf)
 	}
 	unix.Close(perf)
 	sleeper := testenv.StartSleeper(t)
 	for _, foreign := range []int32{int32(sleeper.PID), -1, 0} {
-		if errno, _, got := ask(t, fd, perfRequestBytes(foreign, 0, taskClock(), "")); errno != int32(unix.ESRCH) || got >= 0 {
+		if errno, _, got := ask(t, fd, perfRequestBytes(foreign, 0, cpuClock(), "")); errno != int32(unix.ESRCH) || got >= 0 {
 			t.Errorf("tid %d (not the target's): errno %d, fd %d", foreign, errno, got)
 		}
 	}
@@ -237,7 +252,7 @@ func FuzzPerfRequest(f *testing.F) {
 func TestTargetExitEndsServe(t *testing.T) {
 	testenv.RequireRoot(t)
 	p := testenv.StartSleeper(t)
-	srv, err := Listen(p.PID)
+	srv, err := Listen(p.PID, Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,8 +373,8 @@ func TestProbeEvents(t *testing.T) {
 	}
 
 	// Live: this process as the target asks for a uprobe on its own
-	// binary and gets it.
-	srv, err := Listen(os.Getpid())
+	// binary, as the operator named it, and gets it.
+	srv, err := Listen(os.Getpid(), Policy{Event: fmt.Sprintf("uprobe:%s+%d", os.Args[0], entryOffset(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +398,7 @@ func TestProbeEvents(t *testing.T) {
 // block in sendmsg for as long as the agent liked).
 func TestUnreadAnswersAreBounded(t *testing.T) {
 	testenv.RequireRoot(t)
-	srv, err := Listen(os.Getpid())
+	srv, err := Listen(os.Getpid(), Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}

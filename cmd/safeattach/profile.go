@@ -211,7 +211,8 @@ profiler keeps running in the JVM between them).`,
 	// asprof options safeattach refuses, with the reason, rather than
 	// "unknown flag".
 	f.String("libpath", "", "refused: the library loaded is the one judged (--agent)")
-	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself")
+	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
+	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "with --fdtransfer: also serve kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	af.register(cmd, 0)
 	return cmd
 }
@@ -354,7 +355,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	// profiler started; otherwise it is ended here.
 	var helper *os.Process
 	if req.FdTransfer && (action == "start" || action == "resume") {
-		name, p, err := startFdTransferServer(ctx, pid)
+		name, p, err := startFdTransferServer(ctx, pid, attach.FdTransferPolicy(req.SessionRequest))
 		if err != nil {
 			return finish(err)
 		}
@@ -557,12 +558,19 @@ func isTerminal(w io.Writer) bool {
 // startFdTransferServer runs `safeattach fdtransfer-serve PID` in a
 // session of its own and returns the socket name it listens on: its
 // first line of output, which is "error: ..." when it cannot serve.
-func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, error) {
+func startFdTransferServer(ctx context.Context, pid int, policy fdtransfer.Policy) (string, *os.Process, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
-	c := exec.Command(exe, "fdtransfer-serve", strconv.Itoa(pid))
+	args := []string{"fdtransfer-serve", "--event", policy.Event}
+	if policy.Kernel {
+		args = append(args, "--kernel")
+	}
+	if policy.LBR {
+		args = append(args, "--lbr")
+	}
+	c := exec.Command(exe, append(args, strconv.Itoa(pid))...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := c.StdoutPipe()
 	if err != nil {
@@ -596,8 +604,9 @@ func startFdTransferServer(ctx context.Context, pid int) (string, *os.Process, e
 }
 
 func newFdTransferServeCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "fdtransfer-serve PID",
+	var policy fdtransfer.Policy
+	cmd := &cobra.Command{
+		Use:    "fdtransfer-serve [--event E] [--kernel] [--lbr] PID",
 		Short:  "Serve a JVM's async-profiler perf event requests (run by profile start --fdtransfer)",
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
@@ -605,7 +614,7 @@ func newFdTransferServeCmd() *cobra.Command {
 			pid, err := parsePID(args[0])
 			var srv *fdtransfer.Server
 			if err == nil {
-				srv, err = fdtransfer.Listen(pid)
+				srv, err = fdtransfer.Listen(pid, policy)
 			}
 			if err != nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "error:", err) // the caller's first line
@@ -619,4 +628,9 @@ func newFdTransferServeCmd() *cobra.Command {
 			return srv.Serve(cmd.Context())
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&policy.Event, "event", "cpu", "the only event served (the profile's -e)")
+	f.BoolVar(&policy.Kernel, "kernel", false, "serve kernel samples, kernel stacks and kallsyms")
+	f.BoolVar(&policy.LBR, "lbr", false, "allow branch stacks (--cstack lbr)")
+	return cmd
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,3 +359,87 @@ func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
 	a.WaitOutput(t, "WATCHING", 10*time.Second)
 	return a
 }
+
+// FdTransferClient is attackers/fdtclient.c in a pod: a hostile agent of
+// async-profiler's descriptor protocol, run as the pod's uid with every
+// capability dropped (a uid 0 without a user namespace, as most images
+// run). HostPID is its pid as the host sees it: the process a
+// descriptor server must be listening for.
+type FdTransferClient struct {
+	*Process
+	HostPID int
+	in      io.WriteCloser
+}
+
+// StartFdTransferClient starts the client with args (its mode) and
+// returns once it runs; it connects when Connect gives it the socket.
+func (p *Pod) StartFdTransferClient(t testing.TB, uid uint32, args ...string) *FdTransferClient {
+	t.Helper()
+	src, err := sources.ReadFile("attackers/fdtclient.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := BuildC(t, "fdtclient", string(src), "-pthread")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A name of its own: clients of one pod run at once, and a binary
+	// being run cannot be written again.
+	f, err := os.CreateTemp(fmt.Sprintf("/proc/%d/root/tmp", p.PID), "fdtclient-")
+	if err == nil {
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := p.Command(uid, "exec /usr/bin/setpriv --bounding-set=-all --inh-caps=-all /tmp/"+filepath.Base(f.Name())+" "+shellJoin(args))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &FdTransferClient{Process: Start(t, cmd), in: in}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.HostPID == 0 && time.Now().Before(deadline) {
+		for _, d := range descendants(c.PID) {
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasPrefix(filepath.Base(exe), "fdtclient-") {
+				c.HostPID = d
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.HostPID == 0 {
+		t.Fatalf("fdtclient did not start in pod %d: %s", p.PID, c.Output())
+	}
+	return c
+}
+
+// Connect gives the client the server's socket name.
+func (c *FdTransferClient) Connect(t testing.TB, name string) {
+	t.Helper()
+	if _, err := io.WriteString(c.in, name+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Results waits for the client's DONE and returns its key=value lines.
+func (c *FdTransferClient) Results(t testing.TB, timeout time.Duration) map[string]string {
+	t.Helper()
+	c.WaitOutput(t, "DONE", timeout)
+	out := map[string]string{}
+	for _, line := range strings.Split(c.Output(), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Release lets the client exit, closing every descriptor it was given.
+func (c *FdTransferClient) Release() { c.in.Close() }
