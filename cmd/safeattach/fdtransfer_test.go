@@ -51,11 +51,24 @@ func TestFdTransferCollect(t *testing.T) {
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: 65534})
 	bin := testenv.BuildCLI(t)
-	out, err := exec.Command(bin, "profile", "--agent", lib, "--fdtransfer", "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
+	out, err := exec.Command(bin, "profile", "--agent", lib, "--fdtransfer", "--fdtransfer-kernel", "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	checkServed(t, "collect", string(out))
+	// Without kernel frames asked for: the event still (user-only, the
+	// server sets exclude_kernel), kallsyms refused.
+	out, err = exec.Command(bin, "profile", "--agent", lib, "--fdtransfer", "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "perf fd for tid") || !strings.Contains(string(out), ": ok") ||
+		!strings.Contains(string(out), "fdtransfer: kallsyms: Operation not permitted") {
+		t.Errorf("--fdtransfer without --fdtransfer-kernel: %v\n%s", err, out)
+	}
+	// A perf event when -e named none is refused: the look-alike asks
+	// cpu-clock whatever it samples with.
+	out, err = exec.Command(bin, "profile", "--agent", lib, "--fdtransfer", "-e", "itimer", "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`perf fd for tid \d+: Permission denied`).MatchString(string(out)) {
+		t.Errorf("-e itimer, asked cpu-clock: %v\n%s", err, out)
+	}
 	out, err = exec.Command(bin, "profile", "--agent", lib, "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "fdtransfer") {
 		t.Errorf("without --fdtransfer: %v\n%s", err, out)
@@ -72,7 +85,7 @@ func TestFdTransferDetachedStart(t *testing.T) {
 	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: 65534})
 	bin := testenv.BuildCLI(t)
 	pid := fmt.Sprint(p.PID)
-	out, err := exec.Command(bin, "profile", "start", "--agent", lib, "--fdtransfer", pid).CombinedOutput()
+	out, err := exec.Command(bin, "profile", "start", "--agent", lib, "--fdtransfer", "--fdtransfer-kernel", pid).CombinedOutput()
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, out)
 	}
@@ -86,7 +99,7 @@ func TestFdTransferDetachedStart(t *testing.T) {
 				continue
 			}
 			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", n))
-			if strings.Contains(string(cmdline), "fdtransfer-serve\x00"+pid+"\x00") {
+			if strings.Contains(string(cmdline), "fdtransfer-serve\x00") && strings.HasSuffix(string(cmdline), "\x00"+pid+"\x00") {
 				found = append(found, n)
 			}
 		}
@@ -123,7 +136,7 @@ func TestFdTransferInAPod(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	pod := testenv.StartPod(t, testenv.PodSpec{NetNS: true, Workers: 1})
-	out, err := exec.Command(testenv.BuildCLI(t), "profile", "--agent", lib, "--fdtransfer", "-d", "1", fmt.Sprint(pod.PID)).CombinedOutput()
+	out, err := exec.Command(testenv.BuildCLI(t), "profile", "--agent", lib, "--fdtransfer", "--fdtransfer-kernel", "-d", "1", fmt.Sprint(pod.PID)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

@@ -221,9 +221,18 @@ static void fdtransfer_connect(const char *options) {
 	if (option_value(options, "fdtransfer", path, sizeof path) != 0) return;
 	struct perf_event_attr attr;
 	memset(&attr, 0, sizeof attr);
+	/* -e cpu as async-profiler 4.5 asks for it (cpu-clock, call chains,
+	 * the times for multiplexing), kernel samples included: what
+	 * perf_event_paranoid 2 denies an unprivileged process. */
 	attr.type = PERF_TYPE_SOFTWARE;
 	attr.size = sizeof attr;
-	attr.config = PERF_COUNT_SW_TASK_CLOCK;
+	attr.config = PERF_COUNT_SW_CPU_CLOCK;
+	attr.precise_ip = 2;
+	attr.sample_period = 10000000;
+	attr.sample_type = PERF_SAMPLE_CALLCHAIN;
+	attr.disabled = 1;
+	attr.wakeup_events = 1;
+	attr.read_format = PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING;
 	attr.exclude_kernel = 0;
 	int tid = syscall(SYS_gettid);
 	int direct = syscall(SYS_perf_event_open, &attr, tid, -1, -1, 0);
