@@ -315,9 +315,12 @@ func openOwnDir(parent int, name string) (int, error) {
 	}
 	me := uint32(os.Geteuid())
 	switch {
-	case st.Uid != 0 && st.Uid != me:
+	case st.Uid != me:
+		// Not root-or-us: a root-owned store is no use to another user
+		// (it cannot write there), and inside a target uid 0 may be the
+		// pod's own user.
 		unix.Close(fd)
-		return -1, fmt.Errorf("%s is owned by uid %d, not root or us: someone else could change what is loaded", name, st.Uid)
+		return -1, fmt.Errorf("%s is owned by uid %d, not us: someone else could change what is loaded", name, st.Uid)
 	case st.Mode&0o022 != 0:
 		unix.Close(fd)
 		return -1, fmt.Errorf("%s has mode %04o: writable by others", name, st.Mode&0o7777)
@@ -399,7 +402,7 @@ func openVerified(dir int, name, sum string, size int64) (*os.File, error) {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		err = errors.New("not a regular file")
-	case st.Uid != 0 && st.Uid != me:
+	case st.Uid != me:
 		err = fmt.Errorf("owned by uid %d", st.Uid)
 	case st.Mode&0o022 != 0:
 		err = fmt.Errorf("mode %04o", st.Mode&0o7777)

@@ -54,11 +54,26 @@ type Owner struct {
 	Session string `json:"session"`
 	// What a later session needs to finish the profile: the event and
 	// format, the JFR recording in the target, and the output file the
-	// starter named (its own path).
-	Event     string `json:"event,omitempty"`
-	Format    string `json:"format,omitempty"`
-	Recording string `json:"recording,omitempty"`
-	Output    string `json:"output,omitempty"`
+	// starter named (its own path). They are never written into the
+	// target, nor taken from it: the caller keeps them (startstate.go),
+	// and a record read back carries them only when this caller's own
+	// state for that start does.
+	Event     string `json:"-"`
+	Format    string `json:"-"`
+	Recording string `json:"-"`
+	Output    string `json:"-"`
+}
+
+// Caps on the text fields of a record read back: the target may have
+// written it (its uid 0 is root's uid without a user namespace).
+const maxRecordField = 256
+
+// clip keeps a record field short enough to be shown.
+func clip(s string) string {
+	if len(s) > maxRecordField {
+		return s[:maxRecordField] + "…"
+	}
+	return s
 }
 
 func (o *Owner) String() string {
@@ -169,8 +184,7 @@ func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 			continue
 		}
 		var st unix.Stat_t
-		me := uint32(os.Geteuid())
-		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || (st.Uid != 0 && st.Uid != me) || st.Size > maxRecord {
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) || st.Size > maxRecord {
 			unix.Close(fd)
 			continue
 		}
@@ -178,9 +192,16 @@ func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 		unix.Close(fd)
 		var o Owner
 		if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
-			// Unreadable: ours (root's or our user's), so nobody else
-			// can have written it; a torn write. Treat as stale.
+			// Unreadable: a torn write, or a target's uid 0 writing
+			// nonsense. Treat as stale: at worst a profile is refused
+			// by the agent's own "already started".
 			return &Owner{Session: "unreadable"}, s
+		}
+		// Hostile input: what it says is shown, never acted on, and what
+		// finishes a start comes from this caller's own state only.
+		o.Tool, o.Action, o.Host, o.Session = clip(o.Tool), clip(o.Action), clip(o.Host), clip(o.Session)
+		if st := loadStartState(ss.c.report, o.Session); st != nil {
+			o.Event, o.Format, o.Recording, o.Output = st.Event, st.Format, st.Recording, st.Output
 		}
 		return &o, s
 	}

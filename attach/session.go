@@ -475,6 +475,15 @@ func (ss *Session) acquire(ctx context.Context, action string) error {
 				return err
 			}
 			if ok {
+				// What the stop will need, and what a later session
+				// cleans up if we die, stays on our side; a detached
+				// start cannot be finished without it.
+				if err := saveStartState(ss.c.report, stateOf(o)); err != nil && o.Detached {
+					removeRecordIf(stores[0], ss.recordName(), o.Session)
+					return err
+				}
+			}
+			if ok {
 				ss.owned = o
 				return nil
 			}
@@ -521,6 +530,9 @@ func (ss *Session) rearm(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := saveStartState(ss.c.report, stateOf(&o)); err != nil && o.Detached {
+		return err
+	}
 	ss.owned = &o
 	return nil
 }
@@ -531,6 +543,7 @@ func (ss *Session) forget(ctx context.Context, store *os.File, rec *Owner) {
 		ss.removeInTarget(ctx, rec.Recording)
 	}
 	removeRecordIf(store, ss.recordName(), rec.Session)
+	dropStartState(ss.c.report, rec.Session)
 }
 
 // release ends this session's ownership: its record and recording go.
@@ -550,6 +563,7 @@ func (ss *Session) release(ctx context.Context) {
 	} else if o.Recording != "" {
 		ss.removeInTarget(ctx, o.Recording)
 	}
+	dropStartState(ss.c.report, o.Session)
 }
 
 // own makes sure this session may stop or dump the running profiler: its
@@ -582,6 +596,13 @@ func (ss *Session) own(ctx context.Context) error {
 	adopted.Session = ss.id
 	if err := updateRecord(store, ss.recordName(), &adopted); err != nil {
 		return err
+	}
+	if rec.Format != "" || rec.Recording != "" || rec.Output != "" {
+		// Our own start's state (readRecord found it): it follows the
+		// record to its new session, for a later stop after a dump.
+		if err := saveStartState(ss.c.report, stateOf(&adopted)); err != nil {
+			return err
+		}
 	}
 	if adopted.Format != "" && (ss.req.Format == "" || adopted.Recording != "") {
 		ss.format = adopted.Format

@@ -1,0 +1,149 @@
+package attach
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/safefile"
+	"github.com/safeattach/safeattach/preflight"
+)
+
+// What a detached start must remember for the stop — the output the
+// starter named, the format, the recording in the target — is kept on
+// the caller's side, never in the target (docs/safety.md, invariant 12):
+// inside a container without a user namespace the pod's user is uid 0,
+// and a record there that says where root should write is the pod's
+// word. The record in the target is only the lock that says a profiler
+// runs, read as hostile input.
+//
+// The state lives in a directory only the caller's user can use: for
+// root /run/safeattach/starts, for anyone else $XDG_RUNTIME_DIR (or the
+// user cache directory) /safeattach/starts, each directory checked to be
+// a real directory of ours that no one else can write. A file is named
+// by the target's identity: its host pid, start time and pid and mount
+// namespaces, so a restarted JVM with the same pid never finds another
+// JVM's start.
+
+// startState is one detached start, as its starter left it.
+type startState struct {
+	Session   string `json:"session"`
+	Event     string `json:"event,omitempty"`
+	Format    string `json:"format,omitempty"`
+	Recording string `json:"recording,omitempty"`
+	Output    string `json:"output,omitempty"`
+}
+
+func stateOf(o *Owner) *startState {
+	return &startState{Session: o.Session, Event: o.Event, Format: o.Format, Recording: o.Recording, Output: o.Output}
+}
+
+// maxStartState caps a state file read back (it is ours, but a file of
+// a few hundred bytes needs no more).
+const maxStartState = 16 << 10
+
+// startStateDir returns the caller's state directory, created if
+// needed: owned by us, mode 0700, not a link at any step we create.
+func startStateDir() (string, error) {
+	var base string
+	switch {
+	case os.Geteuid() == 0:
+		base = "/run/safeattach"
+	case os.Getenv("XDG_RUNTIME_DIR") != "":
+		base = filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "safeattach")
+	default:
+		d, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no directory of ours for a detached start's state: %w", err)
+		}
+		base = filepath.Join(d, "safeattach")
+	}
+	dir := filepath.Join(base, "starts")
+	for _, d := range []string{base, dir} {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("a detached start's state: %w", err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(d, &st); err != nil {
+			return "", err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o077 != 0 {
+			return "", fmt.Errorf("a detached start's state: %s is not a private directory of ours (uid %d, mode %04o)", d, st.Uid, st.Mode&0o7777)
+		}
+	}
+	return dir, nil
+}
+
+// startStateName names the state of the JVM r describes.
+func startStateName(r *preflight.Report) string {
+	p := r.Process
+	return fmt.Sprintf("%d-%d-%d-%d.json", r.PID, p.StartTime, p.PIDNamespace.Inode, p.MountNamespace.Inode)
+}
+
+// saveStartState keeps st for the JVM r describes, replacing any older
+// one at once (a reader sees the old or the new).
+func saveStartState(r *preflight.Report, st *startState) error {
+	dir, err := startStateDir()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return fmt.Errorf("a detached start's state: %w", err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, startStateName(r)))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("a detached start's state: %w", err)
+	}
+	return nil
+}
+
+// loadStartState returns the state a start of session left for the JVM
+// r describes, nil when there is none (another caller's start, or one
+// that kept no state).
+func loadStartState(r *preflight.Report, session string) *startState {
+	dir, err := startStateDir()
+	if err != nil {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(dir, startStateName(r)), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	data, err := safefile.ReadAll(safefile.FD(int(f.Fd())), fi.Size(), maxStartState)
+	var st startState
+	if err != nil || json.Unmarshal(data, &st) != nil || st.Session != session {
+		return nil
+	}
+	return &st
+}
+
+// dropStartState removes the JVM's state if it is session's.
+func dropStartState(r *preflight.Report, session string) {
+	if loadStartState(r, session) == nil {
+		return
+	}
+	if dir, err := startStateDir(); err == nil {
+		os.Remove(filepath.Join(dir, startStateName(r)))
+	}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// Inside a target's root, ownership proves nothing (docs/safety.md,
+// invariant 12): the pod's uid 0 is root's uid without a user namespace.
+
+// forgeRecords rewrites every owner record in the pod's stores as uid,
+// with every capability dropped, adding what a stop used to act on: an
+// output on the host, a format and a recording elsewhere. It reports
+// whether any record could be rewritten.
+func forgeRecords(t *testing.T, pod *testenv.Pod, uid uint32, victim string) bool {
+	t.Helper()
+	script := `n=0
+for f in /tmp/.safeattach*/profiler-*.json; do
+  [ -f "$f" ] || continue
+  new=$(sed 's|}$|,"output":"` + victim + `","format":"collapsed","recording":"/etc/shadow","event":"cpu"}|' "$f") || continue
+  tmp="${f%/*}/.forged"
+  if printf '%s' "$new" > "$tmp" 2>/dev/null && mv -f "$tmp" "$f" 2>/dev/null; then n=$((n+1)); fi
+done
+echo "forged=$n"`
+	out, _ := pod.Command(uid, "exec /usr/bin/setpriv --bounding-set=-all --inh-caps=-all /bin/sh -c "+shellQuoteTest(script)).CombinedOutput()
+	return !strings.Contains(string(out), "forged=0") && strings.Contains(string(out), "forged=")
+}
+
+func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// TestLiveTargetCannotSteerTheStop (issue 24, case 1): root starts a
+// profile; the pod's user rewrites the owner record in the pod's /tmp so
+// that it names a host file as the output; root's bare stop used to
+// write the profile over that host file ("writing <host path>, as the
+// start asked"). The stop's output comes from root's own state: standard
+// output when the start named no file, the start's own -f when it did.
+func TestLiveTargetCannotSteerTheStop(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	pid := fmt.Sprint(pod.PID)
+	for _, uid := range []uint32{0, 65534} {
+		t.Run(fmt.Sprintf("uid%d", uid), func(t *testing.T) {
+			dir := t.TempDir()
+			victim := filepath.Join(dir, "victim")
+			if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			check := func(what string) {
+				t.Helper()
+				if data, _ := os.ReadFile(victim); string(data) != "precious\n" {
+					t.Fatalf("%s: the host file the pod named was written: %q", what, data)
+				}
+			}
+			// A start that named no file: the stop prints the profile.
+			if _, stderr, code := cli(t, nil, "profile", "start", "--agent", lib, "-e", "itimer", pid); code != 0 {
+				t.Fatalf("start: exit %d: %s", code, stderr)
+			}
+			forged := forgeRecords(t, pod, uid, victim)
+			if uid == 0 && !forged {
+				t.Fatal("the pod's uid 0 could not rewrite the record: the test proves nothing")
+			}
+			stdout, stderr, code := cli(t, nil, "profile", "stop", "--agent", lib, pid)
+			if code != 0 || strings.Contains(stderr, victim) || !strings.Contains(stdout, "[itimer]") && !strings.Contains(stdout, "Total samples") {
+				t.Fatalf("stop: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+			}
+			check("bare stop")
+			// A start that named its file: the stop writes that one.
+			mine := filepath.Join(dir, "mine.collapsed")
+			if _, stderr, code := cli(t, nil, "profile", "start", "--agent", lib, "-e", "itimer", "-f", mine, pid); code != 0 {
+				t.Fatalf("start -f: exit %d: %s", code, stderr)
+			}
+			forgeRecords(t, pod, uid, victim)
+			_, stderr, code = cli(t, nil, "profile", "stop", "--agent", lib, pid)
+			if code != 0 || !strings.Contains(stderr, "writing "+mine) {
+				t.Fatalf("stop after start -f: exit %d, %q", code, stderr)
+			}
+			check("stop after start -f")
+			if data, _ := os.ReadFile(mine); !strings.Contains(string(data), "[itimer]") {
+				t.Errorf("%s: %q", mine, data)
+			}
+		})
+	}
+}
+
+// TestLiveUserAfterRoot (issue 24): once root has profiled a JVM (its
+// store in the JVM's /tmp is root's), the JVM's own user, not root, can
+// still profile it (it used to fail with "owner record: permission
+// denied" while check said ALLOWED).
+func TestLiveUserAfterRoot(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod := testenv.StartPod(t, testenv.PodSpec{})
+	pid := fmt.Sprint(pod.PID)
+	dir := t.TempDir()
+	if _, stderr, code := cli(t, nil, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "root.collapsed"), pid); code != 0 {
+		t.Fatalf("root's profile: exit %d: %s", code, stderr)
+	}
+	// The user's files: the agent and the CLI where nobody may read
+	// them, a home of its own for its state.
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, home} {
+		os.Chown(d, 65534, 65534)
+	}
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's own parent
+	bin := testenv.BuildCLI(t)
+	for _, f := range []string{lib, bin} {
+		for d := f; d != "/"; d = filepath.Dir(d) {
+			if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o005 != 0o005 {
+				t.Skipf("%s is not readable by nobody (%v): cannot run as the JVM's user here", d, fi.Mode())
+			}
+		}
+	}
+	out := filepath.Join(home, "user.collapsed")
+	cmd := exec.Command(bin, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", out, pid)
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the JVM's user after root: %v\n%s", err, b)
+	}
+	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "[itimer]") {
+		t.Errorf("the user's profile: %q", data)
+	}
+}
