@@ -62,6 +62,8 @@ func TestHostileKallsyms(t *testing.T) {
 	t.Parallel()
 	attackers(t, func(t *testing.T, pod *testenv.Pod, uid uint32) {
 		res, st, _ := serveClient(t, pod, uid, Policy{Event: "cpu", Kernel: true}, "kallsyms", "40")
+		ks, _ := os.ReadFile("/proc/kallsyms")
+		t.Logf("40 kallsyms requests held by the pod: %s copies of %.1f MiB charged to the server", res["kallsyms_granted"], float64(len(ks))/(1<<20))
 		if res["kallsyms_granted"] != "1" || st.Kallsyms != 1 {
 			t.Errorf("kallsyms copies: %s (server: %d), want 1", res["kallsyms_granted"], st.Kallsyms)
 		}
@@ -134,6 +136,7 @@ func TestHostileThreads(t *testing.T) {
 		}
 		n := MaxDescriptors + 50
 		res, st, _ := serveClient(t, pod, uid, Policy{Event: "cpu"}, "threads", strconv.Itoa(n))
+		t.Logf("%d threads asking: %s events, %s refused; the server's VmPin %d KiB", n, res["granted"], res["refused"], statusKB(t, "VmPin"))
 		if res["granted"] != strconv.Itoa(MaxDescriptors) || res["refused_eperm"] != "50" || st.PerfFDs != MaxDescriptors {
 			t.Errorf("%d threads: %v, server gave %d", n, res, st.PerfFDs)
 		}
@@ -171,6 +174,21 @@ func TestHostileUnknownThreads(t *testing.T) {
 			t.Errorf("the misses cost %.1f %% of a core", 100*share)
 		}
 	})
+}
+
+// statusKB is a "kB" field of this process's status.
+func statusKB(t *testing.T, field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // cpuTime is this process's CPU time so far.
