@@ -336,9 +336,20 @@ func RunInMemoryCgroup(t testing.TB, cmd *exec.Cmd, limit int64) (string, error)
 }
 
 // StartWaybackAttacker starts attackers/wayback.c inside the pod as its
-// own user, with modes ("sparse", "log"; none for both), and returns once
-// it watches the pod's /tmp. The test's cleanup kills it.
+// own user, with modes ("sparse", "log", "escapes"; none for sparse and
+// log), and returns once it watches the pod's /tmp. The test's cleanup
+// kills it.
 func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
+	t.Helper()
+	return p.StartWaybackAttackerAs(t, p.UID, modes...)
+}
+
+// WaybackEscapes is what the attacker's escapes mode appends.
+const WaybackEscapes = "[ERROR] \x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\x1b[31mred\x1b[0m\u009b2J\n"
+
+// StartWaybackAttackerAs is StartWaybackAttacker as uid inside the pod:
+// the pod's root is as much the pod's as the JVM's user.
+func (p *Pod) StartWaybackAttackerAs(t testing.TB, uid uint32, modes ...string) *Process {
 	t.Helper()
 	src, err := sources.ReadFile("attackers/wayback.c")
 	if err != nil {
@@ -354,7 +365,7 @@ func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
 	if err := os.WriteFile(inPod, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	a := Start(t, p.Command(p.UID, "exec /tmp/wayback "+strings.Join(modes, " ")))
+	a := Start(t, p.Command(uid, "exec /tmp/wayback "+strings.Join(modes, " ")))
 	a.WaitOutput(t, "WATCHING", 10*time.Second)
 	return a
 }
