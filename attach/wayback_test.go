@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -491,4 +492,118 @@ func TestLiveJVMExitsMidProfile(t *testing.T) {
 	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target") {
 		t.Errorf("last profile: %q", data)
 	}
+}
+
+// hasControl reports whether s holds a byte a terminal would act on: a
+// C0 control other than newline and tab, DEL, or the first byte of a C1
+// control in UTF-8 (0xc2 0x80–0x9f).
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f || c == 0xc2 && i+1 < len(s) && s[i+1] <= 0x9f {
+			return true
+		}
+	}
+	return false
+}
+
+// escapedEscapes is what testenv.WaybackEscapes's OSC 52 looks like once
+// escaped.
+const escapedEscapes = `\x1b]52;c;cm0gLXJmIH4K\x07`
+
+// TestAgentLogIsPrintable (issue 17, case 7): what the target's user
+// writes into an agent log — terminal sequences, C1 controls, broken
+// UTF-8 — is kept escaped, and so is the agent's reason for a failure.
+func TestAgentLogIsPrintable(t *testing.T) {
+	log := capLines(strings.NewReader("Profiling started\n" + testenv.WaybackEscapes + "tab\tkept \xff\r\n"))
+	want := []string{"Profiling started", `[ERROR] \x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\x1b[31mred\x1b[0m\u009b2J`, "tab\tkept \\xff"}
+	if strings.Join(log, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("kept %q, want %q", log, want)
+	}
+	err := agentReason(log, errors.New("agent returned 200"))
+	var said *AgentSaidError
+	if !errors.As(err, &said) || hasControl(err.Error()) || !strings.Contains(err.Error(), escapedEscapes) {
+		t.Fatalf("agent's reason: %q", err)
+	}
+}
+
+// TestLiveTargetTextIsPrintable (issue 17, case 7): the pod's user — its
+// root or the JVM's own user — appends terminal sequences (OSC 52, OSC 0,
+// colours, a C1 CSI) to every agent log and output it sees. No control
+// character reaches LastLog, an agent's reason for a failure or a busy
+// refusal's status, and the escaped sequence shows there; the profile
+// itself is data, handed on unchanged.
+func TestLiveTargetTextIsPrintable(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	for _, attacker := range []struct {
+		name string
+		uid  uint32
+	}{{"root", 0}, {"nobody", 65534}} {
+		t.Run(attacker.name, func(t *testing.T) {
+			t.Parallel()
+			pod := testenv.StartPod(t, testenv.PodSpec{})
+			pod.StartWaybackAttackerAs(t, attacker.uid, "escapes")
+			ctx := context.Background()
+			ss, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "first"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ss.Close()
+			other, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "second"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			// The attacker races the read back of each file: each place
+			// is tried until it was reached, and checked every time.
+			var inLog, inData, inSaid, inStatus bool
+			rounds := 0
+			for ; rounds < 30 && !(inLog && inData && inSaid && inStatus); rounds++ {
+				i := rounds
+				if err := ss.Start(ctx); err != nil {
+					t.Fatalf("round %d: start: %v", i, err)
+				}
+				inLog = checkLog(t, ss.LastLog()) || inLog
+				var busy *BusyError
+				if err := other.Start(ctx); !errors.As(err, &busy) {
+					t.Fatalf("round %d: a second start: %v", i, err)
+				} else if hasControl(err.Error()) {
+					t.Fatalf("round %d: the refusal carries controls: %q", i, err)
+				}
+				inStatus = strings.Contains(busy.Status, escapedEscapes) || inStatus
+				var out bytes.Buffer
+				if _, err := ss.Stop(ctx, &out); err != nil {
+					t.Fatalf("round %d: stop: %v", i, err)
+				}
+				inLog = checkLog(t, ss.LastLog()) || inLog
+				inData = strings.Contains(out.String(), testenv.WaybackEscapes) || inData
+				// A stop with nothing running: the agent says why.
+				_, err := ss.Stop(ctx, io.Discard)
+				var said *AgentSaidError
+				if !errors.As(err, &said) || hasControl(err.Error()) {
+					t.Fatalf("round %d: stop of nothing: %q", i, err)
+				}
+				inSaid = strings.Contains(said.Said, escapedEscapes) || inSaid
+				checkLog(t, ss.LastLog())
+			}
+			if !(inLog && inData && inSaid && inStatus) {
+				t.Fatalf("the attacker never reached some place in 30 rounds: log %v, data %v, agent's reason %v, status %v", inLog, inData, inSaid, inStatus)
+			}
+			t.Logf("every place reached in %d rounds", rounds)
+		})
+	}
+}
+
+// checkLog fails the test if an agent log line holds a control
+// character, and reports whether the attacker's text is in it.
+func checkLog(t *testing.T, log []string) (reached bool) {
+	t.Helper()
+	for _, l := range log {
+		if hasControl(l) {
+			t.Fatalf("an agent log line with controls: %q", l)
+		}
+		reached = reached || strings.Contains(l, escapedEscapes)
+	}
+	return reached
 }
