@@ -494,23 +494,6 @@ func TestLiveJVMExitsMidProfile(t *testing.T) {
 	}
 }
 
-// hasControl reports whether s holds a byte a terminal would act on: a
-// C0 control other than newline and tab, DEL, or the first byte of a C1
-// control in UTF-8 (0xc2 0x80–0x9f).
-func hasControl(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f || c == 0xc2 && i+1 < len(s) && s[i+1] <= 0x9f {
-			return true
-		}
-	}
-	return false
-}
-
-// escapedEscapes is what testenv.WaybackEscapes's OSC 52 looks like once
-// escaped.
-const escapedEscapes = `\x1b]52;c;cm0gLXJmIH4K\x07`
-
 // TestAgentLogIsPrintable (issue 17, case 7): what the target's user
 // writes into an agent log — terminal sequences, C1 controls, broken
 // UTF-8 — is kept escaped, and so is the agent's reason for a failure.
@@ -522,7 +505,7 @@ func TestAgentLogIsPrintable(t *testing.T) {
 	}
 	err := agentReason(log, errors.New("agent returned 200"))
 	var said *AgentSaidError
-	if !errors.As(err, &said) || hasControl(err.Error()) || !strings.Contains(err.Error(), escapedEscapes) {
+	if !errors.As(err, &said) || testenv.HasControl(err.Error()) || !strings.Contains(err.Error(), testenv.WaybackEscaped) {
 		t.Fatalf("agent's reason: %q", err)
 	}
 }
@@ -568,10 +551,10 @@ func TestLiveTargetTextIsPrintable(t *testing.T) {
 				var busy *BusyError
 				if err := other.Start(ctx); !errors.As(err, &busy) {
 					t.Fatalf("round %d: a second start: %v", i, err)
-				} else if hasControl(err.Error()) {
+				} else if testenv.HasControl(err.Error()) {
 					t.Fatalf("round %d: the refusal carries controls: %q", i, err)
 				}
-				inStatus = strings.Contains(busy.Status, escapedEscapes) || inStatus
+				inStatus = strings.Contains(busy.Status, testenv.WaybackEscaped) || inStatus
 				var out bytes.Buffer
 				if _, err := ss.Stop(ctx, &out); err != nil {
 					t.Fatalf("round %d: stop: %v", i, err)
@@ -581,10 +564,10 @@ func TestLiveTargetTextIsPrintable(t *testing.T) {
 				// A stop with nothing running: the agent says why.
 				_, err := ss.Stop(ctx, io.Discard)
 				var said *AgentSaidError
-				if !errors.As(err, &said) || hasControl(err.Error()) {
+				if !errors.As(err, &said) || testenv.HasControl(err.Error()) {
 					t.Fatalf("round %d: stop of nothing: %q", i, err)
 				}
-				inSaid = strings.Contains(said.Said, escapedEscapes) || inSaid
+				inSaid = strings.Contains(said.Said, testenv.WaybackEscaped) || inSaid
 				checkLog(t, ss.LastLog())
 			}
 			if !(inLog && inData && inSaid && inStatus) {
@@ -600,10 +583,10 @@ func TestLiveTargetTextIsPrintable(t *testing.T) {
 func checkLog(t *testing.T, log []string) (reached bool) {
 	t.Helper()
 	for _, l := range log {
-		if hasControl(l) {
+		if testenv.HasControl(l) {
 			t.Fatalf("an agent log line with controls: %q", l)
 		}
-		reached = reached || strings.Contains(l, escapedEscapes)
+		reached = reached || strings.Contains(l, testenv.WaybackEscaped)
 	}
 	return reached
 }

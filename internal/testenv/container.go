@@ -347,6 +347,23 @@ func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
 // WaybackEscapes is what the attacker's escapes mode appends.
 const WaybackEscapes = "[ERROR] \x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\x1b[31mred\x1b[0m\u009b2J\n"
 
+// WaybackEscaped is how WaybackEscapes's clipboard write reads once
+// escaped (internal/printable).
+const WaybackEscaped = `\x1b]52;c;cm0gLXJmIH4K\x07`
+
+// HasControl reports whether s holds a byte a terminal would act on: a
+// C0 control other than newline and tab, DEL, or the first byte of a C1
+// control in UTF-8 (0xc2 0x80–0x9f).
+func HasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f || c == 0xc2 && i+1 < len(s) && s[i+1] <= 0x9f {
+			return true
+		}
+	}
+	return false
+}
+
 // StartWaybackAttackerAs is StartWaybackAttacker as uid inside the pod:
 // the pod's root is as much the pod's as the JVM's user.
 func (p *Pod) StartWaybackAttackerAs(t testing.TB, uid uint32, modes ...string) *Process {
