@@ -519,63 +519,55 @@ func TestAgentLogIsPrintable(t *testing.T) {
 func TestLiveTargetTextIsPrintable(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	for _, attacker := range []struct {
-		name string
-		uid  uint32
-	}{{"root", 0}, {"nobody", 65534}} {
-		t.Run(attacker.name, func(t *testing.T) {
-			t.Parallel()
-			pod := testenv.StartPod(t, testenv.PodSpec{})
-			pod.StartWaybackAttackerAs(t, attacker.uid, "escapes")
-			ctx := context.Background()
-			ss, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "first"})
-			if err != nil {
-				t.Fatal(err)
+	testenv.EachWaybackAttacker(t, func(t *testing.T, pod *testenv.Pod) {
+		ctx := context.Background()
+		ss, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "first"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ss.Close()
+		other, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "second"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		// The attacker races the read back of each file: each place
+		// is tried until it was reached, and checked every time.
+		var inLog, inData, inSaid, inStatus bool
+		rounds := 0
+		for ; rounds < 30 && !(inLog && inData && inSaid && inStatus); rounds++ {
+			i := rounds
+			if err := ss.Start(ctx); err != nil {
+				t.Fatalf("round %d: start: %v", i, err)
 			}
-			defer ss.Close()
-			other, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "second"})
-			if err != nil {
-				t.Fatal(err)
+			inLog = checkLog(t, ss.LastLog()) || inLog
+			var busy *BusyError
+			if err := other.Start(ctx); !errors.As(err, &busy) {
+				t.Fatalf("round %d: a second start: %v", i, err)
+			} else if testenv.HasControl(err.Error()) {
+				t.Fatalf("round %d: the refusal carries controls: %q", i, err)
 			}
-			defer other.Close()
-			// The attacker races the read back of each file: each place
-			// is tried until it was reached, and checked every time.
-			var inLog, inData, inSaid, inStatus bool
-			rounds := 0
-			for ; rounds < 30 && !(inLog && inData && inSaid && inStatus); rounds++ {
-				i := rounds
-				if err := ss.Start(ctx); err != nil {
-					t.Fatalf("round %d: start: %v", i, err)
-				}
-				inLog = checkLog(t, ss.LastLog()) || inLog
-				var busy *BusyError
-				if err := other.Start(ctx); !errors.As(err, &busy) {
-					t.Fatalf("round %d: a second start: %v", i, err)
-				} else if testenv.HasControl(err.Error()) {
-					t.Fatalf("round %d: the refusal carries controls: %q", i, err)
-				}
-				inStatus = strings.Contains(busy.Status, testenv.WaybackEscaped) || inStatus
-				var out bytes.Buffer
-				if _, err := ss.Stop(ctx, &out); err != nil {
-					t.Fatalf("round %d: stop: %v", i, err)
-				}
-				inLog = checkLog(t, ss.LastLog()) || inLog
-				inData = strings.Contains(out.String(), testenv.WaybackEscapes) || inData
-				// A stop with nothing running: the agent says why.
-				_, err := ss.Stop(ctx, io.Discard)
-				var said *AgentSaidError
-				if !errors.As(err, &said) || testenv.HasControl(err.Error()) {
-					t.Fatalf("round %d: stop of nothing: %q", i, err)
-				}
-				inSaid = strings.Contains(said.Said, testenv.WaybackEscaped) || inSaid
-				checkLog(t, ss.LastLog())
+			inStatus = strings.Contains(busy.Status, testenv.WaybackEscaped) || inStatus
+			var out bytes.Buffer
+			if _, err := ss.Stop(ctx, &out); err != nil {
+				t.Fatalf("round %d: stop: %v", i, err)
 			}
-			if !(inLog && inData && inSaid && inStatus) {
-				t.Fatalf("the attacker never reached some place in 30 rounds: log %v, data %v, agent's reason %v, status %v", inLog, inData, inSaid, inStatus)
+			inLog = checkLog(t, ss.LastLog()) || inLog
+			inData = strings.Contains(out.String(), testenv.WaybackEscapes) || inData
+			// A stop with nothing running: the agent says why.
+			_, err := ss.Stop(ctx, io.Discard)
+			var said *AgentSaidError
+			if !errors.As(err, &said) || testenv.HasControl(err.Error()) {
+				t.Fatalf("round %d: stop of nothing: %q", i, err)
 			}
-			t.Logf("every place reached in %d rounds", rounds)
-		})
-	}
+			inSaid = strings.Contains(said.Said, testenv.WaybackEscaped) || inSaid
+			checkLog(t, ss.LastLog())
+		}
+		if !(inLog && inData && inSaid && inStatus) {
+			t.Fatalf("the attacker never reached some place in 30 rounds: log %v, data %v, agent's reason %v, status %v", inLog, inData, inSaid, inStatus)
+		}
+		t.Logf("every place reached in %d rounds", rounds)
+	}, "escapes")
 }
 
 // checkLog fails the test if an agent log line holds a control

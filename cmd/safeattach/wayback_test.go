@@ -331,49 +331,41 @@ func cliOnTerminal(t *testing.T, args ...string) (screen, stderr string, code in
 func TestLiveTerminalGetsNoEscapes(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	for _, attacker := range []struct {
-		name string
-		uid  uint32
-	}{{"root", 0}, {"nobody", 65534}} {
-		t.Run(attacker.name, func(t *testing.T) {
-			t.Parallel()
-			pod := testenv.StartPod(t, testenv.PodSpec{})
-			pod.StartWaybackAttackerAs(t, attacker.uid, "escapes")
-			pid := fmt.Sprint(pod.PID)
-			run := func(args ...string) (string, string) {
-				t.Helper()
-				stdout, stderr, code := cli(t, nil, args...)
-				if code != 0 || testenv.HasControl(stderr) {
-					t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
-				}
-				return stdout, stderr
+	testenv.EachWaybackAttacker(t, func(t *testing.T, pod *testenv.Pod) {
+		pid := fmt.Sprint(pod.PID)
+		run := func(args ...string) (string, string) {
+			t.Helper()
+			stdout, stderr, code := cli(t, nil, args...)
+			if code != 0 || testenv.HasControl(stderr) {
+				t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
 			}
-			// The attacker races each read back: each place is tried
-			// until it was reached, and checked every time.
-			var inLog, inStatus, inPipe, inTerminal bool
-			for i := 0; i < 20 && !(inLog && inStatus && inPipe); i++ {
-				_, stderr := run("profile", "start", "--agent", lib, "-e", "itimer", "-o", "collapsed", pid)
-				inLog = strings.Contains(stderr, testenv.WaybackEscaped) || inLog
-				status, _ := run("profile", "status", "--agent", lib, pid)
-				if testenv.HasControl(status) || !strings.Contains(status, "Profiling is running") {
-					t.Fatalf("status printed %q", status)
-				}
-				inStatus = strings.Contains(status, testenv.WaybackEscaped) || inStatus
-				profile, _ := run("profile", "stop", "--agent", lib, pid)
-				inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
-				profile, _ = run("profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
-				inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
+			return stdout, stderr
+		}
+		// The attacker races each read back: each place is tried
+		// until it was reached, and checked every time.
+		var inLog, inStatus, inPipe, inTerminal bool
+		for i := 0; i < 20 && !(inLog && inStatus && inPipe); i++ {
+			_, stderr := run("profile", "start", "--agent", lib, "-e", "itimer", "-o", "collapsed", pid)
+			inLog = strings.Contains(stderr, testenv.WaybackEscaped) || inLog
+			status, _ := run("profile", "status", "--agent", lib, pid)
+			if testenv.HasControl(status) || !strings.Contains(status, "Profiling is running") {
+				t.Fatalf("status printed %q", status)
 			}
-			for i := 0; i < 20 && !inTerminal; i++ {
-				screen, stderr, code := cliOnTerminal(t, "profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
-				if code != 0 || testenv.HasControl(screen) || testenv.HasControl(stderr) || !strings.Contains(screen, "Target.churn") {
-					t.Fatalf("a profile to a terminal: exit %d, screen %q, stderr %q", code, screen, stderr)
-				}
-				inTerminal = strings.Contains(screen, testenv.WaybackEscaped)
+			inStatus = strings.Contains(status, testenv.WaybackEscaped) || inStatus
+			profile, _ := run("profile", "stop", "--agent", lib, pid)
+			inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
+			profile, _ = run("profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
+			inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
+		}
+		for i := 0; i < 20 && !inTerminal; i++ {
+			screen, stderr, code := cliOnTerminal(t, "profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
+			if code != 0 || testenv.HasControl(screen) || testenv.HasControl(stderr) || !strings.Contains(screen, "Target.churn") {
+				t.Fatalf("a profile to a terminal: exit %d, screen %q, stderr %q", code, screen, stderr)
 			}
-			if !(inLog && inStatus && inPipe && inTerminal) {
-				t.Fatalf("the attacker never reached some place in 20 rounds: agent log %v, status %v, profile to a pipe %v, to a terminal %v", inLog, inStatus, inPipe, inTerminal)
-			}
-		})
-	}
+			inTerminal = strings.Contains(screen, testenv.WaybackEscaped)
+		}
+		if !(inLog && inStatus && inPipe && inTerminal) {
+			t.Fatalf("the attacker never reached some place in 20 rounds: agent log %v, status %v, profile to a pipe %v, to a terminal %v", inLog, inStatus, inPipe, inTerminal)
+		}
+	}, "escapes")
 }

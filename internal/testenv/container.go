@@ -364,6 +364,23 @@ func HasControl(s string) bool {
 	return false
 }
 
+// EachWaybackAttacker runs fn in a parallel subtest for each user the
+// wayback attacker can be in a pod — its root and nobody, the JVM's own
+// user — on a pod of its own, with the attacker started in modes.
+func EachWaybackAttacker(t *testing.T, fn func(t *testing.T, pod *Pod), modes ...string) {
+	for _, attacker := range []struct {
+		name string
+		uid  uint32
+	}{{"root", 0}, {"nobody", 65534}} {
+		t.Run(attacker.name, func(t *testing.T) {
+			t.Parallel()
+			pod := StartPod(t, PodSpec{})
+			pod.StartWaybackAttackerAs(t, attacker.uid, modes...)
+			fn(t, pod)
+		})
+	}
+}
+
 // StartWaybackAttackerAs is StartWaybackAttacker as uid inside the pod:
 // the pod's root is as much the pod's as the JVM's user.
 func (p *Pod) StartWaybackAttackerAs(t testing.TB, uid uint32, modes ...string) *Process {
