@@ -767,8 +767,9 @@ func (ss *Session) readLog(ctx context.Context, name string) []string {
 // capLines keeps the first maxLogLines non-empty lines of r (each cut at
 // maxLogLineSize) and counts the rest. Each line is kept as printable
 // (the target's user writes to the log too, and every caller shows these
-// lines: LastLog, an AgentSaidError, a window's Log), so the cut bounds
-// what is read, and a kept line may be up to four times as long.
+// lines: LastLog, an AgentSaidError, a window's Log); the cut is made on
+// the bytes read, so a kept line, escaped, may be up to four times as
+// long.
 func capLines(r io.Reader) []string {
 	var lines []string
 	dropped, cut := 0, false
