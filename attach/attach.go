@@ -16,6 +16,7 @@ import (
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/crashmem"
 	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -201,7 +202,7 @@ func (c *call) finish(err error) {
 		Error: errString(err), DurationMS: d.Milliseconds(),
 	}
 	if c.report != nil {
-		rec.JVM = string(c.report.JVM.Kind) + " " + c.report.JVM.Version
+		rec.JVM = printable.Line(string(c.report.JVM.Kind) + " " + c.report.JVM.Version)
 	}
 	if c.agent != nil {
 		rec.Agent, rec.AgentSHA256, rec.AgentOptions = c.agent.Path, c.agent.SHA256, c.agent.Options
@@ -222,11 +223,13 @@ func (c *call) finish(err error) {
 	c.opts.Audit(rec)
 }
 
+// errString is err for a log or an audit record: its text can quote the
+// target (a path it mapped, its JDK's version string), so it is escaped.
 func errString(err error) string {
 	if err == nil {
 		return ""
 	}
-	return err.Error()
+	return printable.Line(err.Error())
 }
 
 // reserve is the part of the deadline kept for a hang report: the

@@ -99,7 +99,8 @@ func (o *Owner) expired(now time.Time) bool {
 type BusyError struct {
 	PID int
 	// Owner is the running profiler's record; nil when another tool
-	// started it (Status is then what the agent said about it).
+	// started it (Status is then what the agent said about it, escaped
+	// as LastLog is).
 	Owner  *Owner
 	Status string
 }

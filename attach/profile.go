@@ -227,7 +227,8 @@ func timerEvent(a *preflight.Agent) string {
 // JFR of a busy service is a few hundred MiB.
 const DefaultMaxOutput = 1 << 30
 
-// AgentSaidError is a failed agent command with the agent's own reason.
+// AgentSaidError is a failed agent command with the agent's own reason
+// (Said: its [ERROR] lines, escaped as LastLog is).
 type AgentSaidError struct {
 	Said string
 	Err  error

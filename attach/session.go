@@ -14,6 +14,7 @@ import (
 
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/fdtransfer"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
@@ -235,7 +236,9 @@ func (ss *Session) Result() Result {
 }
 
 // LastLog is what the agent logged for the last command (at most
-// maxLogLines lines; nothing older is kept).
+// maxLogLines lines; nothing older is kept), with control characters
+// and broken UTF-8 shown escaped (\x1b): the target's user can write
+// to the log, and a terminal would obey them.
 func (ss *Session) LastLog() []string { return ss.lastLog }
 
 // Owner returns the record of the profiler running in the JVM, nil when
@@ -611,13 +614,14 @@ func (ss *Session) own(ctx context.Context) error {
 	return nil
 }
 
-// status asks the agent whether it profiles.
+// status asks the agent whether it profiles. The answer is the target's
+// text, kept as printable: it becomes part of a BusyError's message.
 func (ss *Session) status(ctx context.Context) (running bool, text string) {
 	var out bytes.Buffer
 	if _, err := ss.commandOutput(ctx, "status", &limitedBuffer{&out, 4096}); err != nil {
 		return false, ""
 	}
-	text = strings.TrimSpace(out.String())
+	text = printable.Line(strings.TrimSpace(out.String()))
 	return strings.Contains(text, "is running"), text
 }
 
@@ -797,7 +801,11 @@ func (ss *Session) readLog(ctx context.Context, name string) []string {
 }
 
 // capLines keeps the first maxLogLines non-empty lines of r (each cut at
-// maxLogLineSize) and counts the rest.
+// maxLogLineSize) and counts the rest. Each line is kept as printable
+// (the target's user writes to the log too, and every caller shows these
+// lines: LastLog, an AgentSaidError, a window's Log); the cut is made on
+// the bytes read, so a kept line, escaped, may be up to four times as
+// long.
 func capLines(r io.Reader) []string {
 	var lines []string
 	dropped, cut := 0, false
@@ -805,7 +813,7 @@ func capLines(r io.Reader) []string {
 	var line []byte
 	long := false
 	flush := func() {
-		if s := strings.TrimSpace(string(line)); s != "" {
+		if s := printable.Line(strings.TrimSpace(string(line))); s != "" {
 			if len(lines) < maxLogLines {
 				if long {
 					s += " …"

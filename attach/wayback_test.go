@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -491,4 +492,93 @@ func TestLiveJVMExitsMidProfile(t *testing.T) {
 	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target") {
 		t.Errorf("last profile: %q", data)
 	}
+}
+
+// TestAgentLogIsPrintable (issue 17, case 7): what the target's user
+// writes into an agent log — terminal sequences, C1 controls, broken
+// UTF-8 — is kept escaped, and so is the agent's reason for a failure.
+func TestAgentLogIsPrintable(t *testing.T) {
+	log := capLines(strings.NewReader("Profiling started\n" + testenv.WaybackEscapes + "tab\tkept \xff\r\n"))
+	want := []string{"Profiling started", `[ERROR] \x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\x1b[31mred\x1b[0m\u009b2J`, "tab\tkept \\xff"}
+	if strings.Join(log, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("kept %q, want %q", log, want)
+	}
+	err := agentReason(log, errors.New("agent returned 200"))
+	var said *AgentSaidError
+	if !errors.As(err, &said) || testenv.HasControl(err.Error()) || !strings.Contains(err.Error(), testenv.WaybackEscaped) {
+		t.Fatalf("agent's reason: %q", err)
+	}
+}
+
+// TestLiveTargetTextIsPrintable (issue 17, case 7): the pod's user — its
+// root or the JVM's own user — appends terminal sequences (OSC 52, OSC 0,
+// colours, a C1 CSI) to every agent log and output it sees. No control
+// character reaches LastLog, an agent's reason for a failure or a busy
+// refusal's status, and the escaped sequence shows there; the profile
+// itself is data, handed on unchanged.
+func TestLiveTargetTextIsPrintable(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	testenv.EachWaybackAttacker(t, func(t *testing.T, pod *testenv.Pod) {
+		ctx := context.Background()
+		ss, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "first"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ss.Close()
+		other, err := OpenSession(ctx, pod.PID, SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "second"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		// The attacker races the read back of each file: each place
+		// is tried until it was reached, and checked every time.
+		var inLog, inData, inSaid, inStatus bool
+		rounds := 0
+		for ; rounds < 30 && !(inLog && inData && inSaid && inStatus); rounds++ {
+			i := rounds
+			if err := ss.Start(ctx); err != nil {
+				t.Fatalf("round %d: start: %v", i, err)
+			}
+			inLog = checkLog(t, ss.LastLog()) || inLog
+			var busy *BusyError
+			if err := other.Start(ctx); !errors.As(err, &busy) {
+				t.Fatalf("round %d: a second start: %v", i, err)
+			} else if testenv.HasControl(err.Error()) {
+				t.Fatalf("round %d: the refusal carries controls: %q", i, err)
+			}
+			inStatus = strings.Contains(busy.Status, testenv.WaybackEscaped) || inStatus
+			var out bytes.Buffer
+			if _, err := ss.Stop(ctx, &out); err != nil {
+				t.Fatalf("round %d: stop: %v", i, err)
+			}
+			inLog = checkLog(t, ss.LastLog()) || inLog
+			inData = strings.Contains(out.String(), testenv.WaybackEscapes) || inData
+			// A stop with nothing running: the agent says why.
+			_, err := ss.Stop(ctx, io.Discard)
+			var said *AgentSaidError
+			if !errors.As(err, &said) || testenv.HasControl(err.Error()) {
+				t.Fatalf("round %d: stop of nothing: %q", i, err)
+			}
+			inSaid = strings.Contains(said.Said, testenv.WaybackEscaped) || inSaid
+			checkLog(t, ss.LastLog())
+		}
+		if !(inLog && inData && inSaid && inStatus) {
+			t.Fatalf("the attacker never reached some place in 30 rounds: log %v, data %v, agent's reason %v, status %v", inLog, inData, inSaid, inStatus)
+		}
+		t.Logf("every place reached in %d rounds", rounds)
+	}, "escapes")
+}
+
+// checkLog fails the test if an agent log line holds a control
+// character, and reports whether the attacker's text is in it.
+func checkLog(t *testing.T, log []string) (reached bool) {
+	t.Helper()
+	for _, l := range log {
+		if testenv.HasControl(l) {
+			t.Fatalf("an agent log line with controls: %q", l)
+		}
+		reached = reached || strings.Contains(l, testenv.WaybackEscaped)
+	}
+	return reached
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/elfx"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 )
 
@@ -196,7 +197,7 @@ func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Tim
 	if err != nil {
 		return nil, err
 	}
-	r := &HangReport{PID: p.PID, Name: name, SampleMillis: time.Since(start).Milliseconds()}
+	r := &HangReport{PID: p.PID, Name: printable.Line(name), SampleMillis: time.Since(start).Milliseconds()}
 	sym := newSymbolizer(p, archOf(p.Path("exe")), opts.ELFCache)
 	defer sym.close()
 	tids := make([]int, 0, len(after))
@@ -250,14 +251,18 @@ func taskTicks(p proc.Proc) (map[int]taskSample, error) {
 func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 	task := p.Task(tid)
 	t := Thread{TID: tid}
+	// A thread names itself (prctl, pthread_setname_np, a Java thread's
+	// name): the report keeps it printable, as every text in it that
+	// comes from the target — wchan, and the paths and symbols describe
+	// gives — since the report is shown and logged.
 	if b, err := os.ReadFile(task.Path("comm")); err == nil {
-		t.Name = strings.TrimSpace(string(b))
+		t.Name = printable.Line(strings.TrimSpace(string(b)))
 	}
 	if st, err := task.Stat(); err == nil {
 		t.State = proc.StateName(st.State)
 	}
 	if b, err := os.ReadFile(task.Path("wchan")); err == nil && string(b) != "0" {
-		t.Wchan = string(b)
+		t.Wchan = printable.Line(string(b))
 	}
 	sc, err := task.Syscall()
 	if err != nil {
@@ -279,7 +284,7 @@ func readThread(p proc.Proc, tid int, sym *symbolizer, opts Options) Thread {
 	for _, ra := range callers {
 		t.Callers = append(t.Callers, sym.describe(ra))
 	}
-	t.UnwindStop = stop
+	t.UnwindStop = printable.Line(stop)
 	t.Scanned = sym.scanStack(sc.SP, opts.StackScan, opts.MaxCallers)
 	return t
 }
@@ -593,7 +598,8 @@ func (s *symbolizer) info(m *proc.Mapping) *elfx.Info {
 	return info
 }
 
-// describe names a code address.
+// describe names a code address, in printable text: the target's user
+// names the files it maps and the symbols in them.
 func (s *symbolizer) describe(addr uint64) string {
 	m := s.mapping(addr)
 	if m == nil {
@@ -604,9 +610,9 @@ func (s *symbolizer) describe(addr uint64) string {
 		if name == "" {
 			name = "anonymous memory (JIT code?)"
 		}
-		return fmt.Sprintf("%#x in %s", addr, name)
+		return fmt.Sprintf("%#x in %s", addr, printable.Line(name))
 	}
-	lib := filepath.Base(m.Path)
+	lib := printable.Line(filepath.Base(m.Path))
 	base := s.bases[m.Path]
 	if info := s.info(m); info != nil {
 		rel := addr - base
@@ -614,7 +620,7 @@ func (s *symbolizer) describe(addr uint64) string {
 			rel = addr
 		}
 		if sym, ok := info.SymbolAt(rel); ok {
-			return fmt.Sprintf("%s (%s+%#x)", lib, sym.Name, rel-sym.Value)
+			return fmt.Sprintf("%s (%s+%#x)", lib, printable.Line(sym.Name), rel-sym.Value)
 		}
 	}
 	return fmt.Sprintf("%s+%#x", lib, addr-base)
@@ -630,13 +636,13 @@ func (s *symbolizer) describeData(addr uint64) string {
 		return s.describe(addr)
 	}
 	if m.Path != "" {
-		return m.Path
+		return printable.Line(m.Path)
 	}
 	// Anonymous: a heap or a thread's data. Say which library's writable
 	// data precedes it, if adjacent (.bss is often mapped anonymous).
 	for i := range s.maps {
 		if &s.maps[i] == m && i > 0 && s.maps[i-1].IsFile() && s.maps[i-1].End == m.Start {
-			return "the .bss of " + filepath.Base(s.maps[i-1].Path)
+			return "the .bss of " + printable.Line(filepath.Base(s.maps[i-1].Path))
 		}
 	}
 	return "anonymous memory"

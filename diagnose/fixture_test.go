@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 // writeFixture builds a procfs tree for one process with three threads,
@@ -16,6 +19,19 @@ import (
 // the anonymous memory that follows libunwind's mappings, and an
 // executable whose ELF header names machine.
 func writeFixture(t *testing.T, machine elf.Machine, nr int) string {
+	t.Helper()
+	return writeNamedFixture(t, machine, nr, fixtureNames{"java", "/usr/lib/libunwind.so.8.0.1", []string{"java", "worker-1", "worker-2"}, "futex_wait_queue"})
+}
+
+// fixtureNames are the names a fixture's process gives: its own, the
+// library it maps, its threads', and the kernel's wait channel.
+type fixtureNames struct {
+	process, lib string
+	threads      []string
+	wchan        string
+}
+
+func writeNamedFixture(t *testing.T, machine elf.Machine, nr int, n fixtureNames) string {
 	t.Helper()
 	root := t.TempDir()
 	const pid = 4242
@@ -29,9 +45,9 @@ func writeFixture(t *testing.T, machine elf.Machine, nr int) string {
 			t.Fatal(err)
 		}
 	}
-	write("status", "Name:\tjava\nState:\tS (sleeping)\nTgid:\t4242\nPid:\t4242\nPPid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t4242\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000004\n")
-	write("maps", "7f0000000000-7f0000010000 r-xp 00000000 08:01 1234 /usr/lib/libunwind.so.8.0.1\n"+
-		"7f0000010000-7f0000020000 rw-p 00010000 08:01 1234 /usr/lib/libunwind.so.8.0.1\n"+
+	write("status", "Name:\t"+n.process+"\nState:\tS (sleeping)\nTgid:\t4242\nPid:\t4242\nPPid:\t1\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t4242\nThreads:\t3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000004\n")
+	write("maps", "7f0000000000-7f0000010000 r-xp 00000000 08:01 1234 "+n.lib+"\n"+
+		"7f0000010000-7f0000020000 rw-p 00010000 08:01 1234 "+n.lib+"\n"+
 		"7f0000020000-7f0000030000 rw-p 00000000 00:00 0 \n")
 	hdr := make([]byte, 64)
 	copy(hdr, elf.ELFMAG)
@@ -40,10 +56,10 @@ func writeFixture(t *testing.T, machine elf.Machine, nr int) string {
 	binary.LittleEndian.PutUint16(hdr[18:], uint16(machine))
 	write("exe", string(hdr))
 	for i, tid := range []int{4242, 4243, 4244} {
-		name := []string{"java", "worker-1", "worker-2"}[i]
+		name := n.threads[i]
 		task := filepath.Join("task", fmt.Sprint(tid))
 		write(filepath.Join(task, "comm"), name+"\n")
-		write(filepath.Join(task, "wchan"), "futex_wait_queue")
+		write(filepath.Join(task, "wchan"), n.wchan)
 		write(filepath.Join(task, "stat"), fmt.Sprintf("%d (%s) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 3 0 100 0 0\n", tid, name))
 		write(filepath.Join(task, "syscall"), fmt.Sprintf("%d 0x7f0000020100 0x80 0x2 0x0 0x0 0x0 0x7ffd00000000 0x7f0000001234\n", nr))
 	}
@@ -118,5 +134,32 @@ func TestDiagnoseLeaksNoDescriptors(t *testing.T) {
 	}
 	if after := fds(); after > before+10 {
 		t.Errorf("descriptors grew from %d to %d over 50 reports", before, after)
+	}
+}
+
+// TestHangReportIsPrintable (issue 17, case 7): a process names itself,
+// its threads and the files it maps; none of it reaches a hang report —
+// shown on a terminal, logged in a HangError — as a control character,
+// and what was escaped is still there to read.
+func TestHangReportIsPrintable(t *testing.T) {
+	const osc52 = "\x1b]52;c;aGk=\x07"
+	root := writeNamedFixture(t, elf.EM_X86_64, 202, fixtureNames{
+		process: "ja\x1b[2Jva",
+		lib:     "/tmp/lib" + osc52 + "\u009b2J.so",
+		threads: []string{"java", "w\x1b]0;owned\x07", "w\r\xff"},
+		wchan:   "futex\x1b[31m",
+	})
+	r, err := Diagnose(context.Background(), 4242, Options{ProcRoot: root, Sample: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf("%+v", *r)
+	if testenv.HasControl(text) {
+		t.Fatalf("a control character in the report: %q", text)
+	}
+	for _, want := range []string{`ja\x1b[2Jva`, `lib\x1b]52;c;aGk=\x07\u009b2J.so+0x1234`, `the .bss of lib\x1b]52`, `w\x1b]0;owned\x07`, `w\x0d\xff`, `futex\x1b[31m`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("%q is not in the report: %s", want, text)
+		}
 	}
 }

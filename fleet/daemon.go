@@ -17,6 +17,7 @@ import (
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/budget"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/kube"
@@ -315,7 +316,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	if err != nil {
 		if d.unfound[key] != err.Error() {
 			d.unfound[key] = err.Error()
-			log.Info("no JVM to profile in container", "err", err)
+			log.Info("no JVM to profile in container", "err", logText(err))
 		}
 		d.mu.Unlock()
 		return
@@ -332,14 +333,14 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		if eventValue.MatchString(s) {
 			event = s
 		} else {
-			log.Warn("annotation refused", "annotation", AnnotationEvent, "value", truncate(s, 80), "want", "an async-profiler event name", "using", event)
+			log.Warn("annotation refused", "annotation", AnnotationEvent, "value", logValue(s), "want", "an async-profiler event name", "using", event)
 		}
 	}
 	if s, ok := w.pod.Annotations[AnnotationWindow]; ok {
 		if v, err := time.ParseDuration(s); err == nil && v >= MinWindow && v <= MaxWindow {
 			window = v
 		} else {
-			log.Warn("annotation refused", "annotation", AnnotationWindow, "value", truncate(s, 80), "want", fmt.Sprintf("a duration from %v to %v", MinWindow, MaxWindow), "using", window)
+			log.Warn("annotation refused", "annotation", AnnotationWindow, "value", logValue(s), "want", fmt.Sprintf("a duration from %v to %v", MinWindow, MaxWindow), "using", window)
 		}
 	}
 	// A profiler this node's daemon left running (killed before it could
@@ -383,7 +384,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		d.mu.Lock()
 		d.judged[key] = id
 		d.mu.Unlock()
-		log.Warn("JVM not profiled", "pid", jvm.PID, "outcome", outcome.String(), "rules", rules, "err", err)
+		log.Warn("JVM not profiled", "pid", jvm.PID, "outcome", outcome.String(), "rules", rules, "err", logText(err))
 		return
 	}
 	log.Info("profiling", "pid", jvm.PID, "event", ss.Event(), "window", window.String(), "format", d.cfg.Format)
@@ -412,7 +413,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 			if errors.As(err, &busy) {
 				d.cfg.Metrics.refusal(RefusalProfilerBusy)
 			}
-			log.Warn("profiling of this JVM ends", "pid", jvm.PID, "err", err)
+			log.Warn("profiling of this JVM ends", "pid", jvm.PID, "err", logText(err))
 			d.mu.Lock()
 			d.judged[key] = id
 			d.mu.Unlock()
@@ -427,6 +428,16 @@ func (d *Daemon) owner() string {
 	}
 	return "safeattach-daemon " + d.cfg.Node
 }
+
+// logValue is a value a pod's author wrote (an annotation), as logged:
+// cut, and printable. slog's JSON handler escapes C0 controls but writes
+// C1 controls (an 8-bit CSI) and DEL as they are, and a terminal tailing
+// the log obeys them.
+func logValue(s string) string { return printable.Line(truncate(s, 80)) }
+
+// logText is an error as logged: its text can quote the target (a path
+// it maps, a name it chose), escaped for the same reason.
+func logText(err error) string { return printable.Line(err.Error()) }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -491,7 +502,7 @@ func (d *Daemon) finished(w wanted, win *attach.Window, log *slog.Logger) {
 	}
 	service := w.pod.Annotations[AnnotationService]
 	if service != "" && !serviceValue.MatchString(service) {
-		log.Warn("annotation refused", "annotation", AnnotationService, "value", truncate(service, 80), "want", "letters, digits and _ . : / -")
+		log.Warn("annotation refused", "annotation", AnnotationService, "value", logValue(service), "want", "letters, digits and _ . : / -")
 		service = ""
 	}
 	if service == "" {
@@ -513,7 +524,7 @@ func (d *Daemon) dropped(win *attach.Window, err error, log *slog.Logger) {
 		result = "over-budget"
 	}
 	d.cfg.Metrics.window(result)
-	log.Warn("profile window dropped", "result", result, "window", win.N, "bytes", win.Size, "err", err)
+	log.Warn("profile window dropped", "result", result, "window", win.N, "bytes", win.Size, "err", logText(err))
 }
 
 // StopAll stops every profiler and waits for their last windows.

@@ -334,7 +334,8 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 // that would add options to the agent's command ("wall,interval=1,…") is
 // refused with a warning naming the annotation, and the default event
 // is profiled instead; a service name with label syntax is refused the
-// same way.
+// same way. The refused values are logged printable (case 7): their
+// terminal sequences and C1 controls escaped.
 func TestLiveAnnotationsAreValidated(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
@@ -345,8 +346,8 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 	data, _ := json.Marshal(map[string]any{"kind": "PodList", "items": []any{map[string]any{
 		"metadata": map[string]any{"namespace": "shop", "name": "orders", "uid": pod, "annotations": map[string]string{
 			AnnotationEnabled: "true", AnnotationWindow: "1s",
-			AnnotationEvent:   "wall,interval=1,jstackdepth=4096,file=/etc/passwd",
-			AnnotationService: "svc{tenant=other}"}},
+			AnnotationEvent:   "wall,interval=1,jstackdepth=4096,file=/etc/passwd\u009b2J",
+			AnnotationService: "svc{tenant=other}" + hostileText}},
 		"spec":   map[string]any{"nodeName": "node-1"},
 		"status": map[string]any{"phase": "Running", "containerStatuses": []any{map[string]any{"name": "app", "containerID": id, "state": map[string]any{"running": map[string]any{}}}}},
 	}}})
@@ -398,6 +399,9 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 		if !strings.Contains(logged, `"msg":"annotation refused"`) || !strings.Contains(logged, `"annotation":"`+a+`"`) {
 			t.Errorf("no warning naming %s:\n%s", a, logged)
 		}
+	}
+	if testenv.HasControl(logged) || !strings.Contains(logged, `svc{tenant=other}svc\\x1b]52;c;aGk=\\x07\\u009b2J`) {
+		t.Errorf("the refused values are not logged escaped:\n%q", logged)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/spf13/cobra"
 )
 
@@ -186,9 +187,11 @@ func abbreviate(names []string, n int) string {
 func printFindings(w io.Writer, v conflicts.Verdict) {
 	shown, hidden := shownFindings(v)
 	for _, f := range shown {
-		fmt.Fprintf(w, "[%s] %s: %s\n", f.Severity, f.Rule, f.Message)
+		// A message quotes what inspection found in the target (a
+		// library's path, an environment variable): its user's text.
+		fmt.Fprintf(w, "[%s] %s: %s\n", f.Severity, f.Rule, printable.String(f.Message))
 		if f.Remedy != "" && f.Severity != conflicts.Info {
-			fmt.Fprintf(w, "  remedy: %s\n", f.Remedy)
+			fmt.Fprintf(w, "  remedy: %s\n", printable.String(f.Remedy))
 		}
 	}
 	if hidden > 0 {

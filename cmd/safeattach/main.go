@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/printable"
 )
 
 // Exit codes (README, "CLI"; each row has its test): scripts and CI gate
@@ -176,6 +177,14 @@ func newVersionCmd() *cobra.Command {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// A terminal obeys the escape sequences a target can put into what
+	// is printed (a profile, a jcmd's answer, a thread's name): there,
+	// everything is escaped. A pipe or a file gets the bytes unchanged.
+	if isTerminal(stdout) {
+		tw := printable.NewWriter(stdout)
+		defer tw.Close()
+		stdout = tw
+	}
 	root := newRootCmd(stdout, stderr, args)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -187,7 +196,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "safeattach: interrupted by %v: %v\n", sig.sig, err)
 		return exitSignalBase + int(sig.sig)
 	}
-	fmt.Fprintln(stderr, "safeattach:", err)
+	// The message can quote the target (a path it maps, its agent's
+	// words): stderr is a terminal or a log.
+	fmt.Fprintln(stderr, "safeattach:", printable.String(err.Error()))
 	if errors.As(err, &ce) {
 		return ce.code
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/fdtransfer"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 	"github.com/spf13/cobra"
@@ -87,7 +88,9 @@ profiler keeps running in the JVM between them).`,
 			if req.Duration, err = parseDuration(duration); err != nil {
 				return fmt.Errorf("-d %s: %v", duration, err)
 			}
-			// As asprof: no -f (or -f -) prints to standard output.
+			// As asprof: no -f (or -f -) prints to standard output
+			// (escaped by run when it is a terminal: the profile's text
+			// is the target's).
 			switch req.Output {
 			case "", "-":
 				if asJSON && (action == "collect" || action == "stop" || action == "dump") {
@@ -317,11 +320,15 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	ctx := cmd.Context()
 	start := time.Now()
 	// With --json the agent's answer goes into the result, not to stdout.
+	// Either way it is a message (status, list, meminfo, metrics, check),
+	// not a profile, and the target's text: escaped even into a pipe.
 	var text bytes.Buffer
-	answer := w
+	var answer io.Writer = w
 	if asJSON {
 		answer = &text
 	}
+	answerw := printable.NewWriter(answer)
+	answer = answerw
 	var res *attach.Result
 	var prof *profileResult
 	var log []string
@@ -391,6 +398,9 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		_, err = ss.Command(ctx, "check,event="+ss.Event(), answer)
 	default: // status, metrics, list, meminfo
 		_, err = ss.Command(ctx, action, answer)
+	}
+	if cerr := answerw.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil && helper != nil {
 		helper.Release() // the profiler runs: its server stays

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,4 +267,105 @@ func TestLiveJSONForEveryAction(t *testing.T) {
 	if p, _ := r["profile"].(map[string]any); p == nil || p["file"] != out || p["bytes"].(float64) == 0 {
 		t.Errorf("stop: %v", r)
 	}
+}
+
+// cliOnTerminal runs the built CLI with its standard output on a
+// pseudo-terminal that passes the bytes on as written (no output
+// processing), and returns what the terminal received and stderr.
+func cliOnTerminal(t *testing.T, args ...string) (screen, stderr string, code int) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		testenv.Missing(t, "a pseudo-terminal: %v", err)
+	}
+	defer ptm.Close()
+	if err := unix.IoctlSetPointerInt(int(ptm.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(int(ptm.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(pts.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Oflag &^= unix.OPOST
+	if err := unix.IoctlSetTermios(int(pts.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testenv.BuildCLI(t), args...)
+	var errb strings.Builder
+	cmd.Stdout, cmd.Stderr = pts, &errb
+	err = cmd.Start()
+	pts.Close() // the CLI holds the terminal's only other end
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// The terminal reads EIO once the CLI, its last user, exited.
+	read := make(chan []byte, 1)
+	go func() {
+		data, _ := io.ReadAll(ptm)
+		read <- data
+	}()
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(<-read), errb.String(), code
+}
+
+// TestLiveTerminalGetsNoEscapes (issue 17, case 7): the pod's user — its
+// root or the JVM's own user — appends terminal sequences (OSC 52, OSC 0,
+// colours, a C1 CSI) to every agent log and output in the pod. What
+// profile start, status and stop print as messages carries them escaped,
+// into a pipe too; a profile written to a terminal has them escaped, and
+// the same profile written to a pipe is the target's bytes, unchanged.
+func TestLiveTerminalGetsNoEscapes(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	testenv.EachWaybackAttacker(t, func(t *testing.T, pod *testenv.Pod) {
+		pid := fmt.Sprint(pod.PID)
+		run := func(args ...string) (string, string) {
+			t.Helper()
+			stdout, stderr, code := cli(t, nil, args...)
+			if code != 0 || testenv.HasControl(stderr) {
+				t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
+			}
+			return stdout, stderr
+		}
+		// The attacker races each read back: each place is tried
+		// until it was reached, and checked every time.
+		var inLog, inStatus, inPipe, inTerminal bool
+		for i := 0; i < 20 && !(inLog && inStatus && inPipe); i++ {
+			_, stderr := run("profile", "start", "--agent", lib, "-e", "itimer", "-o", "collapsed", pid)
+			inLog = strings.Contains(stderr, testenv.WaybackEscaped) || inLog
+			status, _ := run("profile", "status", "--agent", lib, pid)
+			if testenv.HasControl(status) || !strings.Contains(status, "Profiling is running") {
+				t.Fatalf("status printed %q", status)
+			}
+			inStatus = strings.Contains(status, testenv.WaybackEscaped) || inStatus
+			profile, _ := run("profile", "stop", "--agent", lib, pid)
+			inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
+			profile, _ = run("profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
+			inPipe = strings.Contains(profile, testenv.WaybackEscapes) || inPipe
+		}
+		for i := 0; i < 20 && !inTerminal; i++ {
+			screen, stderr, code := cliOnTerminal(t, "profile", "--agent", lib, "-e", "itimer", "-d", "100ms", "-o", "collapsed", pid)
+			if code != 0 || testenv.HasControl(screen) || testenv.HasControl(stderr) || !strings.Contains(screen, "Target.churn") {
+				t.Fatalf("a profile to a terminal: exit %d, screen %q, stderr %q", code, screen, stderr)
+			}
+			inTerminal = strings.Contains(screen, testenv.WaybackEscaped)
+		}
+		if !(inLog && inStatus && inPipe && inTerminal) {
+			t.Fatalf("the attacker never reached some place in 20 rounds: agent log %v, status %v, profile to a pipe %v, to a terminal %v", inLog, inStatus, inPipe, inTerminal)
+		}
+	}, "escapes")
 }

@@ -337,9 +337,54 @@ func RunInMemoryCgroup(t testing.TB, cmd *exec.Cmd, limit int64) (string, error)
 }
 
 // StartWaybackAttacker starts attackers/wayback.c inside the pod as its
-// own user, with modes ("sparse", "log"; none for both), and returns once
-// it watches the pod's /tmp. The test's cleanup kills it.
+// own user, with modes ("sparse", "log", "escapes"; none for sparse and
+// log), and returns once it watches the pod's /tmp. The test's cleanup
+// kills it.
 func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
+	t.Helper()
+	return p.StartWaybackAttackerAs(t, p.UID, modes...)
+}
+
+// WaybackEscapes is what the attacker's escapes mode appends.
+const WaybackEscapes = "[ERROR] \x1b]52;c;cm0gLXJmIH4K\x07\x1b]0;owned\x07\x1b[31mred\x1b[0m\u009b2J\n"
+
+// WaybackEscaped is how WaybackEscapes's clipboard write reads once
+// escaped (internal/printable).
+const WaybackEscaped = `\x1b]52;c;cm0gLXJmIH4K\x07`
+
+// HasControl reports whether s holds a byte a terminal would act on: a
+// C0 control other than newline and tab, DEL, or the first byte of a C1
+// control in UTF-8 (0xc2 0x80–0x9f).
+func HasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f || c == 0xc2 && i+1 < len(s) && s[i+1] <= 0x9f {
+			return true
+		}
+	}
+	return false
+}
+
+// EachWaybackAttacker runs fn in a parallel subtest for each user the
+// wayback attacker can be in a pod — its root and nobody, the JVM's own
+// user — on a pod of its own, with the attacker started in modes.
+func EachWaybackAttacker(t *testing.T, fn func(t *testing.T, pod *Pod), modes ...string) {
+	for _, attacker := range []struct {
+		name string
+		uid  uint32
+	}{{"root", 0}, {"nobody", 65534}} {
+		t.Run(attacker.name, func(t *testing.T) {
+			t.Parallel()
+			pod := StartPod(t, PodSpec{})
+			pod.StartWaybackAttackerAs(t, attacker.uid, modes...)
+			fn(t, pod)
+		})
+	}
+}
+
+// StartWaybackAttackerAs is StartWaybackAttacker as uid inside the pod:
+// the pod's root is as much the pod's as the JVM's user.
+func (p *Pod) StartWaybackAttackerAs(t testing.TB, uid uint32, modes ...string) *Process {
 	t.Helper()
 	src, err := sources.ReadFile("attackers/wayback.c")
 	if err != nil {
@@ -355,7 +400,7 @@ func (p *Pod) StartWaybackAttacker(t testing.TB, modes ...string) *Process {
 	if err := os.WriteFile(inPod, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	a := Start(t, p.Command(p.UID, "exec /tmp/wayback "+strings.Join(modes, " ")))
+	a := Start(t, p.Command(uid, "exec /tmp/wayback "+strings.Join(modes, " ")))
 	a.WaitOutput(t, "WATCHING", 10*time.Second)
 	return a
 }
