@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/safefile"
 )
 
@@ -68,12 +69,12 @@ type Owner struct {
 // written it (its uid 0 is root's uid without a user namespace).
 const maxRecordField = 256
 
-// clip keeps a record field short enough to be shown.
+// clip keeps a record field short enough to be shown, and printable.
 func clip(s string) string {
 	if len(s) > maxRecordField {
-		return s[:maxRecordField] + "…"
+		s = s[:maxRecordField] + "…"
 	}
-	return s
+	return printable.Line(s)
 }
 
 func (o *Owner) String() string {
