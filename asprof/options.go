@@ -49,6 +49,7 @@ type Options struct {
 
 	// How the output looks (sent with every command, as asprof does).
 	Simple, Norm, Sig, Ann, Lib bool // -s, -n, -g, -a, -l
+	Dot                         bool // --dot: dotted class names
 	Include, Exclude            []string
 	LogLevel                    string   // -L: debug, info, warn, error, none
 	Features                    []string // -F: mixed, vtable, comptask, pcaddr
@@ -173,6 +174,7 @@ func (o Options) Output() (string, error) {
 	b.flag(o.Sig, "sig")
 	b.flag(o.Ann, "ann")
 	b.flag(o.Lib, "lib")
+	b.flag(o.Dot, "dot")
 	for _, p := range o.Include {
 		b.value("-I", "include", p)
 	}

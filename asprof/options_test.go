@@ -25,9 +25,9 @@ func TestSpelling(t *testing.T) {
 		{"values", Options{ChunkSize: "10m", ChunkTime: "1h", CStack: "dwarf", Signal: "44", Clock: "tsc", Begin: "f", End: "g", TargetCPU: "3", Proc: "30s", MemLimit: "1g"},
 			"chunksize=10m,chunktime=1h,cstack=dwarf,signal=44,clock=tsc,begin=f,end=g,target-cpu=3,proc=30s,memlimit=1g", ""},
 		{"jfr", Options{JFRSync: "profile", JFROpts: "mem"}, "jfrsync=profile,jfropts=mem", ""},
-		{"output", Options{Simple: true, Norm: true, Sig: true, Ann: true, Lib: true, Include: []string{"*A*"}, Exclude: []string{"*B*"}, LogLevel: "warn",
+		{"output", Options{Simple: true, Norm: true, Sig: true, Ann: true, Lib: true, Dot: true, Include: []string{"*A*"}, Exclude: []string{"*B*"}, LogLevel: "warn",
 			Features: []string{"vtable", "comptask"}, Filter: "1,2", Title: "<a&b>,c", Width: "1200", Height: "16", MinWidth: "0.5", Reverse: true, Inverted: true, Samples: true, Total: true},
-			"", "simple,norm,sig,ann,lib,include=*A*,exclude=*B*,loglevel=warn,features=vtable+comptask,filter=1;2,title=&lt;a&amp;b&gt;&#44;c,width=1200,height=16,minwidth=0.5,reverse,inverted,samples,total"},
+			"", "simple,norm,sig,ann,lib,dot,include=*A*,exclude=*B*,loglevel=warn,features=vtable+comptask,filter=1;2,title=&lt;a&amp;b&gt;&#44;c,width=1200,height=16,minwidth=0.5,reverse,inverted,samples,total"},
 	} {
 		p, err := c.o.Profiling()
 		if err != nil || p != c.profiling {

@@ -2,9 +2,12 @@ package attach
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,6 +154,30 @@ func formatFor(req SessionRequest) string {
 		return "collapsed"
 	}
 	return ""
+}
+
+// Formats are async-profiler's output formats (asprof -o): flat and
+// traces take a count (flat=20).
+var Formats = []string{"flat", "traces", "collapsed", "flamegraph", "tree", "jfr", "otlp"}
+
+// CheckFormat refuses an output format async-profiler does not know (a
+// typo would otherwise be a text profile in the file named for another
+// format); extra are formats the caller converts itself (the CLI's
+// pprof).
+func CheckFormat(format string, extra ...string) error {
+	if format == "" {
+		return nil
+	}
+	name, n, counted := strings.Cut(format, "=")
+	switch {
+	case counted && (name == "flat" || name == "traces"):
+		if _, err := strconv.ParseUint(n, 10, 31); err == nil {
+			return nil
+		}
+	case !counted && (slices.Contains(Formats, name) || slices.Contains(extra, name)):
+		return nil
+	}
+	return fmt.Errorf("%w: output format %q: want one of %s (flat and traces take a count: flat=20)", ErrInvalidOptions, format, strings.Join(append(slices.Clone(Formats), extra...), ", "))
 }
 
 // extensionFor is the extension of the file the profiler writes inside

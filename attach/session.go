@@ -90,6 +90,9 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	if err := req.Profiler.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
+	if err := CheckFormat(req.Format); err != nil {
+		return nil, err
+	}
 	if req.MaxOutput <= 0 {
 		req.MaxOutput = DefaultMaxOutput
 	}

@@ -24,6 +24,7 @@ func asprofFlags(f *pflag.FlagSet, o *asprof.Options, features *string) {
 	f.BoolVarP(&o.Sig, "sig", "g", false, "print method signatures")
 	f.BoolVarP(&o.Ann, "ann", "a", false, "annotate Java methods")
 	f.BoolVarP(&o.Lib, "lib", "l", false, "prepend library names (the library to load is --agent)")
+	f.BoolVar(&o.Dot, "dot", false, "dotted class names")
 	f.StringArrayVarP(&o.Include, "include", "I", nil, "output only stack traces containing the pattern (repeatable)")
 	f.StringArrayVarP(&o.Exclude, "exclude", "X", nil, "exclude stack traces with the pattern (repeatable)")
 	f.StringVarP(&o.LogLevel, "log", "L", "", "log level: debug, info, warn, error, none")

@@ -81,6 +81,9 @@ profiler keeps running in the JVM between them).`,
 			if err != nil {
 				return err
 			}
+			if err := attach.CheckFormat(req.Format, "pprof"); err != nil {
+				return err
+			}
 			req.Profiler.Features = splitFeatures(features)
 			if err := req.Profiler.Validate(); err != nil {
 				return err
@@ -204,7 +207,7 @@ profiler keeps running in the JVM between them).`,
 	f.StringVarP(&duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
 	f.StringVarP(&req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
 	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
-	f.StringVarP(&req.Format, "output", "o", "", "output format: flat, traces, collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces)")
+	f.StringVarP(&req.Format, "output", "o", "", "output format: flat[=N], traces[=N], collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces); another is refused")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
