@@ -43,7 +43,9 @@ func newProfileCmd() *cobra.Command {
 		Long: `Profile a JVM with async-profiler, after the same checks as load.
 
 ACTION is asprof's: collect (the default: start, wait -d, stop), start,
-resume, stop, dump, status, list, meminfo, check. The agent's own messages
+resume, stop, dump, status, metrics, list, meminfo, check. asprof's
+jattach actions are commands of their own: safeattach jcmd, safeattach
+load. The agent's own messages
 are printed on stderr; start/status/dump/stop work across invocations (the
 profiler keeps running in the JVM between them).`,
 		Example: `  safeattach profile -d 30 -f profile.html 3456         # a flame graph of 30 s of CPU
@@ -54,6 +56,11 @@ profiler keeps running in the JVM between them).`,
   safeattach profile --loop 1m -f 'cpu-%t.jfr' pod:shop/orders
   safeattach profile -o pprof -f cpu.pb.gz 3456          # for go tool pprof`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				if hint, ok := jattachActions[args[0]]; ok {
+					return fmt.Errorf("%s is asprof's jattach action; safeattach has it as a command of its own: %s", args[0], hint)
+				}
+			}
 			switch {
 			case len(args) == 0:
 				return fmt.Errorf("profile needs a target: safeattach profile [ACTION] [options] PID (a pid, jps, an application name, container:ID, pod:NS/NAME); see --help")
@@ -309,6 +316,16 @@ func companion(name, what string) (string, error) {
 		return "", fmt.Errorf("%s need %s beside safeattach or on PATH (make build builds it)", what, name)
 	}
 	return p, nil
+}
+
+// jattachActions are asprof's actions that pass through to jattach,
+// with the safeattach command that does each.
+var jattachActions = map[string]string{
+	"jcmd":        "safeattach jcmd PID COMMAND [ARGS...]",
+	"load":        "safeattach load PID AGENT_PATH [OPTIONS]",
+	"threaddump":  "safeattach jcmd PID Thread.print",
+	"dumpheap":    "safeattach jcmd PID GC.heap_dump FILE",
+	"inspectheap": "safeattach jcmd PID GC.class_histogram",
 }
 
 // profileActions are asprof's actions.

@@ -161,6 +161,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
 		{[]string{"profile", "--agent", lib, "--libpath", lib, "-d", "1", pid}, "would load a second copy"},
+		{[]string{"profile", "--agent", lib, "-o", "flamegrph", "-f", filepath.Join(dir, "typo.html"), "-d", "1", pid}, `output format "flamegrph"`},
+		{[]string{"profile", "jcmd", pid, "VM.version"}, "safeattach jcmd PID COMMAND"},
+		{[]string{"profile", "load", pid, lib}, "safeattach load PID AGENT_PATH"},
 	} {
 		start := time.Now()
 		_, stderr, code := runCLI(t, tc.args...)
