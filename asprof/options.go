@@ -60,6 +60,27 @@ type Options struct {
 	Samples, Total              bool     // --samples, --total
 }
 
+// MainEvent is what the agent samples first: the event asked for, else
+// cpu when nothing else is (the agent's default), else the first of
+// alloc, lock, wall, nativemem that is.
+func (o Options) MainEvent() string {
+	switch {
+	case o.Event != "":
+		return o.Event
+	case o.Alloc == "" && o.Lock == "" && o.Wall == "" && o.NativeMem == "" && o.NativeLock == "" && len(o.Trace) == 0 || o.All:
+		return "cpu"
+	case o.Alloc != "":
+		return "alloc"
+	case o.Lock != "":
+		return "lock"
+	case o.Wall != "":
+		return "wall"
+	case o.NativeMem != "":
+		return "nativemem"
+	}
+	return ""
+}
+
 // WantsJFR reports whether the options make the output JFR whatever
 // else is asked (--jfrsync, --jfropts).
 func (o Options) WantsJFR() bool { return o.JFRSync != "" || o.JFROpts != "" }

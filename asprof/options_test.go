@@ -119,3 +119,23 @@ func count(s string) int {
 	}
 	return n
 }
+
+// TestMainEvent: what a progress line and a result name when -e is not
+// given (it printed "()").
+func TestMainEvent(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{}, "cpu"},
+		{Options{Event: "itimer"}, "itimer"},
+		{Options{Alloc: "1m"}, "alloc"},
+		{Options{Alloc: "1m", All: true}, "cpu"},
+		{Options{Wall: "10ms"}, "wall"},
+		{Options{Lock: "1ms", Wall: "10ms"}, "lock"},
+	} {
+		if got := c.o.MainEvent(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.o, got, c.want)
+		}
+	}
+}

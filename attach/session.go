@@ -200,23 +200,7 @@ func (ss *Session) inTmp(file string) (string, bool) {
 
 // Event is the event a Start samples (after any fallback): the one
 // asked for, or "cpu" when the options ask for no other profiling.
-func (ss *Session) Event() string {
-	switch o := ss.req.Profiler; {
-	case o.Event != "":
-		return o.Event
-	case profilesCPU(o):
-		return "cpu"
-	case o.Alloc != "":
-		return "alloc"
-	case o.Lock != "":
-		return "lock"
-	case o.Wall != "":
-		return "wall"
-	case o.NativeMem != "":
-		return "nativemem"
-	}
-	return ""
-}
+func (ss *Session) Event() string { return ss.req.Profiler.MainEvent() }
 
 // profilesCPU reports whether o profiles CPU time with perf events: -e
 // cpu, or no event and no other kind of profiling asked for (the agent's

@@ -131,8 +131,9 @@ profiler keeps running in the JVM between them).`,
 			}
 			stderr := cmd.ErrOrStderr()
 			if progress || isTerminal(stderr) {
+				event := req.Profiler.MainEvent()
 				req.Progress = func(elapsed, total time.Duration) {
-					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, req.Profiler.Event, int(elapsed.Seconds()), int(total.Seconds()))
+					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, event, int(elapsed.Seconds()), int(total.Seconds()))
 				}
 			}
 			if loop != "" {
