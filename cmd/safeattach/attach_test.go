@@ -93,7 +93,7 @@ func TestDiagnoseCLI(t *testing.T) {
 	t.Parallel()
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	stdout, _, code := runCLI(t, "diagnose", "--sample", "300ms", fmt.Sprint(p.PID))
-	if code != exitOK || !strings.HasPrefix(stdout, "HANG REPORT") || strings.Contains(stdout, "HUNG") {
+	if code != exitOK || !strings.HasPrefix(stdout, "DIAGNOSIS") || !strings.Contains(stdout, "not hung") || strings.Contains(stdout, "HANG REPORT") || strings.Contains(stdout, "HUNG") {
 		t.Errorf("idle JVM: exit %d\n%s", code, stdout)
 	}
 	stdout, _, code = runCLI(t, "diagnose", "--json", "--sample", "100ms", fmt.Sprint(p.PID))

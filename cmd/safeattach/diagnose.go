@@ -93,7 +93,13 @@ func watchProcess(cmd *cobra.Command, pid int, d time.Duration, asJSON bool) err
 // printHangReport prints the conclusion first, then locks shared by
 // several threads, then each thread that is not simply idle-waiting.
 func printHangReport(w io.Writer, r *diagnose.HangReport) {
-	fmt.Fprintf(w, "HANG REPORT pid %d (%s): %s\n", r.PID, r.Name, strings.ToUpper(string(r.State)))
+	// A report on a process that is not hung is a diagnosis, not a hang
+	// report: a healthy JVM opened with "HANG REPORT ... BUSY".
+	if r.State == diagnose.Hung {
+		fmt.Fprintf(w, "HANG REPORT pid %d (%s): HUNG\n", r.PID, r.Name)
+	} else {
+		fmt.Fprintf(w, "DIAGNOSIS pid %d (%s): %s, not hung\n", r.PID, r.Name, r.State)
+	}
 	fmt.Fprintf(w, "  %s\n", r.Conclusion)
 	var parts []string
 	for _, s := range r.Summary {
