@@ -292,3 +292,23 @@ func TestOnlyTheRealCause(t *testing.T) {
 		t.Errorf("--json must keep every finding: %+v", out.Findings)
 	}
 }
+
+// TestRepeatedProfileIsQuiet: a second profile of a JVM that maps the
+// agent since the first says nothing of it ("[info]
+// profiler-already-loaded" closed every repeat); check still does.
+func TestRepeatedProfileIsQuiet(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	for i := range 2 {
+		_, stderr, code := cli(t, nil, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, fmt.Sprintf("%d.collapsed", i)), pid)
+		if code != 0 || strings.Contains(stderr, "[info]") {
+			t.Errorf("profile %d: exit %d\n%s", i, code, stderr)
+		}
+	}
+	if stdout, _, _ := cli(t, nil, "check", "--agent", lib, pid); !strings.Contains(stdout, "profiler-already-loaded") {
+		t.Errorf("check no longer says the profiler is loaded:\n%s", stdout)
+	}
+}

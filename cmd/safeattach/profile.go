@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/fdtransfer"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
@@ -206,7 +207,10 @@ profiler keeps running in the JVM between them).`,
 				return nil
 			}
 			fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
-			printFindings(stderr, res.Verdict)
+			// A profile that ran says only what should be acted on:
+			// information (the profiler this JVM already maps, at every
+			// repeat) is for check and --json.
+			printFindings(stderr, withoutInfo(res.Verdict))
 			return nil
 		},
 	}
@@ -317,6 +321,18 @@ func companion(name, what string) (string, error) {
 		return "", fmt.Errorf("%s need %s beside safeattach or on PATH (make build builds it)", what, name)
 	}
 	return p, nil
+}
+
+// withoutInfo is v with its informational findings left out.
+func withoutInfo(v conflicts.Verdict) conflicts.Verdict {
+	var kept []conflicts.Finding
+	for _, f := range v.Findings {
+		if f.Severity != conflicts.Info {
+			kept = append(kept, f)
+		}
+	}
+	v.Findings = kept
+	return v
 }
 
 // jattachActions are asprof's actions that pass through to jattach,
