@@ -312,3 +312,21 @@ func TestRepeatedProfileIsQuiet(t *testing.T) {
 		t.Errorf("check no longer says the profiler is loaded:\n%s", stdout)
 	}
 }
+
+// TestAgentMessagesComeFirst: with standard output and error read
+// together, the agent's messages come before the profile, as asprof's
+// do (they came after it).
+func TestAgentMessagesComeFirst(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	cmd := exec.Command(testenv.BuildCLI(t), "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-o", "collapsed", fmt.Sprint(p.PID))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	started, sample := strings.Index(string(out), "Profiling started"), strings.Index(string(out), "[itimer]")
+	if started < 0 || sample < 0 || started > sample {
+		t.Errorf("the agent's message at %d, the profile at %d:\n%s", started, sample, out)
+	}
+}

@@ -161,6 +161,17 @@ profiler keeps running in the JVM between them).`,
 			// still stopped and its output written.
 			requested := req.Profiler.Event
 			start := time.Now()
+			// A profile for standard output waits in an anonymous file
+			// until the agent's messages are out: read together (2>&1),
+			// they come first, as asprof's do.
+			var spool *os.File
+			if stdout := req.Writer; stdout != nil {
+				if spool, err = anonymousFile(os.TempDir()); err != nil {
+					return err
+				}
+				defer spool.Close()
+				req.Writer = spool
+			}
 			res, perr := attach.Profile(cmd.Context(), pid, req)
 			if req.Progress != nil {
 				fmt.Fprintln(stderr)
@@ -170,6 +181,15 @@ profiler keeps running in the JVM between them).`,
 			if res != nil && !asJSON {
 				for _, line := range res.AgentLog {
 					fmt.Fprintln(stderr, line)
+				}
+			}
+			if spool != nil {
+				req.Writer = cmd.OutOrStdout()
+				if _, serr := spool.Seek(0, io.SeekStart); serr != nil {
+					return serr
+				}
+				if _, cerr := io.Copy(req.Writer, spool); cerr != nil && perr == nil {
+					return fmt.Errorf("writing the profile to standard output: %w", cerr)
 				}
 			}
 			w := cmd.OutOrStdout()
