@@ -113,6 +113,19 @@ func run(event string, start, end time.Time, in string, maxInput int64) error {
 	if _, err := os.Stdout.Write(enc); err != nil {
 		return fmt.Errorf("write the profile: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "%s %d\n", p.Metric, len(p.Profile.Sample))
+	// The last line says what the profile holds (jfrpprof/bounded reads
+	// it): METRIC STACKS TOTAL TYPE UNIT, the total of the first value
+	// over every stack (a count of stacks is not a count of samples).
+	var total int64
+	for _, s := range p.Profile.Sample {
+		if len(s.Value) > 0 {
+			total += s.Value[0]
+		}
+	}
+	typ, unit := "samples", "count"
+	if len(p.Profile.SampleType) > 0 {
+		typ, unit = p.Profile.SampleType[0].Type, p.Profile.SampleType[0].Unit
+	}
+	fmt.Fprintf(os.Stderr, "%s %d %d %s %s\n", p.Metric, len(p.Profile.Sample), total, typ, unit)
 	return nil
 }

@@ -308,7 +308,7 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if err := sink.Commit(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s %d samples); the JVM answers\n", sink.Name(), conv2.Metric, conv2.Samples)
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s); the JVM answers\n", sink.Name(), conv2)
 	return nil
 }
 

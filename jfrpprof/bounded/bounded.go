@@ -61,12 +61,32 @@ type Request struct {
 	Limits
 }
 
-// Result is a finished conversion.
+// Result is a finished conversion: what the profile holds, as the
+// converter's last line says it.
 type Result struct {
-	// Metric is what the profile holds (process_cpu, wall, memory,
-	// mutex...), Samples how many samples.
-	Metric  string
-	Samples int
+	// Metric is what was sampled (process_cpu, wall, memory, mutex...).
+	Metric string
+	// Stacks is how many distinct stacks the profile has (pprof's sample
+	// entries: each aggregates every sample of its stack).
+	Stacks int
+	// Total is the sum of the first value over every stack, in Type and
+	// Unit (cpu nanoseconds, alloc_in_new_tlab_objects count ...): what
+	// the profile adds up to, which a count of entries is not.
+	Total      int64
+	Type, Unit string
+}
+
+// String is the result as a person reads it: "process_cpu: 1.04 s of
+// cpu in 4 stacks", "memory: 237 alloc_in_new_tlab_objects in 2 stacks".
+func (r Result) String() string {
+	total := strconv.FormatInt(r.Total, 10) + " " + r.Type
+	switch r.Unit {
+	case "nanoseconds":
+		total = time.Duration(r.Total).Round(time.Millisecond).String() + " of " + r.Type
+	case "bytes":
+		total = strconv.FormatInt(r.Total, 10) + " bytes of " + r.Type
+	}
+	return fmt.Sprintf("%s: %s in %d stacks", r.Metric, total, r.Stacks)
 }
 
 // ErrFailed is what every failed conversion unwraps to.
@@ -110,10 +130,12 @@ func Convert(ctx context.Context, req Request) (Result, error) {
 	case err != nil:
 		return Result{}, fmt.Errorf("%w: %s", ErrFailed, why(err, stderr.String(), last, l))
 	}
+	// The converter's last line: METRIC STACKS TOTAL TYPE UNIT.
 	var res Result
-	if f := strings.Fields(last); len(f) == 2 {
-		res.Metric = f[0]
-		res.Samples, _ = strconv.Atoi(f[1])
+	if f := strings.Fields(last); len(f) == 5 {
+		res.Metric, res.Type, res.Unit = f[0], f[3], f[4]
+		res.Stacks, _ = strconv.Atoi(f[1])
+		res.Total, _ = strconv.ParseInt(f[2], 10, 64)
 	}
 	return res, nil
 }

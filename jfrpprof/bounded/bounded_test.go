@@ -45,7 +45,7 @@ func TestRealRecordings(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s %s: %v", tc.file, tc.event, err)
 		}
-		if res.Metric != tc.metric || res.Samples == 0 || len(out) < 2 || out[0] != 0x1f || out[1] != 0x8b {
+		if res.Metric != tc.metric || res.Stacks == 0 || res.Total <= 0 || res.Type == "" || len(out) < 2 || out[0] != 0x1f || out[1] != 0x8b {
 			t.Errorf("%s %s: %+v, %d bytes (want gzip)", tc.file, tc.event, res, len(out))
 		}
 	}
@@ -170,4 +170,21 @@ func FuzzConvert(f *testing.F) {
 		_, _, err := convert(t, data, "cpu", testLimits)
 		checkReason(t, err)
 	})
+}
+
+// TestResultSays: what the CLI prints after -o pprof is the profile's
+// total, not its number of stacks (it said "11 samples" of a file
+// holding 86).
+func TestResultSays(t *testing.T) {
+	for _, c := range []struct {
+		r    Result
+		want string
+	}{
+		{Result{Metric: "process_cpu", Stacks: 4, Total: 1_040_000_000, Type: "cpu", Unit: "nanoseconds"}, "process_cpu: 1.04s of cpu in 4 stacks"},
+		{Result{Metric: "memory", Stacks: 2, Total: 237, Type: "alloc_in_new_tlab_objects", Unit: "count"}, "memory: 237 alloc_in_new_tlab_objects in 2 stacks"},
+	} {
+		if got := c.r.String(); got != c.want {
+			t.Errorf("%q, want %q", got, c.want)
+		}
+	}
 }
