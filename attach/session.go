@@ -672,6 +672,15 @@ func (ss *Session) Dump(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ss.own(ctx); err != nil {
 		return 0, err
 	}
+	if isJFR(ss.format) && ss.owned != nil && ss.owned.Recording != "" {
+		// A JFR dump flushes the recording into the start's file (the
+		// agent writes nothing to another): the recording so far is that
+		// file, read and left in place for the stop.
+		if _, err := ss.command(ctx, ss.withOutput("dump"), ss.owned.Recording); err != nil {
+			return 0, err
+		}
+		return ss.readBack(ctx, ss.owned.Recording, w)
+	}
 	file := newTargetFile("out", extensionFor(ss.format))
 	defer ss.removeInTarget(ctx, file)
 	if _, err := ss.command(ctx, ss.withOutput("dump"), file); err != nil {

@@ -330,3 +330,26 @@ func TestAgentMessagesComeFirst(t *testing.T) {
 		t.Errorf("the agent's message at %d, the profile at %d:\n%s", started, sample, out)
 	}
 }
+
+// TestJFRDumpWritesTheRecordingSoFar: dump during a JFR recording writes
+// the recording so far, as asprof does (async-profiler flushes it into
+// the start's file and writes nothing to another: it was "the profiler
+// wrote no output", exit 1); the stop still writes the whole one.
+func TestJFRDumpWritesTheRecordingSoFar(t *testing.T) {
+	t.Parallel()
+	lib := testenv.AsyncProfiler(t)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	if _, stderr, code := cli(t, nil, "profile", "start", "--agent", lib, "-e", "itimer", "-o", "jfr", pid); code != 0 {
+		t.Fatalf("start: exit %d: %s", code, stderr)
+	}
+	for _, step := range [][]string{{"dump", "-f", filepath.Join(dir, "dump.jfr")}, {"stop", "-f", filepath.Join(dir, "stop.jfr")}} {
+		if _, stderr, code := cli(t, nil, append(append([]string{"profile"}, step...), "--agent", lib, pid)...); code != 0 {
+			t.Fatalf("%s: exit %d: %s", step[0], code, stderr)
+		}
+		if data, _ := os.ReadFile(step[2]); len(data) < 100 || string(data[:4]) != "FLR\x00" {
+			t.Errorf("%s: %d bytes, not a recording", step[0], len(data))
+		}
+	}
+}
