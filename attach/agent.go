@@ -1,9 +1,13 @@
 package attach
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -18,32 +22,88 @@ const asyncProfilerLib = "libasyncProfiler.so"
 
 // findInstalled looks for the user's async-profiler installation, in
 // the order users expect: $ASYNC_PROFILER_HOME, an asprof on PATH, then
-// the usual install locations. It returns the library's path, or "" and
-// the places it looked.
+// the usual install locations (a release unpacked as it comes,
+// async-profiler-<version>-linux-<arch>, under /opt, /usr/local or the
+// home directory, as well as a plain async-profiler). It returns the
+// library's path, or "" and the places it looked, as a user can act on
+// them.
 func findInstalled() (path string, searched []string) {
-	var candidates []string
+	type candidate struct{ path, how string }
+	var candidates []candidate
 	if home := os.Getenv("ASYNC_PROFILER_HOME"); home != "" {
-		candidates = append(candidates, filepath.Join(home, "lib", asyncProfilerLib), filepath.Join(home, asyncProfilerLib))
+		candidates = append(candidates, candidate{filepath.Join(home, "lib", asyncProfilerLib), "$ASYNC_PROFILER_HOME"}, candidate{filepath.Join(home, asyncProfilerLib), "$ASYNC_PROFILER_HOME"})
+	} else {
+		searched = append(searched, "$ASYNC_PROFILER_HOME (not set)")
 	}
 	if asprof, err := exec.LookPath("asprof"); err == nil {
 		if real, err := filepath.EvalSymlinks(asprof); err == nil {
 			asprof = real
 		}
-		candidates = append(candidates, filepath.Join(filepath.Dir(asprof), "..", "lib", asyncProfilerLib))
+		candidates = append(candidates, candidate{filepath.Join(filepath.Dir(asprof), "..", "lib", asyncProfilerLib), "beside " + asprof})
+	} else {
+		searched = append(searched, "asprof on PATH (none)")
 	}
-	candidates = append(candidates,
-		"/opt/async-profiler/lib/"+asyncProfilerLib,
-		"/usr/local/async-profiler/lib/"+asyncProfilerLib,
-		"/usr/lib/async-profiler/"+asyncProfilerLib,
-	)
+	roots := []string{"/opt", "/usr/local", "/usr/lib", "/usr/share"}
+	if h, err := os.UserHomeDir(); err == nil {
+		roots = append(roots, h)
+	}
+	for _, r := range roots {
+		matches, _ := filepath.Glob(filepath.Join(r, "async-profiler*", "lib", asyncProfilerLib))
+		flat, _ := filepath.Glob(filepath.Join(r, "async-profiler*", asyncProfilerLib))
+		matches = append(matches, flat...)
+		if len(matches) == 0 {
+			searched = append(searched, filepath.Join(r, "async-profiler*"))
+		}
+		// Newest first, by name: async-profiler-4.5 after -4.1.
+		for i := len(matches) - 1; i >= 0; i-- {
+			candidates = append(candidates, candidate{matches[i], ""})
+		}
+	}
 	for _, c := range candidates {
-		c = filepath.Clean(c)
-		searched = append(searched, c)
-		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
-			return c, searched
+		p := filepath.Clean(c.path)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, searched
+		}
+		if c.how != "" {
+			searched = append(searched, p+" ("+c.how+")")
+		} else {
+			searched = append(searched, p)
 		}
 	}
 	return "", searched
+}
+
+// installLibrary turns an install's directory (what
+// ASYNC_PROFILER_HOME names) into its library; any other path is
+// returned as it is.
+func installLibrary(path string) string {
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		return path
+	}
+	for _, p := range []string{filepath.Join(path, "lib", asyncProfilerLib), filepath.Join(path, asyncProfilerLib)} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return path
+}
+
+// sameMountNamespace reports whether pid sees our file system: a path
+// in its maps is then a path of ours.
+func sameMountNamespace(pid int) bool {
+	var ours, theirs unix.Stat_t
+	return unix.Stat("/proc/self/ns/mnt", &ours) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &theirs) == nil &&
+		ours.Dev == theirs.Dev && ours.Ino == theirs.Ino
+}
+
+// noAgentError says what was searched and how to name the library;
+// when the JVM maps an async-profiler of another tool's, where it is.
+func noAgentError(pid int, searched []string) error {
+	msg := fmt.Sprintf("no async-profiler found (searched %s); give its library or its install directory with --agent, or set ASYNC_PROFILER_HOME", strings.Join(searched, ", "))
+	if p, _, ok := deliveredCopy(pid); ok {
+		msg += fmt.Sprintf("; the JVM maps %s: --agent /proc/%d/root%s uses it", p, pid, p)
+	}
+	return fmt.Errorf("%w: %s", ErrInvalidOptions, msg)
 }
 
 // assumedAgent stands in for an agent that was not given (check without

@@ -76,7 +76,7 @@ func newCall(op string, pid int, opts Options) *call {
 // readAgent reads the agent once: the description is judged and the
 // bytes are what will be delivered.
 func (c *call) readAgent(ctx context.Context, path, options string) error {
-	a, content, err := preflight.ReadAgent(ctx, path)
+	a, content, err := preflight.ReadAgent(ctx, installLibrary(path))
 	if err != nil {
 		return c.deadlineError(ctx, "reading the agent", err)
 	}

@@ -24,7 +24,7 @@ func FindAgent(ctx context.Context, path string) (*preflight.Agent, error) {
 		}
 		path = found
 	}
-	return preflight.InspectAgent(ctx, path)
+	return preflight.InspectAgent(ctx, installLibrary(path))
 }
 
 // CheckResult is a dry run's judgement.

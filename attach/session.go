@@ -105,7 +105,19 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	if lib == "" && !loaded {
 		var searched []string
 		if lib, searched = findInstalled(); lib == "" {
-			return nil, fmt.Errorf("no async-profiler found (searched %s); give its library with --agent", strings.Join(searched, ", "))
+			// None installed, but the JVM maps one: a copy safeattach
+			// delivered (its bytes were judged when loaded) is used as
+			// loaded; one loaded in place from our own file system is
+			// read and judged like a library given with --agent.
+			path, sum, ok := deliveredCopy(pid)
+			switch {
+			case ok && sum != "":
+				loadedPath, loadedSum, loaded = path, sum, true
+			case ok && sameMountNamespace(pid):
+				lib = path
+			default:
+				return nil, noAgentError(pid, searched)
+			}
 		}
 	}
 	c := newCall(op, pid, req.Options)

@@ -353,3 +353,38 @@ func TestJFRDumpWritesTheRecordingSoFar(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentDiscovery: an install's directory is taken for --agent (it
+// was "not a regular file"); with nothing installed, a JVM that maps a
+// copy safeattach delivered is profiled with it; the message for none at
+// all says where it looked and how to name one.
+func TestAgentDiscovery(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	home := t.TempDir()
+	os.Mkdir(filepath.Join(home, "lib"), 0o755)
+	data, err := os.ReadFile(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "lib", "libasyncProfiler.so"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bare := []string{"ASYNC_PROFILER_HOME=", "PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	if _, stderr, code := cli(t, bare, "profile", "-e", "itimer", "-d", "1", pid); code != exitError ||
+		!strings.Contains(stderr, "$ASYNC_PROFILER_HOME (not set)") || !strings.Contains(stderr, "asprof on PATH (none)") || !strings.Contains(stderr, "install directory with --agent") {
+		t.Errorf("nothing installed, nothing loaded: exit %d: %s", code, stderr)
+	}
+	out := filepath.Join(t.TempDir(), "p.collapsed")
+	if _, stderr, code := cli(t, bare, "profile", "--agent", home, "-e", "itimer", "-d", "1", "-f", out, pid); code != 0 {
+		t.Fatalf("--agent an install's directory: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, bare, "profile", "-e", "itimer", "-d", "1", "-f", out, pid); code != 0 {
+		t.Errorf("nothing installed, the JVM maps the delivered copy: exit %d: %s", code, stderr)
+	}
+	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "[itimer]") {
+		t.Errorf("profile: %q", data)
+	}
+}
