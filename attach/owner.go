@@ -104,6 +104,10 @@ type BusyError struct {
 	// as LastLog is).
 	Owner  *Owner
 	Status string
+	// OtherUser: the record is in another user's store (a detached
+	// start by another user, whose output and recording only that user
+	// knows).
+	OtherUser bool
 }
 
 func (e *BusyError) Error() string {
@@ -114,6 +118,9 @@ func (e *BusyError) Error() string {
 	s := fmt.Sprintf("pid %d: the profiler is running, started by %s", e.PID, who)
 	if e.Status != "" {
 		s += "; the agent says: " + e.Status
+	}
+	if e.OtherUser && e.Owner != nil {
+		return s + fmt.Sprintf("; it is another user's start: where it writes and its recording are known to that user only — stop it as uid %d, or take it over (--takeover: its recording is discarded)", e.Owner.UID)
 	}
 	if e.Owner != nil && e.Owner.Detached {
 		return s + fmt.Sprintf("; stop it with `safeattach profile stop %d` or take it over (--takeover)", e.PID)
@@ -208,6 +215,64 @@ func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 		return &o, s
 	}
 	return nil, nil
+}
+
+// foreignRecord returns the JVM's profiler record from a store another
+// user owns (root's, for a user who is not), nil when there is none. It
+// is read as the hostile input it is — it can only make a stop refused —
+// and never written.
+func (ss *Session) foreignRecord(ctx context.Context) *Owner {
+	root := ss.c.report.Process.Root
+	me := uint32(os.Geteuid())
+	for _, dir := range deliveryDirs {
+		base, err := safefile.OpenDirIn(ctx, root, dir)
+		if err != nil {
+			continue
+		}
+		names, _ := safefile.ListIn(ctx, root, dir, maxTmpListing)
+		seen := 0
+		for _, n := range names {
+			if n != storeDir && !strings.HasPrefix(n, storeDir+"-") || seen == maxStoreCandidates {
+				continue
+			}
+			seen++
+			if o := readForeign(base.FD(), n, ss.recordName(), me); o != nil {
+				base.Close()
+				return o
+			}
+		}
+		base.Close()
+	}
+	return nil
+}
+
+// readForeign reads record from the store name under dir if the store
+// is a real directory someone else owns.
+func readForeign(dir int, name, record string, me uint32) *Owner {
+	sfd, err := unix.Openat(dir, name, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(sfd)
+	var st unix.Stat_t
+	if unix.Fstat(sfd, &st) != nil || st.Uid == me {
+		return nil
+	}
+	fd, err := unix.Openat(sfd, record, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxRecord {
+		return nil
+	}
+	data, err := safefile.ReadAll(safefile.FD(fd), st.Size, maxRecord)
+	var o Owner
+	if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
+		return nil
+	}
+	o.Tool, o.Action, o.Host, o.Session = clip(o.Tool), clip(o.Action), clip(o.Host), clip(o.Session)
+	return &o
 }
 
 // writeRecord creates the record in store, never over another: false

@@ -2,6 +2,7 @@ package attach
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/outfile"
 	"github.com/safeattach/safeattach/preflight"
@@ -261,7 +263,16 @@ type AgentSaidError struct {
 	Err  error
 }
 
-func (e *AgentSaidError) Error() string { return e.Said + " (" + e.Err.Error() + ")" }
+// Error is what the agent said, with its return code: the library was
+// loaded (or already was); the command is what failed, so "agent load
+// failed" would mislead.
+func (e *AgentSaidError) Error() string {
+	var ae *hotspot.AgentError
+	if errors.As(e.Err, &ae) && ae.ReturnCode != 0 {
+		return fmt.Sprintf("%s (async-profiler's answer, return code %d)", e.Said, ae.ReturnCode)
+	}
+	return e.Said + " (" + e.Err.Error() + ")"
+}
 func (e *AgentSaidError) Unwrap() error { return e.Err }
 
 // MinProfileOverhead is the least time a profile needs beyond its

@@ -586,6 +586,13 @@ func (ss *Session) own(ctx context.Context) error {
 	defer closeAll(stores)
 	rec, store := ss.readRecord(stores)
 	if rec == nil {
+		// Another user's detached start is not ours to finish: its
+		// output and recording are that user's to know.
+		if f := ss.foreignRecord(ctx); f != nil && f.Detached && !ss.req.Takeover {
+			if running, status := ss.status(ctx); running {
+				return &BusyError{PID: ss.pid, Owner: f, Status: status, OtherUser: true}
+			}
+		}
 		return nil // another tool's, or not running: the agent will say so
 	}
 	if !rec.Detached && rec.Session != "unreadable" && !rec.expired(time.Now()) && !ss.mayTakeOver(rec) {
@@ -606,7 +613,9 @@ func (ss *Session) own(ctx context.Context) error {
 			return err
 		}
 	}
-	if adopted.Format != "" && (ss.req.Format == "" || adopted.Recording != "") {
+	// The start's format, unless this request names one (-o, or an
+	// output's extension); a JFR recording stays JFR whatever is asked.
+	if adopted.Format != "" && (formatFor(ss.req) == "" || isJFR(adopted.Format)) {
 		ss.format = adopted.Format
 	}
 	ss.owned = &adopted

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -63,6 +64,11 @@ func startStateDir() (string, error) {
 		base = filepath.Join(d, "safeattach")
 	}
 	dir := filepath.Join(base, "starts")
+	// The parent is the system's or the user's own (~/.cache may not
+	// exist yet for a service account); ours start at base.
+	if err := os.MkdirAll(filepath.Dir(base), 0o700); err != nil {
+		return "", fmt.Errorf("a detached start's state: %w", err)
+	}
 	for _, d := range []string{base, dir} {
 		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", fmt.Errorf("a detached start's state: %w", err)
@@ -110,8 +116,35 @@ func saveStartState(r *preflight.Report, st *startState) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("a detached start's state: %w", err)
 	}
+	pruneStartStates(dir)
 	return nil
 }
+
+// pruneStartStates removes the states of JVMs that are gone (no process
+// of that pid and start time): a JVM that exited or restarted leaves its
+// start's state behind. At most maxStartStates names are looked at.
+func pruneStartStates(dir string) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(maxStartStates)
+	d.Close()
+	for _, n := range names {
+		var pid int
+		var start uint64
+		if _, err := fmt.Sscanf(n, "%d-%d-", &pid, &start); err != nil {
+			continue
+		}
+		if st, err := (proc.FS{}).Proc(pid).Stat(); err == nil && st.StartTime == start {
+			continue
+		}
+		os.Remove(filepath.Join(dir, n))
+	}
+}
+
+// maxStartStates bounds the state files looked at when pruning.
+const maxStartStates = 4096
 
 // loadStartState returns the state a start of session left for the JVM
 // r describes, nil when there is none (another caller's start, or one

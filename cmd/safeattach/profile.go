@@ -82,6 +82,9 @@ profiler keeps running in the JVM between them).`,
 				}
 				return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
 			}
+			if req.FdTransferKernel {
+				req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
+			}
 			if cmd.Flags().Changed("libpath") {
 				return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
 			}
@@ -250,7 +253,7 @@ profiler keeps running in the JVM between them).`,
 	// "unknown flag".
 	f.String("libpath", "", "refused: the library loaded is the one judged (--agent)")
 	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
-	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "with --fdtransfer: also serve kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
+	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	af.register(cmd, 0)
 	return cmd
 }
@@ -447,7 +450,8 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	case "stop", "dump":
 		var file string
 		var n int64
-		file, n, err = profileOutput(ctx, ss, action, req, w, stderr)
+		named := cmd.Flags().Changed("file") || cmd.Flags().Changed("output")
+		file, n, err = profileOutput(ctx, ss, action, req, named, stderr)
 		if err == nil {
 			prof = &profileResult{File: file, Bytes: n, Event: ss.Event(), Format: ss.Format()}
 		}
@@ -472,10 +476,11 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	return finish(err)
 }
 
-// profileOutput is stop or dump: the profile goes to -f, else to the
-// file the detached start named, else to standard output.
-func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, w, stderr io.Writer) (file string, n int64, err error) {
-	if req.Writer != nil {
+// profileOutput is stop or dump: the profile goes where -f or -o say
+// (-f - and -o alone: standard output), else to the file the detached
+// start named, else to standard output.
+func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, named bool, stderr io.Writer) (file string, n int64, err error) {
+	if req.Writer != nil && !named {
 		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
 			req.Output, req.Writer = rec.Output, nil
 			fmt.Fprintf(stderr, "writing %s, as the start asked\n", rec.Output)
