@@ -50,12 +50,7 @@ func TestLiveInterruptedProfileStopsTheProfiler(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
-			out := filepath.Join(t.TempDir(), "out.collapsed")
-			// testenv.Start puts the CLI in a process group of its own,
-			// as timeout(1) does for its child.
-			run := testenv.Start(t, exec.Command(bin, "profile", "--agent", lib, "-e", "itimer", "--progress", "-d", "30", "-f", out, fmt.Sprint(p.PID)))
-			run.WaitOutput(t, "profiling pid", 60*time.Second)
+			pid, run, out := startProfile(t, bin, lib, false)
 			from := time.Now()
 			var last syscall.Signal
 			for _, s := range c.shots {
@@ -73,13 +68,7 @@ func TestLiveInterruptedProfileStopsTheProfiler(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			select {
-			case <-run.Exited():
-			case <-time.After(stopBound + 30*time.Second):
-				t.Fatalf("still running %v after the signals:\n%s", time.Since(from), run.Output())
-			}
-			took := time.Since(from)
-			code, output := run.ExitState().ExitCode(), run.Output()
+			code, output, took := exitAfter(t, run, from)
 			data, _ := os.ReadFile(out)
 			t.Logf("exit %d after %v, %d bytes written", code, took.Round(time.Millisecond), len(data))
 			if code != exitOK || !strings.Contains(output, "(stopped early)") || len(data) == 0 {
@@ -91,12 +80,41 @@ func TestLiveInterruptedProfileStopsTheProfiler(t *testing.T) {
 			if took > stopBound {
 				t.Errorf("stopped %v after the first signal, over the stated %v", took, stopBound)
 			}
-			stdout, stderr, scode := cli(t, nil, "profile", "status", "--agent", lib, fmt.Sprint(p.PID))
+			stdout, stderr, scode := cli(t, nil, "profile", "status", "--agent", lib, fmt.Sprint(pid))
 			if scode != exitOK || !strings.Contains(stdout, "not active") {
 				t.Errorf("status after the interrupted profile: exit %d %q %q", scode, stdout, stderr)
 			}
 		})
 	}
+}
+
+// startProfile starts a JVM (in a pod of its own, with its own /tmp,
+// when inPod) and `profile -d 30` of it into out, and returns once
+// profiling runs (the first --progress line). testenv.Start puts the CLI
+// in a process group of its own, as timeout(1) does for its child.
+func startProfile(t *testing.T, bin, lib string, inPod bool) (pid int, run *testenv.Process, out string) {
+	t.Helper()
+	if inPod {
+		pid = testenv.StartPod(t, testenv.PodSpec{Workers: 1}).PID
+	} else {
+		pid = testenv.StartJVM(t, testenv.JVMSpec{Workers: 1}).PID
+	}
+	out = filepath.Join(t.TempDir(), "out.collapsed")
+	run = testenv.Start(t, exec.Command(bin, "profile", "--agent", lib, "-e", "itimer", "--progress", "-d", "30", "-f", out, fmt.Sprint(pid)))
+	run.WaitOutput(t, "profiling pid", 60*time.Second)
+	return pid, run, out
+}
+
+// exitAfter waits for the interrupted run to end (a bound far past
+// stopBound, not a measure) and returns how and how long after from.
+func exitAfter(t *testing.T, run *testenv.Process, from time.Time) (code int, output string, took time.Duration) {
+	t.Helper()
+	select {
+	case <-run.Exited():
+	case <-time.After(stopBound + 30*time.Second):
+		t.Fatalf("still running %v after the signals:\n%s", time.Since(from), run.Output())
+	}
+	return run.ExitState().ExitCode(), run.Output(), time.Since(from)
 }
 
 // pending reports whether sig waits in pid's shared pending set: sent
@@ -125,27 +143,20 @@ func TestLiveInterruptedProfileOfAFrozenJVMSaysWhy(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildCLI(t)
 	lib := testenv.ProfilerOrLookalike(t)
-	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
-	out := filepath.Join(t.TempDir(), "out.collapsed")
-	run := testenv.Start(t, exec.Command(bin, "profile", "--agent", lib, "-e", "itimer", "--progress", "-d", "30", "-f", out, fmt.Sprint(p.PID)))
-	run.WaitOutput(t, "profiling pid", 60*time.Second)
-	if err := syscall.Kill(p.PID, syscall.SIGSTOP); err != nil {
+	// In a pod: the stop the frozen JVM takes once thawed writes a file
+	// in its /tmp that no one is left to remove.
+	pid, run, out := startProfile(t, bin, lib, true)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Kill(p.PID, syscall.SIGCONT) })
-	for st, _ := (proc.FS{}).Proc(p.PID).Stat(); st != nil && st.State != 'T'; st, _ = (proc.FS{}).Proc(p.PID).Stat() {
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	for st, _ := (proc.FS{}).Proc(pid).Stat(); st != nil && st.State != 'T'; st, _ = (proc.FS{}).Proc(pid).Stat() {
 		runtime.Gosched()
 	}
 	from := time.Now()
 	syscall.Kill(run.PID, syscall.SIGINT)
 	syscall.Kill(run.PID, syscall.SIGTERM)
-	select {
-	case <-run.Exited():
-	case <-time.After(stopBound + 30*time.Second):
-		t.Fatalf("still running %v after the signals:\n%s", time.Since(from), run.Output())
-	}
-	took := time.Since(from)
-	code, output := run.ExitState().ExitCode(), run.Output()
+	code, output, took := exitAfter(t, run, from)
 	t.Logf("exit %d after %v", code, took.Round(time.Millisecond))
 	if code != exitSignalBase+int(syscall.SIGINT) || !strings.Contains(output, "stop did not succeed within") || !strings.Contains(output, "timeout=") {
 		t.Errorf("exit %d:\n%s", code, output)

@@ -296,8 +296,10 @@ func TestParseSyscall(t *testing.T) {
 	}
 }
 
-// TestParsePerfData reads a real JDK 17 hsperfdata file.
-func TestParsePerfData(t *testing.T) {
+// jdk17PerfData is a real JDK 17 hsperfdata file, and what ParsePerfData
+// makes of it.
+func jdk17PerfData(t *testing.T) ([]byte, *PerfData) {
+	t.Helper()
 	data, err := os.ReadFile("testdata/hsperfdata/jdk17.bin")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +308,12 @@ func TestParsePerfData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, pd
+}
+
+// TestParsePerfData reads a real JDK 17 hsperfdata file.
+func TestParsePerfData(t *testing.T) {
+	data, pd := jdk17PerfData(t)
 	if !strings.Contains(pd.Strings["java.rt.vmArgs"], "-XX:+UsePerfData") || !strings.Contains(pd.Strings["sun.rt.javaCommand"], "Target") {
 		t.Errorf("vmArgs %q, command %q", pd.Strings["java.rt.vmArgs"], pd.Strings["sun.rt.javaCommand"])
 	}
@@ -338,14 +346,7 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // 3.6 MB) costs one read of at most MaxPerfDataScan bytes — a counter
 // past it is not found, which is no error.
 func TestPerfDataLong(t *testing.T) {
-	data, err := os.ReadFile("testdata/hsperfdata/jdk17.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pd, err := ParsePerfData(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, pd := jdk17PerfData(t)
 	for _, name := range []string{"sun.rt.createVmEndTime", "sun.os.hrt.frequency", "sun.rt.vmInitDoneTime"} {
 		v, found, err := PerfDataLong(bytes.NewReader(data), int64(len(data)), name)
 		if err != nil || !found || v != pd.Longs[name] || v <= 0 {
