@@ -84,7 +84,7 @@ func TestLiveHostilePerfDataWaitCostsLittle(t *testing.T) {
 			waited := time.Since(from)
 			ps := cli.ExitState()
 			cpu := ps.UserTime() + ps.SystemTime() - time.Duration(before.UTime+before.STime)*10*time.Millisecond
-			t.Logf("attacker uid %d: waited %v, CPU %v (%.2f %% of one core); exit %d", attacker, waited.Round(time.Millisecond), cpu, 100*cpu.Seconds()/waited.Seconds(), ps.ExitCode())
+			t.Logf("attacker uid %d, counter at entry %d: waited %v, CPU %v (%.2f %% of one core); exit %d", attacker, c.endAt, waited.Round(time.Millisecond), cpu, 100*cpu.Seconds()/waited.Seconds(), ps.ExitCode())
 			if waited < 2*time.Second {
 				t.Errorf("the wait lasted %v: too short to measure (the JVM was already old?)", waited)
 			}
