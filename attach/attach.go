@@ -105,7 +105,7 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 	if err != nil {
 		return c.deadlineError(ctx, "reading the rules", err)
 	}
-	for waited := false; ; waited = true {
+	for poll, waited := startPoll, false; ; poll, waited = min(2*poll, maxInitPoll), true {
 		c.report, err = preflight.Inspect(ctx, c.pid, inspect)
 		if err != nil {
 			return c.deadlineError(ctx, "inspection", err)
@@ -118,7 +118,7 @@ func (c *call) judge(ctx context.Context, inspect preflight.Options) error {
 		if !waited {
 			c.log.Info("safeattach: the JVM is still starting (no libjvm or no SIGQUIT handler yet): waiting", "pid", c.pid)
 		}
-		t := time.NewTimer(startPoll)
+		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -481,8 +481,9 @@ func (c *call) open(ctx context.Context) (*session, error) {
 // libjvm yet, then has not installed its SIGQUIT handler: not-a-jvm and
 // sigquit-not-handled, rightly (SIGQUIT would kill it). For startGrace
 // after its start, a java process refused only for those is inspected
-// again every startPoll instead — nothing is sent meanwhile — unless it
-// runs with -Xrs, whose SIGQUIT never comes.
+// again instead — startPoll later, then at intervals doubling up to
+// maxInitPoll; nothing is sent meanwhile — unless it runs with -Xrs,
+// whose SIGQUIT never comes.
 const (
 	startGrace = 10 * time.Second
 	startPoll  = 20 * time.Millisecond
@@ -519,38 +520,52 @@ func processAge(startTicks uint64) (time.Duration, error) {
 	return time.Duration(up*float64(time.Second)) - time.Duration(startTicks)*10*time.Millisecond, nil
 }
 
-// initPoll is how often a starting JVM's hsperfdata is read while an
-// agent waits for it to finish initialising.
-const initPoll = 5 * time.Millisecond
+// A starting JVM's hsperfdata is read first initPoll after the agent
+// began to wait, then at intervals doubling up to maxInitPoll: a JVM
+// launched a moment ago (a CI smoke test's) is seen initialised within
+// a few milliseconds, and a wait that lasts costs a read of at most
+// proc.MaxPerfDataScan bytes every maxInitPoll (the file is its user's,
+// who can make it any size: invariant 9 of docs/safety.md).
+const (
+	initPoll    = 5 * time.Millisecond
+	maxInitPoll = 200 * time.Millisecond
+)
 
 // waitInitialised holds an agent back until the JVM has finished
 // initialising, as its own hsperfdata says (a CI smoke test attaches to
 // a JVM it has just started; the attach listener answers before the VM
 // is ready for an agent). A JVM run with -XX:-UsePerfData is not waited
-// for, nor one whose hsperfdata is still missing startGrace after it
-// started.
+// for, nor one whose hsperfdata is missing. The wait lasts until the JVM
+// is startGrace old at most: a JVM starts in well under that, and one
+// whose file still says "not initialised" then is refused at once (a
+// *RefusedError), not waited on until the caller's deadline — the file
+// is its user's to rewrite, and an agent would not have been loaded into
+// a JVM saying so anyway.
 func (c *call) waitInitialised(ctx context.Context) error {
 	logged := false
-	perfData := true
 	if f, ok := c.report.JVM.Flags["UsePerfData"]; ok && f.Value == "false" {
-		perfData = false
+		return nil
 	}
-	for {
-		done, known := preflight.VMInitialised(ctx, c.report)
-		if done || !perfData {
+	watch := preflight.NewInitWatch(c.report)
+	for poll := initPoll; ; poll = min(2*poll, maxInitPoll) {
+		done, known := watch.Initialised(ctx)
+		if done {
 			return nil
 		}
-		if !known {
-			// No hsperfdata yet: a JVM this young may not have made it.
-			if age, err := processAge(c.report.Process.StartTime); err != nil || age >= startGrace {
-				return nil
+		age, err := processAge(c.report.Process.StartTime)
+		if err != nil || age >= startGrace {
+			if !known {
+				return nil // no hsperfdata to tell: a JVM this old has made it
 			}
+			return &RefusedError{PID: c.pid, Verdict: c.verdict, Reason: fmt.Sprintf(
+				"the JVM's hsperfdata still says it has not finished initialising (sun.rt.createVmEndTime is 0) %v after it started; a JVM starts within %v, so the file is not its own or the JVM is stuck: no agent is loaded into it",
+				age.Round(time.Millisecond), startGrace)}
 		}
 		if !logged {
-			c.log.Info("safeattach: waiting for the JVM to finish initialising before loading the agent", "pid", c.pid)
+			c.log.Info("safeattach: waiting for the JVM to finish initialising before loading the agent", "pid", c.pid, "age", age.Round(time.Millisecond))
 			logged = true
 		}
-		t := time.NewTimer(initPoll)
+		t := time.NewTimer(min(poll, startGrace-age))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -17,6 +17,14 @@ import (
 // caller's profiler ends soon after it.
 func AutoStopFor(d time.Duration) time.Duration { return d + max(10*time.Second, d/10) }
 
+// StopAfterCancel is how long Profile's stop, write-back and health
+// check may take once the caller cancelled (a Ctrl-C), the cancellation
+// notwithstanding: the profiler is stopped and what it collected written
+// within it, or Profile says why not. A caller that gives up later still
+// leaves nothing running for long: the profiler's own timeout=
+// (AutoStopFor) ends it.
+const StopAfterCancel = 10 * time.Second
+
 // Profile runs async-profiler in the JVM pid for req.Duration and writes
 // the result to req.Output (or req.Writer), if the knowledge base finds
 // the combination safe: a Session started, waited on, stopped, with the
@@ -43,7 +51,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		defer out.Discard()
 	}
 	// The session's own deadline covers the whole profile; cancelling the
-	// caller's ctx ends only the waiting, not the clean stop.
+	// caller's ctx ends the opening (nothing runs yet) and the waiting,
+	// not a start under way nor the clean stop, which then has
+	// StopAfterCancel.
 	timeout := req.Options.Timeout
 	if timeout <= 0 {
 		timeout = req.Duration + DefaultLoadTimeout
@@ -53,7 +63,11 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	sreq := req
 	sreq.Options.Timeout = 0
 	sreq.AutoStop = AutoStopFor(req.Duration)
-	ss, err := openSession(sctx, pid, sreq.SessionRequest, "profile")
+	octx, stopOpening := context.WithCancel(sctx)
+	unhook := context.AfterFunc(ctx, stopOpening)
+	ss, err := openSession(octx, pid, sreq.SessionRequest, "profile")
+	unhook()
+	stopOpening()
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +78,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	c.deadline, _ = sctx.Deadline()
 	defer func() { c.finish(err) }()
 	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("profile: %w before the profiler started: nothing was collected", ctx.Err())
+	}
 	err = ss.Start(sctx)
 	res.AgentLog = ss.LastLog()
 	if err != nil {
@@ -72,6 +89,11 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	jvmExit, stopWatching := exitOf(pid)
 	defer stopWatching()
 	res.Cancelled, res.Exited = wait(ctx, sctx, req, jvmExit)
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(sctx, StopAfterCancel)
+		defer cancel()
+	}
 	var dst io.Writer = req.Writer
 	if dst == nil {
 		dst = out
@@ -94,6 +116,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	res.Bytes, err = ss.Stop(sctx, dst)
 	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
 	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", StopAfterCancel, sreq.AutoStop, err)
+		}
 		return res, fmt.Errorf("profile: %w", err)
 	}
 	if out != nil {
@@ -103,6 +128,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		res.Output = req.Output
 	}
 	if err := ss.Healthy(sctx); err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("profile: interrupted; the profiler stopped and %d bytes were written, but the JVM did not answer the health check after it within %v: %w", res.Bytes, StopAfterCancel, err)
+		}
 		return res, err
 	}
 	res.Healthy = true

@@ -61,3 +61,69 @@ func TestHostileTargetFilesDoNotBlock(t *testing.T) {
 	t.Cleanup(func() { os.Remove(evil) })
 	returnsWithin(t, "perfDataPIDs with a FIFO in /tmp", 5*time.Second, func() { perfDataPIDs() })
 }
+
+// TestInitWatch: the starting JVM's hsperfdata is found by its user's
+// name in the target's /etc/passwd, or else among /tmp's hsperfdata_*
+// directories (made after the watch began); a real JDK 17 file says
+// initialised, a hostile 3.6 MB one "not initialised" — or nothing, when
+// its counter lies past the bytes read; a FIFO or an over-sized file
+// says nothing.
+func TestInitWatch(t *testing.T) {
+	real, err := os.ReadFile("../internal/proc/testdata/hsperfdata/jdk17.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name        string
+		passwd      bool
+		file        []byte
+		done, known bool
+	}{
+		{"jdk17", true, real, true, true},
+		{"jdk17-no-passwd-entry", false, real, true, true},
+		{"hostile-first", true, testenv.HostilePerfData(65535, 0), false, true},
+		{"hostile-last", true, testenv.HostilePerfData(65535, 65534), false, false},
+		{"none", true, nil, false, false},
+		{"too-large", true, append(testenv.HostilePerfData(65535, 0), make([]byte, maxPerfData)...), false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			os.MkdirAll(root+"/etc", 0o755)
+			passwd := "root:x:0:0::/root:/bin/sh\n"
+			if c.passwd {
+				passwd += "app:x:1000:1000::/tmp:/bin/sh\n"
+			}
+			os.WriteFile(root+"/etc/passwd", []byte(passwd), 0o644)
+			r := &Report{PID: 1}
+			r.Process.Root, r.Process.NSPid, r.Process.UID.Effective = root, 7, 1000
+			w := NewInitWatch(r)
+			ctx := context.Background()
+			if done, known := w.Initialised(ctx); done || known {
+				t.Fatalf("no file yet: %v %v", done, known)
+			}
+			if c.file != nil {
+				os.MkdirAll(root+"/tmp/hsperfdata_app", 0o755)
+				if err := os.WriteFile(root+"/tmp/hsperfdata_app/7", c.file, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				os.Chown(root+"/tmp/hsperfdata_app/7", 1000, 1000)
+			}
+			if done, known := w.Initialised(ctx); done != c.done || known != c.known {
+				t.Errorf("done %v known %v, want %v %v", done, known, c.done, c.known)
+			}
+		})
+	}
+	// A FIFO where the file should be fails at once.
+	root := t.TempDir()
+	os.MkdirAll(root+"/tmp/hsperfdata_root", 0o755)
+	if err := syscall.Mkfifo(root+"/tmp/hsperfdata_root/7", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &Report{PID: 1}
+	r.Process.Root, r.Process.NSPid = root, 7
+	returnsWithin(t, "InitWatch on a FIFO", 5*time.Second, func() {
+		if done, known := NewInitWatch(r).Initialised(context.Background()); done || known {
+			t.Errorf("a FIFO: %v %v", done, known)
+		}
+	})
+}

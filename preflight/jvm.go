@@ -208,26 +208,62 @@ func (in *inspection) perfData() (*proc.PerfData, string) {
 	return nil, ""
 }
 
-// VMInitialised reports whether the JVM r describes has finished
-// starting: its hsperfdata counter sun.rt.createVmEndTime is set, which
-// JNI_CreateJavaVM does as it returns to the launcher. A JVM handles
-// SIGQUIT, and could start its attach listener, well before that; an
-// agent run by a listener started then fails (async-profiler 4.5: "JVM
-// does not support Tool Interface", measured loads 140-160 ms after
-// launch, while sun.rt.vmInitDoneTime, set earlier in create_vm, was
-// already set). known is false when the JVM has no hsperfdata to tell
-// (-XX:-UsePerfData, or unreadable).
-func VMInitialised(ctx context.Context, r *Report) (done, known bool) {
-	in := &inspection{ctx: ctx, r: r}
-	pd, _ := in.perfData()
-	if pd == nil {
-		return false, false
+// InitWatch tells whether a JVM has finished starting: its hsperfdata
+// counter sun.rt.createVmEndTime is set, which JNI_CreateJavaVM does as
+// it returns to the launcher. A JVM handles SIGQUIT, and could start its
+// attach listener, well before that; an agent run by a listener started
+// then fails (async-profiler 4.5: "JVM does not support Tool Interface",
+// measured loads 140-160 ms after launch, while sun.rt.vmInitDoneTime,
+// set earlier in create_vm, was already set).
+//
+// It is asked again and again while an agent waits, at a cost that the
+// file cannot raise (its user can replace it with anything: invariant 9
+// of docs/safety.md): where the file is is worked out once (the target's
+// /etc/passwd, up to maxPasswd, is read once, not at every poll), and
+// each call reads at most proc.MaxPerfDataScan bytes of it and decodes
+// one counter (proc.PerfDataLong), building nothing.
+type InitWatch struct {
+	r     *Report
+	paths []string
+}
+
+// NewInitWatch watches the JVM r describes.
+func NewInitWatch(r *Report) *InitWatch { return &InitWatch{r: r} }
+
+// Initialised reports whether the JVM has finished starting, now. known
+// is false when the JVM has no hsperfdata to tell (-XX:-UsePerfData, or
+// unreadable), or the counter is not among what is read of it.
+func (w *InitWatch) Initialised(ctx context.Context) (done, known bool) {
+	in := &inspection{ctx: ctx, r: w.r}
+	if len(w.paths) == 0 {
+		// Found by name, or else (no name for the uid) by listing /tmp:
+		// listed again until a JVM this young has made its directory.
+		w.paths = in.perfDataPaths()
 	}
-	t, ok := pd.Longs["sun.rt.createVmEndTime"]
+	t, ok := in.perfDataLong(w.paths, "sun.rt.createVmEndTime")
 	if !ok {
 		return false, false
 	}
 	return t != 0, true
+}
+
+// perfDataLong reads the scalar counter name from the first of paths
+// that is an hsperfdata file (the JVM user's or root's, as perfData
+// takes), reading at most proc.MaxPerfDataScan bytes of it.
+func (in *inspection) perfDataLong(paths []string, name string) (int64, bool) {
+	for _, m := range paths {
+		h, err := safefile.OpenIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
+		if err != nil {
+			continue
+		}
+		f := h.File()
+		v, found, err := proc.PerfDataLong(f, h.Stat.Size, name)
+		f.Close()
+		if err == nil {
+			return v, found
+		}
+	}
+	return 0, false
 }
 
 // perfDataPaths are where the JVM's hsperfdata file can be:

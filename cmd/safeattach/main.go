@@ -29,7 +29,8 @@ const (
 	exitFailed   = 3 // attach or agent failure, or the JVM exited during it
 	exitTimedOut = 4 // the deadline passed; a hang report was printed if one could be made
 	// An interrupted command exits 128 + the signal's number, as shells
-	// report it: 130 for SIGINT, 143 for SIGTERM.
+	// report it: 130 for SIGINT, 143 for SIGTERM (a profile stopped early
+	// and written exits 0; within stopBound of the first signal).
 	exitSignalBase = 128
 )
 
@@ -210,29 +211,63 @@ type signalled struct{ sig syscall.Signal }
 
 func (s signalled) Error() string { return "interrupted by " + s.sig.String() }
 
+// stopBound is how long an interrupted command has, from its first
+// SIGINT or SIGTERM, to undo what it started: stop the profiler and write
+// what it collected (attach.StopAfterCancel), remove the trigger file
+// and any copy not in use, with a margin for unwinding. Past it the
+// process exits 128 + the signal, saying so; a profiler it could not
+// stop then ends by its own timeout= (started with every collect).
+const stopBound = attach.StopAfterCancel + 5*time.Second
+
 // withSignals returns a context that the first SIGINT or SIGTERM cancels,
 // so that every step unwinds through its cleanups (the trigger file, an
-// unused agent copy, a profiler left running); a second signal exits at
-// once.
-func withSignals() (context.Context, func()) {
+// unused agent copy, a profiler left running). Later signals never cut
+// that short — `timeout -s INT` signals its child and then its process
+// group, two SIGINTs at once — they only say, once, that it is already
+// stopping; if it is not done bound (stopBound) after the first, the
+// process exits 128 + that signal's number.
+func withSignals(stderr io.Writer, bound time.Duration) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	ch := make(chan os.Signal, 2)
+	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
 	go func() {
-		first := (<-ch).(syscall.Signal)
+		var first syscall.Signal
+		select {
+		case s := <-ch:
+			first = s.(syscall.Signal)
+		case <-done:
+			return
+		}
 		cancel(signalled{first})
-		second := (<-ch).(syscall.Signal)
-		fmt.Fprintf(os.Stderr, "safeattach: %v again: exiting at once\n", second)
-		os.Exit(exitSignalBase + int(second))
+		limit := time.NewTimer(bound)
+		defer limit.Stop()
+		told := false
+		for {
+			select {
+			case s := <-ch:
+				if !told {
+					fmt.Fprintf(stderr, "safeattach: %v: already stopping; done within %v of the first signal (the profiler stopped, what it collected written)\n", s, bound)
+					told = true
+				}
+			case <-limit.C:
+				fmt.Fprintf(stderr, "safeattach: interrupted by %v, and the clean-up did not finish within %v: exiting; a profiler still running ends by its own timeout\n", first, bound)
+				os.Exit(exitSignalBase + int(first))
+			case <-done:
+				return
+			}
+		}
 	}()
-	return ctx, func() { signal.Stop(ch); cancel(nil) }
+	// The handlers stay until the process exits: a signal that arrives
+	// as it exits does not change its exit code.
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 // main installs the signal handlers first: until then SIGTERM has the Go
 // runtime's default action (exit at once), harmless only because nothing
 // has been done yet.
 func main() {
-	ctx, stop := withSignals()
+	ctx, stop := withSignals(os.Stderr, stopBound)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

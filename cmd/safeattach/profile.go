@@ -48,7 +48,14 @@ resume, stop, dump, status, metrics, list, meminfo, check. asprof's
 jattach actions are commands of their own: safeattach jcmd, safeattach
 load. The agent's own messages
 are printed on stderr; start/status/dump/stop work across invocations (the
-profiler keeps running in the JVM between them).`,
+profiler keeps running in the JVM between them).
+
+Ctrl-C (SIGINT) or SIGTERM, once or any number of times, stops the
+profiler and writes what it collected within ` + stopBound.String() + ` of the first signal
+(exit 0, "stopped early"); a signal before the profiler started exits
+130/143 with nothing collected. Should the stop not finish within that
+bound, safeattach exits 130/143 saying why, and the profiler's own
+timeout (started with every collect: -d plus 10 s or more) ends it.`,
 		Example: `  safeattach profile -d 30 -f profile.html 3456         # a flame graph of 30 s of CPU
   safeattach profile -e alloc -d 10 -f alloc.jfr MyApp   # allocations, by application name
   safeattach profile --alloc 1 -f alloc.collapsed jps    # asprof's options as asprof spells them
@@ -302,7 +309,10 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	conv2, err := bounded.Convert(cmd.Context(), bounded.Request{
+	// A profile stopped early by a signal is still converted and written.
+	cctx, unwound := unwinding(cmd.Context())
+	defer unwound()
+	conv2, err := bounded.Convert(cctx, bounded.Request{
 		Converter: conv, Event: res.Event, Start: start, End: time.Now(), In: jfr, Out: sink,
 	})
 	if err != nil {
@@ -442,16 +452,31 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	defer ss.Close()
 	r := ss.Result()
 	res = &r
+	// A command that changes the profiler runs to its end once sent, even
+	// if interrupted (then within attach.StopAfterCancel): cut off
+	// half-way, the profiler may have started or stopped without this
+	// process knowing, or its profile be left unread.
+	uctx, unwound := unwinding(ctx)
+	defer unwound()
 	switch action {
-	case "start":
-		err = ss.Start(ctx)
-	case "resume":
-		err = ss.Resume(ctx)
+	case "start", "resume":
+		if action == "start" {
+			err = ss.Start(uctx)
+		} else {
+			err = ss.Resume(uctx)
+		}
+		if err == nil && ctx.Err() != nil {
+			// Interrupted while it started: nothing is left running.
+			err = fmt.Errorf("interrupted: the profiler was started, and stopped again: %w", ctx.Err())
+			if _, serr := ss.Stop(uctx, io.Discard); serr != nil {
+				err = fmt.Errorf("interrupted: the profiler was started, and could not be stopped again (%v); 'safeattach profile stop' stops it: %w", serr, ctx.Err())
+			}
+		}
 	case "stop", "dump":
 		var file string
 		var n int64
 		named := cmd.Flags().Changed("file") || cmd.Flags().Changed("output")
-		file, n, err = profileOutput(ctx, ss, action, req, named, stderr)
+		file, n, err = profileOutput(uctx, ss, action, req, named, stderr)
 		if err == nil {
 			prof = &profileResult{File: file, Bytes: n, Event: ss.Event(), Format: ss.Format()}
 		}
@@ -474,6 +499,15 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		}
 	}
 	return finish(err)
+}
+
+// unwinding is ctx, except that ctx's cancellation reaches it only
+// attach.StopAfterCancel later: what an interrupted command still has to
+// finish runs under it.
+func unwinding(ctx context.Context) (context.Context, context.CancelFunc) {
+	u, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(attach.StopAfterCancel, cancel) })
+	return u, func() { stop(); cancel() }
 }
 
 // profileOutput is stop or dump: the profile goes where -f or -o say

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 // BenchmarkScanMaps20k parses a 20,000-line maps file, the size of a large
@@ -36,4 +38,29 @@ func BenchmarkScanMaps20k(b *testing.B) {
 			b.Fatal(err, n)
 		}
 	}
+}
+
+// BenchmarkPerfDataHostile is one poll of a hostile hsperfdata file
+// (case 8: 65,535 entries, 3.6 MB, createVmEndTime = 0 first): the whole
+// parse the wait used to repeat every 5 ms, and the bounded look-up that
+// replaced it.
+func BenchmarkPerfDataHostile(b *testing.B) {
+	img := testenv.HostilePerfData(65535, 0)
+	b.Run("ParsePerfData", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ParsePerfData(img); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PerfDataLong", func(b *testing.B) {
+		b.ReportAllocs()
+		r := bytes.NewReader(img)
+		for b.Loop() {
+			if _, found, err := PerfDataLong(r, int64(len(img)), "sun.rt.createVmEndTime"); !found || err != nil {
+				b.Fatal(found, err)
+			}
+		}
+	})
 }

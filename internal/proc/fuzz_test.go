@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 func addFixtureSeeds(f *testing.F, name string) {
@@ -72,5 +74,39 @@ func FuzzParsePerfData(f *testing.F) {
 	f.Add([]byte{0xca, 0xfe, 0xc0, 0xc0, 1, 2, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = ParsePerfData(data)
+	})
+}
+
+// FuzzPerfDataLong: the polled entry point never panics or reads past its
+// bound, and on any image ParsePerfData accepts (within the scan's
+// bounds) it finds what ParsePerfData finds.
+func FuzzPerfDataLong(f *testing.F) {
+	if seed, err := os.ReadFile("testdata/hsperfdata/jdk17.bin"); err == nil {
+		f.Add(seed)
+		f.Add(seed[:500])
+	}
+	f.Add(testenv.HostilePerfData(3, 1))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pd, perr := ParsePerfData(data)
+		for _, name := range []string{"sun.rt.createVmEndTime", "sun.rt.hostile.0"} {
+			r := &countingReaderAt{r: bytes.NewReader(data)}
+			v, found, err := PerfDataLong(r, int64(len(data)), name)
+			if r.bytes > MaxPerfDataScan {
+				t.Fatalf("read %d bytes", r.bytes)
+			}
+			if perr != nil || len(data) > MaxPerfDataScan || len(pd.Longs)+len(pd.Strings) > maxPerfScanEntries {
+				continue
+			}
+			want, ok := pd.Longs[name]
+			if err != nil || found != ok {
+				t.Fatalf("%s: found %v (%v), ParsePerfData: %v", name, found, err, ok)
+			}
+			// With one entry of that name, the two agree on its value
+			// (ParsePerfData keeps the last of several, PerfDataLong the
+			// first).
+			if found && bytes.Count(data, []byte(name+"\x00")) == 1 && v != want {
+				t.Fatalf("%s: %d, ParsePerfData: %d", name, v, want)
+			}
+		}
 	})
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 var fixture = NewFS("testdata/fixture")
@@ -293,8 +296,10 @@ func TestParseSyscall(t *testing.T) {
 	}
 }
 
-// TestParsePerfData reads a real JDK 17 hsperfdata file.
-func TestParsePerfData(t *testing.T) {
+// jdk17PerfData is a real JDK 17 hsperfdata file, and what ParsePerfData
+// makes of it.
+func jdk17PerfData(t *testing.T) ([]byte, *PerfData) {
+	t.Helper()
 	data, err := os.ReadFile("testdata/hsperfdata/jdk17.bin")
 	if err != nil {
 		t.Fatal(err)
@@ -303,6 +308,12 @@ func TestParsePerfData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, pd
+}
+
+// TestParsePerfData reads a real JDK 17 hsperfdata file.
+func TestParsePerfData(t *testing.T) {
+	data, pd := jdk17PerfData(t)
 	if !strings.Contains(pd.Strings["java.rt.vmArgs"], "-XX:+UsePerfData") || !strings.Contains(pd.Strings["sun.rt.javaCommand"], "Target") {
 		t.Errorf("vmArgs %q, command %q", pd.Strings["java.rt.vmArgs"], pd.Strings["sun.rt.javaCommand"])
 	}
@@ -314,5 +325,62 @@ func TestParsePerfData(t *testing.T) {
 		if _, err := ParsePerfData(bad); err == nil {
 			t.Errorf("accepted %d bad bytes", len(bad))
 		}
+	}
+}
+
+// countingReaderAt counts the bytes and calls a reader is asked for.
+type countingReaderAt struct {
+	r            io.ReaderAt
+	calls, bytes int
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.calls++
+	n, err := c.r.ReadAt(p, off)
+	c.bytes += n
+	return n, err
+}
+
+// TestPerfDataLong: the polled counter is found in a real JDK 17 file as
+// ParsePerfData finds it, and a hostile file (case 8: 65,535 entries,
+// 3.6 MB) costs one read of at most MaxPerfDataScan bytes — a counter
+// past it is not found, which is no error.
+func TestPerfDataLong(t *testing.T) {
+	data, pd := jdk17PerfData(t)
+	for _, name := range []string{"sun.rt.createVmEndTime", "sun.os.hrt.frequency", "sun.rt.vmInitDoneTime"} {
+		v, found, err := PerfDataLong(bytes.NewReader(data), int64(len(data)), name)
+		if err != nil || !found || v != pd.Longs[name] || v <= 0 {
+			t.Errorf("%s: %d %v %v, ParsePerfData says %d", name, v, found, err, pd.Longs[name])
+		}
+	}
+	if _, found, err := PerfDataLong(bytes.NewReader(data), int64(len(data)), "java.rt.vmArgs"); found || err != nil {
+		t.Errorf("a string counter read as a long: %v %v", found, err)
+	}
+	for _, c := range []struct {
+		endAt int
+		found bool
+	}{{0, true}, {2000, true}, {maxPerfScanEntries, false}, {65534, false}, {-1, false}} {
+		img := testenv.HostilePerfData(65535, c.endAt)
+		if len(img) < 3<<20 {
+			t.Fatalf("the hostile image is %d bytes", len(img))
+		}
+		r := &countingReaderAt{r: bytes.NewReader(img)}
+		v, found, err := PerfDataLong(r, int64(len(img)), "sun.rt.createVmEndTime")
+		if err != nil || found != c.found || v != 0 {
+			t.Errorf("createVmEndTime at %d: %d %v %v", c.endAt, v, found, err)
+		}
+		if r.calls != 1 || r.bytes > MaxPerfDataScan {
+			t.Errorf("createVmEndTime at %d: %d reads, %d bytes", c.endAt, r.calls, r.bytes)
+		}
+	}
+	// Within the bytes read, a file must be well formed.
+	for _, bad := range [][]byte{nil, data[:31], append([]byte{0, 0, 0, 0}, data[4:]...), data[:500]} {
+		if _, _, err := PerfDataLong(bytes.NewReader(bad), int64(len(bad)), "sun.rt.createVmEndTime"); err == nil {
+			t.Errorf("accepted %d bad bytes", len(bad))
+		}
+	}
+	// A file that shrank since its size was taken is read as it is.
+	if _, _, err := PerfDataLong(bytes.NewReader(data[:400]), int64(len(data)), "sun.rt.createVmEndTime"); err == nil {
+		t.Error("accepted a file cut inside an entry")
 	}
 }

@@ -120,6 +120,9 @@ type PodSpec struct {
 	// NetNS gives the pod a network namespace of its own (as a real pod
 	// has): abstract unix sockets are per network namespace.
 	NetNS bool
+	// NoWait returns as soon as the JVM process exists, without waiting
+	// for READY (for tests that act while it starts).
+	NoWait bool
 }
 
 // Pod is a JVM in its own pid and mount namespaces, pivoted into a root
@@ -137,7 +140,8 @@ type Pod struct {
 }
 
 // StartPod starts a JVM as a pod (root required) and waits until it
-// prints READY. Cleanup kills it with its namespaces.
+// prints READY (with NoWait, until the java process exists). Cleanup
+// kills it with its namespaces.
 func StartPod(t testing.TB, spec PodSpec) *Pod {
 	t.Helper()
 	RequireRoot(t)
@@ -203,15 +207,20 @@ exec /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv
 	}
 	cmd := exec.Command(unshare, append(args, "/bin/sh", "-c", script)...)
 	p := Start(t, cmd)
-	p.WaitOutput(t, "READY", 60*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	wait := 10 * time.Second
+	if spec.NoWait {
+		wait = 60 * time.Second
+	} else {
+		p.WaitOutput(t, "READY", 60*time.Second)
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) && p.Alive() {
 		for _, d := range descendants(p.PID) {
 			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasSuffix(exe, "/java") {
 				return &Pod{Wrapper: p.PID, PID: d, UID: spec.User, Proc: p}
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("no java in the pod: %s", p.Output())
 	return nil
