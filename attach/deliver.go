@@ -388,7 +388,7 @@ func writeCopy(dir int, name string, content []byte) error {
 // root or we can write, of the expected size and hash. The open file is
 // returned with a shared flock held.
 func openVerified(dir int, name, sum string, size int64) (*os.File, error) {
-	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := safefile.OpenRegularAt(dir, name)
 	if err != nil {
 		return nil, err
 	}

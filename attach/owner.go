@@ -188,7 +188,7 @@ func (ss *Session) stores(ctx context.Context, create bool) ([]*os.File, error) 
 // or nil when there is none. stores are the caller's.
 func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 	for _, s := range stores {
-		fd, err := unix.Openat(int(s.Fd()), ss.recordName(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		fd, err := safefile.OpenRegularAt(int(s.Fd()), ss.recordName())
 		if err != nil {
 			continue
 		}
@@ -258,7 +258,7 @@ func readForeign(dir int, name, record string, me uint32) *Owner {
 	if unix.Fstat(sfd, &st) != nil || st.Uid == me {
 		return nil
 	}
-	fd, err := unix.Openat(sfd, record, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := safefile.OpenRegularAt(sfd, record)
 	if err != nil {
 		return nil
 	}
@@ -291,7 +291,7 @@ func updateRecord(store *os.File, name string, o *Owner) error {
 	return putRecord(store, name, o, 0)
 }
 
-// putRecord writes o to a fresh temporary file in store (0600) and
+// putRecord writes o to a fresh temporary file in store (0644) and
 // renames it to name with flags.
 func putRecord(store *os.File, name string, o *Owner, flags uint) error {
 	data, err := json.Marshal(o)
@@ -300,11 +300,15 @@ func putRecord(store *os.File, name string, o *Owner, flags uint) error {
 	}
 	dir := int(store.Fd())
 	tmp := ".tmp-" + randomHex(8)
-	fd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// 0644: another user must be able to see that a profiler runs and
+	// whose it is (it is refused rather than finishing our start); the
+	// record holds nothing the target does not know.
+	fd, err := unix.Openat(dir, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return fmt.Errorf("owner record: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), tmp)
+	_ = f.Chmod(0o644) // whatever our umask
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -326,7 +330,7 @@ func putRecord(store *os.File, name string, o *Owner, flags uint) error {
 // given session's (or unreadable).
 func removeRecordIf(store *os.File, name, session string) {
 	dir := int(store.Fd())
-	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := safefile.OpenRegularAt(dir, name)
 	if err != nil {
 		return
 	}

@@ -44,6 +44,7 @@ const (
 	maxProbeName  = 256
 	minAttrSize   = 64  // PERF_ATTR_SIZE_VER0
 	maxAttrSize   = 512 // the kernel accepts up to a page; no agent sends more
+	fullAttrSize  = 136 // PERF_ATTR_SIZE_VER8: every field the policy reads
 	config1Offset = 56  // perf_event_attr.config1 (kprobe/uprobe name pointer)
 	maxRequest    = 1024
 
@@ -361,7 +362,15 @@ func (s *Server) wait(ctx context.Context, fd int, events int16, pidfd int, dead
 	}
 }
 
-func (s *Server) serve(c *conn) error {
+func (s *Server) serve(c *conn) (err error) {
+	// A backstop: whatever a request does to the parser or the policy,
+	// it ends this connection, never the process serving it (a root
+	// collect, a daemon).
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("fdtransfer: a request the server could not handle ended the connection: %v", p)
+		}
+	}()
 	buf := make([]byte, maxRequest)
 	for {
 		if err := s.wait(c.ctx, c.fd, unix.POLLIN, c.pidfd, time.Time{}); err != nil {
@@ -404,6 +413,7 @@ var order = binary.NativeEndian
 // when one was sent.
 type perfRequest struct {
 	tid, cpu int32
+	size     int // attr.size as sent: the bytes of attr that came in the request
 	attr     []uint64
 	probe    []byte
 }
@@ -421,7 +431,10 @@ func parsePerfRequest(req []byte) (perfRequest, unix.Errno) {
 	if size < minAttrSize || size > maxAttrSize || attrOffset+size > len(req) {
 		return r, unix.EINVAL
 	}
-	r.attr = make([]uint64, (size+7)/8)
+	// At least the largest attribute block the policy reads, zeroed past
+	// what was sent (the kernel reads only attr.size bytes of it).
+	r.size = size
+	r.attr = make([]uint64, max(size, fullAttrSize)/8+1)
 	copy(attrBytes(r.attr), req[attrOffset:attrOffset+size])
 	if rest := req[attrOffset+size:]; len(rest) > 0 && rest[0] != 0 {
 		end := bytes.IndexByte(rest[:min(len(rest), maxProbeName)], 0)

@@ -211,11 +211,11 @@ func TestMalformedRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, errno := parsePerfRequest(real); errno != 0 || r.cpu != -1 || len(r.attr)*8 != 128 || r.probe != nil {
+	if r, errno := parsePerfRequest(real); errno != 0 || r.cpu != -1 || r.size != 128 || r.probe != nil {
 		t.Errorf("async-profiler 4.5's own request: %+v %v", r, errno)
 	}
 	r, errno := parsePerfRequest(perfRequestBytes(self, 3, taskClock(), "do_sys_open"))
-	if errno != 0 || r.tid != self || r.cpu != 3 || string(r.probe) != "do_sys_open\x00" || len(r.attr)*8 != 128 {
+	if errno != 0 || r.tid != self || r.cpu != 3 || string(r.probe) != "do_sys_open\x00" || r.size != 128 {
 		t.Errorf("a good request: %+v %v", r, errno)
 	}
 	if uintptr(unsafe.Pointer(&r.attr[0]))%8 != 0 {
@@ -236,15 +236,43 @@ func FuzzPerfRequest(f *testing.F) {
 	f.Add(perfRequestBytes(1, -1, taskClock(), ""))
 	f.Add(perfRequestBytes(1, 0, taskClock(), "kprobe:do_sys_open"))
 	f.Add(make([]byte, 80))
+	small := cpuClock()[:64]
+	binary.NativeEndian.PutUint32(small[4:], 64)
+	f.Add(perfRequestBytes(1, -1, small, "")) // attr.size 64: the policy reads past it
 	f.Fuzz(func(t *testing.T, req []byte) {
 		r, errno := parsePerfRequest(req)
 		if errno != 0 {
 			return
 		}
-		if len(r.attr)*8 > len(req)+7 || len(r.probe) > maxProbeName {
-			t.Fatalf("parsed more than was sent: attr %d probe %d of %d", len(r.attr)*8, len(r.probe), len(req))
+		if attrOffset+r.size > len(req) || len(r.probe) > maxProbeName {
+			t.Fatalf("parsed more than was sent: attr %d probe %d of %d", r.size, len(r.probe), len(req))
+		}
+		// Every policy judges any parsed request without a panic (attr.size
+		// 64-80 read past the block sent).
+		for _, p := range fuzzPolicies {
+			c := *r.clone()
+			p.judge(&c)
 		}
 	})
+}
+
+// fuzzPolicies are the policies FuzzPerfRequest judges with.
+var fuzzPolicies = func() []*compiledPolicy {
+	var out []*compiledPolicy
+	for _, p := range []Policy{{Event: "cpu"}, {Event: "cpu", Kernel: true, LBR: true}, {Event: "mem:0x1000"}, {Event: "trace:1"}, {Event: "itimer"}} {
+		c, err := compile(p)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}()
+
+func (r perfRequest) clone() *perfRequest {
+	r.attr = append([]uint64(nil), r.attr...)
+	r.probe = append([]byte(nil), r.probe...)
+	return &r
 }
 
 // TestTargetExitEndsServe: a target that exits before connecting ends

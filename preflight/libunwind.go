@@ -77,7 +77,9 @@ func (in *inspection) inspectLibunwind() {
 // dpkgVersion reads a package's version from dpkg's status file in the
 // target's root. Only installed packages count.
 func (in *inspection) dpkgVersion(pkg string) string {
-	f, err := safefile.Read(in.ctx, in.rootPath("/var/lib/dpkg/status"), maxDpkgStatus, safefile.Options{})
+	// Inside the target's root: an absolute symlink there (an image can
+	// ship one) must not lead to a host file.
+	f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, "/var/lib/dpkg/status", maxDpkgStatus, safefile.Accept{FollowLast: true})
 	if err != nil {
 		return ""
 	}

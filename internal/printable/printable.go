@@ -2,6 +2,7 @@ package printable
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -58,7 +59,7 @@ func clean(s string, line bool) int {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if size == 1 || isC1(r) { // one byte above ASCII: not UTF-8
+		if size == 1 || isC1(r) || invisible(r) { // one byte above ASCII: not UTF-8
 			return i
 		}
 		i += size
@@ -68,15 +69,38 @@ func clean(s string, line bool) int {
 
 func isC1(r rune) bool { return r >= 0x80 && r <= 0x9f }
 
+// invisible reports a character that changes how the text around it is
+// shown without being seen: format characters (bidi overrides and
+// isolates that reorder a line, zero-width spaces and joiners, the byte
+// order mark, tag characters) and the Unicode line and paragraph
+// separators. A target's text can use them to make a log line read as
+// something else.
+func invisible(r rune) bool {
+	return r != 0xad && (unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r)) // a soft hyphen only breaks a word
+}
+
 // writeEscape writes the escape of the rune r decoded at a byte b: a C1
 // control as \u00NN (the character, as Go and JSON spell it, since its
 // two bytes are valid UTF-8), anything else — a C0 control, DEL, a byte
 // that is not UTF-8 — as \xNN.
 func writeEscape(b sink, r rune, c byte) {
-	if isC1(r) {
+	switch {
+	case r > 0xffff && r != utf8.RuneError:
+		b.WriteString(`\U`)
+		for shift := 28; shift >= 0; shift -= 4 {
+			b.WriteByte(hex[r>>shift&0xf])
+		}
+		return
+	case r > 0x9f && r != utf8.RuneError:
+		b.WriteString(`\u`)
+		for shift := 12; shift >= 0; shift -= 4 {
+			b.WriteByte(hex[r>>shift&0xf])
+		}
+		return
+	case isC1(r):
 		b.WriteString(`\u00`)
 		c = byte(r)
-	} else {
+	default:
 		b.WriteString(`\x`)
 	}
 	b.WriteByte(hex[c>>4])

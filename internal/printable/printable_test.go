@@ -29,6 +29,13 @@ func TestString(t *testing.T) {
 		{"truncated rune", "ok\xe4\xb8", `ok\xe4\xb8`, ""},
 		{"overlong", "\xc0\xaf", `\xc0\xaf`, ""},
 		{"surrogate", "\xed\xa0\x80", `\xed\xa0\x80`, ""},
+		{"bidi override", "evil\u202egnp.exe", `evil\u202egnp.exe`, ""},
+		{"bidi isolates", "\u2066a\u2069", `\u2066a\u2069`, ""},
+		{"zero width", "ad\u200bmin\ufeff", `ad\u200bmin\ufeff`, ""},
+		{"line separator", "a\u2028b\u2029c", `a\u2028b\u2029c`, ""},
+		{"tag character", "x\U000e0041", `x\U000e0041`, ""},
+		{"arabic letter mark", "a\u061cb", `a\u061cb`, ""},
+		{"soft hyphen kept", "co\u00adop", "co\u00adop", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := String(tc.in); got != tc.want {

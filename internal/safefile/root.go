@@ -202,7 +202,7 @@ func (d *Dir) Open(name string, limit int64, accept Accept) (*Handle, error) {
 	if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
 		return nil, &os.PathError{Op: "open", Path: what, Err: errors.New("not a name in the directory")}
 	}
-	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	fd, err := OpenRegularAt(d.fd, name)
 	if err != nil {
 		if err == unix.ELOOP {
 			err = fmt.Errorf("%w (a symlink)", ErrNotRegular)
@@ -216,6 +216,34 @@ func (d *Dir) Open(name string, limit int64, accept Accept) (*Handle, error) {
 	}
 	_ = unix.SetNonblock(fd, false)
 	return h, nil
+}
+
+// OpenRegularAt opens name under the directory dirfd for reading — not
+// following a symlink as its last component — only once it is known to
+// be a regular file: it is opened O_PATH first, so a device or FIFO a
+// target planted is never opened (opening some devices acts: a watchdog
+// arms, a FIFO blocks).
+func OpenRegularAt(dirfd int, name string) (int, error) {
+	pfd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopenRegular(pfd)
+}
+
+// reopenRegular opens the file an O_PATH descriptor names for reading
+// (non-blocking), if it is a regular file: the inode judged is the inode
+// opened.
+func reopenRegular(pfd int) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, fmt.Errorf("%w (%s)", ErrNotRegular, TypeName(st.Mode))
+	}
+	return unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 }
 
 // Remove removes the file name from the directory (never a directory,
@@ -263,11 +291,18 @@ func OpenIn(ctx context.Context, root, name string, limit int64, accept Accept) 
 			return nil, err
 		}
 		defer unix.Close(r)
-		flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY
+		flags := unix.O_PATH
 		if !accept.FollowLast {
 			flags |= unix.O_NOFOLLOW
 		}
-		fd, err := openIn(r, name, flags, 0)
+		pfd, err := openIn(r, name, flags, 0)
+		if err == nil {
+			var fd int
+			fd, err = reopenRegular(pfd)
+			unix.Close(pfd)
+			pfd = fd
+		}
+		fd := pfd
 		if err != nil {
 			if err == unix.ELOOP {
 				err = fmt.Errorf("%w (a symlink)", ErrNotRegular)

@@ -62,12 +62,21 @@ func Read(ctx context.Context, path string, limit int64, opts Options) (*File, e
 }
 
 func read(path string, limit int64, opts Options) (*File, error) {
-	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	flags := unix.O_PATH | unix.O_CLOEXEC
 	if opts.NoFollow {
 		flags |= unix.O_NOFOLLOW
 	}
-	fd, err := unix.Open(path, flags, 0)
+	// O_PATH first: a device or FIFO at path is never opened.
+	pfd, err := unix.Open(path, flags, 0)
+	fd := -1
+	if err == nil {
+		fd, err = reopenRegular(pfd)
+		unix.Close(pfd)
+	}
 	if err != nil {
+		if errors.Is(err, ErrNotRegular) {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
 		if errors.Is(err, unix.ELOOP) && opts.NoFollow {
 			return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (a symlink)", ErrNotRegular)}
 		}
