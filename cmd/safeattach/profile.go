@@ -245,7 +245,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Lib, "agent", "", "async-profiler library (default: $ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler)")
+	f.StringVar(&req.Lib, "agent", "", "async-profiler library or install directory (default: $ASYNC_PROFILER_HOME, asprof on PATH, async-profiler*/ under /opt, /usr/local, ~; else the one the JVM maps)")
 	f.StringVarP(&duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
 	f.StringVarP(&req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
 	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
