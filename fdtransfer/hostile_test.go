@@ -137,6 +137,28 @@ func TestHostileThreads(t *testing.T) {
 		n := MaxDescriptors + 50
 		res, st, _ := serveClient(t, pod, uid, Policy{Event: "cpu"}, "threads", strconv.Itoa(n))
 		t.Logf("%d threads asking: %s events, %s refused; the server's VmPin %d KiB", n, res["granted"], res["refused"], statusKB(t, "VmPin"))
+
+		// A second connection (the next start) counts what the target
+		// kept from the first.
+		c := pod.StartFdTransferClient(t, uid, "again", "3000")
+		srv, err := Listen(c.HostPID, Policy{Event: "cpu"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		go func() {
+			for range 2 {
+				if srv.Serve(context.Background()) != nil {
+					return
+				}
+			}
+		}()
+		c.Connect(t, srv.Name())
+		again := c.Results(t, 60*time.Second)
+		c.Release()
+		if again["granted1"] != "3000" || again["granted2"] != strconv.Itoa(MaxDescriptors-3000) {
+			t.Errorf("two connections of 3,000 threads each: %v", again)
+		}
 		if res["granted"] != strconv.Itoa(MaxDescriptors) || res["refused_eperm"] != "50" || st.PerfFDs != MaxDescriptors {
 			t.Errorf("%d threads: %v, server gave %d", n, res, st.PerfFDs)
 		}

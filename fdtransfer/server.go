@@ -52,12 +52,14 @@ const (
 	// maxMapped bounds the perf buffers kept mapped on the agent's
 	// behalf (asprof keeps a ring of as many).
 	maxMapped = 1024
-	// MaxDescriptors bounds the perf events one connection is given:
-	// each holds a ring buffer the server mapped (pinned kernel pages
-	// that neither the target's cgroup nor its mlock limit sees), so
-	// the target's own thread count is not bound enough. async-profiler
-	// asks once per thread; a JVM with more threads than this has the
-	// rest refused (EPERM) and profiles the first ones.
+	// MaxDescriptors bounds the perf events the target holds through
+	// the server, counted when it connects (what it kept from earlier
+	// starts included): each holds a ring buffer the server mapped
+	// (pinned kernel pages that neither the target's cgroup nor its
+	// mlock limit sees), so the target's own thread count is not bound
+	// enough. async-profiler asks once per thread; a JVM with more
+	// threads than this has the rest refused (EPERM) and profiles the
+	// first ones.
 	MaxDescriptors = 4096
 	// requestRate and requestBurst cap how fast requests are answered:
 	// a JVM's threads all ask at the profiler's start (the burst), and a
@@ -287,7 +289,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		defer unix.Close(peer)
-		return s.serve(&conn{ctx: ctx, fd: peer, pidfd: pidfd, given: map[threadKey]bool{}, tokens: requestBurst, refill: time.Now()})
+		// The bound counts what the target still holds from earlier
+		// connections (every start is one): a perf event's ring stays
+		// pinned, charged to no one, for as long as the agent keeps it.
+		room := MaxDescriptors - s.heldPerfEvents()
+		return s.serve(&conn{ctx: ctx, fd: peer, pidfd: pidfd, given: map[threadKey]bool{}, room: room, tokens: requestBurst, refill: time.Now()})
 	}
 }
 
@@ -299,6 +305,7 @@ type conn struct {
 	// given holds the threads that have an event: one each (a thread is
 	// its host id and start time, so a new thread reusing an id is new).
 	given    map[threadKey]bool
+	room     int // events this connection may still be given
 	kallsyms bool
 	// tokens is the request rate's bucket, last refilled at refill.
 	tokens float64
@@ -457,7 +464,7 @@ func (s *Server) perfFD(c *conn, req []byte) error {
 	if errno == 0 {
 		errno = s.policy.judge(&r)
 	}
-	if errno == 0 && len(c.given) >= MaxDescriptors {
+	if errno == 0 && len(c.given) >= c.room {
 		errno = unix.EPERM
 	}
 	host, start := 0, uint64(0)
@@ -491,6 +498,32 @@ func (s *Server) perfFD(c *conn, req []byte) error {
 	s.perfFDs.Add(1)
 	return s.reply(c, requestPerfFD, 0, r.tid, int(fd))
 }
+
+// heldPerfEvents counts the perf event descriptors the target holds
+// (at most maxFDScan of its descriptors are looked at; past that it is
+// taken to hold the bound already).
+func (s *Server) heldPerfEvents() int {
+	d, err := os.Open(fmt.Sprintf("/proc/%d/fd", s.pid))
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(maxFDScan + 1)
+	if len(names) > maxFDScan {
+		return MaxDescriptors
+	}
+	held := 0
+	for _, n := range names {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", s.pid, n)); err == nil && l == "anon_inode:[perf_event]" {
+			held++
+		}
+	}
+	return held
+}
+
+// maxFDScan bounds the target's descriptors looked at when a connection
+// starts.
+const maxFDScan = 1 << 16
 
 // refuse answers a request with errno, counted.
 func (s *Server) refuse(c *conn, typ uint32, errno unix.Errno, tid int32) error {

@@ -15,6 +15,8 @@
  *   fdtclient cpu               a cpu-clock event as async-profiler 4.5
  *                               asks for it, and the same thread again
  *   fdtclient threads T         T threads each ask for their own event
+ *   fdtclient again T           T threads ask, keep their events, hang up,
+ *                               connect again, and T new threads ask
  *   fdtclient unknown N T       with T threads alive, one request for a
  *                               thread id the pod does not have (the
  *                               server maps its threads), THREADS, then
@@ -155,8 +157,9 @@ int main(int argc, char **argv) {
 	size_t len = strlen(name);
 	if (name[0] != '@' || len >= sizeof sun.sun_path) return 2;
 	memcpy(sun.sun_path + 1, name + 1, len - 1); /* abstract: a leading NUL */
+	socklen_t sunlen = offsetof(struct sockaddr_un, sun_path) + len;
 	sock = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-	if (connect(sock, (struct sockaddr *)&sun, offsetof(struct sockaddr_un, sun_path) + len) < 0) {
+	if (connect(sock, (struct sockaddr *)&sun, sunlen) < 0) {
 		perror("connect");
 		return 1;
 	}
@@ -207,6 +210,22 @@ int main(int argc, char **argv) {
 	} else if (!strcmp(mode, "threads") && argc > 2) {
 		spawn(atoi(argv[2]), asker);
 		printf("granted=%d\nrefused=%d\nrefused_eperm=%d\n", granted, refused, refusedEPERM);
+	} else if (!strcmp(mode, "again") && argc > 2) {
+		int n = atoi(argv[2]);
+		spawn(n, asker);
+		printf("granted1=%d\n", granted);
+		fflush(stdout);
+		close(sock);
+		granted = refused = refusedEPERM = 0;
+		for (int try = 0;; try++) { /* the server listens again when served again */
+			sock = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+			if (connect(sock, (struct sockaddr *)&sun, sunlen) == 0) break;
+			close(sock);
+			if (try == 500) return 1;
+			usleep(10000);
+		}
+		spawn(n, asker);
+		printf("granted2=%d\nrefused_eperm2=%d\n", granted, refusedEPERM);
 	} else if (!strcmp(mode, "unknown") && argc > 3) {
 		int n = atoi(argv[2]);
 		spawn(atoi(argv[3]), sleeper);
