@@ -16,6 +16,7 @@ import (
 // checkOutput is `check --json`: the documented contract (pid, allowed,
 // findings, jvm, libraries) plus the agent that was judged.
 type checkOutput struct {
+	envelope
 	PID          int                       `json:"pid"`
 	Allowed      bool                      `json:"allowed"`
 	Findings     []conflicts.Finding       `json:"findings"`
@@ -84,6 +85,9 @@ func newCheckCmd() *cobra.Command {
 			}
 			res, err := attach.Check(cmd.Context(), pid, agentPath, pf.agentOptions, pf.options())
 			if err != nil {
+				if asJSON {
+					return jsonFailure(cmd.OutOrStdout(), "check", pid, inspectError(err))
+				}
 				return inspectError(err)
 			}
 			report, agent, v := res.Report, res.Agent, res.Verdict
@@ -95,17 +99,19 @@ func newCheckCmd() *cobra.Command {
 			if out.Libraries == nil {
 				out.Libraries = []preflight.LoadedLibrary{}
 			}
+			var refused error
+			if !v.Allowed {
+				refused = withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Causes(), ", ")))
+			}
 			if asJSON {
+				out.envelope = newEnvelope("check", refused)
 				if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
 					return err
 				}
 			} else {
 				printVerdict(cmd.OutOrStdout(), report, agent, v)
 			}
-			if !v.Allowed {
-				return withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Causes(), ", ")))
-			}
-			return nil
+			return refused
 		},
 	}
 	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent library to judge (default: the installed async-profiler, else the worst plausible agent)")

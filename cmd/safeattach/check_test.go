@@ -203,3 +203,46 @@ func TestScanCommand(t *testing.T) {
 		t.Errorf("human:\n%s", human)
 	}
 }
+
+// TestJSONEnvelope: every --json command answers with the one envelope
+// (schema_version, command, outcome, exit_code, error), also when it
+// fails before it has a report (check and inspect of an unknown pid
+// printed only text).
+func TestJSONEnvelope(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	for _, c := range []struct {
+		args []string
+		code int
+		pid  bool
+	}{
+		{[]string{"check", "--json", "999999999"}, exitError, true},
+		{[]string{"inspect", "--json", "999999999"}, exitError, true},
+		{[]string{"diagnose", "--json", "--sample", "100ms", "999999999"}, exitError, true},
+		{[]string{"check", "--json", fmt.Sprint(p.PID)}, -1, true},
+		{[]string{"inspect", "--json", fmt.Sprint(p.PID)}, exitOK, true},
+		{[]string{"scan", "--json"}, exitOK, false},
+	} {
+		stdout, _, code := runCLI(t, c.args...)
+		var out map[string]any
+		if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+			t.Errorf("%v: not JSON (%v): %q", c.args, err, stdout)
+			continue
+		}
+		if out["schema_version"] != float64(1) || out["command"] != c.args[0] || out["exit_code"] != float64(code) && c.code >= 0 || out["outcome"] == nil {
+			t.Errorf("%v: exit %d, envelope %v %v %v %v", c.args, code, out["schema_version"], out["command"], out["exit_code"], out["outcome"])
+		}
+		if c.code >= 0 && code != c.code {
+			t.Errorf("%v: exit %d, want %d", c.args, code, c.code)
+		}
+		if out["exit_code"] != float64(code) {
+			t.Errorf("%v: exit_code %v, the process exited %d", c.args, out["exit_code"], code)
+		}
+		if _, ok := out["pid"]; c.pid && !ok {
+			t.Errorf("%v: no pid", c.args)
+		}
+		if code != exitOK && out["error"] == nil {
+			t.Errorf("%v: exit %d without an error", c.args, code)
+		}
+	}
+}

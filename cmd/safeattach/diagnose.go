@@ -37,20 +37,29 @@ func newDiagnoseCmd() *cobra.Command {
 			}
 			r, err := diagnose.Diagnose(cmd.Context(), pid, diagnose.Options{Sample: sample})
 			if err != nil {
+				if asJSON {
+					return jsonFailure(cmd.OutOrStdout(), "diagnose", pid, err)
+				}
 				return err
 			}
-			if asJSON {
-				err = writeJSON(cmd.OutOrStdout(), r)
-			} else {
-				printHangReport(cmd.OutOrStdout(), r)
+			var hung error
+			if r.State == diagnose.Hung {
+				hung = withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
 			}
-			if err == nil && r.State == diagnose.Hung {
-				if asJSON {
-					return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive: %s", pid, r.Conclusion))
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), struct {
+					envelope
+					*diagnose.HangReport
+				}{newEnvelope("diagnose", hung), r}); err != nil {
+					return err
 				}
+				return hung
+			}
+			printHangReport(cmd.OutOrStdout(), r)
+			if hung != nil {
 				return withCode(exitTimedOut, fmt.Errorf("pid %d is unresponsive (the hang report above)", pid))
 			}
-			return err
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -30,10 +30,16 @@ func newInspectCmd() *cobra.Command {
 			}
 			r, err := preflight.Inspect(cmd.Context(), pid, preflight.Options{})
 			if err != nil {
+				if asJSON {
+					return jsonFailure(cmd.OutOrStdout(), "inspect", pid, err)
+				}
 				return err
 			}
 			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), r)
+				return writeJSON(cmd.OutOrStdout(), struct {
+					envelope
+					*preflight.Report
+				}{newEnvelope("inspect", nil), r})
 			}
 			printReport(cmd.OutOrStdout(), r)
 			return nil

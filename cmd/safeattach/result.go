@@ -39,6 +39,38 @@ type result struct {
 	DurationMS    int64                `json:"duration_ms"`
 }
 
+// envelope is what every --json object carries, whatever the command
+// and the outcome: the same four fields as result's, so that a CI gate
+// reads one shape. check, inspect, scan and diagnose put their own
+// fields beside it; a command that fails before it has anything to
+// report prints the envelope alone, with the pid.
+type envelope struct {
+	SchemaVersion int            `json:"schema_version"`
+	Command       string         `json:"command"`
+	Outcome       attach.Outcome `json:"outcome"`
+	ExitCode      int            `json:"exit_code"`
+	Error         string         `json:"error,omitempty"`
+}
+
+func newEnvelope(command string, err error) envelope {
+	e := envelope{SchemaVersion: resultSchemaVersion, Command: command, Outcome: attach.OutcomeOf(err), ExitCode: exitCodeOf(err)}
+	if err != nil {
+		e.Error = err.Error()
+	}
+	return e
+}
+
+// jsonFailure prints the envelope of a --json command that failed
+// before it had a report (an unknown pid, an unreadable process), and
+// returns err: its exit code is the envelope's.
+func jsonFailure(w io.Writer, command string, pid int, err error) error {
+	_ = writeJSON(w, struct {
+		envelope
+		PID int `json:"pid,omitempty"`
+	}{newEnvelope(command, err), pid})
+	return err
+}
+
 type profileResult struct {
 	File      string `json:"file,omitempty"` // empty: standard output
 	Bytes     int64  `json:"bytes"`
