@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -387,4 +388,27 @@ func TestAgentDiscovery(t *testing.T) {
 	if data, _ := os.ReadFile(out); !strings.Contains(string(data), "[itimer]") {
 		t.Errorf("profile: %q", data)
 	}
+}
+
+// TestProfileHelpIsGrouped: profile's flags are under headings as
+// asprof's are, and every flag is shown exactly once.
+func TestProfileHelpIsGrouped(t *testing.T) {
+	stdout, _, code := runCLI(t, "profile", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, g := range profileFlagGroups {
+		if !strings.Contains(stdout, "\n"+g.title+":\n") {
+			t.Errorf("no heading %q", g.title)
+		}
+	}
+	newProfileCmd().Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		line := regexp.MustCompile(`(?m)^\s+(-\w, )?--` + regexp.QuoteMeta(f.Name) + `( |$)`)
+		if n := len(line.FindAllString(stdout, -1)); n != 1 {
+			t.Errorf("--%s shown %d times", f.Name, n)
+		}
+	})
 }

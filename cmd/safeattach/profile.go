@@ -262,6 +262,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
 	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	af.register(cmd, 0)
+	cmd.SetUsageFunc(groupedUsage(profileFlagGroups))
 	return cmd
 }
 
