@@ -83,6 +83,9 @@ type Pusher struct {
 	queue                        []Window
 	wake                         chan struct{}
 	stats                        Stats
+	// settled is closed (and replaced) each time a send ends or the
+	// queue is let go: what Drain waits on.
+	settled chan struct{}
 }
 
 // NewPusher validates cfg.
@@ -118,7 +121,7 @@ func NewPusher(cfg Config) (*Pusher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pusher{cfg: cfg, wake: make(chan struct{}, 1)}, nil
+	return &Pusher{cfg: cfg, wake: make(chan struct{}, 1), settled: make(chan struct{})}, nil
 }
 
 // errRedirect: the server redirected to another origin.
@@ -195,6 +198,7 @@ func (p *Pusher) Run(ctx context.Context) {
 		if p.droppedWhileSending {
 			w.release()
 		}
+		p.settle()
 		p.mu.Unlock()
 		if !more {
 			return // ctx ended
@@ -210,6 +214,33 @@ func (p *Pusher) releaseAll() {
 		w.release()
 	}
 	p.queue = nil
+	p.settle()
+}
+
+// settle wakes the Drains (p.mu held).
+func (p *Pusher) settle() {
+	close(p.settled)
+	p.settled = make(chan struct{})
+}
+
+// Drain waits until every window queued so far has been sent (or given
+// up on), or ctx ends: what a shutdown does after its profilers took
+// their last windows, before it stops Run. It does not stop Run.
+func (p *Pusher) Drain(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 && !p.sending {
+			p.mu.Unlock()
+			return nil
+		}
+		settled := p.settled
+		p.mu.Unlock()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return fmt.Errorf("pyroscope: %d windows not sent: %w", p.Stats().Queued, ctx.Err())
+		}
+	}
 }
 
 // sendWithRetry sends the head window until it is accepted, rejected for

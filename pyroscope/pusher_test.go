@@ -239,3 +239,43 @@ func TestRedirectsKeepCredentialsHome(t *testing.T) {
 		t.Fatalf("same-origin redirect: %d requests, headers %v", len(home.headers), home.headers)
 	}
 }
+
+// TestDrainWaitsForTheQueue: Drain returns once every window queued so
+// far has been answered (a shutdown used to poll the queue's length
+// every 50 ms), and with ctx's error while one is still unanswered.
+func TestDrainWaitsForTheQueue(t *testing.T) {
+	s := &ingest{t: t}
+	p, stop := start(t, s, Config{})
+	defer stop()
+	for i := range 3 {
+		p.Enqueue(window(i))
+	}
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.calls.Load(); n != 3 {
+		t.Fatalf("Drain returned after %d of 3 windows were sent", n)
+	}
+
+	release := make(chan struct{})
+	blocked := &ingest{t: t}
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		blocked.ServeHTTP(w, r)
+	}))
+	defer held.Close()
+	defer close(release)
+	q, err := NewPusher(Config{URL: held.URL, RetryMax: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go q.Run(ctx)
+	q.Enqueue(window(0))
+	short, cancelShort := context.WithCancel(context.Background())
+	cancelShort()
+	if err := q.Drain(short); err == nil || !strings.Contains(err.Error(), "1 windows not sent") {
+		t.Errorf("Drain with a window unanswered: %v", err)
+	}
+}

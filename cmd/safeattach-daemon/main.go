@@ -180,8 +180,12 @@ func run() error {
 	}
 	log.Info("shutting down: stopping profilers")
 	<-ran
-	for deadline := time.Now().Add(drainTimeout); pusher != nil && pusher.Stats().Queued > 0 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	if pusher != nil {
+		drain, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+		if err := pusher.Drain(drain); err != nil {
+			log.Warn("shutting down before every window was sent", "err", err)
+		}
+		cancelDrain()
 	}
 	stopPushing()
 	<-pushed
