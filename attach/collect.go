@@ -37,6 +37,9 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	if req.Output == "" && req.Writer == nil {
 		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
 	}
+	if WantsPprof(req) {
+		return profilePprof(ctx, pid, req)
+	}
 	if req.Duration <= 0 {
 		req.Duration = 10 * time.Second
 	}

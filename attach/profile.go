@@ -15,6 +15,7 @@ import (
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -113,6 +114,10 @@ type ProfileRequest struct {
 	OutputOwner *outfile.Owner
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
+	// Converter is the JFR to pprof converter a pprof profile runs
+	// (Format pprof, or an output named *.pb.gz or *.pprof); default
+	// PprofConverter beside this program or on PATH.
+	Converter string
 }
 
 // ProfileResult is a finished profile.
@@ -133,6 +138,8 @@ type ProfileResult struct {
 	// Exited is set when the JVM exited during the profile: the profile
 	// is what the agent wrote as the JVM exited.
 	Exited bool `json:"exited,omitempty"`
+	// Pprof is what a pprof profile holds (Format pprof).
+	Pprof *bounded.Result `json:"pprof,omitempty"`
 }
 
 // formatFor picks the output format as asprof does: -o first (JFR when

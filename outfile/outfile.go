@@ -147,3 +147,19 @@ func (o *File) discard() {
 	o.tmp.Close()
 	os.Remove(o.tmp.Name())
 }
+
+// Anonymous is a read-write file with no name (O_TMPFILE) in dir, else
+// in the system's temporary directory: what a target sent back waits
+// there (for a converter, or until it may be printed) where no one can
+// open or replace it, and it is gone when closed.
+func Anonymous(dir string) (*os.File, error) {
+	var errs []error
+	for _, d := range []string{dir, os.TempDir()} {
+		fd, err := unix.Open(d, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return os.NewFile(uintptr(fd), filepath.Join(d, "(anonymous)")), nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", d, err))
+	}
+	return nil, fmt.Errorf("no anonymous temporary file: %w", errors.Join(errs...))
+}

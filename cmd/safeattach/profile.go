@@ -164,7 +164,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 			if action != "collect" {
 				return profileAction(cmd, pid, action, req, asJSON)
 			}
-			if wantsPprof(req) {
+			if attach.WantsPprof(req) {
 				return profilePprof(cmd, pid, req)
 			}
 			// Ctrl-C (the root context) ends the wait; the profiler is
@@ -176,7 +176,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 			// they come first, as asprof's do.
 			var spool *os.File
 			if stdout := req.Writer; stdout != nil {
-				if spool, err = anonymousFile(os.TempDir()); err != nil {
+				if spool, err = outfile.Anonymous(os.TempDir()); err != nil {
 					return err
 				}
 				defer spool.Close()
@@ -266,38 +266,12 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	return cmd
 }
 
-// wantsPprof: -o pprof, or an output named *.pb.gz or *.pprof.
-func wantsPprof(req attach.ProfileRequest) bool {
-	return req.Format == "pprof" || req.Format == "" && (strings.HasSuffix(req.Output, ".pb.gz") || strings.HasSuffix(req.Output, ".pprof"))
-}
-
-// profilePprof records JFR (async-profiler's richest output) and has
-// safeattach-pprof convert it to a gzipped profile.proto for the event
-// sampled. The recording comes back from the target: it goes into an
-// anonymous file (no name in any directory), and the converter reads it
-// on its standard input in a child process bounded in time, memory and
-// output (jfrpprof/bounded), writing its standard output into the
-// prepared output file. Nothing is ever named in a shared directory.
+// profilePprof is a -o pprof collect: the library records JFR and
+// converts it (attach.WantsPprof); a binary profile goes to a file.
 func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error {
 	if req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
 	}
-	conv, err := companion("safeattach-pprof", "-o pprof files")
-	if err != nil {
-		return err
-	}
-	sink, err := outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner)
-	if err != nil {
-		return err
-	}
-	defer sink.Discard()
-	jfr, err := anonymousFile(filepath.Dir(req.Output))
-	if err != nil {
-		return err
-	}
-	defer jfr.Close()
-	req.Format, req.Writer, req.Output = "jfr", jfr, ""
-	start := time.Now()
 	res, err := attach.Profile(cmd.Context(), pid, req)
 	if res != nil {
 		for _, line := range res.AgentLog {
@@ -305,40 +279,13 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 		}
 	}
 	if err != nil {
+		if errors.Is(err, bounded.ErrFailed) {
+			return withCode(exitFailed, err)
+		}
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
-	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	// A profile stopped early by a signal is still converted and written.
-	cctx, unwound := unwinding(cmd.Context())
-	defer unwound()
-	conv2, err := bounded.Convert(cctx, bounded.Request{
-		Converter: conv, Event: res.Event, Start: start, End: time.Now(), In: jfr, Out: sink,
-	})
-	if err != nil {
-		return withCode(exitFailed, fmt.Errorf("converting the profiler's JFR to pprof: %w", err))
-	}
-	if err := sink.Commit(); err != nil {
-		return err
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s); the JVM answers\n", sink.Name(), conv2)
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s); the JVM answers\n", res.Output, res.Pprof)
 	return nil
-}
-
-// anonymousFile is a read-write file with no name (O_TMPFILE) in dir,
-// else in the system's temporary directory: what the target sent back
-// waits there for the converter, where no one can open or replace it.
-func anonymousFile(dir string) (*os.File, error) {
-	var errs []error
-	for _, d := range []string{dir, os.TempDir()} {
-		fd, err := unix.Open(d, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-		if err == nil {
-			return os.NewFile(uintptr(fd), filepath.Join(d, "(anonymous)")), nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", d, err))
-	}
-	return nil, fmt.Errorf("no anonymous temporary file: %w", errors.Join(errs...))
 }
 
 // companion finds one of safeattach's helper binaries beside this one,

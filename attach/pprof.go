@@ -1,0 +1,104 @@
+package attach
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/jfrpprof/bounded"
+	"github.com/safeattach/safeattach/outfile"
+)
+
+// PprofConverter is the converter -o pprof runs (cmd/safeattach-pprof),
+// looked for beside the running program, then on PATH.
+const PprofConverter = "safeattach-pprof"
+
+// WantsPprof reports whether req asks for a pprof profile: -o pprof, or
+// no format and an output named *.pb.gz or *.pprof.
+func WantsPprof(req ProfileRequest) bool {
+	return req.Format == "pprof" || req.Format == "" && (strings.HasSuffix(req.Output, ".pb.gz") || strings.HasSuffix(req.Output, ".pprof"))
+}
+
+// profilePprof records JFR (async-profiler's richest output) and has the
+// converter turn it into a gzipped profile.proto for the event sampled.
+// The recording comes back from the target into an anonymous file (no
+// name in any directory); the converter reads it on its standard input
+// in a child process bounded in time, memory and output
+// (jfrpprof/bounded) and writes into the prepared output. Nothing is
+// ever named in a shared directory. The conversion runs even when ctx
+// was cancelled during the profile (what was collected is written), under
+// the converter's own time bound.
+func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
+	conv := req.Converter
+	if conv == "" {
+		var err error
+		if conv, err = findConverter(); err != nil {
+			return nil, err
+		}
+	}
+	var sink io.Writer = req.Writer
+	var out *outfile.File
+	if sink == nil {
+		var err error
+		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
+		}
+		defer out.Discard()
+		sink = out
+	}
+	jfr, err := outfile.Anonymous(filepath.Dir(req.Output))
+	if err != nil {
+		return nil, err
+	}
+	defer jfr.Close()
+	inner := req
+	inner.Format, inner.Writer, inner.Output = "jfr", jfr, ""
+	start := time.Now()
+	res, err := Profile(ctx, pid, inner)
+	if err != nil {
+		return res, err
+	}
+	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
+		return res, err
+	}
+	// A profile stopped early (a Ctrl-C) is still converted, within
+	// StopAfterCancel of the cancellation.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(StopAfterCancel, cancel) })
+	defer stop()
+	converted, err := bounded.Convert(cctx, bounded.Request{
+		Converter: conv, Event: res.Event, Start: start, End: time.Now(), In: jfr, Out: sink,
+	})
+	if err != nil {
+		return res, fmt.Errorf("converting the profiler's JFR to pprof: %w", err)
+	}
+	if out != nil {
+		if err := out.Commit(); err != nil {
+			return res, err
+		}
+	}
+	res.Output, res.Format, res.Pprof = req.Output, "pprof", &converted
+	return res, nil
+}
+
+// findConverter looks for PprofConverter beside this program, then on
+// PATH.
+func findConverter() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), PprofConverter)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(PprofConverter)
+	if err != nil {
+		return "", fmt.Errorf("%w: pprof output needs %s beside this program or on PATH (make build builds it), or ProfileRequest.Converter", ErrInvalidOptions, PprofConverter)
+	}
+	return p, nil
+}
