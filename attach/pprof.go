@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 )
@@ -37,8 +36,8 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	conv := req.Converter
 	if conv == "" {
 		var err error
-		if conv, err = findConverter(); err != nil {
-			return nil, err
+		if conv, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 		}
 	}
 	var sink io.Writer = req.Writer
@@ -85,20 +84,4 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	}
 	res.Output, res.Format, res.Pprof = req.Output, "pprof", &converted
 	return res, nil
-}
-
-// findConverter looks for PprofConverter beside this program, then on
-// PATH.
-func findConverter() (string, error) {
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), PprofConverter)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath(PprofConverter)
-	if err != nil {
-		return "", fmt.Errorf("%w: pprof output needs %s beside this program or on PATH (make build builds it), or ProfileRequest.Converter", ErrInvalidOptions, PprofConverter)
-	}
-	return p, nil
 }

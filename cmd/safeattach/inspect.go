@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
 	"github.com/spf13/cobra"
@@ -77,7 +78,7 @@ func podContainer(_ context.Context, namespace, pod, container string) (string, 
 // It is a separate binary to keep net/http and crypto/tls out of every
 // other call's start-up.
 func containerOfPod(ref string) (string, error) {
-	helper, err := companion("safeattach-kube", "pod: targets")
+	helper, err := companion.Find("safeattach-kube", "pod: targets")
 	if err != nil {
 		return "", err
 	}

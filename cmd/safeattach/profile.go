@@ -288,22 +288,6 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 	return nil
 }
 
-// companion finds one of safeattach's helper binaries beside this one,
-// else on PATH; what names the feature that needs it.
-func companion(name, what string) (string, error) {
-	if self, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(self), name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%s need %s beside safeattach or on PATH (make build builds it)", what, name)
-	}
-	return p, nil
-}
-
 // withoutInfo is v with its informational findings left out.
 func withoutInfo(v conflicts.Verdict) conflicts.Verdict {
 	var kept []conflicts.Finding
