@@ -412,3 +412,14 @@ func TestProfileHelpIsGrouped(t *testing.T) {
 		}
 	})
 }
+
+// TestProfileVersion: profile --version says, as asprof --version does,
+// which async-profiler would be used (an install's directory named by
+// --agent), beside safeattach's own version.
+func TestProfileVersion(t *testing.T) {
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	stdout, stderr, code := runCLI(t, "profile", "--version", "--agent", lib)
+	if code != 0 || !strings.HasPrefix(stdout, "safeattach ") || !strings.Contains(stdout, "async-profiler") || !strings.Contains(stdout, lib) {
+		t.Errorf("exit %d: %q %q", code, stdout, stderr)
+	}
+}

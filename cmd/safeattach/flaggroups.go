@@ -25,7 +25,7 @@ var profileFlagGroups = []flagGroup{
 		"jfropts", "log", "json", "progress"}},
 	{"Target", []string{"container", "pod", "pod-uid"}},
 	{"Safety", []string{"agent", "timeout", "takeover", "event-fallback", "ack", "strict", "rules", "allow-agent", "deny-agent",
-		"crash-memory", "verbose", "libpath", "help"}},
+		"crash-memory", "verbose", "libpath", "version", "help"}},
 }
 
 // groupedUsage prints cmd's usage with its flags under groups; a flag no

@@ -37,6 +37,9 @@ func newProfileCmd() *cobra.Command {
 		modeFlag string
 		loop     string
 		features string
+		// showVersion is asprof's --version: which async-profiler would
+		// be used, beside safeattach's own version.
+		showVersion bool
 	)
 	cmd := &cobra.Command{
 		Use:   "profile [ACTION] [--agent PATH] [asprof options] [-d DURATION] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
@@ -64,6 +67,9 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
   safeattach profile --loop 1m -f 'cpu-%t.jfr' pod:shop/orders
   safeattach profile -o pprof -f cpu.pb.gz 3456          # for go tool pprof`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if showVersion {
+				return nil
+			}
 			if len(args) > 0 {
 				if hint, ok := jattachActions[args[0]]; ok {
 					return fmt.Errorf("%s is asprof's jattach action; safeattach has it as a command of its own: %s", args[0], hint)
@@ -78,6 +84,9 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if showVersion {
+				return printVersions(cmd, req.Lib)
+			}
 			action := "collect"
 			if len(args) == 2 {
 				action = args[0]
@@ -262,6 +271,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
 	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	af.register(cmd, 0)
+	f.BoolVar(&showVersion, "version", false, "print safeattach's version and the async-profiler version --agent (or discovery) finds, as asprof --version does")
 	cmd.SetUsageFunc(groupedUsage(profileFlagGroups))
 	return cmd
 }
@@ -285,6 +295,25 @@ func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error 
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s); the JVM answers\n", res.Output, res.Pprof)
+	return nil
+}
+
+// printVersions prints safeattach's version and that of the
+// async-profiler it would load.
+func printVersions(cmd *cobra.Command, lib string) error {
+	w := cmd.OutOrStdout()
+	fmt.Fprintln(w, versionString())
+	a, err := attach.FindAgent(cmd.Context(), lib)
+	switch {
+	case err != nil:
+		return err
+	case a.Assumed:
+		fmt.Fprintln(w, "async-profiler: none found (give --agent, or set ASYNC_PROFILER_HOME)")
+	case a.Version != "":
+		fmt.Fprintf(w, "async-profiler %s (%s)\n", a.Version, a.Path)
+	default:
+		fmt.Fprintf(w, "async-profiler of an unknown version (%s): %s\n", a.Path, a.VersionReason)
+	}
 	return nil
 }
 
