@@ -39,7 +39,7 @@ func EnsureListener(ctx context.Context, t *JVM) error {
 	defer unix.Close(pidfd)
 	removeTrigger, err := createTrigger(ctx, t)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoListener, err)
+		return fmt.Errorf("%w: %w", ErrNoListener, err)
 	}
 	defer removeTrigger()
 	if err := checkSignalSafe(t); err != nil {

@@ -193,7 +193,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	var ce *codedError
-	if sig, ok := context.Cause(ctx).(signalled); ok && !errors.As(err, &ce) {
+	// Interrupted: exit 128+signal, also when the step the signal cut
+	// short reported itself as a failure of its own (a listener that
+	// did not start because the wait for it was cancelled is not an
+	// attach failure, exit 3).
+	if sig, ok := context.Cause(ctx).(signalled); ok && (!errors.As(err, &ce) || errors.Is(err, context.Canceled)) {
 		fmt.Fprintf(stderr, "safeattach: interrupted by %v: %v\n", sig.sig, err)
 		return exitSignalBase + int(sig.sig)
 	}

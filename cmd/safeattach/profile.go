@@ -27,20 +27,23 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// profileCLI is the profile command's flags and the request they make.
+type profileCLI struct {
+	af       attachFlags
+	req      attach.ProfileRequest
+	duration string
+	asJSON   bool
+	progress bool
+	modeFlag string
+	loop     string
+	features string
+	// showVersion is asprof's --version: which async-profiler would be
+	// used, beside safeattach's own version.
+	showVersion bool
+}
+
 func newProfileCmd() *cobra.Command {
-	var (
-		af       attachFlags
-		req      attach.ProfileRequest
-		duration string
-		asJSON   bool
-		progress bool
-		modeFlag string
-		loop     string
-		features string
-		// showVersion is asprof's --version: which async-profiler would
-		// be used, beside safeattach's own version.
-		showVersion bool
-	)
+	p := &profileCLI{}
 	cmd := &cobra.Command{
 		Use:   "profile [ACTION] [--agent PATH] [asprof options] [-d DURATION] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
 		Short: "Profile a JVM with async-profiler if it is safe, as asprof does; Ctrl-C stops early and still writes the profile",
@@ -66,214 +69,237 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
   safeattach profile stop -f rec.jfr 3456                # ... stop later, from another shell
   safeattach profile --loop 1m -f 'cpu-%t.jfr' pod:shop/orders
   safeattach profile -o pprof -f cpu.pb.gz 3456          # for go tool pprof`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if showVersion {
-				return nil
-			}
-			if len(args) > 0 {
-				if hint, ok := jattachActions[args[0]]; ok {
-					return fmt.Errorf("%s is asprof's jattach action; safeattach has it as a command of its own: %s", args[0], hint)
-				}
-			}
-			switch {
-			case len(args) == 0:
-				return fmt.Errorf("profile needs a target: safeattach profile [ACTION] [options] PID (a pid, jps, an application name, container:ID, pod:NS/NAME); see --help")
-			case len(args) > 2:
-				return fmt.Errorf("profile takes [ACTION] PID, got %d arguments: %s", len(args), strings.Join(args, " "))
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if showVersion {
-				return printVersions(cmd, req.Lib)
-			}
-			action := "collect"
-			if len(args) == 2 {
-				action = args[0]
-				args = args[1:]
-			}
-			if !slices.Contains(profileActions, action) {
-				if strings.HasSuffix(action, ".so") {
-					return fmt.Errorf("%s: -l/--lib is asprof's \"prepend library names\"; give the library with --agent", action)
-				}
-				return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
-			}
-			if req.FdTransferKernel {
-				req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
-			}
-			if cmd.Flags().Changed("libpath") {
-				return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
-			}
-			pid, err := parsePID(args[0])
-			if err != nil {
-				return err
-			}
-			if err := attach.CheckFormat(req.Format, "pprof"); err != nil {
-				return err
-			}
-			req.Profiler.Features = splitFeatures(features)
-			if err := req.Profiler.Validate(); err != nil {
-				return err
-			}
-			if req.Duration, err = parseDuration(duration); err != nil {
-				return fmt.Errorf("-d %s: %v", duration, err)
-			}
-			// As asprof: no -f (or -f -) prints to standard output
-			// (escaped by run when it is a terminal: the profile's text
-			// is the target's).
-			switch req.Output {
-			case "", "-":
-				if asJSON && (action == "collect" || action == "stop" || action == "dump") {
-					return fmt.Errorf("--json prints the result on standard output; give the profile a file with -f")
-				}
-				req.Output, req.Writer = "", cmd.OutOrStdout()
-			default:
-				if loop == "" { // --loop names each window's file itself
-					req.Output = outfile.Expand(req.Output, pid, time.Now(), 0)
-				}
-			}
-			mode, err := strconv.ParseUint(modeFlag, 8, 32)
-			if err != nil || mode > 0o777 {
-				return fmt.Errorf("--mode %q: want octal permission bits such as 0644", modeFlag)
-			}
-			req.OutputMode = os.FileMode(mode)
-			req.OutputOwner = sudoOwner()
-			req.Owner = "safeattach profile"
-			if req.Options, err = af.options(cmd); err != nil {
-				return err
-			}
-			req.Options.Timeout = 0
-			if cmd.Flags().Changed("timeout") {
-				if af.timeout < req.Duration+attach.MinProfileOverhead {
-					return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", af.timeout, req.Duration, attach.MinProfileOverhead, req.Duration+attach.MinProfileOverhead)
-				}
-				req.Options.Timeout = af.timeout
-			}
-			stderr := cmd.ErrOrStderr()
-			if progress || isTerminal(stderr) {
-				event := req.Profiler.MainEvent()
-				req.Progress = func(elapsed, total time.Duration) {
-					fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, event, int(elapsed.Seconds()), int(total.Seconds()))
-				}
-			}
-			if loop != "" {
-				window, err := parseDuration(loop)
-				if err != nil {
-					return fmt.Errorf("--loop %s: %v", loop, err)
-				}
-				if req.Writer != nil {
-					return fmt.Errorf("--loop writes one file per window: give -f with %%t or %%n in the name")
-				}
-				total := time.Duration(0)
-				if cmd.Flags().Changed("duration") {
-					total = req.Duration
-				}
-				return profileLoop(cmd, pid, req, window, total)
-			}
-			if action != "collect" {
-				return profileAction(cmd, pid, action, req, asJSON)
-			}
-			if attach.WantsPprof(req) {
-				return profilePprof(cmd, pid, req)
-			}
-			// Ctrl-C (the root context) ends the wait; the profiler is
-			// still stopped and its output written.
-			requested := req.Profiler.Event
-			start := time.Now()
-			// A profile for standard output waits in an anonymous file
-			// until the agent's messages are out: read together (2>&1),
-			// they come first, as asprof's do.
-			var spool *os.File
-			if stdout := req.Writer; stdout != nil {
-				if spool, err = outfile.Anonymous(os.TempDir()); err != nil {
-					return err
-				}
-				defer spool.Close()
-				req.Writer = spool
-			}
-			res, perr := attach.Profile(cmd.Context(), pid, req)
-			if req.Progress != nil {
-				fmt.Fprintln(stderr)
-			}
-			// The agent's own messages, on the caller's terminal (not in the
-			// application's log).
-			if res != nil && !asJSON {
-				for _, line := range res.AgentLog {
-					fmt.Fprintln(stderr, line)
-				}
-			}
-			if spool != nil {
-				req.Writer = cmd.OutOrStdout()
-				if _, serr := spool.Seek(0, io.SeekStart); serr != nil {
-					return serr
-				}
-				if _, cerr := io.Copy(req.Writer, spool); cerr != nil && perr == nil {
-					return fmt.Errorf("writing the profile to standard output: %w", cerr)
-				}
-			}
-			w := cmd.OutOrStdout()
-			err = attachError(w, perr, asJSON)
-			if asJSON {
-				var base *attach.Result
-				if res != nil {
-					base = &res.Result
-				}
-				r := newResult("profile", pid, start, base, perr)
-				if res != nil {
-					r.AgentLog = res.AgentLog
-					r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited}
-				}
-				writeResult(w, r, err)
-				return err
-			}
-			if err != nil {
-				return err
-			}
-			if req.Writer != nil {
-				return nil
-			}
-			note := ""
-			if res.Cancelled {
-				note = " (stopped early)"
-			}
-			if res.Event != "" && requested != "" && res.Event != requested {
-				note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
-			}
-			// Status lines go to stderr, as asprof's do: stdout is the
-			// profile's when no -f is given, and scripts read it.
-			if res.Exited {
-				fmt.Fprintf(stderr, "the JVM exited during the profile; wrote %s (%d bytes), what the profiler had when it exited\n", res.Output, res.Bytes)
-				return nil
-			}
-			fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
-			// A profile that ran says only what should be acted on:
-			// information (the profiler this JVM already maps, at every
-			// repeat) is for check and --json.
-			printFindings(stderr, withoutInfo(res.Verdict))
-			return nil
-		},
+		Args: p.checkArgs,
+		RunE: p.run,
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Lib, "agent", "", "async-profiler library or install directory (default: $ASYNC_PROFILER_HOME, asprof on PATH, async-profiler*/ under /opt, /usr/local, ~; else the one the JVM maps)")
-	f.StringVarP(&duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
-	f.StringVarP(&req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
-	f.StringVar(&modeFlag, "mode", "0644", "permission bits of the output file")
-	f.StringVarP(&req.Format, "output", "o", "", "output format: flat[=N], traces[=N], collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces); another is refused")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.BoolVar(&progress, "progress", false, "print progress even when stderr is not a terminal")
-	f.BoolVar(&req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
-	f.BoolVar(&req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
-	f.StringVar(&loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
-	asprofFlags(f, &req.Profiler, &features)
+	f.StringVar(&p.req.Lib, "agent", "", "async-profiler library or install directory (default: $ASYNC_PROFILER_HOME, asprof on PATH, async-profiler*/ under /opt, /usr/local, ~; else the one the JVM maps)")
+	f.StringVarP(&p.duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
+	f.StringVarP(&p.req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
+	f.StringVar(&p.modeFlag, "mode", "0644", "permission bits of the output file")
+	f.StringVarP(&p.req.Format, "output", "o", "", "output format: flat[=N], traces[=N], collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces); another is refused")
+	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&p.progress, "progress", false, "print progress even when stderr is not a terminal")
+	f.BoolVar(&p.req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
+	f.BoolVar(&p.req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
+	f.StringVar(&p.loop, "loop", "", "continuous profiling: a new profile every WINDOW (30s, 1m) until Ctrl-C, or until -d if given; -f names each window's file (%t, %n{MAX})")
+	asprofFlags(f, &p.req.Profiler, &p.features)
 	// asprof options safeattach refuses, with the reason, rather than
 	// "unknown flag".
 	f.String("libpath", "", "refused: the library loaded is the one judged (--agent)")
-	f.BoolVar(&req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
-	f.BoolVar(&req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
-	af.register(cmd, 0)
-	f.BoolVar(&showVersion, "version", false, "print safeattach's version and the async-profiler version --agent (or discovery) finds, as asprof --version does")
+	f.BoolVar(&p.req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
+	f.BoolVar(&p.req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
+	p.af.register(cmd, 0)
+	f.BoolVar(&p.showVersion, "version", false, "print safeattach's version and the async-profiler version --agent (or discovery) finds, as asprof --version does")
 	cmd.SetUsageFunc(groupedUsage(profileFlagGroups))
 	return cmd
+}
+
+func (p *profileCLI) checkArgs(cmd *cobra.Command, args []string) error {
+	if p.showVersion {
+		return nil
+	}
+	if len(args) > 0 {
+		if hint, ok := jattachActions[args[0]]; ok {
+			return fmt.Errorf("%s is asprof's jattach action; safeattach has it as a command of its own: %s", args[0], hint)
+		}
+	}
+	switch {
+	case len(args) == 0:
+		return fmt.Errorf("profile needs a target: safeattach profile [ACTION] [options] PID (a pid, jps, an application name, container:ID, pod:NS/NAME); see --help")
+	case len(args) > 2:
+		return fmt.Errorf("profile takes [ACTION] PID, got %d arguments: %s", len(args), strings.Join(args, " "))
+	}
+	return nil
+}
+
+// run parses the action and the target, makes the request, and hands it
+// to the loop, an action or a collect.
+func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
+	if p.showVersion {
+		return printVersions(cmd, p.req.Lib)
+	}
+	action := "collect"
+	if len(args) == 2 {
+		action = args[0]
+		args = args[1:]
+	}
+	if !slices.Contains(profileActions, action) {
+		if strings.HasSuffix(action, ".so") {
+			return fmt.Errorf("%s: -l/--lib is asprof's \"prepend library names\"; give the library with --agent", action)
+		}
+		return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
+	}
+	if p.req.FdTransferKernel {
+		p.req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
+	}
+	if cmd.Flags().Changed("libpath") {
+		return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
+	}
+	pid, err := parsePID(args[0])
+	if err != nil {
+		return err
+	}
+	if err := p.makeRequest(cmd, pid, action); err != nil {
+		return err
+	}
+	if p.loop != "" {
+		window, err := parseDuration(p.loop)
+		if err != nil {
+			return fmt.Errorf("--loop %s: %v", p.loop, err)
+		}
+		if p.req.Writer != nil {
+			return fmt.Errorf("--loop writes one file per window: give -f with %%t or %%n in the name")
+		}
+		total := time.Duration(0)
+		if cmd.Flags().Changed("duration") {
+			total = p.req.Duration
+		}
+		return profileLoop(cmd, pid, p.req, window, total)
+	}
+	if action != "collect" {
+		return profileAction(cmd, pid, action, p.req, p.asJSON)
+	}
+	if attach.WantsPprof(p.req) {
+		return profilePprof(cmd, pid, p.req)
+	}
+	return p.collect(cmd, pid)
+}
+
+// makeRequest checks the flags and fills p.req for action on pid.
+func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) error {
+	var err error
+	if err := attach.CheckFormat(p.req.Format, "pprof"); err != nil {
+		return err
+	}
+	p.req.Profiler.Features = splitFeatures(p.features)
+	if err := p.req.Profiler.Validate(); err != nil {
+		return err
+	}
+	if p.req.Duration, err = parseDuration(p.duration); err != nil {
+		return fmt.Errorf("-d %s: %v", p.duration, err)
+	}
+	// As asprof: no -f (or -f -) prints to standard output
+	// (escaped by run when it is a terminal: the profile's text
+	// is the target's).
+	switch p.req.Output {
+	case "", "-":
+		if p.asJSON && (action == "collect" || action == "stop" || action == "dump") {
+			return fmt.Errorf("--json prints the result on standard output; give the profile a file with -f")
+		}
+		p.req.Output, p.req.Writer = "", cmd.OutOrStdout()
+	default:
+		if p.loop == "" { // --loop names each window's file itself
+			p.req.Output = outfile.Expand(p.req.Output, pid, time.Now(), 0)
+		}
+	}
+	mode, err := strconv.ParseUint(p.modeFlag, 8, 32)
+	if err != nil || mode > 0o777 {
+		return fmt.Errorf("--mode %q: want octal permission bits such as 0644", p.modeFlag)
+	}
+	p.req.OutputMode = os.FileMode(mode)
+	p.req.OutputOwner = sudoOwner()
+	p.req.Owner = "safeattach profile"
+	if p.req.Options, err = p.af.options(cmd); err != nil {
+		return err
+	}
+	p.req.Options.Timeout = 0
+	if cmd.Flags().Changed("timeout") {
+		if p.af.timeout < p.req.Duration+attach.MinProfileOverhead {
+			return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", p.af.timeout, p.req.Duration, attach.MinProfileOverhead, p.req.Duration+attach.MinProfileOverhead)
+		}
+		p.req.Options.Timeout = p.af.timeout
+	}
+	stderr := cmd.ErrOrStderr()
+	if p.progress || isTerminal(stderr) {
+		event := p.req.Profiler.MainEvent()
+		p.req.Progress = func(elapsed, total time.Duration) {
+			fmt.Fprintf(stderr, "\rprofiling pid %d (%s): %d/%d s ", pid, event, int(elapsed.Seconds()), int(total.Seconds()))
+		}
+	}
+	return nil
+}
+
+// collect is the default action: start, wait -d, stop, write.
+func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
+	req := p.req
+	stderr := cmd.ErrOrStderr()
+	// Ctrl-C (the root context) ends the wait; the profiler is
+	// still stopped and its output written.
+	requested := req.Profiler.Event
+	start := time.Now()
+	// A profile for standard output waits in an anonymous file
+	// until the agent's messages are out: read together (2>&1),
+	// they come first, as asprof's do.
+	var spool *os.File
+	var err error
+	if stdout := req.Writer; stdout != nil {
+		if spool, err = outfile.Anonymous(os.TempDir()); err != nil {
+			return err
+		}
+		defer spool.Close()
+		req.Writer = spool
+	}
+	res, perr := attach.Profile(cmd.Context(), pid, req)
+	if req.Progress != nil {
+		fmt.Fprintln(stderr)
+	}
+	// The agent's own messages, on the caller's terminal (not in the
+	// application's log).
+	if res != nil && !p.asJSON {
+		for _, line := range res.AgentLog {
+			fmt.Fprintln(stderr, line)
+		}
+	}
+	if spool != nil {
+		req.Writer = cmd.OutOrStdout()
+		if _, serr := spool.Seek(0, io.SeekStart); serr != nil {
+			return serr
+		}
+		if _, cerr := io.Copy(req.Writer, spool); cerr != nil && perr == nil {
+			return fmt.Errorf("writing the profile to standard output: %w", cerr)
+		}
+	}
+	w := cmd.OutOrStdout()
+	err = attachError(w, perr, p.asJSON)
+	if p.asJSON {
+		var base *attach.Result
+		if res != nil {
+			base = &res.Result
+		}
+		r := newResult("profile", pid, start, base, perr)
+		if res != nil {
+			r.AgentLog = res.AgentLog
+			r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited}
+		}
+		writeResult(w, r, err)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if req.Writer != nil {
+		return nil
+	}
+	note := ""
+	if res.Cancelled {
+		note = " (stopped early)"
+	}
+	if res.Event != "" && requested != "" && res.Event != requested {
+		note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
+	}
+	// Status lines go to stderr, as asprof's do: stdout is the
+	// profile's when no -f is given, and scripts read it.
+	if res.Exited {
+		fmt.Fprintf(stderr, "the JVM exited during the profile; wrote %s (%d bytes), what the profiler had when it exited\n", res.Output, res.Bytes)
+		return nil
+	}
+	fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
+	// A profile that ran says only what should be acted on:
+	// information (the profiler this JVM already maps, at every
+	// repeat) is for check and --json.
+	printFindings(stderr, withoutInfo(res.Verdict))
+	return nil
 }
 
 // profilePprof is a -o pprof collect: the library records JFR and
