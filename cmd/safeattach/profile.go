@@ -475,6 +475,11 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	if cerr := answerw.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && asJSON {
+		// "healthy" says the JVM answered after the action, as it does
+		// after a collect (it read false for every action).
+		res.Healthy = ss.Healthy(ctx) == nil
+	}
 	if err == nil && helper != nil {
 		helper.Release() // the profiler runs: its server stays
 		helper = nil

@@ -256,7 +256,7 @@ func TestLiveJSONForEveryAction(t *testing.T) {
 	if r := run(0, "start", "-e", "wall", pid); r["action"] != "start" || r["outcome"] != "ok" {
 		t.Errorf("start: %v", r)
 	}
-	if r := run(0, "status", pid); !strings.Contains(fmt.Sprint(r["output"]), "Profiling is running") {
+	if r := run(0, "status", pid); !strings.Contains(fmt.Sprint(r["output"]), "Profiling is running") || r["healthy"] != true {
 		t.Errorf("status: %v", r)
 	}
 	r := run(exitRefused, "-d", "1", "-f", out, pid)
