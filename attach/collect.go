@@ -118,6 +118,10 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	}
 	res.Bytes, err = ss.Stop(sctx, dst)
 	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
+	if ss.fdt != nil {
+		st := ss.fdt.Stats()
+		res.FdTransfer = &st
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", StopAfterCancel, sreq.AutoStop, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/fdtransfer"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 	"github.com/safeattach/safeattach/preflight"
@@ -140,6 +141,9 @@ type ProfileResult struct {
 	Exited bool `json:"exited,omitempty"`
 	// Pprof is what a pprof profile holds (Format pprof).
 	Pprof *bounded.Result `json:"pprof,omitempty"`
+	// FdTransfer is what the descriptor server did (FdTransfer): events
+	// and kallsyms copies served, requests refused and denied.
+	FdTransfer *fdtransfer.Stats `json:"fdtransfer,omitempty"`
 }
 
 // formatFor picks the output format as asprof does: -o first (JFR when

@@ -37,6 +37,14 @@ type Policy struct {
 	LBR bool
 }
 
+// OpensPerfEvents reports whether the policy's event is a perf event at
+// all: itimer, wall, alloc or a Java method make a server that serves
+// nothing (a caller says so rather than run one for nothing).
+func (p Policy) OpensPerfEvents() (bool, error) {
+	r, err := ruleFor(p.Event)
+	return err == nil && !r.none, err
+}
+
 // The perf_event_attr fields the policy reads, by byte offset (the
 // layout of linux/perf_event.h, fixed since PERF_ATTR_SIZE_VER0 for the
 // first 64 bytes; later fields only grow the struct).

@@ -85,14 +85,14 @@ const AcceptTimeout = 30 * time.Second
 
 // Stats counts what a server did, for logs and tests.
 type Stats struct {
-	PerfFDs   int64 // perf event descriptors sent
-	Kallsyms  int64 // kallsyms copies sent
-	Refused   int64 // requests answered with an error (ESRCH for a foreign thread, EACCES for what the policy does not allow, perf_event_open's errno)
-	Denied    int64 // of Refused, those the policy refused (EACCES, EPERM)
-	Strangers int64 // connections from another process, turned away
+	PerfFDs   int64 `json:"perf_fds"`  // perf event descriptors sent
+	Kallsyms  int64 `json:"kallsyms"`  // kallsyms copies sent
+	Refused   int64 `json:"refused"`   // requests answered with an error (ESRCH for a foreign thread, EACCES for what the policy does not allow, perf_event_open's errno)
+	Denied    int64 `json:"denied"`    // of Refused, those the policy refused (EACCES, EPERM)
+	Strangers int64 `json:"strangers"` // connections from another process, turned away
 	// TIDScans counts the listings of the target's threads, for tests
 	// of what a miss costs.
-	TIDScans int64
+	TIDScans int64 `json:"tid_scans"`
 }
 
 // Server answers one agent's descriptor requests.

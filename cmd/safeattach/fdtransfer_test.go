@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,8 +68,22 @@ func TestFdTransferCollect(t *testing.T) {
 	// A perf event when -e named none is refused: the look-alike asks
 	// cpu-clock whatever it samples with.
 	out, err = exec.Command(bin, "profile", "--agent", lib, "--fdtransfer", "-e", "itimer", "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
-	if err != nil || !regexp.MustCompile(`perf fd for tid \d+: Permission denied`).MatchString(string(out)) {
+	if err != nil || !regexp.MustCompile(`perf fd for tid \d+: Permission denied`).MatchString(string(out)) || !strings.Contains(string(out), "--fdtransfer serves nothing") {
 		t.Errorf("-e itimer, asked cpu-clock: %v\n%s", err, out)
+	}
+	// --json says what the server did.
+	file := filepath.Join(t.TempDir(), "p.collapsed")
+	out, err = exec.Command(bin, "profile", "--json", "--agent", lib, "--fdtransfer", "-d", "1", "-f", file, fmt.Sprint(p.PID)).Output()
+	var r struct {
+		Profile struct {
+			FdTransfer struct {
+				PerfFDs  int `json:"perf_fds"`
+				Kallsyms int `json:"kallsyms"`
+			} `json:"fdtransfer"`
+		} `json:"profile"`
+	}
+	if err != nil || json.Unmarshal(out, &r) != nil || r.Profile.FdTransfer.PerfFDs < 1 || r.Profile.FdTransfer.Kallsyms != 0 {
+		t.Errorf("--json: %v\n%s", err, out)
 	}
 	out, err = exec.Command(bin, "profile", "--agent", lib, "-d", "1", fmt.Sprint(p.PID)).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "fdtransfer") {

@@ -133,6 +133,13 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 	if p.req.FdTransferKernel {
 		p.req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
 	}
+	if p.req.FdTransfer {
+		if perf, err := attach.FdTransferPolicy(p.req.SessionRequest).OpensPerfEvents(); err != nil {
+			return fmt.Errorf("--fdtransfer: %w", err)
+		} else if !perf {
+			fmt.Fprintf(cmd.ErrOrStderr(), "note: -e %s is not a perf event: --fdtransfer serves nothing\n", p.req.Profiler.MainEvent())
+		}
+	}
 	if cmd.Flags().Changed("libpath") {
 		return fmt.Errorf("--libpath is refused: safeattach loads the library it judged (--agent), copied into the target by its content; another path would load a second copy of async-profiler beside it")
 	}
@@ -270,7 +277,7 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		r := newResult("profile", pid, start, base, perr)
 		if res != nil {
 			r.AgentLog = res.AgentLog
-			r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited}
+			r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited, FdTransfer: res.FdTransfer}
 		}
 		writeResult(w, r, err)
 		return err

@@ -8,6 +8,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
+	"github.com/safeattach/safeattach/fdtransfer"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -72,12 +73,13 @@ func jsonFailure(w io.Writer, command string, pid int, err error) error {
 }
 
 type profileResult struct {
-	File      string `json:"file,omitempty"` // empty: standard output
-	Bytes     int64  `json:"bytes"`
-	Event     string `json:"event"`
-	Format    string `json:"format"`
-	Cancelled bool   `json:"cancelled,omitempty"`
-	Exited    bool   `json:"exited,omitempty"`
+	File       string            `json:"file,omitempty"` // empty: standard output
+	FdTransfer *fdtransfer.Stats `json:"fdtransfer,omitempty"`
+	Bytes      int64             `json:"bytes"`
+	Event      string            `json:"event"`
+	Format     string            `json:"format"`
+	Cancelled  bool              `json:"cancelled,omitempty"`
+	Exited     bool              `json:"exited,omitempty"`
 }
 
 // newResult builds the JSON result of a command from what the library
