@@ -198,7 +198,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// did not start because the wait for it was cancelled is not an
 	// attach failure, exit 3).
 	if sig, ok := context.Cause(ctx).(signalled); ok && (!errors.As(err, &ce) || errors.Is(err, context.Canceled)) {
-		fmt.Fprintf(stderr, "safeattach: interrupted by %v: %v\n", sig.sig, err)
+		fmt.Fprintf(stderr, "safeattach: interrupted by %v: %s\n", sig.sig, printable.String(err.Error()))
 		return exitSignalBase + int(sig.sig)
 	}
 	// The message can quote the target (a path it maps, its agent's
