@@ -40,6 +40,9 @@ type profileCLI struct {
 	// showVersion is asprof's --version: which async-profiler would be
 	// used, beside safeattach's own version.
 	showVersion bool
+	// engine is the profiler (async-profiler, jfr); fallback the engine
+	// taken when async-profiler is refused (jfr, none).
+	engine, fallback string
 }
 
 func newProfileCmd() *cobra.Command {
@@ -90,6 +93,8 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	f.BoolVar(&p.req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
 	f.BoolVar(&p.req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	p.af.register(cmd, 0)
+	f.StringVar(&p.engine, "engine", "async-profiler", "the profiler: async-profiler, or jfr (the JVM's own Flight Recorder through jcmd: nothing native is loaded; Java frames only; -o jfr or pprof)")
+	f.StringVar(&p.fallback, "fallback", "none", "when async-profiler is refused (a collect): jfr profiles with the JVM's own Flight Recorder instead and says which rule sent it there; none refuses")
 	f.BoolVar(&p.showVersion, "version", false, "print safeattach's version and the async-profiler version --agent (or discovery) finds, as asprof --version does")
 	cmd.SetUsageFunc(groupedUsage(profileFlagGroups))
 	return cmd
@@ -167,8 +172,11 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 	if action != "collect" {
 		return profileAction(cmd, pid, action, p.req, p.asJSON)
 	}
+	if p.engine == "jfr" {
+		return p.collectJFR(cmd, pid, nil)
+	}
 	if attach.WantsPprof(p.req) {
-		return profilePprof(cmd, pid, p.req)
+		return p.profilePprof(cmd, pid)
 	}
 	return p.collect(cmd, pid)
 }
@@ -176,6 +184,14 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 // makeRequest checks the flags and fills p.req for action on pid.
 func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) error {
 	var err error
+	switch {
+	case p.engine != "async-profiler" && p.engine != "jfr":
+		return fmt.Errorf("--engine %q: want async-profiler or jfr", p.engine)
+	case p.fallback != "none" && p.fallback != "jfr":
+		return fmt.Errorf("--fallback %q: want jfr or none", p.fallback)
+	case (p.engine == "jfr" || p.fallback == "jfr") && (action != "collect" || p.loop != ""):
+		return fmt.Errorf("--engine jfr and --fallback jfr take a collect (-d), not %s", map[bool]string{true: "--loop", false: action}[p.loop != ""])
+	}
 	if err := attach.CheckFormat(p.req.Format, "pprof"); err != nil {
 		return err
 	}
@@ -251,6 +267,9 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}
+	if causes, ok := p.fallsBack(perr); ok {
+		return p.collectJFR(cmd, pid, causes)
+	}
 	// The agent's own messages, on the caller's terminal (not in the
 	// application's log).
 	if res != nil && !p.asJSON {
@@ -311,11 +330,15 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 
 // profilePprof is a -o pprof collect: the library records JFR and
 // converts it (attach.WantsPprof); a binary profile goes to a file.
-func profilePprof(cmd *cobra.Command, pid int, req attach.ProfileRequest) error {
+func (p *profileCLI) profilePprof(cmd *cobra.Command, pid int) error {
+	req := p.req
 	if req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
 	}
 	res, err := attach.Profile(cmd.Context(), pid, req)
+	if causes, ok := p.fallsBack(err); ok {
+		return p.collectJFR(cmd, pid, causes)
+	}
 	if res != nil {
 		for _, line := range res.AgentLog {
 			fmt.Fprintln(cmd.ErrOrStderr(), line)

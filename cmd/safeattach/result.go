@@ -80,6 +80,13 @@ type profileResult struct {
 	Format     string            `json:"format"`
 	Cancelled  bool              `json:"cancelled,omitempty"`
 	Exited     bool              `json:"exited,omitempty"`
+	// Engine is the profiler that made it when not async-profiler (jfr:
+	// the JVM's own Flight Recorder), FallbackFrom the rules that refused
+	// async-profiler, Limits what the engine's profile leaves out.
+	Engine       string   `json:"engine,omitempty"`
+	Recording    string   `json:"recording,omitempty"`
+	FallbackFrom []string `json:"fallback_from,omitempty"`
+	Limits       string   `json:"limits,omitempty"`
 }
 
 // newResult builds the JSON result of a command from what the library

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// TestLiveFallbackToFlightRecorder: on every JDK here before 25, a JVM whose
+// tcmalloc runs its heap profiler refuses the affected async-profiler
+// (tcmalloc-heap-profiler); with --fallback jfr the profile is taken by
+// the JVM's own Flight Recorder instead — a recording, and a pprof
+// profile holding the workload's hot method — and says which rule sent
+// it there. Without --fallback it is refused, as before. The recording
+// is the pod's file, read back and removed. On JDK 25 and later the
+// Flight Recorder is refused for such a JVM (JFR.start crashed it in
+// libunwind here): refused with the reason, and the JVM still answers.
+func TestLiveFallbackToFlightRecorder(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentAffectedLookalike)
+	env := []string{"LD_PRELOAD=" + testenv.Library(t, "libtcmalloc.so.4"), "HEAPPROFILE=hp"}
+	for _, jdk := range testenv.JDKs(t) {
+		t.Run(jdk.String(), func(t *testing.T) {
+			t.Parallel()
+			// A pod: its /tmp is its own, so what is left there is this
+			// test's.
+			p := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Env: env, Workers: 2})
+			pid := fmt.Sprint(p.PID)
+			dir := t.TempDir()
+			if _, _, code := cli(t, nil, "profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "refused.jfr"), pid); code != exitRefused {
+				t.Fatalf("without --fallback: exit %d, want refused", code)
+			}
+			rec := filepath.Join(dir, "fr.jfr")
+			_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", rec, pid)
+			if jdk.Feature >= 25 {
+				// The known hazard: refused, and the JVM lives.
+				if code != exitRefused || !strings.Contains(stderr, "crashed such a JVM") {
+					t.Fatalf("--fallback jfr on JDK %d with tcmalloc's heap profiler: exit %d: %s", jdk.Feature, code, stderr)
+				}
+				if _, _, code := cli(t, nil, "jcmd", pid, "VM.version"); code != 0 {
+					t.Fatal("the JVM does not answer after the refusal")
+				}
+				return
+			}
+			if code != 0 || !strings.Contains(stderr, "refused by tcmalloc-heap-profiler") || !strings.Contains(stderr, "Flight Recorder") {
+				t.Fatalf("--fallback jfr: exit %d: %s", code, stderr)
+			}
+			if data, _ := os.ReadFile(rec); len(data) < 1000 || string(data[:4]) != "FLR\x00" {
+				t.Errorf("the recording: %d bytes", len(data))
+			}
+			pb := filepath.Join(dir, "fr.pb.gz")
+			stdout, stderr, code := cli(t, nil, "profile", "--json", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", pb, pid)
+			var r struct {
+				Profile profileResult `json:"profile"`
+			}
+			if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Profile.Engine != "jfr" || strings.Join(r.Profile.FallbackFrom, ",") != "tcmalloc-heap-profiler" || r.Profile.Limits == "" {
+				t.Fatalf("--json --fallback jfr -f x.pb.gz: exit %d: %s %s", code, stdout, stderr)
+			}
+			f, err := os.Open(pb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			prof, err := profile.Parse(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hot := false
+			for _, s := range prof.Sample {
+				for _, l := range s.Location {
+					for _, ln := range l.Line {
+						hot = hot || strings.Contains(ln.Function.Name, "Target")
+					}
+				}
+			}
+			if !hot {
+				t.Errorf("no frame of the workload (Target) in %d stacks", len(prof.Sample))
+			}
+			// The recording is not left in the JVM's /tmp.
+			if r.Profile.Recording == "" {
+				t.Error("the result names no recording")
+			} else if _, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", p.PID, r.Profile.Recording)); err == nil {
+				t.Errorf("%s left in the JVM's /tmp", r.Profile.Recording)
+			}
+		})
+	}
+}
