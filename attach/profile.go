@@ -169,9 +169,9 @@ func formatFor(req SessionRequest) string {
 	return ""
 }
 
-// Formats are async-profiler's output formats (asprof -o): flat and
+// formats are async-profiler's output formats (asprof -o): flat and
 // traces take a count (flat=20).
-var Formats = []string{"flat", "traces", "collapsed", "flamegraph", "tree", "jfr", "otlp"}
+var formats = []string{"flat", "traces", "collapsed", "flamegraph", "tree", "jfr", "otlp"}
 
 // CheckFormat refuses an output format async-profiler does not know (a
 // typo would otherwise be a text profile in the file named for another
@@ -187,10 +187,10 @@ func CheckFormat(format string, extra ...string) error {
 		if _, err := strconv.ParseUint(n, 10, 31); err == nil {
 			return nil
 		}
-	case !counted && (slices.Contains(Formats, name) || slices.Contains(extra, name)):
+	case !counted && (slices.Contains(formats, name) || slices.Contains(extra, name)):
 		return nil
 	}
-	return fmt.Errorf("%w: output format %q: want one of %s (flat and traces take a count: flat=20)", ErrInvalidOptions, format, strings.Join(append(slices.Clone(Formats), extra...), ", "))
+	return fmt.Errorf("%w: output format %q: want one of %s (flat and traces take a count: flat=20)", ErrInvalidOptions, format, strings.Join(append(slices.Clone(formats), extra...), ", "))
 }
 
 // extensionFor is the extension of the file the profiler writes inside
