@@ -345,10 +345,14 @@ func waitState(t *testing.T, pid int, state byte) {
 	t.Fatalf("pid %d never reached state %c", pid, state)
 }
 
+// TestLiveProfile: a profile, and one cancelled early, are written, and
+// leave nothing in the target. The JVM runs as a pod, with a /tmp of its
+// own: what is left there is this test's, not another test's in flight
+// or a killed run's.
 func TestLiveProfile(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	p := testenv.StartPod(t, testenv.PodSpec{Workers: 1})
 	out := filepath.Join(t.TempDir(), "profile.collapsed")
 	ticks := 0
 	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Output: out}, Duration: 1500 * time.Millisecond, Progress: func(time.Duration, time.Duration) { ticks++ }})
@@ -362,19 +366,21 @@ func TestLiveProfile(t *testing.T) {
 	if ticks == 0 {
 		t.Error("no progress reported")
 	}
-	// Cancelled early: still stopped cleanly and written.
+	// Cancelled early (at its first progress report: it runs): still
+	// stopped cleanly and written.
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(500*time.Millisecond, cancel)
+	defer cancel()
 	out2 := filepath.Join(t.TempDir(), "early.collapsed")
-	res, err = Profile(ctx, p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out2}, Duration: time.Minute})
+	res, err = Profile(ctx, p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out2}, Duration: time.Minute, Progress: func(time.Duration, time.Duration) { cancel() }})
 	if err != nil || !res.Cancelled {
 		t.Fatalf("cancelled profile: %v %+v", err, res)
 	}
 	if data, _ := os.ReadFile(out2); !strings.Contains(string(data), "[cpu]") {
 		t.Errorf("cancelled profile output %q", data)
 	}
-	// The profiler's file inside the target is removed.
-	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-profile-*", p.PID))
+	// The profiler's files inside the target (its output, its log; see
+	// newTargetFile) are removed.
+	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*", p.PID))
 	if len(matches) != 0 {
 		t.Errorf("left behind: %v", matches)
 	}
