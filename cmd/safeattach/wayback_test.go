@@ -37,9 +37,10 @@ func cli(t *testing.T, env []string, args ...string) (stdout, stderr string, cod
 	return out.String(), errb.String(), code
 }
 
-// TestLiveTwoProfilesDoNotShare (issue 17, case 6): -d 5, then 1.5 s
-// later -d 1 on the same JVM. The second is refused (exit 2) saying who
-// runs the profiler and since when; the first finishes with its own data.
+// TestLiveTwoProfilesDoNotShare (issue 17, case 6): -d 5, then, once the
+// first has loaded the agent, -d 1 on the same JVM. The second is refused
+// (exit 2) saying who runs the profiler and since when; the first
+// finishes with its own data.
 func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildCLI(t)
@@ -56,7 +57,13 @@ func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- first.Wait() }()
 	t.Cleanup(func() { first.Process.Kill() })
-	time.Sleep(1500 * time.Millisecond)
+	// The first profile's record is written before it sends its start:
+	// the JVM mapping the agent means the first one owns the profiler.
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(mapsOf(t, p.PID), filepath.Base(lib)); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first profile did not load the agent within 60 s")
+		}
+	}
 	_, stderr, code := cli(t, nil, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "second.collapsed"), pid)
 	if code != exitRefused || !strings.Contains(stderr, "started by safeattach profile collect") || !strings.Contains(stderr, "ago") {
 		t.Fatalf("second profile: exit %d, %q", code, stderr)
