@@ -452,6 +452,11 @@ func (c *call) open(ctx context.Context) (*session, error) {
 		if !t.Alive() {
 			return nil, fmt.Errorf("pid %d: %w while delivering the agent", c.pid, hotspot.ErrTargetExited)
 		}
+		if cerr := ctx.Err(); cerr != nil {
+			// Cut short (a signal, the caller's deadline): no judgement
+			// of the target's directories, not a refusal.
+			return nil, fmt.Errorf("pid %d: delivering the agent: %w", c.pid, cerr)
+		}
 		return nil, &RefusedError{PID: c.pid, Verdict: c.verdict, Reason: err.Error()}
 	}
 	switch {

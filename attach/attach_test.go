@@ -62,15 +62,12 @@ func TestLiveLoadAndJcmd(t *testing.T) {
 		}
 	}
 	// Invariant 1: with the socket present, no further SIGQUIT is sent (a
-	// JVM prints a full thread dump for each one it gets).
+	// JVM prints a full thread dump for each one it gets): counted when
+	// the JVM ends, below.
 	for i := 0; i < 3; i++ {
 		if _, err := Jcmd(context.Background(), p.PID, "VM.uptime", Options{}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	time.Sleep(200 * time.Millisecond)
-	if strings.Contains(p.Output(), "Full thread dump") {
-		t.Error("the JVM printed a thread dump: it received SIGQUIT although its socket existed")
 	}
 	agent := testenv.BuildAgent(t, testenv.AgentRecordOptions)
 	rec := filepath.Join(p.Dir, "opts.txt")
@@ -87,9 +84,14 @@ func TestLiveLoadAndJcmd(t *testing.T) {
 		t.Errorf("failing agent: %v", err)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if len(audit) != 3 || audit[0].Outcome != "ok" || audit[1].AgentSHA256 == "" || audit[2].Outcome != "failed" || audit[1].Caller != "test" {
 		t.Errorf("audit trail %+v", audit)
+	}
+	mu.Unlock()
+	// The one SIGQUIT the JVM got is the first jcmd's, which started its
+	// listener and printed no dump; any other since would have.
+	if n := testenv.DumpingSIGQUITs(t, p); n != 0 {
+		t.Errorf("the JVM printed %d thread dumps: it received SIGQUIT although its socket existed", n)
 	}
 }
 
@@ -148,10 +150,7 @@ func TestLiveRefusals(t *testing.T) {
 		refusedBy(t, err, "sigquit-not-handled")
 		_, err = Load(context.Background(), p.PID, fixed, "", Options{})
 		refusedBy(t, err, "sigquit-not-handled")
-		time.Sleep(500 * time.Millisecond)
-		if !p.Alive() {
-			t.Fatalf("the -Xrs JVM died: %v", p.ExitState())
-		}
+		testenv.RequireNoSIGQUITTaken(t, p)
 	})
 	t.Run("Xrs-with-socket-works", func(t *testing.T) {
 		t.Parallel()
@@ -169,8 +168,8 @@ func TestLiveRefusals(t *testing.T) {
 		refusedBy(t, err, "not-a-jvm")
 		_, err = Jcmd(context.Background(), p.PID, "VM.version", Options{})
 		refusedBy(t, err, "not-a-jvm")
-		time.Sleep(200 * time.Millisecond)
-		if strings.Contains(p.Output(), testenv.SigquitMarker) || !p.Alive() {
+		testenv.SettleSigquitCatcher(t, p)
+		if strings.Contains(p.Output(), testenv.SigquitMarker) {
 			t.Fatal("the non-JVM received SIGQUIT")
 		}
 	})
@@ -245,11 +244,15 @@ func TestLiveJVMExitsMidLoad(t *testing.T) {
 		_, err := Load(context.Background(), p.PID, testenv.BuildAgent(t, testenv.AgentBlockForever), "", Options{Timeout: 60 * time.Second})
 		done <- err
 	}()
+	// In flight: the JVM has mapped the agent, whose Agent_OnAttach
+	// never returns.
 	deadline := time.Now().Add(20 * time.Second)
-	for !slices.Contains(testenv.Threads(p.PID), "Attach Listener") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	for !strings.Contains(mapsOfPID(t, p.PID), "libblock_forever.so") {
+		if time.Now().After(deadline) {
+			t.Fatal("the JVM never loaded the agent")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
 	syscall.Kill(p.PID, syscall.SIGKILL)
 	select {
 	case err := <-done:
@@ -342,10 +345,14 @@ func waitState(t *testing.T, pid int, state byte) {
 	t.Fatalf("pid %d never reached state %c", pid, state)
 }
 
+// TestLiveProfile: a profile, and one cancelled early, are written, and
+// leave nothing in the target. The JVM runs as a pod, with a /tmp of its
+// own: what is left there is this test's, not another test's in flight
+// or a killed run's.
 func TestLiveProfile(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	p := testenv.StartPod(t, testenv.PodSpec{Workers: 1})
 	out := filepath.Join(t.TempDir(), "profile.collapsed")
 	ticks := 0
 	res, err := Profile(context.Background(), p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Output: out}, Duration: 1500 * time.Millisecond, Progress: func(time.Duration, time.Duration) { ticks++ }})
@@ -359,19 +366,21 @@ func TestLiveProfile(t *testing.T) {
 	if ticks == 0 {
 		t.Error("no progress reported")
 	}
-	// Cancelled early: still stopped cleanly and written.
+	// Cancelled early (at its first progress report: it runs): still
+	// stopped cleanly and written.
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(500*time.Millisecond, cancel)
+	defer cancel()
 	out2 := filepath.Join(t.TempDir(), "early.collapsed")
-	res, err = Profile(ctx, p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out2}, Duration: time.Minute})
+	res, err = Profile(ctx, p.PID, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out2}, Duration: time.Minute, Progress: func(time.Duration, time.Duration) { cancel() }})
 	if err != nil || !res.Cancelled {
 		t.Fatalf("cancelled profile: %v %+v", err, res)
 	}
 	if data, _ := os.ReadFile(out2); !strings.Contains(string(data), "[cpu]") {
 		t.Errorf("cancelled profile output %q", data)
 	}
-	// The profiler's file inside the target is removed.
-	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-profile-*", p.PID))
+	// The profiler's files inside the target (its output, its log; see
+	// newTargetFile) are removed.
+	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*", p.PID))
 	if len(matches) != 0 {
 		t.Errorf("left behind: %v", matches)
 	}

@@ -92,13 +92,22 @@ func progress(t *testing.T, pid int) int64 {
 	return -1
 }
 
-// requireServing: jcmd answers and the workers make progress.
+// requireServing: jcmd answers and the workers make progress (the JVM's
+// main thread publishes their count every second), polled until it
+// grows, bounded at 60 s.
 func requireServing(t *testing.T, pid int) {
 	t.Helper()
 	a := progress(t, pid)
-	time.Sleep(2500 * time.Millisecond)
-	if b := progress(t, pid); b <= a {
-		t.Fatalf("workers made no progress: %d then %d", a, b)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		time.Sleep(250 * time.Millisecond)
+		b := progress(t, pid)
+		if b > a {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers made no progress in 60 s: %d then %d", a, b)
+		}
 	}
 }
 

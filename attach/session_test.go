@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/safeattach/safeattach/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
@@ -19,10 +18,11 @@ import (
 // TestLiveSessionRotates100Windows: a daemon's continuous profiling — one
 // session rotating a hundred windows on one JVM — leaks no descriptor,
 // leaves no command file or log in the target, and keeps one copy of the
-// agent.
+// agent. The JVM runs as a pod, with a /tmp of its own: what is left
+// there is this test's, not another test's in flight or a killed run's.
 func TestLiveSessionRotates100Windows(t *testing.T) {
 	t.Parallel()
-	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	p := testenv.StartPod(t, testenv.PodSpec{})
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	fds := func() int {
 		es, _ := os.ReadDir("/proc/self/fd")
@@ -56,14 +56,11 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 		t.Errorf("descriptors grew from %d to %d over 100 windows", before, after)
 	}
 
-	// Other tests' commands come and go in the same /tmp: a leak is a
-	// file that is still there two seconds later.
-	left, _ := filepath.Glob("/tmp/.safeattach-[lo][ou][gt]-*")
-	time.Sleep(2 * time.Second)
+	// Every command's files (newTargetFile: .safeattach-<kind>-<random>)
+	// are gone once it returned.
+	left, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-*-*", p.PID))
 	for _, f := range left {
-		if _, err := os.Stat(f); err == nil {
-			t.Errorf("left in the target's /tmp: %s", f)
-		}
+		t.Errorf("left in the target's /tmp: %s", f)
 	}
 	if maps := mapsOfPID(t, p.PID); strings.Count(maps, "liblookalike_fixed.so") == 0 {
 		t.Error("the agent is not mapped")

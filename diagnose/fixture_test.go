@@ -137,7 +137,7 @@ func TestDiagnoseLeaksNoDescriptors(t *testing.T) {
 	}
 }
 
-// TestHangReportIsPrintable (issue 17, case 7): a process names itself,
+// TestHangReportIsPrintable (the way back): a process names itself,
 // its threads and the files it maps; none of it reaches a hang report —
 // shown on a terminal, logged in a HangError — as a control character,
 // and what was escaped is still there to read.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -29,7 +28,7 @@ import (
 const (
 	AnnotationEnabled   = "profiles.safeattach.io/enabled"      // "true"
 	AnnotationEvent     = "profiles.safeattach.io/event"        // cpu, itimer, alloc, wall, ...
-	AnnotationWindow    = "profiles.safeattach.io/window"       // a Go duration, 10s to 10m
+	AnnotationWindow    = "profiles.safeattach.io/window"       // a Go duration, 1s to 10m
 	AnnotationContainer = "profiles.safeattach.io/container"    // which container; default all
 	AnnotationService   = "profiles.safeattach.io/service-name" // default <namespace>/<container>
 )
@@ -45,19 +44,6 @@ const DefaultAttachTimeout = 30 * time.Second
 const (
 	MinWindow = attach.MinWindow
 	MaxWindow = 10 * time.Minute
-)
-
-// What annotation values may be: they come from the pod's author, and
-// end up in the agent's option string and in Pyroscope's series name.
-var (
-	// eventValue is an async-profiler event: a name (cpu, itimer,
-	// alloc, page-faults), a tracepoint (sched:sched_switch) or a Java
-	// method (java.util.Properties.getProperty) — never a "," or "=",
-	// which would add options of the pod's choosing.
-	eventValue = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.$:-]{0,127}$`)
-	// serviceValue is a Pyroscope application name: no "{", "}", ","
-	// or "=", which would add labels.
-	serviceValue = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$`)
 )
 
 // Config configures a Daemon. Pods is required.
@@ -328,21 +314,10 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	}
 	d.mu.Unlock()
 
-	event, window := d.cfg.Event, d.cfg.Window
-	if s, ok := w.pod.Annotations[AnnotationEvent]; ok {
-		if eventValue.MatchString(s) {
-			event = s
-		} else {
-			log.Warn("annotation refused", "annotation", AnnotationEvent, "value", logValue(s), "want", "an async-profiler event name", "using", event)
-		}
-	}
-	if s, ok := w.pod.Annotations[AnnotationWindow]; ok {
-		if v, err := time.ParseDuration(s); err == nil && v >= MinWindow && v <= MaxWindow {
-			window = v
-		} else {
-			log.Warn("annotation refused", "annotation", AnnotationWindow, "value", logValue(s), "want", fmt.Sprintf("a duration from %v to %v", MinWindow, MaxWindow), "using", window)
-		}
-	}
+	event, refused := eventAnnotation(w.pod.Annotations, d.cfg.Event)
+	refused.log(log, event)
+	window, refused := windowAnnotation(w.pod.Annotations, d.cfg.Window)
+	refused.log(log, window)
 	// A profiler this node's daemon left running (killed before it could
 	// stop it) is taken back; anyone else's is refused.
 	began := time.Now()
@@ -500,14 +475,8 @@ func (d *Daemon) finished(w wanted, win *attach.Window, log *slog.Logger) {
 	if d.cfg.Format == "collapsed" {
 		format = "folded"
 	}
-	service := w.pod.Annotations[AnnotationService]
-	if service != "" && !serviceValue.MatchString(service) {
-		log.Warn("annotation refused", "annotation", AnnotationService, "value", logValue(service), "want", "letters, digits and _ . : / -")
-		service = ""
-	}
-	if service == "" {
-		service = w.pod.Namespace + "/" + w.container.Name
-	}
+	service, refused := serviceAnnotation(w.pod, w.container.Name)
+	refused.log(log, service)
 	labels := map[string]string{"namespace": w.pod.Namespace, "pod": w.pod.Name, "container": w.container.Name}
 	if w.pod.Node != "" {
 		labels["node"] = w.pod.Node

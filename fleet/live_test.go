@@ -291,7 +291,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	}
 }
 
-// TestLiveDaemonLeavesOthersProfilers (issue 17, case 6; invariant 12): a
+// TestLiveDaemonLeavesOthersProfilers (the way back; invariant 12): a
 // profiler a colleague started in the JVM is not the daemon's to take
 // over: the JVM is refused (refusals{rule="profiler-busy"}), not retried,
 // and the colleague's profile keeps running and stops with all its data.
@@ -330,11 +330,12 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 	}
 }
 
-// TestLiveAnnotationsAreValidated (issue 17, case 9): a pod annotation
+// TestLiveAnnotationsAreValidated (the way back): a pod annotation
 // that would add options to the agent's command ("wall,interval=1,…") is
 // refused with a warning naming the annotation, and the default event
 // is profiled instead; a service name with label syntax is refused the
-// same way. The refused values are logged printable (case 7): their
+// same way. The refused values are logged printable (as
+// TestLogEscapesWhatTheLogHandlersPass requires): their
 // terminal sequences and C1 controls escaped.
 func TestLiveAnnotationsAreValidated(t *testing.T) {
 	t.Parallel()

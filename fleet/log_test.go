@@ -15,7 +15,7 @@ import (
 // clipboard write (OSC 52), an 8-bit CSI (C1), DEL and broken UTF-8.
 const hostileText = "svc\x1b]52;c;aGk=\x07\u009b2J\x7f\xff"
 
-// TestLogEscapesWhatTheLogHandlersPass (issue 17, case 7): slog's text
+// TestLogEscapesWhatTheLogHandlersPass (the way back): slog's text
 // handler quotes every control character, but its JSON handler — the
 // daemon's — escapes only C0 controls and writes C1 controls and DEL as
 // they are. What the daemon logs from a pod or a target is escaped

@@ -177,7 +177,7 @@ func TestNewPusherValidatesURL(t *testing.T) {
 	}
 }
 
-// TestRedirectsKeepCredentialsHome (issue 17, case 10): a server that
+// TestRedirectsKeepCredentialsHome (the way back): a server that
 // answers 307 to another port (or host) gets nothing re-sent there — no
 // body, no tenant, no credentials; the window is not retried. A redirect
 // on the same origin is followed, with them.

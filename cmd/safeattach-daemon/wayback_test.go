@@ -76,7 +76,7 @@ func podList(t *testing.T, path, uid, containerID string, fillers, annotPerPod i
 	return int64(len(data))
 }
 
-// TestDaemonUnderAttack (issue 17, cases 1, 2 and 5): the daemon runs in
+// TestDaemonUnderAttack (the way back): the daemon runs in
 // a 128 MiB memory cgroup, as the manifests limit it, profiling a pod
 // whose JVM runs as nobody in its own namespaces and root. The pod's user
 // attacks the way back: every recording of the daemon's that appears in

@@ -206,7 +206,7 @@ func TestScanFindsUnreadableJVMsByHsperfdata(t *testing.T) {
 	t.Errorf("JVM %d not reported as an unreadable JVM: %+v", p.PID, res.Unreadable)
 }
 
-// TestOnlyTheRealCause (issue 20): a user who is neither root nor the
+// TestOnlyTheRealCause: a user who is neither root nor the
 // JVM's is refused by credentials-mismatch alone. What the inspection
 // could not read (the JVM's memory map and root, so its kind and what it
 // could load) is counted, not listed as further causes; the JSON keeps

@@ -43,7 +43,7 @@ func checkServed(t *testing.T, what, log string) {
 	}
 }
 
-// TestFdTransferCollect (issue 20): profile --fdtransfer for a JVM run by
+// TestFdTransferCollect: profile --fdtransfer for a JVM run by
 // nobody: the agent asks safeattach's descriptor server for a perf event
 // counting kernel time, which the kernel denies nobody, and for kallsyms,
 // and gets both; without --fdtransfer it gets neither (no fdtransfer=).

@@ -204,14 +204,18 @@ func mapsOf(t *testing.T, pid int) string {
 // TestConcurrentCLIs: 40 jcmd processes and then 20 load processes at
 // once against one JVM. The listener's backlog is 5; a busy listener is
 // retried inside the deadline, so every one succeeds, and the 20 loads
-// leave one copy of the agent.
+// leave one copy of the agent. The JVM runs as a pod, with a /tmp of its
+// own: the store there is this test's alone (the host's holds other
+// tests' deliveries in flight, and whatever killed runs left).
 func TestConcurrentCLIs(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildCLI(t)
-	p := testenv.StartJVM(t, testenv.JVMSpec{JVMArgs: []string{"-XX:+StartAttachListener"}})
+	p := testenv.StartPod(t, testenv.PodSpec{JVMArgs: []string{"-XX:+StartAttachListener"}})
 	pid := fmt.Sprint(p.PID)
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	copiesBefore := copiesAfter(t, lib)
+	if files := storeFiles(p.PID); len(files) != 0 {
+		t.Fatalf("a new pod's store holds %v", files)
+	}
 	for _, batch := range []struct {
 		n    int
 		args []string
@@ -238,28 +242,37 @@ func TestConcurrentCLIs(t *testing.T) {
 		}
 		t.Logf("%d concurrent %s: %d failed", batch.n, batch.args[0], failed)
 	}
-	// One copy per content: the 20 loads add none to a store that has
-	// one, and one at most to an empty store.
-	if len(copiesAfter(t, lib)) > max(len(copiesBefore), 1) {
-		t.Errorf("copies before %v, after %v", copiesBefore, copiesAfter(t, lib))
+	// One copy per content, and nothing else: the first load made it,
+	// the others found it.
+	if files := storeFiles(p.PID); len(files) != 1 || filepath.Base(files[0]) != filepath.Base(lib) {
+		t.Errorf("the store after 20 loads holds %v, want one copy of %s", files, filepath.Base(lib))
 	}
 }
 
-// copiesAfter lists the store's copies of lib's bytes in the host's /tmp.
-func copiesAfter(t *testing.T, lib string) []string {
-	data, err := os.ReadFile(lib)
-	if err != nil {
-		t.Fatal(err)
+// storeFiles lists every file in the stores (.safeattach, or
+// .safeattach-<random>) of a pod's delivery directories, as the host
+// sees them.
+func storeFiles(pid int) []string {
+	var out []string
+	for _, dir := range []string{"tmp", "var/tmp", "dev/shm"} {
+		stores, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/%s/.safeattach*", pid, dir))
+		for _, s := range stores {
+			filepath.WalkDir(s, func(path string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					out = append(out, path)
+				}
+				return nil
+			})
+		}
 	}
-	sum := sha256.Sum256(data)
-	m, _ := filepath.Glob("/tmp/.safeattach/" + hex.EncodeToString(sum[:]) + "/*")
-	return m
+	return out
 }
 
 // TestSignalsCleanUp: SIGTERM at different moments of a load (reading,
 // inspecting, starting the listener, blocked in an agent that never
 // returns) stops the command with exit 143, and leaves no trigger file
-// and no unused copy behind.
+// and no unused copy behind. Each JVM runs as a pod: what is left in its
+// /tmp is that run's, not another test's or a killed run's.
 func TestSignalsCleanUp(t *testing.T) {
 	t.Parallel()
 	// At random moments: whatever step the signal lands in, the process
@@ -268,7 +281,7 @@ func TestSignalsCleanUp(t *testing.T) {
 	// machine — SIGTERM's default action ends it, when nothing has been
 	// done yet; that is accepted here and pinned down below.)
 	for i, delay := range []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 300 * time.Millisecond} {
-		p, cmd, errb := loadBlockingAgent(t, delay)
+		p, cmd, errb := loadBlockingAgentInPod(t, delay)
 		cmd.Process.Signal(syscall.SIGTERM)
 		start := time.Now()
 		cmd.Wait()
@@ -285,7 +298,7 @@ func TestSignalsCleanUp(t *testing.T) {
 	}
 	// Deterministic: SIGTERM while the agent is blocked inside the JVM
 	// (its library is mapped, the load has been sent) exits 143.
-	p, cmd, errb := loadBlockingAgent(t, 0)
+	p, cmd, errb := loadBlockingAgentInPod(t, 0)
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(mapsOf(t, p.PID), "libblock_forever.so") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -298,22 +311,21 @@ func TestSignalsCleanUp(t *testing.T) {
 	requireCleanAfter(t, -1, p)
 }
 
-// requireCleanAfter checks what an interrupted load may leave: no trigger
-// file, no copy of the agent that no process maps, and a live JVM.
-func requireCleanAfter(t *testing.T, run int, p *testenv.Process) {
+// requireCleanAfter checks what an interrupted load may leave in the
+// pod: no trigger file (its working directory is /tmp), no file in the
+// store but a copy of the agent the JVM maps, and a live JVM.
+func requireCleanAfter(t *testing.T, run int, p *testenv.Pod) {
 	t.Helper()
-	for _, dir := range []string{p.Dir, "/tmp"} {
-		if _, err := os.Lstat(filepath.Join(dir, fmt.Sprintf(".attach_pid%d", p.PID))); err == nil {
-			t.Errorf("run %d: trigger file left in %s", run, dir)
+	root := fmt.Sprintf("/proc/%d/root", p.PID)
+	if left, _ := filepath.Glob(root + "/tmp/.attach_pid*"); len(left) != 0 {
+		t.Errorf("run %d: trigger file left: %v", run, left)
+	}
+	for _, f := range storeFiles(p.PID) {
+		if inPod := strings.TrimPrefix(f, root); filepath.Base(f) != "libblock_forever.so" || !strings.Contains(mapsOf(t, p.PID), inPod) {
+			t.Errorf("run %d: %s left in the store, and the JVM does not map it", run, inPod)
 		}
 	}
-	copies, _ := filepath.Glob("/tmp/.safeattach/*/libblock_forever.so")
-	for _, c := range copies {
-		if !strings.Contains(mapsOf(t, p.PID), c) && !mappedByAnyone(c) {
-			t.Errorf("run %d: unused copy %s left", run, c)
-		}
-	}
-	if !p.Alive() {
+	if !p.Proc.Alive() {
 		t.Errorf("run %d: the JVM died", run)
 	}
 }
@@ -323,10 +335,25 @@ func requireCleanAfter(t *testing.T, run int, p *testenv.Process) {
 // test to interrupt the load at some step.
 func loadBlockingAgent(t *testing.T, delay time.Duration) (*testenv.Process, *exec.Cmd, *bytes.Buffer) {
 	t.Helper()
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	cmd, errb := startBlockingLoad(t, p.PID, delay)
+	return p, cmd, errb
+}
+
+// loadBlockingAgentInPod is loadBlockingAgent with the JVM in a pod,
+// whose /tmp is the test's alone.
+func loadBlockingAgentInPod(t *testing.T, delay time.Duration) (*testenv.Pod, *exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	p := testenv.StartPod(t, testenv.PodSpec{})
+	cmd, errb := startBlockingLoad(t, p.PID, delay)
+	return p, cmd, errb
+}
+
+func startBlockingLoad(t *testing.T, pid int, delay time.Duration) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
 	bin := testenv.BuildCLI(t)
 	lib := testenv.BuildAgent(t, testenv.AgentBlockForever)
-	p := testenv.StartJVM(t, testenv.JVMSpec{})
-	cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(p.PID), lib)
+	cmd := exec.Command(bin, "load", "--timeout", "20s", fmt.Sprint(pid), lib)
 	errb := &bytes.Buffer{}
 	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
@@ -334,19 +361,7 @@ func loadBlockingAgent(t *testing.T, delay time.Duration) (*testenv.Process, *ex
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	time.Sleep(delay)
-	return p, cmd, errb
-}
-
-// mappedByAnyone reports whether any process maps path (another test's
-// JVM may hold the same content-addressed copy).
-func mappedByAnyone(path string) bool {
-	maps, _ := filepath.Glob("/proc/[0-9]*/maps")
-	for _, m := range maps {
-		if data, err := os.ReadFile(m); err == nil && bytes.Contains(data, []byte(path)) {
-			return true
-		}
-	}
-	return false
+	return cmd, errb
 }
 
 // TestJVMExitingMidAttach: a JVM killed while the CLI is attaching to it

@@ -35,7 +35,7 @@ echo "forged=$n"`
 
 func shellQuoteTest(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// TestLiveTargetCannotSteerTheStop (issue 24, case 1): root starts a
+// TestLiveTargetCannotSteerTheStop: root starts a
 // profile; the pod's user rewrites the owner record in the pod's /tmp so
 // that it names a host file as the output; root's bare stop used to
 // write the profile over that host file ("writing <host path>, as the
@@ -90,7 +90,7 @@ func TestLiveTargetCannotSteerTheStop(t *testing.T) {
 	}
 }
 
-// TestLiveUserAfterRoot (issue 24): once root has profiled a JVM (its
+// TestLiveUserAfterRoot: once root has profiled a JVM (its
 // store in the JVM's /tmp is root's), the JVM's own user, not root, can
 // still profile it (it used to fail with "owner record: permission
 // denied" while check said ALLOWED).

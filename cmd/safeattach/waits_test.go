@@ -13,7 +13,7 @@ import (
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
-// TestLiveHostilePerfDataWaitCostsLittle (case 8): a pod's user — root
+// TestLiveHostilePerfDataWaitCostsLittle: a pod's user — root
 // in the pod, or nobody, the JVM's own user — replaces its starting
 // JVM's hsperfdata with a 3.6 MB file of 65,535 entries saying
 // sun.rt.createVmEndTime = 0, and root loads an agent, which waits for

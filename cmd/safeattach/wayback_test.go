@@ -37,9 +37,10 @@ func cli(t *testing.T, env []string, args ...string) (stdout, stderr string, cod
 	return out.String(), errb.String(), code
 }
 
-// TestLiveTwoProfilesDoNotShare (issue 17, case 6): -d 5, then 1.5 s
-// later -d 1 on the same JVM. The second is refused (exit 2) saying who
-// runs the profiler and since when; the first finishes with its own data.
+// TestLiveTwoProfilesDoNotShare (the way back): -d 5, then, once the
+// first has loaded the agent, -d 1 on the same JVM. The second is refused
+// (exit 2) saying who runs the profiler and since when; the first
+// finishes with its own data.
 func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildCLI(t)
@@ -56,7 +57,13 @@ func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- first.Wait() }()
 	t.Cleanup(func() { first.Process.Kill() })
-	time.Sleep(1500 * time.Millisecond)
+	// The first profile's record is written before it sends its start:
+	// the JVM mapping the agent means the first one owns the profiler.
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(mapsOf(t, p.PID), filepath.Base(lib)); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first profile did not load the agent within 60 s")
+		}
+	}
 	_, stderr, code := cli(t, nil, "profile", "--agent", lib, "-e", "itimer", "-d", "1", "-f", filepath.Join(dir, "second.collapsed"), pid)
 	if code != exitRefused || !strings.Contains(stderr, "started by safeattach profile collect") || !strings.Contains(stderr, "ago") {
 		t.Fatalf("second profile: exit %d, %q", code, stderr)
@@ -73,7 +80,7 @@ func TestLiveTwoProfilesDoNotShare(t *testing.T) {
 	}
 }
 
-// TestLiveStartStopKeepTheirFiles (issue 17, case 7): start -o jfr then
+// TestLiveStartStopKeepTheirFiles (the way back): start -o jfr then
 // stop -f x.jfr writes x.jfr; start -f y.jfr then a bare stop writes
 // y.jfr. Nothing stays in the target's /tmp.
 func TestLiveStartStopKeepTheirFiles(t *testing.T) {
@@ -110,7 +117,7 @@ func TestLiveStartStopKeepTheirFiles(t *testing.T) {
 	}
 }
 
-// TestLiveLoopWindows (issue 17, case 12): a window under a second is a
+// TestLiveLoopWindows (the way back): a window under a second is a
 // usage error, as is a loop whose files would all have one name; with
 // %t every window gets a file of its own.
 func TestLiveLoopWindows(t *testing.T) {
@@ -194,7 +201,7 @@ func watchCreates(t *testing.T, dirs ...string) (stop func() []string) {
 	}
 }
 
-// TestLivePprofNamesNothing (issue 17, cases 3 and 4): -o pprof converts
+// TestLivePprofNamesNothing (the way back): -o pprof converts
 // a real async-profiler recording (written by the look-alike) in a
 // bounded child. Nothing is created in the temporary directory, and in
 // the output's directory only a random temporary name and the output:
@@ -235,7 +242,7 @@ func TestLivePprofNamesNothing(t *testing.T) {
 
 func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
 
-// TestLiveJSONForEveryAction (issue 20): start, status, stop and a busy
+// TestLiveJSONForEveryAction: start, status, stop and a busy
 // refusal each print one JSON result (action, agent answer, the file
 // written, who runs the profiler).
 func TestLiveJSONForEveryAction(t *testing.T) {
@@ -322,7 +329,7 @@ func cliOnTerminal(t *testing.T, args ...string) (screen, stderr string, code in
 	return string(<-read), errb.String(), code
 }
 
-// TestLiveTerminalGetsNoEscapes (issue 17, case 7): the pod's user — its
+// TestLiveTerminalGetsNoEscapes (the way back): the pod's user — its
 // root or the JVM's own user — appends terminal sequences (OSC 52, OSC 0,
 // colours, a C1 CSI) to every agent log and output in the pod. What
 // profile start, status and stop print as messages carries them escaped,

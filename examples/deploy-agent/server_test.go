@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,19 @@ import (
 
 	"github.com/safeattach/safeattach/internal/testenv"
 )
+
+// waitFor polls cond until it holds, or fails the test after timeout (a
+// bound, not a performance assertion).
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not within %v", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // syncBuffer is the audit log in memory.
 type syncBuffer struct {
@@ -145,7 +160,12 @@ func TestDeployAgentLimitsAndShutdown(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		done <- result{resp.StatusCode, resp.Header.Get("X-Profile-Stopped-Early"), string(body)}
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	// The first profile runs once the JVM has mapped the agent: its
+	// session is past opening and into the start, holding the JVM.
+	waitFor(t, 60*time.Second, "the first profile to load the agent", func() bool {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.PID))
+		return err == nil && strings.Contains(string(maps), "liblookalike_fixed.so")
+	})
 	// One attach at a time per JVM.
 	resp := post(t, url+"/profile", profileRequest{PID: p.PID, Duration: "1s"})
 	if resp.StatusCode != http.StatusConflict {
@@ -179,15 +199,35 @@ func TestDeployAgentContinuous(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("start: %d %s", resp.StatusCode, b)
 	}
-	time.Sleep(3500 * time.Millisecond)
-	resp, err := http.Get(fmt.Sprintf("%s/continuous/%d", url, p.PID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "[itimer]") || resp.Header.Get("X-Profile-Windows") < "3" {
-		t.Errorf("latest window: %d windows=%s %q", resp.StatusCode, resp.Header.Get("X-Profile-Windows"), body)
+	// Three windows of 1 s: polled until the server counts them.
+	var (
+		code    int
+		windows int
+		body    []byte
+	)
+	waitFor(t, 60*time.Second, "three windows", func() bool {
+		resp, err := http.Get(fmt.Sprintf("%s/continuous/%d", url, p.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		code = resp.StatusCode
+		switch code {
+		case http.StatusAccepted: // no window finished yet
+			return false
+		case http.StatusOK:
+		default:
+			t.Fatalf("latest window: %d %q", code, body)
+		}
+		windows, err = strconv.Atoi(resp.Header.Get("X-Profile-Windows"))
+		if err != nil {
+			t.Fatalf("X-Profile-Windows %q: %v", resp.Header.Get("X-Profile-Windows"), err)
+		}
+		return windows >= 3
+	})
+	if !strings.Contains(string(body), "[itimer]") {
+		t.Errorf("latest window: %d windows=%d %q", code, windows, body)
 	}
 	req, _ := http.NewRequest(http.MethodDelete, fmt.Sprintf("%s/continuous/%d", url, p.PID), nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {

@@ -41,7 +41,7 @@ func BenchmarkScanMaps20k(b *testing.B) {
 }
 
 // BenchmarkPerfDataHostile is one poll of a hostile hsperfdata file
-// (case 8: 65,535 entries, 3.6 MB, createVmEndTime = 0 first): the whole
+// (a pod's: 65,535 entries, 3.6 MB, createVmEndTime = 0 first): the whole
 // parse the wait used to repeat every 5 ms, and the bounded look-up that
 // replaced it.
 func BenchmarkPerfDataHostile(b *testing.B) {

@@ -342,7 +342,7 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // TestPerfDataLong: the polled counter is found in a real JDK 17 file as
-// ParsePerfData finds it, and a hostile file (case 8: 65,535 entries,
+// ParsePerfData finds it, and a hostile file (a pod's: 65,535 entries,
 // 3.6 MB) costs one read of at most MaxPerfDataScan bytes — a counter
 // past it is not found, which is no error.
 func TestPerfDataLong(t *testing.T) {

@@ -110,3 +110,38 @@ func TestNoBareSkips(t *testing.T) {
 		}
 	}
 }
+
+// trackerRef is a reference to this project's issue tracker: "issue 17",
+// "issues 17 and 19", "(case 7)" standing for one of an issue's cases.
+// Upstream references ("async-profiler #1147", ".../issues/1159") name
+// another project, and stay.
+var trackerRef = regexp.MustCompile(`(?i)\bissues? #?[0-9]+\b|\((?:issue|cases?|item) [0-9]+\b`)
+
+// TestNoTrackerReferences fails if code or documentation points to the
+// project's tracker instead of saying what it means: the tracker is not
+// part of the repository, and its numbers mean nothing to a reader of
+// the code.
+func TestNoTrackerReferences(t *testing.T) {
+	root, files := trackedFiles(t)
+	for _, f := range files {
+		switch filepath.Ext(f) {
+		case ".go", ".md", ".c", ".h", ".java", ".sh", ".yaml", ".yml":
+		default:
+			if filepath.Base(f) != "Makefile" {
+				continue
+			}
+		}
+		if f == "internal/repocheck/repo_test.go" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			continue
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if m := trackerRef.FindString(line); m != "" {
+				t.Errorf("%s:%d: %q refers to the tracker: say what is meant", f, i+1, m)
+			}
+		}
+	}
+}

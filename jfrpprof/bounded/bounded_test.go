@@ -87,7 +87,7 @@ func mutate(r *rand.Rand, data []byte) []byte {
 	return m
 }
 
-// TestMutatedRecordingsAreBounded (issue 17, case 3): damaged recordings
+// TestMutatedRecordingsAreBounded (the way back): damaged recordings
 // made the converter run forever, grow without end, or die asking for
 // 128 GiB at once. Bounded, each ends within its time limit with a
 // profile or a reason, and the caller is never at risk.
