@@ -4,82 +4,149 @@
 # with this machine's Go; nothing else is downloaded.
 #
 #   scripts/kube-apiserver.sh build [DIR]  once (about 15 min on 2 cores): DIR/bin/{kube-apiserver,etcd}
-#   scripts/kube-apiserver.sh start [DIR]  fresh etcd + API server on 127.0.0.1:6443; admin kubeconfig in DIR/run/kubeconfig
+#   scripts/kube-apiserver.sh start [DIR]  fresh etcd + API server on free loopback ports; admin kubeconfig in DIR/run/kubeconfig
 #   scripts/kube-apiserver.sh stop  [DIR]
+#   scripts/kube-apiserver.sh run   DIR CMD...  start, run CMD with SAFEATTACH_KUBE_APISERVER=DIR, stop (even when CMD fails); CMD's exit code
+#   scripts/kube-apiserver.sh version       the versions built (make keys its cache .cache/kube-apiserver/VERSION by them)
 #
-# then: SAFEATTACH_KUBE_APISERVER=DIR make test
-# DIR defaults to /var/tmp/kube-apiserver. The server runs no controllers
-# and no kubelet: tests create their namespaces' ServiceAccounts and give
-# their pods a status themselves (internal/testenv/kubeapi).
+# `make test` does all of it (DIR is .cache/kube-apiserver/VERSION); by hand:
+# start DIR, then SAFEATTACH_KUBE_APISERVER=DIR go test ./... DIR defaults
+# to /var/tmp/kube-apiserver. The server runs no controllers and no
+# kubelet: tests create their namespaces' ServiceAccounts and give their
+# pods a status themselves (internal/testenv/kubeapi).
 set -euo pipefail
 K8S=v1.37.2 STAGING=v0.37.2 ETCD=v3.7.3
 action=${1:-}
 DIR=${2:-/var/tmp/kube-apiserver}
+DIR=$(realpath -m "$DIR")
 RUN=$DIR/run
+# How long etcd and the API server may take to answer (a loaded 2-core
+# machine takes 5-20 s), and to exit once told to.
+READY_SECONDS=${KUBE_APISERVER_READY_SECONDS:-180}
+STOP_SECONDS=20
+
+# build_one NAME: compiles the module in the current directory into
+# DIR/bin/NAME, unless it is there (an interrupted build leaves nothing
+# half-written: go build's output is renamed into place).
+build_one() {
+	nice -n 19 go mod tidy
+	nice -n 19 go build -trimpath -ldflags="-s -w ${2:-}" -o "$DIR/bin/.$1.tmp" .
+	mv "$DIR/bin/.$1.tmp" "$DIR/bin/$1"
+}
 
 build() {
-	mkdir -p "$DIR/bin" "$DIR/src/apiserver" "$DIR/src/etcd"
-	local mod
-	mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	# k8s.io/kubernetes points its staging modules at ./staging; a module
-	# of our own points them at their published versions instead.
-	cd "$DIR/src/apiserver"
-	{
-		printf 'module local/apiserver\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S"
-		awk '/^replace \(/{inside=1; next} inside && /^\)/{inside=0} inside {print $1}' "$mod/go.mod" |
-			grep -v -e sample-cli -e sample-controller |
-			while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$STAGING"; done
-		echo ')'
-	} > go.mod
-	sed -n '/^package main/,$p' "$mod/cmd/kube-apiserver/apiserver.go" > main.go
-	local ver="-X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
-	nice -n 19 go mod tidy
-	nice -n 19 go build -trimpath -ldflags="-s -w $ver" -o "$DIR/bin/kube-apiserver" .
-	cd "$DIR/src/etcd"
-	printf 'module local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD" > go.mod
-	printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
-	nice -n 19 go mod tidy
-	nice -n 19 go build -trimpath -ldflags="-s -w" -o "$DIR/bin/etcd" .
+	mkdir -p "$DIR/bin"
+	if [ ! -x "$DIR/bin/kube-apiserver" ]; then
+		mkdir -p "$DIR/src/apiserver"
+		local mod
+		mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		# k8s.io/kubernetes points its staging modules at ./staging; a module
+		# of our own points them at their published versions instead.
+		cd "$DIR/src/apiserver"
+		{
+			printf 'module local/apiserver\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S"
+			awk '/^replace \(/{inside=1; next} inside && /^\)/{inside=0} inside {print $1}' "$mod/go.mod" |
+				grep -v -e sample-cli -e sample-controller |
+				while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$STAGING"; done
+			echo ')'
+		} > go.mod
+		sed -n '/^package main/,$p' "$mod/cmd/kube-apiserver/apiserver.go" > main.go
+		build_one kube-apiserver "-X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+	fi
+	if [ ! -x "$DIR/bin/etcd" ]; then
+		mkdir -p "$DIR/src/etcd"
+		cd "$DIR/src/etcd"
+		printf 'module local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD" > go.mod
+		printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+		build_one etcd
+	fi
 	echo "built $DIR/bin"
 }
 
-start() {
-	[ -x "$DIR/bin/kube-apiserver" ] || { echo "not built: $0 build $DIR" >&2; exit 1; }
-	stop 2>/dev/null || true
+# free_port VAR: sets VAR to a loopback port nothing listens on, below
+# Linux's ephemeral range (32768-60999) so that no outgoing connection
+# takes it meanwhile. Ports already handed out in this start are in $taken.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 12000))
+		case " $taken " in *" $p "*) continue ;; esac
+		if ! (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
+			taken="$taken $p"
+			printf -v "$1" %s "$p"
+			return
+		fi
+	done
+}
+
+# alive NAME: the process in RUN/NAME.pid runs, and is ours (its command
+# line names RUN: a pid file left by a reboot may name someone else now).
+alive() {
+	local pid
+	[ -f "$RUN/$1.pid" ] || return 1
+	pid=$(cat "$RUN/$1.pid")
+	[ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$RUN/"
+}
+
+# wait_ready NAME URL [CURL ARGS...]: until URL answers, as long as NAME
+# runs and for at most READY_SECONDS.
+wait_ready() {
+	local name=$1 url=$2 deadline=$((SECONDS + READY_SECONDS))
+	shift 2
+	until curl -sf --max-time 5 "$@" "$url" > /dev/null 2>&1; do
+		if ! alive "$name"; then
+			echo "kube-apiserver.sh: $name exited (tail of $RUN/$name.log):" >&2
+			tail -n 5 "$RUN/$name.log" >&2
+			return 1
+		fi
+		if ((SECONDS >= deadline)); then
+			echo "kube-apiserver.sh: $name not ready after ${READY_SECONDS}s (tail of $RUN/$name.log):" >&2
+			tail -n 5 "$RUN/$name.log" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+# start_once: one attempt on fresh ports; on failure what it started is
+# stopped again.
+start_once() {
+	local taken="" client peer secure token
+	free_port client
+	free_port peer
+	free_port secure
 	rm -rf "$RUN"
 	mkdir -p "$RUN/pki" "$RUN/certs"
-	openssl genrsa -out "$RUN/pki/sa.key" 2048 2>/dev/null
-	openssl rsa -in "$RUN/pki/sa.key" -pubout -out "$RUN/pki/sa.pub" 2>/dev/null
-	local token
+	openssl genrsa -out "$RUN/pki/sa.key" 2048 2> /dev/null
+	openssl rsa -in "$RUN/pki/sa.key" -pubout -out "$RUN/pki/sa.pub" 2> /dev/null
 	token=$(openssl rand -hex 16)
 	echo "$token,admin,admin,system:masters" > "$RUN/pki/tokens.csv"
-	"$DIR/bin/etcd" --name local --data-dir "$RUN/etcd" \
-		--listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-		--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-		--initial-cluster local=http://127.0.0.1:2380 > "$RUN/etcd.log" 2>&1 &
+	# A throwaway store: no fsync.
+	"$DIR/bin/etcd" --name local --data-dir "$RUN/etcd" --unsafe-no-fsync \
+		--listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+		--listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+		--initial-cluster "local=http://127.0.0.1:$peer" < /dev/null > "$RUN/etcd.log" 2>&1 &
 	echo $! > "$RUN/etcd.pid"
-	until curl -sf http://127.0.0.1:2379/health > /dev/null; do kill -0 "$(cat "$RUN/etcd.pid")"; sleep 0.2; done
+	wait_ready etcd "http://127.0.0.1:$client/health" || { stop; return 1; }
 	# The default endpoint reconciler refuses a loopback advertise address.
-	"$DIR/bin/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bind-address=127.0.0.1 \
-		--advertise-address=127.0.0.1 --secure-port=6443 --cert-dir="$RUN/certs" \
+	"$DIR/bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$client" --bind-address=127.0.0.1 \
+		--advertise-address=127.0.0.1 --secure-port="$secure" --cert-dir="$RUN/certs" \
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \
 		--token-auth-file="$RUN/pki/tokens.csv" --service-cluster-ip-range=10.0.0.0/24 \
-		--endpoint-reconciler-type=none > "$RUN/apiserver.log" 2>&1 &
+		--endpoint-reconciler-type=none < /dev/null > "$RUN/apiserver.log" 2>&1 &
 	echo $! > "$RUN/apiserver.pid"
-	until curl -sf --cacert "$RUN/certs/apiserver.crt" -H "Authorization: Bearer $token" https://127.0.0.1:6443/readyz > /dev/null 2>&1; do
-		kill -0 "$(cat "$RUN/apiserver.pid")" || { tail -5 "$RUN/apiserver.log" >&2; exit 1; }
-		sleep 0.2
-	done
+	# Its serving certificate is written before it listens.
+	wait_ready apiserver "https://127.0.0.1:$secure/readyz" --cacert "$RUN/certs/apiserver.crt" -H "Authorization: Bearer $token" || { stop; return 1; }
 	cp "$RUN/certs/apiserver.crt" "$RUN/ca.crt"
 	# The kubeconfig is written without kubectl.
-	cat > "$RUN/kubeconfig" <<KC
+	cat > "$RUN/kubeconfig" << KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:6443
+    server: https://127.0.0.1:$secure
     certificate-authority-data: $(base64 -w0 < "$RUN/ca.crt")
 users:
 - name: admin
@@ -91,21 +158,58 @@ contexts:
 current-context: local
 KC
 	chmod 600 "$RUN/kubeconfig"
-	echo "ready: export SAFEATTACH_KUBE_APISERVER=$DIR (kubeconfig $RUN/kubeconfig)"
+	echo "kube-apiserver.sh: ready on 127.0.0.1:$secure: export SAFEATTACH_KUBE_APISERVER=$DIR (kubeconfig $RUN/kubeconfig)"
+}
+
+start() {
+	[ -x "$DIR/bin/kube-apiserver" ] && [ -x "$DIR/bin/etcd" ] || { echo "kube-apiserver.sh: not built: $0 build $DIR" >&2; return 1; }
+	# A server left by an earlier run (killed make, crashed shell) goes first.
+	stop
+	# A port taken between its choice and the bind: try again elsewhere.
+	local attempt
+	for attempt in 1 2 3; do
+		start_once && return
+		echo "kube-apiserver.sh: start attempt $attempt failed" >&2
+	done
+	return 1
 }
 
 stop() {
-	local p pid
+	local p pid deadline
 	for p in apiserver etcd; do
-		[ -f "$RUN/$p.pid" ] || continue
-		pid=$(cat "$RUN/$p.pid")
-		kill "$pid" 2> /dev/null || true
-		while kill -0 "$pid" 2> /dev/null; do sleep 0.2; done
+		if alive "$p"; then
+			pid=$(cat "$RUN/$p.pid")
+			kill "$pid" 2> /dev/null || true
+			deadline=$((SECONDS + STOP_SECONDS))
+			while kill -0 "$pid" 2> /dev/null; do
+				if ((SECONDS >= deadline)); then kill -KILL "$pid" 2> /dev/null || true; fi
+				sleep 0.1
+			done
+		fi
 		rm -f "$RUN/$p.pid"
 	done
 }
 
+# run DIR CMD...: the server lives exactly as long as CMD (an interrupt or
+# a failure stops it too).
+run() {
+	local rc=0
+	trap 'stop' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	start
+	SAFEATTACH_KUBE_APISERVER=$DIR "$@" || rc=$?
+	stop
+	trap - EXIT
+	return "$rc"
+}
+
+# Each arm ends the script: bash reads a script as it runs it, so nothing
+# after this line is read once an action has started (editing this file
+# during a build is harmless).
 case "$action" in
-build | start | stop) "$action" ;;
-*) sed -n '2,12p' "$0"; exit 2 ;;
+build | start | stop) "$action"; exit ;;
+run) [ $# -ge 3 ] || { echo "usage: $0 run DIR CMD..." >&2; exit 2; }; shift 2; run "$@"; exit ;;
+version) echo "k8s-$K8S-etcd-$ETCD"; exit ;;
+*) sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ packages=(
   hyperfine                 # times whole commands in bench/
   procps                    # pgrep/ps for the demo
   util-linux                # unshare, for container-like targets
+  curl openssl              # scripts/kube-apiserver.sh: readiness, keys
   make
 )
 

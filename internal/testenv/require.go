@@ -24,7 +24,8 @@ func Missing(t testing.TB, format string, args ...any) {
 // Optional skips a test that CI cannot run by design, with one line that
 // says how to run it: a measurement (opt in with an environment variable)
 // or a test of something the package registries do not have (the real
-// async-profiler, a real API server). Every other skip goes through
+// async-profiler; the real API server is built from the module proxy by
+// make test, so its tests use Missing). Every other skip goes through
 // Missing; internal/repocheck refuses a bare t.Skip anywhere else.
 func Optional(t testing.TB, how string) {
 	t.Helper()

@@ -1,9 +1,10 @@
-// Package kubeapi gives tests a real Kubernetes API server: the one a
-// developer or CI started (scripts/kube-apiserver.sh start DIR), named by
+// Package kubeapi gives tests a real Kubernetes API server: the one make
+// test starts for its run (scripts/kube-apiserver.sh run, from binaries
+// built once into .cache/kube-apiserver), named by
 // $SAFEATTACH_KUBE_APISERVER=DIR (its admin kubeconfig is
-// DIR/run/kubeconfig). Without the variable a test skips with one line,
-// as the tests of the real async-profiler do without
-// $ASYNC_PROFILER_HOME.
+// DIR/run/kubeconfig). A go test run outside make without the variable
+// skips those tests with one line; in CI (CI=true) they fail instead
+// (testenv.Missing): CI runs make test, which always provides one.
 //
 // The server has no controllers and no kubelet: a test makes its own
 // namespace and default ServiceAccount, and gives its pods a status
