@@ -6,6 +6,8 @@ BIN := bin/safeattach
 # Live JVM tests are I/O- and wait-bound: run packages and tests in parallel
 # even on two cores.
 TEST_PARALLEL ?= 4
+# More go test flags for make test, e.g. TESTFLAGS=-v.
+TESTFLAGS ?=
 
 .DEFAULT_GOAL := build
 .PHONY: all prereqs tools kube-apiserver cli build node demo test check fuzz bench clean generate manifests
@@ -66,7 +68,7 @@ check:
 # pass or fail; the exit code is go test's.
 test: prereqs tools check kube-apiserver
 	bash scripts/kube-apiserver.sh run $(KUBE_APISERVER) \
-	  $(GO) test -race -p $(TEST_PARALLEL) -parallel $(TEST_PARALLEL) -timeout 30m -count=1 ./...
+	  $(GO) test -race -p $(TEST_PARALLEL) -parallel $(TEST_PARALLEL) -timeout 30m -count=1 $(TESTFLAGS) ./...
 
 # A short run of every fuzz target from its seeds in testdata/.
 fuzz:

@@ -9,11 +9,11 @@
 #   scripts/kube-apiserver.sh run   DIR CMD...  start, run CMD with SAFEATTACH_KUBE_APISERVER=DIR, stop (even when CMD fails); CMD's exit code
 #   scripts/kube-apiserver.sh version       the versions built (make keys its cache .cache/kube-apiserver/VERSION by them)
 #
-# `make test` does all of it (DIR is .cache/kube-apiserver/VERSION); by hand:
-# start DIR, then SAFEATTACH_KUBE_APISERVER=DIR go test ./... DIR defaults
-# to /var/tmp/kube-apiserver. The server runs no controllers and no
-# kubelet: tests create their namespaces' ServiceAccounts and give their
-# pods a status themselves (internal/testenv/kubeapi).
+# `make test` does all of it (DIR is .cache/kube-apiserver/VERSION); by
+# hand: start DIR, then SAFEATTACH_KUBE_APISERVER=DIR go test ./...; DIR
+# defaults to /var/tmp/kube-apiserver. The server runs no controllers and
+# no kubelet: tests create their namespaces' ServiceAccounts and give
+# their pods a status themselves (internal/testenv/kubeapi).
 set -euo pipefail
 K8S=v1.37.2 STAGING=v0.37.2 ETCD=v3.7.3
 action=${1:-}
