@@ -59,10 +59,16 @@ var ErrHazard = errors.New("the JVM's Flight Recorder is refused here")
 // hazard says why recording pid with its Flight Recorder is refused, or
 // "". The one hazard known, measured here: JFR.start on JDK 25 (Temurin
 // 25.0.3) in a JVM whose allocator captures stacks with libunwind — the
-// very JVMs async-profiler is refused on — crashed the JVM (SIGSEGV in
-// libunwind.so.8), in a pod (nobody, -Xmx64m, SerialGC) every time;
-// JDK 17 recorded the same JVM fine. Until its cause is known, a JVM of
-// feature release 25 or later with such an allocator is not recorded.
+// very JVMs async-profiler is refused on — crashed the JVM every time,
+// in a pod and on the host alike (-Xmx64m, SerialGC, C2 on): the Attach
+// Listener running JFR's start hit an uncommon trap in C2 code
+// (Long.valueOf under jdk.jfr.internal.MetadataWriter), the
+// deoptimization stub (UncommonTrapBlob) allocated, tcmalloc's heap
+// profiler walked the stack with libunwind, and libunwind faulted
+// (SIGSEGV, SEGV_MAPERR at 0x100000000, in libunwind.so.8+0x56fa).
+// JDK 17 recorded the same JVM fine, and so did JDK 25 with C1 only
+// (-XX:TieredStopAtLevel=1). Until it is understood, a JVM of feature
+// release 25 or later with such an allocator is not recorded.
 func hazard(r *preflight.Report) string {
 	feature := versions.JavaFeature(r.JVM.Version)
 	stacks := r.Tcmalloc.HeapProfiler == preflight.Yes ||
