@@ -19,7 +19,7 @@ type flagGroup struct {
 var profileFlagGroups = []flagGroup{
 	{"What to profile (as asprof)", []string{"event", "duration", "interval", "jstackdepth", "threads", "all-user", "alloc", "live", "tlab",
 		"lock", "wall", "nativemem", "nofree", "nativelock", "nobatch", "trace", "all", "record-cpu", "sched", "ttsp", "begin", "end",
-		"nostop", "cstack", "signal", "clock", "target-cpu", "proc", "memlimit", "features", "fdtransfer", "fdtransfer-kernel"}},
+		"nostop", "cstack", "signal", "clock", "target-cpu", "proc", "memlimit", "features", "fdtransfer", "fdtransfer-kernel", "engine", "fallback"}},
 	{"Output (as asprof)", []string{"file", "output", "loop", "mode", "simple", "norm", "sig", "ann", "lib", "dot", "include", "exclude",
 		"filter", "title", "width", "height", "minwidth", "reverse", "inverted", "samples", "total", "chunksize", "chunktime", "jfrsync",
 		"jfropts", "log", "json", "progress"}},
