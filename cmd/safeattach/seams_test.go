@@ -163,6 +163,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "--agent", lib, "--libpath", lib, "-d", "1", pid}, "would load a second copy"},
 		{[]string{"profile", "--agent", lib, "-o", "flamegrph", "-f", filepath.Join(dir, "typo.html"), "-d", "1", pid}, `output format "flamegrph"`},
 		{[]string{"profile", "jcmd", pid, "VM.version"}, "safeattach jcmd PID COMMAND"},
+		{[]string{"profile", "--agent", lib, "--engine", "perf", "-d", "1", pid}, `--engine "perf"`},
+		{[]string{"profile", "start", "--agent", lib, "--fallback", "jfr", pid}, "take a collect"},
+		{[]string{"profile", "--engine", "jfr", "-d", "1", "-f", filepath.Join(dir, "x.html"), pid}, "the Flight Recorder writes jfr or pprof"},
 		{[]string{"profile", "load", pid, lib}, "safeattach load PID AGENT_PATH"},
 	} {
 		start := time.Now()
