@@ -12,7 +12,7 @@ TESTFLAGS ?=
 .DEFAULT_GOAL := build
 .PHONY: all prereqs tools kube-apiserver cli build node demo test check fuzz bench clean generate manifests
 
-# Tools built from the Go module proxy into .cache/bin (once per machine):
+# Tools built from the Go module proxy into .cache/bin (once per checkout):
 # helm, for the chart's tests and the generated manifests.
 HELM_VERSION := v4.3.2
 TOOLS := $(CURDIR)/.cache/bin
@@ -22,9 +22,10 @@ $(TOOLS)/helm:
 	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 # A real Kubernetes API server (kube-apiserver + etcd, built from the Go
-# module proxy at nice 19: about 15 minutes on 2 cores, once per machine)
-# for the tests of the Kubernetes code. The directory is named by the
-# versions scripts/kube-apiserver.sh builds, so a version bump rebuilds.
+# module proxy at nice 19: 6 minutes on 2 cores with empty Go caches, once
+# per checkout) for the tests of the Kubernetes code. The directory is
+# named by the versions scripts/kube-apiserver.sh builds, so a version
+# bump rebuilds.
 KUBE_APISERVER := $(CURDIR)/.cache/kube-apiserver/$(shell bash scripts/kube-apiserver.sh version)
 kube-apiserver: $(KUBE_APISERVER)/bin/kube-apiserver $(KUBE_APISERVER)/bin/etcd
 $(KUBE_APISERVER)/bin/kube-apiserver $(KUBE_APISERVER)/bin/etcd &:

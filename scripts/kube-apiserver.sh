@@ -3,7 +3,7 @@
 # tests that read SAFEATTACH_KUBE_APISERVER. Built from the Go module proxy
 # with this machine's Go; nothing else is downloaded.
 #
-#   scripts/kube-apiserver.sh build [DIR]  once (about 15 min on 2 cores): DIR/bin/{kube-apiserver,etcd}
+#   scripts/kube-apiserver.sh build [DIR]  once (6 min on 2 cores, Go caches empty): DIR/bin/{kube-apiserver,etcd}
 #   scripts/kube-apiserver.sh start [DIR]  fresh etcd + API server on free loopback ports; admin kubeconfig in DIR/run/kubeconfig
 #   scripts/kube-apiserver.sh stop  [DIR]
 #   scripts/kube-apiserver.sh run   DIR CMD...  start, run CMD with SAFEATTACH_KUBE_APISERVER=DIR, stop (even when CMD fails); CMD's exit code
