@@ -188,33 +188,56 @@ func (ss *Session) stores(ctx context.Context, create bool) ([]*os.File, error) 
 // or nil when there is none. stores are the caller's.
 func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 	for _, s := range stores {
-		fd, err := safefile.OpenRegularAt(int(s.Fd()), ss.recordName())
+		fd, st, err := openRecord(int(s.Fd()), ss.recordName())
 		if err != nil {
 			continue
 		}
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) || st.Size > maxRecord {
+		if st.Uid != uint32(os.Geteuid()) || st.Size > maxRecord {
 			unix.Close(fd)
 			continue
 		}
-		data, err := safefile.ReadAll(safefile.FD(fd), st.Size, maxRecord)
+		o := decodeRecord(fd, st.Size)
 		unix.Close(fd)
-		var o Owner
-		if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
+		if o == nil {
 			// Unreadable: a torn write, or a target's uid 0 writing
 			// nonsense. Treat as stale: at worst a profile is refused
 			// by the agent's own "already started".
 			return &Owner{Session: "unreadable"}, s
 		}
-		// Hostile input: what it says is shown, never acted on, and what
-		// finishes a start comes from this caller's own state only.
-		o.Tool, o.Action, o.Host, o.Session = clip(o.Tool), clip(o.Action), clip(o.Host), clip(o.Session)
+		// What finishes a start comes from this caller's own state only.
 		if st := loadStartState(ss.c.report, o.Session); st != nil {
 			o.Event, o.Format, o.Recording, o.Output = st.Event, st.Format, st.Recording, st.Output
 		}
-		return &o, s
+		return o, s
 	}
 	return nil, nil
+}
+
+// openRecord opens the record name under dir — a regular file, not
+// followed if a link — and stats it.
+func openRecord(dir int, name string) (int, unix.Stat_t, error) {
+	var st unix.Stat_t
+	fd, err := safefile.OpenRegularAt(dir, name)
+	if err == nil {
+		if err = unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+		}
+	}
+	return fd, st, err
+}
+
+// decodeRecord reads a record of size bytes (at most maxRecord) from fd
+// as the hostile input it is: nil when it is none (torn, nonsense, no
+// session); what it says is shown, never acted on, so its text fields
+// are clipped and printable.
+func decodeRecord(fd int, size int64) *Owner {
+	data, err := safefile.ReadAll(safefile.FD(fd), size, maxRecord)
+	var o Owner
+	if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
+		return nil
+	}
+	o.Tool, o.Action, o.Host, o.Session = clip(o.Tool), clip(o.Action), clip(o.Host), clip(o.Session)
+	return &o
 }
 
 // foreignRecord returns the JVM's profiler record from a store another
@@ -258,21 +281,15 @@ func readForeign(dir int, name, record string, me uint32) *Owner {
 	if unix.Fstat(sfd, &st) != nil || st.Uid == me {
 		return nil
 	}
-	fd, err := safefile.OpenRegularAt(sfd, record)
+	fd, st, err := openRecord(sfd, record)
 	if err != nil {
 		return nil
 	}
 	defer unix.Close(fd)
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxRecord {
+	if st.Size > maxRecord {
 		return nil
 	}
-	data, err := safefile.ReadAll(safefile.FD(fd), st.Size, maxRecord)
-	var o Owner
-	if err != nil || json.Unmarshal(data, &o) != nil || o.Session == "" {
-		return nil
-	}
-	o.Tool, o.Action, o.Host, o.Session = clip(o.Tool), clip(o.Action), clip(o.Host), clip(o.Session)
-	return &o
+	return decodeRecord(fd, st.Size)
 }
 
 // writeRecord creates the record in store, never over another: false
@@ -334,10 +351,9 @@ func removeRecordIf(store *os.File, name, session string) {
 	if err != nil {
 		return
 	}
-	data, _ := safefile.ReadAll(safefile.FD(fd), 0, maxRecord)
+	o := decodeRecord(fd, 0)
 	unix.Close(fd)
-	var o Owner
-	if json.Unmarshal(data, &o) != nil || o.Session == "" || o.Session == session {
+	if o == nil || o.Session == session {
 		unix.Unlinkat(dir, name, 0)
 	}
 }
