@@ -30,8 +30,8 @@ func WantsPprof(req ProfileRequest) bool {
 // in a child process bounded in time, memory and output
 // (jfrpprof/bounded) and writes into the prepared output. Nothing is
 // ever named in a shared directory. The conversion runs even when ctx
-// was cancelled during the profile (what was collected is written), under
-// the converter's own time bound.
+// was cancelled during the profile (what was collected is written),
+// within StopAfterCancel of the cancellation.
 func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
 	conv := req.Converter
 	if conv == "" {
@@ -62,20 +62,9 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	if err != nil {
 		return res, err
 	}
-	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
-		return res, err
-	}
-	// A profile stopped early (a Ctrl-C) is still converted, within
-	// StopAfterCancel of the cancellation.
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(StopAfterCancel, cancel) })
-	defer stop()
-	converted, err := bounded.Convert(cctx, bounded.Request{
-		Converter: conv, Event: res.Event, Start: start, End: time.Now(), In: jfr, Out: sink,
-	})
+	converted, err := PprofFromJFR(ctx, jfr, sink, res.Event, start, conv)
 	if err != nil {
-		return res, fmt.Errorf("converting the profiler's JFR to pprof: %w", err)
+		return res, err
 	}
 	if out != nil {
 		if err := out.Commit(); err != nil {
@@ -84,4 +73,40 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	}
 	res.Output, res.Format, res.Pprof = req.Output, "pprof", &converted
 	return res, nil
+}
+
+// PprofFromJFR converts the JFR recording in jfr (read from its start)
+// into a gzipped profile.proto of event, written to out, by converter
+// (default PprofConverter, beside this program or on PATH) in a child
+// bounded in input, time, memory and output (jfrpprof/bounded). A
+// profile stopped early by a cancel is still converted, within
+// StopAfterCancel of the cancellation.
+func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event string, start time.Time, converter string) (bounded.Result, error) {
+	if converter == "" {
+		var err error
+		if converter, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
+			return bounded.Result{}, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+		}
+	}
+	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
+		return bounded.Result{}, err
+	}
+	cctx, cancel := Unwinding(ctx)
+	defer cancel()
+	converted, err := bounded.Convert(cctx, bounded.Request{
+		Converter: converter, Event: event, Start: start, End: time.Now(), In: jfr, Out: out,
+	})
+	if err != nil {
+		return converted, fmt.Errorf("converting the JFR recording to pprof: %w", err)
+	}
+	return converted, nil
+}
+
+// Unwinding is ctx for what must still be finished once ctx is cancelled
+// (a stop, a write-back, a conversion): the cancellation reaches it only
+// StopAfterCancel later.
+func Unwinding(ctx context.Context) (context.Context, context.CancelFunc) {
+	u, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(StopAfterCancel, cancel) })
+	return u, func() { stop(); cancel() }
 }

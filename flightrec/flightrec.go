@@ -79,10 +79,6 @@ func hazard(r *preflight.Report) string {
 	return ""
 }
 
-// stopAfterCancel is how long the stop and the read-back may take once
-// the caller cancelled.
-const stopAfterCancel = 10 * time.Second
-
 // grace is how long past Duration the recording's own duration= runs:
 // the caller stops it well before; a caller that died does not.
 const grace = 30 * time.Second
@@ -143,13 +139,9 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 		res.Cancelled = true
 	}
 	// The stop and the read-back run even after a cancel, within
-	// stopAfterCancel of it.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// attach.StopAfterCancel of it.
+	sctx, cancel := attach.Unwinding(ctx)
 	defer cancel()
-	if ctx.Err() != nil {
-		sctx, cancel = context.WithTimeout(sctx, stopAfterCancel)
-		defer cancel()
-	}
 	if err := stop(sctx, pid, res.Name, req.Options); err != nil {
 		return res, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/flightrec"
-	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/outfile"
 )
@@ -73,16 +71,12 @@ func (p *profileCLI) collectJFR(cmd *cobra.Command, pid int, refusedBy []string)
 	}
 	what := fmt.Sprintf("jfr, the JVM's Flight Recorder, %d bytes", res.Bytes)
 	if pprof {
-		conv, err := companion.Find(attach.PprofConverter, "pprof output")
+		c, err := attach.PprofFromJFR(cmd.Context(), spool, sink, "cpu", start, "")
+		if errors.Is(err, bounded.ErrFailed) {
+			return withCode(exitFailed, err)
+		}
 		if err != nil {
 			return err
-		}
-		if _, err := spool.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		c, err := bounded.Convert(context.WithoutCancel(cmd.Context()), bounded.Request{Converter: conv, Event: "cpu", Start: start, End: time.Now(), In: spool, Out: sink})
-		if err != nil {
-			return withCode(exitFailed, fmt.Errorf("converting the Flight Recorder's recording to pprof: %w", err))
 		}
 		what = fmt.Sprintf("pprof from the JVM's Flight Recorder, %s", c)
 	}

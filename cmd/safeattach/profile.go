@@ -473,7 +473,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	// if interrupted (then within attach.StopAfterCancel): cut off
 	// half-way, the profiler may have started or stopped without this
 	// process knowing, or its profile be left unread.
-	uctx, unwound := unwinding(ctx)
+	uctx, unwound := attach.Unwinding(ctx)
 	defer unwound()
 	switch action {
 	case "start", "resume":
@@ -521,15 +521,6 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		}
 	}
 	return finish(err)
-}
-
-// unwinding is ctx, except that ctx's cancellation reaches it only
-// attach.StopAfterCancel later: what an interrupted command still has to
-// finish runs under it.
-func unwinding(ctx context.Context) (context.Context, context.CancelFunc) {
-	u, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(attach.StopAfterCancel, cancel) })
-	return u, func() { stop(); cancel() }
 }
 
 // profileOutput is stop or dump: the profile goes where -f or -o say
