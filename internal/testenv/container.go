@@ -46,17 +46,26 @@ func StartContainerJVMWorkers(t testing.TB, setup string, workers int) (wrapper,
 	cmd.Dir = dir
 	p := Start(t, cmd)
 	p.WaitOutput(t, "READY", 60*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, d := range descendants(p.PID) {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasSuffix(exe, "/java") {
-				return p.PID, d
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if jvm := descendantRunning(p, 10*time.Second, isJava); jvm != 0 {
+		return p.PID, jvm
 	}
 	t.Fatal("no java under the container's entrypoint")
 	return 0, 0
+}
+
+func isJava(exe string) bool { return strings.HasSuffix(exe, "/java") }
+
+// descendantRunning waits, at most wait and while p runs, for a process
+// under p whose executable matches, and returns its pid (0 if none came).
+func descendantRunning(p *Process, wait time.Duration, match func(exe string) bool) int {
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline) && p.Alive(); time.Sleep(5 * time.Millisecond) {
+		for _, d := range descendants(p.PID) {
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); match(exe) {
+				return d
+			}
+		}
+	}
+	return 0
 }
 
 func descendants(pid int) []int {
@@ -213,14 +222,8 @@ exec /usr/bin/env -i ` + shellJoin(env) + ` /usr/bin/setpriv --reuid=` + strconv
 	} else {
 		p.WaitOutput(t, "READY", 60*time.Second)
 	}
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) && p.Alive() {
-		for _, d := range descendants(p.PID) {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasSuffix(exe, "/java") {
-				return &Pod{Wrapper: p.PID, PID: d, UID: spec.User, Proc: p}
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	if jvm := descendantRunning(p, wait, isJava); jvm != 0 {
+		return &Pod{Wrapper: p.PID, PID: jvm, UID: spec.User, Proc: p}
 	}
 	t.Fatalf("no java in the pod: %s", p.Output())
 	return nil
@@ -236,6 +239,14 @@ func (p *Pod) Exec(t testing.TB, uid uint32, script string) string {
 		t.Fatalf("in pod %d as uid %d: %s: %v\n%s", p.PID, uid, script, err, out)
 	}
 	return string(out)
+}
+
+// CommandNoCaps is Command with every capability dropped (bounding and
+// inheritable sets emptied before sh starts): uid 0 is then what a
+// container's root is without a user namespace and with the default
+// capabilities dropped — the pod's uid 0 attacker.
+func (p *Pod) CommandNoCaps(uid uint32, script string) *exec.Cmd {
+	return p.Command(uid, "exec /usr/bin/setpriv --bounding-set=-all --inh-caps=-all /bin/sh -c "+shellQuote(script))
 }
 
 // Command is the command Exec runs, for tests that start it themselves.
@@ -453,21 +464,15 @@ func (p *Pod) StartFdTransferClient(t testing.TB, uid uint32, args ...string) *F
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := p.Command(uid, "exec /usr/bin/setpriv --bounding-set=-all --inh-caps=-all /tmp/"+filepath.Base(f.Name())+" "+shellJoin(args))
+	cmd := p.CommandNoCaps(uid, "exec /tmp/"+filepath.Base(f.Name())+" "+shellJoin(args))
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &FdTransferClient{Process: Start(t, cmd), in: in}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.HostPID == 0 && time.Now().Before(deadline) {
-		for _, d := range descendants(c.PID) {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", d)); strings.HasPrefix(filepath.Base(exe), "fdtclient-") {
-				c.HostPID = d
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c.HostPID = descendantRunning(c.Process, 10*time.Second, func(exe string) bool {
+		return strings.HasPrefix(filepath.Base(exe), "fdtclient-")
+	})
 	if c.HostPID == 0 {
 		t.Fatalf("fdtclient did not start in pod %d: %s", p.PID, c.Output())
 	}
