@@ -31,7 +31,9 @@ func findInstalled() (path string, searched []string) {
 	type candidate struct{ path, how string }
 	var candidates []candidate
 	if home := os.Getenv("ASYNC_PROFILER_HOME"); home != "" {
-		candidates = append(candidates, candidate{filepath.Join(home, "lib", asyncProfilerLib), "$ASYNC_PROFILER_HOME"}, candidate{filepath.Join(home, asyncProfilerLib), "$ASYNC_PROFILER_HOME"})
+		for _, p := range homeLibraries(home) {
+			candidates = append(candidates, candidate{p, "$ASYNC_PROFILER_HOME"})
+		}
 	} else {
 		searched = append(searched, "$ASYNC_PROFILER_HOME (not set)")
 	}
@@ -48,9 +50,11 @@ func findInstalled() (path string, searched []string) {
 		roots = append(roots, h)
 	}
 	for _, r := range roots {
-		matches, _ := filepath.Glob(filepath.Join(r, "async-profiler*", "lib", asyncProfilerLib))
-		flat, _ := filepath.Glob(filepath.Join(r, "async-profiler*", asyncProfilerLib))
-		matches = append(matches, flat...)
+		var matches []string
+		for _, pattern := range homeLibraries(filepath.Join(r, "async-profiler*")) {
+			m, _ := filepath.Glob(pattern)
+			matches = append(matches, m...)
+		}
 		if len(matches) == 0 {
 			searched = append(searched, filepath.Join(r, "async-profiler*"))
 		}
@@ -73,6 +77,12 @@ func findInstalled() (path string, searched []string) {
 	return "", searched
 }
 
+// homeLibraries are where an install's directory holds the library: a
+// release's lib/, or the directory itself (a build's build/lib).
+func homeLibraries(home string) []string {
+	return []string{filepath.Join(home, "lib", asyncProfilerLib), filepath.Join(home, asyncProfilerLib)}
+}
+
 // installLibrary turns an install's directory (what
 // ASYNC_PROFILER_HOME names) into its library; any other path is
 // returned as it is.
@@ -80,7 +90,7 @@ func installLibrary(path string) string {
 	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
 		return path
 	}
-	for _, p := range []string{filepath.Join(path, "lib", asyncProfilerLib), filepath.Join(path, asyncProfilerLib)} {
+	for _, p := range homeLibraries(path) {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p
 		}

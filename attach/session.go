@@ -484,6 +484,7 @@ func (ss *Session) acquire(ctx context.Context, action string) error {
 					removeRecordIf(stores[0], ss.recordName(), o.Session)
 					return err
 				}
+				pruneStartStates()
 			}
 			if ok {
 				ss.owned = o

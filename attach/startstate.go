@@ -116,14 +116,18 @@ func saveStartState(r *preflight.Report, st *startState) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("a detached start's state: %w", err)
 	}
-	pruneStartStates(dir)
 	return nil
 }
 
 // pruneStartStates removes the states of JVMs that are gone (no process
 // of that pid and start time): a JVM that exited or restarted leaves its
-// start's state behind. At most maxStartStates names are looked at.
-func pruneStartStates(dir string) {
+// start's state behind. At most maxStartStates names are looked at. It
+// runs when a session takes a profiler, not at every window's renewal.
+func pruneStartStates() {
+	dir, err := startStateDir()
+	if err != nil {
+		return
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return
