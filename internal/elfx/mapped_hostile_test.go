@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 // TestOpenMappedNeverOpensWhatIsNotTheMapping: the path a target maps can
@@ -19,14 +21,7 @@ func TestOpenMappedNeverOpensWhatIsNotTheMapping(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(in)
-	if _, err := unix.InotifyAddWatch(in, fifo, unix.IN_OPEN); err != nil {
-		t.Fatal(err)
-	}
+	opened := testenv.WatchOpens(t, fifo)
 	var st unix.Stat_t
 	unix.Stat(fifo, &st)
 	// Even the right inode is refused when it is not a regular file.
@@ -38,7 +33,7 @@ func TestOpenMappedNeverOpensWhatIsNotTheMapping(t *testing.T) {
 		}
 		t.Fatalf("a FIFO at the mapping's path: %v", err)
 	}
-	if n, _ := unix.Read(in, make([]byte, 4096)); n > 0 {
+	if opened() {
 		t.Error("the FIFO was opened")
 	}
 }

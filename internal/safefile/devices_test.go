@@ -28,21 +28,7 @@ func TestDevicesAreNeverOpened(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(in)
-	for _, p := range []string{dev, fifo} {
-		if _, err := unix.InotifyAddWatch(in, p, unix.IN_OPEN); err != nil {
-			t.Fatal(err)
-		}
-	}
-	opened := func() bool {
-		buf := make([]byte, 4096)
-		n, _ := unix.Read(in, buf)
-		return n > 0
-	}
+	opened := testenv.WatchOpens(t, dev, fifo)
 	d, err := os.Open(dir)
 	if err != nil {
 		t.Fatal(err)
