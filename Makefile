@@ -73,7 +73,7 @@ test: prereqs tools check kube-apiserver
 
 # A short run of every fuzz target from its seeds in testdata/.
 fuzz:
-	@for pkg in ./internal/proc ./internal/elfx ./conflicts ./kube ./jfrpprof/bounded ./asprof ./fdtransfer; do \
+	@for pkg in ./internal/proc ./internal/elfx ./conflicts ./kube ./profiling/jfrpprof/bounded ./profiling/asprof ./profiling/fdtransfer; do \
 	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
 	    $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
 	  done; \

@@ -14,7 +14,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/crashmem"
+	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/diagnose"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
-	"github.com/safeattach/safeattach/outfile"
+	"github.com/safeattach/safeattach/internal/outfile"
 	"golang.org/x/sys/unix"
 )
 

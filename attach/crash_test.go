@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safeattach/safeattach/crashmem"
+	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/companion"
-	"github.com/safeattach/safeattach/jfrpprof/bounded"
-	"github.com/safeattach/safeattach/outfile"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
+	"github.com/safeattach/safeattach/internal/outfile"
 )
 
 // PprofConverter is the converter -o pprof runs (cmd/safeattach-pprof),

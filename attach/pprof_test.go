@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 

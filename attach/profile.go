@@ -12,12 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/fdtransfer"
-	"github.com/safeattach/safeattach/jfrpprof/bounded"
-	"github.com/safeattach/safeattach/outfile"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
+	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/preflight"
 )
 

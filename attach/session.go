@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/asprof"
-	"github.com/safeattach/safeattach/fdtransfer"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"

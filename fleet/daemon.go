@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/budget"
+	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"

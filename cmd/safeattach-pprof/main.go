@@ -32,8 +32,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/safefile"
-	"github.com/safeattach/safeattach/jfrpprof"
-	"github.com/safeattach/safeattach/jfrpprof/bounded"
+	"github.com/safeattach/safeattach/profiling/jfrpprof"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 )
 
 func main() {

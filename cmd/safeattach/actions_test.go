@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/spf13/pflag"
 )

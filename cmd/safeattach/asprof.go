@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 // asprofFlags registers asprof 4.x's options, spelled as its launcher

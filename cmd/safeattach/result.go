@@ -8,7 +8,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
-	"github.com/safeattach/safeattach/fdtransfer"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
 	"github.com/safeattach/safeattach/preflight"
 )
 

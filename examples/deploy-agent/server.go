@@ -15,9 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/safeattach/safeattach/asprof"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/budget"
+	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 )
