@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/diagnose"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"

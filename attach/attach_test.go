@@ -15,11 +15,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
+	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
-	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 func socketPath(pid int) string { return fmt.Sprintf("/tmp/.java_pid%d", pid) }

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/attach/crashmem"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/companion"
-	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 )
 
 // PprofConverter is the converter -o pprof runs (cmd/safeattach-pprof),

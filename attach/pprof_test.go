@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/pprof/profile"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 // TestLiveProfileToPprof: a pprof profile through the library alone (it

@@ -12,13 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/profiling/fdtransfer"
-	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 )
 
 // SessionRequest is what a Session needs: which async-profiler, what to

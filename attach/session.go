@@ -12,12 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
-	"github.com/safeattach/safeattach/profiling/fdtransfer"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
 )
 
 // Session is async-profiler in one JVM, driven command by command: what

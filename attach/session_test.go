@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 // TestLiveSessionRotates100Windows: a daemon's continuous profiling — one

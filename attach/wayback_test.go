@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 // baitSocket listens on dir/.java_pid<nspid> on the host, owned by uid

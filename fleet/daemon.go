@@ -13,13 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/pyroscope"
 	"github.com/safeattach/safeattach/target"
 )

@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
-	"github.com/safeattach/safeattach/profiling/jfrpprof"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/jfrpprof"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 

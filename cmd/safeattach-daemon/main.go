@@ -24,11 +24,11 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/kube/podwatch"
+	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/spf13/pflag"
 )
 

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/attach/crashmem"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/spf13/cobra"
 )

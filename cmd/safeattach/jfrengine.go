@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/profiling/flightrec"
 	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
-	"github.com/safeattach/safeattach/internal/outfile"
 )
 
 // fallsBack reports whether a refused async-profiler is to be replaced

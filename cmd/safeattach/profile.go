@@ -20,10 +20,10 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/profiling/fdtransfer"
-	"github.com/safeattach/safeattach/internal/printable"
-	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/internal/printable"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
+	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 	"github.com/spf13/cobra"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
-	"github.com/safeattach/safeattach/profiling/fdtransfer"
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/profiling/fdtransfer"
 )
 
 // resultSchemaVersion is bumped when a field of result changes meaning or

@@ -15,11 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/attach"
-	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/profiling/budget"
 )
 
 type config struct {
