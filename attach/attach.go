@@ -52,7 +52,6 @@ func (e Elapsed) MarshalJSON() ([]byte, error) {
 
 // call is one attach operation in progress.
 type call struct {
-	ctx      context.Context // the caller's: cancelled means interrupted, not hung
 	op       string
 	deadline time.Time // the caller's; the protocol stops short of it
 	pid      int
@@ -94,7 +93,7 @@ func (c *call) readAgent(ctx context.Context, path, options string) error {
 // error, which a caller sees as a time-out like any other step's.
 func (c *call) deadlineError(ctx context.Context, step string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
-		return c.hang(step, fmt.Errorf("%w: %s: %v", hotspot.ErrTimeout, step, err))
+		return c.hang(ctx, step, fmt.Errorf("%w: %s: %v", hotspot.ErrTimeout, step, err))
 	}
 	return err
 }
@@ -253,7 +252,7 @@ func (c *call) protocolContext(ctx context.Context) (context.Context, context.Ca
 
 // hang turns a timeout into a *HangError with a report made from outside,
 // sampled in the time left before the caller's deadline.
-func (c *call) hang(step string, err error) error {
+func (c *call) hang(ctx context.Context, step string, err error) error {
 	var recognised *HangError
 	if errors.As(err, &recognised) {
 		return err // the watcher's report, made while it happened
@@ -261,9 +260,10 @@ func (c *call) hang(step string, err error) error {
 	if !errors.Is(err, hotspot.ErrTimeout) {
 		return err
 	}
-	if c.ctx != nil && errors.Is(c.ctx.Err(), context.Canceled) {
-		// The caller gave up (a signal, a shutdown): not a hang, and no
-		// time is spent on a report.
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The caller gave up (a signal, a shutdown): the step's context
+		// was cancelled, not timed out. Not a hang, and no time is spent
+		// on a report.
 		return fmt.Errorf("%s: %w", step, context.Canceled)
 	}
 	// Reading every thread's files takes a few milliseconds; sample for
@@ -333,7 +333,7 @@ func (c *call) healthCheck(ctx context.Context, client *hotspot.Client) error {
 		_, err := client.Jcmd(ctx, &out, "VM.version")
 		return err
 	}); err != nil {
-		return c.hang("health check", err)
+		return c.hang(ctx, "health check", err)
 	}
 	return nil
 }
@@ -346,7 +346,6 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 		return nil, err
 	}
 	c := newCall("jcmd", pid, opts)
-	c.ctx = ctx
 	defer func() { err = c.settle(err); c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
 	defer cancel()
@@ -361,7 +360,7 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 	pctx, pcancel := c.protocolContext(ctx)
 	defer pcancel()
 	if err := c.watched(pctx, "attach listener", func(ctx context.Context) error { return hotspot.EnsureListener(ctx, t) }); err != nil {
-		return nil, c.hang("attach listener", err)
+		return nil, c.hang(ctx, "attach listener", err)
 	}
 	var out bytes.Buffer
 	var code int
@@ -369,7 +368,7 @@ func Jcmd(ctx context.Context, pid int, command string, opts Options) (res *Resu
 		code, err = hotspot.NewClient(t).Jcmd(ctx, &out, command)
 		return err
 	}); err != nil {
-		return nil, c.hang("jcmd "+command, err)
+		return nil, c.hang(pctx, "jcmd "+command, err)
 	}
 	res = &Result{PID: pid, Verdict: c.verdict, Output: out.String(), Healthy: true}
 	res.took(c.start)
@@ -387,7 +386,6 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 		return nil, err
 	}
 	c := newCall("load", pid, opts)
-	c.ctx = ctx
 	defer func() { err = c.settle(err); c.finish(err) }()
 	ctx, cancel := opts.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
@@ -473,11 +471,11 @@ func (c *call) open(ctx context.Context) (*session, error) {
 	// then fails with "JVM does not support Tool Interface", measured).
 	if err := c.waitInitialised(ctx); err != nil {
 		s.close()
-		return nil, c.hang("the JVM's initialisation", err)
+		return nil, c.hang(ctx, "the JVM's initialisation", err)
 	}
 	if err := c.watched(ctx, "attach listener", func(ctx context.Context) error { return hotspot.EnsureListener(ctx, t) }); err != nil {
 		s.close()
-		return nil, c.hang("attach listener", err)
+		return nil, c.hang(ctx, "attach listener", err)
 	}
 	return s, nil
 }
@@ -611,7 +609,7 @@ func (s *session) load(ctx context.Context, options string) (string, error) {
 		out = string(r.Output)
 	}
 	if err != nil {
-		return out, s.c.hang("load of "+s.c.agent.Path, err)
+		return out, s.c.hang(ctx, "load of "+s.c.agent.Path, err)
 	}
 	s.loaded = true
 	return out, nil

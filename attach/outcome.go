@@ -25,6 +25,11 @@ const (
 
 func (o Outcome) String() string { return string(o) }
 
+// ErrProfilerBusy: another session or tool runs a profiler in the JVM;
+// the profiling layer's refusal to disturb it (its BusyError) unwraps to
+// this. It is a refusal: nothing was disturbed.
+var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
+
 // OutcomeOf classifies an error returned by Load, Jcmd, Profile or Check.
 func OutcomeOf(err error) Outcome {
 	var ae *hotspot.AgentError

@@ -18,8 +18,6 @@ import (
 	"github.com/safeattach/safeattach/preflight"
 )
 
-const nobody = 65534
-
 func sha256File(t *testing.T, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -95,10 +93,10 @@ func TestLiveSwappedAgentLoadsTheJudgedBytes(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
+	if err := os.Chown(dir, testenv.Nobody, testenv.Nobody); err != nil {
 		t.Fatal(err)
 	}
-	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: nobody, Workers: 4,
+	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: testenv.Nobody, Workers: 4,
 		Env: []string{"LD_PRELOAD=" + tcm, "HEAPPROFILE=" + filepath.Join(dir, "heap")}})
 	agent := filepath.Join(dir, "libasyncProfiler.so")
 	staged := filepath.Join(dir, "staged.so")
@@ -106,8 +104,8 @@ func TestLiveSwappedAgentLoadsTheJudgedBytes(t *testing.T) {
 	const runs = 20
 	swapped := 0
 	for i := 0; i < runs; i++ {
-		copyFile(t, fixed, agent, nobody)
-		copyFile(t, affected, staged, nobody)
+		copyFile(t, fixed, agent, testenv.Nobody)
+		copyFile(t, affected, staged, testenv.Nobody)
 		// The swapper waits for safeattach to close the agent after reading
 		// it, then renames the affected build over it after i*3/2 ms.
 		delay := time.Duration(i) * 1500 * time.Microsecond
@@ -167,42 +165,6 @@ func TestLiveSwappedAgentLoadsTheJudgedBytes(t *testing.T) {
 	t.Logf("%d runs, %d swaps, the JVM loaded the judged bytes and answered every time", runs, swapped)
 }
 
-// startContainerJVM starts a JVM as a container would (testenv) and
-// returns its host pid.
-func startContainerJVM(t *testing.T, setup string) int {
-	t.Helper()
-	_, jvm := testenv.StartContainerJVM(t, setup)
-	return jvm
-}
-
-// storeEntries lists <dir>/.safeattach/*/* inside the target's root.
-func storeEntries(pid int, dir string) []string {
-	m, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root%s/.safeattach/*/*", pid, dir))
-	return m
-}
-
-// TestLiveContainerProfilesRepeatedly: a containerised JVM (private /tmp)
-// profiled ten times in a row — each delivery finds the copy of the same
-// bytes already there and loaded, and exactly one copy remains.
-func TestLiveContainerProfilesRepeatedly(t *testing.T) {
-	t.Parallel()
-	jvm := startContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
-	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	out := filepath.Join(t.TempDir(), "p.collapsed")
-	for i := 0; i < 10; i++ {
-		res, err := Profile(context.Background(), jvm, ProfileRequest{SessionRequest: SessionRequest{Lib: lib, Output: out}, Duration: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatalf("profile %d: %v", i+1, err)
-		}
-		if !strings.HasPrefix(res.LoadedFrom, "/tmp/.safeattach/") {
-			t.Errorf("profile %d loaded from %q", i+1, res.LoadedFrom)
-		}
-	}
-	if got := storeEntries(jvm, "/tmp"); len(got) != 1 {
-		t.Errorf("want one copy in the container, have %v", got)
-	}
-}
-
 // TestLiveContainerNoexecTmp: with /tmp mounted noexec the loader could
 // not map the agent from there; another directory is chosen. With every
 // candidate unusable, the attach is refused before anything is sent,
@@ -210,7 +172,7 @@ func TestLiveContainerProfilesRepeatedly(t *testing.T) {
 func TestLiveContainerNoexecTmp(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentRecordOptions)
-	jvm := startContainerJVM(t, "mount -t tmpfs -o noexec tmpfs /tmp && mount -t tmpfs tmpfs /var/tmp")
+	_, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs -o noexec tmpfs /tmp && mount -t tmpfs tmpfs /var/tmp")
 	res, err := Load(context.Background(), jvm, lib, "", Options{})
 	if err != nil {
 		t.Fatalf("load with /tmp noexec: %v", err)
@@ -219,7 +181,7 @@ func TestLiveContainerNoexecTmp(t *testing.T) {
 		t.Errorf("loaded from %q, want /var/tmp", res.LoadedFrom)
 	}
 
-	none := startContainerJVM(t, "mount -t tmpfs -o noexec tmpfs /tmp && mount -t tmpfs -o ro tmpfs /var/tmp && mount -t tmpfs -o noexec tmpfs /dev/shm")
+	_, none := testenv.StartContainerJVM(t, "mount -t tmpfs -o noexec tmpfs /tmp && mount -t tmpfs -o ro tmpfs /var/tmp && mount -t tmpfs -o noexec tmpfs /dev/shm")
 	_, err = Load(context.Background(), none, lib, "", Options{})
 	var re *RefusedError
 	if !errors.As(err, &re) || !errors.Is(err, ErrRefused) {
@@ -244,7 +206,7 @@ func TestLiveContainerNoexecTmp(t *testing.T) {
 func TestLiveUnreadableAgentIsDelivered(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
-	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: nobody})
+	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: testenv.Nobody})
 	private := t.TempDir()
 	if err := os.Chmod(private, 0o700); err != nil {
 		t.Fatal(err)
@@ -260,7 +222,7 @@ func TestLiveUnreadableAgentIsDelivered(t *testing.T) {
 		t.Errorf("loaded from %q", res.LoadedFrom)
 	}
 	if got, _ := os.ReadFile(out); string(got) != "out="+out {
-		t.Errorf("the agent did not run as nobody: %q", got)
+		t.Errorf("the agent did not run as testenv.Nobody: %q", got)
 	}
 	// The copy is root's, readable by all, writable by none but root.
 	var st unix.Stat_t
@@ -278,7 +240,7 @@ func TestDeliveryRefusesAForeignStore(t *testing.T) {
 	if err := os.Mkdir(planted, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(planted, nobody, nobody)
+	os.Chown(planted, testenv.Nobody, testenv.Nobody)
 	base, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)

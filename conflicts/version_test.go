@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	version "github.com/hashicorp/go-version"
+
 	"github.com/safeattach/safeattach/preflight"
 )
 

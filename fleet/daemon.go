@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
@@ -42,7 +44,7 @@ const DefaultAttachTimeout = 30 * time.Second
 
 // Window bounds an annotation may ask for.
 const (
-	MinWindow = attach.MinWindow
+	MinWindow = profiling.MinWindow
 	MaxWindow = 10 * time.Minute
 )
 
@@ -321,9 +323,9 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	// A profiler this node's daemon left running (killed before it could
 	// stop it) is taken back; anyone else's is refused.
 	began := time.Now()
-	ss, err := attach.OpenSession(ctx, jvm.PID, attach.SessionRequest{
+	ss, err := profiling.OpenSession(ctx, jvm.PID, profiling.SessionRequest{
 		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
-		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
+		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	})
 	if err == nil {
 		if err = ss.Start(ctx); err != nil {
@@ -334,7 +336,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	d.cfg.Metrics.attach(outcome.String(), time.Since(began))
 	if err != nil {
 		var refused *attach.RefusedError
-		var busy *attach.BusyError
+		var busy *profiling.BusyError
 		rules := []string{}
 		switch {
 		case errors.As(err, &refused):
@@ -374,7 +376,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		defer d.wg.Done()
 		defer d.cfg.Metrics.sessionEnded(w)
 		defer ss.Close()
-		err := ss.Windows(sctx, window, func(win *attach.Window) error {
+		err := ss.Windows(sctx, window, func(win *profiling.Window) error {
 			d.finished(w, win, log)
 			return nil
 		})
@@ -384,7 +386,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 			if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
 				d.cfg.Metrics.hang()
 			}
-			var busy *attach.BusyError
+			var busy *profiling.BusyError
 			if errors.As(err, &busy) {
 				d.cfg.Metrics.refusal(RefusalProfilerBusy)
 			}
@@ -440,9 +442,9 @@ func (d *Daemon) resolve(procs []target.Candidate, containerID string) (target.C
 // finished takes one window: read into a buffer charged to the budget
 // (over budget, it is dropped, counted and logged with its pod — the
 // profiler goes on) and queued for the pusher, which releases it.
-func (d *Daemon) finished(w wanted, win *attach.Window, log *slog.Logger) {
+func (d *Daemon) finished(w wanted, win *profiling.Window, log *slog.Logger) {
 	if win.Err != nil {
-		if errors.Is(win.Err, attach.ErrNoOutput) {
+		if errors.Is(win.Err, profiling.ErrNoOutput) {
 			d.cfg.Metrics.window("empty")
 			log.Warn("profile window empty")
 			return
@@ -487,7 +489,7 @@ func (d *Daemon) finished(w wanted, win *attach.Window, log *slog.Logger) {
 }
 
 // dropped counts and logs a window that could not be taken.
-func (d *Daemon) dropped(win *attach.Window, err error, log *slog.Logger) {
+func (d *Daemon) dropped(win *profiling.Window, err error, log *slog.Logger) {
 	result := "invalid"
 	if errors.Is(err, budget.ErrExhausted) || errors.Is(err, budget.ErrTooLarge) || errors.Is(err, safefile.ErrTooLarge) {
 		result = "over-budget"

@@ -6,7 +6,7 @@
 // package kube/podwatch) and on a timer. It reads the node's pods (from
 // the watch's cache, or a file of pod objects), resolves each annotated
 // container to its JVM through its cgroup (package target), judges it
-// with the rules, and keeps one attach.Session per JVM that rotates a window every period. A refusal is
+// with the rules, and keeps one profiling.Session per JVM that rotates a window every period. A refusal is
 // logged and counted once and not retried until the JVM changes (a new
 // process in the container); the rules are fixed for a daemon's life, so
 // a rules change is a restart, which forgets every refusal. A pod that

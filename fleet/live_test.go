@@ -18,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/prometheus/common/expfmt"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/kube"
@@ -262,7 +265,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000004", strings.Repeat("a7", 32)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
-	left, err := attach.OpenSession(context.Background(), jvm, attach.SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "safeattach-daemon node-1"})
+	left, err := profiling.OpenSession(context.Background(), jvm, profiling.SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "safeattach-daemon node-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +305,7 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
 	ctx := context.Background()
-	colleague, err := attach.OpenSession(ctx, jvm, attach.SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed", Owner: "safeattach profile"})
+	colleague, err := profiling.OpenSession(ctx, jvm, profiling.SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed", Owner: "safeattach profile"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/profiling/asprof"
-	"github.com/spf13/pflag"
 )
 
 // TestProfileActionsAcrossProcesses: start, status, dump and stop are

@@ -9,8 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/spf13/cobra"
+
+	"github.com/safeattach/safeattach/attach"
 )
 
 // attachFlags are shared by load, jcmd and profile.
@@ -58,7 +61,7 @@ func currentUser() string {
 func attachError(w io.Writer, err error, asJSON bool) error {
 	var refused *attach.RefusedError
 	var hang *attach.HangError
-	var busy *attach.BusyError
+	var busy *profiling.BusyError
 	switch attach.OutcomeOf(err) {
 	case attach.OutcomeRefused:
 		if errors.As(err, &busy) {

@@ -6,11 +6,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
-	"github.com/spf13/cobra"
 )
 
 // checkOutput is `check --json`: the documented contract (pid, allowed,

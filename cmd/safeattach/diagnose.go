@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
 	"github.com/safeattach/safeattach/internal/printable"
-	"github.com/spf13/cobra"
 )
 
 func newDiagnoseCmd() *cobra.Command {

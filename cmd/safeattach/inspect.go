@@ -12,10 +12,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
-	"github.com/spf13/cobra"
 )
 
 func newInspectCmd() *cobra.Command {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/spf13/cobra"
 
 	"github.com/safeattach/safeattach/attach"
@@ -36,7 +38,7 @@ func (p *profileCLI) fallsBack(err error) ([]string, bool) {
 func (p *profileCLI) collectJFR(cmd *cobra.Command, pid int, refusedBy []string) error {
 	req := p.req
 	stderr := cmd.ErrOrStderr()
-	pprof := attach.WantsPprof(req)
+	pprof := profiling.WantsPprof(req)
 	switch {
 	case req.Writer != nil:
 		return fmt.Errorf("the Flight Recorder writes a binary recording: give it a file with -f (.jfr, or .pb.gz for pprof)")
@@ -71,7 +73,7 @@ func (p *profileCLI) collectJFR(cmd *cobra.Command, pid int, refusedBy []string)
 	}
 	what := fmt.Sprintf("jfr, the JVM's Flight Recorder, %d bytes", res.Bytes)
 	if pprof {
-		c, err := attach.PprofFromJFR(cmd.Context(), spool, sink, "cpu", start, "")
+		c, err := profiling.PprofFromJFR(cmd.Context(), spool, sink, "cpu", start, "")
 		if errors.Is(err, bounded.ErrFailed) {
 			return withCode(exitFailed, err)
 		}

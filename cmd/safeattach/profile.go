@@ -16,7 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/spf13/cobra"
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
@@ -24,13 +28,12 @@ import (
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/profiling/fdtransfer"
 	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
-	"github.com/spf13/cobra"
 )
 
 // profileCLI is the profile command's flags and the request they make.
 type profileCLI struct {
 	af       attachFlags
-	req      attach.ProfileRequest
+	req      profiling.ProfileRequest
 	duration string
 	asJSON   bool
 	progress bool
@@ -139,7 +142,7 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 		p.req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
 	}
 	if p.req.FdTransfer {
-		if perf, err := attach.FdTransferPolicy(p.req.SessionRequest).OpensPerfEvents(); err != nil {
+		if perf, err := profiling.FdTransferPolicy(p.req.SessionRequest).OpensPerfEvents(); err != nil {
 			return fmt.Errorf("--fdtransfer: %w", err)
 		} else if !perf {
 			fmt.Fprintf(cmd.ErrOrStderr(), "note: -e %s is not a perf event: --fdtransfer serves nothing\n", p.req.Profiler.MainEvent())
@@ -175,7 +178,7 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 	if p.engine == "jfr" {
 		return p.collectJFR(cmd, pid, nil)
 	}
-	if attach.WantsPprof(p.req) {
+	if profiling.WantsPprof(p.req) {
 		return p.profilePprof(cmd, pid)
 	}
 	return p.collect(cmd, pid)
@@ -192,7 +195,7 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	case (p.engine == "jfr" || p.fallback == "jfr") && (action != "collect" || p.loop != ""):
 		return fmt.Errorf("--engine jfr and --fallback jfr take a collect (-d), not %s", map[bool]string{true: "--loop", false: action}[p.loop != ""])
 	}
-	if err := attach.CheckFormat(p.req.Format, "pprof"); err != nil {
+	if err := profiling.CheckFormat(p.req.Format, "pprof"); err != nil {
 		return err
 	}
 	p.req.Profiler.Features = splitFeatures(p.features)
@@ -228,8 +231,8 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	}
 	p.req.Options.Timeout = 0
 	if cmd.Flags().Changed("timeout") {
-		if p.af.timeout < p.req.Duration+attach.MinProfileOverhead {
-			return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", p.af.timeout, p.req.Duration, attach.MinProfileOverhead, p.req.Duration+attach.MinProfileOverhead)
+		if p.af.timeout < p.req.Duration+profiling.MinProfileOverhead {
+			return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", p.af.timeout, p.req.Duration, profiling.MinProfileOverhead, p.req.Duration+profiling.MinProfileOverhead)
 		}
 		p.req.Options.Timeout = p.af.timeout
 	}
@@ -263,7 +266,7 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		defer spool.Close()
 		req.Writer = spool
 	}
-	res, perr := attach.Profile(cmd.Context(), pid, req)
+	res, perr := profiling.Profile(cmd.Context(), pid, req)
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}
@@ -329,13 +332,13 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 }
 
 // profilePprof is a -o pprof collect: the library records JFR and
-// converts it (attach.WantsPprof); a binary profile goes to a file.
+// converts it (profiling.WantsPprof); a binary profile goes to a file.
 func (p *profileCLI) profilePprof(cmd *cobra.Command, pid int) error {
 	req := p.req
 	if req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
 	}
-	res, err := attach.Profile(cmd.Context(), pid, req)
+	res, err := profiling.Profile(cmd.Context(), pid, req)
 	if causes, ok := p.fallsBack(err); ok {
 		return p.collectJFR(cmd, pid, causes)
 	}
@@ -399,10 +402,10 @@ var jattachActions = map[string]string{
 var profileActions = []string{"collect", "start", "resume", "stop", "dump", "status", "metrics", "list", "meminfo", "check"}
 
 // profileAction runs one asprof action other than collect through an
-// attach.Session: the profiler keeps its state in the JVM between
+// profiling.Session: the profiler keeps its state in the JVM between
 // invocations. A start is detached: the later stop (any invocation) may
 // finish it, and writes the file the start named when stop names none.
-func profileAction(cmd *cobra.Command, pid int, action string, req attach.ProfileRequest, asJSON bool) error {
+func profileAction(cmd *cobra.Command, pid int, action string, req profiling.ProfileRequest, asJSON bool) error {
 	w, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	ctx := cmd.Context()
 	start := time.Now()
@@ -449,7 +452,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 	// profiler started; otherwise it is ended here.
 	var helper *os.Process
 	if req.FdTransfer && (action == "start" || action == "resume") {
-		name, p, err := startFdTransferServer(ctx, pid, attach.FdTransferPolicy(req.SessionRequest))
+		name, p, err := startFdTransferServer(ctx, pid, profiling.FdTransferPolicy(req.SessionRequest))
 		if err != nil {
 			return finish(err)
 		}
@@ -462,7 +465,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 		}()
 		req.FdTransfer, req.Profiler.FdTransfer = false, name
 	}
-	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
+	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return finish(err)
 	}
@@ -526,7 +529,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req attach.Profil
 // profileOutput is stop or dump: the profile goes where -f or -o say
 // (-f - and -o alone: standard output), else to the file the detached
 // start named, else to standard output.
-func profileOutput(ctx context.Context, ss *attach.Session, action string, req attach.ProfileRequest, named bool, stderr io.Writer) (file string, n int64, err error) {
+func profileOutput(ctx context.Context, ss *profiling.Session, action string, req profiling.ProfileRequest, named bool, stderr io.Writer) (file string, n int64, err error) {
 	if req.Writer != nil && !named {
 		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
 			req.Output, req.Writer = rec.Output, nil
@@ -557,12 +560,12 @@ func profileOutput(ctx context.Context, ss *attach.Session, action string, req a
 }
 
 // profileLoop is --loop: one profile per window, each to its own file,
-// until Ctrl-C or the total duration. Windows are attach.Session.Windows'
-// (at least attach.MinWindow); two windows never share a file unless the
+// until Ctrl-C or the total duration. Windows are profiling.Session.Windows'
+// (at least profiling.MinWindow); two windows never share a file unless the
 // name's %n{MAX} says they should.
-func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window, total time.Duration) error {
-	if window < attach.MinWindow {
-		return fmt.Errorf("--loop %v: the shortest window is %v (each window is a stop and a start in the JVM)", window, attach.MinWindow)
+func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, window, total time.Duration) error {
+	if window < profiling.MinWindow {
+		return fmt.Errorf("--loop %v: the shortest window is %v (each window is a stop and a start in the JVM)", window, profiling.MinWindow)
 	}
 	if !strings.Contains(req.Output, "%t") && !strings.Contains(req.Output, "%n") {
 		return fmt.Errorf("--loop writes one file per window: put %%t (time) or %%n (sequence) in -f's name")
@@ -575,7 +578,7 @@ func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window,
 		return err
 	}
 	probe.Discard()
-	ss, err := attach.OpenSession(ctx, pid, req.SessionRequest)
+	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
@@ -587,7 +590,7 @@ func profileLoop(cmd *cobra.Command, pid int, req attach.ProfileRequest, window,
 	}
 	stderr := cmd.ErrOrStderr()
 	names := windowNames{template: req.Output, pid: pid, used: map[string]bool{}}
-	err = ss.Windows(ctx, window, func(w *attach.Window) error {
+	err = ss.Windows(ctx, window, func(w *profiling.Window) error {
 		for _, line := range w.Log {
 			fmt.Fprintln(stderr, line)
 		}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
@@ -35,7 +37,7 @@ type result struct {
 	AgentLog      []string             `json:"agent_log,omitempty"`
 	Profile       *profileResult       `json:"profile,omitempty"`
 	HangReport    *diagnose.HangReport `json:"hang_report,omitempty"`
-	ProfilerOwner *attach.Owner        `json:"profiler_owner,omitempty"`
+	ProfilerOwner *profiling.Owner     `json:"profiler_owner,omitempty"`
 	Healthy       bool                 `json:"healthy"`
 	DurationMS    int64                `json:"duration_ms"`
 }
@@ -98,7 +100,7 @@ func newResult(command string, pid int, start time.Time, res *attach.Result, err
 	}
 	var refused *attach.RefusedError
 	var hang *attach.HangError
-	var busy *attach.BusyError
+	var busy *profiling.BusyError
 	switch {
 	case errors.As(err, &refused):
 		r.Verdict = &refused.Verdict

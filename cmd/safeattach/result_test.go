@@ -11,7 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
@@ -95,7 +96,7 @@ func TestJSONResultFieldsDocumented(t *testing.T) {
 	for field, types := range map[string][]reflect.Type{
 		"profile":        {reflect.TypeFor[profileResult]()},
 		"verdict":        {reflect.TypeFor[conflicts.Verdict](), reflect.TypeFor[conflicts.Finding]()},
-		"profiler_owner": {reflect.TypeFor[attach.Owner]()},
+		"profiler_owner": {reflect.TypeFor[profiling.Owner]()},
 	} {
 		var want []string
 		for _, typ := range types {

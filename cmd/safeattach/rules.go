@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/safeattach/safeattach/conflicts"
 	"github.com/spf13/cobra"
+
+	"github.com/safeattach/safeattach/conflicts"
 )
 
 func newRulesCmd() *cobra.Command {

@@ -9,11 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
-	"github.com/spf13/cobra"
 )
 
 // scanEntry is one JVM in `scan --json`.

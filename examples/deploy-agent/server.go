@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/safeattach/safeattach/profiling"
+
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/preflight"
@@ -52,11 +54,11 @@ type server struct {
 }
 
 // continuous is one JVM profiled window after window through
-// attach.Session.Windows: the agent is judged and delivered once, and the
+// profiling.Session.Windows: the agent is judged and delivered once, and the
 // latest finished window is kept, in a buffer charged to the server's
 // read-back budget (a window over it is dropped, the profiler goes on).
 type continuous struct {
-	session *attach.Session
+	session *profiling.Session
 	budget  *budget.Budget
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -276,7 +278,7 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
 	defer stopOnShutdown()
-	res, err := attach.Profile(ctx, req.PID, attach.ProfileRequest{SessionRequest: attach.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Output: out.Name() + "." + req.Format, Options: s.options(r)}, Duration: d})
+	res, err := profiling.Profile(ctx, req.PID, profiling.ProfileRequest{SessionRequest: profiling.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Output: out.Name() + "." + req.Format, Options: s.options(r)}, Duration: d})
 	defer os.Remove(out.Name() + "." + req.Format)
 	var refused *attach.RefusedError
 	switch {
@@ -326,9 +328,9 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusConflict, "pid %d is already profiled continuously", req.PID)
 		return
 	}
-	ss, err := attach.OpenSession(r.Context(), req.PID, attach.SessionRequest{
+	ss, err := profiling.OpenSession(r.Context(), req.PID, profiling.SessionRequest{
 		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: "collapsed", Options: s.options(r),
-		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: attach.AutoStopFor(window),
+		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	})
 	if err == nil {
 		if err = ss.Start(r.Context()); err != nil {
@@ -358,7 +360,7 @@ func (c *continuous) run(ctx context.Context, period time.Duration) {
 }
 
 // record keeps a finished window as the latest, if it fits the budget.
-func (c *continuous) record(w *attach.Window) error {
+func (c *continuous) record(w *profiling.Window) error {
 	buf := c.budget.Buffer(maxWindowBytes)
 	err := w.Err
 	if err == nil {

@@ -189,7 +189,7 @@ func TestDeployAgentLimitsAndShutdown(t *testing.T) {
 }
 
 // TestDeployAgentContinuous: a JVM profiled window after window through
-// one attach.Session; the latest window is served, the profiler stopped
+// one profiling.Session; the latest window is served, the profiler stopped
 // on DELETE; a JVM the rules refuse is refused with 409.
 func TestDeployAgentContinuous(t *testing.T) {
 	t.Parallel()

@@ -44,7 +44,7 @@ type Options struct {
 	// FdTransfer is the socket of a descriptor server (package
 	// fdtransfer) the agent asks for perf events and kallsyms: @NAME.
 	// asprof --fdtransfer starts one and passes its name; so does
-	// attach.SessionRequest.FdTransfer.
+	// profiling.SessionRequest.FdTransfer.
 	FdTransfer string
 
 	// How the output looks (sent with every command, as asprof does).

@@ -25,7 +25,7 @@ type Request struct {
 	// samples every 10 ms, allocation and lock events) or "default".
 	Settings string
 	// MaxOutput bounds the recording read back (default
-	// attach.DefaultMaxOutput): the target writes it.
+	// profiling.DefaultMaxOutput): the target writes it.
 	MaxOutput int64
 	// Options are the safe door's (deadline, rules, logger) for every
 	// diagnostic command sent.
@@ -96,7 +96,7 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 		return nil, fmt.Errorf("%w: JFR settings %q: want profile or default", attach.ErrInvalidOptions, req.Settings)
 	}
 	if req.MaxOutput <= 0 {
-		req.MaxOutput = attach.DefaultMaxOutput
+		req.MaxOutput = DefaultMaxRecording
 	}
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -180,3 +180,7 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// DefaultMaxRecording is Request.MaxOutput's default: a day-long
+// recording of a busy service is a few hundred MiB.
+const DefaultMaxRecording = 1 << 30

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safeattach/safeattach/internal/testenv"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/safeattach/safeattach/internal/testenv"
 )
 
 // Env names the directory of a running API server.

@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"bytes"
@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/safeattach/safeattach/attach"
+
 	"github.com/safeattach/safeattach/internal/printable"
-	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/internal/safefile"
-	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/profiling/fdtransfer"
 )
@@ -46,8 +46,7 @@ import (
 type Session struct {
 	pid    int
 	req    SessionRequest
-	c      *call
-	s      *session
+	door   *attach.Door
 	format string
 	id     string
 	// owned is the record of the profiler this session started or
@@ -76,7 +75,7 @@ var ErrNoOutput = errors.New("the profiler wrote no output")
 
 // OpenSession prepares pid for async-profiler commands: it finds the
 // library (req.Lib or the installed one), inspects and judges the target
-// (a refusal is a *RefusedError), delivers the judged bytes and starts
+// (a refusal is an *attach.RefusedError), delivers the judged bytes and starts
 // the attach listener. Nothing is loaded yet. Close it when done.
 func OpenSession(ctx context.Context, pid int, req SessionRequest) (*Session, error) {
 	return openSession(ctx, pid, req, "session")
@@ -84,11 +83,11 @@ func OpenSession(ctx context.Context, pid int, req SessionRequest) (*Session, er
 
 // openSession is OpenSession audited as op.
 func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*Session, error) {
-	if err := req.Options.validate(); err != nil {
-		return nil, err
+	if req.Options.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout %v", attach.ErrInvalidOptions, req.Options.Timeout)
 	}
 	if err := req.Profiler.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+		return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 	}
 	if err := CheckFormat(req.Format); err != nil {
 		return nil, err
@@ -96,109 +95,20 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	if req.MaxOutput <= 0 {
 		req.MaxOutput = DefaultMaxOutput
 	}
-	lib := req.Lib
-	var loadedPath, loadedSum string
-	loaded := false
-	if req.LoadedOnly {
-		loadedPath, loadedSum, loaded = deliveredCopy(pid)
-	}
-	if lib == "" && !loaded {
-		var searched []string
-		if lib, searched = findInstalled(); lib == "" {
-			// None installed, but the JVM maps one: a copy safeattach
-			// delivered (its bytes were judged when loaded) is used as
-			// loaded; one loaded in place from our own file system is
-			// read and judged like a library given with --agent.
-			path, sum, ok := deliveredCopy(pid)
-			switch {
-			case ok && sum != "":
-				loadedPath, loadedSum, loaded = path, sum, true
-			case ok && sameMountNamespace(pid):
-				lib = path
-			default:
-				return nil, noAgentError(pid, searched)
-			}
-		}
-	}
-	c := newCall(op, pid, req.Options)
-	c.ctx = ctx
-	ctx, cancel := req.Options.withDeadline(ctx, DefaultLoadTimeout)
-	defer cancel()
-	c.deadline, _ = ctx.Deadline()
-	ss := &Session{pid: pid, req: req, c: c, format: formatFor(req), id: randomHex(8)}
-	if path, sum := loadedPath, loadedSum; loaded {
-		// The judged bytes are loaded already: judge the JVM as a jcmd
-		// does (not-a-jvm, signals, socket, credentials) and talk to them.
-		if err := c.judge(ctx, preflight.Options{AttachOnly: true}); err != nil {
-			c.finish(err)
-			return nil, err
-		}
-		c.agent = &preflight.Agent{Path: path, RealPath: path, SHA256: sum, Kind: preflight.AgentAsyncProfiler, Exists: true, Regular: true,
-			Evidence: []string{"already loaded by the JVM (the loader returns it by this name; nothing new is loaded)"}}
-		c.loaded = path
-	} else {
-		if err := c.readAgent(ctx, lib, ss.startOptions("")); err != nil {
-			return nil, err
-		}
-		if err := c.judge(ctx, preflight.Options{}); err != nil {
-			c.finish(err)
-			return nil, err
-		}
-	}
-	if req.EventFallback && profilesCPU(req.Profiler) && hasFinding(c.verdict, RulePerfEventsUnavailable) {
-		ss.req.Profiler.Event = timerEvent(c.agent)
-		c.log.Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", ss.req.Profiler.Event)
-	}
-	pctx, pcancel := c.protocolContext(ctx)
-	defer pcancel()
-	s, err := c.open(pctx)
+	ss := &Session{pid: pid, req: req, format: formatFor(req), id: randomHex(8)}
+	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, AgentOptions: ss.startOptions(""), LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
 	if err != nil {
-		c.finish(err)
 		return nil, err
 	}
-	ss.s = s
-	if d, err := safefile.OpenDirIn(pctx, c.report.Process.Root, "/tmp"); err == nil {
-		ss.tmp = d
+	ss.door = d
+	if req.EventFallback && profilesCPU(req.Profiler) && hasFinding(d.Verdict(), RulePerfEventsUnavailable) {
+		ss.req.Profiler.Event = timerEvent(d.Agent())
+		d.Logger().Info("safeattach: perf events unavailable; sampling with a timer", "pid", pid, "event", ss.req.Profiler.Event)
+	}
+	if dir, err := safefile.OpenDirIn(ctx, d.Report().Process.Root, "/tmp"); err == nil {
+		ss.tmp = dir
 	}
 	return ss, nil
-}
-
-// deliveredCopy finds, in pid's mappings, the async-profiler it has
-// loaded: a copy safeattach delivered (<dir>/.safeattach[-<hex>]/<sha256>/
-// <name>, whose hash directory names its bytes), else a library named
-// libasyncProfiler*.so (loaded in place, or by another tool). A session
-// that only talks to the loaded profiler sends its commands to that name,
-// which the JVM's loader resolves to the loaded object without opening a
-// file. sum is empty when the bytes' hash is not known from the path.
-func deliveredCopy(pid int) (path, sum string, ok bool) {
-	_ = proc.FS{}.Proc(pid).WalkMaps(func(p []byte) bool {
-		return bytes.Contains(p, []byte("/"+storeDir)) || bytes.Contains(p, []byte("/libasyncProfiler"))
-	}, func(m *proc.Mapping) error {
-		if !m.Executable() || m.Deleted {
-			return nil
-		}
-		hashDir := filepath.Dir(m.Path)
-		store := filepath.Base(filepath.Dir(hashDir))
-		h := filepath.Base(hashDir)
-		if (store == storeDir || strings.HasPrefix(store, storeDir+"-")) && len(h) == 64 && isHex(h) {
-			path, sum, ok = m.Path, h, true
-			return proc.ErrStop
-		}
-		if strings.HasPrefix(filepath.Base(m.Path), "libasyncProfiler") && !ok {
-			path, ok = m.Path, true
-		}
-		return nil
-	})
-	return path, sum, ok
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // inTmp reports whether file (a path in the target) is a name in its
@@ -230,8 +140,8 @@ func (ss *Session) Format() string { return ss.format }
 
 // Result is the judgement the session was opened under, the agent as
 // judged and the path the JVM loads it from.
-func (ss *Session) Result() Result {
-	return Result{PID: ss.pid, Verdict: ss.c.verdict, Agent: ss.c.agent, LoadedFrom: ss.s.agentPath}
+func (ss *Session) Result() attach.Result {
+	return ss.door.Result()
 }
 
 // LastLog is what the agent logged for the last command (at most
@@ -310,14 +220,14 @@ func newTargetFile(kind, ext string) string {
 // "dump,collapsed"...) with a fresh file= and log= in the target and
 // streams what the agent wrote to file= into w (nil discards it). A
 // failure the agent explains is an *AgentSaidError; its log is LastLog.
-// Each command is bounded by ctx and by the request's Options.Timeout
-// (default DefaultLoadTimeout), with the watcher beside it. Commands
+// Each command is bounded by ctx and by the request's attach.Options.Timeout
+// (default attach.DefaultLoadTimeout), with the watcher beside it. Commands
 // that change the profiler's state are refused here: use Start, Stop,
 // Dump, Resume or Windows, which keep to its owner.
 func (ss *Session) Command(ctx context.Context, command string, w io.Writer) (int64, error) {
 	switch verb, _, _ := strings.Cut(command, ","); verb {
 	case "start", "resume", "stop", "dump":
-		return 0, fmt.Errorf("%w: %s through Command: use the Session method, which keeps to the profiler's owner", ErrInvalidOptions, verb)
+		return 0, fmt.Errorf("%w: %s through Command: use the Session method, which keeps to the profiler's owner", attach.ErrInvalidOptions, verb)
 	}
 	return ss.commandOutput(ctx, command, w)
 }
@@ -345,11 +255,10 @@ func (ss *Session) commandOutput(ctx context.Context, command string, w io.Write
 func (ss *Session) command(ctx context.Context, command, file string) (log []string, err error) {
 	logFile := newTargetFile("log", "")
 	defer ss.removeInTarget(ctx, logFile)
-	ctx, cancel := ss.req.Options.withDeadline(ctx, DefaultLoadTimeout)
+	ctx, cancel := withTimeout(ctx, ss.req.Options.Timeout, attach.DefaultLoadTimeout)
 	defer cancel()
-	ss.c.deadline, _ = ctx.Deadline()
 	command += ",file=" + file + ",log=" + logFile
-	_, lerr := ss.s.load(ctx, command)
+	_, lerr := ss.door.Load(ctx, command)
 	log = ss.readLog(ctx, logFile)
 	ss.lastLog = log
 	if lerr != nil {
@@ -386,7 +295,7 @@ func (ss *Session) openOutput(ctx context.Context, file string) (*safefile.Handl
 // openTargetFile opens a file the JVM wrote: in the held /tmp when it is
 // there, else resolved in the target's root; the JVM user's, one link.
 func (ss *Session) openTargetFile(ctx context.Context, file string, limit int64) (*safefile.Handle, error) {
-	pr := ss.c.report.Process
+	pr := ss.door.Report().Process
 	accept := safefile.Accept{UIDs: []uint32{pr.UID.Effective}, SingleLink: true}
 	if name, ok := ss.inTmp(file); ok {
 		return ss.tmp.Open(name, limit, accept)
@@ -464,7 +373,7 @@ func (ss *Session) acquire(ctx context.Context, action string) error {
 	if err != nil {
 		// No place for a record: the agent's own "already started" is
 		// then the only guard.
-		ss.c.log.Warn("safeattach: profiler started without an owner record", "pid", ss.pid, "err", err)
+		ss.door.Logger().Warn("safeattach: profiler started without an owner record", "pid", ss.pid, "err", err)
 		return nil
 	}
 	defer closeAll(stores)
@@ -480,7 +389,7 @@ func (ss *Session) acquire(ctx context.Context, action string) error {
 				// What the stop will need, and what a later session
 				// cleans up if we die, stays on our side; a detached
 				// start cannot be finished without it.
-				if err := saveStartState(ss.c.report, stateOf(o)); err != nil && o.Detached {
+				if err := saveStartState(ss.door.Report(), stateOf(o)); err != nil && o.Detached {
 					removeRecordIf(stores[0], ss.recordName(), o.Session)
 					return err
 				}
@@ -495,7 +404,7 @@ func (ss *Session) acquire(ctx context.Context, action string) error {
 		switch {
 		case rec.Session == "unreadable" || rec.expired(time.Now()):
 		case ss.mayTakeOver(rec):
-			ss.c.log.Info("safeattach: taking over the profiler", "pid", ss.pid, "owner", rec.String())
+			ss.door.Logger().Info("safeattach: taking over the profiler", "pid", ss.pid, "owner", rec.String())
 			ss.stopAny(ctx)
 		default:
 			if running, status := ss.status(ctx); running {
@@ -533,7 +442,7 @@ func (ss *Session) rearm(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := saveStartState(ss.c.report, stateOf(&o)); err != nil && o.Detached {
+	if err := saveStartState(ss.door.Report(), stateOf(&o)); err != nil && o.Detached {
 		return err
 	}
 	ss.owned = &o
@@ -546,7 +455,7 @@ func (ss *Session) forget(ctx context.Context, store *os.File, rec *Owner) {
 		ss.removeInTarget(ctx, rec.Recording)
 	}
 	removeRecordIf(store, ss.recordName(), rec.Session)
-	dropStartState(ss.c.report, rec.Session)
+	dropStartState(ss.door.Report(), rec.Session)
 }
 
 // release ends this session's ownership: its record and recording go.
@@ -566,7 +475,7 @@ func (ss *Session) release(ctx context.Context) {
 	} else if o.Recording != "" {
 		ss.removeInTarget(ctx, o.Recording)
 	}
-	dropStartState(ss.c.report, o.Session)
+	dropStartState(ss.door.Report(), o.Session)
 }
 
 // own makes sure this session may stop or dump the running profiler: its
@@ -610,7 +519,7 @@ func (ss *Session) own(ctx context.Context) error {
 	if rec.Format != "" || rec.Recording != "" || rec.Output != "" {
 		// Our own start's state (readRecord found it): it follows the
 		// record to its new session, for a later stop after a dump.
-		if err := saveStartState(ss.c.report, stateOf(&adopted)); err != nil {
+		if err := saveStartState(ss.door.Report(), stateOf(&adopted)); err != nil {
 			return err
 		}
 	}
@@ -732,7 +641,7 @@ func (ss *Session) Rotate(ctx context.Context, w io.Writer) (int64, error) {
 
 // Healthy asks the JVM for its version.
 func (ss *Session) Healthy(ctx context.Context) error {
-	return ss.c.healthCheck(ctx, ss.s.client)
+	return ss.door.Healthy(ctx)
 }
 
 // Close ends the session on our side (the profiler keeps running if it
@@ -740,7 +649,7 @@ func (ss *Session) Healthy(ctx context.Context) error {
 // releases the delivered copy, which stays in the target while the JVM
 // maps it.
 func (ss *Session) Close() {
-	ss.s.close()
+	ss.door.Close()
 	ss.tmp.Close()
 	if ss.fdt != nil {
 		ss.fdt.Close()
@@ -776,7 +685,7 @@ func (ss *Session) serveFdTransfer() error {
 	go func() {
 		defer close(done)
 		if err := srv.Serve(context.Background()); err != nil {
-			ss.c.log.Debug("safeattach: fdtransfer ended", "pid", ss.pid, "err", err)
+			ss.door.Logger().Debug("safeattach: fdtransfer ended", "pid", ss.pid, "err", err)
 		}
 	}()
 	return nil

@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"encoding/json"

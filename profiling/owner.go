@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/safeattach/safeattach/attach"
 
 	"golang.org/x/sys/unix"
 
@@ -27,9 +29,6 @@ import (
 // (timeout=) or no longer runs is stale and cleaned up. A profiler
 // running with no record was started by another tool (asprof, a
 // colleague's script): it is refused the same way.
-
-// ErrProfilerBusy: another session or tool runs the profiler in this JVM.
-var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
 
 // Owner is who runs the profiler in a JVM, as its record in the target
 // says.
@@ -128,7 +127,7 @@ func (e *BusyError) Error() string {
 	return s + "; leave it, or take it over (--takeover) to stop it"
 }
 
-func (e *BusyError) Unwrap() error { return ErrProfilerBusy }
+func (e *BusyError) Unwrap() error { return attach.ErrProfilerBusy }
 
 // maxRecord caps a record read back: a few hundred bytes are written.
 const maxRecord = 64 << 10
@@ -137,51 +136,13 @@ const maxRecord = 64 << 10
 // in its own namespace and its start time, so that a restarted JVM with
 // the same pid never inherits a record).
 func (ss *Session) recordName() string {
-	pr := ss.c.report.Process
+	pr := ss.door.Report().Process
 	return fmt.Sprintf("profiler-%d-%d.json", pr.NSPid, pr.StartTime)
 }
 
-// stores opens our stores in the target's delivery directories (at most
-// one per directory); with create, one is made in the first directory
-// that can take it when none exists. The caller closes them.
+// stores opens our stores in the target (attach.Door.Stores).
 func (ss *Session) stores(ctx context.Context, create bool) ([]*os.File, error) {
-	root := ss.c.report.Process.Root
-	var out []*os.File
-	var why []string
-	for _, dir := range deliveryDirs {
-		base, err := safefile.OpenDirIn(ctx, root, dir)
-		if err != nil {
-			why = append(why, fmt.Sprintf("%s: %v", dir, err))
-			continue
-		}
-		fd, _, err := openStore(ctx, root, base, false)
-		if err == nil {
-			out = append(out, os.NewFile(uintptr(fd), dir))
-		}
-		base.Close()
-	}
-	if len(out) > 0 || !create {
-		return out, nil
-	}
-	for _, dir := range deliveryDirs {
-		base, err := safefile.OpenDirIn(ctx, root, dir)
-		if err != nil {
-			continue
-		}
-		var fs unix.Statfs_t
-		if unix.Fstatfs(base.FD(), &fs) == nil && fs.Flags&unix.ST_RDONLY != 0 {
-			base.Close()
-			why = append(why, dir+": mounted read-only")
-			continue
-		}
-		fd, _, err := openStore(ctx, root, base, true)
-		base.Close()
-		if err == nil {
-			return []*os.File{os.NewFile(uintptr(fd), dir)}, nil
-		}
-		why = append(why, fmt.Sprintf("%s: %v", dir, err))
-	}
-	return nil, fmt.Errorf("no directory in the target can keep the profiler's owner record: %s", strings.Join(why, "; "))
+	return ss.door.Stores(ctx, create)
 }
 
 // readRecord returns the JVM's profiler record and the store holding it,
@@ -205,7 +166,7 @@ func (ss *Session) readRecord(stores []*os.File) (*Owner, *os.File) {
 			return &Owner{Session: "unreadable"}, s
 		}
 		// What finishes a start comes from this caller's own state only.
-		if st := loadStartState(ss.c.report, o.Session); st != nil {
+		if st := loadStartState(ss.door.Report(), o.Session); st != nil {
 			o.Event, o.Format, o.Recording, o.Output = st.Event, st.Format, st.Recording, st.Output
 		}
 		return o, s
@@ -245,43 +206,19 @@ func decodeRecord(fd int, size int64) *Owner {
 // is read as the hostile input it is — it can only make a stop refused —
 // and never written.
 func (ss *Session) foreignRecord(ctx context.Context) *Owner {
-	root := ss.c.report.Process.Root
-	me := uint32(os.Geteuid())
-	for _, dir := range deliveryDirs {
-		base, err := safefile.OpenDirIn(ctx, root, dir)
-		if err != nil {
-			continue
+	stores := ss.door.ForeignStores(ctx)
+	defer closeAll(stores)
+	for _, store := range stores {
+		if o := readForeign(int(store.Fd()), ss.recordName()); o != nil {
+			return o
 		}
-		names, _ := safefile.ListIn(ctx, root, dir, maxTmpListing)
-		seen := 0
-		for _, n := range names {
-			if n != storeDir && !strings.HasPrefix(n, storeDir+"-") || seen == maxStoreCandidates {
-				continue
-			}
-			seen++
-			if o := readForeign(base.FD(), n, ss.recordName(), me); o != nil {
-				base.Close()
-				return o
-			}
-		}
-		base.Close()
 	}
 	return nil
 }
 
-// readForeign reads record from the store name under dir if the store
-// is a real directory someone else owns.
-func readForeign(dir int, name, record string, me uint32) *Owner {
-	sfd, err := unix.Openat(dir, name, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil
-	}
-	defer unix.Close(sfd)
-	var st unix.Stat_t
-	if unix.Fstat(sfd, &st) != nil || st.Uid == me {
-		return nil
-	}
-	fd, st, err := openRecord(sfd, record)
+// readForeign reads record from a store another user owns.
+func readForeign(store int, record string) *Owner {
+	fd, st, err := openRecord(store, record)
 	if err != nil {
 		return nil
 	}
@@ -400,7 +337,7 @@ func (ss *Session) removeInTarget(ctx context.Context, name string) {
 		ss.tmp.Remove(base)
 		return
 	}
-	safefile.RemoveIn(context.WithoutCancel(ctx), ss.c.report.Process.Root, name)
+	safefile.RemoveIn(context.WithoutCancel(ctx), ss.door.Report().Process.Root, name)
 }
 
 func closeAll(files []*os.File) {

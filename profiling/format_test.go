@@ -1,8 +1,10 @@
-package attach
+package profiling
 
 import (
 	"errors"
 	"testing"
+
+	"github.com/safeattach/safeattach/attach"
 )
 
 // TestCheckFormat: asprof's -o values pass, with their counts; a typo
@@ -15,8 +17,8 @@ func TestCheckFormat(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"flamegrph", "html", "pprof", "flat=x", "collapsed=3", "jfr,collapsed", "FLAT"} {
-		if err := CheckFormat(bad); !errors.Is(err, ErrInvalidOptions) {
-			t.Errorf("%q: %v, want ErrInvalidOptions", bad, err)
+		if err := CheckFormat(bad); !errors.Is(err, attach.ErrInvalidOptions) {
+			t.Errorf("%q: %v, want attach.ErrInvalidOptions", bad, err)
 		}
 	}
 	if err := CheckFormat("pprof", "pprof"); err != nil {

@@ -1,10 +1,12 @@
-package attach
+package profiling
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/safeattach/safeattach/attach"
 )
 
 // MinWindow is the shortest window Session.Windows cuts: each window
@@ -51,7 +53,7 @@ type Window struct {
 // no profiler running for long.
 func (ss *Session) Windows(ctx context.Context, every time.Duration, fn func(*Window) error) error {
 	if every < MinWindow {
-		return fmt.Errorf("%w: a window of %v is shorter than %v", ErrInvalidOptions, every, MinWindow)
+		return fmt.Errorf("%w: a window of %v is shorter than %v", attach.ErrInvalidOptions, every, MinWindow)
 	}
 	ss.req.AutoStop = AutoStopFor(every)
 	ss.action = "windows"

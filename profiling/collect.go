@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"context"
@@ -7,23 +7,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/safeattach/safeattach/attach"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/internal/outfile"
-	"golang.org/x/sys/unix"
 )
 
 // AutoStopFor is the AutoStop for a profile of d: d plus a slack, long
 // enough for the stop that is on its way, short enough that a killed
 // caller's profiler ends soon after it.
 func AutoStopFor(d time.Duration) time.Duration { return d + max(10*time.Second, d/10) }
-
-// StopAfterCancel is how long Profile's stop, write-back and health
-// check may take once the caller cancelled (a Ctrl-C), the cancellation
-// notwithstanding: the profiler is stopped and what it collected written
-// within it, or Profile says why not. A caller that gives up later still
-// leaves nothing running for long: the profiler's own timeout=
-// (AutoStopFor) ends it.
-const StopAfterCancel = 10 * time.Second
 
 // Profile runs async-profiler in the JVM pid for req.Duration and writes
 // the result to req.Output (or req.Writer), if the knowledge base finds
@@ -35,7 +30,7 @@ const StopAfterCancel = 10 * time.Second
 // meanwhile leaves nothing running.
 func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
 	if req.Output == "" && req.Writer == nil {
-		return nil, fmt.Errorf("%w: profile: no output file given", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: profile: no output file given", attach.ErrInvalidOptions)
 	}
 	if WantsPprof(req) {
 		return profilePprof(ctx, pid, req)
@@ -44,22 +39,22 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		req.Duration = 10 * time.Second
 	}
 	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
-		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
+		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", attach.ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
 	}
 	var out *outfile.File
 	if req.Writer == nil {
 		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
-			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
+			return nil, fmt.Errorf("%w: profile: %v", attach.ErrInvalidOptions, err)
 		}
 		defer out.Discard()
 	}
 	// The session's own deadline covers the whole profile; cancelling the
 	// caller's ctx ends the opening (nothing runs yet) and the waiting,
 	// not a start under way nor the clean stop, which then has
-	// StopAfterCancel.
+	// attach.StopAfterCancel.
 	timeout := req.Options.Timeout
 	if timeout <= 0 {
-		timeout = req.Duration + DefaultLoadTimeout
+		timeout = req.Duration + attach.DefaultLoadTimeout
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
@@ -76,10 +71,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	}
 	defer ss.Close()
 	ss.action, ss.keepLast = "collect", true
-	c := ss.c
-	c.ctx = ctx
-	c.deadline, _ = sctx.Deadline()
-	defer func() { c.finish(err) }()
+	defer func() { ss.door.Finish(err) }()
 	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format}
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("profile: %w before the profiler started: nothing was collected", ctx.Err())
@@ -94,7 +86,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	res.Cancelled, res.Exited = wait(ctx, sctx, req, jvmExit)
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(sctx, StopAfterCancel)
+		sctx, cancel = context.WithTimeout(sctx, attach.StopAfterCancel)
 		defer cancel()
 	}
 	var dst io.Writer = req.Writer
@@ -113,7 +105,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 		if err != nil {
 			return res, fmt.Errorf("pid %d: %w during the profile, and its last profile could not be read: %w", pid, hotspot.ErrTargetExited, err)
 		}
-		res.took(c.start)
+		res.Duration = attach.Elapsed(time.Since(ss.door.Opened()))
 		return res, nil
 	}
 	res.Bytes, err = ss.Stop(sctx, dst)
@@ -124,7 +116,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", StopAfterCancel, sreq.AutoStop, err)
+			return res, fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", attach.StopAfterCancel, sreq.AutoStop, err)
 		}
 		return res, fmt.Errorf("profile: %w", err)
 	}
@@ -136,12 +128,12 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	}
 	if err := ss.Healthy(sctx); err != nil {
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("profile: interrupted; the profiler stopped and %d bytes were written, but the JVM did not answer the health check after it within %v: %w", res.Bytes, StopAfterCancel, err)
+			return res, fmt.Errorf("profile: interrupted; the profiler stopped and %d bytes were written, but the JVM did not answer the health check after it within %v: %w", res.Bytes, attach.StopAfterCancel, err)
 		}
 		return res, err
 	}
 	res.Healthy = true
-	res.took(c.start)
+	res.Duration = attach.Elapsed(time.Since(ss.door.Opened()))
 	return res, nil
 }
 

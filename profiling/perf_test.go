@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -27,9 +28,9 @@ func TestLivePerfEventsUnavailable(t *testing.T) {
 		testenv.Missing(t, "cannot set %s here: %v", knob, err)
 	}
 	t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
-	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: nobody})
+	p := testenv.StartJVM(t, testenv.JVMSpec{RunAs: testenv.Nobody})
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	res, err := Check(context.Background(), p.PID, lib, "start,event=cpu", Options{})
+	res, err := attach.Check(context.Background(), p.PID, lib, "start,event=cpu", attach.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

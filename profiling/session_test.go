@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"bytes"
@@ -62,7 +62,7 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 	for _, f := range left {
 		t.Errorf("left in the target's /tmp: %s", f)
 	}
-	if maps := mapsOfPID(t, p.PID); strings.Count(maps, "liblookalike_fixed.so") == 0 {
+	if maps := testenv.Maps(t, p.PID); strings.Count(maps, "liblookalike_fixed.so") == 0 {
 		t.Error("the agent is not mapped")
 	}
 	if res := ss.Result(); !strings.HasPrefix(res.LoadedFrom, "/") {
@@ -85,12 +85,4 @@ func TestLiveSessionRotates100Windows(t *testing.T) {
 	if _, err := ss.Stop(ctx, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mapsOfPID(t *testing.T, pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
 }

@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/safeattach/safeattach/attach"
 
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
@@ -93,7 +95,7 @@ type SessionRequest struct {
 	LoadedOnly bool
 	// Options are the attach options (each command's deadline, rules,
 	// acknowledgements, logging, audit).
-	Options Options
+	Options attach.Options
 }
 
 // ProfileRequest is one profile, as asprof's collect makes it: a
@@ -123,7 +125,7 @@ type ProfileRequest struct {
 
 // ProfileResult is a finished profile.
 type ProfileResult struct {
-	Result
+	attach.Result
 	Output string `json:"output"`
 	Bytes  int64  `json:"bytes"`
 	// Event is what was sampled (after any fallback); Format what was
@@ -190,7 +192,7 @@ func CheckFormat(format string, extra ...string) error {
 	case !counted && (slices.Contains(formats, name) || slices.Contains(extra, name)):
 		return nil
 	}
-	return fmt.Errorf("%w: output format %q: want one of %s (flat and traces take a count: flat=20)", ErrInvalidOptions, format, strings.Join(append(slices.Clone(formats), extra...), ", "))
+	return fmt.Errorf("%w: output format %q: want one of %s (flat and traces take a count: flat=20)", attach.ErrInvalidOptions, format, strings.Join(append(slices.Clone(formats), extra...), ", "))
 }
 
 // extensionFor is the extension of the file the profiler writes inside
@@ -290,3 +292,12 @@ func (e *AgentSaidError) Unwrap() error { return e.Err }
 // duration: inspection, delivery, start, stop and the health check of an
 // idle JVM take well under a second here; twice that leaves room.
 const MinProfileOverhead = 2 * time.Second
+
+// withTimeout bounds ctx by timeout, or by def when timeout is zero (the
+// zero value of attach.Options.Timeout means the default).
+func withTimeout(ctx context.Context, timeout, def time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		timeout = def
+	}
+	return context.WithTimeout(ctx, timeout)
+}

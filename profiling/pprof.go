@@ -1,4 +1,4 @@
-package attach
+package profiling
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/safeattach/safeattach/attach"
 
 	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/internal/outfile"
@@ -31,13 +33,13 @@ func WantsPprof(req ProfileRequest) bool {
 // (jfrpprof/bounded) and writes into the prepared output. Nothing is
 // ever named in a shared directory. The conversion runs even when ctx
 // was cancelled during the profile (what was collected is written),
-// within StopAfterCancel of the cancellation.
+// within attach.StopAfterCancel of the cancellation.
 func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
 	conv := req.Converter
 	if conv == "" {
 		var err error
 		if conv, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+			return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}
 	var sink io.Writer = req.Writer
@@ -45,7 +47,7 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	if sink == nil {
 		var err error
 		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
-			return nil, fmt.Errorf("%w: profile: %v", ErrInvalidOptions, err)
+			return nil, fmt.Errorf("%w: profile: %v", attach.ErrInvalidOptions, err)
 		}
 		defer out.Discard()
 		sink = out
@@ -80,18 +82,18 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 // (default PprofConverter, beside this program or on PATH) in a child
 // bounded in input, time, memory and output (jfrpprof/bounded). A
 // profile stopped early by a cancel is still converted, within
-// StopAfterCancel of the cancellation.
+// attach.StopAfterCancel of the cancellation.
 func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event string, start time.Time, converter string) (bounded.Result, error) {
 	if converter == "" {
 		var err error
 		if converter, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
-			return bounded.Result{}, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+			return bounded.Result{}, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}
 	if _, err := jfr.Seek(0, io.SeekStart); err != nil {
 		return bounded.Result{}, err
 	}
-	cctx, cancel := Unwinding(ctx)
+	cctx, cancel := attach.Unwinding(ctx)
 	defer cancel()
 	converted, err := bounded.Convert(cctx, bounded.Request{
 		Converter: converter, Event: event, Start: start, End: time.Now(), In: jfr, Out: out,
@@ -100,13 +102,4 @@ func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event s
 		return converted, fmt.Errorf("converting the JFR recording to pprof: %w", err)
 	}
 	return converted, nil
-}
-
-// Unwinding is ctx for what must still be finished once ctx is cancelled
-// (a stop, a write-back, a conversion): the cancellation reaches it only
-// StopAfterCancel later.
-func Unwinding(ctx context.Context) (context.Context, context.CancelFunc) {
-	u, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(StopAfterCancel, cancel) })
-	return u, func() { stop(); cancel() }
 }
