@@ -20,30 +20,23 @@ import (
 // caller's profiler ends soon after it.
 func AutoStopFor(d time.Duration) time.Duration { return d + max(10*time.Second, d/10) }
 
-// Profile runs async-profiler in the JVM pid for req.Duration and writes
-// the result to req.Output (or req.Writer), if the knowledge base finds
-// the combination safe: a Session started, waited on, stopped, with the
-// profile streamed from the target to its destination. The output is
-// prepared before anything is attached; cancelling ctx ends the profile
-// early, and it is still stopped cleanly and written. The profiler is
-// started to stop by itself shortly after Duration, so a caller killed
-// meanwhile leaves nothing running.
-func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
-	if req.Output == "" && req.Writer == nil {
-		return nil, fmt.Errorf("%w: profile: no output file given", attach.ErrInvalidOptions)
-	}
+// collect is async-profiler's profile: a Session started, waited on,
+// stopped, with the profile streamed from the target to its
+// destination. The profiler is started to stop by itself shortly after
+// Duration, so a caller killed meanwhile leaves nothing running.
+func (asyncProfiler) collect(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResult, err error) {
 	if WantsPprof(req) {
 		return profilePprof(ctx, pid, req)
 	}
 	if req.Duration <= 0 {
 		req.Duration = 10 * time.Second
 	}
-	if t := req.Options.Timeout; t < 0 || t > 0 && t < req.Duration+MinProfileOverhead {
-		return nil, fmt.Errorf("%w: a timeout of %v leaves no time to start and stop a %v profile (give at least %v)", attach.ErrInvalidOptions, t, req.Duration, req.Duration+MinProfileOverhead)
+	if err := CheckTimeout(req.Options.Timeout, req.Duration); err != nil {
+		return nil, err
 	}
 	var out *outfile.File
 	if req.Writer == nil {
-		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner.outfile()); err != nil {
 			return nil, fmt.Errorf("%w: profile: %v", attach.ErrInvalidOptions, err)
 		}
 		defer out.Discard()
@@ -72,7 +65,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (res *ProfileResu
 	defer ss.Close()
 	ss.action, ss.keepLast = "collect", true
 	defer func() { ss.door.Finish(err) }()
-	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format}
+	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format, Engine: AsyncProfiler}
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("profile: %w before the profiler started: nothing was collected", ctx.Err())
 	}

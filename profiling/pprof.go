@@ -46,7 +46,7 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	var out *outfile.File
 	if sink == nil {
 		var err error
-		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner); err != nil {
+		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner.outfile()); err != nil {
 			return nil, fmt.Errorf("%w: profile: %v", attach.ErrInvalidOptions, err)
 		}
 		defer out.Discard()
@@ -60,7 +60,7 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	inner := req
 	inner.Format, inner.Writer, inner.Output = "jfr", jfr, ""
 	start := time.Now()
-	res, err := Profile(ctx, pid, inner)
+	res, err := asyncProfiler{}.collect(ctx, pid, inner)
 	if err != nil {
 		return res, err
 	}

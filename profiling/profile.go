@@ -16,7 +16,6 @@ import (
 
 	"github.com/safeattach/safeattach/attach/hotspot"
 	"github.com/safeattach/safeattach/conflicts"
-	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/profiling/fdtransfer"
@@ -74,10 +73,15 @@ type SessionRequest struct {
 	// this process (package fdtransfer; asprof --fdtransfer), for a JVM
 	// that may not open perf events itself: every start and resume
 	// passes the server's socket as fdtransfer=. The server lives as long
-	// as the session; a start meant to outlive its caller needs a server
-	// that does too (the CLI runs one as a process of its own and sets
-	// Profiler.FdTransfer instead).
+	// as the session; a Detached start's outlives it, as a process of its
+	// own (FdTransferHelper).
 	FdTransfer bool
+	// FdTransferHelper is the command a Detached start with FdTransfer
+	// runs as its descriptor server, which must outlive the caller: the
+	// caller's own program with a subcommand that calls ServeFdTransfer
+	// (it gets HelperArgs appended). The CLI's is `safeattach
+	// fdtransfer-serve`.
+	FdTransferHelper []string
 	// FdTransferKernel lets the descriptor server (FdTransfer, or the
 	// CLI's own) serve kernel samples, kernel call stacks and kallsyms
 	// with real addresses: the target learns the kernel's layout. Off,
@@ -114,9 +118,15 @@ type ProfileRequest struct {
 	OutputMode os.FileMode
 	// OutputOwner, if set, owns the new file (the invoking user under
 	// sudo); otherwise it belongs to the caller.
-	OutputOwner *outfile.Owner
+	OutputOwner *FileOwner
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
+	// Engine is the profiler (default AsyncProfiler). Fallback is the
+	// engine a collect takes instead when the rules refuse
+	// async-profiler (empty: none, the refusal is the answer): the result
+	// then names the rules in FallbackFrom. A rule that protects the JVM
+	// itself (not a JVM, SIGQUIT not handled) refuses the fallback too.
+	Engine, Fallback Engine
 	// Converter is the JFR to pprof converter a pprof profile runs
 	// (Format pprof, or an output named *.pb.gz or *.pprof); default
 	// PprofConverter beside this program or on PATH.
@@ -143,6 +153,14 @@ type ProfileResult struct {
 	Exited bool `json:"exited,omitempty"`
 	// Pprof is what a pprof profile holds (Format pprof).
 	Pprof *bounded.Result `json:"pprof,omitempty"`
+	// Engine is the profiler that made it; FallbackFrom the rules that
+	// refused async-profiler when the Fallback made it; Recording the
+	// Flight Recorder's file in the target (removed once read); Limits
+	// what the engine's profile leaves out.
+	Engine       Engine   `json:"engine,omitempty"`
+	FallbackFrom []string `json:"fallback_from,omitempty"`
+	Recording    string   `json:"recording,omitempty"`
+	Limits       string   `json:"limits,omitempty"`
 	// FdTransfer is what the descriptor server did (FdTransfer): events
 	// and kallsyms copies served, requests refused and denied.
 	FdTransfer *fdtransfer.Stats `json:"fdtransfer,omitempty"`

@@ -67,6 +67,9 @@ type Session struct {
 	// is open while a connection of it is served.
 	fdt        *fdtransfer.Server
 	fdtServing chan struct{}
+	// helper is a detached start's descriptor server (a process of its
+	// own), until the start succeeded and it was let go.
+	helper *os.Process
 }
 
 // ErrNoOutput: the agent wrote no output file for a command that should
@@ -341,11 +344,12 @@ func (ss *Session) begin(ctx context.Context, action string, retry bool) error {
 	if ss.owned != nil && ss.owned.Recording != "" {
 		file = ss.owned.Recording
 	}
-	if err := ss.serveFdTransfer(); err != nil {
+	if err := ss.serveFdTransfer(ctx); err != nil {
 		ss.release(ctx)
 		return err
 	}
 	log, err := ss.command(ctx, ss.startOptions(action), file)
+	ss.settleHelper(err == nil)
 	if err == nil {
 		return nil
 	}
@@ -660,8 +664,16 @@ func (ss *Session) Close() {
 // before a start: the agent connects while it starts and hangs up when
 // it stops, so every start (a window's too) is served anew on the same
 // socket.
-func (ss *Session) serveFdTransfer() error {
+func (ss *Session) serveFdTransfer(ctx context.Context) error {
 	if !ss.req.FdTransfer {
+		return nil
+	}
+	if ss.req.Detached {
+		name, p, err := startHelper(ctx, ss.req.FdTransferHelper, ss.pid, FdTransferPolicy(ss.req))
+		if err != nil {
+			return err
+		}
+		ss.helper, ss.req.Profiler.FdTransfer = p, name
 		return nil
 	}
 	if ss.fdt == nil {
@@ -689,6 +701,21 @@ func (ss *Session) serveFdTransfer() error {
 		}
 	}()
 	return nil
+}
+
+// settleHelper lets a detached start's descriptor server go once the
+// profiler started (it serves the profiler until its stop), or ends it.
+func (ss *Session) settleHelper(started bool) {
+	if ss.helper == nil {
+		return
+	}
+	if started {
+		ss.helper.Release()
+	} else {
+		ss.helper.Kill()
+		ss.helper.Wait()
+	}
+	ss.helper = nil
 }
 
 // FdTransferPolicy is what a descriptor server may open for a session

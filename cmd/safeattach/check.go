@@ -17,7 +17,7 @@ import (
 // checkOutput is `check --json`: the documented contract (pid, allowed,
 // findings, jvm, libraries) plus the agent that was judged.
 type checkOutput struct {
-	envelope
+	attach.Envelope
 	PID          int                       `json:"pid"`
 	Allowed      bool                      `json:"allowed"`
 	Findings     []conflicts.Finding       `json:"findings"`
@@ -105,7 +105,7 @@ func newCheckCmd() *cobra.Command {
 				refused = withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Causes(), ", ")))
 			}
 			if asJSON {
-				out.envelope = newEnvelope("check", refused)
+				out.Envelope = newEnvelope("check", refused)
 				if err := writeJSON(cmd.OutOrStdout(), out); err != nil {
 					return err
 				}

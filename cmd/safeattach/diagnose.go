@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/diagnose"
 	"github.com/safeattach/safeattach/internal/printable"
@@ -49,7 +50,7 @@ func newDiagnoseCmd() *cobra.Command {
 			}
 			if asJSON {
 				if err := writeJSON(cmd.OutOrStdout(), struct {
-					envelope
+					attach.Envelope
 					*diagnose.HangReport
 				}{newEnvelope("diagnose", hung), r}); err != nil {
 					return err

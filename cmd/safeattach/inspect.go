@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/companion"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/target"
@@ -39,7 +40,7 @@ func newInspectCmd() *cobra.Command {
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), struct {
-					envelope
+					attach.Envelope
 					*preflight.Report
 				}{newEnvelope("inspect", nil), r})
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/pprof/profile"
 
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling"
 )
 
 // TestLiveFallbackToFlightRecorder: on every JDK here before 25, a JVM whose
@@ -58,7 +59,7 @@ func TestLiveFallbackToFlightRecorder(t *testing.T) {
 			pb := filepath.Join(dir, "fr.pb.gz")
 			stdout, stderr, code := cli(t, nil, "profile", "--json", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", pb, pid)
 			var r struct {
-				Profile profileResult `json:"profile"`
+				Profile profiling.JSONProfile `json:"profile"`
 			}
 			if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Profile.Engine != "jfr" || strings.Join(r.Profile.FallbackFrom, ",") != "tcmalloc-heap-profiler" || r.Profile.Limits == "" {
 				t.Fatalf("--json --fallback jfr -f x.pb.gz: exit %d: %s %s", code, stdout, stderr)

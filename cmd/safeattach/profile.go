@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/safeattach/safeattach/profiling"
@@ -132,11 +129,11 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 		action = args[0]
 		args = args[1:]
 	}
-	if !slices.Contains(profileActions, action) {
+	if !slices.Contains(profiling.Actions, action) {
 		if strings.HasSuffix(action, ".so") {
 			return fmt.Errorf("%s: -l/--lib is asprof's \"prepend library names\"; give the library with --agent", action)
 		}
-		return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profileActions, ", "))
+		return fmt.Errorf("unknown action %q: want one of %s", action, strings.Join(profiling.Actions, ", "))
 	}
 	if p.req.FdTransferKernel {
 		p.req.FdTransfer = true // --fdtransfer-kernel is --fdtransfer with kernel frames
@@ -159,7 +156,7 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	if p.loop != "" {
-		window, err := parseDuration(p.loop)
+		window, err := profiling.ParseDuration(p.loop)
 		if err != nil {
 			return fmt.Errorf("--loop %s: %v", p.loop, err)
 		}
@@ -175,12 +172,6 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 	if action != "collect" {
 		return profileAction(cmd, pid, action, p.req, p.asJSON)
 	}
-	if p.engine == "jfr" {
-		return p.collectJFR(cmd, pid, nil)
-	}
-	if profiling.WantsPprof(p.req) {
-		return p.profilePprof(cmd, pid)
-	}
 	return p.collect(cmd, pid)
 }
 
@@ -188,12 +179,16 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) error {
 	var err error
 	switch {
-	case p.engine != "async-profiler" && p.engine != "jfr":
+	case p.engine != string(profiling.AsyncProfiler) && p.engine != string(profiling.FlightRecorder):
 		return fmt.Errorf("--engine %q: want async-profiler or jfr", p.engine)
-	case p.fallback != "none" && p.fallback != "jfr":
+	case p.fallback != "none" && p.fallback != string(profiling.FlightRecorder):
 		return fmt.Errorf("--fallback %q: want jfr or none", p.fallback)
 	case (p.engine == "jfr" || p.fallback == "jfr") && (action != "collect" || p.loop != ""):
 		return fmt.Errorf("--engine jfr and --fallback jfr take a collect (-d), not %s", map[bool]string{true: "--loop", false: action}[p.loop != ""])
+	}
+	p.req.Engine = profiling.Engine(p.engine)
+	if p.fallback != "none" {
+		p.req.Fallback = profiling.Engine(p.fallback)
 	}
 	if err := profiling.CheckFormat(p.req.Format, "pprof"); err != nil {
 		return err
@@ -202,7 +197,7 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	if err := p.req.Profiler.Validate(); err != nil {
 		return err
 	}
-	if p.req.Duration, err = parseDuration(p.duration); err != nil {
+	if p.req.Duration, err = profiling.ParseDuration(p.duration); err != nil {
 		return fmt.Errorf("-d %s: %v", p.duration, err)
 	}
 	// As asprof: no -f (or -f -) prints to standard output
@@ -231,8 +226,8 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	}
 	p.req.Options.Timeout = 0
 	if cmd.Flags().Changed("timeout") {
-		if p.af.timeout < p.req.Duration+profiling.MinProfileOverhead {
-			return fmt.Errorf("--timeout %v is shorter than -d %v plus the %v it takes to start and stop; give at least %v", p.af.timeout, p.req.Duration, profiling.MinProfileOverhead, p.req.Duration+profiling.MinProfileOverhead)
+		if err := profiling.CheckTimeout(p.af.timeout, p.req.Duration); err != nil {
+			return fmt.Errorf("--timeout %v, -d %v: %w", p.af.timeout, p.req.Duration, err)
 		}
 		p.req.Options.Timeout = p.af.timeout
 	}
@@ -246,10 +241,17 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	return nil
 }
 
-// collect is the default action: start, wait -d, stop, write.
+// collect is the default action: start, wait -d, stop, write (the
+// library's Profile, with the engine and fallback asked for).
 func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	req := p.req
 	stderr := cmd.ErrOrStderr()
+	if profiling.WantsPprof(req) && req.Writer != nil {
+		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
+	}
+	if req.Writer != nil && (req.Engine == profiling.FlightRecorder || req.Fallback == profiling.FlightRecorder) {
+		return fmt.Errorf("the Flight Recorder writes a binary recording: give it a file with -f (.jfr, or .pb.gz for pprof)")
+	}
 	// Ctrl-C (the root context) ends the wait; the profiler is
 	// still stopped and its output written.
 	requested := req.Profiler.Event
@@ -267,15 +269,18 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		req.Writer = spool
 	}
 	res, perr := profiling.Profile(cmd.Context(), pid, req)
+	if errors.Is(perr, bounded.ErrFailed) {
+		perr = withCode(exitFailed, perr) // the converter failed, not the attach
+	}
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
-	}
-	if causes, ok := p.fallsBack(perr); ok {
-		return p.collectJFR(cmd, pid, causes)
 	}
 	// The agent's own messages, on the caller's terminal (not in the
 	// application's log).
 	if res != nil && !p.asJSON {
+		if len(res.FallbackFrom) > 0 {
+			fmt.Fprintf(stderr, "async-profiler refused by %s: profiled with the JVM's own Flight Recorder instead (%s)\n", strings.Join(res.FallbackFrom, ", "), res.Limits)
+		}
 		for _, line := range res.AgentLog {
 			fmt.Fprintln(stderr, line)
 		}
@@ -299,7 +304,7 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		r := newResult("profile", pid, start, base, perr)
 		if res != nil {
 			r.AgentLog = res.AgentLog
-			r.Profile = &profileResult{File: res.Output, Bytes: res.Bytes, Event: res.Event, Format: res.Format, Cancelled: res.Cancelled, Exited: res.Exited, FdTransfer: res.FdTransfer}
+			r.Profile = profiling.JSONProfileOf(res)
 		}
 		writeResult(w, r, err)
 		return err
@@ -323,37 +328,20 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		fmt.Fprintf(stderr, "the JVM exited during the profile; wrote %s (%d bytes), what the profiler had when it exited\n", res.Output, res.Bytes)
 		return nil
 	}
-	fmt.Fprintf(stderr, "wrote %s (%d bytes)%s; the JVM answers\n", res.Output, res.Bytes, note)
+	what := fmt.Sprintf("%d bytes", res.Bytes)
+	switch {
+	case res.Engine == profiling.FlightRecorder && res.Pprof != nil:
+		what = "pprof from the JVM's Flight Recorder, " + res.Pprof.String()
+	case res.Engine == profiling.FlightRecorder:
+		what = fmt.Sprintf("jfr, the JVM's Flight Recorder, %d bytes", res.Bytes)
+	case res.Pprof != nil:
+		what = "pprof, " + res.Pprof.String()
+	}
+	fmt.Fprintf(stderr, "wrote %s (%s)%s; the JVM answers\n", res.Output, what, note)
 	// A profile that ran says only what should be acted on:
 	// information (the profiler this JVM already maps, at every
 	// repeat) is for check and --json.
 	printFindings(stderr, withoutInfo(res.Verdict))
-	return nil
-}
-
-// profilePprof is a -o pprof collect: the library records JFR and
-// converts it (profiling.WantsPprof); a binary profile goes to a file.
-func (p *profileCLI) profilePprof(cmd *cobra.Command, pid int) error {
-	req := p.req
-	if req.Writer != nil {
-		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
-	}
-	res, err := profiling.Profile(cmd.Context(), pid, req)
-	if causes, ok := p.fallsBack(err); ok {
-		return p.collectJFR(cmd, pid, causes)
-	}
-	if res != nil {
-		for _, line := range res.AgentLog {
-			fmt.Fprintln(cmd.ErrOrStderr(), line)
-		}
-	}
-	if err != nil {
-		if errors.Is(err, bounded.ErrFailed) {
-			return withCode(exitFailed, err)
-		}
-		return attachError(cmd.OutOrStdout(), err, false)
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (pprof, %s); the JVM answers\n", res.Output, res.Pprof)
 	return nil
 }
 
@@ -398,9 +386,6 @@ var jattachActions = map[string]string{
 	"inspectheap": "safeattach jcmd PID GC.class_histogram",
 }
 
-// profileActions are asprof's actions.
-var profileActions = []string{"collect", "start", "resume", "stop", "dump", "status", "metrics", "list", "meminfo", "check"}
-
 // profileAction runs one asprof action other than collect through an
 // profiling.Session: the profiler keeps its state in the JVM between
 // invocations. A start is detached: the later stop (any invocation) may
@@ -420,7 +405,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	answerw := printable.NewWriter(answer)
 	answer = answerw
 	var res *attach.Result
-	var prof *profileResult
+	var prof *profiling.JSONProfile
 	var log []string
 	finish := func(err error) error {
 		cerr := attachError(w, err, asJSON)
@@ -446,24 +431,10 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	// loaded: when it is safeattach's delivered copy, nothing is read,
 	// hashed or judged again (asprof's speed for status, stop, dump).
 	req.LoadedOnly = action != "start" && action != "resume"
-	// A start outlives this process, and so must the descriptor server
-	// its profiler asks for perf events as threads come and go: a
-	// process of its own, as asprof's. It is let go only once the
-	// profiler started; otherwise it is ended here.
-	var helper *os.Process
-	if req.FdTransfer && (action == "start" || action == "resume") {
-		name, p, err := startFdTransferServer(ctx, pid, profiling.FdTransferPolicy(req.SessionRequest))
-		if err != nil {
-			return finish(err)
-		}
-		helper = p
-		defer func() {
-			if helper != nil {
-				helper.Kill()
-				helper.Wait()
-			}
-		}()
-		req.FdTransfer, req.Profiler.FdTransfer = false, name
+	// A detached start's descriptor server is this program's own
+	// fdtransfer-serve, a process of its own that outlives this one.
+	if exe, err := os.Executable(); err == nil {
+		req.FdTransferHelper = []string{exe, "fdtransfer-serve"}
 	}
 	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
@@ -493,12 +464,25 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 			}
 		}
 	case "stop", "dump":
-		var file string
-		var n int64
+		// -f or -o name where it goes (-f - and -o alone: standard
+		// output); else the file the detached start named; else standard
+		// output.
 		named := cmd.Flags().Changed("file") || cmd.Flags().Changed("output")
-		file, n, err = profileOutput(uctx, ss, action, req, named, stderr)
+		dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: req.Writer != nil && !named}
+		run := ss.StopTo
+		if action == "dump" {
+			run = ss.DumpTo
+		}
+		var wrote profiling.Written
+		wrote, err = run(uctx, dst)
+		if wrote.AsStarted {
+			fmt.Fprintf(stderr, "writing %s, as the start asked\n", wrote.File)
+		}
 		if err == nil {
-			prof = &profileResult{File: file, Bytes: n, Event: ss.Event(), Format: ss.Format()}
+			if wrote.File != "" {
+				fmt.Fprintf(stderr, "wrote %s (%d bytes)\n", wrote.File, wrote.Bytes)
+			}
+			prof = &profiling.JSONProfile{File: wrote.File, Bytes: wrote.Bytes, Event: ss.Event(), Format: ss.Format()}
 		}
 	case "check":
 		_, err = ss.Command(ctx, "check,event="+ss.Event(), answer)
@@ -513,10 +497,6 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 		// after a collect (it read false for every action).
 		res.Healthy = ss.Healthy(ctx) == nil
 	}
-	if err == nil && helper != nil {
-		helper.Release() // the profiler runs: its server stays
-		helper = nil
-	}
 	log = ss.LastLog()
 	if !asJSON {
 		for _, line := range log {
@@ -526,58 +506,20 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	return finish(err)
 }
 
-// profileOutput is stop or dump: the profile goes where -f or -o say
-// (-f - and -o alone: standard output), else to the file the detached
-// start named, else to standard output.
-func profileOutput(ctx context.Context, ss *profiling.Session, action string, req profiling.ProfileRequest, named bool, stderr io.Writer) (file string, n int64, err error) {
-	if req.Writer != nil && !named {
-		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
-			req.Output, req.Writer = rec.Output, nil
-			fmt.Fprintf(stderr, "writing %s, as the start asked\n", rec.Output)
-		}
-	}
-	run := ss.Stop
-	if action == "dump" {
-		run = ss.Dump
-	}
-	if req.Writer != nil {
-		n, err = run(ctx, req.Writer)
-		return "", n, err
-	}
-	out, err := outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner)
-	if err != nil {
-		return "", 0, err
-	}
-	defer out.Discard()
-	if n, err = run(ctx, out); err != nil {
-		return "", n, err
-	}
-	if err := out.Commit(); err != nil {
-		return "", n, err
-	}
-	fmt.Fprintf(stderr, "wrote %s (%d bytes)\n", out.Name(), n)
-	return out.Name(), n, nil
-}
-
-// profileLoop is --loop: one profile per window, each to its own file,
-// until Ctrl-C or the total duration. Windows are profiling.Session.Windows'
-// (at least profiling.MinWindow); two windows never share a file unless the
-// name's %n{MAX} says they should.
+// profileLoop is --loop: one profile per window, each to its own file
+// (profiling.WindowFiles), until Ctrl-C or the total duration. Windows
+// are profiling.Session.Windows' (at least profiling.MinWindow).
 func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, window, total time.Duration) error {
 	if window < profiling.MinWindow {
 		return fmt.Errorf("--loop %v: the shortest window is %v (each window is a stop and a start in the JVM)", window, profiling.MinWindow)
 	}
-	if !strings.Contains(req.Output, "%t") && !strings.Contains(req.Output, "%n") {
-		return fmt.Errorf("--loop writes one file per window: put %%t (time) or %%n (sequence) in -f's name")
-	}
 	ctx := cmd.Context()
 	// The first window's file proves the output writable before the
 	// profiler is touched.
-	probe, err := outfile.Prepare(outfile.Expand(req.Output, pid, time.Now(), 0), req.OutputMode, req.OutputOwner)
+	files, err := profiling.NewWindowFiles(req.Output, pid, req.OutputMode, req.OutputOwner)
 	if err != nil {
-		return err
+		return fmt.Errorf("--loop writes one file per window: %w", err)
 	}
-	probe.Discard()
 	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
@@ -589,7 +531,6 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 		defer cancel()
 	}
 	stderr := cmd.ErrOrStderr()
-	names := windowNames{template: req.Output, pid: pid, used: map[string]bool{}}
 	err = ss.Windows(ctx, window, func(w *profiling.Window) error {
 		for _, line := range w.Log {
 			fmt.Fprintln(stderr, line)
@@ -598,20 +539,11 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 			fmt.Fprintf(stderr, "window %d dropped: %v\n", w.N, w.Err)
 			return nil
 		}
-		name := names.next(w.From, w.N)
-		out, err := outfile.Prepare(name, req.OutputMode, req.OutputOwner)
+		wrote, err := files.Write(w)
 		if err != nil {
 			return err
 		}
-		defer out.Discard()
-		n, err := io.Copy(out, w.Output)
-		if err == nil {
-			err = out.Commit()
-		}
-		if err != nil {
-			return fmt.Errorf("window %d: %w", w.N, err)
-		}
-		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", w.N, name, n)
+		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", w.N, wrote.File, wrote.Bytes)
 		return nil
 	})
 	if err != nil {
@@ -620,43 +552,9 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 	return nil
 }
 
-// windowNames expands --loop's file name for each window, and never
-// gives two windows one name unless %n{MAX} wraps on purpose: a name
-// already written gets the window's number before its extension.
-type windowNames struct {
-	template string
-	pid      int
-	used     map[string]bool
-}
-
-func (w *windowNames) next(t time.Time, n int) string {
-	name := outfile.Expand(w.template, w.pid, t, n)
-	if w.used[name] && !strings.Contains(w.template, "%n{") {
-		ext := filepath.Ext(name)
-		name = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(name, ext), n, ext)
-	}
-	w.used[name] = true
-	return name
-}
-
-// parseDuration takes asprof's form (whole seconds: 30) and Go's (30s,
-// 5m, 1h30m); zero and negative durations are refused.
-func parseDuration(s string) (time.Duration, error) {
-	var d time.Duration
-	if n, err := strconv.Atoi(s); err == nil {
-		d = time.Duration(n) * time.Second
-	} else if d, err = time.ParseDuration(s); err != nil {
-		return 0, fmt.Errorf("want seconds (30) or a duration (30s, 5m)")
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("want a positive duration")
-	}
-	return d, nil
-}
-
 // sudoOwner is the invoking user under sudo, who should own the profile
 // rather than root.
-func sudoOwner() *outfile.Owner {
+func sudoOwner() *profiling.FileOwner {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -665,7 +563,7 @@ func sudoOwner() *outfile.Owner {
 	if err1 != nil || err2 != nil || uid <= 0 {
 		return nil
 	}
-	return &outfile.Owner{UID: uid, GID: gid}
+	return &profiling.FileOwner{UID: uid, GID: gid}
 }
 
 func isTerminal(w io.Writer) bool {
@@ -677,54 +575,6 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// startFdTransferServer runs `safeattach fdtransfer-serve PID` in a
-// session of its own and returns the socket name it listens on: its
-// first line of output, which is "error: ..." when it cannot serve.
-func startFdTransferServer(ctx context.Context, pid int, policy fdtransfer.Policy) (string, *os.Process, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", nil, err
-	}
-	args := []string{"fdtransfer-serve", "--event", policy.Event}
-	if policy.Kernel {
-		args = append(args, "--kernel")
-	}
-	if policy.LBR {
-		args = append(args, "--lbr")
-	}
-	c := exec.Command(exe, append(args, strconv.Itoa(pid))...)
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	out, err := c.StdoutPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := c.Start(); err != nil {
-		return "", nil, fmt.Errorf("--fdtransfer: %w", err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(io.LimitReader(out, 256)).ReadString('\n')
-		line <- strings.TrimSpace(s)
-	}()
-	fail := func(err error) (string, *os.Process, error) {
-		c.Process.Kill()
-		c.Wait()
-		return "", nil, err
-	}
-	select {
-	case name := <-line:
-		if !strings.HasPrefix(name, "@") {
-			c.Wait()
-			return "", nil, fmt.Errorf("--fdtransfer: the descriptor server did not start: %s", strings.TrimPrefix(name, "error: "))
-		}
-		return name, c.Process, nil
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-time.After(5 * time.Second):
-		return fail(errors.New("--fdtransfer: the descriptor server did not start within 5 s"))
-	}
-}
-
 func newFdTransferServeCmd() *cobra.Command {
 	var policy fdtransfer.Policy
 	cmd := &cobra.Command{
@@ -734,20 +584,11 @@ func newFdTransferServeCmd() *cobra.Command {
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pid, err := parsePID(args[0])
-			var srv *fdtransfer.Server
-			if err == nil {
-				srv, err = fdtransfer.Listen(pid, policy)
-			}
 			if err != nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "error:", err) // the caller's first line
 				return err
 			}
-			defer srv.Close()
-			fmt.Fprintln(cmd.OutOrStdout(), srv.Name())
-			if f, ok := cmd.OutOrStdout().(*os.File); ok {
-				f.Close() // the caller reads until here
-			}
-			return srv.Serve(cmd.Context())
+			return profiling.ServeFdTransfer(cmd.Context(), pid, policy, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()

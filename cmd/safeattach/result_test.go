@@ -64,6 +64,10 @@ func jsonFields(typ reflect.Type) []string {
 	var out []string
 	for f := range typ.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" {
+			out = append(out, jsonFields(f.Type)...) // encoding/json flattens it
+			continue
+		}
 		if name == "-" || !f.IsExported() {
 			continue
 		}
@@ -81,7 +85,7 @@ func jsonFields(typ reflect.Type) []string {
 // `findings[]`, `profiler_owner`), it names each of those and no other.
 func TestJSONResultFieldsDocumented(t *testing.T) {
 	documented, meaning := readmeResultTable(t)
-	emitted := jsonFields(reflect.TypeFor[result]())
+	emitted := jsonFields(reflect.TypeFor[profiling.JSONResult]())
 	for _, f := range emitted {
 		if !slices.Contains(documented, f) {
 			t.Errorf("the result has %q, which README.md's JSON results table does not document", f)
@@ -94,7 +98,7 @@ func TestJSONResultFieldsDocumented(t *testing.T) {
 	}
 	named := regexp.MustCompile("`([a-z_]+)(?:\\[\\])?`")
 	for field, types := range map[string][]reflect.Type{
-		"profile":        {reflect.TypeFor[profileResult]()},
+		"profile":        {reflect.TypeFor[profiling.JSONProfile]()},
 		"verdict":        {reflect.TypeFor[conflicts.Verdict](), reflect.TypeFor[conflicts.Finding]()},
 		"profiler_owner": {reflect.TypeFor[profiling.Owner]()},
 	} {

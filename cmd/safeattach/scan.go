@@ -34,7 +34,7 @@ type scanEntry struct {
 }
 
 type scanOutput struct {
-	envelope
+	attach.Envelope
 	Agent      *preflight.Agent        `json:"agent"`
 	JVMs       []scanEntry             `json:"jvms"`
 	Processes  int                     `json:"processes"`
@@ -75,7 +75,7 @@ func newScanCmd() *cobra.Command {
 				out.JVMs = append(out.JVMs, summarise(r, conflicts.Evaluate(r, agent, policy)))
 			}
 			if asJSON {
-				out.envelope = newEnvelope("scan", nil)
+				out.Envelope = newEnvelope("scan", nil)
 				return writeJSON(cmd.OutOrStdout(), out)
 			}
 			printScan(cmd, out)

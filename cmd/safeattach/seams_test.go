@@ -153,7 +153,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"load", "--ack", "sigquit-not-handled", pid, lib}, "cannot be acknowledged"},
 		{[]string{"check", "--ack", "agent-untrusted", pid}, "cannot be acknowledged"},
 		{[]string{"check", "--ack", "no-such-rule", pid}, "no such rule"},
-		{[]string{"profile", "--agent", lib, "-d", "5", "--timeout", "3s", pid}, "shorter than -d"},
+		{[]string{"profile", "--agent", lib, "-d", "5", "--timeout", "3s", pid}, "leaves no time to start and stop"},
 		{[]string{"profile", "--agent", lib, "-d", "0", pid}, "want a positive duration"},
 		{[]string{"profile", "--agent", lib, "-d", "2x", pid}, "want seconds (30) or a duration"},
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", link, pid}, "refusing to replace"},

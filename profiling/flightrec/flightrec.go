@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/versions"
 	"github.com/safeattach/safeattach/preflight"
@@ -44,6 +45,9 @@ type Result struct {
 	Cancelled bool `json:"cancelled,omitempty"`
 	// Limits says what a Flight Recorder profile does not hold.
 	Limits string `json:"limits"`
+	// Verdict is the safe door's judgement of the JVM for the diagnostic
+	// commands (the JVM-level rules: nothing is loaded).
+	Verdict conflicts.Verdict `json:"verdict"`
 }
 
 // Limits is what every Flight Recorder profile leaves out.
@@ -112,11 +116,15 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 		return nil, err
 	}
 	if why := hazard(report); why != "" {
-		return nil, fmt.Errorf("%w: %s", ErrHazard, why)
+		// A refusal, as the safe door's are: nothing was sent.
+		return nil, fmt.Errorf("%w (%w): %s", ErrHazard, attach.ErrRefused, why)
 	}
 	start := fmt.Sprintf("JFR.start name=%s settings=%s filename=%s duration=%ds", res.Name, req.Settings, file,
 		int((req.Duration+grace)/time.Second))
 	out, err := attach.Jcmd(ctx, pid, start, req.Options)
+	if out != nil {
+		res.Verdict = out.Verdict
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,175 @@
+package profiling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/profiling/flightrec"
+)
+
+// Engine names a profiler the layer drives.
+type Engine string
+
+// The engines.
+const (
+	// AsyncProfiler is async-profiler, loaded through the safe door: every
+	// event, native and kernel frames, every output format.
+	AsyncProfiler Engine = "async-profiler"
+	// FlightRecorder is the JVM's own Flight Recorder, driven with
+	// diagnostic commands (JFR.start, JFR.stop): nothing native is loaded
+	// into the target, so the loader lock async-profiler's hazards turn
+	// on is never taken. Java frames only.
+	FlightRecorder Engine = "jfr"
+)
+
+// engine is a profiler a collect can run: each takes the whole request
+// (duration, output, limits) and says what it made.
+type engine interface {
+	collect(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error)
+}
+
+type asyncProfiler struct{}
+
+type flightRecorder struct{}
+
+// engineFor is the engine named e (the default: async-profiler).
+func engineFor(e Engine) (engine, error) {
+	switch e {
+	case "", AsyncProfiler:
+		return asyncProfiler{}, nil
+	case FlightRecorder:
+		return flightRecorder{}, nil
+	}
+	return nil, fmt.Errorf("%w: engine %q: want %s or %s", attach.ErrInvalidOptions, e, AsyncProfiler, FlightRecorder)
+}
+
+// Profile profiles the JVM pid for req.Duration with req.Engine and
+// writes the result to req.Output (or req.Writer), if the knowledge base
+// finds it safe. The output is prepared before anything is attached;
+// cancelling ctx ends the profile early, and it is still stopped cleanly
+// and written. When async-profiler is refused and req.Fallback names
+// another engine, that engine profiles instead and the result says which
+// rules sent it there.
+func Profile(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
+	if req.Output == "" && req.Writer == nil {
+		return nil, fmt.Errorf("%w: profile: no output file given", attach.ErrInvalidOptions)
+	}
+	eng, err := engineFor(req.Engine)
+	if err != nil {
+		return nil, err
+	}
+	var fallback engine
+	if req.Fallback != "" {
+		if fallback, err = engineFor(req.Fallback); err != nil {
+			return nil, fmt.Errorf("fallback: %w", err)
+		}
+	}
+	res, err := eng.collect(ctx, pid, req)
+	var refused *attach.RefusedError
+	if fallback == nil || req.Fallback == req.Engine || !errors.As(err, &refused) || refused.Reason != "" || ctx.Err() != nil {
+		return res, err
+	}
+	causes := refused.Verdict.Causes()
+	if l := req.Options.Logger; l != nil {
+		l.Info("safeattach: async-profiler refused; profiling with the fallback engine", "pid", pid, "rules", causes, "engine", req.Fallback)
+	}
+	fb := req
+	fb.Engine, fb.Fallback = req.Fallback, ""
+	res, err = fallback.collect(ctx, pid, fb)
+	if res != nil {
+		res.FallbackFrom = causes
+	}
+	return res, err
+}
+
+// collect is the Flight Recorder's profile: a recording started with
+// JFR.start, stopped after Duration, read back from the target (bounded,
+// inside its root) and written as JFR, or converted in the bounded child
+// (pprof).
+func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
+	format, err := flightRecorderFormat(req)
+	if err != nil {
+		return nil, err
+	}
+	var sink io.Writer = req.Writer
+	var out *outfile.File
+	if sink == nil {
+		if out, err = outfile.Prepare(req.Output, req.OutputMode, req.OutputOwner.outfile()); err != nil {
+			return nil, fmt.Errorf("%w: profile: %v", attach.ErrInvalidOptions, err)
+		}
+		defer out.Discard()
+		sink = out
+	}
+	rec := sink
+	var spool *os.File
+	if format != "jfr" {
+		if spool, err = outfile.Anonymous(filepath.Dir(req.Output)); err != nil {
+			return nil, err
+		}
+		defer spool.Close()
+		rec = spool
+	}
+	start := time.Now()
+	fr, err := flightrec.Profile(ctx, pid, flightrec.Request{Duration: req.Duration, MaxOutput: req.MaxOutput, Options: req.Options}, rec)
+	res := &ProfileResult{Event: "cpu", Format: format, Engine: FlightRecorder, Limits: flightrec.Limits}
+	res.PID = pid
+	if fr != nil {
+		res.Verdict, res.Bytes, res.Cancelled, res.Recording = fr.Verdict, fr.Bytes, fr.Cancelled, fr.Recording
+	}
+	if err != nil {
+		return res, err
+	}
+	if spool != nil {
+		converted, err := PprofFromJFR(ctx, spool, sink, "cpu", start, req.Converter)
+		if err != nil {
+			return res, err
+		}
+		res.Pprof = &converted
+	}
+	if out != nil {
+		if err := out.Commit(); err != nil {
+			return res, fmt.Errorf("profile: %w", err)
+		}
+		res.Output = req.Output
+	}
+	res.Healthy = true // the JVM answered JFR.stop, after the recording
+	res.Duration = attach.Elapsed(time.Since(start))
+	return res, nil
+}
+
+// flightRecorderFormat is the output a Flight Recorder profile is
+// written as: its own recording, or pprof converted from it.
+func flightRecorderFormat(req ProfileRequest) (string, error) {
+	switch {
+	case WantsPprof(req):
+		return "pprof", nil
+	case req.Format == "jfr", req.Format == "" && strings.EqualFold(filepath.Ext(req.Output), ".jfr"):
+		return "jfr", nil
+	case req.Format == "" && req.Writer != nil && req.Output == "":
+		return "jfr", nil
+	}
+	asked := req.Format
+	if asked == "" {
+		asked = "the output of " + req.Output
+	}
+	return "", fmt.Errorf("%w: the Flight Recorder writes jfr or pprof (-o jfr, -o pprof, or a file named *.jfr or *.pb.gz), not %s", attach.ErrInvalidOptions, asked)
+}
+
+// FileOwner owns an output file the caller writes for someone else (the
+// invoking user under sudo).
+type FileOwner struct{ UID, GID int }
+
+func (o *FileOwner) outfile() *outfile.Owner {
+	if o == nil {
+		return nil
+	}
+	return &outfile.Owner{UID: o.UID, GID: o.GID}
+}
