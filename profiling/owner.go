@@ -314,7 +314,7 @@ func (ss *Session) newOwner(action string) *Owner {
 	o := &Owner{
 		Tool: tool, Action: action, UID: os.Geteuid(), PID: os.Getpid(), Host: host,
 		Since: time.Now().UTC().Truncate(time.Second), Detached: ss.req.Detached, Session: ss.id,
-		Event: ss.Event(), Format: ss.format, Output: ss.req.Output,
+		Event: ss.Event(), Format: ss.Format(), Output: ss.req.Output,
 	}
 	if ss.req.AutoStop > 0 {
 		o.Expires = o.Since.Add(ss.req.AutoStop)

@@ -22,7 +22,12 @@ const PprofConverter = "safeattach-pprof"
 // WantsPprof reports whether req asks for a pprof profile: -o pprof, or
 // no format and an output named *.pb.gz or *.pprof.
 func WantsPprof(req ProfileRequest) bool {
-	return req.Format == "pprof" || req.Format == "" && (strings.HasSuffix(req.Output, ".pb.gz") || strings.HasSuffix(req.Output, ".pprof"))
+	return req.Format == "pprof" || req.Format == "" && wantsPprofOutput(req.Output)
+}
+
+// wantsPprofOutput reports whether an output file's name asks for pprof.
+func wantsPprofOutput(name string) bool {
+	return strings.HasSuffix(name, ".pb.gz") || strings.HasSuffix(name, ".pprof")
 }
 
 // profilePprof records JFR (async-profiler's richest output) and has the

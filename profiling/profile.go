@@ -34,8 +34,10 @@ type SessionRequest struct {
 	// event is sent unless Profiler.Event is set: the agent then profiles
 	// CPU, unless an option such as Alloc asks for something else.
 	Profiler asprof.Options
-	// Format is flamegraph, collapsed, tree, jfr, ...; empty picks it
-	// from Output's extension as asprof does.
+	// Format is flamegraph, collapsed, tree, jfr, ... as async-profiler
+	// writes them, or pprof (recorded as JFR and converted by Converter
+	// whenever a profile is read back: Stop, Dump, every window); empty
+	// picks it from Output's extension as asprof does.
 	Format string
 	// Output names the file the profile is for on this machine: its
 	// extension picks the format when Format is empty, and a Detached
@@ -97,6 +99,10 @@ type SessionRequest struct {
 	// it by the name the loader knows it by, so dlopen returns the loaded
 	// object and opens no file. Otherwise the session opens as usual.
 	LoadedOnly bool
+	// Converter is the JFR to pprof converter a pprof profile runs
+	// (Format pprof, or an output named *.pb.gz or *.pprof); default
+	// PprofConverter beside this program or on PATH.
+	Converter string
 	// Options are the attach options (each command's deadline, rules,
 	// acknowledgements, logging, audit).
 	Options attach.Options
@@ -127,10 +133,6 @@ type ProfileRequest struct {
 	// then names the rules in FallbackFrom. A rule that protects the JVM
 	// itself (not a JVM, SIGQUIT not handled) refuses the fallback too.
 	Engine, Fallback Engine
-	// Converter is the JFR to pprof converter a pprof profile runs
-	// (Format pprof, or an output named *.pb.gz or *.pprof); default
-	// PprofConverter beside this program or on PATH.
-	Converter string
 }
 
 // ProfileResult is a finished profile.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 
+	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/profiling/asprof"
@@ -67,6 +68,10 @@ type Session struct {
 	// is open while a connection of it is served.
 	fdt        *fdtransfer.Server
 	fdtServing chan struct{}
+	// pprof: the profile is asked for as pprof; the agent records JFR
+	// (format is "jfr") and every profile read back is converted in the
+	// bounded child (PprofFromJFR).
+	pprof bool
 	// helper is a detached start's descriptor server (a process of its
 	// own), until the start succeeded and it was let go.
 	helper *os.Process
@@ -92,13 +97,14 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	if err := req.Profiler.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 	}
-	if err := CheckFormat(req.Format); err != nil {
+	if err := CheckFormat(req.Format, "pprof"); err != nil {
 		return nil, err
 	}
 	if req.MaxOutput <= 0 {
 		req.MaxOutput = DefaultMaxOutput
 	}
-	ss := &Session{pid: pid, req: req, format: formatFor(req), id: randomHex(8)}
+	ss := &Session{pid: pid, req: req, id: randomHex(8)}
+	ss.setFormat(formatFor(req))
 	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, AgentOptions: ss.startOptions(""), LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
 	if err != nil {
 		return nil, err
@@ -139,7 +145,22 @@ func profilesCPU(o asprof.Options) bool {
 
 // Format is what Stop and Dump write (for a session that adopted a
 // running profile, the format it was started with).
-func (ss *Session) Format() string { return ss.format }
+func (ss *Session) Format() string {
+	if ss.pprof {
+		return "pprof"
+	}
+	return ss.format
+}
+
+// setFormat makes the session write format: pprof is recorded as JFR and
+// converted when read back.
+func (ss *Session) setFormat(format string) {
+	ss.pprof = format == "pprof" || format == "" && wantsPprofOutput(ss.req.Output)
+	if ss.pprof {
+		format = "jfr"
+	}
+	ss.format = format
+}
 
 // Result is the judgement the session was opened under, the agent as
 // judged and the path the JVM loads it from.
@@ -268,6 +289,50 @@ func (ss *Session) command(ctx context.Context, command, file string) (log []str
 		return log, agentReason(log, lerr)
 	}
 	return log, nil
+}
+
+// readProfile streams a profile the agent wrote into w: as it is, or for
+// a pprof session, converted from the JFR recording it is (read back into
+// an anonymous file first, bounded as every output is; since is when the
+// recording started).
+func (ss *Session) readProfile(ctx context.Context, file string, w io.Writer, since time.Time) (int64, error) {
+	if !ss.pprof {
+		return ss.readBack(ctx, file, w)
+	}
+	jfr, err := outfile.Anonymous(os.TempDir())
+	if err != nil {
+		return 0, err
+	}
+	defer jfr.Close()
+	if _, err := ss.readBack(ctx, file, jfr); err != nil {
+		return 0, err
+	}
+	cw := &countingWriter{w: w}
+	if _, err := PprofFromJFR(ctx, jfr, cw, ss.Event(), since, ss.req.Converter); err != nil {
+		return cw.n, err
+	}
+	return cw.n, nil
+}
+
+// startedAt is when the profiler this session owns started (zero when
+// another tool's runs).
+func (ss *Session) startedAt() time.Time {
+	if ss.owned == nil {
+		return time.Time{}
+	}
+	return ss.owned.Since
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // readBack streams the output file the agent wrote in the target into
@@ -530,7 +595,7 @@ func (ss *Session) own(ctx context.Context) error {
 	// The start's format, unless this request names one (-o, or an
 	// output's extension); a JFR recording stays JFR whatever is asked.
 	if adopted.Format != "" && (formatFor(ss.req) == "" || isJFR(adopted.Format)) {
-		ss.format = adopted.Format
+		ss.setFormat(adopted.Format)
 	}
 	ss.owned = &adopted
 	return nil
@@ -562,12 +627,13 @@ func (ss *Session) Stop(ctx context.Context, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	defer ss.release(ctx)
+	since := ss.startedAt()
 	file, err := ss.stop(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer ss.removeInTarget(ctx, file)
-	return ss.readBack(ctx, file, w)
+	return ss.readProfile(ctx, file, w, since)
 }
 
 // stop sends stop and returns the file (in the target) that holds the
@@ -614,7 +680,7 @@ func (ss *Session) Dump(ctx context.Context, w io.Writer) (int64, error) {
 		if _, err := ss.command(ctx, ss.withOutput("dump"), ss.owned.Recording); err != nil {
 			return 0, err
 		}
-		return ss.readBack(ctx, ss.owned.Recording, w)
+		return ss.readProfile(ctx, ss.owned.Recording, w, ss.startedAt())
 	}
 	file := newTargetFile("out", extensionFor(ss.format))
 	defer ss.removeInTarget(ctx, file)
@@ -631,6 +697,7 @@ func (ss *Session) Rotate(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ss.own(ctx); err != nil {
 		return 0, err
 	}
+	since := ss.startedAt()
 	file, err := ss.stop(ctx)
 	if err != nil {
 		ss.release(ctx)
@@ -640,7 +707,7 @@ func (ss *Session) Rotate(ctx context.Context, w io.Writer) (int64, error) {
 	if err := ss.begin(ctx, "start", true); err != nil {
 		return 0, err
 	}
-	return ss.readBack(ctx, file, w)
+	return ss.readProfile(ctx, file, w, since)
 }
 
 // Healthy asks the JVM for its version.

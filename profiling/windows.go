@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/outfile"
 )
 
 // MinWindow is the shortest window Session.Windows cuts: each window
@@ -117,7 +119,17 @@ func (ss *Session) window(ctx context.Context, n int, from time.Time, last bool,
 		ss.release(ctx)
 	}
 	w := &Window{N: n, From: from, Until: until, Log: log, Last: last || startErr != nil}
-	if h, err := ss.openOutput(ctx, file); err != nil {
+	if ss.pprof {
+		if f, err := ss.convertedWindow(ctx, file, from); err != nil {
+			w.Err = err
+		} else {
+			defer f.Close()
+			w.Output = f
+			if fi, err := f.Stat(); err == nil {
+				w.Size = fi.Size()
+			}
+		}
+	} else if h, err := ss.openOutput(ctx, file); err != nil {
 		w.Err = err
 	} else {
 		defer h.Close()
@@ -137,4 +149,22 @@ func (ss *Session) window(ctx context.Context, n int, from time.Time, last bool,
 		return ferr
 	}
 	return nil
+}
+
+// convertedWindow is a pprof session's window: its JFR recording read
+// back and converted (readProfile) into an anonymous file, rewound.
+func (ss *Session) convertedWindow(ctx context.Context, file string, from time.Time) (*os.File, error) {
+	f, err := outfile.Anonymous(os.TempDir())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ss.readProfile(ctx, file, f, from); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
