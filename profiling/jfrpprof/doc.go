@@ -4,7 +4,11 @@
 // read. The JFR is decoded by github.com/grafana/jfr-parser (the parser
 // Pyroscope's ingest uses) and the result validated and written by
 // github.com/google/pprof/profile; nothing here parses JFR or encodes
-// protobuf by hand. It lives apart from the attach packages so that
+// protobuf by hand. Fold turns the same parsed profile into folded
+// stacks for async-profiler's other outputs — collapsed, flat and an
+// HTML flame graph (drawn by package flamegraph) — whose headings say
+// which engine made the recording, since the JDK's Flight Recorder sees
+// Java frames only. It lives apart from the attach packages so that
 // library users who never convert do not link either dependency.
 //
 // Convert runs in the caller's process and trusts its input's shape: a

@@ -18,7 +18,23 @@ type Profile struct {
 	Metric string
 	// Profile is the decoded, validated profile.
 	Profile *profile.Profile
+	// Engine says what made the recording and so which frames its
+	// stacks can hold: EngineJFR or EngineAsyncProfiler.
+	Engine string
 }
+
+// What made a recording, as a reader of its stacks needs to know it.
+// async-profiler names the event it sampled in the recording's settings;
+// the JDK's own Flight Recorder does not.
+const (
+	EngineJFR           = "JFR, Java frames only: no native or kernel frames"
+	EngineAsyncProfiler = "async-profiler's JFR output: Java and native frames"
+)
+
+// sampleRate is the rate given to the parser for CPU and wall samples:
+// it weighs each one as 1/sampleRate s of time. The folded stacks count
+// samples, and divide by that weight again.
+const sampleRate = 100
 
 // MaxJFR caps the recording converted (a JFR window of a busy service is
 // a few MiB; a day-long one a few hundred).
@@ -33,9 +49,13 @@ func Convert(jfr []byte, start, end time.Time) ([]Profile, error) {
 	if len(jfr) < 4 || string(jfr[:4]) != "FLR\x00" {
 		return nil, errors.New("jfr: not a JFR recording (no FLR header)")
 	}
-	res, err := jfrpprof.ParseJFR(jfr, &jfrpprof.ParseInput{StartTime: start, EndTime: end, SampleRate: 100}, new(jfrpprof.LabelsSnapshot))
+	res, err := jfrpprof.ParseJFR(jfr, &jfrpprof.ParseInput{StartTime: start, EndTime: end, SampleRate: sampleRate}, new(jfrpprof.LabelsSnapshot))
 	if err != nil {
 		return nil, fmt.Errorf("jfr: %w", err)
+	}
+	engine := EngineJFR
+	if res.JFREvent != "" {
+		engine = EngineAsyncProfiler
 	}
 	var out []Profile
 	for _, p := range res.Profiles {
@@ -52,7 +72,7 @@ func Convert(jfr []byte, start, end time.Time) ([]Profile, error) {
 		if err := pp.CheckValid(); err != nil {
 			return nil, fmt.Errorf("jfr: %s: %w", p.Metric, err)
 		}
-		out = append(out, Profile{Metric: p.Metric, Profile: pp})
+		out = append(out, Profile{Metric: p.Metric, Profile: pp, Engine: engine})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("jfr: the recording holds no samples")

@@ -41,10 +41,13 @@ func recordJFR(t *testing.T) (data []byte, start, end time.Time) {
 
 // TestConvertRealRecording: a JDK Flight Recorder file becomes a pprof
 // profile that go tool pprof reads, whose top frames are the JVM's busy
-// code.
+// code; and folded stacks that count every CPU sample in the recording,
+// drawn as collapsed, flat and HTML with the busy code on top (one
+// recording for all: each costs a JVM and three seconds).
 func TestConvertRealRecording(t *testing.T) {
 	t.Parallel()
 	data, start, end := recordJFR(t)
+	t.Run("folded", func(t *testing.T) { checkFolded(t, data, start, end) })
 	ps, err := Convert(data, start, end)
 	if err != nil {
 		t.Fatal(err)

@@ -50,12 +50,16 @@ func (l Limits) withDefaults() Limits {
 type Request struct {
 	// Converter is the safeattach-pprof binary.
 	Converter string
+	// Format is the output, as the converter's -o takes it: pprof (when
+	// empty), collapsed, flat, flat=N or html. Every format runs under
+	// the same limits.
+	Format string
 	// Event picks the profile (cpu, wall, alloc, lock); Start and End
 	// bound the recording's time.
 	Event      string
 	Start, End time.Time
 	// In is the recording (read to its end, at most Limits.Input bytes);
-	// Out receives the gzipped profile.
+	// Out receives the output: the gzipped profile for pprof.
 	In  io.Reader
 	Out io.Writer
 	Limits
@@ -104,8 +108,12 @@ func Convert(ctx context.Context, req Request) (Result, error) {
 	l := req.Limits.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, l.Time)
 	defer cancel()
+	format := req.Format
+	if format == "" {
+		format = "pprof"
+	}
 	args := []string{
-		"-event", req.Event,
+		"-o", format, "-event", req.Event,
 		"-start", strconv.FormatInt(req.Start.UnixNano(), 10), "-end", strconv.FormatInt(req.End.UnixNano(), 10),
 		"-max-input", strconv.FormatInt(l.Input, 10), "-max-memory", strconv.FormatInt(l.Memory, 10),
 		"-max-output", strconv.FormatInt(l.Output, 10),
@@ -122,13 +130,13 @@ func Convert(ctx context.Context, req Request) (Result, error) {
 	last := stderr.lastLine()
 	switch {
 	case out.over:
-		return Result{}, fmt.Errorf("%w: the profile grew past %d bytes", ErrFailed, l.Output)
+		return Result{}, fmt.Errorf("%w: %s", ErrFailed, tooLarge(format, l.Output))
 	case ctx.Err() == context.DeadlineExceeded:
 		return Result{}, fmt.Errorf("%w: it did not finish within %v (the recording may be malformed)", ErrFailed, l.Time)
 	case ctx.Err() != nil:
 		return Result{}, fmt.Errorf("%w: %v", ErrFailed, ctx.Err())
 	case err != nil:
-		return Result{}, fmt.Errorf("%w: %s", ErrFailed, why(err, stderr.String(), last, l))
+		return Result{}, fmt.Errorf("%w: %s", ErrFailed, why(err, stderr.String(), last, format, l))
 	}
 	// The converter's last line: METRIC STACKS TOTAL TYPE UNIT.
 	var res Result
@@ -146,7 +154,7 @@ func Convert(ctx context.Context, req Request) (Result, error) {
 // first line says what happened. A Go runtime refused memory by its limit
 // does not always say so (its collector can fault instead): a crash
 // after using half the limit or more is the limit's.
-func why(err error, stderr, last string, l Limits) string {
+func why(err error, stderr, last, format string, l Limits) string {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return err.Error()
@@ -158,7 +166,7 @@ func why(err error, stderr, last string, l Limits) string {
 	}
 	switch ws, _ := ee.Sys().(syscall.WaitStatus); {
 	case ws.Signaled() && ws.Signal() == syscall.SIGXFSZ:
-		return fmt.Sprintf("the profile grew past %d bytes", l.Output)
+		return tooLarge(format, l.Output)
 	case outOfMemory:
 		return fmt.Sprintf("it ran out of its %d MiB memory limit (the recording may be malformed)", l.Memory>>20)
 	case ws.Signaled():
@@ -169,6 +177,21 @@ func why(err error, stderr, last string, l Limits) string {
 		return fmt.Sprintf("the converter crashed on the recording (exit status %d): %s", ee.ExitCode(), firstLine(stderr))
 	}
 	return fmt.Sprintf("the converter exited with status %d and said nothing", ee.ExitCode())
+}
+
+// tooLarge says that the output met its limit, naming the output as a
+// person asked for it.
+func tooLarge(format string, limit int64) string {
+	what := "profile"
+	switch name, _, _ := strings.Cut(format, "="); name {
+	case "html":
+		what = "flame graph"
+	case "collapsed":
+		what = "collapsed stacks"
+	case "flat":
+		what = "flat table"
+	}
+	return fmt.Sprintf("the %s grew past %d bytes", what, limit)
 }
 
 func firstLine(s string) string {

@@ -22,9 +22,14 @@ var testLimits = Limits{Memory: 512 << 20, Time: 5 * time.Second}
 
 func convert(t testing.TB, data []byte, event string, l Limits) (Result, []byte, error) {
 	t.Helper()
+	return convertTo(t, data, "", event, l)
+}
+
+func convertTo(t testing.TB, data []byte, format, event string, l Limits) (Result, []byte, error) {
+	t.Helper()
 	var out bytes.Buffer
 	res, err := Convert(context.Background(), Request{
-		Converter: testenv.Converter(t), Event: event,
+		Converter: testenv.Converter(t), Format: format, Event: event,
 		Start: time.Unix(1700000000, 0), End: time.Unix(1700000001, 0),
 		In: bytes.NewReader(data), Out: &out, Limits: l,
 	})
@@ -186,5 +191,36 @@ func TestResultSays(t *testing.T) {
 		if got := c.r.String(); got != c.want {
 			t.Errorf("%q, want %q", got, c.want)
 		}
+	}
+}
+
+// TestFormats: the converter writes each output asked for, under the
+// same limits and with the same summary of what the profile holds; an
+// output past its limit is refused in words that name it.
+func TestFormats(t *testing.T) {
+	t.Parallel()
+	rec := testenv.Recording(t, testenv.RecordingCPUAllocLock)
+	for _, c := range []struct{ format, starts, holds string }{
+		{"collapsed", "java.lang.Thread.run;Target$$Lambda_.run;Target.contend", " 94\n"},
+		{"flat=2", "# async-profiler's JFR output", "Target.contend\n"},
+		{"html", "<!DOCTYPE html>", `"Target.contend"`},
+	} {
+		res, out, err := convertTo(t, rec, c.format, "cpu", testLimits)
+		if err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		if res.Metric != "process_cpu" || res.Total <= 0 || !strings.HasPrefix(string(out), c.starts) || !strings.Contains(string(out), c.holds) {
+			t.Errorf("%s: %+v\n%.300s", c.format, res, out)
+		}
+	}
+	_, _, err := convertTo(t, rec, "html", "cpu", Limits{Output: 2000, Memory: testLimits.Memory, Time: testLimits.Time})
+	checkReason(t, err)
+	if err == nil || !strings.Contains(err.Error(), "the flame graph grew past 2000 bytes") {
+		t.Errorf("html past the output limit: %v", err)
+	}
+	_, _, err = convertTo(t, rec, "svg", "cpu", testLimits)
+	checkReason(t, err)
+	if err == nil || !strings.Contains(err.Error(), "one of pprof, collapsed, flat[=N], html") {
+		t.Errorf("an unknown format: %v", err)
 	}
 }
