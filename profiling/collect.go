@@ -79,7 +79,14 @@ func (asyncProfiler) collect(ctx context.Context, pid int, req ProfileRequest) (
 	res.Cancelled, res.Exited = wait(ctx, sctx, req, jvmExit)
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(sctx, attach.StopAfterCancel)
+		// The grace ends in a cancellation, not a deadline: a stop cut
+		// off by it was interrupted (the caller gave up), not hung, and
+		// no time goes into a hang report.
+		var graced context.Context
+		graced, cancel = context.WithCancel(sctx)
+		grace := time.AfterFunc(attach.StopAfterCancel, cancel)
+		defer grace.Stop()
+		sctx = graced
 		defer cancel()
 	}
 	var dst io.Writer = req.Writer

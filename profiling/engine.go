@@ -95,7 +95,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, 
 // inside its root) and written as JFR, or converted in the bounded child
 // (pprof).
 func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
-	format, err := flightRecorderFormat(req)
+	format, converted, err := flightRecorderFormat(req)
 	if err != nil {
 		return nil, err
 	}
@@ -110,8 +110,12 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 	}
 	rec := sink
 	var spool *os.File
-	if format != "jfr" {
-		if spool, err = outfile.Anonymous(filepath.Dir(req.Output)); err != nil {
+	if converted != "" {
+		dir := os.TempDir()
+		if req.Output != "" {
+			dir = filepath.Dir(req.Output)
+		}
+		if spool, err = outfile.Anonymous(dir); err != nil {
 			return nil, err
 		}
 		defer spool.Close()
@@ -128,11 +132,14 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 		return res, err
 	}
 	if spool != nil {
-		converted, err := PprofFromJFR(ctx, spool, sink, "cpu", start, req.Converter)
+		c, err := ConvertJFR(ctx, spool, sink, converted, "cpu", start, req.Converter)
 		if err != nil {
 			return res, err
 		}
-		res.Pprof = &converted
+		res.Converted = &c
+		if converted == "pprof" {
+			res.Pprof = &c
+		}
 	}
 	if out != nil {
 		if err := out.Commit(); err != nil {
@@ -146,21 +153,35 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 }
 
 // flightRecorderFormat is the output a Flight Recorder profile is
-// written as: its own recording, or pprof converted from it.
-func flightRecorderFormat(req ProfileRequest) (string, error) {
-	switch {
-	case WantsPprof(req):
-		return "pprof", nil
-	case req.Format == "jfr", req.Format == "" && strings.EqualFold(filepath.Ext(req.Output), ".jfr"):
-		return "jfr", nil
-	case req.Format == "" && req.Writer != nil && req.Output == "":
-		return "jfr", nil
+// written as, and the converter's name for it: the recording itself
+// (jfr), or converted from it in the bounded child — pprof, collapsed,
+// flat[=N], or a flame graph (html, drawn by package flamegraph). The
+// file's extension picks it as for async-profiler; with neither, flat.
+func flightRecorderFormat(req ProfileRequest) (format, converted string, err error) {
+	f := req.Format
+	if f == "" {
+		switch {
+		case WantsPprof(req):
+			f = "pprof"
+		default:
+			f = formatFor(req.SessionRequest)
+		}
 	}
-	asked := req.Format
-	if asked == "" {
-		asked = "the output of " + req.Output
+	name, _, _ := strings.Cut(f, "=")
+	switch name {
+	case "jfr":
+		return "jfr", "", nil
+	case "pprof", "collapsed":
+		return f, f, nil
+	case "flat":
+		return f, f, nil
+	case "", "flamegraph":
+		if name == "" {
+			return "flat", "flat", nil
+		}
+		return "flamegraph", "html", nil
 	}
-	return "", fmt.Errorf("%w: the Flight Recorder writes jfr or pprof (-o jfr, -o pprof, or a file named *.jfr or *.pb.gz), not %s", attach.ErrInvalidOptions, asked)
+	return "", "", fmt.Errorf("%w: the Flight Recorder's profile is written as jfr, pprof, collapsed, flat or flamegraph, not %s", attach.ErrInvalidOptions, f)
 }
 
 // FileOwner owns an output file the caller writes for someone else (the

@@ -83,15 +83,22 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 }
 
 // PprofFromJFR converts the JFR recording in jfr (read from its start)
-// into a gzipped profile.proto of event, written to out, by converter
-// (default PprofConverter, beside this program or on PATH) in a child
-// bounded in input, time, memory and output (jfrpprof/bounded). A
-// profile stopped early by a cancel is still converted, within
-// attach.StopAfterCancel of the cancellation.
+// into a gzipped profile.proto of event, written to out (ConvertJFR).
 func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event string, start time.Time, converter string) (bounded.Result, error) {
+	return ConvertJFR(ctx, jfr, out, "pprof", event, start, converter)
+}
+
+// ConvertJFR converts the JFR recording in jfr (read from its start)
+// into format — pprof, collapsed, flat[=N] or html — for event, written
+// to out, by converter (default PprofConverter, beside this program or
+// on PATH) in a child bounded in input, time, memory and output
+// (jfrpprof/bounded): a recording is the target's to shape. A profile
+// stopped early by a cancel is still converted, within
+// attach.StopAfterCancel of the cancellation.
+func ConvertJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, format, event string, start time.Time, converter string) (bounded.Result, error) {
 	if converter == "" {
 		var err error
-		if converter, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
+		if converter, err = companion.Find(PprofConverter, "converting a JFR recording (or SessionRequest.Converter)"); err != nil {
 			return bounded.Result{}, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}
@@ -101,10 +108,10 @@ func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event s
 	cctx, cancel := attach.Unwinding(ctx)
 	defer cancel()
 	converted, err := bounded.Convert(cctx, bounded.Request{
-		Converter: converter, Event: event, Start: start, End: time.Now(), In: jfr, Out: out,
+		Converter: converter, Format: format, Event: event, Start: start, End: time.Now(), In: jfr, Out: out,
 	})
 	if err != nil {
-		return converted, fmt.Errorf("converting the JFR recording to pprof: %w", err)
+		return converted, fmt.Errorf("converting the JFR recording to %s: %w", format, err)
 	}
 	return converted, nil
 }

@@ -153,8 +153,11 @@ type ProfileResult struct {
 	// Exited is set when the JVM exited during the profile: the profile
 	// is what the agent wrote as the JVM exited.
 	Exited bool `json:"exited,omitempty"`
-	// Pprof is what a pprof profile holds (Format pprof).
-	Pprof *bounded.Result `json:"pprof,omitempty"`
+	// Pprof is what a pprof profile holds (Format pprof); Converted what
+	// any profile converted from a JFR recording holds (the Flight
+	// Recorder's collapsed, flat, flame graph or pprof).
+	Pprof     *bounded.Result `json:"pprof,omitempty"`
+	Converted *bounded.Result `json:"-"`
 	// Engine is the profiler that made it; FallbackFrom the rules that
 	// refused async-profiler when the Fallback made it; Recording the
 	// Flight Recorder's file in the target (removed once read); Limits

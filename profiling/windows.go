@@ -116,7 +116,9 @@ func (ss *Session) window(ctx context.Context, n int, from time.Time, last bool,
 		startErr = ss.begin(ctx, "start", true)
 		log = append(log, ss.LastLog()...)
 	} else {
-		ss.release(ctx)
+		// Released once the window is read: for JFR the stop's file is
+		// the recording, which a release removes.
+		defer ss.release(ctx)
 	}
 	w := &Window{N: n, From: from, Until: until, Log: log, Last: last || startErr != nil}
 	if ss.pprof {
