@@ -249,9 +249,6 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	if profiling.WantsPprof(req) && req.Writer != nil {
 		return fmt.Errorf("-o pprof writes a binary profile: give it a file with -f")
 	}
-	if req.Writer != nil && (req.Engine == profiling.FlightRecorder || req.Fallback == profiling.FlightRecorder) {
-		return fmt.Errorf("the Flight Recorder writes a binary recording: give it a file with -f (.jfr, or .pb.gz for pprof)")
-	}
 	// Ctrl-C (the root context) ends the wait; the profiler is
 	// still stopped and its output written.
 	requested := req.Profiler.Event
