@@ -16,17 +16,34 @@ import (
 // arch_x86_64.go and arch_aarch64.go; they are not build-constrained
 // (a _amd64.go suffix would compile only one of them), so both are
 // tested on every machine.
+//
+// The tables are slices and the lookup a switch, not maps: a map literal
+// is built by code at every start of every command that links this
+// package, and only a hang report (diagnose, a timed-out attach) reads
+// them.
 type arch struct {
 	name     string
 	ptrSize  int
 	order    binary.ByteOrder
-	syscalls map[int]string
+	syscalls []syscallRow
 	futex    int // the futex(2) number: its first argument is the lock
 }
 
-var archByMachine = map[elf.Machine]*arch{
-	elf.EM_X86_64:  &archX8664,
-	elf.EM_AARCH64: &archAArch64,
+// syscallRow is one row of an arch's table.
+type syscallRow struct {
+	number int
+	name   string
+}
+
+// archByMachine is the arch of an ELF e_machine, nil for one not known.
+func archByMachine(m elf.Machine) *arch {
+	switch m {
+	case elf.EM_X86_64:
+		return &archX8664
+	case elf.EM_AARCH64:
+		return &archAArch64
+	}
+	return nil
 }
 
 // hostArch is the fallback when the target's executable cannot be read.
@@ -52,7 +69,7 @@ func archOf(exe string) *arch {
 	if elf.Data(hdr[elf.EI_DATA]) == elf.ELFDATA2MSB {
 		order = binary.BigEndian
 	}
-	if a, ok := archByMachine[elf.Machine(order.Uint16(hdr[18:20]))]; ok {
+	if a := archByMachine(elf.Machine(order.Uint16(hdr[18:20]))); a != nil {
 		return a
 	}
 	return hostArch()
@@ -60,8 +77,10 @@ func archOf(exe string) *arch {
 
 // syscallName names a system call number on this architecture.
 func (a *arch) syscallName(n int) string {
-	if s, ok := a.syscalls[n]; ok {
-		return s
+	for _, s := range a.syscalls {
+		if s.number == n {
+			return s.name
+		}
 	}
 	return "syscall " + itoa(n)
 }

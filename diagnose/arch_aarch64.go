@@ -7,10 +7,10 @@ import "encoding/binary"
 // epoll_wait: glibc uses ppoll, pselect6, ppoll and epoll_pwait.
 var archAArch64 = arch{
 	name: "aarch64", ptrSize: 8, order: binary.LittleEndian, futex: 98,
-	syscalls: map[int]string{
-		63: "read", 64: "write", 73: "ppoll", 72: "pselect6", 101: "nanosleep",
-		202: "accept", 206: "sendto", 207: "recvfrom", 260: "wait4", 98: "futex",
-		128: "restart_syscall", 115: "clock_nanosleep", 22: "epoll_pwait",
-		242: "accept4", 441: "epoll_pwait2",
+	syscalls: []syscallRow{
+		{63, "read"}, {64, "write"}, {73, "ppoll"}, {72, "pselect6"}, {101, "nanosleep"},
+		{202, "accept"}, {206, "sendto"}, {207, "recvfrom"}, {260, "wait4"}, {98, "futex"},
+		{128, "restart_syscall"}, {115, "clock_nanosleep"}, {22, "epoll_pwait"},
+		{242, "accept4"}, {441, "epoll_pwait2"},
 	},
 }

@@ -41,9 +41,22 @@ type unwindRegs struct {
 	calleeSaved []uint64
 }
 
-var unwindRegsByArch = map[string]unwindRegs{
-	"x86-64":  {sp: 7, calleeSaved: []uint64{3, 6, 12, 13, 14, 15}},                        // rbx rbp r12-r15
-	"aarch64": {sp: 31, calleeSaved: []uint64{19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29}}, // x19-x29
+// The registers of each arch are static data, chosen by a switch: a map
+// would be built at the start of every command, as the arch tables would.
+var (
+	unwindRegsX8664   = unwindRegs{sp: 7, calleeSaved: []uint64{3, 6, 12, 13, 14, 15}}                        // rbx rbp r12-r15
+	unwindRegsAArch64 = unwindRegs{sp: 31, calleeSaved: []uint64{19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29}} // x19-x29
+)
+
+// unwindRegsOf returns the registers the walk tracks on the named arch.
+func unwindRegsOf(arch string) (unwindRegs, bool) {
+	switch arch {
+	case archX8664.name:
+		return unwindRegsX8664, true
+	case archAArch64.name:
+		return unwindRegsAArch64, true
+	}
+	return unwindRegs{}, false
 }
 
 // ehTable is one library's .eh_frame_hdr search table, read once per
@@ -63,7 +76,7 @@ type ehEntry struct{ pc, fde uint64 } // link-time addresses
 // It returns the return addresses it could vouch for, innermost first,
 // and why it stopped (empty when it reached the outermost frame).
 func (s *symbolizer) unwind(pc, sp uint64) (callers []uint64, stop string) {
-	regs, ok := unwindRegsByArch[s.arch.name]
+	regs, ok := unwindRegsOf(s.arch.name)
 	if !ok || s.mem == nil {
 		return nil, "no unwinder for " + s.arch.name
 	}

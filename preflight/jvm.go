@@ -32,15 +32,16 @@ import (
 // (java.rt.vmFlags). Those fill only what the visible sources leave unset.
 var optionSources = []string{"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "cmdline", "_JAVA_OPTIONS"}
 
-// Flags safeattach reasons about. -Xrs is the same switch as
-// -XX:+ReduceSignalUsage.
-var trackedFlags = map[string]bool{
-	"DisableAttachMechanism":    true,
-	"ReduceSignalUsage":         true,
-	"EnableDynamicAgentLoading": true,
-	"StartAttachListener":       true,
-	"AltTempDir":                true,
-	"UsePerfData":               true,
+// trackedFlag reports whether safeattach reasons about the -XX flag
+// name. -Xrs is the same switch as -XX:+ReduceSignalUsage. A switch, not
+// a map: a map literal is built at the start of every command.
+func trackedFlag(name string) bool {
+	switch name {
+	case "DisableAttachMechanism", "ReduceSignalUsage", "EnableDynamicAgentLoading",
+		"StartAttachListener", "AltTempDir", "UsePerfData":
+		return true
+	}
+	return false
 }
 
 const maxJavaHomeDepth = 5
@@ -335,13 +336,13 @@ func (in *inspection) applyOption(o, src string) {
 		set("ReduceSignalUsage", "true")
 	case strings.HasPrefix(o, "-XX:+") || strings.HasPrefix(o, "-XX:-"):
 		name := o[5:]
-		if trackedFlags[name] {
+		if trackedFlag(name) {
 			set(name, strconv.FormatBool(o[4] == '+'))
 		}
 	case strings.HasPrefix(o, "-XX:Flags=") || strings.HasPrefix(o, "-XX:VMOptionsFile="):
 		in.flagFiles = append(in.flagFiles, src+" "+o)
 	case strings.HasPrefix(o, "-XX:"):
-		if name, val, ok := strings.Cut(o[4:], "="); ok && trackedFlags[name] {
+		if name, val, ok := strings.Cut(o[4:], "="); ok && trackedFlag(name) {
 			set(name, val)
 		}
 	case strings.HasPrefix(o, "@"):

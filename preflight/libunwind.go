@@ -21,10 +21,19 @@ import (
 //	                                          _ULx86_64_get_proc_info_in_range ≥ 1.7
 //	                                          _ULx86_64_set_iterate_phdr_function ≥ 1.8.0
 //	                                          _ULx86_64_is_plt_entry          ≥ 1.8.3
-var libunwindFileVersions = map[string]string{
-	"libunwind.so.8.0.1": "1.1-1.7",
-	"libunwind.so.8.1.0": "1.8.0-1.8.2",
-	"libunwind.so.8.2.0": "1.8.3",
+//
+// libunwindFileVersion is the file name's estimate, "" for a name not
+// listed.
+func libunwindFileVersion(name string) string {
+	switch name {
+	case "libunwind.so.8.0.1":
+		return "1.1-1.7"
+	case "libunwind.so.8.1.0":
+		return "1.8.0-1.8.2"
+	case "libunwind.so.8.2.0":
+		return "1.8.3"
+	}
+	return ""
 }
 
 var libunwindFingerprints = []struct{ sym, min string }{
@@ -53,7 +62,7 @@ func (in *inspection) inspectLibunwind() {
 	if u.Project == "nongnu" {
 		if v := in.dpkgVersion("libunwind8"); v != "" {
 			u.Version, u.VersionMethod = v, "package database (dpkg libunwind8)"
-		} else if v := libunwindFileVersions[filepath.Base(l.path)]; v != "" {
+		} else if v := libunwindFileVersion(filepath.Base(l.path)); v != "" {
 			u.Version, u.VersionMethod = v, "file name "+filepath.Base(l.path)
 		}
 		if info, err := in.probe(l); err == nil {

@@ -149,16 +149,22 @@ func newRootCmd(stdout, stderr io.Writer, args []string) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.Version = versionString()
-	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	for _, sc := range subcommands {
 		if len(args) > 0 && args[0] == sc.name {
+			// The root only dispatches here, so what only the root
+			// itself can run is left out: --version (its text parses
+			// the build information) and cobra's completion command
+			// (a subcommand per shell, each with its flags), neither
+			// reachable once args[0] names another command.
+			root.CompletionOptions.DisableDefaultCmd = true
 			root.AddCommand(sc.make())
 			return root
 		}
 	}
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
 	for _, sc := range subcommands {
 		root.AddCommand(sc.make())
 	}

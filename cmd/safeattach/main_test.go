@@ -95,10 +95,12 @@ func TestTargetByApplicationName(t *testing.T) {
 }
 
 // TestSubcommandTreeIsLazy: a command run with only its own subcommand
-// built behaves as in the whole tree (same help, same usage errors).
+// built behaves as in the whole tree (same help, same usage errors; a
+// --version given to a subcommand is its own, never the root's, which
+// the lazy tree leaves without one).
 func TestSubcommandTreeIsLazy(t *testing.T) {
 	for _, sc := range subcommands {
-		for _, args := range [][]string{{sc.name, "--help"}, {sc.name, "--no-such-flag"}} {
+		for _, args := range [][]string{{sc.name, "--help"}, {sc.name, "--no-such-flag"}, {sc.name, "--version"}} {
 			var lazyOut, lazyErr, fullOut, fullErr bytes.Buffer
 			lazy := newRootCmd(&lazyOut, &lazyErr, args)
 			if n := len(lazy.Commands()); n != 1 {

@@ -105,7 +105,7 @@ func (p *profileCLI) checkArgs(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	if len(args) > 0 {
-		if hint, ok := jattachActions[args[0]]; ok {
+		if hint, ok := jattachAction(args[0]); ok {
 			return fmt.Errorf("%s is asprof's jattach action; safeattach has it as a command of its own: %s", args[0], hint)
 		}
 	}
@@ -373,14 +373,23 @@ func withoutInfo(v conflicts.Verdict) conflicts.Verdict {
 	return v
 }
 
-// jattachActions are asprof's actions that pass through to jattach,
-// with the safeattach command that does each.
-var jattachActions = map[string]string{
-	"jcmd":        "safeattach jcmd PID COMMAND [ARGS...]",
-	"load":        "safeattach load PID AGENT_PATH [OPTIONS]",
-	"threaddump":  "safeattach jcmd PID Thread.print",
-	"dumpheap":    "safeattach jcmd PID GC.heap_dump FILE",
-	"inspectheap": "safeattach jcmd PID GC.class_histogram",
+// jattachAction returns, for one of asprof's actions that pass through
+// to jattach, the safeattach command that does it. A switch, not a map:
+// a map literal is built at the start of every command.
+func jattachAction(action string) (hint string, ok bool) {
+	switch action {
+	case "jcmd":
+		return "safeattach jcmd PID COMMAND [ARGS...]", true
+	case "load":
+		return "safeattach load PID AGENT_PATH [OPTIONS]", true
+	case "threaddump":
+		return "safeattach jcmd PID Thread.print", true
+	case "dumpheap":
+		return "safeattach jcmd PID GC.heap_dump FILE", true
+	case "inspectheap":
+		return "safeattach jcmd PID GC.class_histogram", true
+	}
+	return "", false
 }
 
 // profileAction runs one asprof action other than collect through an

@@ -72,12 +72,18 @@ func CheckAttachSocket(isSocket bool, owner, mode, jvmUID uint32) error {
 	return nil
 }
 
-// Launcher options whose next argument is their value.
-var launcherArgOpts = map[string]bool{
-	"-cp": true, "-classpath": true, "--class-path": true, "--module-path": true, "-p": true,
-	"--add-modules": true, "--add-opens": true, "--add-exports": true, "--add-reads": true,
-	"--upgrade-module-path": true, "--limit-modules": true, "--patch-module": true,
-	"--enable-native-access": true,
+// launcherArgOpt reports whether the launcher option a takes the next
+// argument as its value. A switch, not a map: a map literal is built at
+// the start of every command.
+func launcherArgOpt(a string) bool {
+	switch a {
+	case "-cp", "-classpath", "--class-path", "--module-path", "-p",
+		"--add-modules", "--add-opens", "--add-exports", "--add-reads",
+		"--upgrade-module-path", "--limit-modules", "--patch-module",
+		"--enable-native-access":
+		return true
+	}
+	return false
 }
 
 // JavaMain splits a java command line into the options before the main
@@ -95,7 +101,7 @@ func JavaMain(args []string) (opts []string, main string) {
 				return opts, a + " " + args[i+1]
 			}
 			return opts, a
-		case launcherArgOpts[a]:
+		case launcherArgOpt(a):
 			i++
 		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "@"):
 			opts = append(opts, a)

@@ -128,35 +128,44 @@ type eventRule struct {
 // predefined are async-profiler's named perf events (AVAILABLE_EVENTS
 // up to IDX_PREDEFINED) with their type and config; 4.x renamed
 // "branches" to "branch-instructions" and "cpu" to "cpu-clock" (both
-// spellings are taken).
-var predefined = map[string][2]uint64{
-	"cpu":                   {unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CPU_CLOCK},
-	"cpu-clock":             {unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CPU_CLOCK},
-	"page-faults":           {unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_PAGE_FAULTS},
-	"context-switches":      {unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CONTEXT_SWITCHES},
-	"cycles":                {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CPU_CYCLES},
-	"instructions":          {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_INSTRUCTIONS},
-	"cache-references":      {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CACHE_REFERENCES},
-	"cache-misses":          {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CACHE_MISSES},
-	"branches":              {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_INSTRUCTIONS},
-	"branch-instructions":   {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_INSTRUCTIONS},
-	"branch-misses":         {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_MISSES},
-	"bus-cycles":            {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BUS_CYCLES},
-	"ref-cycles":            {unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_REF_CPU_CYCLES},
-	"L1-dcache-load-misses": {unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_L1D)},
-	"LLC-load-misses":       {unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_LL)},
-	"dTLB-load-misses":      {unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_DTLB)},
+// spellings are taken). A slice of constants is laid out by the linker;
+// a map would be built at the start of every command that links this
+// package, and only an --fdtransfer profile reads it.
+var predefined = []struct {
+	name string
+	tc   [2]uint64
+}{
+	{"cpu", [2]uint64{unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CPU_CLOCK}},
+	{"cpu-clock", [2]uint64{unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CPU_CLOCK}},
+	{"page-faults", [2]uint64{unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_PAGE_FAULTS}},
+	{"context-switches", [2]uint64{unix.PERF_TYPE_SOFTWARE, unix.PERF_COUNT_SW_CONTEXT_SWITCHES}},
+	{"cycles", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CPU_CYCLES}},
+	{"instructions", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_INSTRUCTIONS}},
+	{"cache-references", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CACHE_REFERENCES}},
+	{"cache-misses", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_CACHE_MISSES}},
+	{"branches", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_INSTRUCTIONS}},
+	{"branch-instructions", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_INSTRUCTIONS}},
+	{"branch-misses", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BRANCH_MISSES}},
+	{"bus-cycles", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_BUS_CYCLES}},
+	{"ref-cycles", [2]uint64{unix.PERF_TYPE_HARDWARE, unix.PERF_COUNT_HW_REF_CPU_CYCLES}},
+	{"L1-dcache-load-misses", [2]uint64{unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_L1D)}},
+	{"LLC-load-misses", [2]uint64{unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_LL)}},
+	{"dTLB-load-misses", [2]uint64{unix.PERF_TYPE_HW_CACHE, loadMiss(unix.PERF_COUNT_HW_CACHE_DTLB)}},
 }
 
 func loadMiss(cache uint64) uint64 {
 	return cache | unix.PERF_COUNT_HW_CACHE_OP_READ<<8 | unix.PERF_COUNT_HW_CACHE_RESULT_MISS<<16
 }
 
-// notPerf are the events async-profiler samples without perf events.
-var notPerf = map[string]bool{
-	"itimer": true, "ctimer": true, "wall": true, "alloc": true, "lock": true,
-	"nativemem": true, "nativelock": true, "mmap": true,
-	"none": true, // no event: allocation, lock or wall profiling only
+// notPerf reports whether async-profiler samples event without perf
+// events.
+func notPerf(event string) bool {
+	switch event {
+	case "itimer", "ctimer", "wall", "alloc", "lock", "nativemem", "nativelock", "mmap",
+		"none": // no event: allocation, lock or wall profiling only
+		return true
+	}
+	return false
 }
 
 // ruleFor reads the operator's event as async-profiler 4.5 does
@@ -165,13 +174,15 @@ func ruleFor(event string) (eventRule, error) {
 	if event == "" {
 		event = "cpu"
 	}
-	if notPerf[event] || strings.Contains(event, ".") && !strings.HasPrefix(event, "uprobe:") && !strings.HasPrefix(event, "uretprobe:") && !strings.Contains(event, "/") {
+	if notPerf(event) || strings.Contains(event, ".") && !strings.HasPrefix(event, "uprobe:") && !strings.HasPrefix(event, "uretprobe:") && !strings.Contains(event, "/") {
 		// A Java method (java.util.HashMap.resize) is instrumented in
 		// the JVM, not a perf event.
 		return eventRule{none: true}, nil
 	}
-	if tc, ok := predefined[event]; ok {
-		return eventRule{typ: uint32(tc[0]), config: tc[1]}, nil
+	for _, p := range predefined {
+		if p.name == event {
+			return eventRule{typ: uint32(p.tc[0]), config: p.tc[1]}, nil
+		}
 	}
 	if strings.HasPrefix(event, "mem:") {
 		return eventRule{typ: unix.PERF_TYPE_BREAKPOINT, anyExtra: true}, nil
