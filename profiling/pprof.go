@@ -43,7 +43,7 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	conv := req.Converter
 	if conv == "" {
 		var err error
-		if conv, err = companion.Find(PprofConverter, "pprof output (or ProfileRequest.Converter)"); err != nil {
+		if conv, err = companion.Find(PprofConverter, "pprof output (or SessionRequest.Converter)"); err != nil {
 			return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}

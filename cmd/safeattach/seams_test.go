@@ -165,7 +165,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "jcmd", pid, "VM.version"}, "safeattach jcmd PID COMMAND"},
 		{[]string{"profile", "--agent", lib, "--engine", "perf", "-d", "1", pid}, `--engine "perf"`},
 		{[]string{"profile", "start", "--agent", lib, "--fallback", "jfr", pid}, "take a collect"},
-		{[]string{"profile", "--engine", "jfr", "-d", "1", "-f", filepath.Join(dir, "x.html"), pid}, "the Flight Recorder writes jfr or pprof"},
+		{[]string{"profile", "--engine", "jfr", "-d", "1", "-o", "tree", "-f", filepath.Join(dir, "x.html"), pid}, "the Flight Recorder's profile is written as jfr, pprof, collapsed, flat or flamegraph"},
 		{[]string{"profile", "load", pid, lib}, "safeattach load PID AGENT_PATH"},
 	} {
 		start := time.Now()

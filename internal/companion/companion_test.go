@@ -16,7 +16,7 @@ func TestFind(t *testing.T) {
 		t.Errorf("beside the program: %q %v", p, err)
 	}
 	t.Setenv("PATH", t.TempDir())
-	if _, err := Find("no-such-helper", "a feature"); err == nil || !strings.Contains(err.Error(), "a feature need no-such-helper") {
+	if _, err := Find("no-such-helper", "a feature"); err == nil || !strings.Contains(err.Error(), "a feature: no-such-helper is needed") {
 		t.Errorf("missing: %v", err)
 	}
 }
