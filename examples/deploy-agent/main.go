@@ -30,6 +30,7 @@ func main() {
 	lib := flag.String("lib", "", "async-profiler library (default: the installed one)")
 	auditPath := flag.String("audit", "audit.jsonl", "audit log file (JSON lines)")
 	maxProfiles := flag.Int("max-profiles", 2, "profiles that may run at once")
+	converter := flag.String("converter", "", "safeattach-pprof, for pprof output (default: beside this program or on PATH)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -39,7 +40,7 @@ func main() {
 		os.Exit(1)
 	}
 	defer audit.Close()
-	srv := newServer(config{Lib: *lib, MaxProfiles: *maxProfiles, Audit: audit, Logger: log})
+	srv := newServer(config{Lib: *lib, Converter: *converter, MaxProfiles: *maxProfiles, Audit: audit, Logger: log})
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Error("listen", "error", err)

@@ -25,7 +25,10 @@ import (
 )
 
 type config struct {
-	Lib         string
+	Lib string
+	// Converter is safeattach-pprof (default: beside this program or on
+	// PATH), for pprof windows.
+	Converter   string
 	MaxProfiles int
 	MaxDuration time.Duration
 	Audit       io.Writer
@@ -145,8 +148,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
-func httpError(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
+// httpError answers with the library's JSON envelope (the shape the CLI's
+// --json gives every command): a request this server cannot take is an
+// invalid one.
+func httpError(w http.ResponseWriter, code int, command, format string, args ...any) {
+	writeJSON(w, code, attach.NewEnvelope(command, fmt.Errorf("%w: %s", attach.ErrInvalidOptions, fmt.Sprintf(format, args...))))
+}
+
+// libraryError answers with the library's JSON result for err: the
+// outcome, the exit code a CLI would give, and what the library knows
+// (the verdict of a refusal, the hang report, who holds the profiler).
+func libraryError(w http.ResponseWriter, command string, pid int, start time.Time, err error) {
+	writeJSON(w, statusOf(err), profiling.NewJSONResult(command, pid, start, nil, err))
 }
 
 type jvmSummary struct {
@@ -167,12 +180,12 @@ func (s *server) agent(ctx context.Context) (*preflight.Agent, error) {
 func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
 	res, err := preflight.Scan(r.Context(), preflight.Options{})
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "scan: %v", err)
+		httpError(w, http.StatusInternalServerError, "jvms", "scan: %v", err)
 		return
 	}
 	agent, err := s.agent(r.Context())
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "agent: %v", err)
+		httpError(w, http.StatusInternalServerError, "jvms", "agent: %v", err)
 		return
 	}
 	out := []jvmSummary{}
@@ -190,20 +203,20 @@ func (s *server) handleJVMs(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
 	pid, err := strconv.Atoi(r.URL.Query().Get("pid"))
 	if err != nil || pid <= 0 {
-		httpError(w, http.StatusBadRequest, "want ?pid=<process id>")
+		httpError(w, http.StatusBadRequest, "check", "want ?pid=<process id>")
 		return
 	}
 	rep, err := preflight.Inspect(r.Context(), pid, preflight.Options{})
 	if errors.Is(err, preflight.ErrNotFound) {
-		httpError(w, http.StatusNotFound, "%v", err)
+		writeJSON(w, http.StatusNotFound, attach.NewEnvelope("check", err))
 		return
 	} else if err != nil {
-		httpError(w, http.StatusInternalServerError, "%v", err)
+		writeJSON(w, http.StatusInternalServerError, attach.NewEnvelope("check", err))
 		return
 	}
 	agent, err := s.agent(r.Context())
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "agent: %v", err)
+		httpError(w, http.StatusInternalServerError, "jvms", "agent: %v", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, conflicts.Evaluate(rep, agent, conflicts.Policy{}))
@@ -236,14 +249,14 @@ func (s *server) unlockJVM(pid int) {
 func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	var req profileRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.PID <= 0 {
-		httpError(w, http.StatusBadRequest, "want a JSON body {\"pid\": N, \"event\": \"cpu\", \"duration\": \"10s\", \"format\": \"collapsed\"}")
+		httpError(w, http.StatusBadRequest, "profile", "want a JSON body {\"pid\": N, \"event\": \"cpu\", \"duration\": \"10s\", \"format\": \"collapsed\"}")
 		return
 	}
 	d := 10 * time.Second
 	if req.Duration != "" {
 		var err error
-		if d, err = time.ParseDuration(req.Duration); err != nil || d <= 0 || d > s.cfg.MaxDuration {
-			httpError(w, http.StatusBadRequest, "duration %q: want a positive duration up to %v", req.Duration, s.cfg.MaxDuration)
+		if d, err = profiling.ParseDuration(req.Duration); err != nil || d > s.cfg.MaxDuration {
+			httpError(w, http.StatusBadRequest, "profile", "duration %q: want a positive duration up to %v", req.Duration, s.cfg.MaxDuration)
 			return
 		}
 	}
@@ -254,82 +267,99 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	case s.profiles <- struct{}{}:
 		defer func() { <-s.profiles }()
 	default:
-		httpError(w, http.StatusTooManyRequests, "%d profiles already running", cap(s.profiles))
+		httpError(w, http.StatusTooManyRequests, "profile", "%d profiles already running", cap(s.profiles))
 		return
 	}
 	if !s.lockJVM(req.PID) {
-		httpError(w, http.StatusConflict, "an attach to pid %d is already running", req.PID)
+		httpError(w, http.StatusConflict, "profile", "an attach to pid %d is already running", req.PID)
 		return
 	}
 	defer s.unlockJVM(req.PID)
 	s.active.Add(1)
 	defer s.active.Done()
 
+	// The profile waits in an anonymous file (no name anyone could
+	// predict or open) until it is complete: the status line goes first.
 	out, err := os.CreateTemp("", "deploy-agent-profile-*")
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "%v", err)
+		writeJSON(w, http.StatusInternalServerError, attach.NewEnvelope("profile", err))
 		return
 	}
-	out.Close()
-	defer os.Remove(out.Name())
+	os.Remove(out.Name())
+	defer out.Close()
 	// The profile ends early when the client goes away or the daemon
 	// shuts down; Profile still stops the profiler and writes the output.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
 	defer stopOnShutdown()
-	res, err := profiling.Profile(ctx, req.PID, profiling.ProfileRequest{SessionRequest: profiling.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Output: out.Name() + "." + req.Format, Options: s.options(r)}, Duration: d})
-	defer os.Remove(out.Name() + "." + req.Format)
-	var refused *attach.RefusedError
-	switch {
-	case errors.As(err, &refused):
-		writeJSON(w, http.StatusConflict, map[string]any{"refused": true, "rules": refused.Verdict.Causes(), "findings": refused.Verdict.Findings})
-		return
-	case err != nil:
-		httpError(w, statusOf(err), "%v", err)
-		return
-	}
-	f, err := os.Open(res.Output)
+	start := time.Now()
+	res, err := profiling.Profile(ctx, req.PID, profiling.ProfileRequest{
+		SessionRequest: profiling.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Converter: s.cfg.Converter, Options: s.options(r)},
+		Duration:       d, Writer: out,
+	})
 	if err != nil {
-		httpError(w, http.StatusInternalServerError, "%v", err)
+		libraryError(w, "profile", req.PID, start, err)
 		return
 	}
-	defer f.Close()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if _, err := out.Seek(0, io.SeekStart); err != nil {
+		writeJSON(w, http.StatusInternalServerError, attach.NewEnvelope("profile", err))
+		return
+	}
+	w.Header().Set("Content-Type", contentType(req.Format))
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", fmt.Sprintf("profile-%d.%s", req.PID, req.Format)))
 	if res.Cancelled {
 		w.Header().Set("X-Profile-Stopped-Early", "true")
 	}
 	w.WriteHeader(http.StatusOK)
-	io.Copy(w, f)
+	io.Copy(w, out)
+}
+
+// contentType is what a profile of format is served as.
+func contentType(format string) string {
+	if format == "pprof" || format == "jfr" {
+		return "application/octet-stream"
+	}
+	return "text/plain; charset=utf-8"
 }
 
 type continuousRequest struct {
 	PID    int    `json:"pid"`
 	Event  string `json:"event"`
 	Window string `json:"window"`
+	// Format is each window's: collapsed (the default) or pprof, which
+	// the library records as JFR and converts window by window.
+	Format string `json:"format"`
 }
 
 // handleContinuousStart starts profiling a JVM window after window.
 func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 	var req continuousRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil || req.PID <= 0 {
-		httpError(w, http.StatusBadRequest, "want a JSON body {\"pid\": N, \"event\": \"itimer\", \"window\": \"60s\"}")
+		httpError(w, http.StatusBadRequest, "continuous", "want a JSON body {\"pid\": N, \"event\": \"itimer\", \"window\": \"60s\", \"format\": \"pprof\"}")
 		return
 	}
-	window, err := time.ParseDuration(req.Window)
-	if err != nil || window < time.Second || window > s.cfg.MaxDuration {
-		httpError(w, http.StatusBadRequest, "window %q: want 1s to %v", req.Window, s.cfg.MaxDuration)
+	window, err := profiling.ParseDuration(req.Window)
+	if err != nil || window < profiling.MinWindow || window > s.cfg.MaxDuration {
+		httpError(w, http.StatusBadRequest, "continuous", "window %q: want %v to %v", req.Window, profiling.MinWindow, s.cfg.MaxDuration)
+		return
+	}
+	if req.Format == "" {
+		req.Format = "collapsed"
+	}
+	if req.Format != "collapsed" && req.Format != "pprof" {
+		httpError(w, http.StatusBadRequest, "continuous", "format %q: want collapsed or pprof", req.Format)
 		return
 	}
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
 	if _, running := s.continuous[req.PID]; running {
-		httpError(w, http.StatusConflict, "pid %d is already profiled continuously", req.PID)
+		httpError(w, http.StatusConflict, "continuous", "pid %d is already profiled continuously", req.PID)
 		return
 	}
+	start := time.Now()
 	ss, err := profiling.OpenSession(r.Context(), req.PID, profiling.SessionRequest{
-		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: "collapsed", Options: s.options(r),
+		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Converter: s.cfg.Converter, Options: s.options(r),
 		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	})
 	if err == nil {
@@ -338,14 +368,14 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		httpError(w, statusOf(err), "%v", err)
+		libraryError(w, "continuous", req.PID, start, err)
 		return
 	}
 	ctx, cancel := context.WithCancel(s.stopping)
 	c := &continuous{session: ss, budget: s.readBack, cancel: cancel, done: make(chan struct{})}
 	s.continuous[req.PID] = c
 	go c.run(ctx, window)
-	writeJSON(w, http.StatusCreated, map[string]any{"pid": req.PID, "event": ss.Event(), "window": window.String()})
+	writeJSON(w, http.StatusCreated, map[string]any{"pid": req.PID, "event": ss.Event(), "format": ss.Format(), "window": window.String()})
 }
 
 // run profiles window after window until ctx ends; Windows then stops
@@ -387,7 +417,7 @@ func (s *server) continuousFor(w http.ResponseWriter, r *http.Request) (int, *co
 	c := s.continuous[pid]
 	s.cmu.Unlock()
 	if err != nil || c == nil {
-		httpError(w, http.StatusNotFound, "pid %s is not profiled continuously", r.PathValue("pid"))
+		httpError(w, http.StatusNotFound, "continuous", "pid %s is not profiled continuously", r.PathValue("pid"))
 		return 0, nil
 	}
 	return pid, c
@@ -409,13 +439,13 @@ func (s *server) handleContinuousLatest(w http.ResponseWriter, r *http.Request) 
 	c.mu.Unlock()
 	if windows == 0 {
 		if err != nil {
-			httpError(w, statusOf(err), "%v", err)
+			writeJSON(w, statusOf(err), attach.NewEnvelope("continuous", err))
 			return
 		}
-		httpError(w, http.StatusAccepted, "no window finished yet")
+		writeJSON(w, http.StatusAccepted, attach.NewEnvelope("continuous", nil))
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Type", contentType(c.session.Format()))
 	w.Header().Set("X-Profile-Windows", strconv.Itoa(windows))
 	w.Header().Set("X-Profile-Windows-Dropped", strconv.Itoa(dropped))
 	w.Write(data)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
+
 	"github.com/safeattach/safeattach/internal/testenv"
 )
 
@@ -47,7 +49,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startDaemon serves the API on a real loopback socket.
 func startDaemon(t *testing.T, lib string, audit io.Writer) (*server, string) {
 	t.Helper()
-	srv := newServer(config{Lib: lib, MaxProfiles: 2, Audit: audit})
+	srv := newServer(config{Lib: lib, Converter: testenv.Converter(t), MaxProfiles: 2, Audit: audit})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -238,5 +240,52 @@ func TestDeployAgentContinuous(t *testing.T) {
 	_, affectedURL := startDaemon(t, testenv.BuildAgent(t, testenv.AgentAffectedLookalike), io.Discard)
 	if resp := post(t, affectedURL+"/continuous", map[string]any{"pid": risky.PID, "event": "itimer", "window": "1s"}); resp.StatusCode != http.StatusConflict {
 		t.Errorf("risky JVM: %d", resp.StatusCode)
+	}
+}
+
+// TestDeployAgentPprofWindows: the embedder's pprof windows come from the
+// library alone (a session asked for pprof): each window the server
+// keeps is a pprof profile with samples, and a request the server cannot
+// take is answered in the library's JSON envelope.
+func TestDeployAgentPprofWindows(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartJVM(t, testenv.JVMSpec{Workers: 1})
+	_, url := startDaemon(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike), io.Discard)
+	if resp := post(t, url+"/continuous", map[string]any{"pid": p.PID, "event": "itimer", "window": "1s", "format": "pprof"}); resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("start: %d %s", resp.StatusCode, b)
+	}
+	var body []byte
+	waitFor(t, 60*time.Second, "two pprof windows", func() bool {
+		resp, err := http.Get(fmt.Sprintf("%s/continuous/%d", url, p.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusAccepted {
+			return false
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("latest window: %d %q", resp.StatusCode, body)
+		}
+		n, err := strconv.Atoi(resp.Header.Get("X-Profile-Windows"))
+		return err == nil && n >= 2
+	})
+	prof, err := profile.ParseData(body)
+	if err != nil || len(prof.Sample) == 0 {
+		t.Fatalf("the latest window is not a pprof profile with samples: %v", err)
+	}
+	resp := post(t, url+"/continuous", map[string]any{"pid": p.PID, "window": "1s", "format": "flamegraph"})
+	var env struct {
+		SchemaVersion int    `json:"schema_version"`
+		Command       string `json:"command"`
+		Outcome       string `json:"outcome"`
+		ExitCode      int    `json:"exit_code"`
+		Error         string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || resp.StatusCode != http.StatusBadRequest ||
+		env.SchemaVersion != 1 || env.Command != "continuous" || env.Outcome != "invalid" || env.ExitCode != 1 || !strings.Contains(env.Error, "flamegraph") {
+		t.Errorf("bad format: %d %+v %v", resp.StatusCode, env, err)
 	}
 }
