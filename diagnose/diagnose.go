@@ -13,6 +13,7 @@ import (
 	"github.com/safeattach/safeattach/internal/elfx"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/proc"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // State is the judgement on the process as a whole (its JSON name is
@@ -74,13 +75,10 @@ type Options struct {
 	// fixture trees.
 	ProcRoot string
 	// ELFCache memoises the ELF probes behind symbolisation; nil means the
-	// process-wide cache shared with preflight.
-	ELFCache *ELFCache
+	// process-wide cache shared with preflight. It is preflight's type, so
+	// a daemon can share one cache between inspection and hang reports.
+	ELFCache *preflight.ELFCache
 }
-
-// ELFCache is the bounded ELF probe cache; preflight.ELFCache is the same
-// type, so a daemon can share one between inspection and hang reports.
-type ELFCache = elfx.Cache
 
 // HangReport is a hang report.
 type HangReport struct {
@@ -185,9 +183,6 @@ func (o *Options) defaults() {
 	if o.MaxCallers <= 0 {
 		o.MaxCallers = 64
 	}
-	if o.ELFCache == nil {
-		o.ELFCache = elfx.Shared()
-	}
 }
 
 // analyse reads every thread now and judges the process, with CPU use
@@ -198,7 +193,7 @@ func analyse(p proc.Proc, name string, before map[int]taskSample, start time.Tim
 		return nil, err
 	}
 	r := &HangReport{PID: p.PID, Name: printable.Line(name), SampleMillis: time.Since(start).Milliseconds()}
-	sym := newSymbolizer(p, archOf(p.Path("exe")), opts.ELFCache)
+	sym := newSymbolizer(p, archOf(p.Path("exe")), elfx.Unwrap(opts.ELFCache))
 	defer sym.close()
 	tids := make([]int, 0, len(after))
 	for tid := range after {
