@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
@@ -103,14 +104,38 @@ func (d *Daemon) Sync(ctx context.Context) error {
 // consider starts profiling one container's JVM unless it is already
 // profiled or was judged before.
 func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidate) {
-	key := w.key()
 	log := d.cfg.Logger.With("namespace", w.pod.Namespace, "pod", w.pod.Name, "container", w.container.Name)
+	jvm, id, ok := d.jvmToProfile(w, procs, log)
+	if !ok {
+		return
+	}
+	event, refused := eventAnnotation(w.pod.Annotations, d.cfg.Event)
+	refused.log(log, event)
+	window, refused := windowAnnotation(w.pod.Annotations, d.cfg.Window)
+	refused.log(log, window)
+	ss, err := d.startProfiler(ctx, jvm.PID, event, window)
+	if err != nil {
+		d.notProfiled(ctx, w.key(), id, jvm.PID, err, log)
+		return
+	}
+	log.Info("profiling", "pid", jvm.PID, "event", ss.Event(), "window", window.String(), "format", d.cfg.Format)
+	d.keepProfiling(w, id, ss, window, log)
+}
+
+// jvmToProfile resolves the container's JVM and says whether a profiler
+// should be started in it: not when one already runs in that JVM, nor
+// when this JVM was judged before (a refusal is not retried until the
+// container runs a new JVM). A session whose container now runs another
+// JVM is stopped here: the old JVM is gone. That no JVM was found is
+// logged once per distinct reason, not at every sync.
+func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logger) (target.Candidate, jvmID, bool) {
+	key := w.key()
 	jvm, id, err := d.resolve(procs, w.container.ID)
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if s, running := d.sessions[key]; running {
 		if err != nil || s.jvm == id {
-			d.mu.Unlock()
-			return
+			return jvm, id, false
 		}
 		s.cancel() // a new JVM in the container: the old one is gone
 		delete(d.sessions, key)
@@ -120,24 +145,22 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 			d.unfound[key] = err.Error()
 			log.Info("no JVM to profile in container", "err", logText(err))
 		}
-		d.mu.Unlock()
-		return
+		return jvm, id, false
 	}
 	delete(d.unfound, key)
 	if prev, seen := d.judged[key]; seen && prev == id {
-		d.mu.Unlock()
-		return
+		return jvm, id, false
 	}
-	d.mu.Unlock()
+	return jvm, id, true
+}
 
-	event, refused := eventAnnotation(w.pod.Annotations, d.cfg.Event)
-	refused.log(log, event)
-	window, refused := windowAnnotation(w.pod.Annotations, d.cfg.Window)
-	refused.log(log, window)
-	// A profiler this node's daemon left running (killed before it could
-	// stop it) is taken back; anyone else's is refused.
+// startProfiler opens a session on the JVM and starts its profiler,
+// counting the attach by outcome and latency. A profiler this node's
+// daemon left running (killed before it could stop it) is taken back;
+// anyone else's is refused.
+func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration) (*attach.Session, error) {
 	began := time.Now()
-	ss, err := attach.OpenSession(ctx, jvm.PID, attach.SessionRequest{
+	ss, err := attach.OpenSession(ctx, pid, attach.SessionRequest{
 		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: attach.AutoStopFor(window),
 	})
@@ -146,43 +169,68 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 			ss.Close()
 		}
 	}
+	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
+	return ss, err
+}
+
+// notProfiled counts and logs why a JVM was not profiled, and remembers
+// the JVM as judged so that later syncs do not try it again, unless the
+// attach was only interrupted by the daemon shutting down.
+func (d *Daemon) notProfiled(ctx context.Context, key string, id jvmID, pid int, err error, log *slog.Logger) {
 	outcome := attach.OutcomeOf(err)
-	d.cfg.Metrics.attach(outcome.String(), time.Since(began))
-	if err != nil {
-		var refused *attach.RefusedError
-		var busy *attach.BusyError
-		rules := []string{}
-		switch {
-		case errors.As(err, &refused):
-			rules = refused.Verdict.Causes()
-			if len(rules) == 0 {
-				rules = []string{"delivery"}
-			}
-		case errors.As(err, &busy):
-			// Someone else's profiler: refused, and not retried until the
-			// JVM changes (a new pid, or the pod goes and comes back).
-			rules = []string{RefusalProfilerBusy}
-		}
-		for _, r := range rules {
-			d.cfg.Metrics.refusal(r)
-		}
-		if outcome == attach.OutcomeTimedOut {
-			d.cfg.Metrics.hang()
-		}
-		if ctx.Err() != nil && outcome == attach.OutcomeInterrupted {
-			return // shutting down: judge it again next time
-		}
-		d.mu.Lock()
-		d.judged[key] = id
-		d.mu.Unlock()
-		log.Warn("JVM not profiled", "pid", jvm.PID, "outcome", outcome.String(), "rules", rules, "err", logText(err))
-		return
+	rules := refusalRules(err)
+	for _, r := range rules {
+		d.cfg.Metrics.refusal(r)
 	}
-	log.Info("profiling", "pid", jvm.PID, "event", ss.Event(), "window", window.String(), "format", d.cfg.Format)
+	if outcome == attach.OutcomeTimedOut {
+		d.cfg.Metrics.hang()
+	}
+	if ctx.Err() != nil && outcome == attach.OutcomeInterrupted {
+		return // shutting down: judge it again next time
+	}
+	d.judge(key, id)
+	log.Warn("JVM not profiled", "pid", pid, "outcome", outcome.String(), "rules", rules, "err", logText(err))
+}
+
+// refusalRules are the rule IDs a failed attach is counted under in
+// safeattach_refusals_total: the rules that refused it, "delivery" for a
+// refusal no rule made (the agent could not be delivered safely),
+// RefusalProfilerBusy for someone else's profiler, and none for a plain
+// failure.
+func refusalRules(err error) []string {
+	var refused *attach.RefusedError
+	var busy *attach.BusyError
+	switch {
+	case errors.As(err, &refused):
+		if rules := refused.Verdict.Causes(); len(rules) > 0 {
+			return rules
+		}
+		return []string{"delivery"}
+	case errors.As(err, &busy):
+		// Someone else's profiler: refused, and not retried until the
+		// JVM changes (a new pid, or the pod goes and comes back).
+		return []string{RefusalProfilerBusy}
+	}
+	return []string{}
+}
+
+// judge remembers the container's JVM as refused or failed.
+func (d *Daemon) judge(key string, id jvmID) {
+	d.mu.Lock()
+	d.judged[key] = id
+	d.mu.Unlock()
+}
+
+// keepProfiling registers the session and rotates its windows in a
+// goroutine of its own until it is cancelled (its pod left, a new JVM,
+// StopAll) or fails; StopAll waits for it through d.wg, so that its last
+// window is taken before the daemon stops.
+func (d *Daemon) keepProfiling(w wanted, id jvmID, ss *attach.Session, window time.Duration, log *slog.Logger) {
+	// Not the sync's context: a session outlives the sync that started it.
 	sctx, cancel := context.WithCancel(context.Background())
 	p := &profiled{jvm: id, cancel: cancel, done: make(chan struct{})}
 	d.mu.Lock()
-	d.sessions[key] = p
+	d.sessions[w.key()] = p
 	d.mu.Unlock()
 	d.wg.Add(1)
 	d.cfg.Metrics.sessionStarted(w)
@@ -196,20 +244,25 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 		})
 		close(p.done)
 		if err != nil {
-			d.cfg.Metrics.window("error")
-			if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
-				d.cfg.Metrics.hang()
-			}
-			var busy *attach.BusyError
-			if errors.As(err, &busy) {
-				d.cfg.Metrics.refusal(RefusalProfilerBusy)
-			}
-			log.Warn("profiling of this JVM ends", "pid", jvm.PID, "err", logText(err))
-			d.mu.Lock()
-			d.judged[key] = id
-			d.mu.Unlock()
+			d.profilingEnded(w.key(), id, err, log)
 		}
 	}()
+}
+
+// profilingEnded counts and logs a session that failed, and remembers
+// its JVM as judged: it is not profiled again until the container runs a
+// new JVM.
+func (d *Daemon) profilingEnded(key string, id jvmID, err error, log *slog.Logger) {
+	d.cfg.Metrics.window("error")
+	if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
+		d.cfg.Metrics.hang()
+	}
+	var busy *attach.BusyError
+	if errors.As(err, &busy) {
+		d.cfg.Metrics.refusal(RefusalProfilerBusy)
+	}
+	log.Warn("profiling of this JVM ends", "pid", id.pid, "err", logText(err))
+	d.judge(key, id)
 }
 
 // owner is the name the daemon's profilers carry in their records.
