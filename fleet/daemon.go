@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,8 @@ func (d *Daemon) Metrics() *Metrics { return d.cfg.Metrics }
 func (d *Daemon) Ready() bool { return d.ready.Load() }
 
 // Run synchronises every SyncInterval until ctx ends, then stops every
-// profiler (each last partial window is still pushed) within stopTimeout.
+// profiler (each takes its last partial window, which Drain then waits
+// to see pushed).
 // A source that is a kube.Notifier (a watch) is also synchronised at
 // each change: a pod that starts running is profiled, and a deleted
 // pod's profiler stopped, as soon as the API server says so; the timer
@@ -67,6 +69,31 @@ func (d *Daemon) Run(ctx context.Context) {
 		case <-changes:
 		}
 	}
+}
+
+// Drain is the node agent's shutdown, in its order: it stops every
+// profiler and waits for their last windows (StopAll), then waits until
+// the pusher has sent every queued window or given up on it
+// (pyroscope.Pusher.Drain). The other order would stop pushing before
+// the last windows were queued. It returns nil when both are done, or an
+// error once ctx ends first (the profilers go on stopping). Call it after
+// Run has returned (Run stops the profilers itself; Drain finds none) and
+// while the pusher's Run still runs; stop the pusher after it.
+func (d *Daemon) Drain(ctx context.Context) error {
+	stopped := make(chan struct{})
+	go func() {
+		d.StopAll()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("fleet: profilers not stopped yet: %w", ctx.Err())
+	}
+	if d.cfg.Pusher == nil {
+		return nil
+	}
+	return d.cfg.Pusher.Drain(ctx)
 }
 
 // StopAll stops every profiler and waits for their last windows.

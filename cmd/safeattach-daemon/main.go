@@ -180,13 +180,11 @@ func run() error {
 	}
 	log.Info("shutting down: stopping profilers")
 	<-ran
-	if pusher != nil {
-		drain, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
-		if err := pusher.Drain(drain); err != nil {
-			log.Warn("shutting down before every window was sent", "err", err)
-		}
-		cancelDrain()
+	drain, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	if err := d.Drain(drain); err != nil {
+		log.Warn("shutting down before every window was sent", "err", err)
 	}
+	cancelDrain()
 	stopPushing()
 	<-pushed
 	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 10*time.Second)
