@@ -97,7 +97,7 @@ func parseFlags() flags {
 	flag.StringVar(&f.podsFile, "pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
 	flag.StringVar(&f.node, "node", "", "this node's name (default $NODE_NAME)")
 	flag.StringVar(&f.pyroURL, "pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
-	flag.StringVar(&f.pprofListen, "pprof-listen", "", "serve Go's /debug/pprof on this address (for diagnosing the daemon; keep it on loopback)")
+	flag.StringVar(&f.pprofListen, "pprof-listen", "", "serve Go's /debug/pprof on this address (for diagnosing the node agent; keep it on loopback)")
 	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "run off-cluster with this kubeconfig (default: $KUBECONFIG or ~/.kube/config when not in a pod)")
 	flag.Parse()
 	return f
