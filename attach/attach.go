@@ -162,7 +162,10 @@ func (c *call) stillRunning() bool {
 // process that was inspected.
 func (c *call) target() (*hotspot.JVM, error) {
 	pr := c.report.Process
-	t := hotspot.JVMOf("", c.pid, pr.NSPid, pr.StartTime, pr.UID.Effective, pr.GID.Effective)
+	t := hotspot.JVMOf(hotspot.Identity{
+		PID: c.pid, NSPid: pr.NSPid, StartTime: pr.StartTime,
+		UID: pr.UID.Effective, GID: pr.GID.Effective,
+	})
 	t.Feature = c.report.JVM.Feature
 	if f, ok := c.report.JVM.Flags["AltTempDir"]; ok && f.Value != "" {
 		t.TmpDir = f.Value

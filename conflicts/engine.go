@@ -301,17 +301,14 @@ func (e *evaluation) eval(c *cond) tri {
 	return e.leaf(c)
 }
 
+// leaf tests one fact. A fact the report could not read makes the test
+// unknown (true under or_unknown); an absent fact fails every test but
+// "present". A fact that makes a test hold is used: it becomes the
+// finding's evidence.
 func (e *evaluation) leaf(c *cond) tri {
 	f, ok := e.facts[c.fact]
 	if ok && f.Unknown != "" {
-		if c.orUnknown {
-			e.use(c.fact)
-			e.assumed = true
-			return triTrue
-		}
-		e.use(c.fact)
-		e.addUnknown(fmt.Sprintf("%s: %s", c.fact, f.Unknown))
-		return triUnknown
+		return e.unknownFact(c, f)
 	}
 	if c.op == "present" {
 		if ok == (c.args[0] == "true") {
@@ -324,70 +321,95 @@ func (e *evaluation) leaf(c *cond) tri {
 		// Testing an absent fact: false (an unset flag does not equal true).
 		return triFalse
 	}
-	res := triFalse
-	switch c.op {
-	case "equals":
-		if f.display() == c.args[0] {
-			res = triTrue
-		}
-	case "equals_fact":
-		other, ok := e.facts[c.args[0]]
-		switch {
-		case !ok:
-			return triFalse
-		case other.Unknown != "":
-			e.use(c.args[0])
-			e.addUnknown(fmt.Sprintf("%s: %s", c.args[0], other.Unknown))
-			return triUnknown
-		case other.display() == f.display():
-			res = triTrue
-		}
-	case "one_of":
-		if slices.Contains(c.args, f.display()) {
-			res = triTrue
-		}
-	case "contains":
-		switch v := f.Value.(type) {
-		case []string:
-			if slices.Contains(v, c.args[0]) {
-				res = triTrue
-			}
-		case string:
-			if strings.Contains(v, c.args[0]) {
-				res = triTrue
-			}
-		}
-	case "version":
-		s, _ := f.Value.(string)
-		v, err := ParseVersion(s)
-		if err != nil {
-			e.use(c.fact)
-			e.addUnknown(fmt.Sprintf("%s: %v", c.fact, err))
-			if c.orUnknown {
-				e.assumed = true
-				return triTrue
-			}
-			return triUnknown
-		}
-		ok, err := c.constraint.satisfies(v)
-		if err != nil {
-			e.use(c.fact)
-			e.addUnknown(fmt.Sprintf("%s: constraint %q: %v", c.fact, c.constraint, err))
-			return triUnknown
-		}
-		if ok {
-			res = triTrue
-		}
-	case "above", "below":
-		n, _ := f.Value.(int)
-		if (c.op == "above" && n > c.number) || (c.op == "below" && n < c.number) {
-			res = triTrue
-		}
-	}
+	res := e.test(c, f)
 	if res == triTrue {
 		e.use(c.fact)
 	}
 	return res
+}
+
+// unknownFact is a test of a fact the report could not read: assumed
+// true under or_unknown, else unknown with the report's reason.
+func (e *evaluation) unknownFact(c *cond, f Fact) tri {
+	e.use(c.fact)
+	if c.orUnknown {
+		e.assumed = true
+		return triTrue
+	}
+	e.addUnknown(fmt.Sprintf("%s: %s", c.fact, f.Unknown))
+	return triUnknown
+}
+
+// test applies c's operator to a fact that is present and known.
+func (e *evaluation) test(c *cond, f Fact) tri {
+	switch c.op {
+	case "equals":
+		return triOf(f.display() == c.args[0])
+	case "equals_fact":
+		return e.equalsFact(c.args[0], f)
+	case "one_of":
+		return triOf(slices.Contains(c.args, f.display()))
+	case "contains":
+		switch v := f.Value.(type) {
+		case []string:
+			return triOf(slices.Contains(v, c.args[0]))
+		case string:
+			return triOf(strings.Contains(v, c.args[0]))
+		}
+	case "version":
+		return e.versionTest(c, f)
+	case "above", "below":
+		n, _ := f.Value.(int)
+		return triOf((c.op == "above" && n > c.number) || (c.op == "below" && n < c.number))
+	}
+	return triFalse
+}
+
+func triOf(b bool) tri {
+	if b {
+		return triTrue
+	}
+	return triFalse
+}
+
+// equalsFact compares f with another fact: false when that one is
+// absent, unknown (with its reason) when it could not be read.
+func (e *evaluation) equalsFact(name string, f Fact) tri {
+	other, ok := e.facts[name]
+	switch {
+	case !ok:
+		return triFalse
+	case other.Unknown != "":
+		e.use(name)
+		e.addUnknown(fmt.Sprintf("%s: %s", name, other.Unknown))
+		return triUnknown
+	}
+	return triOf(other.display() == f.display())
+}
+
+// versionTest checks the fact's version against c's constraint. A value
+// that is not a version is unknown (true under or_unknown, as an unread
+// fact is); so is a constraint that does not compile (an embedded
+// rule's is compiled only when first used).
+func (e *evaluation) versionTest(c *cond, f Fact) tri {
+	s, _ := f.Value.(string)
+	v, err := ParseVersion(s)
+	if err != nil {
+		e.use(c.fact)
+		e.addUnknown(fmt.Sprintf("%s: %v", c.fact, err))
+		if c.orUnknown {
+			e.assumed = true
+			return triTrue
+		}
+		return triUnknown
+	}
+	ok, err := c.constraint.satisfies(v)
+	if err != nil {
+		e.use(c.fact)
+		e.addUnknown(fmt.Sprintf("%s: constraint %q: %v", c.fact, c.constraint, err))
+		return triUnknown
+	}
+	return triOf(ok)
 }
 
 // render fills {fact} and {fact.note} placeholders (as placeholders finds

@@ -122,143 +122,204 @@ func lookupInfo(name string) (FactInfo, bool) {
 // BuildFacts turns a report and an agent into the fact map rules test.
 // agent may be nil (an attach that loads nothing, such as jcmd).
 func BuildFacts(r *preflight.Report, agent *preflight.Agent) Facts {
-	f := Facts{}
-	unknowns := map[string]string{}
-	for _, u := range r.Unknowns {
-		if _, dup := unknowns[u.Fact]; !dup {
-			unknowns[u.Fact] = u.Reason
-		}
-	}
-	set := func(name string, v any, note string) { f[name] = Fact{Value: factValue(v), Note: note} }
-	unknown := func(name, reason string) { f[name] = Fact{Unknown: reason} }
-	// maybe sets a string fact whose report value may be "unknown"
-	// (preflight.Unknown and preflight.ProfUnknown are the same word).
-	maybe := func(name string, v fmt.Stringer, note, reason string) {
-		if v.String() == string(preflight.Unknown) {
-			unknown(name, reason)
-		} else {
-			set(name, v, note)
-		}
-	}
-	str := func(name, v, unknownFact string) {
-		switch {
-		case v != "":
-			set(name, v, "")
-		case unknowns[unknownFact] != "":
-			unknown(name, unknowns[unknownFact])
-		}
-	}
+	b := newFactBuilder(r)
+	b.processFacts(r)
+	b.jvmFacts(r.JVM, r.Process)
+	b.allocatorFacts(r)
+	apPaths := b.profilerFacts(r.Profilers)
+	agentFacts(b.f, r, agent, apPaths)
+	return b.f
+}
 
-	p := r.Process
-	set("process.state", p.State, "")
-	set("process.euid", int(p.UID.Effective), "")
-	set("process.egid", int(p.GID.Effective), "")
-	str("process.machine", p.Machine, "process.machine")
-	str("process.libc", p.Libc, "process.machine")
-	set("process.sigquit.caught", p.Signals.SIGQUIT.Caught, "")
-	set("process.sigquit.ignored", p.Signals.SIGQUIT.Ignored, "")
-	set("process.sigprof.caught", p.Signals.SIGPROF.Caught, "")
-	set("process.sigvtalrm.caught", p.Signals.SIGVTALRM.Caught, "")
-	set("process.same_mount_namespace", p.SameMountNamespace, "")
-	set("process.mapped_elfs", r.MappedELFs, "")
-	set("inspector.is_root", r.Inspector.EUID == 0, "")
-	set("inspector.same_user", r.Inspector.EUID == int(p.UID.Effective), "")
-	set("workload.crashed_after_attach", r.PriorCrash != "", r.PriorCrash)
-	const capSysAdmin, capPerfmon = 21, 38
-	set("process.cap_perfmon", p.CapEff&(1<<capSysAdmin|1<<capPerfmon) != 0, fmt.Sprintf("CapEff=%016x", p.CapEff))
-	if p.Seccomp >= 0 {
-		set("process.seccomp", p.Seccomp, "")
+// factBuilder fills Facts from a report. Its four setters are the ways a
+// report's field becomes a fact: set (a value, stored as factValue
+// makes it), unknown (a reason instead of a value), maybe (a string the
+// report may give as "unknown") and str (a string that is absent when
+// empty, unknown when the report says why).
+type factBuilder struct {
+	f Facts
+	// unknowns is the first reason the report gives for each fact it
+	// could not read.
+	unknowns map[string]string
+}
+
+func newFactBuilder(r *preflight.Report) *factBuilder {
+	b := &factBuilder{f: Facts{}, unknowns: map[string]string{}}
+	for _, u := range r.Unknowns {
+		if _, dup := b.unknowns[u.Fact]; !dup {
+			b.unknowns[u.Fact] = u.Reason
+		}
+	}
+	return b
+}
+
+func (b *factBuilder) set(name string, v any, note string) { b.f.put(name, factValue(v), note) }
+func (b *factBuilder) unknown(name, reason string)         { b.f[name] = Fact{Unknown: reason} }
+
+// maybe sets a string fact whose report value may be "unknown"
+// (preflight.Unknown and preflight.ProfUnknown are the same word).
+func (b *factBuilder) maybe(name string, v fmt.Stringer, note, reason string) {
+	if v.String() == string(preflight.Unknown) {
+		b.unknown(name, reason)
 	} else {
-		unknown("process.seccomp", "the kernel does not report it")
+		b.set(name, v, note)
+	}
+}
+
+// str sets a string fact when the report has it, else the reason the
+// report gives for unknownFact, else nothing.
+func (b *factBuilder) str(name, v, unknownFact string) {
+	switch {
+	case v != "":
+		b.set(name, v, "")
+	case b.unknowns[unknownFact] != "":
+		b.unknown(name, b.unknowns[unknownFact])
+	}
+}
+
+// processFacts are the target process's, the inspector's and the host's.
+func (b *factBuilder) processFacts(r *preflight.Report) {
+	p := r.Process
+	b.set("process.state", p.State, "")
+	b.set("process.euid", int(p.UID.Effective), "")
+	b.set("process.egid", int(p.GID.Effective), "")
+	b.str("process.machine", p.Machine, "process.machine")
+	b.str("process.libc", p.Libc, "process.machine")
+	b.set("process.sigquit.caught", p.Signals.SIGQUIT.Caught, "")
+	b.set("process.sigquit.ignored", p.Signals.SIGQUIT.Ignored, "")
+	b.set("process.sigprof.caught", p.Signals.SIGPROF.Caught, "")
+	b.set("process.sigvtalrm.caught", p.Signals.SIGVTALRM.Caught, "")
+	b.set("process.same_mount_namespace", p.SameMountNamespace, "")
+	b.set("process.mapped_elfs", r.MappedELFs, "")
+	b.set("inspector.is_root", r.Inspector.EUID == 0, "")
+	b.set("inspector.same_user", r.Inspector.EUID == int(p.UID.Effective), "")
+	b.set("workload.crashed_after_attach", r.PriorCrash != "", r.PriorCrash)
+	const capSysAdmin, capPerfmon = 21, 38
+	b.set("process.cap_perfmon", p.CapEff&(1<<capSysAdmin|1<<capPerfmon) != 0, fmt.Sprintf("CapEff=%016x", p.CapEff))
+	if p.Seccomp >= 0 {
+		b.set("process.seccomp", p.Seccomp, "")
+	} else {
+		b.unknown("process.seccomp", "the kernel does not report it")
 	}
 	for name, v := range map[string]*int{"host.perf_event_paranoid": r.Host.PerfEventParanoid, "host.kptr_restrict": r.Host.KptrRestrict} {
 		if v != nil {
-			set(name, *v, "")
-		} else if reason, ok := unknowns[name]; ok {
-			unknown(name, reason)
+			b.set(name, *v, "")
+		} else if reason, ok := b.unknowns[name]; ok {
+			b.unknown(name, reason)
 		}
 	}
+}
 
-	j := r.JVM
-	if reason := unknowns["jvm.kind"]; reason != "" && j.Kind == preflight.JVMNone {
-		unknown("jvm.kind", reason)
+// jvmFacts are the JVM's kind, version, flags and attach socket.
+func (b *factBuilder) jvmFacts(j preflight.JVM, p preflight.Process) {
+	if reason := b.unknowns["jvm.kind"]; reason != "" && j.Kind == preflight.JVMNone {
+		b.unknown("jvm.kind", reason)
 	} else {
-		set("jvm.kind", j.Kind, strings.Join(j.Evidence, "; "))
+		b.set("jvm.kind", j.Kind, strings.Join(j.Evidence, "; "))
 	}
-	str("jvm.version", j.Version, "jvm.version")
+	b.str("jvm.version", j.Version, "jvm.version")
 	if j.Feature > 0 {
-		set("jvm.feature", j.Feature, "")
-	} else if reason := unknowns["jvm.version"]; reason != "" {
-		unknown("jvm.feature", reason)
+		b.set("jvm.feature", j.Feature, "")
+	} else if reason := b.unknowns["jvm.version"]; reason != "" {
+		b.unknown("jvm.feature", reason)
 	}
 	for name, fl := range j.Flags {
-		set("jvm.flags."+name, fl.Value, fmt.Sprintf("%s=%s from %s", name, fl.Value, fl.Source))
+		b.set("jvm.flags."+name, fl.Value, fmt.Sprintf("%s=%s from %s", name, fl.Value, fl.Source))
 	}
-	if j.Kind != preflight.JVMNone {
-		s := j.AttachSocket
-		set("jvm.attach_socket.exists", s.Exists, s.Path)
-		if s.Exists {
-			// The protocol's own trust check, applied to the report.
-			note := fmt.Sprintf("%s socket=%v uid=%d mode=%04o", s.Path, s.IsSocket, s.UID, s.Mode)
-			err := proc.CheckAttachSocket(s.IsSocket, s.UID, uint32(s.Mode), p.UID.Effective)
-			if err != nil {
-				note += ": " + err.Error()
-			}
-			set("jvm.attach_socket.trusted", err == nil, note)
+	if j.Kind == preflight.JVMNone {
+		return
+	}
+	s := j.AttachSocket
+	b.set("jvm.attach_socket.exists", s.Exists, s.Path)
+	if s.Exists {
+		// The protocol's own trust check, applied to the report.
+		note := fmt.Sprintf("%s socket=%v uid=%d mode=%04o", s.Path, s.IsSocket, s.UID, s.Mode)
+		err := proc.CheckAttachSocket(s.IsSocket, s.UID, uint32(s.Mode), p.UID.Effective)
+		if err != nil {
+			note += ": " + err.Error()
 		}
+		b.set("jvm.attach_socket.trusted", err == nil, note)
 	}
+}
 
+// allocatorFacts are jemalloc's, tcmalloc's and libunwind's: what the
+// native allocator in the process does when a profiler joins it.
+func (b *factBuilder) allocatorFacts(r *preflight.Report) {
 	je := r.Jemalloc
-	set("jemalloc.present", je.Present, je.Path)
+	b.set("jemalloc.present", je.Present, je.Path)
 	if je.Present {
-		set("jemalloc.via", je.Via, "")
-		str("jemalloc.version", je.Version, "jemalloc.version")
-		set("jemalloc.prof_built", je.ProfBuilt, "")
-		maybe("jemalloc.unwinder", plain(je.Unwinder), lastOr(je.Evidence, ""),
-			orDefault(unknowns["jemalloc.unwinder"], "which unwinder serves jemalloc's backtraces could not be determined"))
-		maybe("jemalloc.prof.state", je.Prof.State, profNote(je.Prof), je.Prof.Reason)
+		b.set("jemalloc.via", je.Via, "")
+		b.str("jemalloc.version", je.Version, "jemalloc.version")
+		b.set("jemalloc.prof_built", je.ProfBuilt, "")
+		b.maybe("jemalloc.unwinder", plain(je.Unwinder), lastOr(je.Evidence, ""),
+			orDefault(b.unknowns["jemalloc.unwinder"], "which unwinder serves jemalloc's backtraces could not be determined"))
+		b.maybe("jemalloc.prof.state", je.Prof.State, profNote(je.Prof), je.Prof.Reason)
 	}
 	tc := r.Tcmalloc
-	set("tcmalloc.present", tc.Present, tc.Path)
+	b.set("tcmalloc.present", tc.Present, tc.Path)
 	if tc.Present {
-		set("tcmalloc.via", tc.Via, "")
-		str("tcmalloc.version", tc.Version, "tcmalloc.version")
-		set("tcmalloc.flavor", tc.Flavor, "")
-		maybe("tcmalloc.heap_profiler", tc.HeapProfiler, strings.Join(tc.HeapProfilerBy, "; "),
-			orDefault(unknowns["tcmalloc.heap_profiler"], "the environment could not be read"))
-		set("tcmalloc.unwinder", tc.Unwinder, "")
+		b.set("tcmalloc.via", tc.Via, "")
+		b.str("tcmalloc.version", tc.Version, "tcmalloc.version")
+		b.set("tcmalloc.flavor", tc.Flavor, "")
+		b.maybe("tcmalloc.heap_profiler", tc.HeapProfiler, strings.Join(tc.HeapProfilerBy, "; "),
+			orDefault(b.unknowns["tcmalloc.heap_profiler"], "the environment could not be read"))
+		b.set("tcmalloc.unwinder", tc.Unwinder, "")
 	}
-	set("libunwind.present", r.Libunwind.Present, r.Libunwind.Path)
+	b.set("libunwind.present", r.Libunwind.Present, r.Libunwind.Path)
 	if r.Libunwind.Version != "" {
-		set("libunwind.version", r.Libunwind.Version, r.Libunwind.VersionMethod)
+		b.set("libunwind.version", r.Libunwind.Version, r.Libunwind.VersionMethod)
 	}
+}
 
+// profilerFacts are the profilers already loaded: async-profiler's copies
+// by path (returned, for the agent's facts), the others by kind.
+func (b *factBuilder) profilerFacts(loaded []preflight.LoadedLibrary) []string {
 	kinds, apPaths := []string{}, []string{}
-	for _, l := range r.Profilers {
+	for _, l := range loaded {
 		if l.Kind == string(preflight.AgentAsyncProfiler) {
 			apPaths = append(apPaths, l.Path)
 		} else {
 			kinds = append(kinds, l.Kind)
 		}
 	}
-	set("profilers.kinds", kinds, strings.Join(kinds, ", "))
-	set("profilers.async_profiler.paths", apPaths, strings.Join(apPaths, ", "))
-	agentFacts(f, r, agent, apPaths)
-	return f
+	b.set("profilers.kinds", kinds, strings.Join(kinds, ", "))
+	b.set("profilers.async_profiler.paths", apPaths, strings.Join(apPaths, ", "))
+	return apPaths
 }
 
+// put sets a fact's value as given. The agent's facts are stored this
+// way, the report's through factBuilder.set (which stores named string
+// types as plain strings).
+func (f Facts) put(name string, v any, note string) { f[name] = Fact{Value: v, Note: note} }
+
+// agentFacts are the facts about the agent to load: none for an attach
+// that loads nothing (a is nil), only what it was told for an assumed
+// one (no file to read), and its file's and the loaded copies' for a
+// real one.
 func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []string) {
-	set := func(name string, v any, note string) { f[name] = Fact{Value: v, Note: note} }
 	if a == nil {
 		return
 	}
-	set("agent.assumed", a.Assumed, strings.Join(a.Evidence, "; "))
-	set("agent.description", describeAgent(a), "")
+	agentDescriptionFacts(f, a)
+	if a.Assumed {
+		return
+	}
+	agentFileFacts(f, a, r.Process.UID.Effective)
+	other, same := loadedCopies(r.Profilers, a)
+	f.put("profilers.async_profiler.other_copy", other, strings.Join(apPaths, ", "))
+	f.put("profilers.async_profiler.same_copy", same, strings.Join(apPaths, ", "))
+}
+
+// agentDescriptionFacts are what is known of the agent without its file:
+// its kind and version, what it imports, the options it is given.
+func agentDescriptionFacts(f Facts, a *preflight.Agent) {
+	f.put("agent.assumed", a.Assumed, strings.Join(a.Evidence, "; "))
+	f.put("agent.description", describeAgent(a), "")
 	if a.Kind != "" {
-		set("agent.kind", a.Kind, strings.Join(a.Evidence, "; "))
+		f.put("agent.kind", a.Kind, strings.Join(a.Evidence, "; "))
 	}
 	if a.Version != "" {
-		set("agent.version", a.Version, "")
+		f.put("agent.version", a.Version, "")
 	} else if a.VersionReason != "" {
 		f["agent.version"] = Fact{Unknown: a.VersionReason}
 	}
@@ -266,50 +327,54 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 	if imports == nil {
 		imports = []string{}
 	}
-	set("agent.imports", imports, "")
+	f.put("agent.imports", imports, "")
 	events, keys := parseAgentOptions(a.Options)
-	set("agent.options.keys", keys, a.Options)
-	set("agent.events", events, a.Options)
-	if a.Assumed {
-		return
-	}
-	set("agent.path", a.Path, "")
-	set("agent.exists", a.Exists, a.Error)
-	set("agent.regular", a.Regular, a.Error)
-	set("agent.exports_onattach", a.ExportsOnAttach, "")
+	f.put("agent.options.keys", keys, a.Options)
+	f.put("agent.events", events, a.Options)
+}
+
+// agentFileFacts are the agent file's: where it is, whether it can be
+// loaded into the target, and who else (than the target's user, uid)
+// could write it.
+func agentFileFacts(f Facts, a *preflight.Agent, uid uint32) {
+	f.put("agent.path", a.Path, "")
+	f.put("agent.exists", a.Exists, a.Error)
+	f.put("agent.regular", a.Regular, a.Error)
+	f.put("agent.exports_onattach", a.ExportsOnAttach, "")
 	if a.Machine != "" {
-		set("agent.machine", a.Machine, "")
+		f.put("agent.machine", a.Machine, "")
 	}
-	set("agent.libc", a.Libc, strings.Join(a.Needed, " "))
+	f.put("agent.libc", a.Libc, strings.Join(a.Needed, " "))
 	if a.SHA256 != "" {
-		set("agent.sha256", a.SHA256, "")
-	}
-	var foreign []string
-	for _, w := range a.WritableBy {
-		if w.Kind == "uid" && w.ID == r.Process.UID.Effective {
-			continue
-		}
-		foreign = append(foreign, w.String())
-	}
-	if foreign == nil {
-		foreign = []string{}
+		f.put("agent.sha256", a.SHA256, "")
 	}
 	if l := a.Loadability; l != nil {
 		switch l.Loadable {
 		case preflight.Yes:
-			set("agent.loadable", true, fmt.Sprintf("resolved %d libraries", len(l.Resolved)))
+			f.put("agent.loadable", true, fmt.Sprintf("resolved %d libraries", len(l.Resolved)))
 		case preflight.No:
-			set("agent.loadable", false, l.Summary())
+			f.put("agent.loadable", false, l.Summary())
 		default:
 			f["agent.loadable"] = Fact{Unknown: l.Reason}
 		}
 	}
-	set("agent.foreign_writers", foreign, strings.Join(foreign, "; "))
-	// A loaded copy is "the same" only with the same bytes: the loader
-	// would reuse it (safeattach sends its path). Where the copy's hash
-	// could not be read, the path decides, as the loader's name match would.
-	other, same := false, false
-	for _, l := range r.Profilers {
+	foreign := []string{}
+	for _, w := range a.WritableBy {
+		if w.Kind == "uid" && w.ID == uid {
+			continue
+		}
+		foreign = append(foreign, w.String())
+	}
+	f.put("agent.foreign_writers", foreign, strings.Join(foreign, "; "))
+}
+
+// loadedCopies says whether the target already has async-profiler loaded
+// from another copy than a, or from a itself. A loaded copy is "the
+// same" only with the same bytes: the loader would reuse it (safeattach
+// sends its path). Where the copy's hash could not be read, the path
+// decides, as the loader's name match would.
+func loadedCopies(loaded []preflight.LoadedLibrary, a *preflight.Agent) (other, same bool) {
+	for _, l := range loaded {
 		if l.Kind != string(preflight.AgentAsyncProfiler) {
 			continue
 		}
@@ -326,8 +391,7 @@ func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []stri
 			other = true
 		}
 	}
-	set("profilers.async_profiler.other_copy", other, strings.Join(apPaths, ", "))
-	set("profilers.async_profiler.same_copy", same, strings.Join(apPaths, ", "))
+	return other, same
 }
 
 func describeAgent(a *preflight.Agent) string {

@@ -20,10 +20,18 @@ import (
 // made after the 3.0 release (its version is the last tag plus a commit),
 // not a pre-release of it. A version with a pre-release part is checked
 // against constraints by its release part (Version.Core): 3.0-2dba71f
-// satisfies "< 4.0" and ">= 3.0". Ordering (Compare) is go-version's.
+// satisfies "< 4.0" and ">= 3.0". Ordering (compare) is go-version's.
+
+// Version is a component version as the rules read it. It wraps
+// go-version's type so that no third-party type is part of this
+// package's API: the library behind it can change without breaking a
+// caller.
+type Version struct {
+	v *version.Version
+}
 
 // ParseVersion parses a component version.
-func ParseVersion(s string) (*version.Version, error) {
+func ParseVersion(s string) (*Version, error) {
 	n, err := versions.Normalize(s)
 	if err != nil {
 		return nil, err
@@ -32,8 +40,20 @@ func ParseVersion(s string) (*version.Version, error) {
 	if err != nil {
 		return nil, fmt.Errorf("version %q: %w", s, versions.ErrNotVersion)
 	}
-	return v, nil
+	return &Version{v}, nil
 }
+
+// Major returns the version's first number: 3 for async-profiler
+// 3.0-2dba71f, 8 for Java 1.8.0_412.
+func (v *Version) Major() int { return v.v.Segments()[0] }
+
+// compare returns -1, 0 or 1 as v is older than, the same as or newer
+// than w (only the tests order versions: rules use constraints).
+func (v *Version) compare(w *Version) int { return v.v.Compare(w.v) }
+
+// String returns the version in its normalised form ("8.0.412" for
+// 1.8.0_412).
+func (v *Version) String() string { return v.v.String() }
 
 // constraint is a rule's version test ("< 4.0", ">= 1.13, < 1.29"),
 // compiled by go-version on first use: a rule whose fact is absent never
@@ -73,10 +93,11 @@ func (c *constraint) String() string { return c.text }
 
 // satisfies reports whether v meets the constraint (a pre-release by its
 // release part, see above).
-func (c *constraint) satisfies(v *version.Version) (bool, error) {
+func (c *constraint) satisfies(ver *Version) (bool, error) {
 	if err := c.compile(); err != nil {
 		return false, err
 	}
+	v := ver.v
 	if v.Prerelease() != "" {
 		v = v.Core()
 	}

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	version "github.com/hashicorp/go-version"
-
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -96,6 +94,16 @@ func TestVersionParsing(t *testing.T) {
 	}
 }
 
+// TestVersionMajor: the first number, in every format (attach picks the
+// CPU timer event by async-profiler's).
+func TestVersionMajor(t *testing.T) {
+	for in, want := range map[string]int{"3.0-2dba71f": 3, "2.9": 2, "4.1.2": 4, "1.8.0_412": 8, "25-ea+3": 25, "v2.10": 2} {
+		if got := mustParse(t, in).Major(); got != want {
+			t.Errorf("%s: Major() = %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestVersionOrder(t *testing.T) {
 	// Each is older than the next (go-version's order).
 	order := []string{"3.0-2dba71f", "3.0", "3.0.1", "4.0-rc.1", "4.0-rc.2", "4.0-rc.10", "4.0-rc.a", "4.0", "1.8.0_412", "17", "17.0.1"}
@@ -109,7 +117,7 @@ func TestVersionOrder(t *testing.T) {
 			} else if i > j {
 				want = 1
 			}
-			if got := a.Compare(b); got != want {
+			if got := a.compare(b); got != want {
 				t.Errorf("%s vs %s = %d, want %d", order[i], order[j], got, want)
 			}
 		}
@@ -144,13 +152,13 @@ func FuzzParseVersion(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q → %q does not parse: %v", s, v, err)
 		}
-		if v.Compare(w) != 0 || w.Compare(v) != 0 {
+		if v.compare(w) != 0 || w.compare(v) != 0 {
 			t.Fatalf("%q → %q compares unequal to itself", s, v)
 		}
 	})
 }
 
-func mustParse(t *testing.T, s string) *version.Version {
+func mustParse(t *testing.T, s string) *Version {
 	v, err := ParseVersion(s)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // writeFixture builds a procfs tree for one process with three threads,
@@ -161,5 +162,19 @@ func TestHangReportIsPrintable(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("%q is not in the report: %s", want, text)
 		}
+	}
+}
+
+// TestProbesGoThroughTheCacheGiven: a daemon shares one
+// preflight.ELFCache between inspections and hang reports; the libraries
+// a report symbolises against are probed through that cache, not the
+// process-wide one.
+func TestProbesGoThroughTheCacheGiven(t *testing.T) {
+	c := preflight.NewELFCache(8, 0)
+	if _, err := Diagnose(context.Background(), os.Getpid(), Options{Sample: time.Millisecond, ELFCache: c}); err != nil {
+		t.Fatal(err)
+	}
+	if _, misses := c.Stats(); misses == 0 {
+		t.Error("the hang report probed no library through the cache it was given")
 	}
 }

@@ -82,61 +82,18 @@ func (s *symbolizer) unwind(pc, sp uint64) (callers []uint64, stop string) {
 	}
 	known := map[uint64]uint64{regs.sp: sp}
 	for i := 0; i < maxUnwindFrames; i++ {
-		m := s.mapping(pc)
-		if m == nil || !m.IsFile() {
-			return callers, fmt.Sprintf("%s has no unwind tables (JIT or generated code)", s.describe(pc))
-		}
-		t := s.ehTable(m)
-		if t.err != nil {
-			return callers, fmt.Sprintf("%s: %v", s.describe(pc), t.err)
-		}
-		// A return address may be one past the end of a call that never
-		// returns: its caller's rules are those of the call instruction.
-		at := pc - t.bias
-		if i > 0 {
-			at--
-		}
-		ctx, err := t.frameAt(at, s.arch)
-		if err != nil {
-			return callers, fmt.Sprintf("%s: %v", s.describe(pc), err)
-		}
-		if ctx.CFA.Rule != frame.RuleCFA {
-			return callers, fmt.Sprintf("%s: its frame address is a DWARF expression", s.describe(pc))
+		ctx, stop := s.frameRules(pc, i > 0)
+		if ctx == nil {
+			return callers, stop
 		}
 		base, ok := known[ctx.CFA.Reg]
 		if !ok {
 			return callers, fmt.Sprintf("%s: its frame is addressed from register %d, which no callee saved", s.describe(pc), ctx.CFA.Reg)
 		}
 		cfa := uint64(int64(base) + ctx.CFA.Offset)
-		next := map[uint64]uint64{}
-		for _, r := range regs.calleeSaved {
-			if v, ok := known[r]; ok {
-				next[r] = v
-			}
-		}
-		for r, rule := range ctx.Regs {
-			switch rule.Rule {
-			case frame.RuleOffset:
-				v, err := s.readWord(uint64(int64(cfa) + rule.Offset))
-				if err != nil {
-					return callers, fmt.Sprintf("%s: reading its saved register %d: %v", s.describe(pc), r, err)
-				}
-				next[r] = v
-			case frame.RuleValOffset:
-				next[r] = uint64(int64(cfa) + rule.Offset)
-			case frame.RuleSameVal:
-				if v, ok := known[r]; ok {
-					next[r] = v
-				}
-			case frame.RuleRegister:
-				if v, ok := known[rule.Reg]; ok {
-					next[r] = v
-				} else {
-					delete(next, r)
-				}
-			default:
-				delete(next, r)
-			}
+		next, stop := s.callerRegisters(pc, ctx, cfa, known, regs.calleeSaved)
+		if next == nil {
+			return callers, stop
 		}
 		if rule, ok := ctx.Regs[ctx.RetAddrReg]; ok && rule.Rule == frame.RuleUndefined {
 			return callers, "" // the outermost frame says so (_start, clone)
@@ -157,6 +114,73 @@ func (s *symbolizer) unwind(pc, sp uint64) (callers []uint64, stop string) {
 		pc, known = ra, next
 	}
 	return callers, fmt.Sprintf("stopped after %d frames", maxUnwindFrames)
+}
+
+// frameRules are the unwind rules of the frame executing at pc, from the
+// mapped file's .eh_frame; nil, and why the unwinding stops there, when
+// there are none it can follow. isCaller says pc is a return address.
+func (s *symbolizer) frameRules(pc uint64, isCaller bool) (*frame.FrameContext, string) {
+	m := s.mapping(pc)
+	if m == nil || !m.IsFile() {
+		return nil, fmt.Sprintf("%s has no unwind tables (JIT or generated code)", s.describe(pc))
+	}
+	t := s.ehTable(m)
+	if t.err != nil {
+		return nil, fmt.Sprintf("%s: %v", s.describe(pc), t.err)
+	}
+	// A return address may be one past the end of a call that never
+	// returns: its caller's rules are those of the call instruction.
+	at := pc - t.bias
+	if isCaller {
+		at--
+	}
+	ctx, err := t.frameAt(at, s.arch)
+	if err != nil {
+		return nil, fmt.Sprintf("%s: %v", s.describe(pc), err)
+	}
+	if ctx.CFA.Rule != frame.RuleCFA {
+		return nil, fmt.Sprintf("%s: its frame address is a DWARF expression", s.describe(pc))
+	}
+	return ctx, ""
+}
+
+// callerRegisters are the registers known in the caller of the frame at
+// pc, whose frame address is cfa: the callee-saved ones known here, as
+// the frame's rules restore or move them (a saved one is read from the
+// stack). Registers the rules leave undefined are not known. nil, and
+// why, when a saved register cannot be read.
+func (s *symbolizer) callerRegisters(pc uint64, ctx *frame.FrameContext, cfa uint64, known map[uint64]uint64, calleeSaved []uint64) (map[uint64]uint64, string) {
+	next := map[uint64]uint64{}
+	for _, r := range calleeSaved {
+		if v, ok := known[r]; ok {
+			next[r] = v
+		}
+	}
+	for r, rule := range ctx.Regs {
+		switch rule.Rule {
+		case frame.RuleOffset:
+			v, err := s.readWord(uint64(int64(cfa) + rule.Offset))
+			if err != nil {
+				return nil, fmt.Sprintf("%s: reading its saved register %d: %v", s.describe(pc), r, err)
+			}
+			next[r] = v
+		case frame.RuleValOffset:
+			next[r] = uint64(int64(cfa) + rule.Offset)
+		case frame.RuleSameVal:
+			if v, ok := known[r]; ok {
+				next[r] = v
+			}
+		case frame.RuleRegister:
+			if v, ok := known[rule.Reg]; ok {
+				next[r] = v
+			} else {
+				delete(next, r)
+			}
+		default:
+			delete(next, r)
+		}
+	}
+	return next, ""
 }
 
 func (s *symbolizer) readWord(addr uint64) (uint64, error) {

@@ -1,6 +1,7 @@
 // Package fleet is the node agent's core: it profiles the JVMs of the pods
 // on one node that opt in by annotation, continuously, and pushes every
-// finished window to a continuous-profiling backend.
+// finished window to a continuous-profiling backend. The node agent's
+// binary is safeattach-daemon (cmd/safeattach-daemon).
 //
 // A Sync runs at each change the pod source announces (the watch of
 // package kube/podwatch) and on a timer. It reads the node's pods (from
@@ -8,7 +9,7 @@
 // container to its JVM through its cgroup (package target), judges it
 // with the rules, and keeps one profiling.Session per JVM that rotates a window every period. A refusal is
 // logged and counted once and not retried until the JVM changes (a new
-// process in the container); the rules are fixed for a daemon's life, so
+// process in the container); the rules are fixed for the node agent's life, so
 // a rules change is a restart, which forgets every refusal. A pod that
 // leaves, or stops opting in, has its profiler stopped.
 //

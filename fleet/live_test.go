@@ -123,7 +123,7 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if n := ingest.count(); n < 3 {
-		t.Fatalf("%d windows reached Pyroscope in 45 s, want 3; metrics %v; log:\n%s", n, d.Metrics().Snapshot(), logs.String())
+		t.Fatalf("%d windows reached Pyroscope in 45 s, want 3; metrics:\n%s\nlog:\n%s", n, ownMetrics(t, d.Metrics()), logs.String())
 	}
 	ingest.mu.Lock()
 	for _, q := range ingest.reqs[:3] {
@@ -170,11 +170,11 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	// The orders pod leaves: its profiler is stopped at the next sync.
 	writePods(t, podsFile, map[string]string{"name": "billing", "uid": podRisky, "id": "containerd://" + idRisky})
 	deadline = time.Now().Add(10 * time.Second)
-	for d.Metrics().Snapshot()["active"] != 0 && time.Now().Before(deadline) {
+	for metric(t, d.Metrics(), "safeattach_sessions_active") != 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n := d.Metrics().Snapshot()["active"]; n != 0 {
-		t.Errorf("%d profilers still active after their pod left", n)
+	if n := metric(t, d.Metrics(), "safeattach_sessions_active"); n != 0 {
+		t.Errorf("%v profilers still active after their pod left", n)
 	}
 }
 
@@ -251,7 +251,7 @@ func TestLiveDaemonJFRWindows(t *testing.T) {
 				t.Errorf("window %d has no samples from a busy JVM", i)
 			}
 		case <-time.After(45 * time.Second):
-			t.Fatalf("window %d never arrived; metrics %v", i, d.Metrics().Snapshot())
+			t.Fatalf("window %d never arrived; metrics:\n%s", i, ownMetrics(t, d.Metrics()))
 		}
 	}
 }
@@ -290,7 +290,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if n := ingest.count(); n < 2 {
-		t.Fatalf("%d windows after taking over a running profiler; metrics %v", n, d.Metrics().Snapshot())
+		t.Fatalf("%d windows after taking over a running profiler; metrics:\n%s", n, ownMetrics(t, d.Metrics()))
 	}
 }
 
@@ -324,8 +324,9 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := d.Metrics().Snapshot(); got["refusals/"+RefusalProfilerBusy] != 1 || got["active"] != 0 || got["windows/ok"] != 0 {
-		t.Fatalf("metrics %v: want one profiler-busy refusal, nothing active", got)
+	if m := d.Metrics(); metric(t, m, "safeattach_refusals_total", "rule", RefusalProfilerBusy) != 1 ||
+		metric(t, m, "safeattach_sessions_active") != 0 || metric(t, m, "safeattach_profile_windows_total", "result", "ok") != 0 {
+		t.Fatalf("want one profiler-busy refusal, nothing active; metrics:\n%s", ownMetrics(t, m))
 	}
 	var out strings.Builder
 	if _, err := colleague.Stop(ctx, &out); err != nil || !strings.Contains(out.String(), "[wall]") {
@@ -388,7 +389,7 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(bodies) == 0 {
-		t.Fatalf("no window; metrics %v", d.Metrics().Snapshot())
+		t.Fatalf("no window; metrics:\n%s", ownMetrics(t, d.Metrics()))
 	}
 	if !strings.Contains(bodies[0], "[itimer]") || strings.Contains(bodies[0], "[wall]") {
 		t.Errorf("the window was not profiled with the default event: %q", bodies[0])
@@ -434,13 +435,13 @@ func TestLiveDaemonHungAgentCostsItsDeadline(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("a sync with a hung agent did not end within its 2 s attach deadline (waited 60 s)")
 	}
-	if got := d.Metrics().Snapshot(); got["attaches/timed-out"] != 1 || got["active"] != 0 {
-		t.Errorf("metrics %v: want one timed-out attach and nothing active", got)
+	if m := d.Metrics(); metric(t, m, "safeattach_attaches_total", "outcome", "timed-out") != 1 || metric(t, m, "safeattach_sessions_active") != 0 {
+		t.Errorf("want one timed-out attach and nothing active; metrics:\n%s", ownMetrics(t, m))
 	}
 	if err := d.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.Metrics().Snapshot(); got["attaches/timed-out"] != 1 {
-		t.Errorf("the hung JVM was attached to again: %v", got)
+	if metric(t, d.Metrics(), "safeattach_attaches_total", "outcome", "timed-out") != 1 {
+		t.Errorf("the hung JVM was attached to again; metrics:\n%s", ownMetrics(t, d.Metrics()))
 	}
 }

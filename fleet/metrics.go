@@ -3,7 +3,6 @@ package fleet
 import (
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -173,49 +172,4 @@ func (m *Metrics) watchPusher(p *pyroscope.Pusher) {
 				func() float64 { return float64(p.Stats().Queued) }),
 		)
 	})
-}
-
-// Snapshot returns the daemon's own counters by name, for tests and
-// status pages: "attaches/ok", "refusals/<rule>", "windows/ok", "hangs",
-// "active".
-func (m *Metrics) Snapshot() map[string]uint64 {
-	out := map[string]uint64{}
-	families, _ := m.reg.Gather()
-	for _, f := range families {
-		name := strings.TrimPrefix(f.GetName(), "safeattach_")
-		for _, s := range f.GetMetric() {
-			var v float64
-			switch {
-			case s.GetCounter() != nil:
-				v = s.GetCounter().GetValue()
-			case s.GetGauge() != nil:
-				v = s.GetGauge().GetValue()
-			default:
-				continue
-			}
-			key := ""
-			switch name {
-			case "attaches_total":
-				key = "attaches/"
-			case "refusals_total":
-				key = "refusals/"
-			case "profile_windows_total":
-				key = "windows/"
-			case "hang_reports_total":
-				key = "hangs"
-			case "sessions_active":
-				key = "active"
-			default:
-				continue
-			}
-			if labels := s.GetLabel(); len(labels) == 1 {
-				key += labels[0].GetValue()
-			}
-			out[key] = uint64(v)
-		}
-	}
-	if _, ok := out["hangs"]; !ok {
-		out["hangs"] = 0
-	}
-	return out
 }

@@ -20,21 +20,48 @@ import (
 )
 
 // ELFCache memoises ELF probes by file identity, bounded in entries and
-// bytes. The one a daemon shares between inspections (and with
-// diagnose.Options.ELFCache, the same type) parses 200 JVMs' one
-// libjvm.so once.
-//
-// It is an alias of internal/elfx's cache, on purpose: preflight and
-// diagnose must take the same cache, and diagnose may not import
-// preflight (data flows one way), so the type lives below both. What a
-// caller uses of it is NewELFCache, Len and Stats (for its metrics) and
-// Reset; Probe is for this module's packages.
-type ELFCache = elfx.Cache
+// bytes. It is safe for concurrent use. The one a daemon shares between
+// inspections (and with diagnose.Options.ELFCache, which takes the same
+// type) parses 200 JVMs' one libjvm.so once. The zero value holds at
+// most 1024 probes and 64 MiB; NewELFCache sets other bounds.
+type ELFCache struct {
+	// c is held by value so that the zero ELFCache is a usable cache.
+	c elfx.Cache
+}
 
 // NewELFCache returns a cache of at most maxEntries probes and maxBytes of
 // estimated memory (zero: 1024 entries, 64 MiB).
 func NewELFCache(maxEntries int, maxBytes int64) *ELFCache {
-	return elfx.NewCache(maxEntries, maxBytes)
+	e := new(ELFCache)
+	e.c.SetLimits(maxEntries, maxBytes)
+	return e
+}
+
+// Len returns the number of cached probes and their estimated bytes.
+func (e *ELFCache) Len() (entries int, bytes int64) { return e.c.Len() }
+
+// Stats returns the number of cache hits and misses so far.
+func (e *ELFCache) Stats() (hits, misses uint64) { return e.c.Stats() }
+
+// Reset empties the cache.
+func (e *ELFCache) Reset() { e.c.Reset() }
+
+// elfxCache is the cache to probe through: e's, or the process-wide one
+// for a nil e.
+func (e *ELFCache) elfxCache() *elfx.Cache {
+	if e == nil {
+		return elfx.Shared()
+	}
+	return &e.c
+}
+
+// diagnose takes an *ELFCache too and reaches the cache inside through
+// elfx.Unwrap (it imports preflight, so this init has run by then).
+func init() {
+	elfx.Unwrap = func(wrapper any) *elfx.Cache {
+		e, _ := wrapper.(*ELFCache)
+		return e.elfxCache()
+	}
 }
 
 // Options tunes Inspect. The zero value inspects the live /proc.
@@ -312,11 +339,7 @@ func (in *inspection) probeFile(l *mappedLib) (*elfx.Info, error) {
 		return nil, err
 	}
 	defer f.Close()
-	cache := in.opts.ELFCache
-	if cache == nil {
-		cache = elfx.Shared()
-	}
-	info, _, err := cache.Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
+	info, _, err := in.opts.ELFCache.elfxCache().Probe(f, elfx.ProbeOptions{Needles: probeNeedles})
 	return info, err
 }
 

@@ -282,7 +282,7 @@ func hasFinding(v conflicts.Verdict, rule string) bool {
 // timerEvent is the CPU event that needs no perf events: ctimer (per
 // thread CPU timers, accurate) from async-profiler 3.0, itimer before.
 func timerEvent(a *preflight.Agent) string {
-	if v, err := conflicts.ParseVersion(a.Version); err == nil && v.Segments()[0] >= 3 {
+	if v, err := conflicts.ParseVersion(a.Version); err == nil && v.Major() >= 3 {
 		return "ctimer"
 	}
 	return "itimer"

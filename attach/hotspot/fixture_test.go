@@ -64,6 +64,24 @@ func TestFixtureTargetDiscovery(t *testing.T) {
 	}
 }
 
+// TestJVMOfIsNewJVMAt: a JVM built from an inspection's identity is the
+// one NewJVMAt reads from the same procfs, down to where its socket is.
+func TestJVMOfIsNewJVMAt(t *testing.T) {
+	root := fixtureTarget(t, "0000000000000004", hotspotMaps)
+	read, err := NewJVMAt(root, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := JVMOf(Identity{PID: 300, NSPid: 7, StartTime: 777, UID: 1000, GID: 1000, ProcRoot: root})
+	if built.PID != read.PID || built.NSPid != read.NSPid || built.StartTime != read.StartTime ||
+		built.UID != read.UID || built.GID != read.GID || built.TmpDir != read.TmpDir {
+		t.Errorf("JVMOf built %+v, NewJVMAt read %+v", built, read)
+	}
+	if built.SocketPath() != read.SocketPath() || built.proc().Path() != read.proc().Path() {
+		t.Errorf("JVMOf's socket %s (proc %s), NewJVMAt's %s (proc %s)", built.SocketPath(), built.proc().Path(), read.SocketPath(), read.proc().Path())
+	}
+}
+
 // TestFixtureNeverSignal: no SIGQUIT for a process that does not catch it
 // or is not HotSpot (OpenJ9 maps a libjvm.so redirector too).
 func TestFixtureNeverSignal(t *testing.T) {

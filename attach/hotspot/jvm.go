@@ -93,12 +93,28 @@ func NewJVMAt(procRoot string, pid int) (*JVM, error) {
 	}, nil
 }
 
-// JVMOf builds a JVM from what an inspection already read (its
-// pid as seen from here and in its own namespace, start time, effective
-// ids), without reading /proc again.
-func JVMOf(procRoot string, pid, nsPid int, startTime uint64, uid, gid uint32) *JVM {
-	fsys := proc.NewFS(procRoot)
-	return &JVM{PID: pid, NSPid: nsPid, StartTime: startTime, UID: uid, GID: gid, TmpDir: "/tmp", procDir: fsys.Proc(pid).Path(), fsys: fsys}
+// Identity is what pins a JVM process, as an inspection already read it:
+// JVMOf takes it by field name, so that two pids or two ids cannot be
+// swapped unnoticed.
+type Identity struct {
+	PID       int    // as seen from here
+	NSPid     int    // as the JVM sees itself
+	StartTime uint64 // clock ticks after boot, from /proc/<pid>/stat
+	UID, GID  uint32 // the JVM's effective ids
+	// ProcRoot is the procfs PID is read on ("" is /proc), as NewJVMAt's
+	// procRoot: every later read of the target goes there.
+	ProcRoot string
+}
+
+// JVMOf builds a JVM from what an inspection already read, without
+// reading /proc again.
+func JVMOf(id Identity) *JVM {
+	fsys := proc.NewFS(id.ProcRoot)
+	return &JVM{
+		PID: id.PID, NSPid: id.NSPid, StartTime: id.StartTime,
+		UID: id.UID, GID: id.GID,
+		TmpDir: "/tmp", procDir: fsys.Proc(id.PID).Path(), fsys: fsys,
+	}
 }
 
 // proc is the target's /proc directory, on the procfs it was read from.

@@ -44,94 +44,29 @@ func main() {
 }
 
 func run() error {
-	configPath := flag.String("config", "", "configuration file (JSON; see docs/kubernetes.md and deploy/helm/safeattach/values.yaml)")
-	listen := flag.String("listen", "", "address for /healthz, /readyz, /metrics (default "+DefaultListen+")")
-	podsFile := flag.String("pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
-	node := flag.String("node", "", "this node's name (default $NODE_NAME)")
-	pyroURL := flag.String("pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
-	pprofListen := flag.String("pprof-listen", "", "serve Go's /debug/pprof on this address (for diagnosing the daemon; keep it on loopback)")
-	kubeconfig := flag.String("kubeconfig", "", "run off-cluster with this kubeconfig (default: $KUBECONFIG or ~/.kube/config when not in a pod)")
-	flag.Parse()
-
+	fl := parseFlags()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	// What comes back from the JVMs is bounded by a budget sized from the
-	// daemon's own memory limit, and the collector is told the limit too
-	// (unless GOMEMLIMIT says otherwise), so that garbage is collected
-	// before the kernel's OOM killer is the one to act.
-	readBack := budget.New(fleet.DefaultBudget())
-	if limit, err := budget.Limit(""); err == nil {
-		if os.Getenv("GOMEMLIMIT") == "" {
-			debug.SetMemoryLimit(limit * 3 / 4)
-		}
-		log.Info("memory limit", "bytes", limit, "read_back_budget", readBack.Total())
-	}
+	readBack := readBackBudget(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	cfg, err := loadConfig(startCtx, *configPath)
+	cfg, err := loadConfig(startCtx, fl.config)
 	if err != nil {
 		return err
 	}
-	for _, o := range []struct{ flag, field *string }{{listen, &cfg.Listen}, {podsFile, &cfg.PodsFile}, {node, &cfg.Node}, {pyroURL, &cfg.Pyroscope.URL}} {
-		if *o.flag != "" {
-			*o.field = *o.flag
-		}
+	fl.override(cfg)
+	pods, err := podSource(ctx, cfg, fl.kubeconfig)
+	if err != nil {
+		return err
 	}
-	if cfg.Node == "" {
-		cfg.Node = os.Getenv("NODE_NAME")
-	}
-
-	var pods kube.PodSource
-	if cfg.PodsFile != "" {
-		pods = kube.FilePods{Path: cfg.PodsFile}
-	} else {
-		rc, err := podwatch.Config(*kubeconfig, "")
-		if err != nil {
-			return err
-		}
-		// One LIST then a WATCH of this node's pods for the daemon's
-		// life; the profilers follow each change.
-		w, err := podwatch.Start(ctx, rc, cfg.Node)
-		if err != nil {
-			return err
-		}
-		pods = w
-	}
-
 	metrics := fleet.NewMetrics()
-	var pusher *pyroscope.Pusher
-	if cfg.Pyroscope.URL != "" {
-		password, err := readSecret(startCtx, cfg.Pyroscope.PasswordFile)
-		if err != nil {
-			return err
-		}
-		token, err := readSecret(startCtx, cfg.Pyroscope.TokenFile)
-		if err != nil {
-			return err
-		}
-		pusher, err = pyroscope.NewPusher(pyroscope.Config{
-			URL: cfg.Pyroscope.URL, TenantID: cfg.Pyroscope.TenantID,
-			BasicUser: cfg.Pyroscope.BasicUser, BasicPassword: password, BearerToken: token,
-			QueueSize: cfg.Pyroscope.QueueSize, Logger: log, Observe: metrics.ObservePush,
-		})
-		if err != nil {
-			return err
-		}
+	pusher, err := newPusher(startCtx, cfg, log, metrics)
+	if err != nil {
+		return err
 	}
-
-	opts := attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}
-	if cfg.CrashMemory != "" {
-		// Crashes are followed for as long as the daemon runs.
-		opts.CrashMemory, opts.CrashFollow = crashmem.Open(cfg.CrashMemory), ctx
-	}
-	d, err := fleet.New(fleet.Config{
-		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
-		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
-		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
-		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
-	})
+	d, err := newAgent(ctx, cfg, pods, pusher, readBack, log, metrics)
 	if err != nil {
 		return err
 	}
@@ -141,23 +76,134 @@ func run() error {
 	}
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("safeattach-daemon serving", "addr", l.Addr().String(), "node", cfg.Node, "pyroscope", cfg.Pyroscope.URL != "")
-
-	if *pprofListen != "" {
-		dl, err := net.Listen("tcp", *pprofListen)
-		if err != nil {
+	if fl.pprofListen != "" {
+		if err := servePprof(fl.pprofListen, log); err != nil {
 			return err
 		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		log.Info("pprof serving", "addr", dl.Addr().String())
-		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(dl)
 	}
+	return serveUntilStopped(ctx, stop, srv, l, d, pusher, log)
+}
 
+// flags are the command line; a flag given overrides the configuration
+// file's setting.
+type flags struct {
+	config, listen, podsFile, node, pyroURL, pprofListen, kubeconfig string
+}
+
+func parseFlags() flags {
+	var f flags
+	flag.StringVar(&f.config, "config", "", "configuration file (JSON; see docs/kubernetes.md and deploy/helm/safeattach/values.yaml)")
+	flag.StringVar(&f.listen, "listen", "", "address for /healthz, /readyz, /metrics (default "+DefaultListen+")")
+	flag.StringVar(&f.podsFile, "pods-file", "", "read pods from this PodList file instead of the Kubernetes API")
+	flag.StringVar(&f.node, "node", "", "this node's name (default $NODE_NAME)")
+	flag.StringVar(&f.pyroURL, "pyroscope", "", "Pyroscope's base URL (default: the config's; none: windows are only counted)")
+	flag.StringVar(&f.pprofListen, "pprof-listen", "", "serve Go's /debug/pprof on this address (for diagnosing the node agent; keep it on loopback)")
+	flag.StringVar(&f.kubeconfig, "kubeconfig", "", "run off-cluster with this kubeconfig (default: $KUBECONFIG or ~/.kube/config when not in a pod)")
+	flag.Parse()
+	return f
+}
+
+// override puts the flags given over cfg's settings; the node's name
+// falls back to $NODE_NAME (the downward API's).
+func (f flags) override(cfg *config) {
+	for _, o := range []struct{ flag, field *string }{{&f.listen, &cfg.Listen}, {&f.podsFile, &cfg.PodsFile}, {&f.node, &cfg.Node}, {&f.pyroURL, &cfg.Pyroscope.URL}} {
+		if *o.flag != "" {
+			*o.field = *o.flag
+		}
+	}
+	if cfg.Node == "" {
+		cfg.Node = os.Getenv("NODE_NAME")
+	}
+}
+
+// readBackBudget bounds what comes back from the JVMs by a budget sized
+// from the node agent's own memory limit, and tells the collector the
+// limit too (unless GOMEMLIMIT says otherwise), so that garbage is
+// collected before the kernel's OOM killer is the one to act.
+func readBackBudget(log *slog.Logger) *budget.Budget {
+	readBack := budget.New(fleet.DefaultBudget())
+	if limit, err := budget.Limit(""); err == nil {
+		if os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(limit * 3 / 4)
+		}
+		log.Info("memory limit", "bytes", limit, "read_back_budget", readBack.Total())
+	}
+	return readBack
+}
+
+// podSource is where the pods come from: a PodList file, or one LIST then
+// a WATCH of this node's pods for the daemon's life (the profilers
+// follow each change).
+func podSource(ctx context.Context, cfg *config, kubeconfig string) (kube.PodSource, error) {
+	if cfg.PodsFile != "" {
+		return kube.FilePods{Path: cfg.PodsFile}, nil
+	}
+	rc, err := podwatch.Config(kubeconfig, "")
+	if err != nil {
+		return nil, err
+	}
+	return podwatch.Start(ctx, rc, cfg.Node)
+}
+
+// newPusher is the Pyroscope client, with its secrets read from their
+// files; nil when no URL is configured (windows are only counted).
+func newPusher(ctx context.Context, cfg *config, log *slog.Logger, metrics *fleet.Metrics) (*pyroscope.Pusher, error) {
+	if cfg.Pyroscope.URL == "" {
+		return nil, nil
+	}
+	password, err := readSecret(ctx, cfg.Pyroscope.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	token, err := readSecret(ctx, cfg.Pyroscope.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return pyroscope.NewPusher(pyroscope.Config{
+		URL: cfg.Pyroscope.URL, TenantID: cfg.Pyroscope.TenantID,
+		BasicUser: cfg.Pyroscope.BasicUser, BasicPassword: password, BearerToken: token,
+		QueueSize: cfg.Pyroscope.QueueSize, Logger: log, Observe: metrics.ObservePush,
+	})
+}
+
+// newAgent is the node agent's core, configured from cfg.
+func newAgent(ctx context.Context, cfg *config, pods kube.PodSource, pusher *pyroscope.Pusher, readBack *budget.Budget, log *slog.Logger, metrics *fleet.Metrics) (*fleet.Daemon, error) {
+	opts := attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}
+	if cfg.CrashMemory != "" {
+		// Crashes are followed for as long as the daemon runs.
+		opts.CrashMemory, opts.CrashFollow = crashmem.Open(cfg.CrashMemory), ctx
+	}
+	return fleet.New(fleet.Config{
+		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
+		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
+		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
+		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
+	})
+}
+
+// servePprof serves Go's /debug/pprof on addr for the process's life.
+func servePprof(addr string, log *slog.Logger) error {
+	dl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	log.Info("pprof serving", "addr", dl.Addr().String())
+	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(dl)
+	return nil
+}
+
+// serveUntilStopped runs the endpoints, the node agent and its pusher
+// until ctx ends (a signal) or the server fails, then shuts down in
+// order: the profilers stop and their last windows are pushed (Drain,
+// within drainTimeout), then the pusher and the server stop.
+func serveUntilStopped(ctx context.Context, stop context.CancelFunc, srv *http.Server, l net.Listener, d *fleet.Daemon, pusher *pyroscope.Pusher, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	// The pusher outlives the profilers: their last windows, taken at
-	// shutdown, are sent before it stops (within drainTimeout).
+	// shutdown, are sent before it stops.
 	pushCtx, stopPushing := context.WithCancel(context.Background())
 	defer stopPushing()
 	pushed := make(chan struct{})
@@ -180,13 +226,11 @@ func run() error {
 	}
 	log.Info("shutting down: stopping profilers")
 	<-ran
-	if pusher != nil {
-		drain, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
-		if err := pusher.Drain(drain); err != nil {
-			log.Warn("shutting down before every window was sent", "err", err)
-		}
-		cancelDrain()
+	drain, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	if err := d.Drain(drain); err != nil {
+		log.Warn("shutting down before every window was sent", "err", err)
 	}
+	cancelDrain()
 	stopPushing()
 	<-pushed
 	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 10*time.Second)

@@ -48,7 +48,7 @@ type policyFlags struct {
 
 func (p *policyFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&p.rules, "rules", nil, "extra rule file (repeatable)")
-	cmd.Flags().StringVar(&p.crashMemory, "crash-memory", "", "a crash memory file to consult (the daemon's crash_memory): workloads that crashed after an attach are refused until acknowledged")
+	cmd.Flags().StringVar(&p.crashMemory, "crash-memory", "", "a crash memory file to consult (the node agent's crash_memory): workloads that crashed after an attach are refused until acknowledged")
 	cmd.Flags().StringArrayVar(&p.acks, "ack", nil, "acknowledge one blocking rule by ID (repeatable); there is no blanket override")
 	cmd.Flags().BoolVar(&p.strict, "strict", false, "treat warnings as blocks")
 	cmd.Flags().StringArrayVar(&p.allow, "allow-agent", nil, "admit only agents with this path or SHA-256 (repeatable)")

@@ -55,8 +55,24 @@ const (
 // NewCache returns a cache bounded to maxEntries probes and maxBytes of
 // estimated memory (zero: the default bound).
 func NewCache(maxEntries int, maxBytes int64) *Cache {
-	return &Cache{maxEntries: maxEntries, maxBytes: maxBytes}
+	c := new(Cache)
+	c.SetLimits(maxEntries, maxBytes)
+	return c
 }
+
+// SetLimits bounds a Cache that is not in use yet (zero: the default
+// bound). It is for a Cache held by value in a public wrapper, which
+// cannot be built by NewCache without copying a mutex.
+func (c *Cache) SetLimits(maxEntries int, maxBytes int64) {
+	c.maxEntries, c.maxBytes = maxEntries, maxBytes
+}
+
+// Unwrap returns the Cache behind a public package's wrapper type
+// (preflight.ELFCache): a public package may not show an internal type
+// in its API, yet diagnose must probe through the cache a caller gave
+// it. The package that owns the wrapper sets Unwrap in an init function;
+// it returns Shared() for a nil wrapper.
+var Unwrap func(wrapper any) *Cache
 
 var shared = NewCache(0, 0)
 
