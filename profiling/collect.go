@@ -51,19 +51,11 @@ func (asyncProfiler) collect(ctx context.Context, pid int, req ProfileRequest) (
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	sreq := req
-	sreq.Options.Timeout = 0
-	sreq.AutoStop = AutoStopFor(req.Duration)
-	octx, stopOpening := context.WithCancel(sctx)
-	unhook := context.AfterFunc(ctx, stopOpening)
-	ss, err := openSession(octx, pid, sreq.SessionRequest, "profile")
-	unhook()
-	stopOpening()
+	ss, err := openForCollect(ctx, sctx, pid, req)
 	if err != nil {
 		return nil, err
 	}
 	defer ss.Close()
-	ss.action, ss.keepLast = "collect", true
 	defer func() { ss.door.Finish(err) }()
 	res = &ProfileResult{Result: ss.Result(), Event: ss.Event(), Format: ss.format, Engine: AsyncProfiler}
 	if ctx.Err() != nil {
@@ -78,63 +70,119 @@ func (asyncProfiler) collect(ctx context.Context, pid int, req ProfileRequest) (
 	defer stopWatching()
 	res.Cancelled, res.Exited = wait(ctx, sctx, req, jvmExit)
 	if ctx.Err() != nil {
-		var cancel context.CancelFunc
-		// The grace ends in a cancellation, not a deadline: a stop cut
-		// off by it was interrupted (the caller gave up), not hung, and
-		// no time goes into a hang report.
-		var graced context.Context
-		graced, cancel = context.WithCancel(sctx)
-		grace := time.AfterFunc(attach.StopAfterCancel, cancel)
-		defer grace.Stop()
-		sctx = graced
-		defer cancel()
+		var endGrace context.CancelFunc
+		sctx, endGrace = withGrace(sctx)
+		defer endGrace()
 	}
-	var dst io.Writer = req.Writer
-	if dst == nil {
-		dst = out
-	}
+	c := collection{ss: ss, req: req, out: out, res: res}
 	if res.Exited {
-		// Seen at once (the pidfd): what the agent wrote as the JVM
-		// exited is in the start's file, read through the /tmp the
-		// session holds open.
-		res.Bytes, err = ss.lastProfile(sctx, dst)
-		if err == nil && out != nil {
-			err = out.Commit()
-			res.Output = req.Output
-		}
-		if err != nil {
-			return res, fmt.Errorf("pid %d: %w during the profile, and its last profile could not be read: %w", pid, hotspot.ErrTargetExited, err)
-		}
-		res.Duration = attach.Elapsed(time.Since(ss.door.Opened()))
-		return res, nil
+		err = c.lastProfile(sctx, pid)
+	} else {
+		err = c.finish(sctx, func() bool { return ctx.Err() != nil })
 	}
-	res.Bytes, err = ss.Stop(sctx, dst)
-	res.AgentLog = append(res.AgentLog, ss.LastLog()...)
-	if ss.fdt != nil {
-		st := ss.fdt.Stats()
-		res.FdTransfer = &st
+	if err == nil {
+		res.Duration = attach.Elapsed(time.Since(ss.door.Opened()))
+	}
+	return res, err
+}
+
+// openForCollect opens the session of a collect under sctx; the
+// caller's ctx ends the opening too (nothing runs yet).
+func openForCollect(ctx, sctx context.Context, pid int, req ProfileRequest) (*Session, error) {
+	sreq := req.SessionRequest
+	sreq.Options.Timeout = 0
+	sreq.AutoStop = AutoStopFor(req.Duration)
+	octx, stopOpening := context.WithCancel(sctx)
+	defer stopOpening()
+	unhook := context.AfterFunc(ctx, stopOpening)
+	defer unhook()
+	ss, err := openSession(octx, pid, sreq, "profile")
+	if err != nil {
+		return nil, err
+	}
+	ss.action, ss.keepLast = "collect", true
+	return ss, nil
+}
+
+// withGrace is ctx for the stop of an interrupted profile: it ends
+// attach.StopAfterCancel later in a cancellation, not a deadline, so a
+// stop cut off by it was interrupted (the caller gave up), not hung, and
+// no time goes into a hang report.
+func withGrace(ctx context.Context) (context.Context, context.CancelFunc) {
+	graced, cancel := context.WithCancel(ctx)
+	grace := time.AfterFunc(attach.StopAfterCancel, cancel)
+	return graced, func() { grace.Stop(); cancel() }
+}
+
+// collection is the end of a collect: its profile written where the
+// request said, and the result told what happened.
+type collection struct {
+	ss  *Session
+	req ProfileRequest
+	out *outfile.File
+	res *ProfileResult
+}
+
+func (c *collection) dst() io.Writer {
+	if c.req.Writer != nil {
+		return c.req.Writer
+	}
+	return c.out
+}
+
+// commit makes the prepared output file the profile.
+func (c *collection) commit() error {
+	if c.out == nil {
+		return nil
+	}
+	if err := c.out.Commit(); err != nil {
+		return err
+	}
+	c.res.Output = c.req.Output
+	return nil
+}
+
+// lastProfile writes what the agent wrote as the JVM exited (seen at
+// once through the pidfd): it is in the start's file, read through the
+// /tmp the session holds open.
+func (c *collection) lastProfile(ctx context.Context, pid int) (err error) {
+	c.res.Bytes, err = c.ss.lastProfile(ctx, c.dst())
+	if err == nil {
+		err = c.commit()
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", attach.StopAfterCancel, sreq.AutoStop, err)
-		}
-		return res, fmt.Errorf("profile: %w", err)
+		return fmt.Errorf("pid %d: %w during the profile, and its last profile could not be read: %w", pid, hotspot.ErrTargetExited, err)
 	}
-	if out != nil {
-		if err := out.Commit(); err != nil {
-			return res, fmt.Errorf("profile: %w", err)
-		}
-		res.Output = req.Output
+	return nil
+}
+
+// finish stops the profiler, writes its profile and asks the JVM
+// whether it still answers; interrupted says whether the caller gave up
+// meanwhile, which words what failed.
+func (c *collection) finish(ctx context.Context, interrupted func() bool) (err error) {
+	c.res.Bytes, err = c.ss.Stop(ctx, c.dst())
+	c.res.AgentLog = append(c.res.AgentLog, c.ss.LastLog()...)
+	if c.ss.fdt != nil {
+		st := c.ss.fdt.Stats()
+		c.res.FdTransfer = &st
 	}
-	if err := ss.Healthy(sctx); err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("profile: interrupted; the profiler stopped and %d bytes were written, but the JVM did not answer the health check after it within %v: %w", res.Bytes, attach.StopAfterCancel, err)
+	if err != nil {
+		if interrupted() {
+			return fmt.Errorf("profile: interrupted, and the profiler's stop did not succeed within %v (it stops by itself %v after it started, its timeout=): %w", attach.StopAfterCancel, AutoStopFor(c.req.Duration), err)
 		}
-		return res, err
+		return fmt.Errorf("profile: %w", err)
 	}
-	res.Healthy = true
-	res.Duration = attach.Elapsed(time.Since(ss.door.Opened()))
-	return res, nil
+	if err := c.commit(); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	if err := c.ss.Healthy(ctx); err != nil {
+		if interrupted() {
+			return fmt.Errorf("profile: interrupted; the profiler stopped and %d bytes were written, but the JVM did not answer the health check after it within %v: %w", c.res.Bytes, attach.StopAfterCancel, err)
+		}
+		return err
+	}
+	c.res.Healthy = true
+	return nil
 }
 
 // exitOf returns a channel closed when the process pid exits (a pidfd

@@ -312,6 +312,14 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	if req.Writer != nil {
 		return nil
 	}
+	reportProfile(stderr, res, requested)
+	return nil
+}
+
+// reportProfile says on stderr what a collect wrote, as asprof's status
+// lines do (stdout is the profile's when no -f is given, and scripts
+// read it), and the findings to act on.
+func reportProfile(stderr io.Writer, res *profiling.ProfileResult, requested string) {
 	note := ""
 	if res.Cancelled {
 		note = " (stopped early)"
@@ -319,16 +327,14 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	if res.Event != "" && requested != "" && res.Event != requested {
 		note += fmt.Sprintf(" (sampled with %s: the target cannot open perf events)", res.Event)
 	}
-	// Status lines go to stderr, as asprof's do: stdout is the
-	// profile's when no -f is given, and scripts read it.
 	if res.Exited {
 		fmt.Fprintf(stderr, "the JVM exited during the profile; wrote %s (%d bytes), what the profiler had when it exited\n", res.Output, res.Bytes)
-		return nil
+		return
 	}
 	what := fmt.Sprintf("%d bytes", res.Bytes)
 	switch {
-	case res.Engine == profiling.FlightRecorder && res.Pprof != nil:
-		what = "pprof from the JVM's Flight Recorder, " + res.Pprof.String()
+	case res.Engine == profiling.FlightRecorder && res.Converted != nil:
+		what = fmt.Sprintf("%s from the JVM's Flight Recorder, %s", res.Format, res.Converted)
 	case res.Engine == profiling.FlightRecorder:
 		what = fmt.Sprintf("jfr, the JVM's Flight Recorder, %d bytes", res.Bytes)
 	case res.Pprof != nil:
@@ -339,7 +345,6 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	// information (the profiler this JVM already maps, at every
 	// repeat) is for check and --json.
 	printFindings(stderr, withoutInfo(res.Verdict))
-	return nil
 }
 
 // printVersions prints safeattach's version and that of the
@@ -397,58 +402,19 @@ func jattachAction(action string) (hint string, ok bool) {
 // invocations. A start is detached: the later stop (any invocation) may
 // finish it, and writes the file the start named when stop names none.
 func profileAction(cmd *cobra.Command, pid int, action string, req profiling.ProfileRequest, asJSON bool) error {
-	w, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	ctx := cmd.Context()
-	start := time.Now()
-	// With --json the agent's answer goes into the result, not to stdout.
-	// Either way it is a message (status, list, meminfo, metrics, check),
-	// not a profile, and the target's text: escaped even into a pipe.
-	var text bytes.Buffer
-	var answer io.Writer = w
-	if asJSON {
-		answer = &text
-	}
-	answerw := printable.NewWriter(answer)
-	answer = answerw
-	var res *attach.Result
-	var prof *profiling.JSONProfile
-	var log []string
-	finish := func(err error) error {
-		cerr := attachError(w, err, asJSON)
-		if !asJSON {
-			return cerr
-		}
-		r := newResult("profile", pid, start, res, err)
-		r.Action, r.Output, r.AgentLog, r.Profile = action, strings.TrimSpace(text.String()), log, prof
-		writeResult(w, r, cerr)
-		return cerr
-	}
-	if action == "start" || action == "resume" {
-		req.Detached = true
-		if req.Output != "" {
-			abs, err := filepath.Abs(req.Output)
-			if err != nil {
-				return err
-			}
-			req.Output, req.Writer = abs, nil
-		}
-	}
-	// Everything but start and resume talks to a profiler already
-	// loaded: when it is safeattach's delivered copy, nothing is read,
-	// hashed or judged again (asprof's speed for status, stop, dump).
-	req.LoadedOnly = action != "start" && action != "resume"
-	// A detached start's descriptor server is this program's own
-	// fdtransfer-serve, a process of its own that outlives this one.
-	if exe, err := os.Executable(); err == nil {
-		req.FdTransferHelper = []string{exe, "fdtransfer-serve"}
+	run := newActionRun(cmd, pid, action, asJSON)
+	req, err := actionRequest(req, action)
+	if err != nil {
+		return err
 	}
 	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
 	if err != nil {
-		return finish(err)
+		return run.finish(err)
 	}
 	defer ss.Close()
 	r := ss.Result()
-	res = &r
+	run.res = &r
 	// A command that changes the profiler runs to its end once sent, even
 	// if interrupted (then within attach.StopAfterCancel): cut off
 	// half-way, the profiler may have started or stopped without this
@@ -457,59 +423,138 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	defer unwound()
 	switch action {
 	case "start", "resume":
-		if action == "start" {
-			err = ss.Start(uctx)
-		} else {
-			err = ss.Resume(uctx)
-		}
-		if err == nil && ctx.Err() != nil {
-			// Interrupted while it started: nothing is left running.
-			err = fmt.Errorf("interrupted: the profiler was started, and stopped again: %w", ctx.Err())
-			if _, serr := ss.Stop(uctx, io.Discard); serr != nil {
-				err = fmt.Errorf("interrupted: the profiler was started, and could not be stopped again (%v); 'safeattach profile stop' stops it: %w", serr, ctx.Err())
-			}
-		}
+		err = startAction(ctx, uctx, ss, action)
 	case "stop", "dump":
-		// -f or -o name where it goes (-f - and -o alone: standard
-		// output); else the file the detached start named; else standard
-		// output.
 		named := cmd.Flags().Changed("file") || cmd.Flags().Changed("output")
-		dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: req.Writer != nil && !named}
-		run := ss.StopTo
-		if action == "dump" {
-			run = ss.DumpTo
-		}
-		var wrote profiling.Written
-		wrote, err = run(uctx, dst)
-		if wrote.AsStarted {
-			fmt.Fprintf(stderr, "writing %s, as the start asked\n", wrote.File)
-		}
-		if err == nil {
-			if wrote.File != "" {
-				fmt.Fprintf(stderr, "wrote %s (%d bytes)\n", wrote.File, wrote.Bytes)
-			}
-			prof = &profiling.JSONProfile{File: wrote.File, Bytes: wrote.Bytes, Event: ss.Event(), Format: ss.Format()}
-		}
+		err = run.write(uctx, ss, req, named)
 	case "check":
-		_, err = ss.Command(ctx, "check,event="+ss.Event(), answer)
+		_, err = ss.Command(ctx, "check,event="+ss.Event(), run.answer)
 	default: // status, metrics, list, meminfo
-		_, err = ss.Command(ctx, action, answer)
+		_, err = ss.Command(ctx, action, run.answer)
 	}
-	if cerr := answerw.Close(); err == nil {
+	if cerr := run.answer.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil && asJSON {
 		// "healthy" says the JVM answered after the action, as it does
 		// after a collect (it read false for every action).
-		res.Healthy = ss.Healthy(ctx) == nil
+		run.res.Healthy = ss.Healthy(ctx) == nil
 	}
-	log = ss.LastLog()
+	run.log = ss.LastLog()
 	if !asJSON {
-		for _, line := range log {
-			fmt.Fprintln(stderr, line)
+		for _, line := range run.log {
+			fmt.Fprintln(run.stderr, line)
 		}
 	}
-	return finish(err)
+	return run.finish(err)
+}
+
+// actionRequest is req for action: a start (or resume) is detached —
+// the later stop, from any invocation, may finish it and writes the
+// file it named (made absolute here, as the stop may run elsewhere) —
+// and everything else talks to a profiler already loaded: when it is
+// safeattach's delivered copy, nothing is read, hashed or judged again
+// (asprof's speed for status, stop, dump).
+func actionRequest(req profiling.ProfileRequest, action string) (profiling.ProfileRequest, error) {
+	starts := action == "start" || action == "resume"
+	if starts {
+		req.Detached = true
+		if req.Output != "" {
+			abs, err := filepath.Abs(req.Output)
+			if err != nil {
+				return req, err
+			}
+			req.Output, req.Writer = abs, nil
+		}
+	}
+	req.LoadedOnly = !starts
+	// A detached start's descriptor server is this program's own
+	// fdtransfer-serve, a process of its own that outlives this one.
+	if exe, err := os.Executable(); err == nil {
+		req.FdTransferHelper = []string{exe, "fdtransfer-serve"}
+	}
+	return req, nil
+}
+
+// startAction starts (or resumes) under uctx; if the caller was
+// interrupted meanwhile (ctx), nothing is left running.
+func startAction(ctx, uctx context.Context, ss *profiling.Session, action string) error {
+	var err error
+	if action == "start" {
+		err = ss.Start(uctx)
+	} else {
+		err = ss.Resume(uctx)
+	}
+	if err != nil || ctx.Err() == nil {
+		return err
+	}
+	if _, serr := ss.Stop(uctx, io.Discard); serr != nil {
+		return fmt.Errorf("interrupted: the profiler was started, and could not be stopped again (%v); 'safeattach profile stop' stops it: %w", serr, ctx.Err())
+	}
+	return fmt.Errorf("interrupted: the profiler was started, and stopped again: %w", ctx.Err())
+}
+
+// actionRun is what an action prints: with --json one result, the
+// agent's answer inside it; else the answer on standard output and the
+// agent's log on standard error. Either way the answer is a message
+// (status, list, meminfo, metrics, check), not a profile, and the
+// target's text: escaped even into a pipe.
+type actionRun struct {
+	pid       int
+	action    string
+	asJSON    bool
+	start     time.Time
+	w, stderr io.Writer
+	text      bytes.Buffer
+	answer    *printable.Writer
+	res       *attach.Result
+	prof      *profiling.JSONProfile
+	log       []string
+}
+
+func newActionRun(cmd *cobra.Command, pid int, action string, asJSON bool) *actionRun {
+	r := &actionRun{pid: pid, action: action, asJSON: asJSON, start: time.Now(), w: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr()}
+	if asJSON {
+		r.answer = printable.NewWriter(&r.text)
+	} else {
+		r.answer = printable.NewWriter(r.w)
+	}
+	return r
+}
+
+// write is stop or dump: -f or -o name where it goes (-f - and -o alone:
+// standard output); else the file the detached start named; else
+// standard output.
+func (r *actionRun) write(ctx context.Context, ss *profiling.Session, req profiling.ProfileRequest, named bool) error {
+	dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: req.Writer != nil && !named}
+	run := ss.StopTo
+	if r.action == "dump" {
+		run = ss.DumpTo
+	}
+	wrote, err := run(ctx, dst)
+	if wrote.AsStarted {
+		fmt.Fprintf(r.stderr, "writing %s, as the start asked\n", wrote.File)
+	}
+	if err != nil {
+		return err
+	}
+	if wrote.File != "" {
+		fmt.Fprintf(r.stderr, "wrote %s (%d bytes)\n", wrote.File, wrote.Bytes)
+	}
+	r.prof = &profiling.JSONProfile{File: wrote.File, Bytes: wrote.Bytes, Event: ss.Event(), Format: ss.Format()}
+	return nil
+}
+
+// finish prints the outcome and returns the error the CLI exits with.
+func (r *actionRun) finish(err error) error {
+	cerr := attachError(r.w, err, r.asJSON)
+	if !r.asJSON {
+		return cerr
+	}
+	res := newResult("profile", r.pid, r.start, r.res, err)
+	res.Action, res.Output, res.AgentLog, res.Profile = r.action, strings.TrimSpace(r.text.String()), r.log, r.prof
+	writeResult(r.w, res, cerr)
+	return cerr
 }
 
 // profileLoop is --loop: one profile per window, each to its own file

@@ -56,9 +56,30 @@ func WriteHTML(w io.Writer, stacks []Stack, o Options) error {
 		o.Unit = "samples"
 	}
 	g := graph{Unit: o.Unit, Names: []string{"all"}}
+	root, err := g.tree(stacks)
+	if err != nil {
+		return err
+	}
+	g.flatten(root)
+	data, err := scriptJSON(g)
+	if err != nil {
+		return fmt.Errorf("flame graph: %w", err)
+	}
+	r := strings.NewReplacer(
+		"{{TITLE}}", html.EscapeString(strings.ToValidUTF8(o.Title, "\uFFFD")),
+		"{{NOTE}}", html.EscapeString(strings.ToValidUTF8(o.Note, "\uFFFD")),
+		"{{DATA}}", data,
+		"{{SCRIPT}}", script,
+	)
+	_, err = r.WriteString(w, page)
+	return err
+}
+
+// tree merges the stacks into a call tree whose frames are indexes
+// into g.Names. Names are made valid UTF-8 here, one U+FFFD for each
+// bad run, so that the page is UTF-8 and equal names stay one.
+func (g *graph) tree(stacks []Stack) (*node, error) {
 	index := map[string]int{"all": 0}
-	// Names, title and note are made valid UTF-8 here, one U+FFFD for
-	// each bad run, so that the page is UTF-8 and equal names stay one.
 	nameOf := func(s string) int {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 		i, ok := index[s]
@@ -77,7 +98,7 @@ func WriteHTML(w io.Writer, stacks []Stack, o Options) error {
 			continue
 		}
 		if root.total += s.Count; root.total > MaxTotal {
-			return fmt.Errorf("flame graph: the counts add up to more than %d", int64(MaxTotal))
+			return nil, fmt.Errorf("flame graph: the counts add up to more than %d", int64(MaxTotal))
 		}
 		n := root
 		for _, f := range s.Frames {
@@ -95,10 +116,14 @@ func WriteHTML(w io.Writer, stacks []Stack, o Options) error {
 		}
 	}
 	if root.total == 0 {
-		return errors.New("flame graph: no samples to draw")
+		return nil, errors.New("flame graph: no samples to draw")
 	}
-	// Preorder without recursion: a hostile input's stack can be
-	// millions of frames deep.
+	return root, nil
+}
+
+// flatten writes the tree into g.Nodes in preorder, without recursion:
+// a hostile input's stack can be millions of frames deep.
+func (g *graph) flatten(root *node) {
 	type item struct {
 		n     *node
 		depth int64
@@ -119,18 +144,6 @@ func WriteHTML(w io.Writer, stacks []Stack, o Options) error {
 			todo = append(todo, item{c, it.depth + 1})
 		}
 	}
-	data, err := scriptJSON(g)
-	if err != nil {
-		return fmt.Errorf("flame graph: %w", err)
-	}
-	r := strings.NewReplacer(
-		"{{TITLE}}", html.EscapeString(strings.ToValidUTF8(o.Title, "\uFFFD")),
-		"{{NOTE}}", html.EscapeString(strings.ToValidUTF8(o.Note, "\uFFFD")),
-		"{{DATA}}", data,
-		"{{SCRIPT}}", script,
-	)
-	_, err = r.WriteString(w, page)
-	return err
 }
 
 // scriptJSON is v as JSON that can stand inside a <script> element: the
