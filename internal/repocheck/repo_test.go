@@ -145,3 +145,92 @@ func TestNoTrackerReferences(t *testing.T) {
 		}
 	}
 }
+
+// layers are the library's layers, lowest first (docs/architecture.md):
+// a package may import only packages of its own layer or below, so that
+// the safe door knows nothing of profiles, and the profiling layer
+// nothing of the node agent. A package is in the layer of its longest
+// listed prefix.
+var layers = [][]string{
+	{"internal/"},
+	{"preflight", "target"},
+	{"conflicts", "diagnose"},
+	{"attach"},
+	{"profiling"},
+	{"kube", "pyroscope"},
+	{"fleet"},
+	{"cmd/", "examples/"},
+}
+
+// within are imports a layer's own packages may not make of each other:
+// the raw protocol is unchecked by design and knows no policy.
+var within = map[string][]string{
+	"attach/hotspot":             {"attach", "attach/crashmem"},
+	"attach/crashmem":            {"attach", "attach/hotspot"},
+	"profiling/asprof":           {"profiling"},
+	"profiling/fdtransfer":       {"profiling"},
+	"profiling/flightrec":        {"profiling"},
+	"profiling/jfrpprof":         {"profiling"},
+	"profiling/jfrpprof/bounded": {"profiling"},
+	"profiling/flamegraph":       {"profiling"},
+	"profiling/budget":           {"profiling"},
+}
+
+func layerOf(pkg string) int {
+	best, layer := -1, -1
+	for i, prefixes := range layers {
+		for _, p := range prefixes {
+			if (pkg == strings.TrimSuffix(p, "/") || strings.HasPrefix(pkg, strings.TrimSuffix(p, "/")+"/")) && len(p) > best {
+				best, layer = len(p), i
+			}
+		}
+	}
+	return layer
+}
+
+// TestLayers: no package imports up the layers, nor across them where
+// within forbids it, and the examples use public packages only.
+func TestLayers(t *testing.T) {
+	root, _ := trackedFiles(t)
+	const module = "github.com/safeattach/safeattach/"
+	cmd := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "./...")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(fields[0], module)
+		if strings.HasPrefix(pkg, "internal/testenv") || strings.HasPrefix(pkg, "internal/repocheck") {
+			continue // test helpers: they drive every layer
+		}
+		from := layerOf(pkg)
+		if from < 0 {
+			t.Errorf("%s is in no layer: add it to layers (and docs/architecture.md)", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module)
+			checked++
+			if to := layerOf(dep); to > from {
+				t.Errorf("%s (layer %d) imports %s (layer %d): an import up the layers", pkg, from, dep, to)
+			}
+			for _, banned := range within[pkg] {
+				if dep == banned {
+					t.Errorf("%s imports %s, which its layer forbids", pkg, dep)
+				}
+			}
+			if strings.HasPrefix(pkg, "examples/") && strings.HasPrefix(dep, "internal/") {
+				t.Errorf("%s imports %s: the examples use public packages only", pkg, dep)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no imports checked: go list printed nothing usable")
+	}
+}
