@@ -95,7 +95,7 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, 
 // inside its root) and written as JFR, or converted in the bounded child
 // (pprof).
 func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
-	format, converted, err := flightRecorderFormat(req)
+	format, converted, err := flightRecorderFormat(req.SessionRequest)
 	if err != nil {
 		return nil, err
 	}
@@ -157,14 +157,14 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 // (jfr), or converted from it in the bounded child — pprof, collapsed,
 // flat[=N], or a flame graph (html, drawn by package flamegraph). The
 // file's extension picks it as for async-profiler; with neither, flat.
-func flightRecorderFormat(req ProfileRequest) (format, converted string, err error) {
+func flightRecorderFormat(req SessionRequest) (format, converted string, err error) {
 	f := req.Format
 	if f == "" {
 		switch {
-		case WantsPprof(req):
+		case wantsPprofOutput(req.Output):
 			f = "pprof"
 		default:
-			f = formatFor(req.SessionRequest)
+			f = formatFor(req)
 		}
 	}
 	name, _, _ := strings.Cut(f, "=")

@@ -42,22 +42,33 @@ type Written struct {
 
 // StopTo stops the profiler and writes its profile to dst.
 func (ss *Session) StopTo(ctx context.Context, dst Destination) (Written, error) {
-	return ss.writeTo(ctx, dst, ss.Stop)
+	return writeTo(ctx, dst, ss.startOutput(ctx, dst), ss.Stop)
 }
 
 // DumpTo writes the profile so far to dst, the profiler running on.
 func (ss *Session) DumpTo(ctx context.Context, dst Destination) (Written, error) {
-	return ss.writeTo(ctx, dst, ss.Dump)
+	return writeTo(ctx, dst, ss.startOutput(ctx, dst), ss.Dump)
 }
 
-func (ss *Session) writeTo(ctx context.Context, dst Destination, run func(context.Context, io.Writer) (int64, error)) (Written, error) {
+// startOutput is the file the detached start named, for a destination
+// that asks for it. Only this caller's own state names it (the record in
+// the target is the target's to write, and proves nothing).
+func (ss *Session) startOutput(ctx context.Context, dst Destination) string {
+	if !dst.AsStarted {
+		return ""
+	}
+	if rec, _ := ss.Owner(ctx); rec != nil {
+		return rec.Output
+	}
+	return ""
+}
+
+// writeTo has run write the profile to dst: the start's output when dst
+// asks for it and the start named one, else dst's file or writer.
+func writeTo(ctx context.Context, dst Destination, startOutput string, run func(context.Context, io.Writer) (int64, error)) (Written, error) {
 	var w Written
-	if dst.AsStarted {
-		// Only this caller's own state names a start's file (the record in
-		// the target is the target's to write, and proves nothing).
-		if rec, _ := ss.Owner(ctx); rec != nil && rec.Output != "" {
-			dst.Path, dst.Writer, w.AsStarted = rec.Output, nil, true
-		}
+	if dst.AsStarted && startOutput != "" {
+		dst.Path, dst.Writer, w.AsStarted = startOutput, nil, true
 	}
 	if dst.Writer != nil {
 		n, err := run(ctx, dst.Writer)

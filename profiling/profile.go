@@ -99,6 +99,12 @@ type SessionRequest struct {
 	// it by the name the loader knows it by, so dlopen returns the loaded
 	// object and opens no file. Otherwise the session opens as usual.
 	LoadedOnly bool
+	// Engine is the profiler (default AsyncProfiler). Fallback is the
+	// engine taken instead when the rules refuse async-profiler (empty:
+	// none, the refusal is the answer): the result then names the rules
+	// (FallbackFrom). A rule that protects the JVM itself (not a JVM,
+	// SIGQUIT not handled) refuses the fallback too.
+	Engine, Fallback Engine
 	// Converter is the JFR to pprof converter a pprof profile runs
 	// (Format pprof, or an output named *.pb.gz or *.pprof); default
 	// PprofConverter beside this program or on PATH.
@@ -127,12 +133,6 @@ type ProfileRequest struct {
 	OutputOwner *FileOwner
 	// Progress, if set, is called about once a second while profiling.
 	Progress func(elapsed, total time.Duration)
-	// Engine is the profiler (default AsyncProfiler). Fallback is the
-	// engine a collect takes instead when the rules refuse
-	// async-profiler (empty: none, the refusal is the answer): the result
-	// then names the rules in FallbackFrom. A rule that protects the JVM
-	// itself (not a JVM, SIGQUIT not handled) refuses the fallback too.
-	Engine, Fallback Engine
 }
 
 // ProfileResult is a finished profile.

@@ -32,6 +32,9 @@ import (
 
 // startState is one detached start, as its starter left it.
 type startState struct {
+	// Engine is the profiler started (empty: async-profiler); Session the
+	// session's id, or for the Flight Recorder the recording's name.
+	Engine    Engine `json:"engine,omitempty"`
 	Session   string `json:"session"`
 	Event     string `json:"event,omitempty"`
 	Format    string `json:"format,omitempty"`
@@ -84,10 +87,15 @@ func startStateDir() (string, error) {
 	return dir, nil
 }
 
-// startStateName names the state of the JVM r describes.
-func startStateName(r *preflight.Report) string {
+// startStateName names the state of the JVM r describes for engine:
+// each engine keeps its own, as both may run in one JVM.
+func startStateName(r *preflight.Report, engine Engine) string {
 	p := r.Process
-	return fmt.Sprintf("%d-%d-%d-%d.json", r.PID, p.StartTime, p.PIDNamespace.Inode, p.MountNamespace.Inode)
+	suffix := ".json"
+	if engine == FlightRecorder {
+		suffix = ".jfr.json"
+	}
+	return fmt.Sprintf("%d-%d-%d-%d%s", r.PID, p.StartTime, p.PIDNamespace.Inode, p.MountNamespace.Inode, suffix)
 }
 
 // saveStartState keeps st for the JVM r describes, replacing any older
@@ -110,7 +118,7 @@ func saveStartState(r *preflight.Report, st *startState) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, startStateName(r)))
+		err = os.Rename(f.Name(), filepath.Join(dir, startStateName(r, st.Engine)))
 	}
 	if err != nil {
 		os.Remove(f.Name())
@@ -154,11 +162,21 @@ const maxStartStates = 4096
 // r describes, nil when there is none (another caller's start, or one
 // that kept no state).
 func loadStartState(r *preflight.Report, session string) *startState {
+	st := readStartState(r, AsyncProfiler)
+	if st == nil || st.Session != session {
+		return nil
+	}
+	return st
+}
+
+// readStartState returns engine's state for the JVM r describes,
+// whatever session left it; nil when there is none.
+func readStartState(r *preflight.Report, engine Engine) *startState {
 	dir, err := startStateDir()
 	if err != nil {
 		return nil
 	}
-	f, err := os.OpenFile(filepath.Join(dir, startStateName(r)), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	f, err := os.OpenFile(filepath.Join(dir, startStateName(r, engine)), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil
 	}
@@ -169,7 +187,13 @@ func loadStartState(r *preflight.Report, session string) *startState {
 	}
 	data, err := safefile.ReadAll(safefile.FD(int(f.Fd())), fi.Size(), maxStartState)
 	var st startState
-	if err != nil || json.Unmarshal(data, &st) != nil || st.Session != session {
+	if err != nil || json.Unmarshal(data, &st) != nil || st.Session == "" {
+		return nil
+	}
+	if st.Engine == "" {
+		st.Engine = AsyncProfiler
+	}
+	if st.Engine != engine {
 		return nil
 	}
 	return &st
@@ -177,10 +201,15 @@ func loadStartState(r *preflight.Report, session string) *startState {
 
 // dropStartState removes the JVM's state if it is session's.
 func dropStartState(r *preflight.Report, session string) {
-	if loadStartState(r, session) == nil {
+	dropEngineState(r, AsyncProfiler, session)
+}
+
+// dropEngineState removes engine's state for the JVM if it is session's.
+func dropEngineState(r *preflight.Report, engine Engine, session string) {
+	if st := readStartState(r, engine); st == nil || st.Session != session {
 		return
 	}
 	if dir, err := startStateDir(); err == nil {
-		os.Remove(filepath.Join(dir, startStateName(r)))
+		os.Remove(filepath.Join(dir, startStateName(r, engine)))
 	}
 }

@@ -93,3 +93,53 @@ func TestLiveFallbackToFlightRecorder(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveFlightRecorderStartStop: `profile start --engine jfr` in one
+// invocation, `profile status`, `dump` and `stop` in later ones without
+// naming the engine (the start's own state says it was the Flight
+// Recorder): the stop writes the file the start named, in the format its
+// name asks for (a flame graph); --loop windows with the Flight Recorder
+// write one recording per window.
+func TestLiveFlightRecorderStartStop(t *testing.T) {
+	t.Parallel()
+	p := testenv.StartPod(t, testenv.PodSpec{Workers: 2})
+	pid := fmt.Sprint(p.PID)
+	dir := t.TempDir()
+	html := filepath.Join(dir, "later.html")
+	env := []string{"PATH=" + filepath.Dir(testenv.Converter(t)) + ":" + os.Getenv("PATH")}
+	if _, stderr, code := cli(t, env, "profile", "start", "--engine", "jfr", "-f", html, pid); code != 0 {
+		t.Fatalf("start: exit %d: %s", code, stderr)
+	}
+	if stdout, stderr, code := cli(t, env, "profile", "status", pid); code != 0 || !strings.Contains(stdout, "safeattach-") {
+		t.Errorf("status: exit %d: %s %s", code, stdout, stderr)
+	}
+	if stdout, stderr, code := cli(t, env, "profile", "dump", "-o", "collapsed", pid); code != 0 || !strings.Contains(stdout, "Target") {
+		t.Errorf("dump: exit %d: %d bytes: %s", code, len(stdout), stderr)
+	}
+	stdout, stderr, code := cli(t, env, "profile", "stop", "--json", pid)
+	var r struct {
+		Profile profiling.JSONProfile `json:"profile"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Profile.File != html || r.Profile.Engine != "jfr" || r.Profile.Format != "flamegraph" {
+		t.Fatalf("stop: exit %d: %s %s", code, stdout, stderr)
+	}
+	if data, err := os.ReadFile(html); err != nil || !strings.Contains(string(data), "<html") || !strings.Contains(string(data), "Target") {
+		t.Errorf("%s: %v, %d bytes", html, err, len(data))
+	}
+	if _, _, code := cli(t, env, "profile", "stop", "--engine", "jfr", pid); code == 0 {
+		t.Error("a second stop succeeded")
+	}
+	_, stderr, code = cli(t, env, "profile", "--engine", "jfr", "--loop", "1s", "-d", "3", "-f", filepath.Join(dir, "w-%n.jfr"), pid)
+	windows, _ := filepath.Glob(filepath.Join(dir, "w-*.jfr"))
+	if code != 0 || len(windows) < 2 {
+		t.Fatalf("--loop with the Flight Recorder: exit %d, %d windows: %s", code, len(windows), stderr)
+	}
+	for _, w := range windows {
+		if data, _ := os.ReadFile(w); len(data) < 4 || string(data[:4]) != "FLR\x00" {
+			t.Errorf("%s is not a recording", w)
+		}
+	}
+	if left, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-jfr-*", p.PID)); len(left) > 0 {
+		t.Errorf("left in the pod's /tmp: %v", left)
+	}
+}

@@ -93,8 +93,8 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	f.BoolVar(&p.req.FdTransfer, "fdtransfer", false, "serve the JVM's perf event requests from here (root), for a JVM that cannot open perf events itself: only the -e event, user-space frames only")
 	f.BoolVar(&p.req.FdTransferKernel, "fdtransfer-kernel", false, "--fdtransfer, also serving kernel samples, kernel stacks and kallsyms with real addresses (the JVM learns the kernel's layout)")
 	p.af.register(cmd, 0)
-	f.StringVar(&p.engine, "engine", "async-profiler", "the profiler: async-profiler, or jfr (the JVM's own Flight Recorder through jcmd: nothing native is loaded; Java frames only; -o jfr or pprof)")
-	f.StringVar(&p.fallback, "fallback", "none", "when async-profiler is refused (a collect): jfr profiles with the JVM's own Flight Recorder instead and says which rule sent it there; none refuses")
+	f.StringVar(&p.engine, "engine", "async-profiler", "the profiler: async-profiler, or jfr (the JVM's own Flight Recorder through jcmd: nothing native is loaded; Java frames only; -o jfr, pprof, collapsed, flat or flamegraph)")
+	f.StringVar(&p.fallback, "fallback", "none", "when async-profiler is refused: jfr profiles with the JVM's own Flight Recorder instead and says which rule sent it there; none refuses")
 	f.BoolVar(&p.showVersion, "version", false, "print safeattach's version and the async-profiler version --agent (or discovery) finds, as asprof --version does")
 	cmd.SetUsageFunc(groupedUsage(profileFlagGroups))
 	return cmd
@@ -183,8 +183,6 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 		return fmt.Errorf("--engine %q: want async-profiler or jfr", p.engine)
 	case p.fallback != "none" && p.fallback != string(profiling.FlightRecorder):
 		return fmt.Errorf("--fallback %q: want jfr or none", p.fallback)
-	case (p.engine == "jfr" || p.fallback == "jfr") && (action != "collect" || p.loop != ""):
-		return fmt.Errorf("--engine jfr and --fallback jfr take a collect (-d), not %s", map[bool]string{true: "--loop", false: action}[p.loop != ""])
 	}
 	p.req.Engine = profiling.Engine(p.engine)
 	if p.fallback != "none" {
@@ -408,13 +406,14 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	if err != nil {
 		return err
 	}
-	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
+	ss, err := profiling.Open(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return run.finish(err)
 	}
 	defer ss.Close()
 	r := ss.Result()
 	run.res = &r
+	noteFallback(run.stderr, ss, asJSON)
 	// A command that changes the profiler runs to its end once sent, even
 	// if interrupted (then within attach.StopAfterCancel): cut off
 	// half-way, the profiler may have started or stopped without this
@@ -478,7 +477,7 @@ func actionRequest(req profiling.ProfileRequest, action string) (profiling.Profi
 
 // startAction starts (or resumes) under uctx; if the caller was
 // interrupted meanwhile (ctx), nothing is left running.
-func startAction(ctx, uctx context.Context, ss *profiling.Session, action string) error {
+func startAction(ctx, uctx context.Context, ss profiling.Profiler, action string) error {
 	var err error
 	if action == "start" {
 		err = ss.Start(uctx)
@@ -525,7 +524,7 @@ func newActionRun(cmd *cobra.Command, pid int, action string, asJSON bool) *acti
 // write is stop or dump: -f or -o name where it goes (-f - and -o alone:
 // standard output); else the file the detached start named; else
 // standard output.
-func (r *actionRun) write(ctx context.Context, ss *profiling.Session, req profiling.ProfileRequest, named bool) error {
+func (r *actionRun) write(ctx context.Context, ss profiling.Profiler, req profiling.ProfileRequest, named bool) error {
 	dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: req.Writer != nil && !named}
 	run := ss.StopTo
 	if r.action == "dump" {
@@ -541,7 +540,10 @@ func (r *actionRun) write(ctx context.Context, ss *profiling.Session, req profil
 	if wrote.File != "" {
 		fmt.Fprintf(r.stderr, "wrote %s (%d bytes)\n", wrote.File, wrote.Bytes)
 	}
-	r.prof = &profiling.JSONProfile{File: wrote.File, Bytes: wrote.Bytes, Event: ss.Event(), Format: ss.Format()}
+	r.prof = &profiling.JSONProfile{File: wrote.File, Bytes: wrote.Bytes, Event: ss.Event(), Format: ss.Format(), FallbackFrom: ss.FallbackFrom()}
+	if ss.Engine() != profiling.AsyncProfiler {
+		r.prof.Engine = ss.Engine()
+	}
 	return nil
 }
 
@@ -571,11 +573,12 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 	if err != nil {
 		return fmt.Errorf("--loop writes one file per window: %w", err)
 	}
-	ss, err := profiling.OpenSession(ctx, pid, req.SessionRequest)
+	ss, err := profiling.Open(ctx, pid, req.SessionRequest)
 	if err != nil {
 		return attachError(cmd.OutOrStdout(), err, false)
 	}
 	defer ss.Close()
+	noteFallback(cmd.ErrOrStderr(), ss, false)
 	if total > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, total)
@@ -647,4 +650,12 @@ func newFdTransferServeCmd() *cobra.Command {
 	f.BoolVar(&policy.Kernel, "kernel", false, "serve kernel samples, kernel stacks and kallsyms")
 	f.BoolVar(&policy.LBR, "lbr", false, "allow branch stacks (--cstack lbr)")
 	return cmd
+}
+
+// noteFallback says on stderr that the Flight Recorder stands in for a
+// refused async-profiler, and why.
+func noteFallback(stderr io.Writer, ss profiling.Profiler, asJSON bool) {
+	if causes := ss.FallbackFrom(); len(causes) > 0 && !asJSON {
+		fmt.Fprintf(stderr, "async-profiler refused by %s: the JVM's own Flight Recorder instead (Java frames only)\n", strings.Join(causes, ", "))
+	}
 }

@@ -87,30 +87,54 @@ func hazard(r *preflight.Report) string {
 // the caller stops it well before; a caller that died does not.
 const grace = 30 * time.Second
 
-// Profile records pid with its Flight Recorder for req.Duration and
-// streams the recording (a JFR file) into w.
-func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, error) {
-	if req.Duration <= 0 {
-		req.Duration = 10 * time.Second
-	}
+// Recording is a recording safeattach started in a JVM: its name there
+// and the file it writes in the JVM's /tmp (as the JVM resolves it, in
+// its mount namespace: the same path inside its root for the read-back).
+type Recording struct {
+	PID  int
+	Name string
+	File string
+	// Since is when it started; UID is the JVM's user, whose file the
+	// recording must be when it is read back.
+	Since time.Time
+	UID   uint32
+	// Verdict is the safe door's judgement of the JVM for the
+	// diagnostic commands.
+	Verdict conflicts.Verdict
+}
+
+// StartRequest is a recording to start.
+type StartRequest struct {
+	// Settings is the JFR configuration: "profile" (the default) or
+	// "default".
+	Settings string
+	// Duration, when set, makes the recording end by itself that long
+	// (plus a grace) after it starts, so a caller killed meanwhile leaves
+	// nothing running for long; zero runs it until stopped (a detached
+	// start), bounded on disk by MaxSize.
+	Duration time.Duration
+	// MaxSize bounds the recording the JVM keeps (JFR's maxsize=;
+	// default DefaultMaxRecording).
+	MaxSize int64
+	// Options are the safe door's for every diagnostic command.
+	Options attach.Options
+}
+
+// Start judges pid for its Flight Recorder and starts a recording.
+func Start(ctx context.Context, pid int, req StartRequest) (*Recording, error) {
 	if req.Settings == "" {
 		req.Settings = "profile"
 	}
 	if req.Settings != "profile" && req.Settings != "default" {
 		return nil, fmt.Errorf("%w: JFR settings %q: want profile or default", attach.ErrInvalidOptions, req.Settings)
 	}
-	if req.MaxOutput <= 0 {
-		req.MaxOutput = DefaultMaxRecording
+	if req.MaxSize <= 0 {
+		req.MaxSize = DefaultMaxRecording
 	}
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
+	id, err := randomID()
+	if err != nil {
 		return nil, err
 	}
-	id := hex.EncodeToString(rnd[:])
-	res := &Result{Name: "safeattach-" + id, Limits: Limits}
-	// In the JVM's own /tmp, as the JVM resolves it (its mount
-	// namespace): the same path inside its root, for the read-back.
-	file := "/tmp/.safeattach-jfr-" + id + ".jfr"
 	report, err := preflight.Inspect(ctx, pid, preflight.Options{})
 	if err != nil {
 		return nil, err
@@ -119,26 +143,110 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 		// A refusal, as the safe door's are: nothing was sent.
 		return nil, fmt.Errorf("%w (%w): %s", ErrHazard, attach.ErrRefused, why)
 	}
-	start := fmt.Sprintf("JFR.start name=%s settings=%s filename=%s duration=%ds", res.Name, req.Settings, file,
-		int((req.Duration+grace)/time.Second))
+	r := &Recording{PID: pid, Name: "safeattach-" + id, File: "/tmp/.safeattach-jfr-" + id + ".jfr", UID: report.Process.UID.Effective}
+	start := fmt.Sprintf("JFR.start name=%s settings=%s filename=%s maxsize=%d", r.Name, req.Settings, r.File, req.MaxSize)
+	if req.Duration > 0 {
+		start += fmt.Sprintf(" duration=%ds", int((req.Duration+grace)/time.Second))
+	}
 	out, err := attach.Jcmd(ctx, pid, start, req.Options)
 	if out != nil {
-		res.Verdict = out.Verdict
+		r.Verdict = out.Verdict
 	}
 	if err != nil {
 		return nil, err
 	}
-	// The JVM answers status 0 whatever happened: its words say it.
-	if !strings.HasPrefix(strings.TrimSpace(out.Output), "Started recording") || !strings.Contains(out.Output, file) {
-		if strings.HasPrefix(strings.TrimSpace(out.Output), "Started recording") {
-			stop(context.WithoutCancel(ctx), pid, res.Name, req.Options)
-		}
+	r.Since = time.Now()
+	// The JVM answers status 0 whatever happened: its words say it (the
+	// file is named in the answer only when a duration is given).
+	if !strings.HasPrefix(strings.TrimSpace(out.Output), "Started recording") {
 		return nil, fmt.Errorf("%w: %s", ErrNoFlightRecorder, firstLine(out.Output))
 	}
-	root := fmt.Sprintf("/proc/%d/root", pid)
-	defer safefile.RemoveIn(context.WithoutCancel(ctx), root, file)
-	res.Recording = file
+	return r, nil
+}
 
+func randomID() (string, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(rnd[:]), nil
+}
+
+// Stop ends the recording and streams it into w (at most max bytes, read
+// back as the target's file it is); its file is removed either way.
+func (r *Recording) Stop(ctx context.Context, w io.Writer, max int64, opts attach.Options) (int64, error) {
+	defer r.remove(ctx, r.File)
+	if err := stop(ctx, r.PID, r.Name, opts); err != nil {
+		return 0, err
+	}
+	return r.readBack(ctx, r.File, w, max)
+}
+
+// Dump streams the recording so far into w, the recording running on.
+func (r *Recording) Dump(ctx context.Context, w io.Writer, max int64, opts attach.Options) (int64, error) {
+	id, err := randomID()
+	if err != nil {
+		return 0, err
+	}
+	file := "/tmp/.safeattach-jfr-" + id + "-dump.jfr"
+	defer r.remove(ctx, file)
+	out, err := attach.Jcmd(ctx, r.PID, fmt.Sprintf("JFR.dump name=%s filename=%s", r.Name, file), opts)
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(strings.TrimSpace(out.Output), "Dumped recording") {
+		return 0, fmt.Errorf("%w: JFR.dump: %s", ErrNoFlightRecorder, firstLine(out.Output))
+	}
+	return r.readBack(ctx, file, w, max)
+}
+
+// Running reports whether the JVM still has the recording (JFR.check).
+func (r *Recording) Running(ctx context.Context, opts attach.Options) (bool, string, error) {
+	out, err := attach.Jcmd(ctx, r.PID, "JFR.check name="+r.Name, opts)
+	if err != nil {
+		return false, "", err
+	}
+	text := strings.TrimSpace(out.Output)
+	return strings.Contains(text, "name="+r.Name) && strings.Contains(text, "(running)"), text, nil
+}
+
+// readBack streams the target's file into w: resolved inside its root,
+// a regular file of the JVM's user with one link, at most max bytes.
+func (r *Recording) readBack(ctx context.Context, file string, w io.Writer, max int64) (int64, error) {
+	if max <= 0 {
+		max = DefaultMaxRecording
+	}
+	h, err := safefile.OpenIn(ctx, r.root(), file, max, safefile.Accept{UIDs: []uint32{r.UID}, SingleLink: true})
+	if err != nil {
+		return 0, fmt.Errorf("the recording: %w", err)
+	}
+	defer h.Close()
+	n, err := io.Copy(w, h.Reader(max))
+	if err != nil {
+		return n, fmt.Errorf("the recording: %w", err)
+	}
+	return n, nil
+}
+
+func (r *Recording) root() string { return fmt.Sprintf("/proc/%d/root", r.PID) }
+
+// remove removes a file the recording wrote in the target, even after a
+// cancel.
+func (r *Recording) remove(ctx context.Context, file string) {
+	safefile.RemoveIn(context.WithoutCancel(ctx), r.root(), file)
+}
+
+// Profile records pid with its Flight Recorder for req.Duration and
+// streams the recording (a JFR file) into w.
+func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, error) {
+	if req.Duration <= 0 {
+		req.Duration = 10 * time.Second
+	}
+	rec, err := Start(ctx, pid, StartRequest{Settings: req.Settings, Duration: req.Duration, MaxSize: req.MaxOutput, Options: req.Options})
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Name: rec.Name, Recording: rec.File, Limits: Limits, Verdict: rec.Verdict}
 	t := time.NewTimer(req.Duration)
 	select {
 	case <-t.C:
@@ -150,20 +258,8 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 	// attach.StopAfterCancel of it.
 	sctx, cancel := attach.Unwinding(ctx)
 	defer cancel()
-	if err := stop(sctx, pid, res.Name, req.Options); err != nil {
-		return res, err
-	}
-	h, err := safefile.OpenIn(sctx, root, file, req.MaxOutput, safefile.Accept{UIDs: []uint32{report.Process.UID.Effective}, SingleLink: true})
-	if err != nil {
-		return res, fmt.Errorf("the recording: %w", err)
-	}
-	defer h.Close()
-	n, err := io.Copy(w, h.Reader(req.MaxOutput))
-	res.Bytes = n
-	if err != nil {
-		return res, fmt.Errorf("the recording: %w", err)
-	}
-	return res, nil
+	res.Bytes, err = rec.Stop(sctx, w, req.MaxOutput, req.Options)
+	return res, err
 }
 
 // stop ends the recording, which writes it to its file.

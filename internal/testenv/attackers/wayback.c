@@ -2,8 +2,11 @@
  * The pod's own user attacking the way back: it watches its /tmp with
  * inotify and, the moment the profiler closes a file safeattach will read
  * back, makes it hostile before safeattach reads it:
- *   sparse  a recording (.safeattach-rec-*) or output (.safeattach-out-*)
- *           becomes a 900 MiB sparse file (it reads as zeros);
+ *   sparse  a recording (.safeattach-rec-*, the Flight Recorder's
+ *           .safeattach-jfr-*) or output (.safeattach-out-*) becomes a
+ *           900 MiB sparse file (it reads as zeros);
+ *   link    the same files are replaced by a symbolic link to
+ *           /etc/shadow (renamed over them);
  *   log     an agent log (.safeattach-log-*) gets 1 MB of lines appended
  *           as soon as it is created, before the agent's own line;
  *   escapes an agent log, as soon as it is created, and an output
@@ -12,7 +15,7 @@
  *           clipboard (OSC 52), retitle the window (OSC 0), colour the
  *           text and clear the screen (an 8-bit C1 CSI), on a line an
  *           agent's error would start with.
- * Usage: wayback [sparse] [log] [escapes]   (sparse and log when none is
+ * Usage: wayback [sparse] [link] [log] [escapes]   (sparse and log when none is
  * given)
  */
 #include <fcntl.h>
@@ -57,7 +60,7 @@ static int seen(const char *name) {
 }
 
 int main(int argc, char **argv) {
-	int sparse = want(argc, argv, "sparse"), logs = want(argc, argv, "log"), escapes = named(argc, argv, "escapes");
+	int sparse = want(argc, argv, "sparse"), logs = want(argc, argv, "log"), escapes = named(argc, argv, "escapes"), link = named(argc, argv, "link");
 	static char line[1000000];
 	for (size_t i = 0; i < sizeof line; i++) line[i] = (i % 100 == 99) ? '\n' : 'x';
 	int in = inotify_init();
@@ -77,7 +80,14 @@ int main(int argc, char **argv) {
 			if (!e->len) continue;
 			char path[PATH_MAX];
 			snprintf(path, sizeof path, "/tmp/%s", e->name);
-			if (sparse && !(e->mask & IN_CREATE) && (strncmp(e->name, ".safeattach-rec-", 16) == 0 || strncmp(e->name, ".safeattach-out-", 16) == 0)) {
+			int readBack = strncmp(e->name, ".safeattach-rec-", 16) == 0 || strncmp(e->name, ".safeattach-out-", 16) == 0 ||
+				strncmp(e->name, ".safeattach-jfr-", 16) == 0;
+			if (link && (e->mask & IN_CLOSE_WRITE) && readBack) {
+				char tmp[PATH_MAX];
+				snprintf(tmp, sizeof tmp, "/tmp/.attacker-%d", (int)getpid());
+				unlink(tmp);
+				if (symlink("/etc/shadow", tmp) == 0) rename(tmp, path);
+			} else if (sparse && !(e->mask & IN_CREATE) && readBack) {
 				truncate(path, 900L << 20);
 			} else if (logs && (e->mask & IN_CREATE) && strncmp(e->name, ".safeattach-log-", 16) == 0) {
 				append(path, line, sizeof line);

@@ -1,0 +1,161 @@
+package profiling
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+
+	"github.com/safeattach/safeattach/internal/safefile"
+	"github.com/safeattach/safeattach/internal/testenv"
+)
+
+// leftoverRecordings lists the Flight Recorder's files in the pod's /tmp.
+func leftoverRecordings(pod *testenv.Pod) []string {
+	m, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/.safeattach-jfr-*", pod.PID))
+	return m
+}
+
+// TestLiveFlightRecorderAcrossInvocations: on every JDK here, the Flight
+// Recorder is a Profiler like async-profiler: a detached start, then —
+// from another Open, as another invocation would — a dump (collapsed,
+// the workload's frames) and a stop that writes the file the start
+// named, leaving nothing in the pod's /tmp and no recording running.
+func TestLiveFlightRecorderAcrossInvocations(t *testing.T) {
+	t.Parallel()
+	for _, jdk := range testenv.JDKs(t) {
+		t.Run(jdk.String(), func(t *testing.T) {
+			t.Parallel()
+			pod := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Workers: 2})
+			ctx := context.Background()
+			out := filepath.Join(t.TempDir(), "late.collapsed")
+			start, err := Open(ctx, pod.PID, SessionRequest{Engine: FlightRecorder, Detached: true, Output: out, Converter: testenv.Converter(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := start.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			start.Close()
+			time.Sleep(1500 * time.Millisecond) // samples to collect: the profile's duration, not a synchronisation
+
+			later, err := Open(ctx, pod.PID, SessionRequest{LoadedOnly: true, Format: "collapsed", Converter: testenv.Converter(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer later.Close()
+			if later.Engine() != FlightRecorder {
+				t.Fatalf("a later Open found %s, want the Flight Recorder its start left", later.Engine())
+			}
+			var status bytes.Buffer
+			if _, err := later.Command(ctx, "status", &status); err != nil || !strings.Contains(status.String(), "safeattach-") {
+				t.Errorf("status: %v %q", err, status.String())
+			}
+			var dump bytes.Buffer
+			if _, err := later.Dump(ctx, &dump); err != nil || !strings.Contains(dump.String(), "Target") {
+				t.Errorf("dump: %v, %d bytes without the workload's frames", err, dump.Len())
+			}
+			wrote, err := later.StopTo(ctx, Destination{Writer: &bytes.Buffer{}, AsStarted: true})
+			if err != nil || !wrote.AsStarted || wrote.File != out {
+				t.Fatalf("stop: %+v %v", wrote, err)
+			}
+			if data, _ := os.ReadFile(out); !strings.Contains(string(data), "Target") {
+				t.Errorf("%s: %d bytes without the workload's frames", out, len(data))
+			}
+			if left := leftoverRecordings(pod); len(left) > 0 {
+				t.Errorf("left in the pod's /tmp: %v", left)
+			}
+			again, err := Open(ctx, pod.PID, SessionRequest{LoadedOnly: true, Engine: FlightRecorder})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := again.Stop(ctx, &dump); err == nil {
+				t.Error("a second stop found a recording to stop")
+			}
+		})
+	}
+}
+
+// TestLiveFlightRecorderWindows: the Flight Recorder's windows, each a
+// recording of its own, arrive converted to pprof with samples.
+func TestLiveFlightRecorderWindows(t *testing.T) {
+	t.Parallel()
+	pod := testenv.StartPod(t, testenv.PodSpec{Workers: 2})
+	ss, err := Open(context.Background(), pod.PID, SessionRequest{Engine: FlightRecorder, Format: "pprof", Converter: testenv.Converter(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	defer cancel()
+	windows := 0
+	err = ss.Windows(ctx, 1500*time.Millisecond, func(w *Window) error {
+		if w.Err != nil {
+			t.Errorf("window %d: %v", w.N, w.Err)
+			return nil
+		}
+		prof, err := profile.Parse(w.Output)
+		if err != nil || len(prof.Sample) == 0 {
+			t.Errorf("window %d is not a pprof profile with samples: %v", w.N, err)
+		}
+		windows++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if windows < 2 {
+		t.Errorf("%d windows, want at least 2", windows)
+	}
+	if left := leftoverRecordings(pod); len(left) > 0 {
+		t.Errorf("left in the pod's /tmp: %v", left)
+	}
+}
+
+// TestLiveFlightRecorderWayBack: the recording is the pod's file. Made a
+// 900 MiB sparse file the moment the JVM closes it, it is refused by
+// its size before a byte is read (a 64 MiB budget); replaced by a link
+// to /etc/shadow, it is not followed. Either way the stop fails saying
+// why, nothing is written, and the JVM still answers.
+func TestLiveFlightRecorderWayBack(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"sparse", "link"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			pod := testenv.StartPod(t, testenv.PodSpec{Workers: 1})
+			pod.StartWaybackAttacker(t, mode)
+			ctx := context.Background()
+			ss, err := Open(ctx, pod.PID, SessionRequest{Engine: FlightRecorder, MaxOutput: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ss.Close()
+			if err := ss.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			_, err = ss.Stop(ctx, &out)
+			switch {
+			case err == nil:
+				t.Fatalf("the stop read the pod's %s file: %d bytes", mode, out.Len())
+			case mode == "sparse" && !errors.Is(err, safefile.ErrTooLarge):
+				t.Errorf("sparse: %v, want %v", err, safefile.ErrTooLarge)
+			case mode == "link" && !errors.Is(err, safefile.ErrNotRegular):
+				t.Errorf("link: %v, want %v", err, safefile.ErrNotRegular)
+			}
+			if out.Len() != 0 {
+				t.Errorf("%d bytes written from the pod's file", out.Len())
+			}
+			if err := ss.Healthy(ctx); err != nil {
+				t.Errorf("the JVM does not answer: %v", err)
+			}
+		})
+	}
+}
