@@ -587,13 +587,30 @@ func (c *call) waitInitialised(ctx context.Context) error {
 func (s *session) close() {
 	s.client.JVM.Close()
 	s.delivery.release(s.c.pid, s.loaded)
-	if s.loaded && s.c.opts.CrashMemory != nil && s.c.opts.CrashFollow != nil {
+	if s.loaded && s.c.opts.CrashMemory != nil && s.c.opts.CrashFollowUntil != nil {
 		window := s.c.opts.CrashWindow
 		if window <= 0 {
 			window = DefaultCrashWindow
 		}
-		go crashmem.Watch(s.c.opts.CrashFollow, s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
+		go followCrash(s.c.opts.CrashFollowUntil, s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
 	}
+}
+
+// followCrash runs crashmem.Watch on the JVM r describes for at most
+// window, under a context cancelled when until is closed. The goroutine
+// tying that context to until ends with the watch, whichever ends it
+// first: the window's end, the JVM's exit or until's closing.
+func followCrash(until <-chan struct{}, store *crashmem.Store, r *preflight.Report, agent *preflight.Agent, window time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-until:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	crashmem.Watch(ctx, store, r, agent, window)
 }
 
 // DefaultCrashWindow is how long a JVM is followed after an attach for a

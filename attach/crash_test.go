@@ -2,6 +2,8 @@ package attach
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // TestLiveCrashMemory: a JVM that dies with a HotSpot crash log soon
@@ -18,7 +21,7 @@ import (
 func TestLiveCrashMemory(t *testing.T) {
 	t.Parallel()
 	store := crashmem.Open(filepath.Join(t.TempDir(), "crashes.json"))
-	opts := Options{CrashMemory: store, CrashFollow: t.Context(), CrashWindow: 30 * time.Second}
+	opts := Options{CrashMemory: store, CrashFollowUntil: t.Context().Done(), CrashWindow: 30 * time.Second}
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	crasher := testenv.BuildAgent(t, testenv.AgentCrashLater)
 	if _, err := Load(context.Background(), p.PID, crasher, "1", opts); err != nil {
@@ -67,4 +70,30 @@ func TestLiveCrashMemory(t *testing.T) {
 	if workload == "" {
 		t.Fatal("the crash was never remembered")
 	}
+}
+
+// TestCrashFollowEnds: the crash watcher started after a load ends when
+// the caller's channel is closed, and at the window's end when it is
+// never closed (followed here: this test's own process, which lives on).
+func TestCrashFollowEnds(t *testing.T) {
+	t.Parallel()
+	store := crashmem.Open(filepath.Join(t.TempDir(), "crashes.json"))
+	pid := os.Getpid()
+	r := &preflight.Report{PID: pid, Process: preflight.Process{Root: fmt.Sprintf("/proc/%d/root", pid)}}
+	ends := func(what string, until <-chan struct{}, window time.Duration, then func()) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			followCrash(until, store, r, nil, window)
+		}()
+		then()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the watcher did not end", what)
+		}
+	}
+	until := make(chan struct{})
+	ends("until closed", until, time.Hour, func() { time.Sleep(100 * time.Millisecond); close(until) })
+	ends("window over", make(chan struct{}), 200*time.Millisecond, func() {})
 }

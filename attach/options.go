@@ -51,15 +51,16 @@ type Options struct {
 	WatchInterval time.Duration
 	// CrashMemory, if set, is consulted before every attach (a workload
 	// that crashed after an earlier one is refused by crashed-after-attach
-	// until acknowledged). With CrashFollow set too, it is told about
-	// crashes: after a successful load the JVM is followed for
+	// until acknowledged). With CrashFollowUntil set too, it is told
+	// about crashes: after a successful load the JVM is followed for
 	// CrashWindow (default 10 min) by one goroutine, which records an
-	// exit that leaves a HotSpot crash log and ends when CrashFollow does
-	// (a daemon passes its own lifetime; a one-shot caller, which exits
-	// at once, passes none and only consults).
-	CrashMemory *crashmem.Store
-	CrashFollow context.Context
-	CrashWindow time.Duration
+	// exit that leaves a HotSpot crash log and ends at the window's end
+	// or when CrashFollowUntil is closed, whichever comes first (a daemon
+	// passes the Done channel of its own lifetime; a one-shot caller,
+	// which exits at once, passes none and only consults).
+	CrashMemory      *crashmem.Store
+	CrashFollowUntil <-chan struct{}
+	CrashWindow      time.Duration
 	// Logger receives one record per decision (pid, agent, SHA-256, rule
 	// IDs, outcome). Nil means no logging.
 	Logger *slog.Logger

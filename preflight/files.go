@@ -1,6 +1,8 @@
 package preflight
 
 import (
+	"context"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/safeattach/safeattach/internal/safefile"
@@ -8,8 +10,8 @@ import (
 
 // sameFile reports whether p (a path inside the target's root) is the
 // mapped file.
-func (in *inspection) sameFile(p string, l *mappedLib) bool {
-	st, err := safefile.StatIn(in.ctx, in.r.Process.Root, p)
+func (in *inspection) sameFile(ctx context.Context, p string, l *mappedLib) bool {
+	st, err := safefile.StatIn(ctx, in.r.Process.Root, p)
 	if err != nil {
 		return false
 	}

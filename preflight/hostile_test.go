@@ -32,10 +32,10 @@ func returnsWithin(t *testing.T, what string, d time.Duration, fn func()) {
 func TestHostileTargetFilesDoNotBlock(t *testing.T) {
 	dir, fifo, sparse := testenv.HostileFiles(t)
 	ctx := context.Background()
-	in := &inspection{ctx: ctx, r: &Report{}}
+	in := &inspection{r: &Report{}}
 	for _, p := range []string{fifo, sparse, "/dev/zero", dir} {
 		returnsWithin(t, "release file "+p, 5*time.Second, func() {
-			if data, err := in.readConfig(p, maxTargetConfigFile); err == nil {
+			if data, err := in.readConfig(ctx, p, maxTargetConfigFile); err == nil {
 				t.Errorf("%s: read %d bytes", p, len(data))
 			}
 			if v := releaseVersion(in.release); v != "" {

@@ -99,7 +99,6 @@ type mappedLib struct {
 
 // inspection carries what one Inspect call has read so far.
 type inspection struct {
-	ctx context.Context
 	// mapsErr is why the memory map could not be read: then nothing
 	// derived from it (the JVM's kind, its libraries) is known.
 	mapsErr error
@@ -134,7 +133,7 @@ func Inspect(ctx context.Context, pid int, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNotFound)
 	}
 	fsys := proc.NewFS(opts.ProcRoot)
-	in := &inspection{ctx: ctx, opts: opts, p: fsys.Proc(pid), log: opts.Logger}
+	in := &inspection{opts: opts, p: fsys.Proc(pid), log: opts.Logger}
 	if in.log == nil {
 		in.log = slog.New(slog.DiscardHandler)
 	}
@@ -162,12 +161,12 @@ func Inspect(ctx context.Context, pid int, opts Options) (*Report, error) {
 	if !opts.AttachOnly {
 		in.inspectExecutable()
 	}
-	in.inspectJVM()
+	in.inspectJVM(ctx)
 	if !opts.AttachOnly {
 		in.inspectLibraries()
-		in.inspectJemalloc()
-		in.inspectTcmalloc()
-		in.inspectLibunwind()
+		in.inspectJemalloc(ctx)
+		in.inspectTcmalloc(ctx)
+		in.inspectLibunwind(ctx)
 		in.inspectHost()
 	}
 	if err := ctx.Err(); err != nil {
@@ -408,8 +407,8 @@ func (in *inspection) rootPath(p string) string {
 
 // readConfig reads one of the target's own configuration files (its
 // /etc/passwd, a JDK's release file), resolved inside its root.
-func (in *inspection) readConfig(p string, limit int64) ([]byte, error) {
-	f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, p, limit, safefile.Accept{FollowLast: true})
+func (in *inspection) readConfig(ctx context.Context, p string, limit int64) ([]byte, error) {
+	f, err := safefile.ReadIn(ctx, in.r.Process.Root, p, limit, safefile.Accept{FollowLast: true})
 	if err != nil {
 		return nil, err
 	}
@@ -418,13 +417,13 @@ func (in *inspection) readConfig(p string, limit int64) ([]byte, error) {
 
 // preloads returns LD_PRELOAD entries and /etc/ld.so.preload entries of
 // the target, in symbol-lookup order (environment first).
-func (in *inspection) preloads() (env, file []string) {
+func (in *inspection) preloads(ctx context.Context) (env, file []string) {
 	if !in.preloadsRead {
 		in.preloadsRead = true
 		if v, ok := in.env.Lookup("LD_PRELOAD"); ok {
 			in.preloadEnv = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' || r == '\t' })
 		}
-		if data, err := in.readConfig("/etc/ld.so.preload", maxTargetConfigFile); err == nil {
+		if data, err := in.readConfig(ctx, "/etc/ld.so.preload", maxTargetConfigFile); err == nil {
 			in.preloadFile = strings.Fields(string(data))
 		}
 	}

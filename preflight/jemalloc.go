@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -42,7 +43,7 @@ var jemallocVersion = sync.OnceValue(func() *regexp.Regexp { return regexp.MustC
 // maxConfLen caps the malloc_conf string read from the target's memory.
 const maxConfLen = 4096
 
-func (in *inspection) inspectJemalloc() {
+func (in *inspection) inspectJemalloc(ctx context.Context) {
 	je := &in.r.Jemalloc
 	var lib *mappedLib
 	var info *elfx.Info
@@ -76,7 +77,7 @@ func (in *inspection) inspectJemalloc() {
 	}
 	je.Present, je.Path = true, lib.path
 	if je.Via == "" {
-		je.Via = in.via(lib)
+		je.Via = in.via(ctx, lib)
 		je.Evidence = append(je.Evidence, "maps "+lib.path+" (via "+string(je.Via)+")")
 	}
 	for _, s := range info.Defined {
@@ -100,12 +101,12 @@ func (in *inspection) inspectJemalloc() {
 		je.ProfBuilt = Yes
 		je.Evidence = append(je.Evidence, "built with profiling (prof messages in read-only data)")
 	}
-	in.jemallocUnwinder(lib, info)
-	in.jemallocConf(lib, info)
+	in.jemallocUnwinder(ctx, lib, info)
+	in.jemallocConf(ctx, lib, info)
 	in.addLibrary(RoleAllocator, "jemalloc", lib, je.Version)
 }
 
-func (in *inspection) jemallocUnwinder(lib *mappedLib, info *elfx.Info) {
+func (in *inspection) jemallocUnwinder(ctx context.Context, lib *mappedLib, info *elfx.Info) {
 	je := &in.r.Jemalloc
 	if n, ok := info.NeedsPrefix("libunwind"); ok || info.Imports("unw_backtrace") {
 		je.Unwinder = UnwinderLibunwind
@@ -121,7 +122,7 @@ func (in *inspection) jemallocUnwinder(lib *mappedLib, info *elfx.Info) {
 		}
 		return
 	}
-	env, file := in.preloads()
+	env, file := in.preloads(ctx)
 	if in.envErr != nil {
 		je.Unwinder = string(Unknown)
 		in.unknown("jemalloc.unwinder", "imports _Unwind_Backtrace, and LD_PRELOAD is unreadable: %v", in.envErr)
@@ -151,7 +152,7 @@ func (in *inspection) jemallocUnwinder(lib *mappedLib, info *elfx.Info) {
 }
 
 // jemallocConf evaluates every configuration source in jemalloc's order.
-func (in *inspection) jemallocConf(lib *mappedLib, info *elfx.Info) {
+func (in *inspection) jemallocConf(ctx context.Context, lib *mappedLib, info *elfx.Info) {
 	je := &in.r.Jemalloc
 	prefix := je.Prefix
 	var sources []ConfSource
@@ -188,7 +189,7 @@ func (in *inspection) jemallocConf(lib *mappedLib, info *elfx.Info) {
 	// 3. the /etc/malloc.conf symlink, in the target's root.
 	link := "/etc/" + prefix + "malloc.conf"
 	src = ConfSource{Name: link}
-	if target, err := safefile.ReadlinkIn(in.ctx, in.r.Process.Root, link); err == nil {
+	if target, err := safefile.ReadlinkIn(ctx, in.r.Process.Root, link); err == nil {
 		src.Value, src.Set = target, true
 	} else if !errors.Is(err, os.ErrNotExist) && !isNotLink(err) {
 		src.Error = err.Error()
@@ -213,7 +214,7 @@ func (in *inspection) jemallocConf(lib *mappedLib, info *elfx.Info) {
 	if p := je.Prof.Options["prof_prefix"]; p != "" {
 		prefixOpt = p
 	}
-	je.Dumps = in.heapDumps(prefixOpt, 5)
+	je.Dumps = in.heapDumps(ctx, prefixOpt, 5)
 }
 
 func isNotLink(err error) bool {

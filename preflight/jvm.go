@@ -46,7 +46,7 @@ func trackedFlag(name string) bool {
 
 const maxJavaHomeDepth = 5
 
-func (in *inspection) inspectJVM() {
+func (in *inspection) inspectJVM(ctx context.Context) {
 	j := &in.r.JVM
 	j.Kind = JVMNone
 	isKind := func(kind string) func(string) bool {
@@ -68,23 +68,23 @@ func (in *inspection) inspectJVM() {
 		}
 		return
 	}
-	j.Home = in.javaHome(j.LibJVM)
+	j.Home = in.javaHome(ctx, j.LibJVM)
 	in.jvmVersion()
 	if j.Kind == JVMHotSpot {
 		in.addLibrary(RoleJVM, string(JVMHotSpot), in.findLib(isKind(proc.JVMHotSpot)), j.Version)
 	}
-	in.jvmFlags()
-	in.attachSocket()
+	in.jvmFlags(ctx)
+	in.attachSocket(ctx)
 }
 
 // javaHome walks up from libjvm.so to the directory holding "release":
 // lib/server/libjvm.so (9+), jre/lib/amd64/server/libjvm.so (8). The
 // release file found is kept for jvmVersion: one read serves both.
-func (in *inspection) javaHome(libjvm string) string {
+func (in *inspection) javaHome(ctx context.Context, libjvm string) string {
 	dir := filepath.Dir(libjvm)
 	for i := 0; i < maxJavaHomeDepth && dir != "/"; i++ {
 		dir = filepath.Dir(dir)
-		if data, err := in.readConfig(filepath.Join(dir, "release"), maxTargetConfigFile); err == nil {
+		if data, err := in.readConfig(ctx, filepath.Join(dir, "release"), maxTargetConfigFile); err == nil {
 			in.release = data
 			return dir
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -137,7 +137,7 @@ func releaseVersion(data []byte) string {
 const maxTargetConfigFile = 64 << 10
 
 // jvmFlags computes the effective tracked flags from every option source.
-func (in *inspection) jvmFlags() {
+func (in *inspection) jvmFlags(ctx context.Context) {
 	j := &in.r.JVM
 	j.Flags = map[string]FlagSetting{}
 	if in.envErr != nil {
@@ -154,7 +154,7 @@ func (in *inspection) jvmFlags() {
 			in.applyOption(o, src)
 		}
 	}
-	in.perfDataFlags()
+	in.perfDataFlags(ctx)
 }
 
 // maxPerfData caps the hsperfdata file read (the JVM's default is 32 KiB).
@@ -163,14 +163,14 @@ const maxPerfData = 4 << 20
 // perfDataFlags reads the VM's own record of its arguments and flags from
 // /tmp/hsperfdata_<user>/<nspid> under its root, for flags set where the
 // command line does not show them.
-func (in *inspection) perfDataFlags() {
+func (in *inspection) perfDataFlags(ctx context.Context) {
 	j := &in.r.JVM
 	pending := in.flagFiles
 	in.flagFiles = nil
 	if len(pending) == 0 {
 		return // the visible sources are the whole story: nothing to read
 	}
-	pd, path := in.perfData()
+	pd, path := in.perfData(ctx)
 	j.PerfData = path
 	if pd == nil {
 		for _, f := range pending {
@@ -196,9 +196,9 @@ func (in *inspection) perfDataFlags() {
 
 // perfData reads the JVM's hsperfdata (inside its root, the JVM user's or
 // root's file, bounded) and returns it with its path; nil if none.
-func (in *inspection) perfData() (*proc.PerfData, string) {
-	for _, m := range in.perfDataPaths() {
-		f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
+func (in *inspection) perfData(ctx context.Context) (*proc.PerfData, string) {
+	for _, m := range in.perfDataPaths(ctx) {
+		f, err := safefile.ReadIn(ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
 		if err != nil {
 			continue
 		}
@@ -235,13 +235,13 @@ func NewInitWatch(r *Report) *InitWatch { return &InitWatch{r: r} }
 // is false when the JVM has no hsperfdata to tell (-XX:-UsePerfData, or
 // unreadable), or the counter is not among what is read of it.
 func (w *InitWatch) Initialised(ctx context.Context) (done, known bool) {
-	in := &inspection{ctx: ctx, r: w.r}
+	in := &inspection{r: w.r}
 	if len(w.paths) == 0 {
 		// Found by name, or else (no name for the uid) by listing /tmp:
 		// listed again until a JVM this young has made its directory.
-		w.paths = in.perfDataPaths()
+		w.paths = in.perfDataPaths(ctx)
 	}
-	t, ok := in.perfDataLong(w.paths, "sun.rt.createVmEndTime")
+	t, ok := in.perfDataLong(ctx, w.paths, "sun.rt.createVmEndTime")
 	if !ok {
 		return false, false
 	}
@@ -251,9 +251,9 @@ func (w *InitWatch) Initialised(ctx context.Context) (done, known bool) {
 // perfDataLong reads the scalar counter name from the first of paths
 // that is an hsperfdata file (the JVM user's or root's, as perfData
 // takes), reading at most proc.MaxPerfDataScan bytes of it.
-func (in *inspection) perfDataLong(paths []string, name string) (int64, bool) {
+func (in *inspection) perfDataLong(ctx context.Context, paths []string, name string) (int64, bool) {
 	for _, m := range paths {
-		h, err := safefile.OpenIn(in.ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
+		h, err := safefile.OpenIn(ctx, in.r.Process.Root, m, maxPerfData, safefile.Accept{UIDs: []uint32{in.r.Process.UID.Effective, 0}})
 		if err != nil {
 			continue
 		}
@@ -271,12 +271,12 @@ func (in *inspection) perfDataLong(paths []string, name string) (int64, bool) {
 // /tmp/hsperfdata_<user>/<nspid> inside its root, the user named by the
 // target's own /etc/passwd; every hsperfdata_* directory of /tmp (at
 // most maxPerfDataDirs) only when that fails.
-func (in *inspection) perfDataPaths() []string {
+func (in *inspection) perfDataPaths(ctx context.Context) []string {
 	name := fmt.Sprintf("%d", in.r.Process.NSPid)
-	if user := in.userName(in.r.Process.UID.Effective); user != "" {
+	if user := in.userName(ctx, in.r.Process.UID.Effective); user != "" {
 		return []string{filepath.Join("/tmp", "hsperfdata_"+user, name)}
 	}
-	names, _ := safefile.ListIn(in.ctx, in.r.Process.Root, "/tmp", maxTmpEntries)
+	names, _ := safefile.ListIn(ctx, in.r.Process.Root, "/tmp", maxTmpEntries)
 	var out []string
 	for _, n := range names {
 		if strings.HasPrefix(n, "hsperfdata_") && len(out) < maxPerfDataDirs {
@@ -299,8 +299,8 @@ const maxPasswd = 1 << 20
 
 // userName looks uid up in the target's /etc/passwd (its root's, not
 // ours: a container has its own users).
-func (in *inspection) userName(uid uint32) string {
-	data, err := in.readConfig("/etc/passwd", maxPasswd)
+func (in *inspection) userName(ctx context.Context, uid uint32) string {
+	data, err := in.readConfig(ctx, "/etc/passwd", maxPasswd)
 	if err != nil {
 		return ""
 	}
@@ -359,7 +359,7 @@ func (in *inspection) applyOption(o, src string) {
 // -XX:AltTempDir when given), resolved inside that root: an AltTempDir
 // with "..", or a symlink the container's user made, cannot lead out of
 // it. lstat only: no connection is made.
-func (in *inspection) attachSocket() {
+func (in *inspection) attachSocket(ctx context.Context) {
 	j := &in.r.JVM
 	tmp := "/tmp"
 	if f, ok := j.Flags["AltTempDir"]; ok && f.Value != "" {
@@ -367,7 +367,7 @@ func (in *inspection) attachSocket() {
 	}
 	name := fmt.Sprintf(".java_pid%d", in.r.Process.NSPid)
 	j.AttachSocket.Path = filepath.Join(filepath.Clean("/"+tmp), name)
-	dir, err := safefile.OpenDirIn(in.ctx, in.r.Process.Root, tmp)
+	dir, err := safefile.OpenDirIn(ctx, in.r.Process.Root, tmp)
 	if err != nil {
 		if !errors.Is(err, syscall.ENOENT) {
 			in.unknown("jvm.attach_socket", "%s: %v", tmp, err)

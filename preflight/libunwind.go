@@ -3,6 +3,7 @@ package preflight
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ var libunwindFingerprints = []struct{ sym, min string }{
 // maxDpkgStatus bounds the package database we are willing to scan.
 const maxDpkgStatus = 32 << 20
 
-func (in *inspection) inspectLibunwind() {
+func (in *inspection) inspectLibunwind(ctx context.Context) {
 	u := &in.r.Libunwind
 	l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libunwind.so.") })
 	if l == nil {
@@ -57,10 +58,10 @@ func (in *inspection) inspectLibunwind() {
 	if strings.HasPrefix(filepath.Base(l.path), "libunwind.so.1") {
 		u.Project = "llvm"
 	}
-	u.Preloaded = in.via(l) != ViaMapped
+	u.Preloaded = in.via(ctx, l) != ViaMapped
 	u.Evidence = append(u.Evidence, "maps "+l.path)
 	if u.Project == "nongnu" {
-		if v := in.dpkgVersion("libunwind8"); v != "" {
+		if v := in.dpkgVersion(ctx, "libunwind8"); v != "" {
 			u.Version, u.VersionMethod = v, "package database (dpkg libunwind8)"
 		} else if v := libunwindFileVersion(filepath.Base(l.path)); v != "" {
 			u.Version, u.VersionMethod = v, "file name "+filepath.Base(l.path)
@@ -85,10 +86,10 @@ func (in *inspection) inspectLibunwind() {
 
 // dpkgVersion reads a package's version from dpkg's status file in the
 // target's root. Only installed packages count.
-func (in *inspection) dpkgVersion(pkg string) string {
+func (in *inspection) dpkgVersion(ctx context.Context, pkg string) string {
 	// Inside the target's root: an absolute symlink there (an image can
 	// ship one) must not lead to a host file.
-	f, err := safefile.ReadIn(in.ctx, in.r.Process.Root, "/var/lib/dpkg/status", maxDpkgStatus, safefile.Accept{FollowLast: true})
+	f, err := safefile.ReadIn(ctx, in.r.Process.Root, "/var/lib/dpkg/status", maxDpkgStatus, safefile.Accept{FollowLast: true})
 	if err != nil {
 		return ""
 	}

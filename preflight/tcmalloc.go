@@ -1,6 +1,7 @@
 package preflight
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,7 @@ import (
 //	version: the string "gperftools X.Y" in read-only data (the .so suffix
 //	    does not follow releases)
 //	unwinder: TCMALLOC_STACKTRACE_METHOD, else libunwind when linked
-func (in *inspection) inspectTcmalloc() {
+func (in *inspection) inspectTcmalloc(ctx context.Context) {
 	t := &in.r.Tcmalloc
 	l := in.findLib(func(b string) bool { return strings.HasPrefix(b, "libtcmalloc") })
 	if l == nil {
@@ -28,19 +29,19 @@ func (in *inspection) inspectTcmalloc() {
 			if info, err := in.probe(in.exe); err == nil && info.Defines("tc_malloc") {
 				t.Present, t.Via, t.Path = true, ViaStatic, in.exe.path
 				t.Evidence = append(t.Evidence, in.exe.path+" defines tc_malloc")
-				in.tcmallocFacts(in.exe)
+				in.tcmallocFacts(ctx, in.exe)
 			}
 		}
 		return
 	}
 	t.Present, t.Path = true, l.path
-	t.Via = in.via(l)
+	t.Via = in.via(ctx, l)
 	t.Evidence = append(t.Evidence, "maps "+l.path)
-	in.tcmallocFacts(l)
+	in.tcmallocFacts(ctx, l)
 	in.addLibrary(RoleAllocator, "tcmalloc", l, t.Version)
 }
 
-func (in *inspection) tcmallocFacts(l *mappedLib) {
+func (in *inspection) tcmallocFacts(ctx context.Context, l *mappedLib) {
 	t := &in.r.Tcmalloc
 	info, err := in.probe(l)
 	if err != nil {
@@ -93,7 +94,7 @@ func (in *inspection) tcmallocFacts(l *mappedLib) {
 			}
 			t.HeapProfilerBy = append(t.HeapProfilerBy, by)
 			if v == "HEAPPROFILE" {
-				for _, d := range in.heapDumps(val, 3) {
+				for _, d := range in.heapDumps(ctx, val, 3) {
 					t.Evidence = append(t.Evidence, "heap profile written: "+d)
 				}
 			}
@@ -128,13 +129,13 @@ func gperftoolsEnvValue(raw string) (value string, consumed bool) {
 // jeprof.<pid>.<seq>.*.heap and gperftools' <HEAPPROFILE>.NNNN.heap are
 // both evidence that profiling really runs. A relative prefix is
 // resolved in the target's working directory.
-func (in *inspection) heapDumps(prefix string, max int) []string {
+func (in *inspection) heapDumps(ctx context.Context, prefix string, max int) []string {
 	p := prefix
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(in.r.Process.Cwd, p)
 	}
 	dir := filepath.Dir(p)
-	names, err := safefile.ListIn(in.ctx, in.r.Process.Root, dir, 4096)
+	names, err := safefile.ListIn(ctx, in.r.Process.Root, dir, 4096)
 	if err != nil {
 		return nil
 	}
@@ -152,16 +153,16 @@ func (in *inspection) heapDumps(prefix string, max int) []string {
 }
 
 // via says how a mapped library got into the process.
-func (in *inspection) via(l *mappedLib) Via {
-	env, file := in.preloads()
+func (in *inspection) via(ctx context.Context, l *mappedLib) Via {
+	env, file := in.preloads(ctx)
 	base := filepath.Base(l.path)
 	for _, p := range env {
-		if p == l.path || filepath.Base(p) == base || in.sameFile(p, l) {
+		if p == l.path || filepath.Base(p) == base || in.sameFile(ctx, p, l) {
 			return ViaLDPreload
 		}
 	}
 	for _, p := range file {
-		if p == l.path || filepath.Base(p) == base || in.sameFile(p, l) {
+		if p == l.path || filepath.Base(p) == base || in.sameFile(ctx, p, l) {
 			return ViaLDSoPreload
 		}
 	}

@@ -171,7 +171,7 @@ func newAgent(ctx context.Context, cfg *config, pods kube.PodSource, pusher *pyr
 	opts := attach.Options{RuleFiles: cfg.RuleFiles, Timeout: time.Duration(cfg.AttachTimeout), Logger: log}
 	if cfg.CrashMemory != "" {
 		// Crashes are followed for as long as the daemon runs.
-		opts.CrashMemory, opts.CrashFollow = crashmem.Open(cfg.CrashMemory), ctx
+		opts.CrashMemory, opts.CrashFollowUntil = crashmem.Open(cfg.CrashMemory), ctx.Done()
 	}
 	return fleet.New(fleet.Config{
 		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,

@@ -36,14 +36,15 @@ type config struct {
 }
 
 // server holds the daemon's state: a semaphore for concurrent profiles,
-// one lock per JVM, and a context cancelled on shutdown so that running
+// one lock per JVM, and a channel closed on shutdown so that running
 // profiles stop early and still return their output.
 type server struct {
 	cfg      config
 	http     *http.Server
 	profiles chan struct{}
-	stopping context.Context
-	stop     context.CancelFunc
+	// stopping is closed, once (stopOnce), when Shutdown begins.
+	stopping chan struct{}
+	stopOnce sync.Once
 
 	mu     sync.Mutex
 	busy   map[int]bool
@@ -89,8 +90,7 @@ func newServer(cfg config) *server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), busy: map[int]bool{}, continuous: map[int]*continuous{}, readBack: budget.New(continuousBudget)}
-	s.stopping, s.stop = context.WithCancel(context.Background())
+	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), stopping: make(chan struct{}), busy: map[int]bool{}, continuous: map[int]*continuous{}, readBack: budget.New(continuousBudget)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jvms", s.handleJVMs)
 	mux.HandleFunc("GET /check", s.handleCheck)
@@ -100,6 +100,27 @@ func newServer(cfg config) *server {
 	mux.HandleFunc("DELETE /continuous/{pid}", s.handleContinuousStop)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
+}
+
+// untilStopping is parent, also cancelled when the server stops. Its
+// cancel must be called: that, the stop or parent's end ends the
+// goroutine that waits for the stop.
+func (s *server) untilStopping(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	select {
+	case <-s.stopping: // already stopping: cancelled before it is used
+		cancel()
+		return ctx, cancel
+	default:
+	}
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Serve serves HTTP on l until Shutdown.
@@ -114,7 +135,7 @@ func (s *server) Serve(l net.Listener) error {
 // Shutdown stops accepting requests, asks running profiles to stop (they
 // still write and return their output), and waits for them.
 func (s *server) Shutdown(ctx context.Context) error {
-	s.stop()
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.cmu.Lock()
 	for pid, c := range s.continuous {
 		c.cancel()
@@ -289,10 +310,8 @@ func (s *server) handleProfile(w http.ResponseWriter, r *http.Request) {
 	defer out.Close()
 	// The profile ends early when the client goes away or the daemon
 	// shuts down; Profile still stops the profiler and writes the output.
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := s.untilStopping(r.Context())
 	defer cancel()
-	stopOnShutdown := context.AfterFunc(s.stopping, cancel)
-	defer stopOnShutdown()
 	start := time.Now()
 	res, err := profiling.Profile(ctx, req.PID, profiling.ProfileRequest{
 		SessionRequest: profiling.SessionRequest{Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Converter: s.cfg.Converter, Options: s.options(r)},
@@ -371,7 +390,7 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		libraryError(w, "continuous", req.PID, start, err)
 		return
 	}
-	ctx, cancel := context.WithCancel(s.stopping)
+	ctx, cancel := s.untilStopping(context.Background())
 	c := &continuous{session: ss, budget: s.readBack, cancel: cancel, done: make(chan struct{})}
 	s.continuous[req.PID] = c
 	go c.run(ctx, window)
@@ -383,6 +402,9 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 func (c *continuous) run(ctx context.Context, period time.Duration) {
 	defer close(c.done)
 	defer c.session.Close()
+	// A loop that ends by itself (the JVM gone) ends ctx's watch for the
+	// server's stop too.
+	defer c.cancel()
 	err := c.session.Windows(ctx, period, c.record)
 	c.mu.Lock()
 	c.err = err // the JVM is gone or the agent failed

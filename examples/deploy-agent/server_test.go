@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -288,4 +289,41 @@ func TestDeployAgentPprofWindows(t *testing.T) {
 		env.SchemaVersion != 1 || env.Command != "continuous" || env.Outcome != "invalid" || env.ExitCode != 1 || !strings.Contains(env.Error, "flamegraph") {
 		t.Errorf("bad format: %d %+v %v", resp.StatusCode, env, err)
 	}
+}
+
+// TestDeployAgentUntilStopping: a request's context ends when the server
+// shuts down, when its parent ends, or at once when the server is
+// already stopping; Shutdown may be called again.
+func TestDeployAgentUntilStopping(t *testing.T) {
+	ended := func(ctx context.Context) bool {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	}
+	srv := newServer(config{})
+	parent, cancelParent := context.WithCancel(t.Context())
+	byParent, cancel1 := srv.untilStopping(parent)
+	defer cancel1()
+	cancelParent()
+	if !ended(byParent) {
+		t.Error("the parent ended, the request's context did not")
+	}
+	byStop, cancel2 := srv.untilStopping(t.Context())
+	defer cancel2()
+	if byStop.Err() != nil {
+		t.Fatal("ended before the server stopped")
+	}
+	srv.Shutdown(t.Context())
+	if !ended(byStop) {
+		t.Error("the server stopped, the request's context did not end")
+	}
+	late, cancel3 := srv.untilStopping(t.Context())
+	defer cancel3()
+	if late.Err() == nil {
+		t.Error("a context made while stopping has not ended")
+	}
+	srv.Shutdown(t.Context()) // a second Shutdown does not close the channel again
 }

@@ -293,14 +293,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		// connections (every start is one): a perf event's ring stays
 		// pinned, charged to no one, for as long as the agent keeps it.
 		room := MaxDescriptors - s.heldPerfEvents()
-		return s.serve(&conn{ctx: ctx, fd: peer, pidfd: pidfd, given: map[threadKey]bool{}, room: room, tokens: requestBurst, refill: time.Now()})
+		return s.serve(ctx, &conn{fd: peer, pidfd: pidfd, given: map[threadKey]bool{}, room: room, tokens: requestBurst, refill: time.Now()})
 	}
 }
 
 // conn is the target's connection, with what ends a wait on it and what
 // it was given so far.
 type conn struct {
-	ctx       context.Context
 	fd, pidfd int
 	// given holds the threads that have an event: one each (a thread is
 	// its host id and start time, so a new thread reusing an id is new).
@@ -318,8 +317,8 @@ type threadKey struct {
 }
 
 // pace waits until the connection may send another request (the rate
-// cap), under the connection's context and the target's life.
-func (s *Server) pace(c *conn) error {
+// cap), under ctx and the target's life.
+func (s *Server) pace(ctx context.Context, c *conn) error {
 	now := time.Now()
 	c.tokens = min(requestBurst, c.tokens+now.Sub(c.refill).Seconds()*requestRate)
 	c.refill = now
@@ -331,8 +330,8 @@ func (s *Server) pace(c *conn) error {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case <-c.ctx.Done():
-		return c.ctx.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-t.C:
 	}
 	c.tokens, c.refill = 0, time.Now()
@@ -369,7 +368,7 @@ func (s *Server) wait(ctx context.Context, fd int, events int16, pidfd int, dead
 	}
 }
 
-func (s *Server) serve(c *conn) (err error) {
+func (s *Server) serve(ctx context.Context, c *conn) (err error) {
 	// A backstop: whatever a request does to the parser or the policy,
 	// it ends this connection, never the process serving it (a root
 	// collect, a daemon).
@@ -380,7 +379,7 @@ func (s *Server) serve(c *conn) (err error) {
 	}()
 	buf := make([]byte, maxRequest)
 	for {
-		if err := s.wait(c.ctx, c.fd, unix.POLLIN, c.pidfd, time.Time{}); err != nil {
+		if err := s.wait(ctx, c.fd, unix.POLLIN, c.pidfd, time.Time{}); err != nil {
 			return err
 		}
 		n, err := unix.Read(c.fd, buf)
@@ -396,14 +395,14 @@ func (s *Server) serve(c *conn) (err error) {
 		if n < 4 {
 			continue
 		}
-		if err := s.pace(c); err != nil {
+		if err := s.pace(ctx, c); err != nil {
 			return err
 		}
 		switch order.Uint32(buf) {
 		case requestPerfFD:
-			err = s.perfFD(c, buf[:n])
+			err = s.perfFD(ctx, c, buf[:n])
 		case requestKallsymsFD:
-			err = s.kallsymsFD(c)
+			err = s.kallsymsFD(ctx, c)
 		default:
 			continue // asprof ignores an unknown request too
 		}
@@ -459,7 +458,7 @@ func attrBytes(a []uint64) []byte {
 
 // perfFD opens the perf event the agent asks for, if the policy allows
 // it, for one of its own threads that has none yet, and sends it back.
-func (s *Server) perfFD(c *conn, req []byte) error {
+func (s *Server) perfFD(ctx context.Context, c *conn, req []byte) error {
 	r, errno := parsePerfRequest(req)
 	if errno == 0 {
 		errno = s.policy.judge(&r)
@@ -478,25 +477,25 @@ func (s *Server) perfFD(c *conn, req []byte) error {
 	}
 	if errno == 0 {
 		var probe *os.File
-		probe, errno = s.probeName(c.ctx, &r)
+		probe, errno = s.probeName(ctx, &r)
 		if probe != nil {
 			defer probe.Close()
 		}
 	}
 	if errno != 0 {
-		return s.refuse(c, requestPerfFD, errno, r.tid)
+		return s.refuse(ctx, c, requestPerfFD, errno, r.tid)
 	}
 	fd, _, errno := unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, uintptr(unsafe.Pointer(&r.attr[0])), uintptr(host), uintptr(r.cpu), ^uintptr(0), unix.PERF_FLAG_FD_CLOEXEC, 0)
 	runtime.KeepAlive(r.attr)
 	runtime.KeepAlive(r.probe)
 	if errno != 0 {
-		return s.refuse(c, requestPerfFD, errno, r.tid)
+		return s.refuse(ctx, c, requestPerfFD, errno, r.tid)
 	}
 	defer unix.Close(int(fd))
 	c.given[threadKey{host, start}] = true
 	s.premap(int(fd))
 	s.perfFDs.Add(1)
-	return s.reply(c, requestPerfFD, 0, r.tid, int(fd))
+	return s.reply(ctx, c, requestPerfFD, 0, r.tid, int(fd))
 }
 
 // heldPerfEvents counts the perf event descriptors the target holds
@@ -526,12 +525,12 @@ func (s *Server) heldPerfEvents() int {
 const maxFDScan = 1 << 16
 
 // refuse answers a request with errno, counted.
-func (s *Server) refuse(c *conn, typ uint32, errno unix.Errno, tid int32) error {
+func (s *Server) refuse(ctx context.Context, c *conn, typ uint32, errno unix.Errno, tid int32) error {
 	s.refused.Add(1)
 	if errno == unix.EACCES || errno == unix.EPERM {
 		s.denied.Add(1)
 	}
-	return s.reply(c, typ, int32(errno), tid, -1)
+	return s.reply(ctx, c, typ, int32(errno), tid, -1)
 }
 
 // probeName points a probe event's config1 at its name in our memory.
@@ -727,18 +726,18 @@ func nsTID(pid, tid int) (int32, bool) {
 // closes it). It is an unnamed memory file, sealed against any change
 // and sent read-only: a descriptor of /proc/kallsyms itself would be
 // checked again on each read by kernels before 4.15.
-func (s *Server) kallsymsFD(c *conn) error {
+func (s *Server) kallsymsFD(ctx context.Context, c *conn) error {
 	if !s.policy.Kernel || c.kallsyms {
-		return s.refuse(c, requestKallsymsFD, unix.EPERM, 0)
+		return s.refuse(ctx, c, requestKallsymsFD, unix.EPERM, 0)
 	}
 	c.kallsyms = true
 	fd, err := sealedKallsyms()
 	if err != nil {
-		return s.refuse(c, requestKallsymsFD, errnoOf(err, unix.EIO), 0)
+		return s.refuse(ctx, c, requestKallsymsFD, errnoOf(err, unix.EIO), 0)
 	}
 	defer unix.Close(fd)
 	s.kallsyms.Add(1)
-	return s.reply(c, requestKallsymsFD, 0, 0, fd)
+	return s.reply(ctx, c, requestKallsymsFD, 0, 0, fd)
 }
 
 // sealedKallsyms copies /proc/kallsyms into a memfd, seals it (no write,
@@ -775,7 +774,7 @@ func errnoOf(err error, otherwise unix.Errno) unix.Errno {
 }
 
 // reply sends a response, with the descriptor when fd ≥ 0.
-func (s *Server) reply(c *conn, typ uint32, errno, tid int32, fd int) error {
+func (s *Server) reply(ctx context.Context, c *conn, typ uint32, errno, tid int32, fd int) error {
 	var resp []byte
 	resp = order.AppendUint32(resp, typ)
 	resp = order.AppendUint32(resp, uint32(errno))
@@ -794,7 +793,7 @@ func (s *Server) reply(c *conn, typ uint32, errno, tid int32, fd int) error {
 		if errors.Is(err, unix.EAGAIN) {
 			// A full socket buffer: an agent that asks without reading
 			// its answers costs a wait bounded like any other.
-			if err := s.wait(c.ctx, c.fd, unix.POLLOUT, c.pidfd, time.Time{}); err != nil {
+			if err := s.wait(ctx, c.fd, unix.POLLOUT, c.pidfd, time.Time{}); err != nil {
 				return err
 			}
 			continue
