@@ -76,7 +76,7 @@ func writeTo(ctx context.Context, dst Destination, startOutput string, run func(
 		return w, err
 	}
 	if dst.Path == "" {
-		return w, fmt.Errorf("%w: no output file given", attach.ErrInvalidOptions)
+		return w, fmt.Errorf("%w: no output file given (and no start named one): give one with -f", attach.ErrInvalidOptions)
 	}
 	out, err := outfile.Prepare(dst.Path, dst.Mode, dst.Owner.outfile())
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 
@@ -110,6 +111,7 @@ func TestLiveFlightRecorderStartStop(t *testing.T) {
 	if _, stderr, code := cli(t, env, "profile", "start", "--engine", "jfr", "-f", html, pid); code != 0 {
 		t.Fatalf("start: exit %d: %s", code, stderr)
 	}
+	time.Sleep(2 * time.Second) // the profile's duration: samples to collect, not a synchronisation
 	if stdout, stderr, code := cli(t, env, "profile", "status", pid); code != 0 || !strings.Contains(stdout, "safeattach-") {
 		t.Errorf("status: exit %d: %s %s", code, stdout, stderr)
 	}

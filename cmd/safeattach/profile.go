@@ -184,7 +184,11 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	case p.fallback != "none" && p.fallback != string(profiling.FlightRecorder):
 		return fmt.Errorf("--fallback %q: want jfr or none", p.fallback)
 	}
-	p.req.Engine = profiling.Engine(p.engine)
+	// An engine only when asked for: a stop, dump or status then finds
+	// the one the start used.
+	if cmd.Flags().Changed("engine") {
+		p.req.Engine = profiling.Engine(p.engine)
+	}
 	if p.fallback != "none" {
 		p.req.Fallback = profiling.Engine(p.fallback)
 	}
@@ -203,10 +207,16 @@ func (p *profileCLI) makeRequest(cmd *cobra.Command, pid int, action string) err
 	// is the target's).
 	switch p.req.Output {
 	case "", "-":
-		if p.asJSON && (action == "collect" || action == "stop" || action == "dump") {
+		switch {
+		case p.asJSON && action == "collect":
 			return fmt.Errorf("--json prints the result on standard output; give the profile a file with -f")
+		case p.asJSON && (action == "stop" || action == "dump"):
+			// The file the start named, or a clear error: the result has
+			// standard output.
+			p.req.Output, p.req.Writer = "", nil
+		default:
+			p.req.Output, p.req.Writer = "", cmd.OutOrStdout()
 		}
-		p.req.Output, p.req.Writer = "", cmd.OutOrStdout()
 	default:
 		if p.loop == "" { // --loop names each window's file itself
 			p.req.Output = outfile.Expand(p.req.Output, pid, time.Now(), 0)
@@ -525,7 +535,7 @@ func newActionRun(cmd *cobra.Command, pid int, action string, asJSON bool) *acti
 // standard output); else the file the detached start named; else
 // standard output.
 func (r *actionRun) write(ctx context.Context, ss profiling.Profiler, req profiling.ProfileRequest, named bool) error {
-	dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: req.Writer != nil && !named}
+	dst := profiling.Destination{Path: req.Output, Writer: req.Writer, Mode: req.OutputMode, Owner: req.OutputOwner, AsStarted: !named}
 	run := ss.StopTo
 	if r.action == "dump" {
 		run = ss.DumpTo

@@ -164,7 +164,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "--agent", lib, "-o", "flamegrph", "-f", filepath.Join(dir, "typo.html"), "-d", "1", pid}, `output format "flamegrph"`},
 		{[]string{"profile", "jcmd", pid, "VM.version"}, "safeattach jcmd PID COMMAND"},
 		{[]string{"profile", "--agent", lib, "--engine", "perf", "-d", "1", pid}, `--engine "perf"`},
-		{[]string{"profile", "start", "--agent", lib, "--fallback", "jfr", pid}, "take a collect"},
+		{[]string{"profile", "start", "--agent", lib, "--fallback", "nope", pid}, "want jfr or none"},
 		{[]string{"profile", "--engine", "jfr", "-d", "1", "-o", "tree", "-f", filepath.Join(dir, "x.html"), pid}, "the Flight Recorder's profile is written as jfr, pprof, collapsed, flat or flamegraph"},
 		{[]string{"profile", "load", pid, lib}, "safeattach load PID AGENT_PATH"},
 	} {
