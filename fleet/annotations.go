@@ -8,6 +8,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/profiling"
 )
 
 // What annotation values may be: they come from the pod's author, and
@@ -100,6 +101,25 @@ func windowAnnotation(ann map[string]string, def time.Duration) (time.Duration, 
 		return refuse("too long")
 	}
 	return v, nil
+}
+
+// fallbackAnnotation is the engine that profiles the pod's JVM where
+// async-profiler is refused, as its annotation says (jfr, none), or def.
+func fallbackAnnotation(ann map[string]string, def profiling.Engine) (profiling.Engine, *annotationRefusal) {
+	s, ok := ann[AnnotationFallback]
+	switch {
+	case !ok:
+		return def, nil
+	case s == "none":
+		return "", nil
+	case s == string(profiling.FlightRecorder):
+		return profiling.FlightRecorder, nil
+	}
+	why := "not an engine"
+	if printable.Line(s) != s {
+		why = "control or invisible characters, or not UTF-8"
+	}
+	return def, &annotationRefusal{AnnotationFallback, s, why, "jfr or none"}
 }
 
 // serviceAnnotation is the Pyroscope service a container's windows are

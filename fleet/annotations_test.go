@@ -10,6 +10,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/profiling"
 )
 
 // cut is what kube keeps of a longer annotation value: its first 1,024
@@ -207,6 +208,38 @@ func TestServiceAnnotation(t *testing.T) {
 	for _, set := range []bool{false, true} {
 		if got, r := serviceAnnotation(pod("", set), "app"); got != def || r != nil {
 			t.Errorf("empty service annotation (set %v): %q, %+v", set, got, r)
+		}
+	}
+}
+
+// TestFallbackAnnotation: a pod chooses the engine for a refused JVM
+// (jfr) or none; anything else is refused, with the daemon's default
+// used instead.
+func TestFallbackAnnotation(t *testing.T) {
+	const notEngine = "not an engine"
+	for _, def := range []profiling.Engine{"", profiling.FlightRecorder} {
+		for _, c := range []struct {
+			value  string
+			want   profiling.Engine
+			reason string
+		}{
+			{"jfr", profiling.FlightRecorder, noRefusal},
+			{"none", "", noRefusal},
+			{"JFR", def, notEngine},
+			{"async-profiler", def, notEngine},
+			{"jfr,settings=/etc/passwd", def, notEngine},
+			{"", def, notEngine},
+			{"jfr\u009b2J", def, controls},
+			{"jfr\xff", def, controls},
+		} {
+			got, r := fallbackAnnotation(map[string]string{AnnotationFallback: c.value}, def)
+			checkRefusal(t, AnnotationFallback, c.value, r, c.reason)
+			if got != c.want {
+				t.Errorf("default %q, %s: %q, want %q", def, short(c.value), got, c.want)
+			}
+		}
+		if got, r := fallbackAnnotation(map[string]string{}, def); got != def || r != nil {
+			t.Errorf("no annotation, default %q: %q %+v", def, got, r)
 		}
 	}
 }

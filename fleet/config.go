@@ -21,6 +21,7 @@ const (
 	AnnotationWindow    = "profiles.safeattach.io/window"       // a Go duration, 1s to 10m
 	AnnotationContainer = "profiles.safeattach.io/container"    // which container; default all
 	AnnotationService   = "profiles.safeattach.io/service-name" // default <namespace>/<container>
+	AnnotationFallback  = "profiles.safeattach.io/fallback"     // jfr or none: what profiles a JVM async-profiler is refused in
 )
 
 // RefusalProfilerBusy counts JVMs not profiled because another session
@@ -46,6 +47,12 @@ type Config struct {
 	Lib string
 	// Format is what each window is: "jfr" (default) or "collapsed".
 	Format string
+	// Fallback is the engine that profiles a JVM where the rules refuse
+	// async-profiler: profiling.FlightRecorder (the JVM's own, whose
+	// windows are JFR recordings whatever Format says), or empty for
+	// none (the refusal is counted, nothing profiles the JVM). A pod's
+	// AnnotationFallback overrides it.
+	Fallback profiling.Engine
 	// Event and Window are the defaults for pods that do not say
 	// (cpu, with the timer fallback where perf events are unavailable;
 	// 60 s).
@@ -82,6 +89,11 @@ func New(cfg Config) (*Daemon, error) {
 	case "jfr", "collapsed":
 	default:
 		return nil, fmt.Errorf("fleet: format %q: want jfr or collapsed", cfg.Format)
+	}
+	switch cfg.Fallback {
+	case "", profiling.FlightRecorder:
+	default:
+		return nil, fmt.Errorf("fleet: fallback %q: want jfr or none", cfg.Fallback)
 	}
 	if cfg.Event == "" {
 		cfg.Event = "cpu"

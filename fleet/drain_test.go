@@ -79,7 +79,7 @@ func startStandInSession(d *Daemon, w wanted, last string) {
 		// Stopping a profiler and reading its window back takes a moment.
 		time.Sleep(50 * time.Millisecond)
 		now := time.Now()
-		d.finished(w, &profiling.Window{From: now.Add(-time.Second), Until: now, Output: bytes.NewReader([]byte(last)), Size: int64(len(last)), Last: true}, d.cfg.Logger)
+		d.finished(w, &profiling.Window{From: now.Add(-time.Second), Until: now, Output: bytes.NewReader([]byte(last)), Size: int64(len(last)), Last: true}, profiling.AsyncProfiler, d.cfg.Logger)
 		close(p.done)
 	}()
 }

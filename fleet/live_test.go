@@ -127,7 +127,7 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	}
 	ingest.mu.Lock()
 	for _, q := range ingest.reqs[:3] {
-		if name := q.Get("name"); name != "shop/app{container=app,namespace=shop,node=node-1,pod=orders}" {
+		if name := q.Get("name"); name != "shop/app{container=app,engine=async-profiler,namespace=shop,node=node-1,pod=orders}" {
 			t.Errorf("window pushed as %q", name)
 		}
 	}
@@ -175,6 +175,72 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	}
 	if n := metric(t, d.Metrics(), "safeattach_sessions_active"); n != 0 {
 		t.Errorf("%v profilers still active after their pod left", n)
+	}
+}
+
+// TestLiveDaemonFallsBackToFlightRecorder: a pod whose JVM runs
+// tcmalloc's heap profiler, where the rules refuse the affected
+// async-profiler, is profiled by the JVM's own Flight Recorder when the
+// node agent is configured to fall back: its windows arrive at the
+// loopback Pyroscope as JFR recordings labelled engine=jfr, and
+// /metrics counts the refusal, the fallback by rule and engine, and the
+// windows by engine. The JVM lives on.
+func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
+	t.Parallel()
+	tc := testenv.Library(t, "libtcmalloc.so.4")
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000f", strings.Repeat("f6", 32)
+	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap", 1)
+	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": "containerd://" + id})
+	ingest := &loopbackPyroscope{}
+	srv := httptest.NewServer(ingest)
+	t.Cleanup(srv.Close)
+	metrics := NewMetrics()
+	pusher, err := pyroscope.NewPusher(pyroscope.Config{URL: srv.URL, Observe: metrics.ObservePush})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{
+		Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
+		Format: "collapsed", Fallback: profiling.FlightRecorder, SyncInterval: 300 * time.Millisecond, Pusher: pusher, Metrics: metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, d, pusher)
+	deadline := time.Now().Add(60 * time.Second)
+	for ingest.count() < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := ingest.count(); n < 2 {
+		t.Fatalf("%d windows reached Pyroscope in 60 s, want 2; metrics:\n%s", n, ownMetrics(t, d.Metrics()))
+	}
+	ingest.mu.Lock()
+	for _, q := range ingest.reqs[:2] {
+		if name, format := q.Get("name"), q.Get("format"); name != "shop/app{container=app,engine=jfr,namespace=shop,node=node-1,pod=billing}" || format != "jfr" {
+			t.Errorf("window pushed as %q, format %q", name, format)
+		}
+	}
+	ingest.mu.Unlock()
+	fams := scrape(t, d.Handler())
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"safeattach_refusals_total", []string{"rule", "tcmalloc-heap-profiler"}},
+		{"safeattach_fallbacks_total", []string{"rule", "tcmalloc-heap-profiler", "engine", "jfr"}},
+		{"safeattach_attaches_total", []string{"outcome", "ok"}},
+	} {
+		if got, ok := metricValue(fams, c.name, c.labels...); got != 1 {
+			t.Errorf("%s%v = %v (present %v), want 1", c.name, c.labels, got, ok)
+		}
+	}
+	if got, _ := metricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "jfr"); got < 2 {
+		t.Errorf("windows by the Flight Recorder counted %v, want at least 2", got)
+	}
+	if err := syscall.Kill(jvm, 0); err != nil {
+		t.Errorf("the JVM is gone: %v", err)
 	}
 }
 
@@ -351,8 +417,9 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 	data, _ := json.Marshal(map[string]any{"kind": "PodList", "items": []any{map[string]any{
 		"metadata": map[string]any{"namespace": "shop", "name": "orders", "uid": pod, "annotations": map[string]string{
 			AnnotationEnabled: "true", AnnotationWindow: "1s",
-			AnnotationEvent:   "wall,interval=1,jstackdepth=4096,file=/etc/passwd\u009b2J",
-			AnnotationService: "svc{tenant=other}" + hostileText}},
+			AnnotationEvent:    "wall,interval=1,jstackdepth=4096,file=/etc/passwd\u009b2J",
+			AnnotationService:  "svc{tenant=other}" + hostileText,
+			AnnotationFallback: "jfr,settings=/etc/passwd"}},
 		"spec":   map[string]any{"nodeName": "node-1"},
 		"status": map[string]any{"phase": "Running", "containerStatuses": []any{map[string]any{"name": "app", "containerID": id, "state": map[string]any{"running": map[string]any{}}}}},
 	}}})
@@ -394,13 +461,13 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 	if !strings.Contains(bodies[0], "[itimer]") || strings.Contains(bodies[0], "[wall]") {
 		t.Errorf("the window was not profiled with the default event: %q", bodies[0])
 	}
-	if names[0] != "shop/app{container=app,namespace=shop,node=node-1,pod=orders}" {
+	if names[0] != "shop/app{container=app,engine=async-profiler,namespace=shop,node=node-1,pod=orders}" {
 		t.Errorf("pushed as %q", names[0])
 	}
 	logMu.Lock()
 	logged := logs.String()
 	logMu.Unlock()
-	for _, a := range []string{AnnotationEvent, AnnotationService} {
+	for _, a := range []string{AnnotationEvent, AnnotationService, AnnotationFallback} {
 		if !strings.Contains(logged, `"msg":"annotation refused"`) || !strings.Contains(logged, `"annotation":"`+a+`"`) {
 			t.Errorf("no warning naming %s:\n%s", a, logged)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/safeattach/safeattach/profiling"
 	"github.com/safeattach/safeattach/pyroscope"
 )
 
@@ -22,7 +23,8 @@ type Metrics struct {
 
 	attaches  *prometheus.CounterVec // by outcome
 	refusals  *prometheus.CounterVec // by rule ID
-	windows   *prometheus.CounterVec // by result
+	windows   *prometheus.CounterVec // by result and engine
+	fallbacks *prometheus.CounterVec // by the rule that refused async-profiler, and the engine instead
 	hangs     prometheus.Counter
 	active    prometheus.Gauge
 	syncs     prometheus.Counter
@@ -52,8 +54,11 @@ func NewMetrics() *Metrics {
 			Name: "safeattach_refusals_total", Help: "Refusals by the rule that refused.",
 		}, []string{"rule"}),
 		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "safeattach_profile_windows_total", Help: "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped).",
-		}, []string{"result"}),
+			Name: "safeattach_profile_windows_total", Help: "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped) and engine (async-profiler, jfr).",
+		}, []string{"result", "engine"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_fallbacks_total", Help: "JVMs profiled by another engine because the rules refused async-profiler, by the refusing rule and the engine used instead.",
+		}, []string{"rule", "engine"}),
 		hangs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "safeattach_hang_reports_total", Help: "Attaches that hung and were ended with a hang report.",
 		}),
@@ -81,7 +86,7 @@ func NewMetrics() *Metrics {
 		Name: "safeattach_build_info", Help: "1, labelled with the build's version and Go version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, goVersion).Set(1)
-	m.reg.MustRegister(m.attaches, m.refusals, m.windows, m.hangs, m.active, m.syncs, m.syncFails,
+	m.reg.MustRegister(m.attaches, m.refusals, m.windows, m.fallbacks, m.hangs, m.active, m.syncs, m.syncFails,
 		m.sessions, m.attachDur, m.pushDur, build,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
@@ -121,10 +126,15 @@ func (m *Metrics) attach(outcome string, took time.Duration) {
 	m.attaches.WithLabelValues(outcome).Inc()
 	m.attachDur.WithLabelValues(outcome).Observe(took.Seconds())
 }
-func (m *Metrics) refusal(rule string)  { m.refusals.WithLabelValues(rule).Inc() }
-func (m *Metrics) window(result string) { m.windows.WithLabelValues(result).Inc() }
-func (m *Metrics) hang()                { m.hangs.Inc() }
-func (m *Metrics) setActive(n int)      { m.active.Set(float64(n)) }
+func (m *Metrics) refusal(rule string) { m.refusals.WithLabelValues(rule).Inc() }
+func (m *Metrics) window(result string, engine profiling.Engine) {
+	m.windows.WithLabelValues(result, string(engine)).Inc()
+}
+func (m *Metrics) fallback(rule string, engine profiling.Engine) {
+	m.fallbacks.WithLabelValues(rule, string(engine)).Inc()
+}
+func (m *Metrics) hang()           { m.hangs.Inc() }
+func (m *Metrics) setActive(n int) { m.active.Set(float64(n)) }
 
 func (m *Metrics) synced(ok bool) {
 	m.syncs.Inc()

@@ -13,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/safeattach/safeattach/profiling"
 )
 
 // scrape parses what h serves on /metrics, as Prometheus would.
@@ -116,7 +118,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.attach("refused", 5*time.Millisecond)
 	m.refusal("jemalloc-prof-active")
 	m.refusal(`we"ird\rule`)
-	m.window("ok")
+	m.window("ok", profiling.AsyncProfiler)
 	m.ObservePush(12*time.Millisecond, 200, nil)
 	m.ObservePush(time.Second, 503, nil)
 	w := wanted{}

@@ -115,12 +115,14 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	refused.log(log, event)
 	window, refused := windowAnnotation(w.pod.Annotations, d.cfg.Window)
 	refused.log(log, window)
-	ss, err := d.startProfiler(ctx, jvm.PID, event, window)
+	fallback, refused := fallbackAnnotation(w.pod.Annotations, d.cfg.Fallback)
+	refused.log(log, fallback)
+	ss, err := d.startProfiler(ctx, jvm.PID, event, window, fallback, log)
 	if err != nil {
 		d.notProfiled(ctx, w.key(), id, jvm.PID, err, log)
 		return
 	}
-	log.Info("profiling", "pid", jvm.PID, "event", ss.Event(), "window", window.String(), "format", d.cfg.Format)
+	log.Info("profiling", "pid", jvm.PID, "engine", ss.Engine(), "event", ss.Event(), "window", window.String(), "format", ss.Format())
 	d.keepProfiling(w, id, ss, window, log)
 }
 
@@ -158,21 +160,44 @@ func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logg
 
 // startProfiler opens a session on the JVM and starts its profiler,
 // counting the attach by outcome and latency. A profiler this node's
-// daemon left running (killed before it could stop it) is taken back;
-// anyone else's is refused.
-func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration) (*profiling.Session, error) {
+// node agent left running (killed before it could stop it) is taken
+// back; anyone else's is refused. Where the rules refuse async-profiler
+// and fallback names another engine, that engine profiles the JVM
+// instead: the refusing rules are counted as refusals and as fallbacks.
+func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration, fallback profiling.Engine, log *slog.Logger) (profiling.Profiler, error) {
 	began := time.Now()
-	ss, err := profiling.OpenSession(ctx, pid, profiling.SessionRequest{
+	req := profiling.SessionRequest{
 		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: profiling.AutoStopFor(window),
-	})
-	if err == nil {
-		if err = ss.Start(ctx); err != nil {
-			ss.Close()
+	}
+	ss, err := startEngine(ctx, pid, req)
+	var refused *attach.RefusedError
+	if fallback != "" && errors.As(err, &refused) && refused.Reason == "" && ctx.Err() == nil {
+		rules := refused.Verdict.Causes()
+		for _, r := range rules {
+			d.cfg.Metrics.refusal(r)
+			d.cfg.Metrics.fallback(r, fallback)
 		}
+		log.Info("async-profiler refused: profiling with the fallback engine", "pid", pid, "rules", rules, "engine", fallback)
+		// The Flight Recorder's windows are its own recordings.
+		req.Engine, req.Format = fallback, "jfr"
+		ss, err = startEngine(ctx, pid, req)
 	}
 	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
 	return ss, err
+}
+
+// startEngine opens req's profiler in pid and starts it.
+func startEngine(ctx context.Context, pid int, req profiling.SessionRequest) (profiling.Profiler, error) {
+	ss, err := profiling.Open(ctx, pid, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := ss.Start(ctx); err != nil {
+		ss.Close()
+		return nil, err
+	}
+	return ss, nil
 }
 
 // notProfiled counts and logs why a JVM was not profiled, and remembers
@@ -227,7 +252,7 @@ func (d *Daemon) judge(key string, id jvmID) {
 // goroutine of its own until it is cancelled (its pod left, a new JVM,
 // StopAll) or fails; StopAll waits for it through d.wg, so that its last
 // window is taken before the daemon stops.
-func (d *Daemon) keepProfiling(w wanted, id jvmID, ss *profiling.Session, window time.Duration, log *slog.Logger) {
+func (d *Daemon) keepProfiling(w wanted, id jvmID, ss profiling.Profiler, window time.Duration, log *slog.Logger) {
 	// Not the sync's context: a session outlives the sync that started it.
 	sctx, cancel := context.WithCancel(context.Background())
 	p := &profiled{jvm: id, cancel: cancel, done: make(chan struct{})}
@@ -241,12 +266,12 @@ func (d *Daemon) keepProfiling(w wanted, id jvmID, ss *profiling.Session, window
 		defer d.cfg.Metrics.sessionEnded(w)
 		defer ss.Close()
 		err := ss.Windows(sctx, window, func(win *profiling.Window) error {
-			d.finished(w, win, log)
+			d.finished(w, win, ss.Engine(), log)
 			return nil
 		})
 		close(p.done)
 		if err != nil {
-			d.profilingEnded(w.key(), id, err, log)
+			d.profilingEnded(w.key(), id, ss.Engine(), err, log)
 		}
 	}()
 }
@@ -254,8 +279,8 @@ func (d *Daemon) keepProfiling(w wanted, id jvmID, ss *profiling.Session, window
 // profilingEnded counts and logs a session that failed, and remembers
 // its JVM as judged: it is not profiled again until the container runs a
 // new JVM.
-func (d *Daemon) profilingEnded(key string, id jvmID, err error, log *slog.Logger) {
-	d.cfg.Metrics.window("error")
+func (d *Daemon) profilingEnded(key string, id jvmID, engine profiling.Engine, err error, log *slog.Logger) {
+	d.cfg.Metrics.window("error", engine)
 	if attach.OutcomeOf(err) == attach.OutcomeTimedOut {
 		d.cfg.Metrics.hang()
 	}

@@ -15,14 +15,14 @@ import (
 // finished takes one window: read into a buffer charged to the budget
 // (over budget, it is dropped, counted and logged with its pod — the
 // profiler goes on) and queued for the pusher, which releases it.
-func (d *Daemon) finished(w wanted, win *profiling.Window, log *slog.Logger) {
+func (d *Daemon) finished(w wanted, win *profiling.Window, engine profiling.Engine, log *slog.Logger) {
 	if win.Err != nil {
 		if errors.Is(win.Err, profiling.ErrNoOutput) {
-			d.cfg.Metrics.window("empty")
+			d.cfg.Metrics.window("empty", engine)
 			log.Warn("profile window empty")
 			return
 		}
-		d.dropped(win, win.Err, log)
+		d.dropped(win, win.Err, engine, log)
 		return
 	}
 	buf := d.cfg.Budget.Buffer(d.cfg.MaxWindowBytes)
@@ -32,27 +32,31 @@ func (d *Daemon) finished(w wanted, win *profiling.Window, log *slog.Logger) {
 	}
 	if err != nil {
 		buf.Release()
-		d.dropped(win, err, log)
+		d.dropped(win, err, engine, log)
 		return
 	}
 	if buf.Len() == 0 {
 		buf.Release()
-		d.cfg.Metrics.window("empty")
+		d.cfg.Metrics.window("empty", engine)
 		log.Warn("profile window empty")
 		return
 	}
-	d.cfg.Metrics.window("ok")
+	d.cfg.Metrics.window("ok", engine)
 	if d.cfg.Pusher == nil {
 		buf.Release()
 		return
 	}
+	// The Flight Recorder's windows are its recordings, whatever Format
+	// says for async-profiler's.
 	format := "jfr"
-	if d.cfg.Format == "collapsed" {
+	if d.cfg.Format == "collapsed" && engine == profiling.AsyncProfiler {
 		format = "folded"
 	}
 	service, refused := serviceAnnotation(w.pod, w.container.Name)
 	refused.log(log, service)
-	labels := map[string]string{"namespace": w.pod.Namespace, "pod": w.pod.Name, "container": w.container.Name}
+	// engine tells the two profilers' flame graphs apart: the Flight
+	// Recorder's hold Java frames only.
+	labels := map[string]string{"namespace": w.pod.Namespace, "pod": w.pod.Name, "container": w.container.Name, "engine": string(engine)}
 	if w.pod.Node != "" {
 		labels["node"] = w.pod.Node
 	}
@@ -62,11 +66,11 @@ func (d *Daemon) finished(w wanted, win *profiling.Window, log *slog.Logger) {
 }
 
 // dropped counts and logs a window that could not be taken.
-func (d *Daemon) dropped(win *profiling.Window, err error, log *slog.Logger) {
+func (d *Daemon) dropped(win *profiling.Window, err error, engine profiling.Engine, log *slog.Logger) {
 	result := "invalid"
 	if errors.Is(err, budget.ErrExhausted) || errors.Is(err, budget.ErrTooLarge) || errors.Is(err, safefile.ErrTooLarge) {
 		result = "over-budget"
 	}
-	d.cfg.Metrics.window(result)
+	d.cfg.Metrics.window(result, engine)
 	log.Warn("profile window dropped", "result", result, "window", win.N, "bytes", win.Size, "err", logText(err))
 }

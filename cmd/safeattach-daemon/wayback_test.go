@@ -135,7 +135,7 @@ func TestDaemonUnderAttack(t *testing.T) {
 	if mem.OOMKills() != 0 || d.ExitState().ExitCode() != 0 || mem.Peak() > 64<<20 {
 		t.Fatalf("exit %v, OOM kills %d, peak %d MiB (more than half the limit):\n%s", d.ExitState(), mem.OOMKills(), mem.Peak()>>20, tail(out, 3000))
 	}
-	if (only == "" || only == "sparse") && !strings.Contains(metrics, `safeattach_profile_windows_total{result="over-budget"}`) {
+	if (only == "" || only == "sparse") && !strings.Contains(metrics, `safeattach_profile_windows_total{engine="async-profiler",result="over-budget"}`) {
 		t.Errorf("/metrics does not count the dropped windows:\n%s", metrics)
 	}
 	if (only == "" || only == "sparse") && !strings.Contains(out, `"result":"over-budget"`) {
