@@ -20,7 +20,9 @@ type Policy struct {
 	// Strict turns every unacknowledged warning into a block.
 	Strict bool
 	// AllowAgents, when not empty, admits only agents whose path or
-	// SHA-256 is listed. DenyAgents refuses the listed ones.
+	// SHA-256 is listed. DenyAgents refuses the listed ones. Both name
+	// agent libraries: the JVM's Flight Recorder, which loads none, is
+	// judged by the rules alone.
 	AllowAgents []string
 	DenyAgents  []string
 }
@@ -146,8 +148,10 @@ func Evaluate(report *preflight.Report, agent *preflight.Agent, policy Policy) V
 	return v
 }
 
+// agentPolicy applies the allow and deny lists, which name agent
+// libraries: an assumed agent and the JVM's Flight Recorder have none.
 func agentPolicy(a *preflight.Agent, p Policy) []Finding {
-	if a == nil || a.Assumed || (len(p.AllowAgents) == 0 && len(p.DenyAgents) == 0) {
+	if a == nil || a.Assumed || a.Kind == preflight.AgentFlightRecorder || (len(p.AllowAgents) == 0 && len(p.DenyAgents) == 0) {
 		return nil
 	}
 	matches := func(list []string) string {

@@ -85,7 +85,7 @@ var factList = []FactInfo{
 	{"agent.path", "string", "the agent library's path"},
 	{"agent.exists", "bool", "the agent file exists"},
 	{"agent.regular", "bool", "the agent is a regular file"},
-	{"agent.kind", "string", "async-profiler, datadog-java-profiler, jvmti or not-an-agent"},
+	{"agent.kind", "string", "async-profiler, datadog-java-profiler, jvmti, not-an-agent, or jfr (the JVM's own Flight Recorder: no library)"},
 	{"agent.version", "version", "the agent's version (async-profiler's bare literal, e.g. 3.0-2dba71f)"},
 	{"agent.imports", "list", "imported symbols the rules reason about (dl_iterate_phdr...)"},
 	{"agent.exports_onattach", "bool", "exports Agent_OnAttach"},
@@ -294,14 +294,14 @@ func (f Facts) put(name string, v any, note string) { f[name] = Fact{Value: v, N
 
 // agentFacts are the facts about the agent to load: none for an attach
 // that loads nothing (a is nil), only what it was told for an assumed
-// one (no file to read), and its file's and the loaded copies' for a
-// real one.
+// one or for the JVM's Flight Recorder (no file to read), and its file's
+// and the loaded copies' for a real one.
 func agentFacts(f Facts, r *preflight.Report, a *preflight.Agent, apPaths []string) {
 	if a == nil {
 		return
 	}
 	agentDescriptionFacts(f, a)
-	if a.Assumed {
+	if a.Assumed || a.Kind == preflight.AgentFlightRecorder {
 		return
 	}
 	agentFileFacts(f, a, r.Process.UID.Effective)
@@ -398,6 +398,8 @@ func describeAgent(a *preflight.Agent) string {
 	switch {
 	case a.Assumed:
 		return "(none given; assumed an affected async-profiler build)"
+	case a.Kind == preflight.AgentFlightRecorder:
+		return "the JVM's Flight Recorder"
 	case a.Version != "":
 		return string(a.Kind) + " " + a.Version
 	case a.Kind != "":

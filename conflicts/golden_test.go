@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "rewrite the golden verdicts in testdata
 type goldenCase struct {
 	name   string
 	report string // testdata/reports/<report>.json
-	agent  string // testdata/agents/<agent>.json; "" for none; "assumed" is what attach.FindAgent assumes when none is given
+	agent  string // testdata/agents/<agent>.json; "" for none; "assumed" is what attach.FindAgent assumes when none is given; "jfr" is preflight.FlightRecorderAgent()
 	policy Policy
 	// The rule IDs that must appear with each severity, beyond the golden
 	// file itself: the golden file pins the wording, this pins the intent.
@@ -75,6 +75,29 @@ var goldenCases = []goldenCase{
 	{name: "agent-not-loadable", report: "plain-jdk17", agent: "glibc-too-new", block: []string{"agent-not-loadable"}},
 	{name: "crashed-after-attach", report: "crashed-before", agent: "lookalike_fixed", block: []string{"crashed-after-attach"}},
 	{name: "crashed-after-attach-acked", report: "crashed-before", agent: "lookalike_fixed", policy: Policy{Acks: []string{"crashed-after-attach"}}, warn: []string{"crashed-after-attach"}, allowed: true},
+	// The JVM's Flight Recorder: its own rules, the JVM's protections, and
+	// none of the library's.
+	{name: "jfr-plain", report: "plain-jdk17", agent: "jfr", allowed: true},
+	{name: "jfr-unavailable-8u252", report: "jdk8-252", agent: "jfr", block: []string{"jfr-unavailable-jdk8"}},
+	{name: "jfr-maybe-unbuilt-8u265", report: "jdk8-265", agent: "jfr", warn: []string{"jfr-unavailable-jdk8"}, allowed: true},
+	{name: "jfr-8u412", report: "jdk8", agent: "jfr", allowed: true},
+	{name: "jfr-unavailable-8u252-acked", report: "jdk8-252", agent: "jfr", policy: Policy{Acks: []string{"jfr-unavailable-jdk8"}}, warn: []string{"jfr-unavailable-jdk8"}, allowed: true},
+	{name: "jfr-disabled", report: "jfr-disabled", agent: "jfr", block: []string{"jfr-disabled"}},
+	{name: "jfr-disabled-async-profiler", report: "jfr-disabled", agent: "lookalike_fixed", allowed: true},
+	{name: "jfr-tcmalloc-heapprofile-jdk25", report: "tcmalloc-heapprofile-jdk25", agent: "jfr", block: []string{"jfr-libunwind-heap-profiler"}},
+	{name: "jfr-tcmalloc-heapprofile-jdk17", report: "tcmalloc-heapprofile", agent: "jfr", block: []string{"jfr-libunwind-heap-profiler"}},
+	{name: "jfr-jemalloc-libunwind-jdk25", report: "jemalloc-libunwind-active-jdk25", agent: "jfr", block: []string{"jfr-libunwind-heap-profiler"}},
+	{name: "jfr-jemalloc-libgcc-jdk25", report: "jemalloc-prof-active-jdk25", agent: "jfr", allowed: true},
+	{name: "jfr-tcmalloc-heapprofile-jdk25-affected-agent", report: "tcmalloc-heapprofile-jdk25", agent: "lookalike_affected", block: []string{"tcmalloc-heap-profiler"}},
+	{name: "jfr-string-pool-11.0.3", report: "jdk11-0-3", agent: "jfr", warn: []string{"jfr-string-pool-deadlock"}, allowed: true},
+	{name: "jfr-attach-disabled", report: "disable-attach", agent: "jfr", block: []string{"attach-disabled"}},
+	{name: "jfr-xrs-socket-deleted", report: "xrs-socket-deleted", agent: "jfr", block: []string{"sigquit-not-handled"}},
+	{name: "jfr-not-a-jvm", report: "not-a-jvm", agent: "jfr", block: []string{"not-a-jvm"}},
+	{name: "jfr-credentials-mismatch", report: "foreign-user", agent: "jfr", block: []string{"credentials-mismatch"}},
+	{name: "jfr-spoofed-socket", report: "spoofed-socket", agent: "jfr", block: []string{"attach-socket-untrusted"}},
+	{name: "jfr-dynamic-loading-off", report: "dynamic-loading-off", agent: "jfr", allowed: true},
+	{name: "jfr-yourkit-loaded", report: "yourkit-loaded", agent: "jfr", allowed: true},
+	{name: "jfr-not-allowlisted", report: "plain-jdk17", agent: "jfr", policy: Policy{AllowAgents: []string{"0000"}}, allowed: true},
 	// Policy.
 	{name: "strict-escalates-warning", report: "jemalloc-prof-idle", agent: "lookalike_affected", policy: Policy{Strict: true}, block: []string{"jemalloc-heap-profiler"}},
 	{name: "denylisted-by-path", report: "plain-jdk17", agent: "lookalike_fixed", policy: Policy{DenyAgents: []string{"/tmp/safeattach-testbuild/agent-659798474926e5c2/liblookalike_fixed.so"}}, block: []string{RuleAgentDenylisted}},
@@ -103,6 +126,8 @@ func TestGoldenVerdicts(t *testing.T) {
 			var agent *preflight.Agent
 			switch c.agent {
 			case "":
+			case "jfr":
+				agent = preflight.FlightRecorderAgent()
 			default:
 				agent = loadJSON[preflight.Agent](t, filepath.Join("testdata/agents", c.agent+".json"))
 			}

@@ -23,11 +23,11 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1147",
 			"https://github.com/async-profiler/async-profiler/issues/1151",
 		},
-		Source: "rules/default.yaml:44",
+		Source: "rules/default.yaml:54",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 59, All: []*Condition{
+				When: &Condition{Line: 69, All: []*Condition{
 					{Line: 19, Any: []*Condition{
 						{Line: 21, All: []*Condition{
 							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
@@ -51,9 +51,9 @@ var embeddedRuleData = []Rule{
 							}},
 						}},
 					}},
-					{Line: 61, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 62, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
-					{Line: 63, Fact: "jemalloc.unwinder", Op: "one_of", Args: []string{"libunwind"}, OrUnknown: true},
+					{Line: 71, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 72, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
+					{Line: 73, Fact: "jemalloc.unwinder", Op: "one_of", Args: []string{"libunwind"}, OrUnknown: true},
 				}},
 				Message: "jemalloc {jemalloc.version} at {jemalloc.present.note} has heap profiling " +
 					"active ({jemalloc.prof.state.note}) with backtraces through " +
@@ -62,11 +62,11 @@ var embeddedRuleData = []Rule{
 				Remedy: "Use async-profiler 4.0 or later (it no longer allocates under the loader lock), " +
 					"or restart the JVM without jemalloc heap profiling (MALLOC_CONF without " +
 					"prof:true).",
-				Line: 57,
+				Line: 67,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 74, All: []*Condition{
+				When: &Condition{Line: 84, All: []*Condition{
 					{Line: 19, Any: []*Condition{
 						{Line: 21, All: []*Condition{
 							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
@@ -90,8 +90,8 @@ var embeddedRuleData = []Rule{
 							}},
 						}},
 					}},
-					{Line: 76, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 77, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
+					{Line: 86, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 87, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
 				}},
 				Message: "jemalloc {jemalloc.version} has heap profiling {jemalloc.prof.state} with the " +
 					"{jemalloc.unwinder} unwinder and the agent {agent.description} allocates under " +
@@ -100,22 +100,22 @@ var embeddedRuleData = []Rule{
 					"would make it deadlock",
 				Remedy: "Prefer async-profiler 4.0 or later; do not turn jemalloc profiling on while the " +
 					"agent loads.",
-				Line: 72,
+				Line: 82,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 87, All: []*Condition{
+				When: &Condition{Line: 97, All: []*Condition{
 					{Line: 36, All: []*Condition{
 						{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
 						{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
 					}},
-					{Line: 89, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 90, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
+					{Line: 99, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 100, Fact: "jemalloc.prof.state", Op: "one_of", Args: []string{"active", "idle"}},
 				}},
 				Message: "jemalloc heap profiling is {jemalloc.prof.state}, and async-profiler " +
 					"{agent.version} is safe with it: since 4.0 it does not allocate under the " +
 					"loader lock (the fix for #1147)",
-				Line: 85,
+				Line: 95,
 			},
 		},
 	},
@@ -132,11 +132,11 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1151",
 			"https://github.com/gperftools/gperftools/issues/1159",
 		},
-		Source: "rules/default.yaml:96",
+		Source: "rules/default.yaml:106",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 110, All: []*Condition{
+				When: &Condition{Line: 120, All: []*Condition{
 					{Line: 19, Any: []*Condition{
 						{Line: 21, All: []*Condition{
 							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
@@ -160,9 +160,9 @@ var embeddedRuleData = []Rule{
 							}},
 						}},
 					}},
-					{Line: 112, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 113, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
-					{Line: 114, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}, OrUnknown: true},
+					{Line: 122, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 123, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 124, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}, OrUnknown: true},
 				}},
 				Message: "gperftools {tcmalloc.version} tcmalloc at {tcmalloc.present.note} runs its heap " +
 					"profiler ({tcmalloc.heap_profiler.note}), and the agent {agent.description} " +
@@ -170,11 +170,11 @@ var embeddedRuleData = []Rule{
 					"#1151)",
 				Remedy: "Use async-profiler 4.0 or later, or restart the JVM without " +
 					"HEAPPROFILE/HEAPCHECK, or with libtcmalloc_minimal.",
-				Line: 108,
+				Line: 118,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 124, All: []*Condition{
+				When: &Condition{Line: 134, All: []*Condition{
 					{Line: 19, Any: []*Condition{
 						{Line: 21, All: []*Condition{
 							{Line: 22, Fact: "agent.assumed", Op: "equals", Args: []string{"true"}},
@@ -198,9 +198,9 @@ var embeddedRuleData = []Rule{
 							}},
 						}},
 					}},
-					{Line: 126, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 127, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
-					{Line: 128, Fact: "tcmalloc.version", Op: "version", Args: []string{"<= 2.10"}, OrUnknown: true},
+					{Line: 136, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 137, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 138, Fact: "tcmalloc.version", Op: "version", Args: []string{"<= 2.10"}, OrUnknown: true},
 				}},
 				Message: "gperftools {tcmalloc.version} full tcmalloc captures stacks while holding " +
 					"pageheap_lock when its heap grows (fixed in 2.11), even without the heap " +
@@ -208,22 +208,22 @@ var embeddedRuleData = []Rule{
 					"attaching it can deadlock the JVM",
 				Remedy: "Use async-profiler 4.0 or later, or run the JVM with gperftools 2.11+ or " +
 					"libtcmalloc_minimal.",
-				Line: 122,
+				Line: 132,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 136, All: []*Condition{
+				When: &Condition{Line: 146, All: []*Condition{
 					{Line: 36, All: []*Condition{
 						{Line: 38, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
 						{Line: 39, Fact: "agent.version", Op: "version", Args: []string{">= 4.0"}},
 					}},
-					{Line: 138, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-					{Line: 139, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
+					{Line: 148, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+					{Line: 149, Fact: "tcmalloc.flavor", Op: "equals", Args: []string{"full"}},
 				}},
 				Message: "full tcmalloc (heap profiler {tcmalloc.heap_profiler}) is loaded, and " +
 					"async-profiler {agent.version} is safe with it: since 4.0 it does not allocate " +
 					"under the loader lock (the fix for #1151)",
-				Line: 134,
+				Line: 144,
 			},
 		},
 	},
@@ -231,24 +231,24 @@ var embeddedRuleData = []Rule{
 		ID:     "not-a-jvm",
 		Title:  "The target is not a Java VM",
 		Hard:   true,
-		Source: "rules/default.yaml:145",
+		Source: "rules/default.yaml:155",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 150, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}},
+				When:     &Condition{Line: 160, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}},
 				Message: "pid is not a JVM (no libjvm.so or libj9vm mapped); an attach would send SIGQUIT " +
 					"to a process whose default action for it is to die",
 				Remedy: "Check the pid; safeattach scan lists the JVMs on this host.",
-				Line:   149,
+				Line:   159,
 			},
 			{
 				Severity: Block,
-				When:     &Condition{Line: 158, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}, OrUnknown: true},
+				When:     &Condition{Line: 168, Fact: "jvm.kind", Op: "equals", Args: []string{"none"}, OrUnknown: true},
 				Message: "cannot tell whether pid is a JVM (its memory map could not be read); an attach " +
 					"would send SIGQUIT to a process whose default action for it may be to die",
 				Remedy: "Run safeattach as root or as the target's user, so that /proc/<pid>/maps can be " +
 					"read.",
-				Line: 157,
+				Line: 167,
 			},
 		},
 	},
@@ -256,15 +256,15 @@ var embeddedRuleData = []Rule{
 		ID:     "openj9-not-supported",
 		Title:  "OpenJ9's attach protocol is not implemented",
 		Hard:   true,
-		Source: "rules/default.yaml:164",
+		Source: "rules/default.yaml:174",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 169, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
+				When:     &Condition{Line: 179, Fact: "jvm.kind", Op: "equals", Args: []string{"openj9"}},
 				Message: "the target is an OpenJ9 VM, whose attach protocol (files, a semaphore and a TCP " +
 					"call-back) safeattach does not speak yet",
 				Remedy: "Use OpenJ9's own tools (jcmd from the same OpenJ9 build) for now.",
-				Line:   168,
+				Line:   178,
 			},
 		},
 	},
@@ -272,16 +272,16 @@ var embeddedRuleData = []Rule{
 		ID:     "attach-disabled",
 		Title:  "The JVM was started with -XX:+DisableAttachMechanism",
 		Hard:   true,
-		Source: "rules/default.yaml:173",
+		Source: "rules/default.yaml:183",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 178, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 188, Fact: "jvm.flags.DisableAttachMechanism", Op: "equals", Args: []string{"true"}},
 				Message: "the JVM disables dynamic attach ({jvm.flags.DisableAttachMechanism.note}); " +
 					"SIGQUIT would only print a thread dump",
 				Remedy: "Restart the JVM without -XX:+DisableAttachMechanism, or load the agent at " +
 					"start-up with -agentpath.",
-				Line: 177,
+				Line: 187,
 			},
 		},
 	},
@@ -292,17 +292,17 @@ var embeddedRuleData = []Rule{
 			"-Xrs / -XX:+ReduceSignalUsage, or one still starting up, does not catch " +
 			"SIGQUIT, and its default action kills the JVM.\n",
 		Hard:   true,
-		Source: "rules/default.yaml:182",
+		Source: "rules/default.yaml:192",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 192, All: []*Condition{
+				When: &Condition{Line: 202, All: []*Condition{
 					{Line: 40, Fact: "jvm.kind", Op: "one_of", Args: []string{"hotspot", "openj9"}},
-					{Line: 194, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
-					{Line: 195, Any: []*Condition{
-						{Line: 196, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
-						{Line: 197, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
-						{Line: 198, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
+					{Line: 204, Fact: "jvm.attach_socket.exists", Op: "equals", Args: []string{"false"}},
+					{Line: 205, Any: []*Condition{
+						{Line: 206, Fact: "process.sigquit.caught", Op: "equals", Args: []string{"false"}},
+						{Line: 207, Fact: "process.sigquit.ignored", Op: "equals", Args: []string{"true"}},
+						{Line: 208, Fact: "jvm.flags.ReduceSignalUsage", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "the JVM has no attach socket and does not handle SIGQUIT " +
@@ -310,7 +310,7 @@ var embeddedRuleData = []Rule{
 					"signal that starts the listener would kill it",
 				Remedy: "Restart the JVM with -XX:+StartAttachListener (the socket is then created at " +
 					"start-up), or attach once it has finished starting.",
-				Line: 190,
+				Line: 200,
 			},
 		},
 	},
@@ -318,15 +318,15 @@ var embeddedRuleData = []Rule{
 		ID:     "process-stopped",
 		Title:  "The process is stopped or traced",
 		Hard:   true,
-		Source: "rules/default.yaml:206",
+		Source: "rules/default.yaml:216",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 211, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
+				When:     &Condition{Line: 221, Fact: "process.state", Op: "one_of", Args: []string{"stopped", "traced", "zombie", "dead"}},
 				Message: "the process is {process.state}; it cannot answer an attach, which would only " +
 					"wait for its deadline",
 				Remedy: "Resume it (kill -CONT) or detach the debugger, then try again.",
-				Line:   210,
+				Line:   220,
 			},
 		},
 	},
@@ -336,30 +336,32 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://openjdk.org/jeps/451",
 		},
-		Source: "rules/default.yaml:215",
+		Source: "rules/default.yaml:225",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 222, All: []*Condition{
-					{Line: 223, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
-					{Line: 224, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				When: &Condition{Line: 232, All: []*Condition{
+					{Line: 233, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "equals", Args: []string{"false"}},
+					{Line: 234, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
 				}},
 				Message: "the JVM runs with -XX:-EnableDynamicAgentLoading " +
 					"({jvm.flags.EnableDynamicAgentLoading.note}); a load would fail",
 				Remedy: "Restart with -XX:+EnableDynamicAgentLoading, or load the agent at start-up with " +
 					"-agentpath.",
-				Line: 220,
+				Line: 230,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 229, All: []*Condition{
-					{Line: 230, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
-					{Line: 231, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
-					{Line: 232, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+				When: &Condition{Line: 240, All: []*Condition{
+					{Line: 241, Fact: "jvm.feature", Op: "above", Args: []string{"20"}},
+					{Line: 242, Fact: "jvm.flags.EnableDynamicAgentLoading", Op: "present", Args: []string{"false"}},
+					{Line: 243, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
 				}},
 				Message: "JDK {jvm.feature} allows the load but prints a JEP 451 warning to the target's " +
 					"stderr",
-				Line: 227,
+				Line: 238,
 			},
 		},
 	},
@@ -367,42 +369,46 @@ var embeddedRuleData = []Rule{
 		ID:     "agent-arch-mismatch",
 		Title:  "The agent is built for another architecture",
 		Hard:   true,
-		Source: "rules/default.yaml:236",
+		Source: "rules/default.yaml:248",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 242, All: []*Condition{
-					{Line: 243, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
-					{Line: 244, Fact: "process.machine", Op: "present", Args: []string{"true"}},
-					{Line: 245, Not: &Condition{Line: 245, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
+				When: &Condition{Line: 254, All: []*Condition{
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 256, Fact: "agent.machine", Op: "present", Args: []string{"true"}},
+					{Line: 257, Fact: "process.machine", Op: "present", Args: []string{"true"}},
+					{Line: 258, Not: &Condition{Line: 258, Fact: "agent.machine", Op: "equals_fact", Args: []string{"process.machine"}}},
 				}},
 				Message: "the agent is built for {agent.machine} but the JVM runs on {process.machine}",
 				Remedy:  "Use the agent build for {process.machine}.",
-				Line:    240,
+				Line:    252,
 			},
 		},
 	},
 	{
 		ID:     "agent-libc-mismatch",
 		Title:  "The agent needs a C library the target does not have",
-		Source: "rules/default.yaml:249",
+		Source: "rules/default.yaml:262",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 254, Any: []*Condition{
-					{Line: 255, All: []*Condition{
-						{Line: 256, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
-						{Line: 257, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
-					}},
-					{Line: 258, All: []*Condition{
-						{Line: 259, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
-						{Line: 260, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
+				When: &Condition{Line: 267, All: []*Condition{
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 269, Any: []*Condition{
+						{Line: 270, All: []*Condition{
+							{Line: 271, Fact: "agent.libc", Op: "equals", Args: []string{"glibc"}},
+							{Line: 272, Fact: "process.libc", Op: "equals", Args: []string{"musl"}},
+						}},
+						{Line: 273, All: []*Condition{
+							{Line: 274, Fact: "agent.libc", Op: "equals", Args: []string{"musl"}},
+							{Line: 275, Fact: "process.libc", Op: "equals", Args: []string{"glibc"}},
+						}},
 					}},
 				}},
 				Message: "the agent links {agent.libc} ({agent.libc.note}) but the JVM runs on " +
 					"{process.libc}",
 				Remedy: "Use the agent build for {process.libc} (async-profiler 4.0+ is libc-agnostic).",
-				Line:   252,
+				Line:   265,
 			},
 		},
 	},
@@ -414,35 +420,36 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/610",
 		},
 		Hard:   true,
-		Source: "rules/default.yaml:264",
+		Source: "rules/default.yaml:279",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 273, All: []*Condition{
-					{Line: 274, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 275, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 288, All: []*Condition{
+					{Line: 289, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 290, Fact: "profilers.async_profiler.other_copy", Op: "equals", Args: []string{"true"}},
 				}},
 				Message: "a different copy of async-profiler is already loaded " +
 					"({profilers.async_profiler.paths}); two copies in one JVM crash it",
 				Remedy: "Use the copy that is already loaded (same path), or restart the JVM.",
-				Line:   271,
+				Line:   286,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 280, All: []*Condition{
-					{Line: 281, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
-					{Line: 282, Not: &Condition{Line: 282, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
+				When: &Condition{Line: 295, All: []*Condition{
+					{Line: 296, Fact: "agent.kind", Op: "present", Args: []string{"true"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 298, Not: &Condition{Line: 298, Fact: "profilers.kinds", Op: "equals", Args: []string{"none"}}},
 				}},
 				Message: "other profilers are loaded ({profilers.kinds}); they may compete for signals " +
 					"and perf events",
 				Remedy: "Stop the other profiler first if results look wrong.",
-				Line:   278,
+				Line:   293,
 			},
 			{
 				Severity: Info,
-				When:     &Condition{Line: 286, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 302, Fact: "profilers.async_profiler.same_copy", Op: "equals", Args: []string{"true"}},
 				Message:  "this async-profiler is already loaded; the load reuses it",
-				Line:     285,
+				Line:     301,
 			},
 		},
 	},
@@ -450,49 +457,53 @@ var embeddedRuleData = []Rule{
 		ID:     "agent-untrusted",
 		Title:  "The agent library could be tampered with, or is not a usable file",
 		Hard:   true,
-		Source: "rules/default.yaml:290",
+		Source: "rules/default.yaml:306",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 296, All: []*Condition{
-					{Line: 297, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 298, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 312, All: []*Condition{
+					{Line: 313, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 315, Fact: "agent.exists", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the agent {agent.path} does not exist ({agent.exists.note})",
 				Remedy:  "Give the path of the agent library.",
-				Line:    294,
+				Line:    310,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 303, All: []*Condition{
-					{Line: 304, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 305, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 320, All: []*Condition{
+					{Line: 321, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 323, Fact: "agent.regular", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the agent {agent.path} cannot be used: {agent.regular.note}",
 				Remedy:  "Give the path of the agent library itself, a regular file.",
-				Line:    301,
+				Line:    318,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 310, All: []*Condition{
-					{Line: 311, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 312, Not: &Condition{Line: 312, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
+				When: &Condition{Line: 328, All: []*Condition{
+					{Line: 329, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 331, Not: &Condition{Line: 331, Fact: "agent.foreign_writers", Op: "equals", Args: []string{"none"}}},
 				}},
 				Message: "the agent {agent.path} can be modified by someone other than root or the " +
 					"target's user: {agent.foreign_writers}",
 				Remedy: "Install the agent where only root (or the JVM's user) can write, e.g. chown " +
 					"root and chmod go-w the file and its directories.",
-				Line: 308,
+				Line: 326,
 			},
 			{
 				Severity: Block,
-				When: &Condition{Line: 317, All: []*Condition{
-					{Line: 318, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
-					{Line: 319, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
+				When: &Condition{Line: 336, All: []*Condition{
+					{Line: 337, Fact: "agent.assumed", Op: "equals", Args: []string{"false"}},
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 339, Fact: "agent.kind", Op: "equals", Args: []string{"not-an-agent"}},
 				}},
 				Message: "{agent.path} is not a JVMTI agent ({agent.kind.note})",
 				Remedy:  "Give a library that exports Agent_OnAttach.",
-				Line:    315,
+				Line:    334,
 			},
 		},
 	},
@@ -511,15 +522,18 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/908",
 			"https://github.com/async-profiler/async-profiler/issues/940",
 		},
-		Source: "rules/default.yaml:323",
+		Source: "rules/default.yaml:343",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 339, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
-				Message:  "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
+				When: &Condition{Line: 360, All: []*Condition{
+					{Line: 47, Not: &Condition{Line: 48, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}}},
+					{Line: 362, Fact: "agent.loadable", Op: "equals", Args: []string{"false"}},
+				}},
+				Message: "the JVM's dynamic loader could not load {agent.path}: {agent.loadable.note}",
 				Remedy: "Use an agent built for the target's distribution and C library (build it on the " +
 					"oldest system you attach to), or install what is missing in the target's image.",
-				Line: 338,
+				Line: 358,
 			},
 		},
 	},
@@ -539,16 +553,16 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1294",
 			"https://github.com/async-profiler/async-profiler/issues/855",
 		},
-		Source: "rules/default.yaml:343",
+		Source: "rules/default.yaml:366",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 361, All: []*Condition{
-					{Line: 362, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-					{Line: 363, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
-					{Line: 364, Any: []*Condition{
-						{Line: 365, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
-						{Line: 366, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
+				When: &Condition{Line: 384, All: []*Condition{
+					{Line: 385, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 386, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
+					{Line: 387, Any: []*Condition{
+						{Line: 388, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
+						{Line: 389, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
 					}},
 				}},
 				Message: "-e cpu needs perf events, which this JVM cannot open " +
@@ -557,17 +571,17 @@ var embeddedRuleData = []Rule{
 				Remedy: "Profile with -e itimer (or -e ctimer with async-profiler 3.0+), or pass " +
 					"--event-fallback to switch automatically; or allow perf events (sysctl " +
 					"kernel.perf_event_paranoid=2, or CAP_PERFMON for the container).",
-				Line: 359,
+				Line: 382,
 			},
 			{
 				Severity: Info,
-				When: &Condition{Line: 371, All: []*Condition{
-					{Line: 372, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-					{Line: 373, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+				When: &Condition{Line: 394, All: []*Condition{
+					{Line: 395, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 396, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
 				}},
 				Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
 					"will be missing from CPU profiles",
-				Line: 369,
+				Line: 392,
 			},
 		},
 	},
@@ -583,24 +597,24 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8283849",
 			"https://github.com/openjdk/jdk8u-dev/pull/73",
 		},
-		Source: "rules/default.yaml:377",
+		Source: "rules/default.yaml:400",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 391, All: []*Condition{
-					{Line: 392, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 393, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 394, Any: []*Condition{
-						{Line: 395, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
-						{Line: 396, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
-						{Line: 397, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
-						{Line: 398, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
+				When: &Condition{Line: 414, All: []*Condition{
+					{Line: 415, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 416, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 417, Any: []*Condition{
+						{Line: 418, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
+						{Line: 419, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
+						{Line: 420, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
+						{Line: 421, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
 					"guarantee while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
-				Line:   389,
+				Line:   412,
 			},
 		},
 	},
@@ -613,23 +627,23 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8313796",
 			"https://github.com/openjdk/jdk17u-dev/pull/1665",
 		},
-		Source: "rules/default.yaml:402",
+		Source: "rules/default.yaml:425",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 414, All: []*Condition{
-					{Line: 415, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 416, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 417, Any: []*Condition{
-						{Line: 418, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
-						{Line: 419, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
-						{Line: 420, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
+				When: &Condition{Line: 437, All: []*Condition{
+					{Line: 438, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 439, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 440, Any: []*Condition{
+						{Line: 441, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
+						{Line: 442, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
+						{Line: 443, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
 					"interpreter method pointer while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
-				Line:   412,
+				Line:   435,
 			},
 		},
 	},
@@ -645,24 +659,24 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/154",
 			"https://github.com/openjdk/jdk11u-dev/pull/3051",
 		},
-		Source: "rules/default.yaml:424",
+		Source: "rules/default.yaml:447",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 439, All: []*Condition{
-					{Line: 440, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 441, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 442, Any: []*Condition{
-						{Line: 443, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
-						{Line: 444, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
-						{Line: 445, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
+				When: &Condition{Line: 462, All: []*Condition{
+					{Line: 463, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 464, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 465, Any: []*Condition{
+						{Line: 466, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
+						{Line: 467, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
+						{Line: 468, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
 					"crash the JVM when {agent.description} attaches)",
 				Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
 					"start-up with -agentpath instead of attaching.",
-				Line: 437,
+				Line: 460,
 			},
 		},
 	},
@@ -673,16 +687,16 @@ var embeddedRuleData = []Rule{
 			"running this workload died with a HotSpot crash log within the watch window " +
 			"after an attach. Attaching again would likely crash it again; an operator " +
 			"decides.\n",
-		Source: "rules/default.yaml:449",
+		Source: "rules/default.yaml:472",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 458, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 481, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
 				Message: "this workload crashed after an earlier attach: " +
 					"{workload.crashed_after_attach.note}",
 				Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
 					"--ack crashed-after-attach or forget the entry in the crash memory.",
-				Line: 457,
+				Line: 480,
 			},
 		},
 	},
@@ -690,18 +704,18 @@ var embeddedRuleData = []Rule{
 		ID:     "credentials-mismatch",
 		Title:  "safeattach runs as neither root nor the target's user",
 		Hard:   true,
-		Source: "rules/default.yaml:462",
+		Source: "rules/default.yaml:485",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 468, All: []*Condition{
-					{Line: 469, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-					{Line: 470, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 491, All: []*Condition{
+					{Line: 492, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+					{Line: 493, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 					"or root",
 				Remedy: "Run safeattach as root or as uid {process.euid}.",
-				Line:   466,
+				Line:   489,
 			},
 		},
 	},
@@ -712,23 +726,23 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1318",
 			"https://github.com/async-profiler/async-profiler/issues/1269",
 		},
-		Source: "rules/default.yaml:474",
+		Source: "rules/default.yaml:497",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 482, All: []*Condition{
-					{Line: 483, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 484, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-					{Line: 485, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-					{Line: 486, Any: []*Condition{
-						{Line: 487, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-						{Line: 488, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+				When: &Condition{Line: 505, All: []*Condition{
+					{Line: 506, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 507, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+					{Line: 508, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+					{Line: 509, Any: []*Condition{
+						{Line: 510, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+						{Line: 511, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 					"LD_PRELOADed (\"free() invalid size\")",
 				Remedy: "Use async-profiler 4.1 or later for nativemem.",
-				Line:   480,
+				Line:   503,
 			},
 		},
 	},
@@ -738,22 +752,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1162",
 		},
-		Source: "rules/default.yaml:492",
+		Source: "rules/default.yaml:515",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 499, All: []*Condition{
-					{Line: 500, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 501, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-					{Line: 502, Any: []*Condition{
-						{Line: 503, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 504, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 522, All: []*Condition{
+					{Line: 523, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 524, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+					{Line: 525, Any: []*Condition{
+						{Line: 526, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+						{Line: 527, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 					"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 				Remedy: "Use async-profiler 4.2 or later.",
-				Line:   497,
+				Line:   520,
 			},
 		},
 	},
@@ -763,22 +777,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/759",
 		},
-		Source: "rules/default.yaml:508",
+		Source: "rules/default.yaml:531",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 515, All: []*Condition{
-					{Line: 516, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 517, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-					{Line: 518, Any: []*Condition{
-						{Line: 519, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-						{Line: 520, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 538, All: []*Condition{
+					{Line: 539, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 540, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+					{Line: 541, Any: []*Condition{
+						{Line: 542, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+						{Line: 543, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 					"async-profiler {agent.version} uses a fixed signal",
 				Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-				Line:   513,
+				Line:   536,
 			},
 		},
 	},
@@ -789,31 +803,31 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1756",
 			"https://github.com/async-profiler/async-profiler/issues/1406",
 		},
-		Source: "rules/default.yaml:524",
+		Source: "rules/default.yaml:547",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 532, All: []*Condition{
-					{Line: 533, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 534, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 535, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+				When: &Condition{Line: 555, All: []*Condition{
+					{Line: 556, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 557, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 558, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} fails to attach above 2048",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   530,
+				Line:   553,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 540, All: []*Condition{
-					{Line: 541, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 542, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 543, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+				When: &Condition{Line: 563, All: []*Condition{
+					{Line: 564, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 565, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 566, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} pauses the whole JVM while it parses them",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   538,
+				Line:   561,
 			},
 		},
 	},
@@ -823,19 +837,19 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1617",
 		},
-		Source: "rules/default.yaml:547",
+		Source: "rules/default.yaml:570",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 554, All: []*Condition{
-					{Line: 555, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 556, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-					{Line: 557, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+				When: &Condition{Line: 577, All: []*Condition{
+					{Line: 578, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 579, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+					{Line: 580, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 				}},
 				Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 					"profiling starts",
 				Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-				Line:   552,
+				Line:   575,
 			},
 		},
 	},
@@ -846,19 +860,19 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/694",
 			"https://github.com/async-profiler/async-profiler/issues/714",
 		},
-		Source: "rules/default.yaml:561",
+		Source: "rules/default.yaml:584",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 569, All: []*Condition{
-					{Line: 570, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 571, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-					{Line: 572, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+				When: &Condition{Line: 592, All: []*Condition{
+					{Line: 593, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 594, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+					{Line: 595, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 				}},
 				Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 					"heap",
 				Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-				Line:   567,
+				Line:   590,
 			},
 		},
 	},
@@ -866,16 +880,154 @@ var embeddedRuleData = []Rule{
 		ID:     "attach-socket-untrusted",
 		Title:  "The attach socket is not what the JVM would create",
 		Hard:   true,
-		Source: "rules/default.yaml:576",
+		Source: "rules/default.yaml:599",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 581, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+				When:     &Condition{Line: 604, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 				Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 					"root) with mode 0600; it could be a spoof",
 				Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 					"investigate who created it.",
-				Line: 580,
+				Line: 603,
+			},
+		},
+	},
+	{
+		ID:    "jfr-unavailable-jdk8",
+		Title: "An OpenJDK 8 before 8u262 has no Flight Recorder",
+		Description: "The Flight Recorder came to OpenJDK 8 with the JFR backport (CSR JDK-8230764) " +
+			"in 8u262; an OpenJDK build before it has none, and JFR.start fails. Builds were " +
+			"made with it by default from 8u272, so an 8u262 to 8u271 build may lack it too. " +
+			"Oracle JDK 8 has a commercial Flight Recorder of its own, which this rule " +
+			"cannot tell apart from an OpenJDK build by the version: acknowledge the rule " +
+			"for an Oracle JDK 8 that records.\n",
+		References: []string{
+			"https://bugs.java.com/bugdatabase/view_bug?bug_id=8230764",
+			"https://docs.redhat.com/ja/documentation/red_hat_build_of_openjdk/21/html/migrati" +
+				"ng_to_red_hat_build_of_openjdk_21_from_earlier_versions/con_jfr-functionality_ope" +
+				"njdk",
+		},
+		Source: "rules/default.yaml:608",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 624, All: []*Condition{
+					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
+					{Line: 626, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 627, Fact: "jvm.version", Op: "version", Args: []string{"< 8.0.262"}},
+				}},
+				Message: "JDK {jvm.version} is older than 8u262, where OpenJDK 8 got its Flight Recorder: " +
+					"an OpenJDK build has none, and JFR.start would fail",
+				Remedy: "Profile it with async-profiler, or upgrade the JVM to 8u272 or later; for an " +
+					"Oracle JDK 8 whose commercial Flight Recorder is unlocked, acknowledge with " +
+					"--ack jfr-unavailable-jdk8.",
+				Line: 622,
+			},
+			{
+				Severity: Warn,
+				When: &Condition{Line: 636, All: []*Condition{
+					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
+					{Line: 638, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 639, Fact: "jvm.version", Op: "version", Args: []string{">= 8.0.262, < 8.0.272"}},
+				}},
+				Message: "JDK {jvm.version} may have been built without the Flight Recorder (backported " +
+					"in 8u262, built by default from 8u272); if so JFR.start fails and nothing is " +
+					"recorded",
+				Remedy: "Upgrade the JVM to 8u272 or later, or profile it with async-profiler.",
+				Line:   634,
+			},
+		},
+	},
+	{
+		ID:    "jfr-disabled",
+		Title: "The JVM was started with -XX:-FlightRecorder",
+		Description: "-XX:-FlightRecorder (deprecated since JDK 13, still honoured) disables the " +
+			"Flight Recorder for the JVM's life: every JFR command answers \"Flight Recorder " +
+			"is disabled.\" (HotSpot's jfrDcmds.cpp), measured here on JDK 17 and on Temurin " +
+			"25.0.3.\n",
+		Source: "rules/default.yaml:645",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 655, All: []*Condition{
+					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
+					{Line: 657, Fact: "jvm.flags.FlightRecorder", Op: "equals", Args: []string{"false"}},
+				}},
+				Message: "the JVM disables its Flight Recorder ({jvm.flags.FlightRecorder.note}); " +
+					"JFR.start would answer \"Flight Recorder is disabled.\"",
+				Remedy: "Profile it with async-profiler, or restart the JVM without -XX:-FlightRecorder.",
+				Line:   653,
+			},
+		},
+	},
+	{
+		ID:    "jfr-libunwind-heap-profiler",
+		Title: "The Flight Recorder crashes a JVM whose allocator captures stacks with libunwind",
+		Description: "Measured here; no JDK bug ID is known. In a JVM whose allocator captures stacks " +
+			"with libunwind (tcmalloc's heap profiler, or jemalloc's with libunwind), the " +
+			"first Flight Recorder command (JFR.start, even JFR.check) crashed the JVM: the " +
+			"Attach Listener hit an uncommon trap in C2 code (Long.valueOf under " +
+			"jdk.jfr.internal.MetadataWriter), the deoptimisation stub (UncommonTrapBlob) " +
+			"allocated, the heap profiler walked the stack with libunwind, and libunwind " +
+			"faulted (SIGSEGV, SEGV_MAPERR, in libunwind.so.8+0x56fa). Temurin 25.0.3 " +
+			"crashed every time, in a pod and on the host alike (-Xmx64m, SerialGC, C2 on); " +
+			"JDK 17.0.15 recorded it in the first runs here and crashed the same way in " +
+			"about half of the later ones. With C1 only (-XX:TieredStopAtLevel=1) JDK 25 " +
+			"recorded it fine. The hazard is the heap profiler's unwinder meeting compiled " +
+			"Java frames, not a JDK version: every version is refused.\n",
+		Source: "rules/default.yaml:661",
+		Cases: []*Case{
+			{
+				Severity: Block,
+				When: &Condition{Line: 682, All: []*Condition{
+					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
+					{Line: 684, Any: []*Condition{
+						{Line: 685, All: []*Condition{
+							{Line: 686, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 687, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}},
+						}},
+						{Line: 688, All: []*Condition{
+							{Line: 689, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 690, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
+							{Line: 691, Fact: "jemalloc.unwinder", Op: "equals", Args: []string{"libunwind"}},
+						}},
+					}},
+				}},
+				Message: "JDK {jvm.version} with an allocator that captures stacks with libunwind " +
+					"(tcmalloc's heap profiler, or jemalloc's with libunwind): the Flight Recorder's " +
+					"first command crashed such JVMs here, JDK 17 and 25 alike (SIGSEGV in libunwind " +
+					"under a deoptimisation; no JDK bug ID known)",
+				Remedy: "Restart the JVM without the heap profiler (HEAPPROFILE, or MALLOC_CONF without " +
+					"prof:true) to use the Flight Recorder; async-profiler 4.0 or later is safe with " +
+					"it.",
+				Line: 680,
+			},
+		},
+	},
+	{
+		ID:    "jfr-string-pool-deadlock",
+		Title: "The Flight Recorder can deadlock in its string pool on JDK 11 before 11.0.4",
+		Description: "JDK-8220293 (P2): a thread writing a string constant into a recording whose " +
+			"buffer is full leases a buffer from the string pool's memory space and can " +
+			"deadlock there. Fixed in 11.0.4 (and in 8u262, the first OpenJDK 8 with a " +
+			"Flight Recorder).\n",
+		References: []string{
+			"https://bugs.java.com/bugdatabase/view_bug.do?bug_id=JDK-8220293",
+		},
+		Source: "rules/default.yaml:701",
+		Cases: []*Case{
+			{
+				Severity: Warn,
+				When: &Condition{Line: 713, All: []*Condition{
+					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
+					{Line: 715, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 716, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.4"}},
+				}},
+				Message: "JDK {jvm.version} has JDK-8220293 (the Flight Recorder's string pool can " +
+					"deadlock while it records)",
+				Remedy: "Upgrade the JVM to 11.0.4 or later, or profile it with async-profiler.",
+				Line:   711,
 			},
 		},
 	},

@@ -49,7 +49,8 @@ func TestDefaultRulesHaveTheStableIDs(t *testing.T) {
 		"attach-disabled", "sigquit-not-handled", "process-stopped",
 		"dynamic-agent-loading-disabled", "agent-arch-mismatch",
 		"agent-libc-mismatch", "profiler-already-loaded", "agent-untrusted",
-		"credentials-mismatch"} {
+		"credentials-mismatch", "jfr-unavailable-jdk8", "jfr-disabled",
+		"jfr-libunwind-heap-profiler", "jfr-string-pool-deadlock"} {
 		if _, ok := Default().Rule(id); !ok {
 			t.Errorf("rule %s missing", id)
 		}

@@ -27,7 +27,25 @@ const (
 	AgentDatadog       AgentKind = "datadog-java-profiler"
 	AgentJVMTI         AgentKind = "jvmti"
 	AgentNotAgent      AgentKind = "not-an-agent"
+	// AgentFlightRecorder is the JVM's own Flight Recorder: a pseudo-agent
+	// with no library, driven by diagnostic commands (FlightRecorderAgent).
+	AgentFlightRecorder AgentKind = "jfr"
 )
+
+// FlightRecorderAgent is the JVM's built-in Flight Recorder as the rules
+// judge it: an Agent of kind AgentFlightRecorder with no file (no Path,
+// nothing to hash, load or trust), started and stopped by diagnostic
+// commands (JFR.start, JFR.stop) sent through the attach socket. The
+// rules about a library's file and loading do not apply to it; those
+// that protect the JVM and its attach socket do.
+func FlightRecorderAgent() *Agent {
+	return &Agent{
+		Kind:   AgentFlightRecorder,
+		Exists: true,
+		Evidence: []string{"the JVM's built-in Flight Recorder, driven by diagnostic commands (JFR.start, JFR.stop) " +
+			"through the attach socket: no library is loaded"},
+	}
+}
 
 // Agent describes an agent library file, before it is loaded anywhere.
 type Agent struct {

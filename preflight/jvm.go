@@ -33,12 +33,14 @@ import (
 var optionSources = []string{"JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "cmdline", "_JAVA_OPTIONS"}
 
 // trackedFlag reports whether safeattach reasons about the -XX flag
-// name. -Xrs is the same switch as -XX:+ReduceSignalUsage. A switch, not
+// name. -Xrs is the same switch as -XX:+ReduceSignalUsage.
+// FlightRecorder (-XX:-FlightRecorder) says whether the JVM's Flight
+// Recorder may run at all. A switch, not
 // a map: a map literal is built at the start of every command.
 func trackedFlag(name string) bool {
 	switch name {
 	case "DisableAttachMechanism", "ReduceSignalUsage", "EnableDynamicAgentLoading",
-		"StartAttachListener", "AltTempDir", "UsePerfData":
+		"StartAttachListener", "AltTempDir", "UsePerfData", "FlightRecorder":
 		return true
 	}
 	return false

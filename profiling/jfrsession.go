@@ -30,6 +30,9 @@ type flightRecorderSession struct {
 	// output is what the detached start asked for (its start state).
 	output       string
 	fallbackFrom []string
+	// rotating is set while a window's next recording starts beside the
+	// last.
+	rotating bool
 }
 
 var _ Profiler = (*flightRecorderSession)(nil)
@@ -78,7 +81,7 @@ func (s *flightRecorderSession) Start(ctx context.Context) error {
 		}
 		dropEngineState(s.report, FlightRecorder, st.Session)
 	}
-	rec, err := flightrec.Start(ctx, s.pid, flightrec.StartRequest{Duration: s.req.AutoStop, MaxSize: s.req.MaxOutput, Options: s.req.Options})
+	rec, err := flightrec.Start(ctx, s.pid, flightrec.StartRequest{Duration: s.req.AutoStop, MaxSize: s.req.MaxOutput, Options: s.req.Options, Exclusive: !s.rotating})
 	if err != nil {
 		return err
 	}
@@ -187,10 +190,11 @@ func (s *flightRecorderSession) window(ctx context.Context, n int, last bool, fn
 	var next *flightrec.Recording
 	var startErr error
 	if !last {
-		s.rec = nil
+		s.rec, s.rotating = nil, true
 		if startErr = s.Start(ctx); startErr == nil {
 			next = s.rec
 		}
+		s.rotating = false
 	}
 	s.rec = done
 	f, err := outfile.Anonymous(os.TempDir())

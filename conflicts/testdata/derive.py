@@ -22,9 +22,21 @@ variant('other-async-profiler-loaded', lambda d: d.update(profilers=[{'role':'as
 variant('yourkit-loaded', lambda d: d.update(profilers=[{'role':'profiler','kind':'yourkit','path':'/opt/yjp/libyjpagent.so'}]))
 variant('many-libraries', lambda d: d.update(mapped_elfs=3000))
 variant('foreign-user', lambda d: d.update(inspector={'euid':1000,'egid':1000}))
-variant('spoofed-socket', lambda d: d['jvm']['attach_socket'].update(exists=True, is_socket=True, uid=1234, mode=0o666))
+variant('spoofed-socket', lambda d: d['jvm']['attach_socket'].update(exists=True, is_socket=True, uid=1234, mode='0666'))
 variant('jdk8', lambda d: d['jvm'].update(version='1.8.0_412', feature=8))
 variant('jdk21', lambda d: d['jvm'].update(version='21.0.5', feature=21))
+# The Flight Recorder's rules: its availability and its hazards by version.
+variant('jdk8-252', lambda d: d['jvm'].update(version='1.8.0_252', feature=8))
+variant('jdk8-265', lambda d: d['jvm'].update(version='1.8.0_265', feature=8))
+variant('jdk11-0-3', lambda d: d['jvm'].update(version='11.0.3', feature=11))
+def jfr_off(d):
+    d['process']['cmdline'].insert(1, '-XX:-FlightRecorder')
+    d['jvm'].setdefault('flags', {})['FlightRecorder']={'value':'false','source':'cmdline'}
+variant('jfr-disabled', jfr_off)
+jdk25=lambda d: d['jvm'].update(version='25.0.3', feature=25)
+variant('tcmalloc-heapprofile-jdk25', jdk25, load(R+'tcmalloc-heapprofile.json'))
+variant('jemalloc-libunwind-active-jdk25', jdk25, load(R+'jemalloc-libunwind-active.json'))
+variant('jemalloc-prof-active-jdk25', jdk25, load(R+'jemalloc-prof-active.json'))
 variant('sigprof-taken', lambda d: d['process']['signals']['sigprof'].update(caught=True))
 def unreadable_env(j):
     reason='open /proc/1/environ: permission denied'

@@ -13,7 +13,6 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/safefile"
-	"github.com/safeattach/safeattach/internal/versions"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -45,43 +44,33 @@ type Result struct {
 	Cancelled bool `json:"cancelled,omitempty"`
 	// Limits says what a Flight Recorder profile does not hold.
 	Limits string `json:"limits"`
-	// Verdict is the safe door's judgement of the JVM for the diagnostic
-	// commands (the JVM-level rules: nothing is loaded).
+	// Verdict is the rules' judgement of the JVM's Flight Recorder
+	// (conflicts.Evaluate with preflight.FlightRecorderAgent): the rules
+	// that protect the JVM and its attach socket, and the Flight
+	// Recorder's own (its availability, its known hazards by JDK).
 	Verdict conflicts.Verdict `json:"verdict"`
 }
 
 // Limits is what every Flight Recorder profile leaves out.
 const Limits = "Java frames only (no native or kernel frames); CPU samples of threads running Java code (jdk.ExecutionSample), every 10 ms with the profile settings"
 
-// ErrNoFlightRecorder: the JVM has no Flight Recorder to start (JDK 8
-// before 8u262, -XX:-FlightRecorder, a JVM that refused the recording).
+// ErrNoFlightRecorder: the JVM answered JFR.start without starting a
+// recording. The rules refuse first where they can tell (jfr-unavailable-jdk8,
+// jfr-disabled); this is a JVM they could not (an 8u262-8u271 build
+// without JFR, a flag set where the inspection does not see it).
 var ErrNoFlightRecorder = errors.New("the JVM's Flight Recorder cannot record")
 
-// ErrHazard: the Flight Recorder is known to harm this JVM.
-var ErrHazard = errors.New("the JVM's Flight Recorder is refused here")
+// ErrRecorderBusy: the JVM's Flight Recorder is already recording a
+// safeattach profile (a recording named safeattach-*: another caller's,
+// or one whose caller died before stopping it). A second would double
+// the overhead on the JVM; it is refused as a profiler already running
+// is (it unwraps to attach.ErrProfilerBusy), and nothing is started.
+// Recordings of other names run beside ours: the Flight Recorder records
+// concurrently.
+var ErrRecorderBusy = fmt.Errorf("%w: the Flight Recorder is already recording a safeattach profile", attach.ErrProfilerBusy)
 
-// hazard says why recording pid with its Flight Recorder is refused, or
-// "". The one hazard known, measured here: JFR.start on JDK 25 (Temurin
-// 25.0.3) in a JVM whose allocator captures stacks with libunwind — the
-// very JVMs async-profiler is refused on — crashed the JVM every time,
-// in a pod and on the host alike (-Xmx64m, SerialGC, C2 on): the Attach
-// Listener running JFR's start hit an uncommon trap in C2 code
-// (Long.valueOf under jdk.jfr.internal.MetadataWriter), the
-// deoptimization stub (UncommonTrapBlob) allocated, tcmalloc's heap
-// profiler walked the stack with libunwind, and libunwind faulted
-// (SIGSEGV, SEGV_MAPERR at 0x100000000, in libunwind.so.8+0x56fa).
-// JDK 17 recorded the same JVM fine, and so did JDK 25 with C1 only
-// (-XX:TieredStopAtLevel=1). Until it is understood, a JVM of feature
-// release 25 or later with such an allocator is not recorded.
-func hazard(r *preflight.Report) string {
-	feature := versions.JavaFeature(r.JVM.Version)
-	stacks := r.Tcmalloc.HeapProfiler == preflight.Yes ||
-		r.Jemalloc.Prof.State == preflight.ProfActive && r.Jemalloc.Unwinder == preflight.UnwinderLibunwind
-	if feature >= 25 && stacks {
-		return fmt.Sprintf("JDK %d with an allocator that captures stacks (tcmalloc's or jemalloc's heap profiler): JFR.start crashed such a JVM here (SIGSEGV in libunwind); profile it on JDK 17 or 21, or without the heap profiler", feature)
-	}
-	return ""
-}
+// namePrefix starts the name of every recording safeattach starts.
+const namePrefix = "safeattach-"
 
 // grace is how long past Duration the recording's own duration= runs:
 // the caller stops it well before; a caller that died does not.
@@ -118,9 +107,15 @@ type StartRequest struct {
 	MaxSize int64
 	// Options are the safe door's for every diagnostic command.
 	Options attach.Options
+	// Exclusive refuses with ErrRecorderBusy when a recording of
+	// safeattach's already runs in the JVM (a collect, a detached start);
+	// a window's next recording overlaps its last on purpose.
+	Exclusive bool
 }
 
-// Start judges pid for its Flight Recorder and starts a recording.
+// Start judges pid for its Flight Recorder (the rules: a refusal is an
+// *attach.RefusedError, sent before anything reaches the JVM) and
+// starts a recording.
 func Start(ctx context.Context, pid int, req StartRequest) (*Recording, error) {
 	if req.Settings == "" {
 		req.Settings = "profile"
@@ -135,23 +130,21 @@ func Start(ctx context.Context, pid int, req StartRequest) (*Recording, error) {
 	if err != nil {
 		return nil, err
 	}
-	report, err := preflight.Inspect(ctx, pid, preflight.Options{})
+	report, verdict, err := judge(ctx, pid, req.Options)
 	if err != nil {
 		return nil, err
 	}
-	if why := hazard(report); why != "" {
-		// A refusal, as the safe door's are: nothing was sent.
-		return nil, fmt.Errorf("%w (%w): %s", ErrHazard, attach.ErrRefused, why)
+	if req.Exclusive {
+		if err := checkIdle(ctx, pid, req.Options); err != nil {
+			return nil, err
+		}
 	}
-	r := &Recording{PID: pid, Name: "safeattach-" + id, File: "/tmp/.safeattach-jfr-" + id + ".jfr", UID: report.Process.UID.Effective}
+	r := &Recording{PID: pid, Verdict: verdict, Name: namePrefix + id, File: "/tmp/.safeattach-jfr-" + id + ".jfr", UID: report.Process.UID.Effective}
 	start := fmt.Sprintf("JFR.start name=%s settings=%s filename=%s maxsize=%d", r.Name, req.Settings, r.File, req.MaxSize)
 	if req.Duration > 0 {
 		start += fmt.Sprintf(" duration=%ds", int((req.Duration+grace)/time.Second))
 	}
 	out, err := attach.Jcmd(ctx, pid, start, req.Options)
-	if out != nil {
-		r.Verdict = out.Verdict
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -237,12 +230,15 @@ func (r *Recording) remove(ctx context.Context, file string) {
 }
 
 // Profile records pid with its Flight Recorder for req.Duration and
-// streams the recording (a JFR file) into w.
+// streams the recording (a JFR file) into w. Before anything is sent the
+// rules judge the JVM's Flight Recorder (a refusal is an
+// *attach.RefusedError with their verdict); a safeattach recording
+// already running is ErrRecorderBusy.
 func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, error) {
 	if req.Duration <= 0 {
 		req.Duration = 10 * time.Second
 	}
-	rec, err := Start(ctx, pid, StartRequest{Settings: req.Settings, Duration: req.Duration, MaxSize: req.MaxOutput, Options: req.Options})
+	rec, err := Start(ctx, pid, StartRequest{Settings: req.Settings, Duration: req.Duration, MaxSize: req.MaxOutput, Options: req.Options, Exclusive: true})
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +256,62 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 	defer cancel()
 	res.Bytes, err = rec.Stop(sctx, w, req.MaxOutput, req.Options)
 	return res, err
+}
+
+// judge inspects pid and evaluates the rules for its Flight Recorder
+// (conflicts.Evaluate with preflight.FlightRecorderAgent, under the
+// caller's policy: rule files, acks, strict): whether it has one, and
+// whether starting it is known to harm this JVM. A refusal is the safe
+// door's *attach.RefusedError, sent before anything reaches the JVM.
+func judge(ctx context.Context, pid int, opts attach.Options) (*preflight.Report, conflicts.Verdict, error) {
+	policy, err := opts.Policy(ctx)
+	if err != nil {
+		return nil, conflicts.Verdict{}, err
+	}
+	report, err := preflight.Inspect(ctx, pid, preflight.Options{})
+	if err != nil {
+		return nil, conflicts.Verdict{}, err
+	}
+	v := conflicts.Evaluate(report, preflight.FlightRecorderAgent(), policy)
+	if !v.Allowed {
+		return report, v, &attach.RefusedError{PID: pid, Verdict: v}
+	}
+	return report, v, nil
+}
+
+// checkIdle asks the JVM which recordings it runs (JFR.check) and
+// refuses with ErrRecorderBusy when one of safeattach's is among them.
+func checkIdle(ctx context.Context, pid int, opts attach.Options) error {
+	out, err := attach.Jcmd(ctx, pid, "JFR.check", opts)
+	if err != nil {
+		return err
+	}
+	if name, ok := runningOurs(out.Output); ok {
+		return fmt.Errorf("pid %d: %w (recording %s); let it finish, or stop it with jcmd %d JFR.stop name=%s",
+			pid, ErrRecorderBusy, name, pid, name)
+	}
+	return nil
+}
+
+// runningOurs finds, in JFR.check's answer, a recording of safeattach's
+// that is running or about to ("Recording 3: name=safeattach-<id>
+// duration=40s (running)"), and returns its name.
+func runningOurs(check string) (string, bool) {
+	for line := range strings.Lines(check) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Recording ")
+		if !ok {
+			continue
+		}
+		_, rest, ok = strings.Cut(rest, " name=")
+		if !ok || !strings.HasPrefix(rest, namePrefix) {
+			continue
+		}
+		if strings.Contains(rest, "(running)") || strings.Contains(rest, "(delayed)") || strings.Contains(rest, "(starting)") {
+			name, _, _ := strings.Cut(rest, " ")
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // stop ends the recording, which writes it to its file.
