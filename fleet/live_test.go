@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/profiling"
 
 	"github.com/prometheus/common/expfmt"
@@ -41,8 +42,11 @@ type loopbackPyroscope struct {
 func (s *loopbackPyroscope) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	body, _ := io.ReadAll(r.Body)
-	if r.Method != http.MethodPost || r.URL.Path != "/ingest" || q.Get("format") != "folded" ||
-		q.Get("from") == "" || q.Get("until") == "" || !strings.Contains(string(body), "[itimer]") {
+	// async-profiler's collapsed windows, or the Flight Recorder's
+	// recordings (a JFR file starts with FLR\0).
+	folded := q.Get("format") == "folded" && strings.Contains(string(body), "[itimer]")
+	recording := q.Get("format") == "jfr" && bytes.HasPrefix(body, []byte("FLR\x00"))
+	if r.Method != http.MethodPost || r.URL.Path != "/ingest" || !folded && !recording || q.Get("from") == "" || q.Get("until") == "" {
 		http.Error(w, "not an ingest request", http.StatusBadRequest)
 		return
 	}
@@ -178,18 +182,18 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 	}
 }
 
-// TestLiveDaemonFallsBackToFlightRecorder: a pod whose JVM runs
-// tcmalloc's heap profiler, where the rules refuse the affected
-// async-profiler, is profiled by the JVM's own Flight Recorder when the
-// node agent is configured to fall back: its windows arrive at the
-// loopback Pyroscope as JFR recordings labelled engine=jfr, and
-// /metrics counts the refusal, the fallback by rule and engine, and the
-// windows by engine. The JVM lives on.
+// TestLiveDaemonFallsBackToFlightRecorder: a pod whose JVM the rules
+// refuse async-profiler to (here the operator's deny list names the
+// build) is profiled by the JVM's own Flight Recorder when the node agent
+// is configured to fall back: its windows arrive at the loopback
+// Pyroscope as JFR recordings labelled engine=jfr, and /metrics counts
+// the refusal, the fallback by rule and engine, and the windows by
+// engine. The JVM lives on.
 func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 	t.Parallel()
-	tc := testenv.Library(t, "libtcmalloc.so.4")
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
 	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000f", strings.Repeat("f6", 32)
-	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap", 1)
+	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")
 	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": "containerd://" + id})
@@ -202,7 +206,7 @@ func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := New(Config{
-		Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: testenv.BuildAgent(t, testenv.AgentAffectedLookalike),
+		Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Lib: lib, Options: attach.Options{DenyAgents: []string{lib}},
 		Format: "collapsed", Fallback: profiling.FlightRecorder, SyncInterval: 300 * time.Millisecond, Pusher: pusher, Metrics: metrics,
 	})
 	if err != nil {
@@ -228,8 +232,8 @@ func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 		name   string
 		labels []string
 	}{
-		{"safeattach_refusals_total", []string{"rule", "tcmalloc-heap-profiler"}},
-		{"safeattach_fallbacks_total", []string{"rule", "tcmalloc-heap-profiler", "engine", "jfr"}},
+		{"safeattach_refusals_total", []string{"rule", conflicts.RuleAgentDenylisted}},
+		{"safeattach_fallbacks_total", []string{"rule", conflicts.RuleAgentDenylisted, "engine", "jfr"}},
 		{"safeattach_attaches_total", []string{"outcome", "ok"}},
 	} {
 		if got, ok := metricValue(fams, c.name, c.labels...); got != 1 {

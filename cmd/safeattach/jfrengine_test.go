@@ -15,55 +15,57 @@ import (
 	"github.com/safeattach/safeattach/profiling"
 )
 
-// TestLiveFallbackToFlightRecorder: on every JDK here before 25, a JVM whose
-// tcmalloc runs its heap profiler refuses the affected async-profiler
-// (tcmalloc-heap-profiler); with --fallback jfr the profile is taken by
-// the JVM's own Flight Recorder instead — a recording, and a pprof
-// profile holding the workload's hot method — and says which rule sent
-// it there. Without --fallback it is refused, as before. The recording
-// is the pod's file, read back and removed. On JDK 25 and later the
-// Flight Recorder is refused for such a JVM (JFR.start crashed it in
-// libunwind here): refused by jfr-libunwind-heap-profiler, and the
-// JVM still answers.
+// TestLiveFallbackToFlightRecorder: on every JDK here, an async-profiler
+// the operator denies (--deny-agent) is refused (agent-denylisted); with
+// --fallback jfr the profile is taken by the JVM's own Flight Recorder
+// instead — a recording, and a pprof profile holding the workload's hot
+// method — and says which rule sent it there. The recording is the
+// pod's file, read back and removed. A JVM whose tcmalloc runs its heap
+// profiler is refused to async-profiler's affected build
+// (tcmalloc-heap-profiler) and to the Flight Recorder too
+// (jfr-libunwind-heap-profiler: its first command crashed such JVMs
+// here): refused with both rules, and the JVM still answers.
 func TestLiveFallbackToFlightRecorder(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentAffectedLookalike)
-	env := []string{"LD_PRELOAD=" + testenv.Library(t, "libtcmalloc.so.4"), "HEAPPROFILE=hp"}
+	tcmalloc := []string{"LD_PRELOAD=" + testenv.Library(t, "libtcmalloc.so.4"), "HEAPPROFILE=hp"}
 	for _, jdk := range testenv.JDKs(t) {
-		t.Run(jdk.String(), func(t *testing.T) {
+		t.Run(jdk.String()+"/heap-profiler", func(t *testing.T) {
+			t.Parallel()
+			p := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Env: tcmalloc, Workers: 2})
+			pid := fmt.Sprint(p.PID)
+			_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", filepath.Join(t.TempDir(), "fr.jfr"), pid)
+			if code != exitRefused || !strings.Contains(stderr, "tcmalloc-heap-profiler") || !strings.Contains(stderr, "jfr-libunwind-heap-profiler") {
+				t.Fatalf("--fallback jfr on JDK %d with tcmalloc's heap profiler: exit %d: %s", jdk.Feature, code, stderr)
+			}
+			if _, _, code := cli(t, nil, "jcmd", pid, "VM.version"); code != 0 {
+				t.Fatal("the JVM does not answer after the refusal")
+			}
+		})
+		t.Run(jdk.String()+"/denied", func(t *testing.T) {
 			t.Parallel()
 			// A pod: its /tmp is its own, so what is left there is this
 			// test's.
-			p := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Env: env, Workers: 2})
+			p := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Workers: 2})
 			pid := fmt.Sprint(p.PID)
 			dir := t.TempDir()
-			if _, _, code := cli(t, nil, "profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "refused.jfr"), pid); code != exitRefused {
+			if _, _, code := cli(t, nil, "profile", "--agent", lib, "--deny-agent", lib, "-d", "1", "-f", filepath.Join(dir, "refused.jfr"), pid); code != exitRefused {
 				t.Fatalf("without --fallback: exit %d, want refused", code)
 			}
 			rec := filepath.Join(dir, "fr.jfr")
-			_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", rec, pid)
-			if jdk.Feature >= 25 {
-				// The known hazard: refused by its rule, and the JVM lives.
-				if code != exitRefused || !strings.Contains(stderr, "refused by jfr-libunwind-heap-profiler") {
-					t.Fatalf("--fallback jfr on JDK %d with tcmalloc's heap profiler: exit %d: %s", jdk.Feature, code, stderr)
-				}
-				if _, _, code := cli(t, nil, "jcmd", pid, "VM.version"); code != 0 {
-					t.Fatal("the JVM does not answer after the refusal")
-				}
-				return
-			}
-			if code != 0 || !strings.Contains(stderr, "refused by tcmalloc-heap-profiler") || !strings.Contains(stderr, "Flight Recorder") {
+			_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--deny-agent", lib, "--fallback", "jfr", "-d", "2", "-f", rec, pid)
+			if code != 0 || !strings.Contains(stderr, "refused by agent-denylisted") || !strings.Contains(stderr, "Flight Recorder") {
 				t.Fatalf("--fallback jfr: exit %d: %s", code, stderr)
 			}
 			if data, _ := os.ReadFile(rec); len(data) < 1000 || string(data[:4]) != "FLR\x00" {
 				t.Errorf("the recording: %d bytes", len(data))
 			}
 			pb := filepath.Join(dir, "fr.pb.gz")
-			stdout, stderr, code := cli(t, nil, "profile", "--json", "--agent", lib, "--fallback", "jfr", "-d", "2", "-f", pb, pid)
+			stdout, stderr, code := cli(t, nil, "profile", "--json", "--agent", lib, "--deny-agent", lib, "--fallback", "jfr", "-d", "2", "-f", pb, pid)
 			var r struct {
 				Profile profiling.JSONProfile `json:"profile"`
 			}
-			if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Profile.Engine != "jfr" || strings.Join(r.Profile.FallbackFrom, ",") != "tcmalloc-heap-profiler" || r.Profile.Limits == "" {
+			if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Profile.Engine != "jfr" || strings.Join(r.Profile.FallbackFrom, ",") != "agent-denylisted" || r.Profile.Limits == "" {
 				t.Fatalf("--json --fallback jfr -f x.pb.gz: exit %d: %s %s", code, stdout, stderr)
 			}
 			f, err := os.Open(pb)
