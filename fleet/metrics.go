@@ -24,6 +24,7 @@ type Metrics struct {
 	refusals  *prometheus.CounterVec // by rule ID
 	windows   *prometheus.CounterVec // by result
 	hangs     prometheus.Counter
+	builds    *prometheus.CounterVec // by agent (Config.Agents)
 	active    prometheus.Gauge
 	syncs     prometheus.Counter
 	syncFails prometheus.Counter
@@ -54,6 +55,9 @@ func NewMetrics() *Metrics {
 		windows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "safeattach_profile_windows_total", Help: "Profile windows finished, by result (ok, empty, error; over-budget and invalid: read back from the JVM and dropped).",
 		}, []string{"result"}),
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_agent_builds_total", Help: "Profilers started, by the async-profiler build loaded (Config.Agents: the first the rules allow for the JVM).",
+		}, []string{"agent"}),
 		hangs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "safeattach_hang_reports_total", Help: "Attaches that hung and were ended with a hang report.",
 		}),
@@ -81,7 +85,7 @@ func NewMetrics() *Metrics {
 		Name: "safeattach_build_info", Help: "1, labelled with the build's version and Go version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, goVersion).Set(1)
-	m.reg.MustRegister(m.attaches, m.refusals, m.windows, m.hangs, m.active, m.syncs, m.syncFails,
+	m.reg.MustRegister(m.attaches, m.refusals, m.builds, m.windows, m.hangs, m.active, m.syncs, m.syncFails,
 		m.sessions, m.attachDur, m.pushDur, build,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
@@ -124,6 +128,7 @@ func (m *Metrics) attach(outcome string, took time.Duration) {
 func (m *Metrics) refusal(rule string)  { m.refusals.WithLabelValues(rule).Inc() }
 func (m *Metrics) window(result string) { m.windows.WithLabelValues(result).Inc() }
 func (m *Metrics) hang()                { m.hangs.Inc() }
+func (m *Metrics) build(agent string)   { m.builds.WithLabelValues(agent).Inc() }
 func (m *Metrics) setActive(n int)      { m.active.Set(float64(n)) }
 
 func (m *Metrics) synced(ok bool) {

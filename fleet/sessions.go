@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/profiling"
@@ -13,6 +15,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/target"
 )
@@ -115,7 +118,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	refused.log(log, event)
 	window, refused := windowAnnotation(w.pod.Annotations, d.cfg.Window)
 	refused.log(log, window)
-	ss, err := d.startProfiler(ctx, jvm.PID, event, window)
+	ss, err := d.startProfiler(ctx, jvm.PID, event, window, log)
 	if err != nil {
 		d.notProfiled(ctx, w.key(), id, jvm.PID, err, log)
 		return
@@ -159,11 +162,58 @@ func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logg
 // startProfiler opens a session on the JVM and starts its profiler,
 // counting the attach by outcome and latency. A profiler this node's
 // daemon left running (killed before it could stop it) is taken back;
-// anyone else's is refused.
-func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration) (*profiling.Session, error) {
+// anyone else's is refused. With Config.Agents, the builds are tried in
+// order until the rules allow one.
+func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration, log *slog.Logger) (*profiling.Session, error) {
 	began := time.Now()
+	libs := d.cfg.Agents
+	if len(libs) == 0 {
+		libs = []string{d.cfg.Lib}
+	}
+	var (
+		ss    *profiling.Session
+		err   error
+		first error
+	)
+	for i, lib := range libs {
+		ss, err = d.openProfiler(ctx, pid, lib, event, window)
+		var refused *attach.RefusedError
+		if err == nil || !errors.As(err, &refused) || !refused.ByAgent() {
+			break
+		}
+		if first == nil {
+			first = err
+		}
+		if i+1 < len(libs) {
+			log.Info("agent refused by the rules for this JVM; trying the next in agents", "pid", pid, "agent", lib, "rules", refused.Verdict.Causes(), "next", libs[i+1])
+		} else {
+			err = first // none allowed: the preferred build's refusal
+		}
+	}
+	if err == nil && len(d.cfg.Agents) > 0 {
+		used := ss.Result().Agent
+		log.Info("agent chosen from agents", "pid", pid, "agent", used.Path, "version", used.Version)
+		d.cfg.Metrics.build(configured(d.cfg.Agents, used))
+	}
+	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
+	return ss, err
+}
+
+// configured is the entry of agents that names a (the metric's label: a
+// path from the configuration, not one the target could choose).
+func configured(agents []string, a *preflight.Agent) string {
+	for _, p := range agents {
+		if abs, err := filepath.Abs(p); err == nil && (abs == a.Path || strings.HasPrefix(a.Path, abs+"/")) {
+			return p
+		}
+	}
+	return "other"
+}
+
+// openProfiler opens a session with lib and starts its profiler.
+func (d *Daemon) openProfiler(ctx context.Context, pid int, lib, event string, window time.Duration) (*profiling.Session, error) {
 	ss, err := profiling.OpenSession(ctx, pid, profiling.SessionRequest{
-		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
+		Lib: lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	})
 	if err == nil {
@@ -171,7 +221,6 @@ func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, windo
 			ss.Close()
 		}
 	}
-	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
 	return ss, err
 }
 
