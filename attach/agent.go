@@ -28,11 +28,32 @@ const asyncProfilerLib = "libasyncProfiler.so"
 // library's path, or "" and the places it looked, as a user can act on
 // them.
 func findInstalled() (path string, searched []string) {
-	type candidate struct{ path, how string }
-	var candidates []candidate
+	candidates, searched := discoveryCandidates()
+	for _, c := range candidates {
+		p := filepath.Clean(c.path)
+		if isRegular(p) {
+			return p, searched
+		}
+		if c.how != "" {
+			searched = append(searched, p+" ("+c.how+")")
+		} else {
+			searched = append(searched, p)
+		}
+	}
+	return "", searched
+}
+
+// agentCandidate is a library agent discovery may name, and how it was
+// found ("" for an install location).
+type agentCandidate struct{ path, how string }
+
+// discoveryCandidates are the libraries agent discovery looks at, in its
+// order (findInstalled takes the first that exists), and the sources
+// that named none.
+func discoveryCandidates() (candidates []agentCandidate, searched []string) {
 	if home := os.Getenv("ASYNC_PROFILER_HOME"); home != "" {
 		for _, p := range homeLibraries(home) {
-			candidates = append(candidates, candidate{p, "$ASYNC_PROFILER_HOME"})
+			candidates = append(candidates, agentCandidate{p, "$ASYNC_PROFILER_HOME"})
 		}
 	} else {
 		searched = append(searched, "$ASYNC_PROFILER_HOME (not set)")
@@ -41,7 +62,7 @@ func findInstalled() (path string, searched []string) {
 		if real, err := filepath.EvalSymlinks(asprof); err == nil {
 			asprof = real
 		}
-		candidates = append(candidates, candidate{filepath.Join(filepath.Dir(asprof), "..", "lib", asyncProfilerLib), "beside " + asprof})
+		candidates = append(candidates, agentCandidate{filepath.Join(filepath.Dir(asprof), "..", "lib", asyncProfilerLib), "beside " + asprof})
 	} else {
 		searched = append(searched, "asprof on PATH (none)")
 	}
@@ -60,21 +81,15 @@ func findInstalled() (path string, searched []string) {
 		}
 		// Newest first, by name: async-profiler-4.5 after -4.1.
 		for i := len(matches) - 1; i >= 0; i-- {
-			candidates = append(candidates, candidate{matches[i], ""})
+			candidates = append(candidates, agentCandidate{matches[i], ""})
 		}
 	}
-	for _, c := range candidates {
-		p := filepath.Clean(c.path)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, searched
-		}
-		if c.how != "" {
-			searched = append(searched, p+" ("+c.how+")")
-		} else {
-			searched = append(searched, p)
-		}
-	}
-	return "", searched
+	return candidates, searched
+}
+
+func isRegular(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // homeLibraries are where an install's directory holds the library: a

@@ -37,6 +37,10 @@ type Result struct {
 	LoadedFrom string `json:"loaded_from,omitempty"`
 	// Healthy is set when the post-attach check got an answer.
 	Healthy bool `json:"healthy"`
+	// Picked is set when the agent given was refused here and another
+	// build the rules allow was loaded instead (DoorRequest.PickAgent):
+	// Agent is then the build picked.
+	Picked *AgentPick `json:"picked_agent,omitempty"`
 }
 
 // Elapsed is a duration that JSON writes in whole milliseconds, the unit
@@ -397,6 +401,7 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 		return nil, err
 	}
 	if err := c.judge(ctx, preflight.Options{}); err != nil {
+		_, err = c.nameAlternatives(ctx, err, false, agentSources{})
 		return nil, err
 	}
 	pctx, pcancel := c.protocolContext(ctx)

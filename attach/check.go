@@ -32,6 +32,10 @@ type CheckResult struct {
 	Report  *preflight.Report `json:"report"`
 	Agent   *preflight.Agent  `json:"agent"`
 	Verdict conflicts.Verdict `json:"verdict"`
+	// Alternatives are, for a refusal by the rules' judgement of the
+	// agent, the other async-profiler builds on this host they allow
+	// (see RefusedError.Alternatives).
+	Alternatives []Alternative `json:"alternatives,omitempty"`
 }
 
 // Check is Load without the load: it finds and reads the agent
@@ -58,5 +62,7 @@ func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Op
 		return nil, err
 	}
 	opts.complete(ctx, report, agent, opts.logger())
-	return &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}, nil
+	res := &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}
+	res.Alternatives = alternatives(ctx, report, agent, res.Verdict, policy, agentSources{})
+	return res, nil
 }

@@ -25,6 +25,9 @@ import (
 type Door struct {
 	c *call
 	s *session
+	// picked: the agent given was refused and another build loaded
+	// (DoorRequest.PickAgent).
+	picked *AgentPick
 }
 
 // DoorRequest is what OpenDoor needs.
@@ -44,12 +47,20 @@ type DoorRequest struct {
 	// go to it by the name the loader knows it by (dlopen returns the
 	// loaded object and opens no file). Otherwise the door opens as usual.
 	LoadedOnly bool
+	// PickAgent: when the rules refuse the agent (Lib, or the installed
+	// one) for what it is and allow another async-profiler build on this
+	// host (a RefusedError's Alternatives), the door loads the first of
+	// those instead, logs it, and its Result says so (Picked). Without
+	// it the refusal only names them.
+	PickAgent bool
 	// Operation names the caller's operation in the log and the audit
 	// record (default "session").
 	Operation string
 	// Options are the attach options; Timeout bounds the opening (default
 	// DefaultLoadTimeout).
 	Options Options
+	// sources are where alternatives are looked for (tests).
+	sources agentSources
 }
 
 // OpenDoor finds the agent, inspects and judges pid (a refusal is a
@@ -72,6 +83,7 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 	ctx, cancel := req.Options.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
+	var picked *AgentPick
 	if lib == "" {
 		// The judged bytes are loaded already: judge the JVM as a jcmd
 		// does (not-a-jvm, signals, socket, credentials) and talk to them.
@@ -87,8 +99,10 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 			return nil, err
 		}
 		if err := c.judge(ctx, preflight.Options{}); err != nil {
-			c.finish(err)
-			return nil, err
+			if picked, err = c.nameAlternatives(ctx, err, req.PickAgent, req.sources); err != nil {
+				c.finish(err)
+				return nil, err
+			}
 		}
 	}
 	pctx, pcancel := c.protocolContext(ctx)
@@ -98,7 +112,7 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 		c.finish(err)
 		return nil, err
 	}
-	return &Door{c: c, s: s}, nil
+	return &Door{c: c, s: s, picked: picked}, nil
 }
 
 // chooseAgent picks what a door loads: the library to read and judge
@@ -198,9 +212,11 @@ func (d *Door) Agent() *preflight.Agent { return d.c.agent }
 // Logger is the door's logger (Options.Logger, or one that discards).
 func (d *Door) Logger() *slog.Logger { return d.c.log }
 
-// Result is the judgement, the agent and the path the JVM loads it from.
+// Result is the judgement, the agent and the path the JVM loads it from,
+// and, when the agent given was refused and another picked
+// (DoorRequest.PickAgent), which.
 func (d *Door) Result() Result {
-	return Result{PID: d.c.pid, Verdict: d.c.verdict, Agent: d.c.agent, LoadedFrom: d.s.agentPath}
+	return Result{PID: d.c.pid, Verdict: d.c.verdict, Agent: d.c.agent, LoadedFrom: d.s.agentPath, Picked: d.picked}
 }
 
 // Finish logs the operation's outcome and hands Options.Audit its

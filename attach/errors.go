@@ -20,6 +20,11 @@ type RefusedError struct {
 	// Reason is set when the refusal came after the verdict allowed the
 	// attach: no place in the target could take the agent's bytes.
 	Reason string
+	// Alternatives are the other async-profiler builds on this host the
+	// rules allow for this JVM (agent discovery's places and the builds
+	// other processes map), in discovery's order: set when the refusal
+	// is the rules' judgement of the agent (ByAgent).
+	Alternatives []Alternative
 }
 
 func (e *RefusedError) Error() string {
@@ -32,7 +37,17 @@ func (e *RefusedError) Error() string {
 			msgs = append(msgs, f.Rule+": "+f.Message)
 		}
 	}
-	return fmt.Sprintf("pid %d: attach refused: %s", e.PID, strings.Join(msgs, "; "))
+	return fmt.Sprintf("pid %d: attach refused: %s%s", e.PID, strings.Join(msgs, "; "), e.AlternativeHint())
+}
+
+// AlternativeHint is "; async-profiler 4.5 at P is allowed here: --agent
+// P", naming the first of Alternatives, or "" when there is none.
+func (e *RefusedError) AlternativeHint() string {
+	if len(e.Alternatives) == 0 {
+		return ""
+	}
+	a := e.Alternatives[0]
+	return fmt.Sprintf("; %s is allowed here: --agent %s", a, a.Path)
 }
 
 func (e *RefusedError) Unwrap() error { return ErrRefused }

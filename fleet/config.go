@@ -45,6 +45,14 @@ type Config struct {
 	Pods kube.PodSource
 	// Lib is the async-profiler library (empty: the installed one).
 	Lib string
+	// Agents, when not empty, are the async-profiler builds the node
+	// agent may load, in order of preference (Lib is then not used): for
+	// each JVM the first the rules allow is loaded. A refusal by the
+	// rules' judgement of a build (its version, what it imports, its
+	// file) moves on to the next; any other refusal or failure ends the
+	// attempt. Which build was used is logged and counted
+	// (safeattach_agent_builds_total{agent}).
+	Agents []string
 	// Format is what each window is: "jfr" (default) or "collapsed".
 	Format string
 	// Fallback is the engine that profiles a JVM where the rules refuse

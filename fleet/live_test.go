@@ -516,3 +516,50 @@ func TestLiveDaemonHungAgentCostsItsDeadline(t *testing.T) {
 		t.Errorf("the hung JVM was attached to again; metrics:\n%s", ownMetrics(t, d.Metrics()))
 	}
 }
+
+// TestLiveDaemonAgentsPicksTheAllowedBuild: with agents [affected,
+// fixed], a JVM under tcmalloc's heap profiler refuses the first (its
+// version) and is profiled with the second; which build was used is
+// logged and counted, and the JVM maps only that one.
+func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
+	t.Parallel()
+	tc := testenv.Library(t, "libtcmalloc.so.4")
+	affected, fixed := testenv.BuildAgent(t, testenv.AgentAffectedLookalike), testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000a", strings.Repeat("b8", 32)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap")
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": id})
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Agents: []string{affected, fixed}, Format: "collapsed", Window: time.Second,
+		Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.StopAll)
+	m := d.Metrics()
+	// Synced until the JVM was judged: a sync may come before the
+	// container's JVM is there to find.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if err := d.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if metric(t, m, "safeattach_attaches_total", "outcome", "ok")+metric(t, m, "safeattach_attaches_total", "outcome", "refused") > 0 {
+			break
+		}
+	}
+	if metric(t, m, "safeattach_agent_builds_total", "agent", fixed) != 1 || metric(t, m, "safeattach_sessions_active") != 1 ||
+		metric(t, m, "safeattach_attaches_total", "outcome", "ok") != 1 {
+		t.Fatalf("want the JVM profiled with the second build; metrics:\n%s", ownMetrics(t, m))
+	}
+	logMu.Lock()
+	logged := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(logged, "trying the next in agents") || !strings.Contains(logged, `"msg":"agent chosen from agents"`) || !strings.Contains(logged, `"version":"4.5"`) {
+		t.Errorf("the choice is not logged:\n%s", logged)
+	}
+	if maps := testenv.Maps(t, jvm); strings.Contains(maps, "lookalike_affected") || !strings.Contains(maps, "lookalike_fixed") {
+		t.Errorf("the JVM's maps:\n%s", maps)
+	}
+}

@@ -26,6 +26,7 @@ type Metrics struct {
 	windows   *prometheus.CounterVec // by result and engine
 	fallbacks *prometheus.CounterVec // by the rule that refused async-profiler, and the engine instead
 	hangs     prometheus.Counter
+	builds    *prometheus.CounterVec // by agent (Config.Agents)
 	active    prometheus.Gauge
 	syncs     prometheus.Counter
 	syncFails prometheus.Counter
@@ -59,6 +60,9 @@ func NewMetrics() *Metrics {
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "safeattach_fallbacks_total", Help: "JVMs profiled by another engine because the rules refused async-profiler, by the refusing rule and the engine used instead.",
 		}, []string{"rule", "engine"}),
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_agent_builds_total", Help: "Profilers started, by the async-profiler build loaded (Config.Agents: the first the rules allow for the JVM).",
+		}, []string{"agent"}),
 		hangs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "safeattach_hang_reports_total", Help: "Attaches that hung and were ended with a hang report.",
 		}),
@@ -86,7 +90,7 @@ func NewMetrics() *Metrics {
 		Name: "safeattach_build_info", Help: "1, labelled with the build's version and Go version.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, goVersion).Set(1)
-	m.reg.MustRegister(m.attaches, m.refusals, m.windows, m.fallbacks, m.hangs, m.active, m.syncs, m.syncFails,
+	m.reg.MustRegister(m.attaches, m.refusals, m.builds, m.windows, m.fallbacks, m.hangs, m.active, m.syncs, m.syncFails,
 		m.sessions, m.attachDur, m.pushDur, build,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
@@ -133,8 +137,9 @@ func (m *Metrics) window(result string, engine profiling.Engine) {
 func (m *Metrics) fallback(rule string, engine profiling.Engine) {
 	m.fallbacks.WithLabelValues(rule, string(engine)).Inc()
 }
-func (m *Metrics) hang()           { m.hangs.Inc() }
-func (m *Metrics) setActive(n int) { m.active.Set(float64(n)) }
+func (m *Metrics) hang()              { m.hangs.Inc() }
+func (m *Metrics) setActive(n int)    { m.active.Set(float64(n)) }
+func (m *Metrics) build(agent string) { m.builds.WithLabelValues(agent).Inc() }
 
 func (m *Metrics) synced(ok bool) {
 	m.syncs.Inc()

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/profiling"
@@ -13,6 +15,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/target"
 )
@@ -161,16 +164,18 @@ func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logg
 // startProfiler opens a session on the JVM and starts its profiler,
 // counting the attach by outcome and latency. A profiler this node's
 // node agent left running (killed before it could stop it) is taken
-// back; anyone else's is refused. Where the rules refuse async-profiler
-// and fallback names another engine, that engine profiles the JVM
-// instead: the refusing rules are counted as refusals and as fallbacks.
+// back; anyone else's is refused. With Config.Agents, the builds are
+// tried in order until the rules allow one. Where the rules refuse
+// async-profiler (every build) and fallback names another engine, that
+// engine profiles the JVM instead: the refusing rules are counted as
+// refusals and as fallbacks.
 func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration, fallback profiling.Engine, log *slog.Logger) (profiling.Profiler, error) {
 	began := time.Now()
 	req := profiling.SessionRequest{
-		Lib: d.cfg.Lib, Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
+		Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	}
-	ss, err := startEngine(ctx, pid, req)
+	ss, err := d.startAsyncProfiler(ctx, pid, req, log)
 	var refused *attach.RefusedError
 	if fallback != "" && errors.As(err, &refused) && refused.Reason == "" && ctx.Err() == nil {
 		rules := refused.Verdict.Causes()
@@ -180,11 +185,59 @@ func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, windo
 		}
 		log.Info("async-profiler refused: profiling with the fallback engine", "pid", pid, "rules", rules, "engine", fallback)
 		// The Flight Recorder's windows are its own recordings.
-		req.Engine, req.Format = fallback, "jfr"
+		req.Lib, req.Engine, req.Format = "", fallback, "jfr"
 		ss, err = startEngine(ctx, pid, req)
 	}
 	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
 	return ss, err
+}
+
+// startAsyncProfiler starts async-profiler with the first build of
+// Config.Agents the rules allow for the JVM (or Config.Lib); when none
+// is allowed, the preferred build's refusal is the answer.
+func (d *Daemon) startAsyncProfiler(ctx context.Context, pid int, req profiling.SessionRequest, log *slog.Logger) (profiling.Profiler, error) {
+	libs := d.cfg.Agents
+	if len(libs) == 0 {
+		libs = []string{d.cfg.Lib}
+	}
+	var (
+		ss    profiling.Profiler
+		err   error
+		first error
+	)
+	for i, lib := range libs {
+		req.Lib = lib
+		ss, err = startEngine(ctx, pid, req)
+		var refused *attach.RefusedError
+		if err == nil || !errors.As(err, &refused) || !refused.ByAgent() {
+			break
+		}
+		if first == nil {
+			first = err
+		}
+		if i+1 < len(libs) {
+			log.Info("agent refused by the rules for this JVM; trying the next in agents", "pid", pid, "agent", lib, "rules", refused.Verdict.Causes(), "next", libs[i+1])
+		} else {
+			err = first // none allowed: the preferred build's refusal
+		}
+	}
+	if err == nil && len(d.cfg.Agents) > 0 {
+		used := ss.Result().Agent
+		log.Info("agent chosen from agents", "pid", pid, "agent", used.Path, "version", used.Version)
+		d.cfg.Metrics.build(configured(d.cfg.Agents, used))
+	}
+	return ss, err
+}
+
+// configured is the entry of agents that names a (the metric's label: a
+// path from the configuration, not one the target could choose).
+func configured(agents []string, a *preflight.Agent) string {
+	for _, p := range agents {
+		if abs, err := filepath.Abs(p); err == nil && (abs == a.Path || strings.HasPrefix(a.Path, abs+"/")) {
+			return p
+		}
+	}
+	return "other"
 }
 
 // startEngine opens req's profiler in pid and starts it.

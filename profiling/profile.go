@@ -28,6 +28,11 @@ type SessionRequest struct {
 	// Lib is the async-profiler library; empty means the installed one
 	// ($ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler).
 	Lib string
+	// PickAgent: when the rules refuse Lib (or the installed build) for
+	// what it is and allow another async-profiler build on this host,
+	// the session loads the first such build instead, logs it, and its
+	// Result says so (attach.Result.Picked; attach.DoorRequest.PickAgent).
+	PickAgent bool
 	// Profiler is async-profiler's configuration as asprof's options
 	// give it (event, interval, depth, include/exclude, thresholds…),
 	// checked and turned into the agent's options by package asprof. No

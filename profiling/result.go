@@ -28,8 +28,13 @@ type JSONResult struct {
 	Profile       *JSONProfile         `json:"profile,omitempty"`
 	HangReport    *diagnose.HangReport `json:"hang_report,omitempty"`
 	ProfilerOwner *Owner               `json:"profiler_owner,omitempty"`
-	Healthy       bool                 `json:"healthy"`
-	DurationMS    int64                `json:"duration_ms"`
+	// PickedAgent: the agent given was refused here and another build
+	// loaded (--pick-agent); Alternatives: a refusal's other builds the
+	// rules allow.
+	PickedAgent  *attach.AgentPick    `json:"picked_agent,omitempty"`
+	Alternatives []attach.Alternative `json:"alternatives,omitempty"`
+	Healthy      bool                 `json:"healthy"`
+	DurationMS   int64                `json:"duration_ms"`
 }
 
 // JSONProfile is what a profile wrote, in a JSONResult.
@@ -61,7 +66,7 @@ func NewJSONResult(command string, pid int, start time.Time, res *attach.Result,
 	var busy *BusyError
 	switch {
 	case errors.As(err, &refused):
-		r.Verdict = &refused.Verdict
+		r.Verdict, r.Alternatives = &refused.Verdict, refused.Alternatives
 	case errors.As(err, &hang):
 		r.HangReport = hang.Report
 	case errors.As(err, &busy):
@@ -70,6 +75,7 @@ func NewJSONResult(command string, pid int, start time.Time, res *attach.Result,
 	if res != nil {
 		v := res.Verdict
 		r.Verdict, r.Agent, r.LoadedFrom, r.Output, r.Healthy = &v, res.Agent, res.LoadedFrom, res.Output, res.Healthy
+		r.PickedAgent = res.Picked
 		if res.Duration > 0 {
 			r.DurationMS = time.Duration(res.Duration).Milliseconds()
 		}

@@ -96,6 +96,28 @@ func TestChartValues(t *testing.T) {
 	}
 }
 
+// TestChartAgents: agents reaches the daemon's configuration in its
+// order, in place of agent (the loader refuses both).
+func TestChartAgents(t *testing.T) {
+	out := helmTemplate(t, "profiling", "agents={/opt/ap-3/lib/libasyncProfiler.so,/opt/ap-4.5/lib/libasyncProfiler.so}")
+	for _, o := range decodeObjects(t, "rendering", out) {
+		if o["kind"] != "ConfigMap" {
+			continue
+		}
+		path := filepath.Join(t.TempDir(), "daemon.json")
+		os.WriteFile(path, []byte(dig(o, "data", "daemon.json").(string)), 0o644)
+		cfg, err := loadConfig(context.Background(), path)
+		if err != nil {
+			t.Fatalf("the rendered daemon.json: %v", err)
+		}
+		if cfg.Agent != "" || strings.Join(cfg.Agents, " ") != "/opt/ap-3/lib/libasyncProfiler.so /opt/ap-4.5/lib/libasyncProfiler.so" {
+			t.Errorf("rendered agent %q, agents %q", cfg.Agent, cfg.Agents)
+		}
+		return
+	}
+	t.Fatal("no ConfigMap rendered")
+}
+
 // TestChartOnARealAPIServer: the chart's rendering (and the namespace
 // manifest) pass a real API server's validation and admission
 // (kubectl apply --dry-run=server).

@@ -34,10 +34,14 @@ var Capabilities = []string{"SYS_PTRACE", "KILL", "CHOWN", "DAC_OVERRIDE"}
 // config is the daemon's configuration file (JSON). Secrets are read from
 // files (a mounted Secret), never from the configuration itself.
 type config struct {
-	Listen       string   `json:"listen"`
-	Node         string   `json:"node"`
-	PodsFile     string   `json:"pods_file"`
-	Agent        string   `json:"agent"`
+	Listen   string `json:"listen"`
+	Node     string `json:"node"`
+	PodsFile string `json:"pods_file"`
+	Agent    string `json:"agent"`
+	// Agents are the async-profiler builds the node agent may load, in
+	// order of preference: for each JVM the first the rules allow is
+	// used (fleet.Config.Agents). Give agent or agents, not both.
+	Agents       []string `json:"agents"`
 	Format       string   `json:"format"`
 	Event        string   `json:"event"`
 	Window       duration `json:"window"`
@@ -99,6 +103,14 @@ func loadConfig(ctx context.Context, path string) (*config, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.Agent != "" && len(c.Agents) > 0 {
+		return nil, fmt.Errorf("config %s: give agent (one build) or agents (builds in order of preference), not both", path)
+	}
+	for _, a := range c.Agents {
+		if a == "" {
+			return nil, fmt.Errorf("config %s: agents: an empty path", path)
+		}
 	}
 	return c, nil
 }

@@ -174,7 +174,7 @@ func newAgent(ctx context.Context, cfg *config, pods kube.PodSource, pusher *pyr
 		opts.CrashMemory, opts.CrashFollowUntil = crashmem.Open(cfg.CrashMemory), ctx.Done()
 	}
 	return fleet.New(fleet.Config{
-		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Format: cfg.Format, Event: cfg.Event,
+		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Agents: cfg.Agents, Format: cfg.Format, Event: cfg.Event,
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
 		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
 		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,

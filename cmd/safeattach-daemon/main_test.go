@@ -84,8 +84,9 @@ func TestDaemonServesAndStops(t *testing.T) {
 	}
 }
 
-// TestDaemonConfigErrors: a misspelt setting, a FIFO and a missing file
-// are errors that name the problem, and nothing hangs.
+// TestDaemonConfigErrors: a misspelt setting, a FIFO, a missing file,
+// and agent beside agents are errors that name the problem, and nothing
+// hangs.
 func TestDaemonConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	typo := filepath.Join(dir, "typo.json")
@@ -96,7 +97,12 @@ func TestDaemonConfigErrors(t *testing.T) {
 	}
 	badWindow := filepath.Join(dir, "window.json")
 	os.WriteFile(badWindow, []byte(`{"window": 60}`), 0o644)
-	for path, want := range map[string]string{typo: `unknown field "windw"`, fifo: "not a regular file", filepath.Join(dir, "none"): "no such file", badWindow: "duration"} {
+	both := filepath.Join(dir, "both.json")
+	os.WriteFile(both, []byte(`{"agent": "/opt/ap/lib/libasyncProfiler.so", "agents": ["/opt/ap-4.5/lib/libasyncProfiler.so"]}`), 0o644)
+	emptyAgent := filepath.Join(dir, "empty-agent.json")
+	os.WriteFile(emptyAgent, []byte(`{"agents": ["/opt/ap-4.5", ""]}`), 0o644)
+	for path, want := range map[string]string{typo: `unknown field "windw"`, fifo: "not a regular file", filepath.Join(dir, "none"): "no such file", badWindow: "duration",
+		both: "give agent (one build) or agents", emptyAgent: "agents: an empty path"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := loadConfig(ctx, path)
 		cancel()

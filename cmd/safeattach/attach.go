@@ -45,6 +45,14 @@ func (a *attachFlags) options(cmd *cobra.Command) (attach.Options, error) {
 	return o, nil
 }
 
+// printPick says on stderr that the agent given was refused and which
+// build was loaded instead (--pick-agent): never without saying so.
+func printPick(stderr io.Writer, p *attach.AgentPick) {
+	if p != nil {
+		fmt.Fprintf(stderr, "%s (--pick-agent)\n", p)
+	}
+}
+
 func currentUser() string {
 	if u := os.Getenv("SUDO_USER"); u != "" {
 		return u
@@ -73,7 +81,7 @@ func attachError(w io.Writer, err error, asJSON bool) error {
 		if !asJSON {
 			printFindings(w, refused.Verdict)
 		}
-		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target", strings.Join(refused.Verdict.Causes(), ", ")))
+		return withCode(exitRefused, fmt.Errorf("refused by %s; nothing was sent to the target%s", strings.Join(refused.Verdict.Causes(), ", "), refused.AlternativeHint()))
 	case attach.OutcomeTimedOut:
 		if errors.As(err, &hang) && hang.Report != nil && !asJSON {
 			printHangReport(w, hang.Report)
@@ -92,9 +100,10 @@ func newLoadCmd() *cobra.Command {
 	var (
 		af     attachFlags
 		asJSON bool
+		pick   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "load [--timeout DUR] [--ack RULE-ID]... [--json] PID AGENT_PATH [AGENT_OPTIONS]",
+		Use:   "load [--timeout DUR] [--ack RULE-ID]... [--pick-agent] [--json] PID AGENT_PATH [AGENT_OPTIONS]",
 		Short: "Load a JVMTI agent into a JVM if it is safe (exit 2 refused, 3 failed, 4 hung)",
 		Args:  cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,6 +121,9 @@ func newLoadCmd() *cobra.Command {
 			}
 			start := time.Now()
 			res, lerr := attach.Load(cmd.Context(), pid, args[1], options, opts)
+			if pick {
+				res, lerr = loadPicked(cmd, pid, args[1], options, opts, res, lerr)
+			}
 			w := cmd.OutOrStdout()
 			err = attachError(w, lerr, asJSON)
 			if asJSON {
@@ -121,7 +133,7 @@ func newLoadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", args[1], pid, time.Duration(res.Duration).Round(time.Millisecond))
+			fmt.Fprintf(w, "loaded %s into pid %d in %v; the JVM answers\n", res.Agent.Path, pid, time.Duration(res.Duration).Round(time.Millisecond))
 			if out := strings.TrimSpace(res.Output); out != "" {
 				fmt.Fprintln(w, out)
 			}
@@ -130,8 +142,34 @@ func newLoadCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVar(&pick, "pick-agent", false, "when the rules refuse the agent for what it is and allow another async-profiler build on this host, load the first such build instead and say so on stderr")
 	af.register(cmd, attach.DefaultLoadTimeout)
 	return cmd
+}
+
+// loadPicked is load --pick-agent: a refusal of the agent for what it is,
+// naming another build the rules allow, loads that build instead (judged
+// again from the start), said on stderr and in the result.
+func loadPicked(cmd *cobra.Command, pid int, agentPath, options string, opts attach.Options, res *attach.Result, err error) (*attach.Result, error) {
+	var refused *attach.RefusedError
+	if !errors.As(err, &refused) || len(refused.Alternatives) == 0 {
+		return res, err
+	}
+	alt := refused.Alternatives[0]
+	var given attach.Alternative
+	if a, ierr := attach.FindAgent(cmd.Context(), agentPath); ierr == nil {
+		given = attach.AlternativeOf(a, "")
+	}
+	p := &attach.AgentPick{Refused: given, Rules: refused.Verdict.Causes(), Picked: alt}
+	printPick(cmd.ErrOrStderr(), p)
+	res, err = attach.Load(cmd.Context(), pid, alt.Path, options, opts)
+	if res != nil {
+		res.Picked = p
+		if res.Agent != nil {
+			p.Picked = attach.AlternativeOf(res.Agent, alt.Found)
+		}
+	}
+	return res, err
 }
 
 func newJcmdCmd() *cobra.Command {

@@ -26,6 +26,11 @@ type checkOutput struct {
 	Libraries    []preflight.LoadedLibrary `json:"libraries"`
 	Agent        *preflight.Agent          `json:"agent,omitempty"`
 	Unknowns     []preflight.UnknownFact   `json:"unknowns,omitempty"`
+	// Alternatives are the other async-profiler builds the rules allow
+	// here when they refuse the agent; PickedAgent the one judged
+	// instead (--pick-agent).
+	Alternatives []attach.Alternative `json:"alternatives,omitempty"`
+	PickedAgent  *attach.AgentPick    `json:"picked_agent,omitempty"`
 }
 
 type checkJVM struct {
@@ -70,6 +75,7 @@ func newCheckCmd() *cobra.Command {
 	var (
 		agentPath string
 		asJSON    bool
+		pick      bool
 		pf        policyFlags
 	)
 	cmd := &cobra.Command{
@@ -91,8 +97,10 @@ func newCheckCmd() *cobra.Command {
 				}
 				return inspectError(err)
 			}
+			picked, res := pickChecked(cmd, pid, res, pick, pf)
 			report, agent, v := res.Report, res.Agent, res.Verdict
 			out := checkOutput{
+				Alternatives: res.Alternatives, PickedAgent: picked,
 				PID: pid, Allowed: v.Allowed, Findings: v.Findings, Acknowledged: v.Acknowledged,
 				JVM:       checkJVM{Kind: report.JVM.Kind, Version: report.JVM.Version},
 				Libraries: report.Libraries, Agent: agent, Unknowns: report.Unknowns,
@@ -102,7 +110,12 @@ func newCheckCmd() *cobra.Command {
 			}
 			var refused error
 			if !v.Allowed {
-				refused = withCode(exitRefused, fmt.Errorf("refused by %s", strings.Join(v.Causes(), ", ")))
+				hint := ""
+				if len(res.Alternatives) > 0 {
+					a := res.Alternatives[0]
+					hint = fmt.Sprintf("; %s is allowed here: --agent %s", a, a.Path)
+				}
+				refused = withCode(exitRefused, fmt.Errorf("refused by %s%s", strings.Join(v.Causes(), ", "), hint))
 			}
 			if asJSON {
 				out.Envelope = newEnvelope("check", refused)
@@ -118,9 +131,27 @@ func newCheckCmd() *cobra.Command {
 	cmd.Flags().StringVar(&agentPath, "agent", "", "the agent library to judge (default: the installed async-profiler, else the worst plausible agent)")
 	cmd.Flags().StringVar(&pf.agentOptions, "agent-options", "", "the options the agent will get (e.g. start,event=alloc): some hazards depend on them")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the verdict as JSON")
+	cmd.Flags().BoolVar(&pick, "pick-agent", false, "when the rules refuse the agent and allow another async-profiler build on this host, judge the first such build instead (and say so)")
 	cmd.Flags().DurationVar(&pf.timeout, "timeout", defaultInspectTimeout, "deadline for reading the rules, the agent and the process")
 	pf.register(cmd)
 	return cmd
+}
+
+// pickChecked is --pick-agent for check: a verdict refusing the agent
+// for what it is, with another build allowed, is replaced by that
+// build's, said on stderr.
+func pickChecked(cmd *cobra.Command, pid int, res *attach.CheckResult, pick bool, pf policyFlags) (*attach.AgentPick, *attach.CheckResult) {
+	if !pick || res.Verdict.Allowed || len(res.Alternatives) == 0 {
+		return nil, res
+	}
+	alt := res.Alternatives[0]
+	again, err := attach.Check(cmd.Context(), pid, alt.Path, pf.agentOptions, pf.options())
+	if err != nil || !again.Verdict.Allowed {
+		return nil, res
+	}
+	p := &attach.AgentPick{Refused: attach.AlternativeOf(res.Agent, ""), Rules: res.Verdict.Causes(), Picked: attach.AlternativeOf(again.Agent, alt.Found)}
+	printPick(cmd.ErrOrStderr(), p)
+	return p, again
 }
 
 func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v conflicts.Verdict) {

@@ -24,7 +24,7 @@ var profileFlagGroups = []flagGroup{
 		"filter", "title", "width", "height", "minwidth", "reverse", "inverted", "samples", "total", "chunksize", "chunktime", "jfrsync",
 		"jfropts", "log", "json", "progress"}},
 	{"Target", []string{"container", "pod", "pod-uid"}},
-	{"Safety", []string{"agent", "timeout", "takeover", "event-fallback", "ack", "strict", "rules", "allow-agent", "deny-agent",
+	{"Safety", []string{"agent", "pick-agent", "timeout", "takeover", "event-fallback", "ack", "strict", "rules", "allow-agent", "deny-agent",
 		"crash-memory", "verbose", "libpath", "version", "help"}},
 }
 

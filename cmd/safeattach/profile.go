@@ -82,6 +82,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 	f.StringVar(&p.modeFlag, "mode", "0644", "permission bits of the output file")
 	f.StringVarP(&p.req.Format, "output", "o", "", "output format: flat[=N], traces[=N], collapsed, flamegraph, tree, jfr, otlp, pprof (default: from the file name's extension, else flat and traces); another is refused")
 	f.BoolVar(&p.asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&p.req.PickAgent, "pick-agent", false, "when the rules refuse the agent for what it is (e.g. its version) and allow another async-profiler build on this host (discovery's places, a build another JVM maps), use the first such build and say so on stderr")
 	f.BoolVar(&p.progress, "progress", false, "print progress even when stderr is not a terminal")
 	f.BoolVar(&p.req.EventFallback, "event-fallback", false, "if -e cpu cannot open perf events in the target, sample with ctimer (async-profiler 3.0+) or itimer instead")
 	f.BoolVar(&p.req.Takeover, "takeover", false, "stop a profiler that another session or tool runs in the JVM instead of refusing (exit 2)")
@@ -280,6 +281,9 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}
+	if res != nil {
+		printPick(stderr, res.Picked)
+	}
 	// The agent's own messages, on the caller's terminal (not in the
 	// application's log).
 	if res != nil && !p.asJSON {
@@ -424,6 +428,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	r := ss.Result()
 	run.res = &r
 	noteFallback(run.stderr, ss, asJSON)
+	printPick(run.stderr, r.Picked)
 	// A command that changes the profiler runs to its end once sent, even
 	// if interrupted (then within attach.StopAfterCancel): cut off
 	// half-way, the profiler may have started or stopped without this
@@ -589,6 +594,7 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 	}
 	defer ss.Close()
 	noteFallback(cmd.ErrOrStderr(), ss, false)
+	printPick(cmd.ErrOrStderr(), ss.Result().Picked)
 	if total > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, total)
