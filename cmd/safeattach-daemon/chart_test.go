@@ -11,6 +11,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
+	"github.com/safeattach/safeattach/profiling"
 )
 
 const chart = "../../deploy/helm/safeattach"
@@ -116,6 +117,37 @@ func TestChartAgents(t *testing.T) {
 		return
 	}
 	t.Fatal("no ConfigMap rendered")
+}
+
+// TestChartFallback: the chart's fallback reaches the daemon's
+// configuration, and the node agent's core.
+func TestChartFallback(t *testing.T) {
+	for value, want := range map[string]profiling.Engine{"": "", "fallback=jfr": profiling.FlightRecorder, "fallback=none": ""} {
+		var sets []string
+		if value != "" {
+			sets = append(sets, value)
+		}
+		out := helmTemplate(t, "profiling", sets...)
+		found := false
+		for _, o := range decodeObjects(t, "rendering", out) {
+			if o["kind"] != "ConfigMap" {
+				continue
+			}
+			found = true
+			path := filepath.Join(t.TempDir(), "daemon.json")
+			os.WriteFile(path, []byte(dig(o, "data", "daemon.json").(string)), 0o644)
+			cfg, err := loadConfig(context.Background(), path)
+			if err != nil {
+				t.Fatalf("%q: the rendered daemon.json: %v", value, err)
+			}
+			if got := fallbackEngine(cfg.Fallback); got != want {
+				t.Errorf("%q: fallback %q, want %q", value, got, want)
+			}
+		}
+		if !found {
+			t.Fatalf("%q: no ConfigMap rendered", value)
+		}
+	}
 }
 
 // TestChartOnARealAPIServer: the chart's rendering (and the namespace

@@ -41,8 +41,13 @@ type config struct {
 	// Agents are the async-profiler builds the node agent may load, in
 	// order of preference: for each JVM the first the rules allow is
 	// used (fleet.Config.Agents). Give agent or agents, not both.
-	Agents       []string `json:"agents"`
-	Format       string   `json:"format"`
+	Agents []string `json:"agents"`
+	Format string   `json:"format"`
+	// Fallback is what profiles a JVM where the rules refuse every
+	// async-profiler build: "jfr" (the JVM's own Flight Recorder) or
+	// "none" (the default); a pod's profiles.safeattach.io/fallback
+	// annotation overrides it.
+	Fallback     string   `json:"fallback"`
 	Event        string   `json:"event"`
 	Window       duration `json:"window"`
 	SyncInterval duration `json:"sync_interval"`
@@ -103,6 +108,11 @@ func loadConfig(ctx context.Context, path string) (*config, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	switch c.Fallback {
+	case "", "none", "jfr":
+	default:
+		return nil, fmt.Errorf("config %s: fallback %q: want jfr or none", path, c.Fallback)
 	}
 	if c.Agent != "" && len(c.Agents) > 0 {
 		return nil, fmt.Errorf("config %s: give agent (one build) or agents (builds in order of preference), not both", path)

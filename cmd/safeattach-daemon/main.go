@@ -28,6 +28,7 @@ import (
 	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/kube/podwatch"
+	"github.com/safeattach/safeattach/profiling"
 	"github.com/safeattach/safeattach/profiling/budget"
 	"github.com/safeattach/safeattach/pyroscope"
 )
@@ -174,7 +175,7 @@ func newAgent(ctx context.Context, cfg *config, pods kube.PodSource, pusher *pyr
 		opts.CrashMemory, opts.CrashFollowUntil = crashmem.Open(cfg.CrashMemory), ctx.Done()
 	}
 	return fleet.New(fleet.Config{
-		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Agents: cfg.Agents, Format: cfg.Format, Event: cfg.Event,
+		Node: cfg.Node, Pods: pods, Lib: cfg.Agent, Agents: cfg.Agents, Format: cfg.Format, Event: cfg.Event, Fallback: fallbackEngine(cfg.Fallback),
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
 		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
 		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
@@ -239,4 +240,13 @@ func serveUntilStopped(ctx context.Context, stop context.CancelFunc, srv *http.S
 		return err
 	}
 	return nil
+}
+
+// fallbackEngine is the configuration's fallback as an engine ("none"
+// and empty: none).
+func fallbackEngine(s string) profiling.Engine {
+	if s == "none" {
+		return ""
+	}
+	return profiling.Engine(s)
 }

@@ -101,8 +101,10 @@ func TestDaemonConfigErrors(t *testing.T) {
 	os.WriteFile(both, []byte(`{"agent": "/opt/ap/lib/libasyncProfiler.so", "agents": ["/opt/ap-4.5/lib/libasyncProfiler.so"]}`), 0o644)
 	emptyAgent := filepath.Join(dir, "empty-agent.json")
 	os.WriteFile(emptyAgent, []byte(`{"agents": ["/opt/ap-4.5", ""]}`), 0o644)
+	badFallback := filepath.Join(dir, "fallback.json")
+	os.WriteFile(badFallback, []byte(`{"fallback": "async-profiler"}`), 0o644)
 	for path, want := range map[string]string{typo: `unknown field "windw"`, fifo: "not a regular file", filepath.Join(dir, "none"): "no such file", badWindow: "duration",
-		both: "give agent (one build) or agents", emptyAgent: "agents: an empty path"} {
+		both: "give agent (one build) or agents", emptyAgent: "agents: an empty path", badFallback: `fallback "async-profiler": want jfr or none`} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := loadConfig(ctx, path)
 		cancel()
