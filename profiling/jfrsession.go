@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/flightrec"
@@ -20,9 +21,10 @@ import (
 // detached start is remembered on the caller's side only (its recording's
 // name and file in the start state), as async-profiler's is.
 type flightRecorderSession struct {
-	pid    int
-	req    SessionRequest
-	report *preflight.Report
+	pid     int
+	req     SessionRequest
+	report  *preflight.Report
+	verdict conflicts.Verdict
 	// format is what Stop and Dump write; converted the converter's name
 	// for it ("" for the recording itself).
 	format, converted string
@@ -47,11 +49,13 @@ func openFlightRecorder(ctx context.Context, pid int, req SessionRequest, fallba
 	if err != nil {
 		return nil, err
 	}
-	report, err := preflight.Inspect(ctx, pid, preflight.Options{AttachOnly: true})
+	// Judged when opened, as async-profiler's session is: a refusal ends
+	// here, before anything is sent.
+	report, verdict, err := flightrec.Judge(ctx, pid, req.Options)
 	if err != nil {
 		return nil, err
 	}
-	s := &flightRecorderSession{pid: pid, req: req, report: report, format: format, converted: converted, fallbackFrom: fallbackFrom}
+	s := &flightRecorderSession{pid: pid, req: req, report: report, verdict: verdict, format: format, converted: converted, fallbackFrom: fallbackFrom}
 	if st := readStartState(report, FlightRecorder); st != nil && req.LoadedOnly {
 		s.rec = &flightrec.Recording{PID: pid, Name: st.Session, File: st.Recording, UID: report.Process.UID.Effective}
 		s.output = st.Output
@@ -264,13 +268,9 @@ func (s *flightRecorderSession) FallbackFrom() []string { return s.fallbackFrom 
 func (s *flightRecorderSession) LastLog() []string      { return nil }
 func (s *flightRecorderSession) Close()                 {}
 
-// Result is the judgement of the JVM for the diagnostic commands.
+// Result is the rules' judgement of the JVM's Flight Recorder.
 func (s *flightRecorderSession) Result() attach.Result {
-	r := attach.Result{PID: s.pid}
-	if s.rec != nil {
-		r.Verdict = s.rec.Verdict
-	}
-	return r
+	return attach.Result{PID: s.pid, Verdict: s.verdict}
 }
 
 // Healthy asks the JVM for its version.

@@ -130,7 +130,7 @@ func Start(ctx context.Context, pid int, req StartRequest) (*Recording, error) {
 	if err != nil {
 		return nil, err
 	}
-	report, verdict, err := judge(ctx, pid, req.Options)
+	report, verdict, err := Judge(ctx, pid, req.Options)
 	if err != nil {
 		return nil, err
 	}
@@ -258,12 +258,12 @@ func Profile(ctx context.Context, pid int, req Request, w io.Writer) (*Result, e
 	return res, err
 }
 
-// judge inspects pid and evaluates the rules for its Flight Recorder
+// Judge inspects pid and evaluates the rules for its Flight Recorder
 // (conflicts.Evaluate with preflight.FlightRecorderAgent, under the
 // caller's policy: rule files, acks, strict): whether it has one, and
 // whether starting it is known to harm this JVM. A refusal is the safe
 // door's *attach.RefusedError, sent before anything reaches the JVM.
-func judge(ctx context.Context, pid int, opts attach.Options) (*preflight.Report, conflicts.Verdict, error) {
+func Judge(ctx context.Context, pid int, opts attach.Options) (*preflight.Report, conflicts.Verdict, error) {
 	policy, err := opts.Policy(ctx)
 	if err != nil {
 		return nil, conflicts.Verdict{}, err
