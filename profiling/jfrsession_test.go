@@ -44,7 +44,6 @@ func TestLiveFlightRecorderAcrossInvocations(t *testing.T) {
 				t.Fatal(err)
 			}
 			start.Close()
-			time.Sleep(1500 * time.Millisecond) // samples to collect: the profile's duration, not a synchronisation
 
 			later, err := Open(ctx, pod.PID, SessionRequest{LoadedOnly: true, Format: "collapsed", Converter: testenv.Converter(t)})
 			if err != nil {
@@ -58,9 +57,22 @@ func TestLiveFlightRecorderAcrossInvocations(t *testing.T) {
 			if _, err := later.Command(ctx, "status", &status); err != nil || !strings.Contains(status.String(), "safeattach-") {
 				t.Errorf("status: %v %q", err, status.String())
 			}
+			// Dumps until the workload's frames are in one: the recording
+			// samples every 10 ms, but a loaded machine delays them.
 			var dump bytes.Buffer
-			if _, err := later.Dump(ctx, &dump); err != nil || !strings.Contains(dump.String(), "Target") {
-				t.Errorf("dump: %v, %d bytes without the workload's frames", err, dump.Len())
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				dump.Reset()
+				_, err := later.Dump(ctx, &dump)
+				if err != nil {
+					t.Fatalf("dump: %v", err)
+				}
+				if strings.Contains(dump.String(), "Target") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no dump in 30 s holds the workload's frames: %d bytes", dump.Len())
+				}
+				time.Sleep(500 * time.Millisecond)
 			}
 			wrote, err := later.StopTo(ctx, Destination{Writer: &bytes.Buffer{}, AsStarted: true})
 			if err != nil || !wrote.AsStarted || wrote.File != out {

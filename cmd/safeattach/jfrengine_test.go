@@ -114,12 +114,22 @@ func TestLiveFlightRecorderStartStop(t *testing.T) {
 	if _, stderr, code := cli(t, env, "profile", "start", "--engine", "jfr", "-f", html, pid); code != 0 {
 		t.Fatalf("start: exit %d: %s", code, stderr)
 	}
-	time.Sleep(2 * time.Second) // the profile's duration: samples to collect, not a synchronisation
 	if stdout, stderr, code := cli(t, env, "profile", "status", pid); code != 0 || !strings.Contains(stdout, "safeattach-") {
 		t.Errorf("status: exit %d: %s %s", code, stdout, stderr)
 	}
-	if stdout, stderr, code := cli(t, env, "profile", "dump", "-o", "collapsed", pid); code != 0 || !strings.Contains(stdout, "Target") {
-		t.Errorf("dump: exit %d: %d bytes: %s", code, len(stdout), stderr)
+	// Dumps until the workload's frames are in one: the recording samples
+	// every 10 ms, but a loaded machine delays them.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		stdout, stderr, code := cli(t, env, "profile", "dump", "-o", "collapsed", pid)
+		if code != 0 {
+			t.Fatalf("dump: exit %d: %s", code, stderr)
+		}
+		if strings.Contains(stdout, "Target") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dump in 30 s holds the workload's frames: %d bytes", len(stdout))
+		}
 	}
 	stdout, stderr, code := cli(t, env, "profile", "stop", "--json", pid)
 	var r struct {
