@@ -105,7 +105,9 @@ func TestLiveFlightRecorderWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ss.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	// Two windows of 1.5 s at least, and a partial third: each window's
+	// recording starts with a JFR.start, which a loaded machine slows.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	windows := 0
 	err = ss.Windows(ctx, 1500*time.Millisecond, func(w *Window) error {
