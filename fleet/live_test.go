@@ -192,7 +192,7 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000f", strings.Repeat("f6", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")
@@ -525,7 +525,7 @@ func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
 	t.Parallel()
 	tc := testenv.Library(t, "libtcmalloc.so.4")
 	affected, fixed := testenv.BuildAgent(t, testenv.AgentAffectedLookalike), testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000a", strings.Repeat("b8", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")
