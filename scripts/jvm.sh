@@ -27,11 +27,12 @@ cp internal/testenv/java/Target.java "$work/"
 
 # start_jvm NAME WORKERS [ENV...]: starts the Java target with the given
 # environment (and nothing else from ours, as a service manager would) and
-# WORKERS threads churning native memory; prints its pid once it is ready.
+# WORKERS threads churning native memory (or doing what $TARGET_MODE says:
+# spin, contend, wait, gc — see Target.java); prints its pid once ready.
 start_jvm() {
   local log="$work/$1.$RANDOM.log" workers=$2; shift 2
   (cd "$work" && exec env -i PATH=/usr/bin:/bin LANG=C.UTF-8 "$@" \
-     "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target "$workers" >"$log" 2>&1) &
+     "$JAVA_HOME/bin/java" -Xmx64m -XX:+UseSerialGC -cp "$work" Target "$workers" ${TARGET_MODE:-} >"$log" 2>&1) &
   local pid=$!
   echo "$pid" >>"$work/pids"
   for _ in $(seq 1 600); do
