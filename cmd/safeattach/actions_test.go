@@ -172,6 +172,18 @@ func TestTargetByContainerAndPod(t *testing.T) {
 		}
 	}
 
+	// --fallback under a pod: target: the pod's JVM, refused
+	// async-profiler by the operator's deny list, is recorded by its own
+	// Flight Recorder.
+	rec := filepath.Join(t.TempDir(), "pod.jfr")
+	cmd := exec.Command(testenv.BuildCLI(t), "profile", "--agent", lib, "--deny-agent", lib, "--fallback", "jfr", "-d", "1", "-f", rec, "pod:shop/orders/app")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "KUBERNETES_SERVICE_HOST=", "NODE_NAME=")
+	if got, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(got), "refused by agent-denylisted") {
+		t.Errorf("--fallback jfr pod:shop/orders/app: %v\n%s", err, got)
+	} else if data, _ := os.ReadFile(rec); len(data) < 4 || string(data[:4]) != "FLR\x00" {
+		t.Errorf("%s is not a recording (%d bytes)", rec, len(data))
+	}
+
 	stdout, _, _ := runCLI(t, "scan", "--json")
 	if !strings.Contains(stdout, `"container_id": "`+id+`"`) || !strings.Contains(stdout, `"pod_uid": "`+pod+`"`) || !strings.Contains(stdout, fmt.Sprintf(`"pid": %d`, jvm)) {
 		t.Errorf("scan does not show the JVM's container and pod:\n%.2000s", stdout)
