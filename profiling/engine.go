@@ -12,6 +12,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/profiling/flightrec"
 )
 
@@ -99,6 +100,10 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 	if err != nil {
 		return nil, err
 	}
+	event, err := flightRecorderEvent(req.Profiler)
+	if err != nil {
+		return nil, err
+	}
 	var sink io.Writer = req.Writer
 	var out *outfile.File
 	if sink == nil {
@@ -123,7 +128,7 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 	}
 	start := time.Now()
 	fr, err := flightrec.Profile(ctx, pid, flightrec.Request{Duration: req.Duration, MaxOutput: req.MaxOutput, Options: req.Options}, rec)
-	res := &ProfileResult{Event: "cpu", Format: format, Engine: FlightRecorder, Limits: flightrec.Limits}
+	res := &ProfileResult{Event: event, Format: format, Engine: FlightRecorder, Limits: flightrec.Limits}
 	res.PID = pid
 	if fr != nil {
 		res.Verdict, res.Bytes, res.Cancelled, res.Recording = fr.Verdict, fr.Bytes, fr.Cancelled, fr.Recording
@@ -132,7 +137,7 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 		return res, err
 	}
 	if spool != nil {
-		c, err := ConvertJFR(ctx, spool, sink, converted, "cpu", start, req.Converter)
+		c, err := ConvertJFR(ctx, spool, sink, converted, event, start, req.Converter)
 		if err != nil {
 			return res, err
 		}
@@ -182,6 +187,25 @@ func flightRecorderFormat(req SessionRequest) (format, converted string, err err
 		return "flamegraph", "html", nil
 	}
 	return "", "", fmt.Errorf("%w: the Flight Recorder's profile is written as jfr, pprof, collapsed, flat or flamegraph, not %s", attach.ErrInvalidOptions, f)
+}
+
+// flightRecorderEvent is what a Flight Recorder profile of o shows: CPU
+// (jdk.ExecutionSample: Java code on CPU), allocations
+// (jdk.ObjectAllocationSample from JDK 16, TLAB events before) or locks
+// (jdk.JavaMonitorEnter), all recorded by the profile settings; the
+// converter picks the one asked for. It has no wall-clock sampler and
+// no other event async-profiler knows.
+func flightRecorderEvent(o asprof.Options) (string, error) {
+	switch e := o.MainEvent(); e {
+	case "cpu", "itimer", "ctimer":
+		return "cpu", nil
+	case "alloc", "lock":
+		return e, nil
+	case "wall":
+		return "", fmt.Errorf("%w: the Flight Recorder records no wall-clock samples (-e wall is async-profiler's): -e cpu, alloc or lock", attach.ErrInvalidOptions)
+	default:
+		return "", fmt.Errorf("%w: -e %s is async-profiler's: the Flight Recorder profiles cpu, alloc or lock", attach.ErrInvalidOptions, e)
+	}
 }
 
 // FileOwner owns an output file the caller writes for someone else (the

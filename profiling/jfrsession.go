@@ -25,6 +25,8 @@ type flightRecorderSession struct {
 	req     SessionRequest
 	report  *preflight.Report
 	verdict conflicts.Verdict
+	// event is what the profiles show (cpu, alloc, lock).
+	event string
 	// format is what Stop and Dump write; converted the converter's name
 	// for it ("" for the recording itself).
 	format, converted string
@@ -49,16 +51,23 @@ func openFlightRecorder(ctx context.Context, pid int, req SessionRequest, fallba
 	if err != nil {
 		return nil, err
 	}
+	event, err := flightRecorderEvent(req.Profiler)
+	if err != nil {
+		return nil, err
+	}
 	// Judged when opened, as async-profiler's session is: a refusal ends
 	// here, before anything is sent.
 	report, verdict, err := flightrec.Judge(ctx, pid, req.Options)
 	if err != nil {
 		return nil, err
 	}
-	s := &flightRecorderSession{pid: pid, req: req, report: report, verdict: verdict, format: format, converted: converted, fallbackFrom: fallbackFrom}
+	s := &flightRecorderSession{pid: pid, req: req, report: report, verdict: verdict, event: event, format: format, converted: converted, fallbackFrom: fallbackFrom}
 	if st := readStartState(report, FlightRecorder); st != nil && req.LoadedOnly {
 		s.rec = &flightrec.Recording{PID: pid, Name: st.Session, File: st.Recording, UID: report.Process.UID.Effective}
 		s.output = st.Output
+		if req.Profiler.Event == "" && st.Event != "" {
+			s.event = st.Event // the start's, unless this request names one
+		}
 		if req.Format == "" && !wantsPprofOutput(req.Output) && st.Format != "" {
 			// The start's format, unless this request names one.
 			s.format, s.converted, _ = flightRecorderFormat(SessionRequest{Format: st.Format})
@@ -262,7 +271,7 @@ func (s *flightRecorderSession) Command(ctx context.Context, command string, w i
 }
 
 func (s *flightRecorderSession) Engine() Engine         { return FlightRecorder }
-func (s *flightRecorderSession) Event() string          { return "cpu" }
+func (s *flightRecorderSession) Event() string          { return s.event }
 func (s *flightRecorderSession) Format() string         { return s.format }
 func (s *flightRecorderSession) FallbackFrom() []string { return s.fallbackFrom }
 func (s *flightRecorderSession) LastLog() []string      { return nil }

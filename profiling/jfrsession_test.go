@@ -13,8 +13,10 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling/asprof"
 )
 
 // leftoverRecordings lists the Flight Recorder's files in the pod's /tmp.
@@ -169,6 +171,41 @@ func TestLiveFlightRecorderWayBack(t *testing.T) {
 			}
 			if err := ss.Healthy(ctx); err != nil {
 				t.Errorf("the JVM does not answer: %v", err)
+			}
+		})
+	}
+}
+
+// TestLiveFlightRecorderEvents: the Flight Recorder's profiles of
+// allocations and locks, on every JDK here, hold the workload's frames
+// (threads that compute, allocate and take turns on one monitor); a
+// wall-clock profile, which it cannot record, is refused before
+// anything is sent.
+func TestLiveFlightRecorderEvents(t *testing.T) {
+	t.Parallel()
+	for _, jdk := range testenv.JDKs(t) {
+		t.Run(jdk.String(), func(t *testing.T) {
+			t.Parallel()
+			p := testenv.StartJVM(t, testenv.JVMSpec{JDK: jdk, Workers: 3, Mode: "contend"})
+			for _, event := range []string{"alloc", "lock"} {
+				var out bytes.Buffer
+				res, err := Profile(context.Background(), p.PID, ProfileRequest{
+					SessionRequest: SessionRequest{Engine: FlightRecorder, Profiler: asprof.Options{Event: event}, Format: "collapsed", Converter: testenv.Converter(t)},
+					Duration:       3 * time.Second, Writer: &out,
+				})
+				if err != nil {
+					t.Fatalf("-e %s: %v", event, err)
+				}
+				if res.Event != event || !strings.Contains(out.String(), "Target") {
+					t.Errorf("-e %s: event %q, %d bytes without the workload's frames: %.300s", event, res.Event, out.Len(), out.String())
+				}
+			}
+			_, err := Profile(context.Background(), p.PID, ProfileRequest{
+				SessionRequest: SessionRequest{Engine: FlightRecorder, Profiler: asprof.Options{Event: "wall"}, Format: "collapsed"},
+				Duration:       time.Second, Writer: &bytes.Buffer{},
+			})
+			if !errors.Is(err, attach.ErrInvalidOptions) || !strings.Contains(err.Error(), "wall-clock") {
+				t.Errorf("-e wall: %v", err)
 			}
 		})
 	}

@@ -127,7 +127,10 @@ func run(out output, event string, start, end time.Time, in string, maxInput int
 		return err
 	}
 	data = nil
-	p := jfrpprof.Pick(ps, event)
+	p, err := jfrpprof.Pick(ps, event)
+	if err != nil {
+		return err
+	}
 	if err := out.write(os.Stdout, p); err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func checkFolded(t *testing.T, data []byte, start, end time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := Fold(Pick(ps, "cpu"))
+	f := Fold(mustPick(t, ps, "cpu"))
 	if f.Metric != "process_cpu" || f.Engine != EngineJFR {
 		t.Errorf("metric %q, engine %q: want process_cpu from %q", f.Metric, f.Engine, EngineJFR)
 	}
@@ -141,7 +141,7 @@ func TestFoldAsyncProfiler(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := Fold(Pick(ps, c.event))
+		f := Fold(mustPick(t, ps, c.event))
 		if f.Engine != EngineAsyncProfiler || f.Total() != c.samples {
 			t.Errorf("%s: engine %q, %d samples, want %q and %d", c.file, f.Engine, f.Total(), EngineAsyncProfiler, c.samples)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -82,15 +83,25 @@ func Convert(jfr []byte, start, end time.Time) ([]Profile, error) {
 }
 
 // Pick returns the profile for the event the user sampled (cpu, itimer
-// and ctimer are CPU time; wall; alloc; lock), else the first.
-func Pick(ps []Profile, event string) Profile {
-	want := map[string]string{"cpu": "process_cpu", "itimer": "process_cpu", "ctimer": "process_cpu", "wall": "wall", "alloc": "memory", "lock": "mutex"}[event]
+// and ctimer are CPU time; wall; alloc; lock). A known event the
+// recording has no profile of is an error naming what it has (a JDK's
+// Flight Recorder records no wall-clock samples; a recording may hold no
+// allocation events): a profile of another metric under the event's
+// name would mislead. Any other event (page-faults, a Java method) is the
+// first profile, what async-profiler recorded for it.
+func Pick(ps []Profile, event string) (Profile, error) {
+	want, known := map[string]string{"cpu": "process_cpu", "itimer": "process_cpu", "ctimer": "process_cpu", "wall": "wall", "alloc": "memory", "lock": "mutex"}[event]
+	var have []string
 	for _, p := range ps {
 		if p.Metric == want {
-			return p
+			return p, nil
 		}
+		have = append(have, p.Metric)
 	}
-	return ps[0]
+	if known {
+		return Profile{}, fmt.Errorf("jfr: the recording holds no %s profile for -e %s (it has: %s)", want, event, strings.Join(have, ", "))
+	}
+	return ps[0], nil
 }
 
 // Encode writes p as a gzipped profile.proto, the form `go tool pprof`

@@ -52,7 +52,7 @@ func TestConvertRealRecording(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cpu := Pick(ps, "cpu")
+	cpu := mustPick(t, ps, "cpu")
 	if cpu.Metric != "process_cpu" || len(cpu.Profile.Sample) == 0 {
 		var metrics []string
 		for _, p := range ps {
@@ -83,5 +83,31 @@ func TestConvertRejectsNonJFR(t *testing.T) {
 		if _, err := Convert(b, time.Now(), time.Now()); err == nil {
 			t.Errorf("accepted %q", b)
 		}
+	}
+}
+
+// mustPick is Pick, failing the test on an error.
+func mustPick(t *testing.T, ps []Profile, event string) Profile {
+	t.Helper()
+	p, err := Pick(ps, event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestPickRefusesAMissingEvent: a known event the recording has no
+// profile of is an error naming what it has, not another metric under
+// its name; an event of async-profiler's own is the first profile.
+func TestPickRefusesAMissingEvent(t *testing.T) {
+	ps := []Profile{{Metric: "process_cpu"}, {Metric: "memory"}}
+	if _, err := Pick(ps, "wall"); err == nil || !strings.Contains(err.Error(), "process_cpu, memory") {
+		t.Errorf("wall from a recording without it: %v", err)
+	}
+	if p, err := Pick(ps, "alloc"); err != nil || p.Metric != "memory" {
+		t.Errorf("alloc: %v %v", p.Metric, err)
+	}
+	if p, err := Pick(ps, "page-faults"); err != nil || p.Metric != "process_cpu" {
+		t.Errorf("page-faults: %v %v", p.Metric, err)
 	}
 }
