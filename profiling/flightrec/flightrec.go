@@ -52,7 +52,7 @@ type Result struct {
 }
 
 // Limits is what every Flight Recorder profile leaves out.
-const Limits = "Java frames only (no native or kernel frames); CPU samples of threads running Java code (jdk.ExecutionSample), every 10 ms with the profile settings"
+const Limits = "Java frames only (no native or kernel frames); CPU samples only of threads running Java code (jdk.ExecutionSample, every 10 ms with the profile settings); allocation samples (jdk.ObjectAllocationSample, JDK 16+) and monitor waits over 20 ms; no wall-clock samples"
 
 // ErrNoFlightRecorder: the JVM answered JFR.start without starting a
 // recording. The rules refuse first where they can tell (jfr-unavailable-jdk8,
