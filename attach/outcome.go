@@ -48,7 +48,7 @@ func OutcomeOf(err error) Outcome {
 	case errors.As(err, &ae), errors.As(err, &ce),
 		errors.Is(err, hotspot.ErrTargetExited), errors.Is(err, hotspot.ErrNoListener),
 		errors.Is(err, hotspot.ErrUntrustedSocket), errors.Is(err, hotspot.ErrConnectionClosed),
-		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrUnsafeSignal):
+		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrReplyTooLong), errors.Is(err, hotspot.ErrUnsafeSignal):
 		return OutcomeFailed
 	}
 	return OutcomeError

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
@@ -146,6 +148,13 @@ func agentCandidates(ctx context.Context, src agentSources) []agentCandidate {
 		if !isRegular(p) {
 			continue
 		}
+		// Found, not given: named or loaded by root only if no one but
+		// root (or us) could have put it there or can change it — a build
+		// another user's process maps, or one under a directory someone
+		// else can write, is that user's choice of code.
+		if c.how != "given" && !trustedPath(p) {
+			continue
+		}
 		real := p
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			real = r
@@ -157,6 +166,31 @@ func agentCandidates(ctx context.Context, src agentSources) []agentCandidate {
 		out = append(out, agentCandidate{p, c.how})
 	}
 	return out
+}
+
+// trustedPath reports whether the file at path, and every directory
+// above it (links resolved), is owned by root or by us and writable by
+// no one else. A sticky directory writable by all (/tmp) is fine above
+// the file: others cannot rename or remove entries they do not own.
+func trustedPath(path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	me := uint32(os.Geteuid())
+	for p := real; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || st.Uid != 0 && st.Uid != me {
+			return false
+		}
+		sticky := st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Mode&unix.S_ISVTX != 0
+		if st.Mode&0o022 != 0 && !(sticky && p != real) {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
 
 // mappedAgents are the async-profiler libraries other processes map

@@ -19,6 +19,8 @@ var (
 	ErrTargetExited = errors.New("target process exited")
 	// ErrRequestTooLong: an argument exceeds what the JVM's protocol accepts.
 	ErrRequestTooLong = errors.New("request too long for the JVM's attach protocol")
+	// ErrReplyTooLong: the JVM's answer went past Client.MaxReply.
+	ErrReplyTooLong = errors.New("the JVM's answer is too long")
 	// ErrConnectionClosed: the JVM closed the connection without a reply
 	// (it rejected our credentials or the request).
 	ErrConnectionClosed = errors.New("the JVM closed the connection without a reply")

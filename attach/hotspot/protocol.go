@@ -27,12 +27,22 @@ const (
 // maxStatusLine bounds the first reply line: "<int>\n".
 const maxStatusLine = 64
 
+// DefaultMaxReply is Client.MaxReply's default: a thread dump of 10,000
+// threads is about 20 MiB; async-profiler's and the Flight Recorder's
+// answers are a few KiB.
+const DefaultMaxReply = 32 << 20
+
 // Client runs attach commands against one target. It is safe for
 // concurrent use: requests to the same JVM are serialised (the listener is
 // single-threaded and a half-sent request blocks it), requests to
 // different JVMs run in parallel.
 type Client struct {
 	JVM *JVM
+	// MaxReply bounds one command's answer (default DefaultMaxReply): the
+	// JVM is the target's, and a target that took over its own attach
+	// socket can answer with endless bytes. Past it, the command fails
+	// with ErrReplyTooLong and the connection is closed.
+	MaxReply int64
 
 	mu      sync.Mutex
 	version *protocolVersion // learned lazily, only when v1 does not fit
@@ -212,8 +222,16 @@ func (c *Client) roundTrip(ctx context.Context, req []byte, out io.Writer, cmd s
 	if err != nil {
 		return 0, fmt.Errorf("%s: malformed status line %q", cmd, line)
 	}
-	if _, err := io.Copy(out, r); err != nil {
+	limit := c.MaxReply
+	if limit <= 0 {
+		limit = DefaultMaxReply
+	}
+	n, err := io.Copy(out, io.LimitReader(r, limit+1))
+	if err != nil {
 		return code, c.ioError(ctx, err, "read output of "+cmd)
+	}
+	if n > limit {
+		return code, fmt.Errorf("%s: %w (more than %d bytes; the rest was not read)", cmd, ErrReplyTooLong, limit)
 	}
 	return code, nil
 }
