@@ -30,6 +30,12 @@ func (o Outcome) String() string { return string(o) }
 // this. It is a refusal: nothing was disturbed.
 var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
 
+// ErrConversionFailed: what the profiler wrote could not be made into
+// the output asked for (a recording the bounded converter refused or
+// could not read): the profiling layer wraps its converter's failures in
+// it, and it is a failure of the call, as an agent's is.
+var ErrConversionFailed = errors.New("the profile could not be converted")
+
 // OutcomeOf classifies an error returned by Load, Jcmd, Profile or Check.
 func OutcomeOf(err error) Outcome {
 	var ae *hotspot.AgentError
@@ -48,7 +54,8 @@ func OutcomeOf(err error) Outcome {
 	case errors.As(err, &ae), errors.As(err, &ce),
 		errors.Is(err, hotspot.ErrTargetExited), errors.Is(err, hotspot.ErrNoListener),
 		errors.Is(err, hotspot.ErrUntrustedSocket), errors.Is(err, hotspot.ErrConnectionClosed),
-		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrReplyTooLong), errors.Is(err, hotspot.ErrUnsafeSignal):
+		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrReplyTooLong), errors.Is(err, hotspot.ErrUnsafeSignal),
+		errors.Is(err, ErrConversionFailed):
 		return OutcomeFailed
 	}
 	return OutcomeError

@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/profiling/asprof"
 	"github.com/safeattach/safeattach/profiling/flightrec"
@@ -88,7 +90,26 @@ func Profile(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, 
 	if res != nil {
 		res.FallbackFrom = causes
 	}
-	return res, err
+	return res, bothRefused(refused, err)
+}
+
+// bothRefused is the fallback's error; when the rules refused the
+// fallback too, one refusal with both engines' findings (and the builds
+// of async-profiler they would allow), so that the caller reads why
+// neither could profile.
+func bothRefused(first *attach.RefusedError, err error) error {
+	var second *attach.RefusedError
+	if !errors.As(err, &second) || second.Reason != "" {
+		return err
+	}
+	both := *first
+	both.Verdict.Findings = slices.Clone(first.Verdict.Findings)
+	for _, f := range second.Verdict.Findings {
+		if !slices.ContainsFunc(both.Verdict.Findings, func(g conflicts.Finding) bool { return g.Rule == f.Rule && g.Severity == f.Severity }) {
+			both.Verdict.Findings = append(both.Verdict.Findings, f)
+		}
+	}
+	return &both
 }
 
 // collect is the Flight Recorder's profile: a recording started with
@@ -128,16 +149,20 @@ func (flightRecorder) collect(ctx context.Context, pid int, req ProfileRequest) 
 	}
 	start := time.Now()
 	fr, err := flightrec.Profile(ctx, pid, flightrec.Request{Duration: req.Duration, MaxOutput: req.MaxOutput, Options: req.Options}, rec)
+	if fr == nil {
+		return nil, err // refused, or nothing started: the error says it all
+	}
 	res := &ProfileResult{Event: event, Format: format, Engine: FlightRecorder, Limits: flightrec.Limits}
 	res.PID = pid
-	if fr != nil {
-		res.Verdict, res.Bytes, res.Cancelled, res.Recording = fr.Verdict, fr.Bytes, fr.Cancelled, fr.Recording
-	}
+	res.Verdict, res.Bytes, res.Cancelled, res.Recording = fr.Verdict, fr.Bytes, fr.Cancelled, fr.Recording
 	if err != nil {
 		return res, err
 	}
 	if spool != nil {
-		c, err := ConvertJFR(ctx, spool, sink, converted, event, start, req.Converter)
+		// Bytes is what was written: the profile, not the recording.
+		cw := &countingWriter{w: sink}
+		c, err := ConvertJFR(ctx, spool, cw, converted, event, start, req.Converter)
+		res.Bytes = cw.n
 		if err != nil {
 			return res, err
 		}

@@ -68,9 +68,15 @@ func openFlightRecorder(ctx context.Context, pid int, req SessionRequest, fallba
 		if req.Profiler.Event == "" && st.Event != "" {
 			s.event = st.Event // the start's, unless this request names one
 		}
-		if req.Format == "" && !wantsPprofOutput(req.Output) && st.Format != "" {
-			// The start's format, unless this request names one.
+		if formatFor(req) == "" && !wantsPprofOutput(req.Output) && st.Format != "" {
+			// The start's format, unless this request names one (-o, or
+			// an output whose extension says it).
 			s.format, s.converted, _ = flightRecorderFormat(SessionRequest{Format: st.Format})
+		}
+	}
+	if s.converted != "" {
+		if err := findConverter(&s.req); err != nil {
+			return nil, err
 		}
 	}
 	return s, nil
@@ -89,8 +95,10 @@ func hasFlightRecorderStart(ctx context.Context, pid int) bool {
 func (s *flightRecorderSession) Start(ctx context.Context) error {
 	if st := readStartState(s.report, FlightRecorder); st != nil {
 		running := &flightrec.Recording{PID: s.pid, Name: st.Session, UID: s.report.Process.UID.Effective}
-		if ok, status, err := running.Running(ctx, s.req.Options); err == nil && ok {
-			return &BusyError{PID: s.pid, Status: fmt.Sprintf("the Flight Recorder records %s, a detached start of yours: %s", st.Session, status)}
+		// The recording's name is ours (the start state); the JVM's answer
+		// only says whether it still runs, and is not repeated.
+		if ok, _, err := running.Running(ctx, s.req.Options); err == nil && ok {
+			return fmt.Errorf("pid %d: %w: the Flight Recorder records %s, a detached start of yours; stop it with `safeattach profile stop %d`", s.pid, attach.ErrProfilerBusy, st.Session, s.pid)
 		}
 		dropEngineState(s.report, FlightRecorder, st.Session)
 	}

@@ -19,6 +19,21 @@ import (
 // looked for beside the running program, then on PATH.
 const PprofConverter = "safeattach-pprof"
 
+// findConverter is req's converter, or the one beside this program or
+// on PATH: looked for when a session opens, so that a missing converter
+// is an error before anything is attached, not every window's.
+func findConverter(req *SessionRequest) error {
+	if req.Converter != "" {
+		return nil
+	}
+	conv, err := companion.Find(PprofConverter, "converting a JFR recording")
+	if err != nil {
+		return fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
+	}
+	req.Converter = conv
+	return nil
+}
+
 // WantsPprof reports whether req asks for a pprof profile: -o pprof, or
 // no format and an output named *.pb.gz or *.pprof.
 func WantsPprof(req ProfileRequest) bool {
@@ -43,7 +58,7 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	conv := req.Converter
 	if conv == "" {
 		var err error
-		if conv, err = companion.Find(PprofConverter, "pprof output (or SessionRequest.Converter)"); err != nil {
+		if conv, err = companion.Find(PprofConverter, "pprof output"); err != nil {
 			return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}
@@ -69,7 +84,11 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 	if err != nil {
 		return res, err
 	}
-	converted, err := PprofFromJFR(ctx, jfr, sink, res.Event, start, conv)
+	// Bytes is what was written: the profile, not the recording it came
+	// from.
+	cw := &countingWriter{w: sink}
+	converted, err := PprofFromJFR(ctx, jfr, cw, res.Event, start, conv)
+	res.Bytes = cw.n
 	if err != nil {
 		return res, err
 	}
@@ -98,7 +117,7 @@ func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event s
 func ConvertJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, format, event string, start time.Time, converter string) (bounded.Result, error) {
 	if converter == "" {
 		var err error
-		if converter, err = companion.Find(PprofConverter, "converting a JFR recording (or SessionRequest.Converter)"); err != nil {
+		if converter, err = companion.Find(PprofConverter, "converting a JFR recording"); err != nil {
 			return bounded.Result{}, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
 		}
 	}
@@ -111,7 +130,7 @@ func ConvertJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, format, e
 		Converter: converter, Format: format, Event: event, Start: start, End: time.Now(), In: jfr, Out: out,
 	})
 	if err != nil {
-		return converted, fmt.Errorf("converting the JFR recording to %s: %w", format, err)
+		return converted, fmt.Errorf("%w: the JFR recording to %s: %w", attach.ErrConversionFailed, format, err)
 	}
 	return converted, nil
 }

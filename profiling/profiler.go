@@ -88,7 +88,11 @@ func Open(ctx context.Context, pid int, req SessionRequest) (Profiler, error) {
 		if l := req.Options.Logger; l != nil {
 			l.Info("safeattach: async-profiler refused; the JVM's Flight Recorder instead", "pid", pid, "rules", causes)
 		}
-		return openFlightRecorder(ctx, pid, req, causes)
+		fr, ferr := openFlightRecorder(ctx, pid, req, causes)
+		if ferr != nil {
+			return nil, bothRefused(refused, ferr)
+		}
+		return fr, nil
 	}
 	if err != nil {
 		return nil, err

@@ -105,6 +105,11 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 	}
 	ss := &Session{pid: pid, req: req, id: randomHex(8)}
 	ss.setFormat(formatFor(req))
+	if ss.pprof {
+		if err := findConverter(&ss.req); err != nil {
+			return nil, err
+		}
+	}
 	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, PickAgent: req.PickAgent, AgentOptions: ss.startOptions(""), LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
 	if err != nil {
 		return nil, err

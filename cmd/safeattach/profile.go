@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +23,6 @@ import (
 	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/profiling/fdtransfer"
-	"github.com/safeattach/safeattach/profiling/jfrpprof/bounded"
 )
 
 // profileCLI is the profile command's flags and the request they make.
@@ -275,9 +273,6 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		req.Writer = spool
 	}
 	res, perr := profiling.Profile(cmd.Context(), pid, req)
-	if errors.Is(perr, bounded.ErrFailed) {
-		perr = withCode(exitFailed, perr) // the converter failed, not the attach
-	}
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}

@@ -19,7 +19,7 @@ func Find(name, what string) (string, error) {
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("%s: %s is needed, beside this program or on PATH (make build builds it)", what, name)
+		return "", fmt.Errorf("%s: %s is needed, beside this program or on PATH (go install github.com/safeattach/safeattach/cmd/%s@latest, or make build)", what, name, name)
 	}
 	return p, nil
 }

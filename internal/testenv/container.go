@@ -122,8 +122,11 @@ type PodSpec struct {
 	// Setup runs as root inside the pod's root before the JVM starts
 	// (e.g. "mount -o remount,noexec /tmp").
 	Setup string
-	// Workers are busy threads (Target's churn), for samples.
+	// Workers are busy threads (Target's churn), for samples; Mode is
+	// what they do instead (spin: Java code, what the Flight Recorder's
+	// sampler sees; see Target.java).
 	Workers int
+	Mode    string
 	// JVMArgs go before the main class.
 	JVMArgs []string
 	// NetNS gives the pod a network namespace of its own (as a real pod
@@ -182,6 +185,9 @@ func StartPod(t testing.TB, spec PodSpec) *Pod {
 	java := []string{filepath.Join(spec.JDK.Home, "bin/java"), "-Xmx64m", "-XX:+UseSerialGC"}
 	java = append(java, spec.JVMArgs...)
 	java = append(java, "-cp", "/app", "Target", strconv.Itoa(spec.Workers))
+	if spec.Mode != "" {
+		java = append(java, spec.Mode)
+	}
 	env := append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}, spec.Env...)
 	script := `set -e
 PATH=/usr/sbin:/usr/bin:/sbin:/bin

@@ -12,6 +12,7 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/preflight"
 )
@@ -287,6 +288,11 @@ func checkIdle(ctx context.Context, pid int, opts attach.Options) error {
 		return err
 	}
 	if name, ok := runningOurs(out.Output); ok {
+		// The name is the JVM's text: shown cut and escaped.
+		if len(name) > 64 {
+			name = name[:64] + "…"
+		}
+		name = printable.Line(name)
 		return fmt.Errorf("pid %d: %w (recording %s); let it finish, or stop it with jcmd %d JFR.stop name=%s",
 			pid, ErrRecorderBusy, name, pid, name)
 	}

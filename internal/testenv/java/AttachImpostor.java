@@ -55,7 +55,7 @@ public class AttachImpostor {
             if (request.contains("JFR.start")) {
                 answer = "Started recording 1.\n";
             } else if (request.contains("JFR.check")) {
-                answer = "Recording 1: name=safeattach-0123456789abcdef maxsize=1.0GB (running)\n"
+                answer = "Recording 1: name=safeattach-0123\u001b]0;owned\u0007 maxsize=1.0GB (running)\n"
                     + "[ERROR] forged line\n\u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;owned\u0007\n";
             } else if (request.contains("JFR.stop")) {
                 answer = "Stopped recording 1.\n";
