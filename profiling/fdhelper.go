@@ -94,6 +94,7 @@ func startHelper(ctx context.Context, command []string, pid int, policy fdtransf
 			c.Wait()
 			return "", nil, fmt.Errorf("--fdtransfer: the descriptor server did not start: %s", strings.TrimPrefix(name, "error: "))
 		}
+		out.Close() // the helper said where it listens: nothing more is read
 		return name, c.Process, nil
 	case <-ctx.Done():
 		return fail(ctx.Err())

@@ -25,8 +25,10 @@ import (
 // SessionRequest is what a Session needs: which async-profiler, what to
 // profile, how the output looks, and who the session is.
 type SessionRequest struct {
-	// Lib is the async-profiler library; empty means the installed one
-	// ($ASYNC_PROFILER_HOME, asprof on PATH, /opt/async-profiler).
+	// Lib is the async-profiler library or an install's directory; empty
+	// means the installed one ($ASYNC_PROFILER_HOME, asprof on PATH,
+	// async-profiler*/ under /opt, /usr/local, /usr/lib, /usr/share or the
+	// home directory), else the one the JVM maps.
 	Lib string
 	// PickAgent: when the rules refuse Lib (or the installed build) for
 	// what it is and allow another async-profiler build on this host,

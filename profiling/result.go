@@ -26,6 +26,7 @@ type JSONResult struct {
 	Output        string               `json:"output,omitempty"`
 	AgentLog      []string             `json:"agent_log,omitempty"`
 	Profile       *JSONProfile         `json:"profile,omitempty"`
+	Windows       []JSONWindow         `json:"windows,omitempty"`
 	HangReport    *diagnose.HangReport `json:"hang_report,omitempty"`
 	ProfilerOwner *Owner               `json:"profiler_owner,omitempty"`
 	// PickedAgent: the agent given was refused here and another build
@@ -54,6 +55,15 @@ type JSONProfile struct {
 	Recording    string   `json:"recording,omitempty"`
 	FallbackFrom []string `json:"fallback_from,omitempty"`
 	Limits       string   `json:"limits,omitempty"`
+}
+
+// JSONWindow is one window of a --loop, in a JSONResult: its number,
+// the file written and its size, or why it was dropped.
+type JSONWindow struct {
+	N     int    `json:"n"`
+	File  string `json:"file,omitempty"`
+	Bytes int64  `json:"bytes"`
+	Error string `json:"error,omitempty"`
 }
 
 // NewJSONResult builds command's result from what the library returned

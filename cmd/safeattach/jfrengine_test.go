@@ -139,10 +139,14 @@ func TestLiveFlightRecorderStartStop(t *testing.T) {
 	if _, _, code := cli(t, env, "profile", "stop", "--engine", "jfr", pid); code == 0 {
 		t.Error("a second stop succeeded")
 	}
-	_, stderr, code = cli(t, env, "profile", "--engine", "jfr", "--loop", "1s", "-d", "3", "-f", filepath.Join(dir, "w-%n.jfr"), pid)
+	stdout, stderr, code = cli(t, env, "profile", "--json", "--engine", "jfr", "--loop", "1s", "-d", "3", "-f", filepath.Join(dir, "w-%n.jfr"), pid)
 	windows, _ := filepath.Glob(filepath.Join(dir, "w-*.jfr"))
-	if code != 0 || len(windows) < 2 {
-		t.Fatalf("--loop with the Flight Recorder: exit %d, %d windows: %s", code, len(windows), stderr)
+	var loop struct {
+		Outcome string                 `json:"outcome"`
+		Windows []profiling.JSONWindow `json:"windows"`
+	}
+	if code != 0 || len(windows) < 2 || json.Unmarshal([]byte(stdout), &loop) != nil || loop.Outcome != "ok" || len(loop.Windows) != len(windows) {
+		t.Fatalf("--json --loop with the Flight Recorder: exit %d, %d windows: %s %s", code, len(windows), stdout, stderr)
 	}
 	for _, w := range windows {
 		if data, _ := os.ReadFile(w); len(data) < 4 || string(data[:4]) != "FLR\x00" {

@@ -46,7 +46,7 @@ type profileCLI struct {
 func newProfileCmd() *cobra.Command {
 	p := &profileCLI{}
 	cmd := &cobra.Command{
-		Use:   "profile [ACTION] [--agent PATH] [asprof options] [-d DURATION] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
+		Use:   "profile [ACTION] [--agent PATH | --pick-agent] [--engine jfr | --fallback jfr] [asprof options] [-d DURATION] [-f FILE] [-o FORMAT] [--loop WINDOW] [--timeout DUR] PID",
 		Short: "Profile a JVM with async-profiler if it is safe, as asprof does; Ctrl-C stops early and still writes the profile",
 		Long: `Profile a JVM with async-profiler, after the same checks as load.
 
@@ -74,7 +74,7 @@ timeout (started with every collect: -d plus 10 s or more) ends it.`,
 		RunE: p.run,
 	}
 	f := cmd.Flags()
-	f.StringVar(&p.req.Lib, "agent", "", "async-profiler library or install directory (default: $ASYNC_PROFILER_HOME, asprof on PATH, async-profiler*/ under /opt, /usr/local, ~; else the one the JVM maps)")
+	f.StringVar(&p.req.Lib, "agent", "", "async-profiler library or install directory (default: $ASYNC_PROFILER_HOME, asprof on PATH, async-profiler*/ under /opt, /usr/local, /usr/lib, /usr/share, ~; else the one the JVM maps)")
 	f.StringVarP(&p.duration, "duration", "d", "60", "profiling duration: seconds (30) or with a unit (30s, 5m)")
 	f.StringVarP(&p.req.Output, "file", "f", "", "output file (%p pid, %t time, %n{MAX} sequence); none or - for standard output; a symlink, device or FIFO there is refused")
 	f.StringVar(&p.modeFlag, "mode", "0644", "permission bits of the output file")
@@ -166,7 +166,7 @@ func (p *profileCLI) run(cmd *cobra.Command, args []string) error {
 		if cmd.Flags().Changed("duration") {
 			total = p.req.Duration
 		}
-		return profileLoop(cmd, pid, p.req, window, total)
+		return profileLoop(cmd, pid, p.req, window, total, p.asJSON)
 	}
 	if action != "collect" {
 		return profileAction(cmd, pid, action, p.req, p.asJSON)
@@ -433,6 +433,9 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	switch action {
 	case "start", "resume":
 		err = startAction(ctx, uctx, ss, action)
+		if err == nil {
+			run.started(ss)
+		}
 	case "stop", "dump":
 		named := cmd.Flags().Changed("file") || cmd.Flags().Changed("output")
 		err = run.write(uctx, ss, req, named)
@@ -557,6 +560,20 @@ func (r *actionRun) write(ctx context.Context, ss profiling.Profiler, req profil
 	return nil
 }
 
+// started says what runs now: async-profiler's own log says it
+// started; the Flight Recorder says nothing, so this does. The JSON
+// result names the engine either way.
+func (r *actionRun) started(ss profiling.Profiler) {
+	r.prof = &profiling.JSONProfile{Event: ss.Event(), Format: ss.Format()}
+	if ss.Engine() == profiling.AsyncProfiler {
+		return
+	}
+	r.prof.Engine = ss.Engine()
+	if !r.asJSON {
+		fmt.Fprintf(r.stderr, "the JVM's Flight Recorder records (%s, written as %s); `safeattach profile stop %d` stops it and writes the profile\n", ss.Event(), ss.Format(), r.pid)
+	}
+}
+
 // finish prints the outcome and returns the error the CLI exits with.
 func (r *actionRun) finish(err error) error {
 	cerr := attachError(r.w, err, r.asJSON)
@@ -571,12 +588,25 @@ func (r *actionRun) finish(err error) error {
 
 // profileLoop is --loop: one profile per window, each to its own file
 // (profiling.WindowFiles), until Ctrl-C or the total duration. Windows
-// are profiling.Session.Windows' (at least profiling.MinWindow).
-func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, window, total time.Duration) error {
+// are profiling.Session.Windows' (at least profiling.MinWindow). With
+// --json the windows are reported in the one result, at the end.
+func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, window, total time.Duration, asJSON bool) error {
 	if window < profiling.MinWindow {
 		return fmt.Errorf("--loop %v: the shortest window is %v (each window is a stop and a start in the JVM)", window, profiling.MinWindow)
 	}
-	ctx := cmd.Context()
+	ctx, w, stderr := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+	start := time.Now()
+	var res *attach.Result
+	var windows []profiling.JSONWindow
+	finish := func(err error) error {
+		cerr := attachError(w, err, asJSON)
+		if asJSON {
+			r := newResult("profile", pid, start, res, err)
+			r.Windows = windows
+			writeResult(w, r, cerr)
+		}
+		return cerr
+	}
 	// The first window's file proves the output writable before the
 	// profiler is touched.
 	files, err := profiling.NewWindowFiles(req.Output, pid, req.OutputMode, req.OutputOwner)
@@ -585,36 +615,41 @@ func profileLoop(cmd *cobra.Command, pid int, req profiling.ProfileRequest, wind
 	}
 	ss, err := profiling.Open(ctx, pid, req.SessionRequest)
 	if err != nil {
-		return attachError(cmd.OutOrStdout(), err, false)
+		return finish(err)
 	}
 	defer ss.Close()
-	noteFallback(cmd.ErrOrStderr(), ss, false)
-	printPick(cmd.ErrOrStderr(), ss.Result().Picked)
+	r := ss.Result()
+	res = &r
+	noteFallback(stderr, ss, asJSON)
+	printPick(stderr, r.Picked)
 	if total > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, total)
 		defer cancel()
 	}
-	stderr := cmd.ErrOrStderr()
-	err = ss.Windows(ctx, window, func(w *profiling.Window) error {
-		for _, line := range w.Log {
-			fmt.Fprintln(stderr, line)
+	err = ss.Windows(ctx, window, func(win *profiling.Window) error {
+		if !asJSON {
+			for _, line := range win.Log {
+				fmt.Fprintln(stderr, line)
+			}
 		}
-		if w.Err != nil {
-			fmt.Fprintf(stderr, "window %d dropped: %v\n", w.N, w.Err)
+		if win.Err != nil {
+			fmt.Fprintf(stderr, "window %d dropped: %v\n", win.N, win.Err)
+			windows = append(windows, profiling.JSONWindow{N: win.N, Error: printable.Line(win.Err.Error())})
 			return nil
 		}
-		wrote, err := files.Write(w)
+		wrote, err := files.Write(win)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", w.N, wrote.File, wrote.Bytes)
+		fmt.Fprintf(stderr, "window %d: wrote %s (%d bytes)\n", win.N, wrote.File, wrote.Bytes)
+		windows = append(windows, profiling.JSONWindow{N: win.N, File: wrote.File, Bytes: wrote.Bytes})
 		return nil
 	})
-	if err != nil {
-		return attachError(cmd.OutOrStdout(), err, false)
+	if err == nil && asJSON {
+		res.Healthy = ss.Healthy(cmd.Context()) == nil
 	}
-	return nil
+	return finish(err)
 }
 
 // sudoOwner is the invoking user under sudo, who should own the profile

@@ -90,7 +90,7 @@ func (r Result) String() string {
 	case "bytes":
 		total = strconv.FormatInt(r.Total, 10) + " bytes of " + r.Type
 	}
-	return fmt.Sprintf("%s: %s in %d stacks", r.Metric, total, r.Stacks)
+	return fmt.Sprintf("%s: %s in %d distinct stacks", r.Metric, total, r.Stacks)
 }
 
 // ErrFailed is what every failed conversion unwraps to.

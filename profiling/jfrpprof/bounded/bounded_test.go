@@ -185,8 +185,8 @@ func TestResultSays(t *testing.T) {
 		r    Result
 		want string
 	}{
-		{Result{Metric: "process_cpu", Stacks: 4, Total: 1_040_000_000, Type: "cpu", Unit: "nanoseconds"}, "process_cpu: 1.04s of cpu in 4 stacks"},
-		{Result{Metric: "memory", Stacks: 2, Total: 237, Type: "alloc_in_new_tlab_objects", Unit: "count"}, "memory: 237 alloc_in_new_tlab_objects in 2 stacks"},
+		{Result{Metric: "process_cpu", Stacks: 4, Total: 1_040_000_000, Type: "cpu", Unit: "nanoseconds"}, "process_cpu: 1.04s of cpu in 4 distinct stacks"},
+		{Result{Metric: "memory", Stacks: 2, Total: 237, Type: "alloc_in_new_tlab_objects", Unit: "count"}, "memory: 237 alloc_in_new_tlab_objects in 2 distinct stacks"},
 	} {
 		if got := c.r.String(); got != c.want {
 			t.Errorf("%q, want %q", got, c.want)
