@@ -54,7 +54,9 @@ type server struct {
 	// continuous holds the running continuous profiles by pid.
 	cmu        sync.Mutex
 	continuous map[int]*continuous
-	readBack   *budget.Budget
+	// starting are the pids whose continuous profile is being opened.
+	starting map[int]bool
+	readBack *budget.Budget
 }
 
 // continuous is one JVM profiled window after window through
@@ -62,7 +64,7 @@ type server struct {
 // latest finished window is kept, in a buffer charged to the server's
 // read-back budget (a window over it is dropped, the profiler goes on).
 type continuous struct {
-	session *profiling.Session
+	session profiling.Profiler
 	budget  *budget.Budget
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -78,6 +80,8 @@ type continuous struct {
 const (
 	continuousBudget = 64 << 20
 	maxWindowBytes   = 16 << 20
+	// maxContinuous bounds the continuous profiles that run at once.
+	maxContinuous = 16
 )
 
 func newServer(cfg config) *server {
@@ -90,7 +94,7 @@ func newServer(cfg config) *server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), stopping: make(chan struct{}), busy: map[int]bool{}, continuous: map[int]*continuous{}, readBack: budget.New(continuousBudget)}
+	s := &server{cfg: cfg, profiles: make(chan struct{}, cfg.MaxProfiles), stopping: make(chan struct{}), busy: map[int]bool{}, continuous: map[int]*continuous{}, starting: map[int]bool{}, readBack: budget.New(continuousBudget)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jvms", s.handleJVMs)
 	mux.HandleFunc("GET /check", s.handleCheck)
@@ -370,14 +374,30 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "continuous", "format %q: want collapsed or pprof", req.Format)
 		return
 	}
+	// The pid is claimed under the lock, and the session opened without
+	// it: a slow JVM must not hold up every other continuous profile's
+	// latest window, stop or shutdown.
 	s.cmu.Lock()
-	defer s.cmu.Unlock()
-	if _, running := s.continuous[req.PID]; running {
+	_, running := s.continuous[req.PID]
+	switch {
+	case running || s.starting[req.PID]:
+		s.cmu.Unlock()
 		httpError(w, http.StatusConflict, "continuous", "pid %d is already profiled continuously", req.PID)
 		return
+	case len(s.continuous)+len(s.starting) >= maxContinuous:
+		s.cmu.Unlock()
+		httpError(w, http.StatusTooManyRequests, "continuous", "%d continuous profiles already run", maxContinuous)
+		return
 	}
+	s.starting[req.PID] = true
+	s.cmu.Unlock()
+	defer func() {
+		s.cmu.Lock()
+		delete(s.starting, req.PID)
+		s.cmu.Unlock()
+	}()
 	start := time.Now()
-	ss, err := profiling.OpenSession(r.Context(), req.PID, profiling.SessionRequest{
+	ss, err := profiling.Open(r.Context(), req.PID, profiling.SessionRequest{
 		Lib: s.cfg.Lib, Profiler: asprof.Options{Event: req.Event}, Format: req.Format, Converter: s.cfg.Converter, Options: s.options(r),
 		Owner: "deploy-agent", MaxOutput: maxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	})
@@ -392,7 +412,9 @@ func (s *server) handleContinuousStart(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.untilStopping(context.Background())
 	c := &continuous{session: ss, budget: s.readBack, cancel: cancel, done: make(chan struct{})}
+	s.cmu.Lock()
 	s.continuous[req.PID] = c
+	s.cmu.Unlock()
 	go c.run(ctx, window)
 	writeJSON(w, http.StatusCreated, map[string]any{"pid": req.PID, "event": ss.Event(), "format": ss.Format(), "window": window.String()})
 }
