@@ -633,12 +633,20 @@ func (ss *Session) Stop(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer ss.release(ctx)
 	since := ss.startedAt()
+	// A JFR recording exists only if the start made one: asked for at the
+	// stop (-o jfr, -f x.jfr) of a profile started as text, the agent
+	// writes nothing, and says nothing.
+	textStart := isJFR(ss.format) && (ss.owned == nil || ss.owned.Recording == "")
 	file, err := ss.stop(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer ss.removeInTarget(ctx, file)
-	return ss.readProfile(ctx, file, w, since)
+	n, err := ss.readProfile(ctx, file, w, since)
+	if errors.Is(err, ErrNoOutput) && textStart {
+		err = fmt.Errorf("%w: the profile was started without JFR, which a .jfr (or pprof) needs from the start: profile start -o jfr", err)
+	}
+	return n, err
 }
 
 // stop sends stop and returns the file (in the target) that holds the

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -273,6 +274,7 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		req.Writer = spool
 	}
 	res, perr := profiling.Profile(cmd.Context(), pid, req)
+	notePickFound(stderr, req.PickAgent, perr)
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}
@@ -417,6 +419,7 @@ func profileAction(cmd *cobra.Command, pid int, action string, req profiling.Pro
 	}
 	ss, err := profiling.Open(ctx, pid, req.SessionRequest)
 	if err != nil {
+		notePickFound(run.stderr, req.PickAgent, err)
 		return run.finish(err)
 	}
 	defer ss.Close()
@@ -696,6 +699,15 @@ func newFdTransferServeCmd() *cobra.Command {
 	f.BoolVar(&policy.Kernel, "kernel", false, "serve kernel samples, kernel stacks and kallsyms")
 	f.BoolVar(&policy.LBR, "lbr", false, "allow branch stacks (--cstack lbr)")
 	return cmd
+}
+
+// notePickFound says, for --pick-agent, that no other build was allowed
+// (the refusal itself names one when there is).
+func notePickFound(stderr io.Writer, pick bool, err error) {
+	var refused *attach.RefusedError
+	if pick && errors.As(err, &refused) && refused.ByAgent() && len(refused.Alternatives) == 0 {
+		fmt.Fprintln(stderr, "--pick-agent: no other async-profiler build on this host is allowed here (searched agent discovery's places and the builds other JVMs map); async-profiler 4.0 or later is safe with a heap profiler")
+	}
 }
 
 // noteFallback says on stderr that the Flight Recorder stands in for a
