@@ -240,6 +240,11 @@ func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 			t.Errorf("%s%v = %v (present %v), want 1", c.name, c.labels, got, ok)
 		}
 	}
+	for _, line := range strings.Split(ownMetrics(t, d.Metrics()), "\n") {
+		if strings.Contains(line, "fallbacks_total{") || strings.Contains(line, "windows_total{") || strings.Contains(line, "refusals_total{") {
+			t.Logf("/metrics: %s", line)
+		}
+	}
 	if got, _ := metricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "jfr"); got < 2 {
 		t.Errorf("windows by the Flight Recorder counted %v, want at least 2", got)
 	}
