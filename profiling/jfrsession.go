@@ -11,6 +11,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/conflicts"
 	"github.com/safeattach/safeattach/internal/outfile"
+	"github.com/safeattach/safeattach/internal/proc"
 	"github.com/safeattach/safeattach/preflight"
 	"github.com/safeattach/safeattach/profiling/flightrec"
 )
@@ -84,9 +85,33 @@ func openFlightRecorder(ctx context.Context, pid int, req SessionRequest, fallba
 
 // hasFlightRecorderStart reports whether this caller's detached start
 // in pid was the Flight Recorder's.
-func hasFlightRecorderStart(ctx context.Context, pid int) bool {
-	report, err := preflight.Inspect(ctx, pid, preflight.Options{AttachOnly: true})
-	return err == nil && readStartState(report, FlightRecorder) != nil
+func hasFlightRecorderStart(pid int) bool {
+	id, err := identity(pid)
+	return err == nil && readStartState(id, FlightRecorder) != nil
+}
+
+// identity is what names a JVM's start state (startStateName): its pid,
+// start time and pid and mount namespaces, read from /proc alone — the
+// question of every stop, dump and status, asked before the inspection
+// the engine it finds makes.
+func identity(pid int) (*preflight.Report, error) {
+	p := proc.FS{}.Proc(pid)
+	st, err := p.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pidNS, err := p.Namespace("pid")
+	if err != nil {
+		return nil, err
+	}
+	mntNS, err := p.Namespace("mnt")
+	if err != nil {
+		return nil, err
+	}
+	r := &preflight.Report{PID: pid}
+	r.Process.StartTime = st.StartTime
+	r.Process.PIDNamespace.Inode, r.Process.MountNamespace.Inode = pidNS.Inode, mntNS.Inode
+	return r, nil
 }
 
 // Start starts a recording; a Detached one is remembered for a later

@@ -75,7 +75,7 @@ func Open(ctx context.Context, pid int, req SessionRequest) (Profiler, error) {
 		}
 	}
 	engine := req.Engine
-	if engine == "" && req.LoadedOnly && hasFlightRecorderStart(ctx, pid) {
+	if engine == "" && req.LoadedOnly && hasFlightRecorderStart(pid) {
 		engine = FlightRecorder
 	}
 	if engine == FlightRecorder {
