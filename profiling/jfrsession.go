@@ -135,7 +135,7 @@ func (s *flightRecorderSession) Start(ctx context.Context) error {
 	if !s.req.Detached {
 		return nil
 	}
-	st := &startState{Engine: FlightRecorder, Session: rec.Name, Event: s.Event(), Format: s.format, Recording: rec.File, Output: s.req.Output}
+	st := &startState{Engine: FlightRecorder, Detached: true, Session: rec.Name, Event: s.Event(), Format: s.format, Recording: rec.File, Output: s.req.Output}
 	if err := saveStartState(s.report, st); err != nil {
 		rec.Stop(context.WithoutCancel(ctx), io.Discard, 1, s.req.Options)
 		return err

@@ -50,6 +50,27 @@ type Profiler interface {
 	Close()
 }
 
+// oneDetachedStart refuses a detached start while this caller's
+// detached start of the other engine runs in the JVM: a later stop,
+// dump or status finds one start, and would leave the other running.
+func oneDetachedStart(pid int, req SessionRequest, engine Engine) error {
+	if !req.Detached || req.LoadedOnly {
+		return nil
+	}
+	id, err := identity(pid)
+	if err != nil {
+		return nil // the session's own inspection says what is wrong
+	}
+	other := FlightRecorder
+	if engine == FlightRecorder {
+		other = AsyncProfiler
+	}
+	if st := readStartState(id, other); st == nil || !st.Detached {
+		return nil
+	}
+	return fmt.Errorf("pid %d: %w: a detached start of yours with %s runs there; stop it first (safeattach profile stop %d)", pid, attach.ErrProfilerBusy, other, pid)
+}
+
 // Engine is async-profiler's.
 func (ss *Session) Engine() Engine { return AsyncProfiler }
 
@@ -77,6 +98,9 @@ func Open(ctx context.Context, pid int, req SessionRequest) (Profiler, error) {
 	engine := req.Engine
 	if engine == "" && req.LoadedOnly && hasFlightRecorderStart(pid) {
 		engine = FlightRecorder
+	}
+	if err := oneDetachedStart(pid, req, engine); err != nil {
+		return nil, err
 	}
 	if engine == FlightRecorder {
 		return openFlightRecorder(ctx, pid, req, nil)

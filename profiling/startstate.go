@@ -34,8 +34,11 @@ import (
 type startState struct {
 	// Engine is the profiler started (empty: async-profiler); Session the
 	// session's id, or for the Flight Recorder the recording's name.
-	Engine    Engine `json:"engine,omitempty"`
-	Session   string `json:"session"`
+	Engine  Engine `json:"engine,omitempty"`
+	Session string `json:"session"`
+	// Detached: a start meant to be finished by a later session (not a
+	// collect's or a window loop's own).
+	Detached  bool   `json:"detached,omitempty"`
 	Event     string `json:"event,omitempty"`
 	Format    string `json:"format,omitempty"`
 	Recording string `json:"recording,omitempty"`
@@ -43,7 +46,7 @@ type startState struct {
 }
 
 func stateOf(o *Owner) *startState {
-	return &startState{Session: o.Session, Event: o.Event, Format: o.Format, Recording: o.Recording, Output: o.Output}
+	return &startState{Session: o.Session, Detached: o.Detached, Event: o.Event, Format: o.Format, Recording: o.Recording, Output: o.Output}
 }
 
 // maxStartState caps a state file read back (it is ours, but a file of

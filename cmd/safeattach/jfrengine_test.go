@@ -186,3 +186,31 @@ func pprofHas(t *testing.T, path, name string) bool {
 // c1Only: see package profiling's tests — the Flight Recorder samples a
 // workload's tight loop only as C1 compiles it.
 var c1Only = []string{"-XX:TieredStopAtLevel=1"}
+
+// TestLiveOneDetachedStartPerJVM: a detached start of one engine refuses
+// a detached start of the other on the same JVM (a later stop finds one
+// start), saying which runs; once it is stopped, the other starts.
+func TestLiveOneDetachedStartPerJVM(t *testing.T) {
+	t.Parallel()
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	p := testenv.StartJVM(t, testenv.JVMSpec{})
+	pid := fmt.Sprint(p.PID)
+	if _, stderr, code := cli(t, nil, "profile", "start", "--engine", "jfr", pid); code != 0 {
+		t.Fatalf("jfr start: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, nil, "profile", "start", "--agent", lib, "-e", "itimer", pid); code != exitRefused || !strings.Contains(stderr, "a detached start of yours with jfr runs there") {
+		t.Errorf("async-profiler start beside it: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, nil, "profile", "stop", "-o", "jfr", "-f", filepath.Join(t.TempDir(), "x.jfr"), pid); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, nil, "profile", "start", "--agent", lib, "-e", "itimer", pid); code != 0 {
+		t.Errorf("async-profiler start after the stop: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, nil, "profile", "start", "--engine", "jfr", pid); code != exitRefused || !strings.Contains(stderr, "a detached start of yours with async-profiler runs there") {
+		t.Errorf("jfr start beside it: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := cli(t, nil, "profile", "stop", "--agent", lib, pid); code != 0 {
+		t.Errorf("stop: exit %d: %s", code, stderr)
+	}
+}
