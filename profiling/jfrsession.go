@@ -217,11 +217,17 @@ func (s *flightRecorderSession) Windows(ctx context.Context, every time.Duration
 	}
 	for n := 0; ; n++ {
 		last := waitWindow(ctx, s.rec.Since.Add(every))
-		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if last {
-			wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
-		}
+		// A window's rotation (the next JFR.start, this one's JFR.stop and
+		// read-back) runs to its end once begun, within stopTimeout: cut
+		// off by ctx, the recording would be lost, or left running.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 		err := s.window(wctx, n, last, fn)
+		if err == nil && !last && ctx.Err() != nil && s.rec != nil {
+			// ctx ended while the window rotated: the next recording,
+			// a moment old, is stopped unread.
+			s.rec.Stop(wctx, io.Discard, s.req.MaxOutput, s.req.Options)
+			s.rec, last = nil, true
+		}
 		cancel()
 		if last || err != nil {
 			return err
