@@ -159,7 +159,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", link, pid}, "refusing to replace"},
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", "/dev/null", pid}, "refusing to replace"},
 		{[]string{"profile", "--agent", lib, "-d", "1", "-f", fifo, pid}, "refusing to replace"},
-		{[]string{"profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "cannot write the output"},
+		{[]string{"profile", "--agent", lib, "-d", "1", "-f", filepath.Join(dir, "missing/out.html"), pid}, "missing: no such file or directory"},
 		{[]string{"profile", "--agent", lib, "--libpath", lib, "-d", "1", pid}, "would load a second copy"},
 		{[]string{"profile", "--agent", lib, "-o", "flamegrph", "-f", filepath.Join(dir, "typo.html"), "-d", "1", pid}, `output format "flamegrph"`},
 		{[]string{"profile", "jcmd", pid, "VM.version"}, "safeattach jcmd PID COMMAND"},

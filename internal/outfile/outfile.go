@@ -75,7 +75,13 @@ func Prepare(dst string, mode os.FileMode, owner *Owner) (*File, error) {
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
 	if err != nil {
-		return nil, fmt.Errorf("cannot write the output: %w", err)
+		// Said of the directory: the temporary file's name is ours, not
+		// the user's to recognise.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot write %s: directory %s: %w", dst, filepath.Dir(dst), err)
 	}
 	err = tmp.Chmod(mode)
 	if err == nil && owner != nil {
