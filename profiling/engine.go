@@ -112,6 +112,15 @@ func bothRefused(first *attach.RefusedError, err error) error {
 	return &both
 }
 
+// FlightRecorderAllowed reports whether the rules allow the JVM's own
+// Flight Recorder in pid, under opts: what a caller refused
+// async-profiler may offer instead (--fallback jfr). It inspects and
+// judges; nothing is sent.
+func FlightRecorderAllowed(ctx context.Context, pid int, opts attach.Options) bool {
+	_, v, err := flightrec.Judge(ctx, pid, opts)
+	return err == nil && v.Allowed
+}
+
 // collect is the Flight Recorder's profile: a recording started with
 // JFR.start, stopped after Duration, read back from the target (bounded,
 // inside its root) and written as JFR, or converted in the bounded child

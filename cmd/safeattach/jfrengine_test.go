@@ -49,8 +49,8 @@ func TestLiveFallbackToFlightRecorder(t *testing.T) {
 			p := testenv.StartPod(t, testenv.PodSpec{JDK: jdk, Workers: 2, Mode: "spin", JVMArgs: c1Only})
 			pid := fmt.Sprint(p.PID)
 			dir := t.TempDir()
-			if _, _, code := cli(t, nil, "profile", "--agent", lib, "--deny-agent", lib, "-d", "1", "-f", filepath.Join(dir, "refused.jfr"), pid); code != exitRefused {
-				t.Fatalf("without --fallback: exit %d, want refused", code)
+			if _, stderr, code := cli(t, nil, "profile", "--agent", lib, "--deny-agent", lib, "-d", "1", "-f", filepath.Join(dir, "refused.jfr"), pid); code != exitRefused || !strings.Contains(stderr, "--fallback jfr") {
+				t.Fatalf("without --fallback: exit %d, want refused, pointing to --fallback jfr: %s", code, stderr)
 			}
 			rec := filepath.Join(dir, "fr.jfr")
 			_, stderr, code := cli(t, nil, "profile", "--agent", lib, "--deny-agent", lib, "--fallback", "jfr", "-d", "2", "-f", rec, pid)

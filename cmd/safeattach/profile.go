@@ -275,6 +275,9 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 	}
 	res, perr := profiling.Profile(cmd.Context(), pid, req)
 	notePickFound(stderr, req.PickAgent, perr)
+	if !p.asJSON {
+		noteFallbackPossible(cmd.Context(), stderr, pid, req.SessionRequest, perr)
+	}
 	if req.Progress != nil {
 		fmt.Fprintln(stderr)
 	}
@@ -699,6 +702,19 @@ func newFdTransferServeCmd() *cobra.Command {
 	f.BoolVar(&policy.Kernel, "kernel", false, "serve kernel samples, kernel stacks and kallsyms")
 	f.BoolVar(&policy.LBR, "lbr", false, "allow branch stacks (--cstack lbr)")
 	return cmd
+}
+
+// noteFallbackPossible says, after a refusal of async-profiler by the
+// rules, when the JVM's own Flight Recorder would be allowed there (and
+// was not asked for): the user may want --fallback jfr.
+func noteFallbackPossible(ctx context.Context, stderr io.Writer, pid int, req profiling.SessionRequest, err error) {
+	var refused *attach.RefusedError
+	if req.Engine == profiling.FlightRecorder || req.Fallback != "" || !errors.As(err, &refused) || refused.Reason != "" || ctx.Err() != nil {
+		return
+	}
+	if profiling.FlightRecorderAllowed(ctx, pid, req.Options) {
+		fmt.Fprintln(stderr, "the JVM's own Flight Recorder is allowed here: --fallback jfr (or --engine jfr) profiles it instead, Java frames only")
+	}
 }
 
 // notePickFound says, for --pick-agent, that no other build was allowed
