@@ -149,12 +149,15 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		resp, ok, err := o.cfg.Authenticator.AuthenticateRequest(r)
 		if err != nil || !ok {
-			why := errors.New("unauthenticated: a bearer token the API server accepts is required")
+			a := &answer{status: http.StatusUnauthorized, result: "unauthenticated",
+				err: errors.New("unauthenticated: a bearer token the API server accepts is required")}
 			if err != nil {
-				why = fmt.Errorf("%w (%v)", why, err)
+				// Why the token was not accepted is for the log, not
+				// for a caller the API server does not know.
+				a.err = fmt.Errorf("%w (%v)", a.err, err)
 			}
-			a := &answer{namespace: r.PathValue("namespace"), status: http.StatusUnauthorized, result: "unauthenticated", err: why}
-			o.fail(w, r, a, time.Now(), 0)
+			o.log(r, a, time.Now(), 0)
+			writeJSON(w, a.status, refusal(a, time.Now()))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, resp.User)))
@@ -178,21 +181,21 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			a.status, a.result, a.err = http.StatusInternalServerError, "error", fmt.Errorf("authorization failed: %w", err)
 		}
-		o.fail(w, r, a, began, 0)
+		o.fail(w, r, a, began)
 		return
 	}
 	q := r.URL.Query()
 	a.format, a.event, a.container = q.Get("format"), q.Get("event"), q.Get("container")
 	if err := o.options(q.Get("duration"), a); err != nil {
 		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
-		o.fail(w, r, a, began, 0)
+		o.fail(w, r, a, began)
 		return
 	}
 	release, err := o.acquire(u.GetName())
 	if err != nil {
 		w.Header().Set("Retry-After", strconv.Itoa(int(min(a.duration, o.cfg.MaxDuration).Seconds())+1))
 		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
-		o.fail(w, r, a, began, 0)
+		o.fail(w, r, a, began)
 		return
 	}
 	defer release()
@@ -202,7 +205,7 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusConflict {
 			a.result = "busy"
 		}
-		o.fail(w, r, a, began, 0)
+		o.fail(w, r, a, began)
 		return
 	}
 	defer o.d.jvmDone(id)
@@ -417,9 +420,19 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 
 // fail answers a request refused before anything was sent to a JVM with
 // the library's JSON result.
-func (o *onDemand) fail(w http.ResponseWriter, r *http.Request, a *answer, began time.Time, pid int) {
-	o.log(r, a, began, pid)
-	res := profiling.NewJSONResult("profile", pid, began, nil, a.err)
+func (o *onDemand) fail(w http.ResponseWriter, r *http.Request, a *answer, began time.Time) {
+	o.log(r, a, began, 0)
+	writeJSON(w, a.status, refusal(a, began))
+}
+
+// refusal is the JSON result of a request answered before anything was
+// sent to a JVM; a 401 says no more than that.
+func refusal(a *answer, began time.Time) *profiling.JSONResult {
+	err := a.err
+	if a.status == http.StatusUnauthorized {
+		err = errors.New("unauthenticated: a bearer token the API server accepts is required")
+	}
+	res := profiling.NewJSONResult("profile", 0, began, nil, err)
 	switch a.status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusConflict:
 		res.Outcome = attach.OutcomeRefused
@@ -427,7 +440,7 @@ func (o *onDemand) fail(w http.ResponseWriter, r *http.Request, a *answer, began
 		res.Outcome = attach.OutcomeInvalid
 	}
 	res.ExitCode = res.Outcome.ExitCode()
-	writeJSON(w, a.status, res)
+	return res
 }
 
 // log counts a request by result and logs who asked what, and the

@@ -79,7 +79,8 @@ func teamToken(t *testing.T, api *kubeapi.API, ns string) string {
 // (its ServiceAccount's token), serves the on-demand API over HTTPS with
 // a self-signed certificate whose fingerprint it logs: a team's token
 // bound to create profiles.safeattach.io gets a collapsed profile of its
-// pod's JVM, a request without a token is 401, and /metrics counts both.
+// pod's JVM, a request without a token is 401, and /metrics counts both;
+// SIGTERM ends a profile running, and the node agent stops at once.
 func TestDaemonOnDemand(t *testing.T) {
 	api := kubeapi.Server(t)
 	testenv.RequireRoot(t)
@@ -132,5 +133,33 @@ func TestDaemonOnDemand(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+
+	// A signal ends the profiles running: a 60 s one does not hold the
+	// node agent's shutdown (10 s at most) back.
+	url = strings.Replace(url, "duration=1s", "duration=60s", 1)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		req, _ := http.NewRequest(http.MethodPost, url, nil)
+		req.Header.Set("Authorization", "Bearer "+team)
+		if resp, err := client.Do(req); err == nil { // a cut stream, or no answer: the node agent stops
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(scrape(t, d.Output()), "safeattach_ondemand_profiles_running 1"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 60 s profile is not running:\n%s", tail(d.Output(), 3000))
+		}
+	}
+	time.Sleep(time.Second) // well into the profile
+	began := time.Now()
 	stopDaemon(t, d, 40*time.Second)
+	<-ended
+	if took := time.Since(began); took > 8*time.Second {
+		t.Errorf("the node agent took %v to stop with an on-demand profile running, want it cancelled at once", took.Round(time.Millisecond))
+	}
+	if !strings.Contains(d.Output(), `"result":"cancelled"`) {
+		t.Errorf("the cancelled profile is not logged as such:\n%s", tail(d.Output(), 3000))
+	}
 }
