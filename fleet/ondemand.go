@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
@@ -59,6 +63,10 @@ type OnDemandConfig struct {
 	// once, MaxPerUser those of one user; a request past either is
 	// answered 429.
 	MaxConcurrent, MaxPerUser int
+	// Events, if set, records an Event on each pod profiled on demand:
+	// who profiled it, how, and how it ended (reason Profiled, or
+	// ProfileFailed as a warning).
+	Events kubernetes.Interface
 }
 
 // DelegatingAuth is the authenticator and authorizer that ask the API
@@ -139,6 +147,7 @@ type answer struct {
 	result                    string
 	bytes                     int64
 	err                       error
+	podUID                    string // once the pod is found
 }
 
 type userKey struct{}
@@ -209,6 +218,7 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer o.d.jvmDone(id)
+	defer o.recordEvent(a) // also when the stream is cut
 	o.run(w, r, a, jvm.PID, began)
 }
 
@@ -295,7 +305,7 @@ func (o *onDemand) jvmOf(ctx context.Context, a *answer) (target.Candidate, jvmI
 	case len(names) > 1:
 		return target.Candidate{}, jvmID{}, http.StatusBadRequest, fmt.Errorf("pod %s/%s runs %d containers %v: name one with container=", a.namespace, a.pod, len(names), names)
 	}
-	a.container = c.Name
+	a.container, a.podUID = c.Name, pod.UID
 	procs, err := target.All(target.Options{ProcRoot: o.d.cfg.ProcRoot})
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusInternalServerError, fmt.Errorf("list processes: %w", err)
@@ -476,4 +486,39 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// recordEvent records on the pod that a caller profiled its JVM, in the
+// background (the API server's answer does not hold the caller up).
+func (o *onDemand) recordEvent(a *answer) {
+	if o.cfg.Events == nil {
+		return
+	}
+	reason, kind := "Profiled", corev1.EventTypeNormal
+	if a.result != "ok" {
+		reason, kind = "ProfileFailed", corev1.EventTypeWarning
+	}
+	note := fmt.Sprintf("profiled on demand by %s: container %s, %v, event %s, format %s: %s, %d bytes",
+		a.user.GetName(), a.container, a.duration, a.event, a.format, a.result, a.bytes)
+	if a.err != nil {
+		note += ": " + logText(a.err)
+	}
+	if len(note) > 1000 { // the API server's limit is 1 kB
+		note = note[:1000]
+	}
+	ev := &eventsv1.Event{
+		// Named as a kubelet names its events: the object, a dot, the
+		// time in hexadecimal.
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%.236s.%x", a.pod, time.Now().UnixNano()), Namespace: a.namespace},
+		EventTime:  metav1.NowMicro(), ReportingController: "safeattach.io/safeattach-daemon",
+		ReportingInstance: o.d.owner(), Action: "Profile", Reason: reason, Type: kind, Note: note,
+		Regarding: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: a.namespace, Name: a.pod, UID: types.UID(a.podUID)},
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := o.cfg.Events.EventsV1().Events(a.namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			o.d.cfg.Logger.Warn("on-demand: event not recorded", "namespace", a.namespace, "pod", a.pod, "err", logText(err))
+		}
+	}()
 }

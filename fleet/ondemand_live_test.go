@@ -86,6 +86,7 @@ func (e *onDemandEnv) serve(t *testing.T, cfg OnDemandConfig) *httptest.Server {
 	if cfg.Authenticator, cfg.Authorizer, err = DelegatingAuth(e.api.Client, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Events = e.api.Client
 	h, err := e.d.OnDemandHandler(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,22 @@ func post(t *testing.T, ctx context.Context, srv *httptest.Server, ns, query, to
 	return r
 }
 
+// events are the Events regarding ns/orders, as "reason: note".
+func (e *onDemandEnv) events(t *testing.T, ns string) []string {
+	t.Helper()
+	list, err := e.api.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range list.Items {
+		if ev.Regarding.Kind == "Pod" && ev.Regarding.Name == "orders" {
+			out = append(out, ev.Reason+": "+ev.Note)
+		}
+	}
+	return out
+}
+
 func (e *onDemandEnv) log() string {
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
@@ -223,6 +240,17 @@ func TestLiveOnDemandRBAC(t *testing.T) {
 		if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", result); got != n {
 			t.Errorf("safeattach_ondemand_requests_total{result=%q} = %v, want %v", result, got, n)
 		}
+	}
+	// The profiled pod says so in an Event; the other has none.
+	var notes []string
+	for deadline := time.Now().Add(10 * time.Second); len(notes) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		notes = e.events(t, e.a)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "Profiled: profiled on demand by system:serviceaccount:"+e.a+":profiler: container app, 2s, event itimer, format collapsed: ok") {
+		t.Errorf("the events of the profiled pod: %q", notes)
+	}
+	if notes := e.events(t, e.b); len(notes) != 0 {
+		t.Errorf("events on the pod the caller may not profile: %q", notes)
 	}
 	logged := e.log()
 	if !strings.Contains(logged, `"msg":"on-demand profile","result":"ok","status":200,"namespace":"`+e.a+`","pod":"orders",`) ||

@@ -51,7 +51,7 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 		return nil, err
 	}
 	h, err := d.OnDemandHandler(fleet.OnDemandConfig{Authenticator: authn, Authorizer: authz,
-		MaxDuration: time.Duration(od.MaxDuration), MaxOutput: od.MaxOutput, MaxConcurrent: od.MaxConcurrent, MaxPerUser: od.MaxPerUser})
+		MaxDuration: time.Duration(od.MaxDuration), MaxOutput: od.MaxOutput, MaxConcurrent: od.MaxConcurrent, MaxPerUser: od.MaxPerUser, Events: client})
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -79,7 +80,8 @@ func teamToken(t *testing.T, api *kubeapi.API, ns string) string {
 // (its ServiceAccount's token), serves the on-demand API over HTTPS with
 // a self-signed certificate whose fingerprint it logs: a team's token
 // bound to create profiles.safeattach.io gets a collapsed profile of its
-// pod's JVM, a request without a token is 401, and /metrics counts both;
+// pod's JVM and an Event on the pod says who took it, a request without
+// a token is 401, and /metrics counts both;
 // SIGTERM ends a profile running, and the node agent stops at once.
 func TestDaemonOnDemand(t *testing.T) {
 	api := kubeapi.Server(t)
@@ -123,6 +125,21 @@ func TestDaemonOnDemand(t *testing.T) {
 	}
 	if status != http.StatusOK || !strings.Contains(body, "[itimer]") {
 		t.Fatalf("the team's profile: %d\n%.2000s\n%s", status, body, tail(d.Output(), 3000))
+	}
+	// An Event on the pod, recorded with the chart's RBAC, says who.
+	var events *eventsv1.EventList
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var err error
+		if events, err = api.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if len(events.Items) > 0 {
+			break
+		}
+	}
+	if len(events.Items) != 1 || events.Items[0].Reason != "Profiled" || events.Items[0].Regarding.UID != pod.UID ||
+		!strings.Contains(events.Items[0].Note, "by system:serviceaccount:"+ns+":team") {
+		t.Errorf("the pod's events: %+v\n%s", events.Items, tail(d.Output(), 2000))
 	}
 	if status, body := do(""); status != http.StatusUnauthorized {
 		t.Errorf("without a token: %d, want 401\n%s", status, body)
