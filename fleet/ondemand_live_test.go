@@ -24,8 +24,8 @@ import (
 	"github.com/safeattach/safeattach/kube/podwatch"
 )
 
-// onDemandEnv is a node with two pods named orders, in namespaces a and
-// b, each running a JVM in its kubelet-named cgroup, and a node agent
+// onDemandEnv is a node with two pods named orders (with annotations),
+// in namespaces a and b, each running a JVM in its kubelet-named cgroup, and a node agent
 // whose pods come from a watch of the real API server and whose
 // on-demand API asks that server who a caller is and what it may do.
 type onDemandEnv struct {
@@ -40,7 +40,7 @@ type onDemandEnv struct {
 	metrics *Metrics
 }
 
-func newOnDemandEnv(t *testing.T) *onDemandEnv {
+func newOnDemandEnv(t *testing.T, annotations map[string]string) *onDemandEnv {
 	t.Helper()
 	api := kubeapi.Server(t)
 	testenv.RequireRoot(t)
@@ -48,7 +48,7 @@ func newOnDemandEnv(t *testing.T) *onDemandEnv {
 	e.a, e.b = api.Namespace(t), api.Namespace(t)
 	node := kubeapi.Name("node")
 	for i, ns := range []string{e.a, e.b} {
-		pod := api.Pod(t, ns, "orders", node, nil)
+		pod := api.Pod(t, ns, "orders", node, annotations)
 		sum := strings.Repeat([]string{"a1", "b2"}[i], 32)
 		wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1-i)
 		testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+string(pod.UID)+"/"+sum, wrap, jvm)
@@ -196,7 +196,7 @@ func agentMapped(t *testing.T, pid int, lib string) bool {
 // headers is judged as its own user (403). Each request is logged with
 // who asked and counted by result.
 func TestLiveOnDemandRBAC(t *testing.T) {
-	e := newOnDemandEnv(t)
+	e := newOnDemandEnv(t, nil)
 	srv := e.serve(t, OnDemandConfig{})
 	ctx := context.Background()
 	token := e.account(t, e.a, "profiler", true)
@@ -265,7 +265,7 @@ func TestLiveOnDemandRBAC(t *testing.T) {
 // of a JVM being profiled on demand is 409; and the client going away
 // ends its profile long before its duration.
 func TestLiveOnDemandCaps(t *testing.T) {
-	e := newOnDemandEnv(t)
+	e := newOnDemandEnv(t, nil)
 	capped := e.serve(t, OnDemandConfig{MaxConcurrent: 1, MaxPerUser: 1})
 	open := e.serve(t, OnDemandConfig{MaxConcurrent: 4, MaxPerUser: 4})
 	first := e.account(t, e.a, "first", true)
@@ -314,4 +314,36 @@ func TestLiveOnDemandCaps(t *testing.T) {
 		t.Errorf("after the first left: %d\n%.2000s\n%s", r.status, r.body, e.log())
 	}
 	t.Logf("log:\n%s", e.log())
+}
+
+// TestLiveOnDemandProfilerOwned: a JVM whose profiler another owner runs
+// (here the node agent's own continuous profiling of an annotated pod)
+// is answered 409 with the running profiler's owner, and the continuous
+// profiling goes on.
+func TestLiveOnDemandProfilerOwned(t *testing.T) {
+	e := newOnDemandEnv(t, map[string]string{AnnotationEnabled: "true", AnnotationEvent: "itimer", AnnotationWindow: "1s"})
+	srv := e.serve(t, OnDemandConfig{})
+	token := e.account(t, e.a, "profiler", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { e.d.Run(ctx); close(ran) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	for deadline := time.Now().Add(30 * time.Second); metric(t, e.metrics, "safeattach_sessions_active") != 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the annotated pods are not profiled in 30 s:\n%s", e.log())
+		}
+	}
+	r := post(t, context.Background(), srv, e.a, "duration=1s&event=itimer", token)
+	owner, _ := r.result["profiler_owner"].(map[string]any)
+	if r.status != http.StatusConflict || r.result["outcome"] == "ok" || owner == nil {
+		t.Fatalf("a JVM the node agent profiles continuously: %d, want 409 with the profiler's owner:\n%s\n%s", r.status, r.body, e.log())
+	}
+	t.Logf("409: %s", r.body)
+	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "busy"); got != 1 {
+		t.Errorf("busy counted %v times, want 1", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // a window rotates
+	if n := metric(t, e.metrics, "safeattach_sessions_active"); n != 2 {
+		t.Errorf("%v JVMs profiled continuously after the refused on-demand profile, want 2:\n%s", n, e.log())
+	}
 }
