@@ -134,7 +134,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.MaxWindowBytes = cfg.Budget.Total() / 2
 	}
 	cfg.Metrics.watchPusher(cfg.Pusher)
-	return &Daemon{cfg: cfg, sessions: map[string]*profiled{}, judged: map[string]jvmID{}, unfound: map[string]string{}}, nil
+	return &Daemon{cfg: cfg, sessions: map[string]*profiled{}, judged: map[string]jvmID{}, unfound: map[string]string{}, onDemand: map[jvmID]string{}}, nil
 }
 
 // DefaultBudget is the read-back budget when Config.Budget is not given:

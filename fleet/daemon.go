@@ -21,7 +21,9 @@ type Daemon struct {
 	// refused or failed, so that it is not retried until it changes.
 	judged  map[string]jvmID
 	unfound map[string]string // the last resolution error logged
-	wg      sync.WaitGroup
+	// onDemand names, by JVM, the user an on-demand profile runs for.
+	onDemand map[jvmID]string
+	wg       sync.WaitGroup
 }
 
 type jvmID struct {

@@ -13,6 +13,14 @@
 // a rules change is a restart, which forgets every refusal. A pod that
 // leaves, or stops opting in, has its profiler stopped.
 //
+// On demand, the node agent profiles any pod of its node for a caller
+// the API server vouches for, as the kubelet's API does (OnDemandHandler):
+// the caller's bearer token is checked by TokenReview and its permission
+// (create on profiles.safeattach.io named as the pod, in the pod's
+// namespace) by SubjectAccessReview (DelegatingAuth), never taken from a
+// header; the profiles are bounded in duration, output and number (per
+// node and per user), one per JVM, and end when the caller goes away.
+//
 // Metrics are registered with the Prometheus client library (with the
 // process and Go collectors) and served on /metrics.
 package fleet

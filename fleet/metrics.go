@@ -33,6 +33,8 @@ type Metrics struct {
 	sessions  *prometheus.GaugeVec // namespace, pod, container → 1
 	attachDur *prometheus.HistogramVec
 	pushDur   *prometheus.HistogramVec
+	onDemands *prometheus.CounterVec // on-demand API requests by result
+	onRunning prometheus.Gauge
 
 	pusherOnce sync.Once
 }
@@ -84,6 +86,12 @@ func NewMetrics() *Metrics {
 		pushDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "safeattach_push_duration_seconds", Help: "One push request to the profiling backend, by result (ok, rejected, retry).", Buckets: pushBuckets,
 		}, []string{"result"}),
+		onDemands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeattach_ondemand_requests_total", Help: "On-demand profiling API requests by result (ok, unauthenticated, forbidden, bad-request, not-found, too-many, busy, refused, timed-out, cancelled, failed, error).",
+		}, []string{"result"}),
+		onRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "safeattach_ondemand_profiles_running", Help: "On-demand profiles running now.",
+		}),
 	}
 	version, goVersion := buildVersion()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -91,7 +99,7 @@ func NewMetrics() *Metrics {
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, goVersion).Set(1)
 	m.reg.MustRegister(m.attaches, m.refusals, m.builds, m.windows, m.fallbacks, m.hangs, m.active, m.syncs, m.syncFails,
-		m.sessions, m.attachDur, m.pushDur, build,
+		m.sessions, m.attachDur, m.pushDur, m.onDemands, m.onRunning, build,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector())
 	return m
@@ -140,6 +148,9 @@ func (m *Metrics) fallback(rule string, engine profiling.Engine) {
 func (m *Metrics) hang()              { m.hangs.Inc() }
 func (m *Metrics) setActive(n int)    { m.active.Set(float64(n)) }
 func (m *Metrics) build(agent string) { m.builds.WithLabelValues(agent).Inc() }
+
+func (m *Metrics) onDemand(result string)    { m.onDemands.WithLabelValues(result).Inc() }
+func (m *Metrics) onDemandRunning(delta int) { m.onRunning.Add(float64(delta)) }
 
 func (m *Metrics) synced(ok bool) {
 	m.syncs.Inc()

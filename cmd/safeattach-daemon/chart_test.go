@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
@@ -59,13 +61,20 @@ func TestChartValues(t *testing.T) {
 		"image.tag=1.2.3", "pyroscope.url=https://pyro.example:4040", "pyroscope.tenantID=team-a",
 		"pyroscope.basicUser=ingest", "pyroscope.credentialsSecret=pyro-creds", "event=itimer", "window=30s",
 		"priorityClassName=system-node-critical", "tolerations[0].operator=Exists",
-		"resources.limits.memory=256Mi", "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom")
+		"resources.limits.memory=256Mi", "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom",
+		"onDemand.enabled=true", "onDemand.port=10443", "onDemand.maxPerUser=3")
 	byKind := map[string]map[string]any{}
 	for _, o := range decodeObjects(t, "rendering", out) {
 		byKind[o["kind"].(string)] = o
 	}
 	pod := dig(byKind["DaemonSet"], "spec", "template", "spec")
 	c := dig(pod, "containers").([]any)[0]
+	var onDemandPort any
+	for _, p := range dig(c, "ports").([]any) {
+		if p := p.(map[string]any); p["name"] == "on-demand" {
+			onDemandPort = fmt.Sprint(p["containerPort"])
+		}
+	}
 	for what, got := range map[string]any{
 		"image":             dig(c, "image"),
 		"priorityClassName": dig(pod, "priorityClassName"),
@@ -74,9 +83,11 @@ func TestChartValues(t *testing.T) {
 		"secret":            dig(pod, "volumes").([]any)[1].(map[string]any)["secret"].(map[string]any)["secretName"],
 		"namespace":         dig(byKind["DaemonSet"], "metadata", "namespace"),
 		"monitor label":     dig(byKind["ServiceMonitor"], "metadata", "labels", "release"),
+		"on-demand port":    onDemandPort,
 	} {
 		want := map[string]any{"image": "ghcr.io/safeattach/safeattach-daemon:1.2.3", "priorityClassName": "system-node-critical",
-			"toleration": "Exists", "memory limit": "256Mi", "secret": "pyro-creds", "namespace": "profiling", "monitor label": "prom"}[what]
+			"toleration": "Exists", "memory limit": "256Mi", "secret": "pyro-creds", "namespace": "profiling", "monitor label": "prom",
+			"on-demand port": "10443"}[what]
 		if got != want {
 			t.Errorf("%s: %v, want %v", what, got, want)
 		}
@@ -91,7 +102,8 @@ func TestChartValues(t *testing.T) {
 		t.Fatalf("the rendered daemon.json: %v", err)
 	}
 	if cfg.Event != "itimer" || cfg.Pyroscope.URL != "https://pyro.example:4040" || cfg.Pyroscope.TenantID != "team-a" ||
-		cfg.Pyroscope.BasicUser != "ingest" || cfg.Pyroscope.PasswordFile != "/etc/safeattach/secrets/password" {
+		cfg.Pyroscope.BasicUser != "ingest" || cfg.Pyroscope.PasswordFile != "/etc/safeattach/secrets/password" ||
+		cfg.OnDemand.Listen != ":10443" || cfg.OnDemand.MaxPerUser != 3 || time.Duration(cfg.OnDemand.MaxDuration) != 5*time.Minute {
 		got, _ := json.Marshal(cfg)
 		t.Errorf("rendered configuration %s", got)
 	}

@@ -62,7 +62,12 @@ type config struct {
 	// and refuses them until acknowledged (crashed-after-attach).
 	CrashMemory string   `json:"crash_memory"`
 	RuleFiles   []string `json:"rule_files"`
-	Pyroscope   struct {
+	// OnDemand, with a listen address, serves the on-demand profiling
+	// API over HTTPS (fleet.OnDemandHandler): callers are authenticated
+	// and authorised by the API server (TokenReview, SubjectAccessReview:
+	// the node agent needs the system:auth-delegator ClusterRole).
+	OnDemand  onDemandConfig `json:"on_demand"`
+	Pyroscope struct {
 		URL          string `json:"url"`
 		TenantID     string `json:"tenant_id"`
 		BasicUser    string `json:"basic_user"`
@@ -70,6 +75,23 @@ type config struct {
 		TokenFile    string `json:"token_file"`
 		QueueSize    int    `json:"queue_size"`
 	} `json:"pyroscope"`
+}
+
+// onDemandConfig is the on-demand API's part of the configuration.
+type onDemandConfig struct {
+	Listen string `json:"listen"`
+	// CertFile and KeyFile are the server's certificate (PEM); without
+	// them the node agent makes a self-signed one at start and logs its
+	// SHA-256 fingerprint, as a kubelet does.
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// The bounds (fleet.OnDemandConfig; 0: its defaults) and how long
+	// the API server's answers are cached (default 10 s).
+	MaxDuration   duration `json:"max_duration"`
+	MaxOutput     int64    `json:"max_output"`
+	MaxConcurrent int      `json:"max_concurrent"`
+	MaxPerUser    int      `json:"max_per_user"`
+	CacheTTL      duration `json:"cache_ttl"`
 }
 
 // duration is a time.Duration written as "60s" in JSON.
@@ -116,6 +138,9 @@ func loadConfig(ctx context.Context, path string) (*config, error) {
 	}
 	if c.Agent != "" && len(c.Agents) > 0 {
 		return nil, fmt.Errorf("config %s: give agent (one build) or agents (builds in order of preference), not both", path)
+	}
+	if (c.OnDemand.CertFile == "") != (c.OnDemand.KeyFile == "") {
+		return nil, fmt.Errorf("config %s: on_demand: give cert_file and key_file together", path)
 	}
 	for _, a := range c.Agents {
 		if a == "" {

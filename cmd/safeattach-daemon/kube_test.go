@@ -98,10 +98,11 @@ current-context: c
 	return kc
 }
 
-// applyRBAC creates the chart's ServiceAccount, ClusterRole and binding
+// applyRBAC creates the chart's ServiceAccount, ClusterRole and bindings
 // (from deploy/kubernetes/safeattach.yaml, the chart's rendering) in ns,
-// the cluster-wide ones under a name of the test's own, and returns a
-// token of the ServiceAccount.
+// the cluster-wide ones under a name of the test's own (a binding to a
+// built-in system: role binds that role), and returns a token of the
+// ServiceAccount.
 func applyRBAC(t *testing.T, api *kubeapi.API, ns string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -131,7 +132,9 @@ func applyRBAC(t *testing.T, api *kubeapi.API, ns string) string {
 			t.Cleanup(func() { api.Client.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{}) })
 		case *rbacv1.ClusterRoleBinding:
 			o.Name += "-" + suffix
-			o.RoleRef.Name += "-" + suffix
+			if !strings.HasPrefix(o.RoleRef.Name, "system:") { // a built-in role keeps its name
+				o.RoleRef.Name += "-" + suffix
+			}
 			for i := range o.Subjects {
 				o.Subjects[i].Namespace = ns
 			}
@@ -186,13 +189,8 @@ func TestDaemonWatchesTheAPIServer(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "daemon.json")
 	os.WriteFile(config, []byte(fmt.Sprintf(`{"agent": %q, "sync_interval": "1s", "window": "1s"}`, lib)), 0o644)
 	mem := testenv.NewMemCgroup(t, 128<<20)
-	cmd := exec.Command(bin, "--config", config, "--kubeconfig", counter.kubeconfig(t, token), "--node", node, "--listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "KUBECONFIG=", "KUBERNETES_SERVICE_HOST=")
-	mem.Wrap(cmd)
-	d := testenv.Start(t, cmd)
 	started := time.Now()
-	d.WaitOutput(t, "safeattach-daemon serving", 30*time.Second)
-	waitReady(t, d)
+	d := startKubeDaemon(t, bin, config, counter.kubeconfig(t, token), node, mem.Wrap)
 
 	began := time.Now()
 	api.Running(t, ns, "orders", "containerd://"+id)
@@ -231,6 +229,22 @@ func TestDaemonWatchesTheAPIServer(t *testing.T) {
 		t.Fatalf("the daemon was OOM-killed or died:\n%s", tail(d.Output(), 3000))
 	}
 	stopDaemon(t, d, 40*time.Second)
+}
+
+// startKubeDaemon runs the daemon with config, off-cluster against the
+// API server kubeconfig names, as node, and waits until it is ready;
+// wrap, if not nil, prepares the command (a memory cgroup).
+func startKubeDaemon(t *testing.T, bin, config, kubeconfig, node string, wrap func(*exec.Cmd)) *testenv.Process {
+	t.Helper()
+	cmd := exec.Command(bin, "--config", config, "--kubeconfig", kubeconfig, "--node", node, "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "KUBECONFIG=", "KUBERNETES_SERVICE_HOST=")
+	if wrap != nil {
+		wrap(cmd)
+	}
+	d := testenv.Start(t, cmd)
+	d.WaitOutput(t, "safeattach-daemon serving", 30*time.Second)
+	waitReady(t, d)
+	return d
 }
 
 // waitReady waits until the daemon's /readyz answers 200 (its first

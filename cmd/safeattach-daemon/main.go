@@ -2,7 +2,9 @@
 // DaemonSet in deploy/kubernetes), it profiles the JVMs of the pods on its
 // node that opt in with the annotation profiles.safeattach.io/enabled:
 // "true", refuses the ones the rules find dangerous, and pushes each
-// profile window to Pyroscope. It serves /healthz, /readyz and /metrics.
+// profile window to Pyroscope. It serves /healthz, /readyz and /metrics,
+// and, configured with on_demand, the on-demand profiling API over HTTPS
+// for callers the API server authenticates and authorises.
 //
 //	safeattach-daemon --config /etc/safeattach/daemon.json
 //	safeattach-daemon --pods-file pods.json --node node-1 --pyroscope http://127.0.0.1:4040
@@ -75,6 +77,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	stopOnDemand, err := serveOnDemand(ctx, cfg, fl.kubeconfig, d, log)
+	if err != nil {
+		return err
+	}
+	defer stopOnDemand()
 	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("safeattach-daemon serving", "addr", l.Addr().String(), "node", cfg.Node, "pyroscope", cfg.Pyroscope.URL != "")
 	if fl.pprofListen != "" {

@@ -1,0 +1,524 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/profiling"
+	"github.com/safeattach/safeattach/profiling/asprof"
+	"github.com/safeattach/safeattach/target"
+)
+
+// The on-demand API's resource, as RBAC names it: a caller may profile a
+// pod when it may create profiles.safeattach.io with the pod's name in
+// the pod's namespace. No CustomResourceDefinition is needed: the API
+// server evaluates a SubjectAccessReview for any group and resource.
+const (
+	OnDemandGroup    = "safeattach.io"
+	OnDemandResource = "profiles"
+	OnDemandVerb     = "create"
+)
+
+// On-demand bounds, unless OnDemandConfig says otherwise.
+const (
+	DefaultOnDemandDuration    = 10 * time.Second
+	DefaultOnDemandMaxDuration = 5 * time.Minute
+	DefaultOnDemandMaxOutput   = 64 << 20
+	DefaultOnDemandConcurrent  = 2
+	DefaultOnDemandPerUser     = 1
+)
+
+// OnDemandConfig configures the on-demand profiling API. Authenticator
+// and Authorizer are required: DelegatingAuth makes the ones the kubelet
+// uses (TokenReview and SubjectAccessReview by the API server).
+type OnDemandConfig struct {
+	Authenticator authenticator.Request
+	Authorizer    authorizer.Authorizer
+	// MaxDuration bounds a request's duration; MaxOutput what one
+	// profile may be read back as.
+	MaxDuration time.Duration
+	MaxOutput   int64
+	// MaxConcurrent caps the on-demand profiles running on this node at
+	// once, MaxPerUser those of one user; a request past either is
+	// answered 429.
+	MaxConcurrent, MaxPerUser int
+	// Events, if set, records an Event on each pod profiled on demand:
+	// who profiled it, how, and how it ended (reason Profiled, or
+	// ProfileFailed as a warning).
+	Events kubernetes.Interface
+}
+
+// DelegatingAuth is the authenticator and authorizer that ask the API
+// server: a bearer token by TokenReview, a permission by
+// SubjectAccessReview, each answer cached for cacheTTL (a denial for
+// less). No identity is taken from a request's headers: neither the
+// front proxy's X-Remote-User nor client certificates are accepted.
+func DelegatingAuth(client kubernetes.Interface, cacheTTL time.Duration) (authenticator.Request, authorizer.Authorizer, error) {
+	backoff := &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
+	authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+		TokenAccessReviewClient: client.AuthenticationV1(), TokenAccessReviewTimeout: 10 * time.Second,
+		WebhookRetryBackoff: backoff, CacheTTL: cacheTTL,
+	}.New()
+	if err != nil {
+		return nil, nil, fmt.Errorf("fleet: token review: %w", err)
+	}
+	authz, err := authorizerfactory.DelegatingAuthorizerConfig{
+		SubjectAccessReviewClient: client.AuthorizationV1(), AllowCacheTTL: cacheTTL, DenyCacheTTL: min(cacheTTL, 10*time.Second),
+		WebhookRetryBackoff: backoff,
+	}.New()
+	if err != nil {
+		return nil, nil, fmt.Errorf("fleet: subject access review: %w", err)
+	}
+	return authn, authz, nil
+}
+
+// onDemand serves the on-demand API; busy JVMs are the Daemon's.
+type onDemand struct {
+	d   *Daemon
+	cfg OnDemandConfig
+	// slots bounds the node's profiles; perUser counts each user's.
+	slots   chan struct{}
+	perUser map[string]int // guarded by d.mu
+}
+
+// OnDemandHandler serves the on-demand profiling API:
+//
+//	POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile?duration=10s&format=collapsed&event=cpu&container=NAME
+//
+// Every request is authenticated first (a bearer token, by the
+// Authenticator: 401 without a valid one), then authorised (create on
+// profiles.safeattach.io named as the pod in its namespace: 403), and
+// only then is the pod looked up among this node's pods and its
+// container's JVM profiled, within the caps (429) and one profile per
+// JVM (409). The profile is streamed as it is written; an error before
+// it is the library's JSON result. The client going away cancels the
+// profile. Each request is logged and counted
+// (safeattach_ondemand_requests_total{result}).
+func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
+	if cfg.Authenticator == nil || cfg.Authorizer == nil {
+		return nil, errors.New("fleet: on-demand API without an authenticator and an authorizer")
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = DefaultOnDemandMaxDuration
+	}
+	if cfg.MaxOutput <= 0 {
+		cfg.MaxOutput = DefaultOnDemandMaxOutput
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultOnDemandConcurrent
+	}
+	if cfg.MaxPerUser <= 0 {
+		cfg.MaxPerUser = DefaultOnDemandPerUser
+	}
+	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile", o.profile)
+	return o.authenticated(mux), nil
+}
+
+// answer is one request's log record and metric label.
+type answer struct {
+	user                      user.Info
+	namespace, pod, container string
+	format, event             string
+	duration                  time.Duration
+	status                    int
+	result                    string
+	bytes                     int64
+	err                       error
+	podUID                    string // once the pod is found
+}
+
+type userKey struct{}
+
+// authenticated answers 401 to every request without a valid token,
+// whatever its path; the others reach next with their user.
+func (o *onDemand) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, ok, err := o.cfg.Authenticator.AuthenticateRequest(r)
+		if err != nil || !ok {
+			a := &answer{status: http.StatusUnauthorized, result: "unauthenticated",
+				err: errors.New("unauthenticated: a bearer token the API server accepts is required")}
+			if err != nil {
+				// Why the token was not accepted is for the log, not
+				// for a caller the API server does not know.
+				a.err = fmt.Errorf("%w (%v)", a.err, err)
+			}
+			o.log(r, a, time.Now(), 0)
+			writeJSON(w, a.status, refusal(a, time.Now()))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, resp.User)))
+	})
+}
+
+func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	u := r.Context().Value(userKey{}).(user.Info)
+	a := &answer{user: u, namespace: r.PathValue("namespace"), pod: r.PathValue("pod")}
+	decision, reason, err := o.cfg.Authorizer.Authorize(r.Context(), authorizer.AttributesRecord{
+		User: u, Verb: OnDemandVerb, Namespace: a.namespace, APIGroup: OnDemandGroup, APIVersion: "v1",
+		Resource: OnDemandResource, Name: a.pod, ResourceRequest: true, Path: r.URL.Path,
+	})
+	if decision != authorizer.DecisionAllow {
+		msg := fmt.Sprintf("user %q cannot %s %s.%s %q in namespace %q", u.GetName(), OnDemandVerb, OnDemandResource, OnDemandGroup, a.pod, a.namespace)
+		if reason != "" {
+			msg += ": " + reason
+		}
+		a.status, a.result, a.err = http.StatusForbidden, "forbidden", errors.New(msg)
+		if err != nil {
+			a.status, a.result, a.err = http.StatusInternalServerError, "error", fmt.Errorf("authorization failed: %w", err)
+		}
+		o.fail(w, r, a, began)
+		return
+	}
+	q := r.URL.Query()
+	a.format, a.event, a.container = q.Get("format"), q.Get("event"), q.Get("container")
+	if err := o.options(q.Get("duration"), a); err != nil {
+		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
+		o.fail(w, r, a, began)
+		return
+	}
+	release, err := o.acquire(u.GetName())
+	if err != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(min(a.duration, o.cfg.MaxDuration).Seconds())+1))
+		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
+		o.fail(w, r, a, began)
+		return
+	}
+	defer release()
+	jvm, id, status, err := o.jvmOf(r.Context(), a)
+	if err != nil {
+		a.status, a.result, a.err = status, "not-found", err
+		if status == http.StatusConflict {
+			a.result = "busy"
+		}
+		o.fail(w, r, a, began)
+		return
+	}
+	defer o.d.jvmDone(id)
+	defer o.recordEvent(a) // also when the stream is cut
+	o.run(w, r, a, jvm.PID, began)
+}
+
+// options checks the query against the bounds, filling in defaults.
+func (o *onDemand) options(duration string, a *answer) error {
+	a.duration = DefaultOnDemandDuration
+	if duration != "" {
+		v, err := time.ParseDuration(duration)
+		if err != nil || v < time.Second || v > o.cfg.MaxDuration {
+			return fmt.Errorf("duration %q: want 1s to %v", duration, o.cfg.MaxDuration)
+		}
+		a.duration = v
+	}
+	if a.format == "" {
+		a.format = "collapsed"
+	}
+	if !slices.Contains([]string{"collapsed", "pprof", "jfr", "flamegraph"}, a.format) {
+		return fmt.Errorf("format %q: want collapsed, pprof, jfr or flamegraph", a.format)
+	}
+	if a.event == "" {
+		a.event = "cpu"
+	}
+	return nil
+}
+
+// acquire takes a slot of the node's and one of the user's, or says
+// which cap is reached.
+func (o *onDemand) acquire(name string) (func(), error) {
+	o.d.mu.Lock()
+	defer o.d.mu.Unlock()
+	if o.perUser[name] >= o.cfg.MaxPerUser {
+		return nil, fmt.Errorf("user %q already runs %d on-demand profiles on this node (the cap per user)", name, o.cfg.MaxPerUser)
+	}
+	select {
+	case o.slots <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("this node already runs %d on-demand profiles (the cap per node)", o.cfg.MaxConcurrent)
+	}
+	o.perUser[name]++
+	o.d.cfg.Metrics.onDemandRunning(1)
+	return func() {
+		o.d.mu.Lock()
+		defer o.d.mu.Unlock()
+		if o.perUser[name]--; o.perUser[name] == 0 {
+			delete(o.perUser, name)
+		}
+		<-o.slots
+		o.d.cfg.Metrics.onDemandRunning(-1)
+	}, nil
+}
+
+// jvmOf finds the pod among this node's, its container, and the JVM the
+// container runs, and marks that JVM busy (one on-demand profile per
+// JVM; the profiler's owner record refuses any other tool's). The status
+// says why not: 404, or 409 for a pod not running or a busy JVM.
+func (o *onDemand) jvmOf(ctx context.Context, a *answer) (target.Candidate, jvmID, int, error) {
+	pods, err := o.d.cfg.Pods.Pods(ctx)
+	if err != nil {
+		return target.Candidate{}, jvmID{}, http.StatusServiceUnavailable, fmt.Errorf("this node's pods are not known yet: %w", err)
+	}
+	var pod *kube.Pod
+	for i, p := range pods {
+		if p.Namespace == a.namespace && p.Name == a.pod && (o.d.cfg.Node == "" || p.Node == o.d.cfg.Node) {
+			pod = &pods[i]
+		}
+	}
+	if pod == nil {
+		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("pod %s/%s is not on this node", a.namespace, a.pod)
+	}
+	if pod.Phase != "Running" {
+		return target.Candidate{}, jvmID{}, http.StatusConflict, fmt.Errorf("pod %s/%s is %s, not Running", a.namespace, a.pod, pod.Phase)
+	}
+	var c *kube.Container
+	var names []string
+	for i, pc := range pod.Containers {
+		if pc.Name == a.container || (a.container == "" && !pc.Ephemeral) {
+			c = &pod.Containers[i]
+			names = append(names, pc.Name)
+		}
+	}
+	switch {
+	case c == nil:
+		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("pod %s/%s has no running container %q", a.namespace, a.pod, a.container)
+	case len(names) > 1:
+		return target.Candidate{}, jvmID{}, http.StatusBadRequest, fmt.Errorf("pod %s/%s runs %d containers %v: name one with container=", a.namespace, a.pod, len(names), names)
+	}
+	a.container, a.podUID = c.Name, pod.UID
+	procs, err := target.All(target.Options{ProcRoot: o.d.cfg.ProcRoot})
+	if err != nil {
+		return target.Candidate{}, jvmID{}, http.StatusInternalServerError, fmt.Errorf("list processes: %w", err)
+	}
+	jvm, id, err := o.d.resolve(procs, c.ID)
+	if err != nil {
+		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("no JVM in container %s of pod %s/%s: %w", c.Name, a.namespace, a.pod, err)
+	}
+	o.d.mu.Lock()
+	defer o.d.mu.Unlock()
+	if by, busy := o.d.onDemand[id]; busy {
+		return target.Candidate{}, jvmID{}, http.StatusConflict, fmt.Errorf("the JVM of container %s of pod %s/%s is being profiled on demand by %q", c.Name, a.namespace, a.pod, by)
+	}
+	o.d.onDemand[id] = a.user.GetName()
+	return jvm, id, 0, nil
+}
+
+// jvmDone frees a JVM for another on-demand profile.
+func (d *Daemon) jvmDone(id jvmID) {
+	d.mu.Lock()
+	delete(d.onDemand, id)
+	d.mu.Unlock()
+}
+
+// run profiles the JVM and streams the profile to w.
+func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid int, began time.Time) {
+	lib := o.d.cfg.Lib
+	if len(o.d.cfg.Agents) > 0 {
+		lib = o.d.cfg.Agents[0]
+	}
+	out := &lazyWriter{w: w, contentType: contentTypes[a.format]}
+	// The attach timeout bounds each command; the profile's own
+	// deadline covers its duration too.
+	opts := o.d.cfg.Options
+	opts.Timeout += a.duration
+	ctx, cancel := context.WithTimeout(r.Context(), opts.Timeout+time.Minute)
+	defer cancel()
+	res, err := profiling.Profile(ctx, pid, profiling.ProfileRequest{
+		SessionRequest: profiling.SessionRequest{
+			Lib: lib, Profiler: asprof.Options{Event: a.event}, Format: a.format, EventFallback: true,
+			MaxOutput: o.cfg.MaxOutput, Owner: o.d.owner() + " on demand for " + a.user.GetName(), Options: opts,
+		},
+		Duration: a.duration, Writer: out,
+	})
+	a.bytes = out.n
+	if err == nil && r.Context().Err() != nil {
+		err = r.Context().Err() // the client left: what was written went nowhere
+	}
+	if err == nil {
+		a.status, a.result = http.StatusOK, "ok"
+		if !out.started {
+			out.start() // an empty profile is still a profile
+		}
+		o.log(r, a, began, pid)
+		return
+	}
+	a.err = err
+	a.status, a.result = statusOf(err)
+	if out.started {
+		// Too late for a status: the client sees the stream cut.
+		o.log(r, a, began, pid)
+		panic(http.ErrAbortHandler)
+	}
+	var result *attach.Result
+	if res != nil {
+		result = &res.Result
+	}
+	o.log(r, a, began, pid)
+	writeJSON(w, a.status, profiling.NewJSONResult("profile", pid, began, result, err))
+}
+
+// statusOf is a failed profile's HTTP status and result label.
+func statusOf(err error) (int, string) {
+	var busy *profiling.BusyError
+	if errors.As(err, &busy) {
+		return http.StatusConflict, "busy"
+	}
+	switch attach.OutcomeOf(err) {
+	case attach.OutcomeRefused:
+		return http.StatusUnprocessableEntity, "refused"
+	case attach.OutcomeTimedOut:
+		return http.StatusGatewayTimeout, "timed-out"
+	case attach.OutcomeInterrupted:
+		return 499, "cancelled"
+	case attach.OutcomeInvalid:
+		return http.StatusBadRequest, "bad-request"
+	}
+	return http.StatusInternalServerError, "failed"
+}
+
+var contentTypes = map[string]string{
+	"collapsed":  "text/plain; charset=utf-8",
+	"flamegraph": "text/html; charset=utf-8",
+	"pprof":      "application/octet-stream",
+	"jfr":        "application/octet-stream",
+}
+
+// lazyWriter sends the status and headers with the first byte, so that
+// a profile that fails before it is written is answered with an error.
+type lazyWriter struct {
+	w           http.ResponseWriter
+	contentType string
+	started     bool
+	n           int64
+}
+
+func (l *lazyWriter) start() {
+	l.started = true
+	l.w.Header().Set("Content-Type", l.contentType)
+	l.w.Header().Set("X-Content-Type-Options", "nosniff")
+	l.w.WriteHeader(http.StatusOK)
+}
+
+func (l *lazyWriter) Write(p []byte) (int, error) {
+	if !l.started {
+		l.start()
+	}
+	n, err := l.w.Write(p)
+	l.n += int64(n)
+	return n, err
+}
+
+// fail answers a request refused before anything was sent to a JVM with
+// the library's JSON result.
+func (o *onDemand) fail(w http.ResponseWriter, r *http.Request, a *answer, began time.Time) {
+	o.log(r, a, began, 0)
+	writeJSON(w, a.status, refusal(a, began))
+}
+
+// refusal is the JSON result of a request answered before anything was
+// sent to a JVM; a 401 says no more than that.
+func refusal(a *answer, began time.Time) *profiling.JSONResult {
+	err := a.err
+	if a.status == http.StatusUnauthorized {
+		err = errors.New("unauthenticated: a bearer token the API server accepts is required")
+	}
+	res := profiling.NewJSONResult("profile", 0, began, nil, err)
+	switch a.status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusConflict:
+		res.Outcome = attach.OutcomeRefused
+	case http.StatusBadRequest, http.StatusNotFound:
+		res.Outcome = attach.OutcomeInvalid
+	}
+	res.ExitCode = res.Outcome.ExitCode()
+	return res
+}
+
+// log counts a request by result and logs who asked what, and the
+// verdict.
+func (o *onDemand) log(r *http.Request, a *answer, began time.Time, pid int) {
+	o.d.cfg.Metrics.onDemand(a.result)
+	attrs := []any{"result", a.result, "status", a.status, "namespace", a.namespace, "pod", a.pod,
+		"path", r.URL.Path, "remote", remoteHost(r.RemoteAddr), "took_ms", time.Since(began).Milliseconds()}
+	if a.user != nil {
+		attrs = append(attrs, "user", a.user.GetName(), "groups", a.user.GetGroups())
+	}
+	if a.format != "" {
+		attrs = append(attrs, "container", a.container, "format", a.format, "event", a.event, "duration", a.duration.String())
+	}
+	if pid != 0 {
+		attrs = append(attrs, "pid", pid, "bytes", a.bytes)
+	}
+	if a.err != nil {
+		attrs = append(attrs, "err", logText(a.err))
+	}
+	level := slog.LevelInfo
+	if a.status >= 500 {
+		level = slog.LevelWarn
+	}
+	o.d.cfg.Logger.Log(context.Background(), level, "on-demand profile", attrs...)
+}
+
+// writeJSON answers status with v as JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// recordEvent records on the pod that a caller profiled its JVM, in the
+// background (the API server's answer does not hold the caller up).
+func (o *onDemand) recordEvent(a *answer) {
+	if o.cfg.Events == nil {
+		return
+	}
+	reason, kind := "Profiled", corev1.EventTypeNormal
+	if a.result != "ok" {
+		reason, kind = "ProfileFailed", corev1.EventTypeWarning
+	}
+	note := fmt.Sprintf("profiled on demand by %s: container %s, %v, event %s, format %s: %s, %d bytes",
+		a.user.GetName(), a.container, a.duration, a.event, a.format, a.result, a.bytes)
+	if a.err != nil {
+		note += ": " + logText(a.err)
+	}
+	if len(note) > 1000 { // the API server's limit is 1 kB
+		note = note[:1000]
+	}
+	ev := &eventsv1.Event{
+		// Named as a kubelet names its events: the object, a dot, the
+		// time in hexadecimal.
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%.236s.%x", a.pod, time.Now().UnixNano()), Namespace: a.namespace},
+		EventTime:  metav1.NowMicro(), ReportingController: "safeattach.io/safeattach-daemon",
+		ReportingInstance: o.d.owner(), Action: "Profile", Reason: reason, Type: kind, Note: note,
+		Regarding: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: a.namespace, Name: a.pod, UID: types.UID(a.podUID)},
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := o.cfg.Events.EventsV1().Events(a.namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			o.d.cfg.Logger.Warn("on-demand: event not recorded", "namespace", a.namespace, "pod", a.pod, "err", logText(err))
+		}
+	}()
+}
