@@ -23,6 +23,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
+// version is set at build time (make plugin: -X main.version=...).
+var version = "devel"
+
 // exitError ends the command with code after its message.
 type exitError struct {
 	code int
@@ -65,6 +68,7 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		Short:         "Profile a pod's JVM through safeattach's node agent, as your Kubernetes user",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	overrides := &clientcmd.ConfigOverrides{}

@@ -93,6 +93,9 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 	return srv, caFile, log
 }
 
+// testVersion is the version the tests build the plugin with.
+const testVersion = "v0.0.0-test"
+
 var (
 	pluginOnce sync.Once
 	pluginPath string
@@ -109,7 +112,7 @@ func plugin(t *testing.T) string {
 			return
 		}
 		pluginPath = filepath.Join(dir, "kubectl-safeattach")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", pluginPath, "github.com/safeattach/safeattach/cmd/kubectl-safeattach")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.version="+testVersion, "-o", pluginPath, "github.com/safeattach/safeattach/cmd/kubectl-safeattach")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			pluginErr = errors.New("go build kubectl-safeattach: " + err.Error() + "\n" + string(out))
