@@ -10,7 +10,7 @@ TEST_PARALLEL ?= 4
 TESTFLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: all prereqs tools kube-apiserver cli build node demo test check fuzz bench clean generate manifests
+.PHONY: all prereqs tools kube-apiserver cli build node plugin demo test check fuzz bench clean generate manifests
 
 # Tools built from the Go module proxy into .cache/bin (once per checkout):
 # helm, for the chart's tests and the generated manifests.
@@ -49,6 +49,11 @@ build: cli
 node:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-daemon ./cmd/safeattach-daemon
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/safeattach-kube ./cmd/safeattach-kube
+
+# make plugin: the kubectl plugin (kubectl safeattach, with client-go),
+# a binary of its own; deploy/krew/safeattach.yaml installs it.
+plugin:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-safeattach ./cmd/kubectl-safeattach
 
 all: build node
 

@@ -1,0 +1,29 @@
+// Command kubectl-safeattach is the kubectl plugin of safeattach's
+// on-demand profiling API (package fleet's OnDemandHandler, served by
+// each node's safeattach-daemon):
+//
+//	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] --direct https://NODE:PORT [--agent-ca FILE]
+//
+// asks the agent of the pod's node for a profile of the pod's JVM, as the
+// user of the kubeconfig (loaded as kubectl loads it: $KUBECONFIG,
+// --kubeconfig, --context, -n and the context's namespace): the agent
+// authenticates the user's bearer token with the API server and lets it
+// profile the pod when the user may create profiles.safeattach.io named
+// as the pod in its namespace. The token is the one client-go presents
+// to the API server (a token, a token file, or an exec credential
+// plugin); client-certificate users are not supported, as the agent
+// accepts bearer tokens only.
+//
+// The profile is written to FILE (a temporary file in its directory,
+// renamed once complete) or to stdout. A refusal or failure prints the
+// agent's JSON result on one line to stderr and exits with its
+// exit_code (2 refused, 3 failed, 4 timed out); 401 and 403 exit 1 with
+// the agent's message, which names the missing permission.
+//
+// The agent is reached with --direct, its base URL. Port-forwarding to
+// the agent's pod is not implemented: without --direct the plugin says
+// so and exits 1.
+//
+// It is a binary of its own so that safeattach itself links no
+// client-go.
+package main

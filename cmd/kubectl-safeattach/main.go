@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// version is set at build time (make plugin: -X main.version=...).
+var version = "devel"
+
+// exitError ends the command with code after its message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the plugin with args; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "kubectl-safeattach:", ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "kubectl-safeattach:", err)
+	return 1
+}
+
+func newRootCmd(stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kubectl-safeattach",
+		Short:         "Profile a pod's JVM through safeattach's node agent, as your Kubernetes user",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	overrides := &clientcmd.ConfigOverrides{}
+	flags := root.PersistentFlags()
+	flags.StringVar(&rules.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file (as kubectl's --kubeconfig)")
+	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	root.AddCommand(newProfileCmd(stdout, func() clientcmd.ClientConfig {
+		return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
+	}))
+	return root
+}
+
+// profileOptions are the profile command's flags.
+type profileOptions struct {
+	container, event, format, file string
+	duration                       time.Duration
+	direct, agentCA                string
+	insecure                       bool
+}
+
+func newProfileCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
+	var o profileOptions
+	cmd := &cobra.Command{
+		Use:   "profile POD --direct https://NODE:PORT [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE]",
+		Short: "Profile the JVM of a pod's container for a duration",
+		Long: `Profile the JVM of a pod's container through the safeattach agent of the
+pod's node. The agent lets you when your user may create
+profiles.safeattach.io named as the pod in its namespace (RBAC), and
+answers the profile, written to -f FILE (whole or not at all) or stdout.
+
+The agent is reached with --direct, its base URL (https://NODE:PORT) and
+--agent-ca, the CA of its serving certificate. Port-forwarding to the
+agent's pod is not implemented yet: --direct is required.
+
+Exit status: 0 with a profile; 1 unauthenticated (401), forbidden (403)
+or a usage or connection error; otherwise the agent's exit_code
+(2 refused, 3 failed, 4 timed out), its JSON result on stderr.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.container, "container", "c", "", "the pod's container (needed when it runs more than one)")
+	f.StringVarP(&o.event, "event", "e", "cpu", "async-profiler event: cpu, itimer, wall, alloc, lock, ...")
+	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to profile (the agent bounds it)")
+	f.StringVarP(&o.format, "output", "o", "collapsed", "profile format: collapsed, pprof, jfr or flamegraph")
+	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default stdout)")
+	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT (required: port-forwarding is not implemented)")
+	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs)")
+	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
+	return cmd
+}
+
+func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
+	if o.direct == "" {
+		return errors.New("--direct https://NODE:PORT of the pod's node agent is required: port-forwarding to the agent is not implemented yet")
+	}
+	base, err := url.Parse(o.direct)
+	if err != nil || base.Scheme != "https" || base.Host == "" {
+		return fmt.Errorf("--direct %q: want the agent's https://HOST:PORT", o.direct)
+	}
+	namespace, _, err := cc.Namespace()
+	if err != nil {
+		return err
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return err
+	}
+	client, err := agentClient(cfg, o.agentCA, o.insecure)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"duration": {o.duration.String()}, "format": {o.format}, "event": {o.event}}
+	if o.container != "" {
+		q.Set("container", o.container)
+	}
+	u := base.JoinPath("/apis/safeattach.io/v1/namespaces", namespace, "pods", pod, "profile")
+	u.RawQuery = q.Encode()
+	// The agent bounds the profile; this bounds an agent that hangs.
+	ctx, cancel := context.WithTimeout(ctx, o.duration+2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("the agent at %s: %w", o.direct, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return agentError(resp, stderr)
+	}
+	if o.file == "" {
+		if _, err := io.Copy(stdout, resp.Body); err != nil {
+			return fmt.Errorf("the profile was cut off: %w", err)
+		}
+		return nil
+	}
+	return writeAtomically(o.file, resp.Body)
+}
+
+// agentClient sends requests to the agent with the user's credentials
+// as client-go presents them to the API server (a bearer token, a token
+// file re-read as it changes, or an exec plugin's token), over TLS
+// verified against caFile rather than the API server's CA.
+func agentClient(cfg *rest.Config, caFile string, insecure bool) (*http.Client, error) {
+	if cfg.BearerToken == "" && cfg.BearerTokenFile == "" && cfg.ExecProvider == nil && cfg.AuthProvider == nil {
+		return nil, errors.New("the kubeconfig's user has no bearer token, token file or exec credential plugin: the agent accepts bearer tokens only (client certificates and basic auth are not supported)")
+	}
+	if cfg.Impersonate.UserName != "" || len(cfg.Impersonate.Groups) > 0 || cfg.Impersonate.UID != "" || len(cfg.Impersonate.Extra) > 0 {
+		return nil, errors.New("impersonation (--as, --as-group) is not supported by the agent: it judges the token's own user")
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--agent-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--agent-ca %s: no PEM certificate", caFile)
+		}
+		tlsConfig.RootCAs = pool
+	}
+	base := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true,
+		TLSHandshakeTimeout: 10 * time.Second}
+	// The exec plugin's round tripper and the token's are the config's
+	// wrappers; TransportConfig turns an exec provider into one.
+	tc, err := cfg.TransportConfig()
+	if err != nil {
+		return nil, err
+	}
+	wrapped, err := rest.HTTPWrappersForConfig(&rest.Config{
+		BearerToken: tc.BearerToken, BearerTokenFile: tc.BearerTokenFile, WrapTransport: tc.WrapTransport,
+		UserAgent: "kubectl-safeattach",
+	}, base)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: wrapped}, nil
+}
+
+// result is what the agent answers on an error.
+type result struct {
+	Outcome  string `json:"outcome"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error"`
+}
+
+// agentError prints the agent's JSON result on one line to stderr and
+// returns its exit code: 1 for 401 and 403, with the agent's message.
+func agentError(resp *http.Response, stderr io.Writer) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var res result
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(body, &res) != nil {
+		return &exitError{1, fmt.Sprintf("the agent answered %s: %.500s", resp.Status, strings.TrimSpace(string(body)))}
+	}
+	var line bytes.Buffer
+	if json.Compact(&line, body) == nil {
+		fmt.Fprintln(stderr, line.String())
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return &exitError{1, "unauthenticated (401): " + res.Error}
+	case http.StatusForbidden:
+		return &exitError{1, "forbidden (403): " + res.Error}
+	}
+	code := res.ExitCode
+	if code == 0 {
+		code = 3 // an error without a code is a failure
+	}
+	return &exitError{code, fmt.Sprintf("%s (%s): %s", res.Outcome, resp.Status, res.Error)}
+}
+
+// writeAtomically writes r to a temporary file beside path and renames
+// it to path once whole: path is the complete profile or untouched.
+func writeAtomically(path string, r io.Reader) error {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := io.Copy(tmp, r); err != nil {
+		return fmt.Errorf("the profile was cut off (%s left as it was): %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	done = true
+	return nil
+}

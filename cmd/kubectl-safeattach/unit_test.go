@@ -1,0 +1,87 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cutReader gives some bytes, then fails as a stream cut off does.
+type cutReader struct{ sent bool }
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.sent {
+		return 0, io.ErrUnexpectedEOF
+	}
+	c.sent = true
+	return copy(p, "java/lang/Thread.run;Worker.spin 12\n"), nil
+}
+
+// TestWriteAtomically: a profile cut off leaves -f's file as it was and
+// no temporary file beside it; a whole one replaces it.
+func TestWriteAtomically(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "profile.collapsed")
+	if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAtomically(path, &cutReader{}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a cut-off profile: %v, want the cut", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "old\n" {
+		t.Errorf("a cut-off profile changed the file to %q", got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("a cut-off profile left %v", entries)
+	}
+	if err := writeAtomically(path, strings.NewReader("new\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new\n" {
+		t.Errorf("a whole profile wrote %q", got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("a whole profile left %v", entries)
+	}
+}
+
+// TestUnsupportedCredentials: a client-certificate user and
+// impersonation are refused before anything is sent, saying why.
+func TestUnsupportedCredentials(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: cert
+  user: {client-certificate-data: Y2VydA==, client-key-data: a2V5}
+- name: token
+  user: {token: abc}
+contexts:
+- name: cert
+  context: {cluster: c, user: cert}
+- name: token
+  context: {cluster: c, user: token}
+current-context: cert
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	direct := []string{"profile", "orders", "--direct", "https://127.0.0.1:1"}
+	r := kubectl(t, kubeconfig, direct...)
+	if r.code != 1 || !strings.Contains(r.stderr, "client certificates") {
+		t.Errorf("a client-certificate user: exit %d, want 1 naming client certificates\nstderr: %s", r.code, r.stderr)
+	}
+	r = kubectl(t, kubeconfig, append(direct, "--context", "token", "--as", "admin")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "impersonation") {
+		t.Errorf("--as: exit %d, want 1 naming impersonation\nstderr: %s", r.code, r.stderr)
+	}
+	r = kubectl(t, kubeconfig, append(direct, "--direct", "http://127.0.0.1:1", "--context", "token")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "https://") {
+		t.Errorf("--direct http: exit %d, want 1 asking for https\nstderr: %s", r.code, r.stderr)
+	}
+}
