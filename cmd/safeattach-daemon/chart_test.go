@@ -11,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
 	"github.com/safeattach/safeattach/profiling"
@@ -190,5 +195,69 @@ func TestChartOnARealAPIServer(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestChartProfilerRole: the chart's ClusterRole safeattach-profiler,
+// bound by a RoleBinding in one namespace, grants exactly what the node
+// agent asks the API server about (create on profiles.safeattach.io,
+// named as the pod) in that namespace and no other: the API server's
+// own SubjectAccessReview says so.
+func TestChartProfilerRole(t *testing.T) {
+	api := kubeapi.Server(t)
+	ctx := context.Background()
+	a, b := api.Namespace(t), api.Namespace(t)
+	var role *rbacv1.ClusterRole
+	for _, o := range decodeObjects(t, "rendering", helmTemplate(t, a)) {
+		if o["kind"] == "ClusterRole" && dig(o, "metadata", "name") == "safeattach-profiler" {
+			data, _ := json.Marshal(o)
+			role = &rbacv1.ClusterRole{}
+			if err := json.Unmarshal(data, role); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if role == nil {
+		t.Fatal("the chart renders no ClusterRole safeattach-profiler")
+	}
+	role.Name = "safeattach-profiler-" + a // cluster-wide: one of this test's own
+	if _, err := api.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		api.Client.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+	user := "system:serviceaccount:" + a + ":team"
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "team-profiles", Namespace: a},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: user}},
+	}
+	if _, err := api.Client.RbacV1().RoleBindings(a).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(ns, verb string) bool {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: "safeattach.io", Resource: "profiles", Name: "orders"},
+		}}
+		res, err := api.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Status.Allowed
+	}
+	// The API server's RBAC reads bindings from its informers: the new
+	// one counts within moments (a bound, not a timing).
+	for deadline := time.Now().Add(20 * time.Second); !allowed(a, "create"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s may not create profiles in %s, where it is bound", user, a)
+		}
+	}
+	if allowed(b, "create") {
+		t.Errorf("%s may create profiles in %s, where it is not bound", user, b)
+	}
+	if allowed(a, "delete") {
+		t.Errorf("%s may delete profiles: the role grants create only", user)
 	}
 }
