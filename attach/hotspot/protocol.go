@@ -258,6 +258,11 @@ func (c *Client) ioError(ctx context.Context, err error, what string) error {
 	if !c.JVM.alive() {
 		return fmt.Errorf("%s: pid %d: %w", what, c.JVM.PID, ErrTargetExited)
 	}
+	// A JVM killed mid-reply resets the connection before /proc says it
+	// is gone: the attach failed, whatever the JVM's state a moment later.
+	if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+		return fmt.Errorf("%s: pid %d: %w (%v)", what, c.JVM.PID, ErrConnectionClosed, err)
+	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
