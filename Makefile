@@ -55,7 +55,7 @@ node:
 plugin:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-safeattach ./cmd/kubectl-safeattach
 
-all: build node
+all: build node plugin
 
 # The demo runs the CLI alone: it builds nothing else.
 demo: prereqs cli
