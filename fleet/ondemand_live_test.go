@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -97,32 +95,13 @@ func (e *onDemandEnv) serve(t *testing.T, cfg OnDemandConfig) *httptest.Server {
 }
 
 // account creates a ServiceAccount in ns and returns a token of it; with
-// profile, a Role and RoleBinding let it create profiles.safeattach.io.
+// profile, a Role bound to it lets it create profiles.safeattach.io.
 func (e *onDemandEnv) account(t *testing.T, ns, name string, profile bool) string {
 	t.Helper()
-	ctx := context.Background()
-	c := e.api.Client
-	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	if !profile {
+		return e.api.ServiceAccountToken(t, ns, name)
 	}
-	if profile {
-		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name + "-profiler"}, Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{"safeattach.io"}, Resources: []string{"profiles"}, Verbs: []string{"create"}}}}
-		if _, err := c.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name + "-profiler"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name + "-profiler"},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}}}
-		if _, err := c.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
+	return e.api.ServiceAccountToken(t, ns, name, rbacv1.PolicyRule{APIGroups: []string{OnDemandGroup}, Resources: []string{OnDemandResource}, Verbs: []string{OnDemandVerb}})
 }
 
 type reply struct {

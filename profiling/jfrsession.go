@@ -178,17 +178,9 @@ func (s *flightRecorderSession) write(ctx context.Context, w io.Writer, since ti
 	if s.converted == "" {
 		return read(ctx, w)
 	}
-	jfr, err := outfile.Anonymous(os.TempDir())
-	if err != nil {
-		return 0, err
-	}
-	defer jfr.Close()
-	if _, err := read(ctx, jfr); err != nil {
-		return 0, err
-	}
-	cw := &countingWriter{w: w}
-	_, err = ConvertJFR(ctx, jfr, cw, s.converted, s.Event(), since, s.req.Converter)
-	return cw.n, err
+	return convertRecording(ctx, w, s.converted, s.Event(), since, s.req.Converter, func(jfr io.Writer) (int64, error) {
+		return read(ctx, jfr)
+	})
 }
 
 // StopTo stops and writes to dst (where the detached start asked, with

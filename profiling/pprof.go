@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -55,13 +56,10 @@ func wantsPprofOutput(name string) bool {
 // was cancelled during the profile (what was collected is written),
 // within attach.StopAfterCancel of the cancellation.
 func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileResult, error) {
-	conv := req.Converter
-	if conv == "" {
-		var err error
-		if conv, err = companion.Find(PprofConverter, "pprof output"); err != nil {
-			return nil, fmt.Errorf("%w: %v", attach.ErrInvalidOptions, err)
-		}
+	if err := findConverter(&req.SessionRequest); err != nil {
+		return nil, err
 	}
+	conv := req.Converter
 	var sink io.Writer = req.Writer
 	var out *outfile.File
 	if sink == nil {
@@ -105,6 +103,24 @@ func profilePprof(ctx context.Context, pid int, req ProfileRequest) (*ProfileRes
 // into a gzipped profile.proto of event, written to out (ConvertJFR).
 func PprofFromJFR(ctx context.Context, jfr io.ReadSeeker, out io.Writer, event string, start time.Time, converter string) (bounded.Result, error) {
 	return ConvertJFR(ctx, jfr, out, "pprof", event, start, converter)
+}
+
+// convertRecording has read write a JFR recording into an anonymous file
+// (no name anyone could open), converts it to format (ConvertJFR) and
+// writes the result to w: the bytes returned are the result's, not the
+// recording's.
+func convertRecording(ctx context.Context, w io.Writer, format, event string, since time.Time, converter string, read func(io.Writer) (int64, error)) (int64, error) {
+	jfr, err := outfile.Anonymous(os.TempDir())
+	if err != nil {
+		return 0, err
+	}
+	defer jfr.Close()
+	if _, err := read(jfr); err != nil {
+		return 0, err
+	}
+	cw := &countingWriter{w: w}
+	_, err = ConvertJFR(ctx, jfr, cw, format, event, since, converter)
+	return cw.n, err
 }
 
 // ConvertJFR converts the JFR recording in jfr (read from its start)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/safeattach/safeattach/attach"
 
-	"github.com/safeattach/safeattach/internal/outfile"
 	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/internal/safefile"
 	"github.com/safeattach/safeattach/profiling/asprof"
@@ -304,19 +303,9 @@ func (ss *Session) readProfile(ctx context.Context, file string, w io.Writer, si
 	if !ss.pprof {
 		return ss.readBack(ctx, file, w)
 	}
-	jfr, err := outfile.Anonymous(os.TempDir())
-	if err != nil {
-		return 0, err
-	}
-	defer jfr.Close()
-	if _, err := ss.readBack(ctx, file, jfr); err != nil {
-		return 0, err
-	}
-	cw := &countingWriter{w: w}
-	if _, err := PprofFromJFR(ctx, jfr, cw, ss.Event(), since, ss.req.Converter); err != nil {
-		return cw.n, err
-	}
-	return cw.n, nil
+	return convertRecording(ctx, w, "pprof", ss.Event(), since, ss.req.Converter, func(jfr io.Writer) (int64, error) {
+		return ss.readBack(ctx, file, jfr)
+	})
 }
 
 // startedAt is when the profiler this session owns started (zero when

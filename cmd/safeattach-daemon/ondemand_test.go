@@ -16,12 +16,11 @@ import (
 	"testing"
 	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/safeattach/safeattach/fleet"
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
 )
@@ -51,31 +50,6 @@ func onDemandClient(t *testing.T, log string) (*http.Client, string) {
 	return nil, ""
 }
 
-// teamToken is a token of a ServiceAccount of ns that a Role lets create
-// profiles.safeattach.io there: what a team binds.
-func teamToken(t *testing.T, api *kubeapi.API, ns string) string {
-	t.Helper()
-	ctx := context.Background()
-	c := api.Client
-	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "team"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "profiler"}, Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{"safeattach.io"}, Resources: []string{"profiles"}, Verbs: []string{"create"}}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "profiler"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "profiler"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "team", Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	tr, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "team", &authv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
-}
-
 // TestDaemonOnDemand: the binary, off-cluster with the chart's RBAC
 // (its ServiceAccount's token), serves the on-demand API over HTTPS with
 // a self-signed certificate whose fingerprint it logs: a team's token
@@ -91,7 +65,9 @@ func TestDaemonOnDemand(t *testing.T) {
 	ns := api.Namespace(t)
 	node := kubeapi.Name("node")
 	token := applyRBAC(t, api, ns)
-	team := teamToken(t, api, ns)
+	// What a team binds: a Role that lets its ServiceAccount create
+	// profiles.safeattach.io in its namespace.
+	team := api.ServiceAccountToken(t, ns, "team", rbacv1.PolicyRule{APIGroups: []string{fleet.OnDemandGroup}, Resources: []string{fleet.OnDemandResource}, Verbs: []string{fleet.OnDemandVerb}})
 	pod := api.Pod(t, ns, "orders", node, nil)
 	id := strings.Repeat("f3", 32)
 	wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
