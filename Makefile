@@ -27,8 +27,12 @@ $(TOOLS)/helm:
 # named by the versions scripts/kube-apiserver.sh builds, so a version
 # bump rebuilds.
 KUBE_APISERVER := $(CURDIR)/.cache/kube-apiserver/$(shell bash scripts/kube-apiserver.sh version)
-kube-apiserver: $(KUBE_APISERVER)/bin/kube-apiserver $(KUBE_APISERVER)/bin/etcd
-$(KUBE_APISERVER)/bin/kube-apiserver $(KUBE_APISERVER)/bin/etcd &:
+# The kubelet and a pause image are built beside them, for the real node
+# (scripts/kube-node.sh) that starts with the API server where containerd
+# runs.
+KUBE_BINS := $(addprefix $(KUBE_APISERVER)/bin/,kube-apiserver etcd kubelet pause.tar)
+kube-apiserver: $(KUBE_BINS)
+$(KUBE_BINS) &:
 	bash scripts/kube-apiserver.sh build $(KUBE_APISERVER)
 
 prereqs:

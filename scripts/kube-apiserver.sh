@@ -24,6 +24,8 @@ RUN=$DIR/run
 # machine takes 5-20 s), and to exit once told to.
 READY_SECONDS=${KUBE_APISERVER_READY_SECONDS:-180}
 STOP_SECONDS=20
+# shellcheck source=scripts/kube-node.sh
+. "$(dirname "${BASH_SOURCE[0]}")/kube-node.sh"
 
 # build_one NAME: compiles the module in the current directory into
 # DIR/bin/NAME, unless it is there (an interrupted build leaves nothing
@@ -34,32 +36,44 @@ build_one() {
 	mv "$DIR/bin/.$1.tmp" "$DIR/bin/$1"
 }
 
+# write_kubernetes_gomod MODULE DIR: a go.mod requiring k8s.io/kubernetes
+# (downloaded into DIR). k8s.io/kubernetes points its staging modules at
+# ./staging; a module of our own points them at their published versions.
+write_kubernetes_gomod() {
+	printf 'module %s\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$1" "$K8S"
+	awk '/^replace \(/{inside=1; next} inside && /^\)/{inside=0} inside {print $1}' "$2/go.mod" |
+		grep -v -e sample-cli -e sample-controller |
+		while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$STAGING"; done
+	echo ')'
+}
+
+version_ldflags() {
+	echo "-X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+}
+
 build() {
 	mkdir -p "$DIR/bin"
 	if [ ! -x "$DIR/bin/kube-apiserver" ]; then
 		mkdir -p "$DIR/src/apiserver"
 		local mod
 		mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-		# k8s.io/kubernetes points its staging modules at ./staging; a module
-		# of our own points them at their published versions instead.
-		cd "$DIR/src/apiserver"
-		{
-			printf 'module local/apiserver\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S"
-			awk '/^replace \(/{inside=1; next} inside && /^\)/{inside=0} inside {print $1}' "$mod/go.mod" |
-				grep -v -e sample-cli -e sample-controller |
-				while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$STAGING"; done
-			echo ')'
-		} > go.mod
-		sed -n '/^package main/,$p' "$mod/cmd/kube-apiserver/apiserver.go" > main.go
-		build_one kube-apiserver "-X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+		(
+			cd "$DIR/src/apiserver"
+			write_kubernetes_gomod local/apiserver "$mod" > go.mod
+			sed -n '/^package main/,$p' "$mod/cmd/kube-apiserver/apiserver.go" > main.go
+			build_one kube-apiserver "$(version_ldflags)"
+		)
 	fi
 	if [ ! -x "$DIR/bin/etcd" ]; then
 		mkdir -p "$DIR/src/etcd"
-		cd "$DIR/src/etcd"
-		printf 'module local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD" > go.mod
-		printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
-		build_one etcd
+		(
+			cd "$DIR/src/etcd"
+			printf 'module local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD" > go.mod
+			printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+			build_one etcd
+		)
 	fi
+	node_build
 	echo "built $DIR/bin"
 }
 
@@ -111,16 +125,23 @@ wait_ready() {
 # start_once: one attempt on fresh ports; on failure what it started is
 # stopped again.
 start_once() {
-	local taken="" client peer secure token
+	local taken="" client peer secure token kubelet_port="" bind=127.0.0.1
 	free_port client
 	free_port peer
 	free_port secure
+	node_clean
 	rm -rf "$RUN"
 	mkdir -p "$RUN/pki" "$RUN/certs"
 	openssl genrsa -out "$RUN/pki/sa.key" 2048 2> /dev/null
 	openssl rsa -in "$RUN/pki/sa.key" -pubout -out "$RUN/pki/sa.pub" 2> /dev/null
 	token=$(openssl rand -hex 16)
 	echo "$token,admin,admin,system:masters" > "$RUN/pki/tokens.csv"
+	if node_wanted; then
+		free_port kubelet_port
+		node_prepare
+		# Pods on the bridge reach the API server at the node's address.
+		bind=0.0.0.0
+	fi
 	# A throwaway store: no fsync.
 	"$DIR/bin/etcd" --name local --data-dir "$RUN/etcd" --unsafe-no-fsync \
 		--listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
@@ -129,12 +150,12 @@ start_once() {
 	echo $! > "$RUN/etcd.pid"
 	wait_ready etcd "http://127.0.0.1:$client/health" || { stop; return 1; }
 	# The default endpoint reconciler refuses a loopback advertise address.
-	"$DIR/bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$client" --bind-address=127.0.0.1 \
+	"$DIR/bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$client" --bind-address=$bind \
 		--advertise-address=127.0.0.1 --secure-port="$secure" --cert-dir="$RUN/certs" \
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \
 		--token-auth-file="$RUN/pki/tokens.csv" --service-cluster-ip-range=10.0.0.0/24 \
-		--endpoint-reconciler-type=none < /dev/null > "$RUN/apiserver.log" 2>&1 &
+		--endpoint-reconciler-type=none "${NODE_APISERVER_FLAGS[@]}" < /dev/null > "$RUN/apiserver.log" 2>&1 &
 	echo $! > "$RUN/apiserver.pid"
 	# Its serving certificate is written before it listens.
 	wait_ready apiserver "https://127.0.0.1:$secure/readyz" --cacert "$RUN/certs/apiserver.crt" -H "Authorization: Bearer $token" || { stop; return 1; }
@@ -158,6 +179,9 @@ contexts:
 current-context: local
 KC
 	chmod 600 "$RUN/kubeconfig"
+	if [ -n "$kubelet_port" ]; then
+		node_start "$secure" "$kubelet_port" || { stop; return 1; }
+	fi
 	echo "kube-apiserver.sh: ready on 127.0.0.1:$secure: export SAFEATTACH_KUBE_APISERVER=$DIR (kubeconfig $RUN/kubeconfig)"
 }
 
@@ -176,6 +200,7 @@ start() {
 
 stop() {
 	local p pid deadline
+	node_stop
 	for p in apiserver etcd; do
 		if alive "$p"; then
 			pid=$(cat "$RUN/$p.pid")

@@ -1,0 +1,7 @@
+// Package realnode holds tests only: safeattach's programs against pods
+// that a real kubelet runs in containerd and runc (the node of
+// scripts/kube-node.sh, started by make test beside the API server), where
+// the runtime, not the tests, makes the root filesystems, cgroups,
+// container IDs, seccomp filters and user namespaces that the tests of
+// the other packages model by hand.
+package realnode
