@@ -240,8 +240,31 @@ YAML
 		((SECONDS < deadline)) || { echo "kube-node.sh: node not Ready after ${READY_SECONDS}s:" >&2; tail -n 5 "$node/kubelet.log" >&2; return 1; }
 		sleep 0.5
 	done
-	printf 'NODE_NAME=%s\nCONTAINERD_SOCKET=%s\n' "$NODE_NAME" "$socks/containerd.sock" > "$node/env"
+	node_service_route "$secure"
+	printf 'NODE_NAME=%s\nNODE_IP=%s\nCONTAINERD_SOCKET=%s\n' "$NODE_NAME" "$NODE_IP" "$socks/containerd.sock" > "$node/env"
 	echo "kube-node.sh: node $NODE_NAME Ready (containerd $socks/containerd.sock)"
+}
+
+# node_service_route SECURE-PORT: what kube-proxy would do for the one
+# service pods use here, "kubernetes" (10.0.0.1:443, in the API server's
+# certificate): DNAT to the API server, from pods on the bridge and from
+# host-network pods alike. In a chain of its own, which node_stop removes.
+node_service_route() {
+	local c=SAFEATTACH-NODE
+	node_service_unroute
+	iptables -t nat -N "$c"
+	iptables -t nat -A "$c" -d 10.0.0.1/32 -p tcp --dport 443 -j DNAT --to-destination "$NODE_IP:$1"
+	iptables -t nat -I PREROUTING -j "$c"
+	iptables -t nat -I OUTPUT -j "$c"
+}
+
+node_service_unroute() {
+	local c=SAFEATTACH-NODE
+	command -v iptables > /dev/null || return 0
+	while iptables -t nat -D PREROUTING -j "$c" 2> /dev/null; do :; done
+	while iptables -t nat -D OUTPUT -j "$c" 2> /dev/null; do :; done
+	iptables -t nat -F "$c" 2> /dev/null || true
+	iptables -t nat -X "$c" 2> /dev/null || true
 }
 
 # node_stop: the kubelet first (it would restart what is killed), then
@@ -254,6 +277,7 @@ node_stop() {
 	node_kill_pods
 	pkill -KILL -f -- "-address $socks/containerd.sock" 2> /dev/null || true
 	node_kill containerd
+	node_service_unroute
 	node_clean
 }
 

@@ -26,6 +26,9 @@ type Node struct {
 	API    *kubeapi.API
 	Name   string
 	Socket string
+	// IP is the node's address: pods on the bridge reach the host's
+	// listeners there (10.0.0.1:443 reaches the API server from any pod).
+	IP string
 }
 
 // How long a pod may take to run, or to go once deleted: image unpacking
@@ -55,6 +58,8 @@ func Get(t testing.TB) *Node {
 			n.Name = v
 		case "CONTAINERD_SOCKET":
 			n.Socket = v
+		case "NODE_IP":
+			n.IP = v
 		}
 	}
 	if n.Name == "" || n.Socket == "" {
