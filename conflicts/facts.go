@@ -94,6 +94,7 @@ var factList = []FactInfo{
 	{"agent.foreign_writers", "list", "who other than root and the target's user could modify the agent"},
 	{"agent.options.keys", "list", "option names given to the agent (event, alloc, nativemem, jfrsync...)"},
 	{"agent.events", "list", "profiling events requested (cpu, alloc, lock, nativemem...)"},
+	{"agent.perf_events", "list", "requested events that only perf_event_open can sample (cycles, cpu-clock, page-faults, a tracepoint...): unlike cpu, none falls back to a timer"},
 	{"agent.sha256", "string", "SHA-256 of the agent file"},
 	{"agent.loadable", "bool", "the target's dynamic loader would find every library and symbol version the agent needs (absent when not checked)"},
 }
@@ -331,6 +332,37 @@ func agentDescriptionFacts(f Facts, a *preflight.Agent) {
 	events, keys := parseAgentOptions(a.Options)
 	f.put("agent.options.keys", keys, a.Options)
 	f.put("agent.events", events, a.Options)
+	f.put("agent.perf_events", perfOnlyEvents(events), a.Options)
+}
+
+// perfOnlyEvents are the events of an async-profiler request that only
+// perf_event_open can sample. What is not one (async-profiler's
+// profiler.cpp and event names):
+//
+//	cpu                     a perf event, but 2.9 and later fall back to
+//	                        ctimer/itimer when it cannot be opened
+//	wall itimer ctimer      timers
+//	alloc lock nativemem    JVMTI and malloc hooks
+//	nativelock              pthread hooks
+//	pkg.Class.method        a Java method (instrumented): dots, no ':' or '/'
+//
+// Everything else is a perf event: the hardware and software counters
+// (cycles, instructions, cpu-clock, page-faults, ...), mem:ADDR
+// breakpoints, tracepoints (sched:sched_switch), k/uprobes and raw PMU
+// events (r4d2, cpu/event=0x3c/).
+func perfOnlyEvents(events []string) []string {
+	out := []string{}
+	for _, e := range events {
+		switch e {
+		case "cpu", "wall", "itimer", "ctimer", "alloc", "lock", "nativemem", "nativelock":
+			continue
+		}
+		if strings.Contains(e, ".") && !strings.ContainsAny(e, ":/") {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // agentFileFacts are the agent file's: where it is, whether it can be

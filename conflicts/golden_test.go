@@ -72,6 +72,8 @@ var goldenCases = []goldenCase{
 	{name: "jvm-asgct-bugs-17.0.4", report: "jdk17-0-4", agent: "lookalike_fixed", warn: []string{"jvm-asgct-guarantee-crash", "jvm-asgct-interpreter-crash"}, allowed: true},
 	{name: "jvm-dynamic-code-race-jdk8", report: "jdk8", agent: "lookalike_fixed", warn: []string{"jvm-dynamic-code-race"}, allowed: true},
 	{name: "perf-events-unavailable", report: "perf-restricted", agent: "lookalike_fixed_cpu", warn: []string{"perf-events-unavailable"}, allowed: true},
+	{name: "perf-event-without-fallback", report: "perf-restricted", agent: "lookalike_fixed_cycles", block: []string{"perf-events-unavailable"}},
+	{name: "perf-event-through-fdtransfer", report: "perf-restricted", agent: "lookalike_fixed_cycles-fdtransfer", allowed: true},
 	{name: "agent-not-loadable", report: "plain-jdk17", agent: "glibc-too-new", block: []string{"agent-not-loadable"}},
 	{name: "crashed-after-attach", report: "crashed-before", agent: "lookalike_fixed", block: []string{"crashed-after-attach"}},
 	{name: "crashed-after-attach-acked", report: "crashed-before", agent: "lookalike_fixed", policy: Policy{Acks: []string{"crashed-after-attach"}}, warn: []string{"crashed-after-attach"}, allowed: true},

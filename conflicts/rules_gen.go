@@ -574,14 +574,34 @@ var embeddedRuleData = []Rule{
 				Line: 382,
 			},
 			{
+				Severity: Block,
+				When: &Condition{Line: 401, All: []*Condition{
+					{Line: 402, Fact: "agent.perf_events", Op: "present", Args: []string{"true"}},
+					{Line: 403, Not: &Condition{Line: 403, Fact: "agent.perf_events", Op: "equals", Args: []string{"none"}}},
+					{Line: 404, Not: &Condition{Line: 404, Fact: "agent.options.keys", Op: "contains", Args: []string{"fdtransfer"}}},
+					{Line: 405, Fact: "process.cap_perfmon", Op: "equals", Args: []string{"false"}},
+					{Line: 406, Any: []*Condition{
+						{Line: 407, Fact: "host.perf_event_paranoid", Op: "above", Args: []string{"2"}},
+						{Line: 408, Fact: "process.seccomp", Op: "equals", Args: []string{"2"}},
+					}},
+				}},
+				Message: "-e {agent.perf_events} is a perf event, which this JVM cannot open " +
+					"(perf_event_paranoid={host.perf_event_paranoid}, seccomp mode " +
+					"{process.seccomp}, no CAP_PERFMON or CAP_SYS_ADMIN), and unlike cpu it has no " +
+					"timer to fall back to",
+				Remedy: "Profile with --fdtransfer (safeattach, as root, opens the perf events for the " +
+					"JVM, for this event only), or sample with -e cpu, itimer or wall.",
+				Line: 399,
+			},
+			{
 				Severity: Info,
-				When: &Condition{Line: 394, All: []*Condition{
-					{Line: 395, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
-					{Line: 396, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
+				When: &Condition{Line: 413, All: []*Condition{
+					{Line: 414, Fact: "agent.events", Op: "contains", Args: []string{"cpu"}},
+					{Line: 415, Fact: "host.kptr_restrict", Op: "above", Args: []string{"0"}},
 				}},
 				Message: "kernel symbols are hidden (kptr_restrict={host.kptr_restrict}); kernel frames " +
 					"will be missing from CPU profiles",
-				Line: 392,
+				Line: 411,
 			},
 		},
 	},
@@ -597,24 +617,24 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8283849",
 			"https://github.com/openjdk/jdk8u-dev/pull/73",
 		},
-		Source: "rules/default.yaml:400",
+		Source: "rules/default.yaml:419",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 414, All: []*Condition{
-					{Line: 415, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 416, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 417, Any: []*Condition{
-						{Line: 418, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
-						{Line: 419, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
-						{Line: 420, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
-						{Line: 421, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
+				When: &Condition{Line: 433, All: []*Condition{
+					{Line: 434, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 435, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 436, Any: []*Condition{
+						{Line: 437, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.352"}},
+						{Line: 438, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.17"}},
+						{Line: 439, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.5"}},
+						{Line: 440, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 19"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8283849 (AsyncGetCallTrace may crash the JVM on a " +
 					"guarantee while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 8u352, 11.0.17, 17.0.5, 19 or later before profiling it.",
-				Line:   412,
+				Line:   431,
 			},
 		},
 	},
@@ -627,23 +647,23 @@ var embeddedRuleData = []Rule{
 			"https://bugs.openjdk.org/browse/JDK-8313796",
 			"https://github.com/openjdk/jdk17u-dev/pull/1665",
 		},
-		Source: "rules/default.yaml:425",
+		Source: "rules/default.yaml:444",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 437, All: []*Condition{
-					{Line: 438, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 439, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 440, Any: []*Condition{
-						{Line: 441, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
-						{Line: 442, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
-						{Line: 443, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
+				When: &Condition{Line: 456, All: []*Condition{
+					{Line: 457, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 458, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 459, Any: []*Condition{
+						{Line: 460, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.21"}},
+						{Line: 461, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17.0.9"}},
+						{Line: 462, Fact: "jvm.version", Op: "version", Args: []string{">= 18, < 21.0.1"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8313796 (AsyncGetCallTrace can crash on an unreadable " +
 					"interpreter method pointer while {agent.description} samples it)",
 				Remedy: "Upgrade the JVM to 11.0.21, 17.0.9, 21.0.1 or later before profiling it.",
-				Line:   435,
+				Line:   454,
 			},
 		},
 	},
@@ -659,24 +679,24 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/154",
 			"https://github.com/openjdk/jdk11u-dev/pull/3051",
 		},
-		Source: "rules/default.yaml:447",
+		Source: "rules/default.yaml:466",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 462, All: []*Condition{
-					{Line: 463, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
-					{Line: 464, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 465, Any: []*Condition{
-						{Line: 466, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
-						{Line: 467, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
-						{Line: 468, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
+				When: &Condition{Line: 481, All: []*Condition{
+					{Line: 482, Fact: "agent.kind", Op: "one_of", Args: []string{"async-profiler", "datadog-java-profiler"}},
+					{Line: 483, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 484, Any: []*Condition{
+						{Line: 485, Fact: "jvm.version", Op: "version", Args: []string{">= 8, < 8.0.472"}},
+						{Line: 486, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.29"}},
+						{Line: 487, Fact: "jvm.version", Op: "version", Args: []string{">= 12, < 17"}},
 					}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8212155 (a race in DynamicCodeGenerated events can " +
 					"crash the JVM when {agent.description} attaches)",
 				Remedy: "Upgrade the JVM to 8u472, 11.0.29, 17 or later, or load the profiler at " +
 					"start-up with -agentpath instead of attaching.",
-				Line: 460,
+				Line: 479,
 			},
 		},
 	},
@@ -687,16 +707,16 @@ var embeddedRuleData = []Rule{
 			"running this workload died with a HotSpot crash log within the watch window " +
 			"after an attach. Attaching again would likely crash it again; an operator " +
 			"decides.\n",
-		Source: "rules/default.yaml:472",
+		Source: "rules/default.yaml:491",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 481, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
+				When:     &Condition{Line: 500, Fact: "workload.crashed_after_attach", Op: "equals", Args: []string{"true"}},
 				Message: "this workload crashed after an earlier attach: " +
 					"{workload.crashed_after_attach.note}",
 				Remedy: "Read the crash log, fix the cause (JVM or agent version), then acknowledge with " +
 					"--ack crashed-after-attach or forget the entry in the crash memory.",
-				Line: 480,
+				Line: 499,
 			},
 		},
 	},
@@ -704,18 +724,18 @@ var embeddedRuleData = []Rule{
 		ID:     "credentials-mismatch",
 		Title:  "safeattach runs as neither root nor the target's user",
 		Hard:   true,
-		Source: "rules/default.yaml:485",
+		Source: "rules/default.yaml:504",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 491, All: []*Condition{
-					{Line: 492, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
-					{Line: 493, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
+				When: &Condition{Line: 510, All: []*Condition{
+					{Line: 511, Fact: "inspector.is_root", Op: "equals", Args: []string{"false"}},
+					{Line: 512, Fact: "inspector.same_user", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the JVM runs as uid {process.euid}; the attach listener accepts only that user " +
 					"or root",
 				Remedy: "Run safeattach as root or as uid {process.euid}.",
-				Line:   489,
+				Line:   508,
 			},
 		},
 	},
@@ -726,23 +746,23 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1318",
 			"https://github.com/async-profiler/async-profiler/issues/1269",
 		},
-		Source: "rules/default.yaml:497",
+		Source: "rules/default.yaml:516",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 505, All: []*Condition{
-					{Line: 506, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 507, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
-					{Line: 508, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
-					{Line: 509, Any: []*Condition{
-						{Line: 510, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
-						{Line: 511, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+				When: &Condition{Line: 524, All: []*Condition{
+					{Line: 525, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 526, Fact: "agent.version", Op: "version", Args: []string{">= 4.0, < 4.1"}},
+					{Line: 527, Fact: "agent.events", Op: "contains", Args: []string{"nativemem"}},
+					{Line: 528, Any: []*Condition{
+						{Line: 529, Fact: "jemalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
+						{Line: 530, Fact: "tcmalloc.via", Op: "equals", Args: []string{"LD_PRELOAD"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} with nativemem crashes a JVM whose allocator is " +
 					"LD_PRELOADed (\"free() invalid size\")",
 				Remedy: "Use async-profiler 4.1 or later for nativemem.",
-				Line:   503,
+				Line:   522,
 			},
 		},
 	},
@@ -752,22 +772,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1162",
 		},
-		Source: "rules/default.yaml:515",
+		Source: "rules/default.yaml:534",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 522, All: []*Condition{
-					{Line: 523, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 524, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
-					{Line: 525, Any: []*Condition{
-						{Line: 526, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-						{Line: 527, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 541, All: []*Condition{
+					{Line: 542, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 543, Fact: "agent.version", Op: "version", Args: []string{"< 4.2"}},
+					{Line: 544, Any: []*Condition{
+						{Line: 545, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+						{Line: 546, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "async-profiler {agent.version} can deadlock rarely in its signal handler " +
 					"(__tls_get_addr → realloc) with jemalloc or tcmalloc",
 				Remedy: "Use async-profiler 4.2 or later.",
-				Line:   520,
+				Line:   539,
 			},
 		},
 	},
@@ -777,22 +797,22 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/759",
 		},
-		Source: "rules/default.yaml:531",
+		Source: "rules/default.yaml:550",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 538, All: []*Condition{
-					{Line: 539, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 540, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
-					{Line: 541, Any: []*Condition{
-						{Line: 542, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
-						{Line: 543, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
+				When: &Condition{Line: 557, All: []*Condition{
+					{Line: 558, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 559, Fact: "agent.version", Op: "version", Args: []string{"< 4.0"}},
+					{Line: 560, Any: []*Condition{
+						{Line: 561, Fact: "process.sigprof.caught", Op: "equals", Args: []string{"true"}},
+						{Line: 562, Fact: "process.sigvtalrm.caught", Op: "equals", Args: []string{"true"}},
 					}},
 				}},
 				Message: "SIGPROF or SIGVTALRM already has a handler (another profiler?), and " +
 					"async-profiler {agent.version} uses a fixed signal",
 				Remedy: "Use async-profiler 4.0 or later, which picks a free signal.",
-				Line:   536,
+				Line:   555,
 			},
 		},
 	},
@@ -803,31 +823,31 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/1756",
 			"https://github.com/async-profiler/async-profiler/issues/1406",
 		},
-		Source: "rules/default.yaml:547",
+		Source: "rules/default.yaml:566",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 555, All: []*Condition{
-					{Line: 556, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 557, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 558, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
+				When: &Condition{Line: 574, All: []*Condition{
+					{Line: 575, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 576, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 577, Fact: "process.mapped_elfs", Op: "above", Args: []string{"2048"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} fails to attach above 2048",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   553,
+				Line:   572,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 563, All: []*Condition{
-					{Line: 564, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 565, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
-					{Line: 566, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
+				When: &Condition{Line: 582, All: []*Condition{
+					{Line: 583, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 584, Fact: "agent.version", Op: "version", Args: []string{"<= 4.4"}},
+					{Line: 585, Fact: "process.mapped_elfs", Op: "above", Args: []string{"500"}},
 				}},
 				Message: "the JVM maps {process.mapped_elfs} executable files; async-profiler " +
 					"{agent.version} pauses the whole JVM while it parses them",
 				Remedy: "Use async-profiler 4.5 or later.",
-				Line:   561,
+				Line:   580,
 			},
 		},
 	},
@@ -837,19 +857,19 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://github.com/async-profiler/async-profiler/issues/1617",
 		},
-		Source: "rules/default.yaml:570",
+		Source: "rules/default.yaml:589",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 577, All: []*Condition{
-					{Line: 578, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 579, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
-					{Line: 580, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
+				When: &Condition{Line: 596, All: []*Condition{
+					{Line: 597, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 598, Fact: "agent.version", Op: "version", Args: []string{"< 4.3"}},
+					{Line: 599, Fact: "agent.options.keys", Op: "contains", Args: []string{"jfrsync"}},
 				}},
 				Message: "async-profiler {agent.version} with jfrsync can deadlock if the VM exits while " +
 					"profiling starts",
 				Remedy: "Use async-profiler 4.3 or later for jfrsync.",
-				Line:   575,
+				Line:   594,
 			},
 		},
 	},
@@ -860,19 +880,19 @@ var embeddedRuleData = []Rule{
 			"https://github.com/async-profiler/async-profiler/issues/694",
 			"https://github.com/async-profiler/async-profiler/issues/714",
 		},
-		Source: "rules/default.yaml:584",
+		Source: "rules/default.yaml:603",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 592, All: []*Condition{
-					{Line: 593, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
-					{Line: 594, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
-					{Line: 595, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
+				When: &Condition{Line: 611, All: []*Condition{
+					{Line: 612, Fact: "agent.kind", Op: "equals", Args: []string{"async-profiler"}},
+					{Line: 613, Fact: "jvm.feature", Op: "below", Args: []string{"9"}},
+					{Line: 614, Fact: "agent.events", Op: "contains", Args: []string{"alloc"}},
 				}},
 				Message: "allocation profiling (-e alloc) on JDK {jvm.version} is known to corrupt the " +
 					"heap",
 				Remedy: "Profile cpu or wall on JDK 8, or upgrade the JVM.",
-				Line:   590,
+				Line:   609,
 			},
 		},
 	},
@@ -880,16 +900,16 @@ var embeddedRuleData = []Rule{
 		ID:     "attach-socket-untrusted",
 		Title:  "The attach socket is not what the JVM would create",
 		Hard:   true,
-		Source: "rules/default.yaml:599",
+		Source: "rules/default.yaml:618",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When:     &Condition{Line: 604, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
+				When:     &Condition{Line: 623, Fact: "jvm.attach_socket.trusted", Op: "equals", Args: []string{"false"}},
 				Message: "{jvm.attach_socket.trusted.note}: not a socket owned by the JVM's user (or " +
 					"root) with mode 0600; it could be a spoof",
 				Remedy: "Remove the stray file (the JVM recreates its socket on the next attach) and " +
 					"investigate who created it.",
-				Line: 603,
+				Line: 622,
 			},
 		},
 	},
@@ -908,34 +928,34 @@ var embeddedRuleData = []Rule{
 				"ng_to_red_hat_build_of_openjdk_21_from_earlier_versions/con_jfr-functionality_ope" +
 				"njdk",
 		},
-		Source: "rules/default.yaml:608",
+		Source: "rules/default.yaml:627",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 624, All: []*Condition{
+				When: &Condition{Line: 643, All: []*Condition{
 					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
-					{Line: 626, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 627, Fact: "jvm.version", Op: "version", Args: []string{"< 8.0.262"}},
+					{Line: 645, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 646, Fact: "jvm.version", Op: "version", Args: []string{"< 8.0.262"}},
 				}},
 				Message: "JDK {jvm.version} is older than 8u262, where OpenJDK 8 got its Flight Recorder: " +
 					"an OpenJDK build has none, and JFR.start would fail",
 				Remedy: "Profile it with async-profiler, or upgrade the JVM to 8u272 or later; for an " +
 					"Oracle JDK 8 whose commercial Flight Recorder is unlocked, acknowledge with " +
 					"--ack jfr-unavailable-jdk8.",
-				Line: 622,
+				Line: 641,
 			},
 			{
 				Severity: Warn,
-				When: &Condition{Line: 636, All: []*Condition{
+				When: &Condition{Line: 655, All: []*Condition{
 					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
-					{Line: 638, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 639, Fact: "jvm.version", Op: "version", Args: []string{">= 8.0.262, < 8.0.272"}},
+					{Line: 657, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 658, Fact: "jvm.version", Op: "version", Args: []string{">= 8.0.262, < 8.0.272"}},
 				}},
 				Message: "JDK {jvm.version} may have been built without the Flight Recorder (backported " +
 					"in 8u262, built by default from 8u272); if so JFR.start fails and nothing is " +
 					"recorded",
 				Remedy: "Upgrade the JVM to 8u272 or later, or profile it with async-profiler.",
-				Line:   634,
+				Line:   653,
 			},
 		},
 	},
@@ -946,18 +966,18 @@ var embeddedRuleData = []Rule{
 			"Flight Recorder for the JVM's life: every JFR command answers \"Flight Recorder " +
 			"is disabled.\" (HotSpot's jfrDcmds.cpp), measured here on JDK 17 and on Temurin " +
 			"25.0.3.\n",
-		Source: "rules/default.yaml:645",
+		Source: "rules/default.yaml:664",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 655, All: []*Condition{
+				When: &Condition{Line: 674, All: []*Condition{
 					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
-					{Line: 657, Fact: "jvm.flags.FlightRecorder", Op: "equals", Args: []string{"false"}},
+					{Line: 676, Fact: "jvm.flags.FlightRecorder", Op: "equals", Args: []string{"false"}},
 				}},
 				Message: "the JVM disables its Flight Recorder ({jvm.flags.FlightRecorder.note}); " +
 					"JFR.start would answer \"Flight Recorder is disabled.\"",
 				Remedy: "Profile it with async-profiler, or restart the JVM without -XX:-FlightRecorder.",
-				Line:   653,
+				Line:   672,
 			},
 		},
 	},
@@ -976,21 +996,21 @@ var embeddedRuleData = []Rule{
 			"about half of the later ones. With C1 only (-XX:TieredStopAtLevel=1) JDK 25 " +
 			"recorded it fine. The hazard is the heap profiler's unwinder meeting compiled " +
 			"Java frames, not a JDK version: every version is refused.\n",
-		Source: "rules/default.yaml:661",
+		Source: "rules/default.yaml:680",
 		Cases: []*Case{
 			{
 				Severity: Block,
-				When: &Condition{Line: 682, All: []*Condition{
+				When: &Condition{Line: 701, All: []*Condition{
 					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
-					{Line: 684, Any: []*Condition{
-						{Line: 685, All: []*Condition{
-							{Line: 686, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 687, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}},
+					{Line: 703, Any: []*Condition{
+						{Line: 704, All: []*Condition{
+							{Line: 705, Fact: "tcmalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 706, Fact: "tcmalloc.heap_profiler", Op: "equals", Args: []string{"yes"}},
 						}},
-						{Line: 688, All: []*Condition{
-							{Line: 689, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
-							{Line: 690, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
-							{Line: 691, Fact: "jemalloc.unwinder", Op: "equals", Args: []string{"libunwind"}},
+						{Line: 707, All: []*Condition{
+							{Line: 708, Fact: "jemalloc.present", Op: "equals", Args: []string{"true"}},
+							{Line: 709, Fact: "jemalloc.prof.state", Op: "equals", Args: []string{"active"}},
+							{Line: 710, Fact: "jemalloc.unwinder", Op: "equals", Args: []string{"libunwind"}},
 						}},
 					}},
 				}},
@@ -1001,7 +1021,7 @@ var embeddedRuleData = []Rule{
 				Remedy: "Restart the JVM without the heap profiler (HEAPPROFILE, or MALLOC_CONF without " +
 					"prof:true) to use the Flight Recorder; async-profiler 4.0 or later is safe with " +
 					"it.",
-				Line: 680,
+				Line: 699,
 			},
 		},
 	},
@@ -1015,19 +1035,19 @@ var embeddedRuleData = []Rule{
 		References: []string{
 			"https://bugs.java.com/bugdatabase/view_bug.do?bug_id=JDK-8220293",
 		},
-		Source: "rules/default.yaml:701",
+		Source: "rules/default.yaml:720",
 		Cases: []*Case{
 			{
 				Severity: Warn,
-				When: &Condition{Line: 713, All: []*Condition{
+				When: &Condition{Line: 732, All: []*Condition{
 					{Line: 50, Fact: "agent.kind", Op: "equals", Args: []string{"jfr"}},
-					{Line: 715, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
-					{Line: 716, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.4"}},
+					{Line: 734, Fact: "jvm.kind", Op: "equals", Args: []string{"hotspot"}},
+					{Line: 735, Fact: "jvm.version", Op: "version", Args: []string{">= 11, < 11.0.4"}},
 				}},
 				Message: "JDK {jvm.version} has JDK-8220293 (the Flight Recorder's string pool can " +
 					"deadlock while it records)",
 				Remedy: "Upgrade the JVM to 11.0.4 or later, or profile it with async-profiler.",
-				Line:   711,
+				Line:   730,
 			},
 		},
 	},

@@ -109,7 +109,14 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 			return nil, err
 		}
 	}
-	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, PickAgent: req.PickAgent, AgentOptions: ss.startOptions(""), LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
+	judged := ss.startOptions("")
+	if req.FdTransfer && req.Profiler.FdTransfer == "" {
+		// The descriptor server's socket is named when it starts, after
+		// the judgement; the rules must know that one will serve (a perf
+		// event the JVM cannot open is then no reason to refuse).
+		judged += ",fdtransfer"
+	}
+	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, PickAgent: req.PickAgent, AgentOptions: judged, LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
 	if err != nil {
 		return nil, err
 	}

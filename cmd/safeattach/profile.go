@@ -322,6 +322,9 @@ func (p *profileCLI) collect(cmd *cobra.Command, pid int) error {
 		return err
 	}
 	if req.Writer != nil {
+		// The profile went to standard output; what to act on still
+		// goes to stderr (a timer sampling for -e cpu, say).
+		printFindings(stderr, withoutInfo(res.Verdict))
 		return nil
 	}
 	reportProfile(stderr, res, requested)
