@@ -2,7 +2,7 @@
 // on-demand profiling API (package fleet's OnDemandHandler, served by
 // each node's safeattach-daemon):
 //
-//	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] --direct https://NODE:PORT [--agent-ca FILE]
+//	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] [--direct https://NODE:PORT] [--agent-ca FILE]
 //
 // asks the agent of the pod's node for a profile of the pod's JVM, as the
 // user of the kubeconfig (loaded as kubectl loads it: $KUBECONFIG,
@@ -20,9 +20,11 @@
 // exit_code (2 refused, 3 failed, 4 timed out); 401 and 403 exit 1 with
 // the agent's message, which names the missing permission.
 //
-// The agent is reached with --direct, its base URL. Port-forwarding to
-// the agent's pod is not implemented: without --direct the plugin says
-// so and exits 1.
+// The agent is reached through the API server: the plugin reads the
+// pod's node, lists the agent pods on it (--agent-namespace,
+// --agent-selector) and port-forwards a loopback port to the agent pod's
+// on-demand port, as kubectl port-forward does (WebSockets, SPDY where
+// the upgrade is refused). Or directly, with --direct and its base URL.
 //
 // It is a binary of its own so that safeattach itself links no
 // client-go.

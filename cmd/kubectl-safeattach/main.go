@@ -86,22 +86,30 @@ type profileOptions struct {
 	container, event, format, file string
 	duration                       time.Duration
 	direct, agentCA                string
+	agentNamespace, agentSelector  string
 	insecure                       bool
 }
 
 func newProfileCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
 	var o profileOptions
 	cmd := &cobra.Command{
-		Use:   "profile POD --direct https://NODE:PORT [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE]",
+		Use:   "profile POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] [--direct https://NODE:PORT]",
 		Short: "Profile the JVM of a pod's container for a duration",
 		Long: `Profile the JVM of a pod's container through the safeattach agent of the
 pod's node. The agent lets you when your user may create
 profiles.safeattach.io named as the pod in its namespace (RBAC), and
 answers the profile, written to -f FILE (whole or not at all) or stdout.
 
-The agent is reached with --direct, its base URL (https://NODE:PORT) and
---agent-ca, the CA of its serving certificate. Port-forwarding to the
-agent's pod is not implemented yet: --direct is required.
+The agent is reached through the API server, as kubectl port-forward
+reaches a pod: the plugin finds the pod's node and the agent pod there
+(--agent-namespace, --agent-selector) and forwards a loopback port to its
+on-demand port. That needs get on the pod, and list pods and create
+pods/portforward in the agent's namespace (the chart's
+safeattach-portforward Role). The tunnel is the API server's: its far end
+is the agent pod the API server named, so the agent's self-signed
+certificate is accepted unless --agent-ca is given. Or the agent is
+reached with --direct, its base URL (https://NODE:PORT), and --agent-ca,
+the CA of its serving certificate.
 
 Exit status: 0 with a profile; 1 unauthenticated (401), forbidden (403)
 or a usage or connection error; otherwise the agent's exit_code
@@ -117,20 +125,15 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to profile (the agent bounds it)")
 	f.StringVarP(&o.format, "output", "o", "collapsed", "profile format: collapsed, pprof, jfr or flamegraph")
 	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default stdout)")
-	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT (required: port-forwarding is not implemented)")
+	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT, instead of a port-forward through the API server")
+	f.StringVar(&o.agentNamespace, "agent-namespace", "safeattach", "the namespace of the node agent's pods (the chart's release namespace)")
+	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach", "the label selector of the node agent's pods")
 	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
 	return cmd
 }
 
 func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
-	if o.direct == "" {
-		return errors.New("--direct https://NODE:PORT of the pod's node agent is required: port-forwarding to the agent is not implemented yet")
-	}
-	base, err := url.Parse(o.direct)
-	if err != nil || base.Scheme != "https" || base.Host == "" {
-		return fmt.Errorf("--direct %q: want the agent's https://HOST:PORT", o.direct)
-	}
 	namespace, _, err := cc.Namespace()
 	if err != nil {
 		return err
@@ -139,7 +142,29 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 	if err != nil {
 		return err
 	}
-	client, err := agentClient(cfg, o.agentCA, o.insecure)
+	if err := usableCredentials(cfg); err != nil {
+		return err
+	}
+	where, insecure, serverName := o.direct, o.insecure, ""
+	var base *url.URL
+	if o.direct != "" {
+		base, err = url.Parse(o.direct)
+		if err != nil || base.Scheme != "https" || base.Host == "" {
+			return fmt.Errorf("--direct %q: want the agent's https://HOST:PORT", o.direct)
+		}
+	} else {
+		t, err := openTunnel(ctx, cfg, namespace, pod, o.agentNamespace, o.agentSelector, stderr)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		base, where = t.base, "the node agent "+t.agent+" (port-forward)"
+		// The API server chose the far end; a CA given still binds the
+		// certificate to the node's name.
+		insecure = insecure || o.agentCA == ""
+		serverName = t.node
+	}
+	client, err := agentClient(cfg, o.agentCA, serverName, insecure)
 	if err != nil {
 		return err
 	}
@@ -158,7 +183,7 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("the agent at %s: %w", o.direct, err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -177,14 +202,11 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 // as client-go presents them to the API server (a bearer token, a token
 // file re-read as it changes, or an exec plugin's token), over TLS
 // verified against caFile rather than the API server's CA.
-func agentClient(cfg *rest.Config, caFile string, insecure bool) (*http.Client, error) {
-	if cfg.BearerToken == "" && cfg.BearerTokenFile == "" && cfg.ExecProvider == nil && cfg.AuthProvider == nil {
-		return nil, errors.New("the kubeconfig's user has no bearer token, token file or exec credential plugin: the agent accepts bearer tokens only (client certificates and basic auth are not supported)")
+func agentClient(cfg *rest.Config, caFile, serverName string, insecure bool) (*http.Client, error) {
+	if err := usableCredentials(cfg); err != nil {
+		return nil, err
 	}
-	if cfg.Impersonate.UserName != "" || len(cfg.Impersonate.Groups) > 0 || cfg.Impersonate.UID != "" || len(cfg.Impersonate.Extra) > 0 {
-		return nil, errors.New("impersonation (--as, --as-group) is not supported by the agent: it judges the token's own user")
-	}
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure, ServerName: serverName}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -212,6 +234,18 @@ func agentClient(cfg *rest.Config, caFile string, insecure bool) (*http.Client, 
 		return nil, err
 	}
 	return &http.Client{Transport: wrapped}, nil
+}
+
+// usableCredentials refuses, before anything is sent anywhere, a user
+// the agent cannot judge.
+func usableCredentials(cfg *rest.Config) error {
+	if cfg.BearerToken == "" && cfg.BearerTokenFile == "" && cfg.ExecProvider == nil && cfg.AuthProvider == nil {
+		return errors.New("the kubeconfig's user has no bearer token, token file or exec credential plugin: the agent accepts bearer tokens only (client certificates and basic auth are not supported)")
+	}
+	if cfg.Impersonate.UserName != "" || len(cfg.Impersonate.Groups) > 0 || cfg.Impersonate.UID != "" || len(cfg.Impersonate.Extra) > 0 {
+		return errors.New("impersonation (--as, --as-group) is not supported by the agent: it judges the token's own user")
+	}
+	return nil
 }
 
 // result is what the agent answers on an error.
