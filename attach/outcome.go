@@ -36,6 +36,13 @@ var ErrProfilerBusy = errors.New("a profiler is already running in the JVM")
 // it, and it is a failure of the call, as an agent's is.
 var ErrConversionFailed = errors.New("the profile could not be converted")
 
+// ErrTargetFileRefused: a file the profiler wrote in the target, to be
+// read back, was not what it must be (a symbolic link, a FIFO, another
+// user's, larger than the budget): someone in the target changed it. The
+// profiling layer wraps that refusal in it; it is a failure of the call,
+// not of its caller's input.
+var ErrTargetFileRefused = errors.New("the profiler's file in the target was refused")
+
 // OutcomeOf classifies an error returned by Load, Jcmd, Profile or Check.
 func OutcomeOf(err error) Outcome {
 	var ae *hotspot.AgentError
@@ -55,7 +62,7 @@ func OutcomeOf(err error) Outcome {
 		errors.Is(err, hotspot.ErrTargetExited), errors.Is(err, hotspot.ErrNoListener),
 		errors.Is(err, hotspot.ErrUntrustedSocket), errors.Is(err, hotspot.ErrConnectionClosed),
 		errors.Is(err, hotspot.ErrRequestTooLong), errors.Is(err, hotspot.ErrReplyTooLong), errors.Is(err, hotspot.ErrUnsafeSignal),
-		errors.Is(err, ErrConversionFailed):
+		errors.Is(err, ErrConversionFailed), errors.Is(err, ErrTargetFileRefused):
 		return OutcomeFailed
 	}
 	return OutcomeError

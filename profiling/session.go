@@ -356,7 +356,7 @@ func (ss *Session) openOutput(ctx context.Context, file string) (*safefile.Handl
 		return nil, ErrNoOutput
 	}
 	if err != nil {
-		return nil, fmt.Errorf("the profiler's output: %w", err)
+		return nil, fmt.Errorf("%w: its output: %w", attach.ErrTargetFileRefused, err)
 	}
 	return h, nil
 }

@@ -508,3 +508,14 @@ func (c *FdTransferClient) Results(t testing.TB, timeout time.Duration) map[stri
 
 // Release lets the client exit, closing every descriptor it was given.
 func (c *FdTransferClient) Release() { c.in.Close() }
+
+// BuildWaybackAttacker compiles attackers/wayback.c statically, for an
+// image of its own (a real container has none of the host's libraries).
+func BuildWaybackAttacker(t testing.TB) string {
+	t.Helper()
+	src, err := sources.ReadFile("attackers/wayback.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return BuildC(t, "wayback-static", string(src), "-static")
+}

@@ -60,7 +60,7 @@ func (n *Node) Image(t testing.TB, name string, entrypoint []string, files Files
 }
 
 func (n *Node) ctr(args ...string) *exec.Cmd {
-	return exec.Command("ctr", append([]string{"--address", n.Socket, "-n", "k8s.io"}, args...)...)
+	return exec.Command(n.Ctr, append([]string{"--address", n.Socket, "-n", "k8s.io"}, args...)...)
 }
 
 func (f Files) key(entrypoint []string) string {

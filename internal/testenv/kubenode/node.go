@@ -29,6 +29,8 @@ type Node struct {
 	// IP is the node's address: pods on the bridge reach the host's
 	// listeners there (10.0.0.1:443 reaches the API server from any pod).
 	IP string
+	// Ctr is the containerd client of the node's containerd version.
+	Ctr string
 }
 
 // How long a pod may take to run, or to go once deleted: image unpacking
@@ -49,7 +51,7 @@ func Get(t testing.TB) *Node {
 	if err != nil {
 		testenv.Missing(t, "a real node beside the API server: %v (scripts/kube-apiserver.sh starts one where containerd, runc and the CNI plugins are installed)", err)
 	}
-	n := &Node{API: api}
+	n := &Node{API: api, Ctr: "ctr"}
 	sc := bufio.NewScanner(strings.NewReader(string(env)))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), "=")
@@ -60,6 +62,8 @@ func Get(t testing.TB) *Node {
 			n.Socket = v
 		case "NODE_IP":
 			n.IP = v
+		case "CTR":
+			n.Ctr = v
 		}
 	}
 	if n.Name == "" || n.Socket == "" {
