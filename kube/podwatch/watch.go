@@ -26,7 +26,7 @@ type Watch struct {
 
 // Start lists and watches the pods scheduled on node until ctx ends. It
 // does not wait for the first list: until it is in, Pods fails (a daemon
-// is not ready), and the list's pods arrive as a change; Synced waits.
+// is not ready), and its arrival is a change; Synced waits.
 func Start(ctx context.Context, cfg *rest.Config, node string) (*Watch, error) {
 	if node == "" {
 		return nil, errors.New("watch pods: no node name (set NODE_NAME from spec.nodeName, or --node)")
@@ -56,6 +56,16 @@ func Start(ctx context.Context, cfg *rest.Config, node string) (*Watch, error) {
 		return nil, err
 	}
 	factory.Start(ctx.Done())
+	// The first list is in: a change of its own. The list's pods' events
+	// are no signal of it — the informer hands them out while it still
+	// takes the list in (Pods fails if woken by them), and a node with no
+	// pods has none — and a caller that syncs at each change would wait
+	// for its timer to become ready.
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+			w.notify()
+		}
+	}()
 	go func() {
 		<-ctx.Done()
 		factory.Shutdown()
