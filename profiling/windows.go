@@ -47,8 +47,9 @@ type Window struct {
 // window stops it,
 // starts the next window at once, then hands the finished one to fn and
 // removes it from the target. When ctx ends, the profiler is stopped
-// (within stopTimeout, ctx's cancellation notwithstanding), the partial
-// window handed to fn with Last set, and Windows returns nil. An error
+// (within stopTimeout, ctx's cancellation notwithstanding; a rotation
+// under way runs to its end first), the partial window handed to fn
+// with Last set, and Windows returns nil. An error
 // from a command ends the loop with that error, the profiler stopped if
 // it can be; an error from fn ends it the same way. Each start carries
 // a timeout= of every plus a slack, so a caller killed mid-loop leaves
@@ -84,7 +85,14 @@ func (ss *Session) Windows(ctx context.Context, every time.Duration, fn func(*Wi
 			timer.Stop()
 		}
 		last := ctx.Err() != nil
-		cctx, cancel := ctx, context.CancelFunc(func() {})
+		// A window's rotation (this one's stop, the next one's start,
+		// the read-back) runs to its end once begun, each step within
+		// its own bound (a command's attach timeout, the converter's
+		// limits): cut off by ctx mid-command, the window would be lost
+		// and a start the JVM ran after its caller gave up would leave a
+		// profiler running that nobody stops. ctx ending meanwhile makes
+		// the next turn the last, whose stop is bounded by stopTimeout.
+		cctx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
 		if last {
 			cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 		}
