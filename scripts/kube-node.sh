@@ -1,7 +1,9 @@
 # A real node beside the API server of scripts/kube-apiserver.sh: a kubelet
-# built from the Go module proxy at the API server's version, containerd and
-# runc from Debian, the bridge CNI plugin from Debian, and a pause image
-# built here (no registry is reachable). Sourced by kube-apiserver.sh, which
+# built from the Go module proxy at the API server's version, containerd
+# and runc built from the module proxy too (Debian 12's containerd 1.6 and
+# runc 1.1 run pods, but not pods with user namespaces: `hostUsers: false`
+# needs containerd 2 and runc 1.2), the bridge CNI plugin from Debian, and
+# a pause image built here (no registry is reachable). Sourced by kube-apiserver.sh, which
 # builds, starts and stops it with the API server; not run on its own.
 #
 # What it starts, under DIR/run/node:
@@ -10,7 +12,7 @@
 #               /safeattach-node (so it never judges the tests' own
 #               hand-made /kubepods cgroups orphans and kills them), pods in
 #               ./kubelet, client token of system:node:safeattach-node
-# and writes DIR/run/node/env: NODE_NAME, CONTAINERD_SOCKET, CTR.
+# and writes DIR/run/node/env: NODE_NAME, NODE_IP, CONTAINERD_SOCKET, CTR.
 #
 # Pods get host networking or the bridge network 10.88.0.0/16 (no
 # kube-proxy: the tests give a pod the API server's address themselves).
@@ -24,15 +26,16 @@ NODE_NAME=safeattach-node
 NODE_IP=10.87.0.1
 NODE_CGROUP=safeattach-node
 PAUSE_IMAGE=safeattach.test/pause:1
+CONTAINERD=v2.4.2 RUNC=v1.5.3
 NODE_APISERVER_FLAGS=()
 
 node_wanted() {
 	[ "${KUBE_NODE:-1}" != 0 ] || return 1
-	if ! command -v containerd > /dev/null || ! command -v runc > /dev/null || [ ! -x /usr/lib/cni/bridge ]; then
-		echo "kube-node.sh: no node (containerd, runc or the CNI plugins missing: scripts/prereqs.sh installs them)" >&2
+	if [ ! -x /usr/lib/cni/bridge ] || ! command -v iptables > /dev/null; then
+		echo "kube-node.sh: no node (the CNI plugins or iptables missing: scripts/prereqs.sh installs them)" >&2
 		return 1
 	fi
-	[ -x "$DIR/bin/kubelet" ] && [ -f "$DIR/bin/pause.tar" ]
+	[ -x "$DIR/bin/kubelet" ] && [ -f "$DIR/bin/pause.tar" ] && [ -x "$DIR/bin/runtime/runc" ]
 }
 
 node_build() {
@@ -45,6 +48,24 @@ node_build() {
 			write_kubernetes_gomod local/kubelet "$mod" > go.mod
 			sed -n '/^package main/,$p' "$mod/cmd/kubelet/kubelet.go" > main.go
 			build_one kubelet "$(version_ldflags)"
+		)
+	fi
+	if [ ! -x "$DIR/bin/runtime/runc" ]; then
+		mkdir -p "$DIR/src/runtime" "$DIR/bin/runtime"
+		(
+			cd "$DIR/src/runtime"
+			printf 'module local/runtime\n\ngo 1.26.0\n\nrequire (\n\tgithub.com/containerd/containerd/v2 %s\n\tgithub.com/opencontainers/runc %s\n)\n' "$CONTAINERD" "$RUNC" > go.mod
+			printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/containerd/containerd/v2/cmd/containerd"\n\t_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"\n\t_ "github.com/containerd/containerd/v2/cmd/ctr"\n\t_ "github.com/opencontainers/runc"\n)\n' > tools.go
+			nice -n 19 go mod tidy
+			rm -rf .out && mkdir .out
+			# No btrfs, devmapper or ZFS snapshotters (their C headers);
+			# runc needs cgo and libseccomp for its filters.
+			CGO_ENABLED=0 nice -n 19 go build -tags "no_btrfs no_devmapper no_zfs" -trimpath -ldflags=-s -o .out/ \
+				github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+				github.com/containerd/containerd/v2/cmd/ctr
+			CGO_ENABLED=1 nice -n 19 go build -tags seccomp -trimpath -ldflags=-s -o .out/runc github.com/opencontainers/runc
+			mv .out/containerd .out/containerd-shim-runc-v2 .out/ctr "$DIR/bin/runtime/"
+			mv .out/runc "$DIR/bin/runtime/runc"
 		)
 	fi
 	if [ ! -f "$DIR/bin/pause.tar" ]; then
@@ -153,23 +174,32 @@ node_start() {
 			cat "$h/cpuset.mems" > "$h$NODE_CGROUP/cpuset.mems"
 		fi
 	done
-	mkdir -p "$node/cni" "$socks"
+	mkdir -p "$node/cni" "$socks" "$node/containerd/state"
+	# The runtime's state (each container's bundle and root filesystem
+	# mount) on a tmpfs of its own, as /run is on a usual node: runc's
+	# init in a pod's user namespace could not make the rootfs mount
+	# private under this machine's root filesystem ("remount-propagation
+	# ... MS_PRIVATE: permission denied" for every hostUsers: false pod).
+	mount -t tmpfs -o mode=0711 tmpfs "$node/containerd/state"
 	cat > "$node/containerd.toml" << TOML
-version = 2
+version = 3
 root = "$node/containerd/root"
 state = "$node/containerd/state"
 [grpc]
   address = "$socks/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.runtime"]
   # These machines withhold CAP_SYS_RESOURCE: no process may lower its
   # oom_score_adj below its parent's (0), which the kubelet asks for its
   # pause containers (-998) and Guaranteed pods (-997). Clamped instead, as
   # rootless nodes do.
   restrict_oom_score_adj = $(node_restrict_oom)
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$node/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+    BinaryName = "$DIR/bin/runtime/runc"
 TOML
 	cat > "$node/cni/10-safeattach.conflist" << 'CNI'
 {"cniVersion": "0.4.0", "name": "safeattach-node", "plugins": [
@@ -177,15 +207,15 @@ TOML
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "loopback"}]}
 CNI
-	containerd --config "$node/containerd.toml" < /dev/null > "$node/containerd.log" 2>&1 &
+	PATH="$DIR/bin/runtime:$PATH" containerd --config "$node/containerd.toml" < /dev/null > "$node/containerd.log" 2>&1 &
 	echo $! > "$node/containerd.pid"
 	local deadline=$((SECONDS + READY_SECONDS))
-	until ctr --address "$socks/containerd.sock" version > /dev/null 2>&1; do
+	until "$DIR/bin/runtime/ctr" --address "$socks/containerd.sock" version > /dev/null 2>&1; do
 		node_alive containerd || { echo "kube-node.sh: containerd exited:" >&2; tail -n 5 "$node/containerd.log" >&2; return 1; }
 		((SECONDS < deadline)) || { echo "kube-node.sh: containerd not ready" >&2; return 1; }
 		sleep 0.2
 	done
-	ctr --address "$socks/containerd.sock" -n k8s.io images import "$DIR/bin/pause.tar" > /dev/null
+	"$DIR/bin/runtime/ctr" --address "$socks/containerd.sock" -n k8s.io images import "$DIR/bin/pause.tar" > /dev/null
 	cat > "$node/kubeconfig" << KC
 apiVersion: v1
 kind: Config
@@ -241,7 +271,7 @@ YAML
 		sleep 0.5
 	done
 	node_service_route "$secure"
-	printf 'NODE_NAME=%s\nNODE_IP=%s\nCONTAINERD_SOCKET=%s\n' "$NODE_NAME" "$NODE_IP" "$socks/containerd.sock" > "$node/env"
+	printf 'NODE_NAME=%s\nNODE_IP=%s\nCONTAINERD_SOCKET=%s\nCTR=%s\n' "$NODE_NAME" "$NODE_IP" "$socks/containerd.sock" "$DIR/bin/runtime/ctr" > "$node/env"
 	echo "kube-node.sh: node $NODE_NAME Ready (containerd $socks/containerd.sock)"
 }
 

@@ -15,8 +15,8 @@ packages=(
   procps                    # pgrep/ps for the demo
   util-linux                # unshare, for container-like targets
   curl openssl              # scripts/kube-apiserver.sh: readiness, keys
-  containerd runc           # scripts/kube-node.sh: the real node's runtime
-  containernetworking-plugins iptables  # its pods' bridge network
+  libseccomp-dev pkg-config # scripts/kube-node.sh builds runc (seccomp filters)
+  containernetworking-plugins iptables  # the real node's bridge network
   make
 )
 

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,7 +98,7 @@ func dialOnce(ctx context.Context, t *JVM) (*os.File, error) {
 	// sun_path, and it leads to the checked inode.
 	path := fmt.Sprintf("/proc/self/fd/%d", sock.Fd())
 	var conn *os.File
-	if os.Geteuid() == 0 && t.needsExactCredentials() && (t.UID != 0 || t.GID != 0) {
+	if os.Geteuid() == 0 && (t.needsExactCredentials() || rootUnmappedIn(t.PID)) && (t.UID != 0 || t.GID != 0) {
 		conn, err = dialAs(path, t.UID, t.GID)
 	} else {
 		conn, err = dialUnix(path)
@@ -154,6 +157,42 @@ func checkPeer(conn *os.File, t *JVM) error {
 		return fmt.Errorf("%w: the socket's server runs as uid %d, the JVM as uid %d", ErrUntrustedSocket, cred.Uid, t.UID)
 	}
 	return nil
+}
+
+// rootUnmappedIn reports whether pid runs in a user namespace where our
+// root is nobody: a pod with hostUsers: false, whose root is a host uid
+// of the kubelet's range (uid_map "0 2856452096 65536"). HotSpot admits
+// its own uid or root as it sees them, and sees our root as the overflow
+// uid: the connection must come from the JVM's own (host) uid, which is
+// root in there. An unreadable map counts as mapped (the caller's
+// credentials are tried as they are).
+func rootUnmappedIn(pid int) bool {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	// The kernel allows 340 extents of three 10-digit numbers a line.
+	buf := make([]byte, 16<<10)
+	n, _ := io.ReadFull(f, buf)
+	return !mapsRoot(string(buf[:n]))
+}
+
+// mapsRoot reports whether a uid_map (inside, outside, count per line, as
+// the reader's namespace sees it) maps the reader's uid 0.
+func mapsRoot(uidMap string) bool {
+	for _, line := range strings.Split(uidMap, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		outside, err1 := strconv.ParseUint(f[1], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && outside == 0 && count > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // overflowUID is what a uid unmapped in our user namespace reads as.
