@@ -24,7 +24,8 @@ const onDemandPort = "on-demand"
 // agentTunnel is a port-forward to the agent pod of a target pod's node,
 // through the API server and that node's kubelet, as kubectl
 // port-forward makes one: the user needs get on the target pod, list on
-// pods in the agent's namespace and create on pods/portforward there.
+// pods in the agent's namespace and get (WebSockets) and create (SPDY)
+// on pods/portforward there.
 type agentTunnel struct {
 	base  *url.URL
 	node  string

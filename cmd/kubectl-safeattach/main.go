@@ -127,7 +127,7 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default stdout)")
 	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT, instead of a port-forward through the API server")
 	f.StringVar(&o.agentNamespace, "agent-namespace", "safeattach", "the namespace of the node agent's pods (the chart's release namespace)")
-	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach", "the label selector of the node agent's pods")
+	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach-daemon", "the label selector of the node agent's pods")
 	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
 	return cmd
