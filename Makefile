@@ -30,7 +30,7 @@ KUBE_APISERVER := $(CURDIR)/.cache/kube-apiserver/$(shell bash scripts/kube-apis
 # The kubelet and a pause image are built beside them, for the real node
 # (scripts/kube-node.sh) that starts with the API server where containerd
 # runs.
-KUBE_BINS := $(addprefix $(KUBE_APISERVER)/bin/,kube-apiserver etcd kubelet pause.tar)
+KUBE_BINS := $(addprefix $(KUBE_APISERVER)/bin/,kube-apiserver etcd kubelet pause.tar runtime/runc)
 kube-apiserver: $(KUBE_BINS)
 $(KUBE_BINS) &:
 	bash scripts/kube-apiserver.sh build $(KUBE_APISERVER)

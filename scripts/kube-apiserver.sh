@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# A real Kubernetes API server (kube-apiserver + etcd) on loopback, for the
-# tests that read SAFEATTACH_KUBE_APISERVER. Built from the Go module proxy
-# with this machine's Go; nothing else is downloaded.
+# A real Kubernetes API server (kube-apiserver + etcd) on loopback, and a
+# real node beside it (scripts/kube-node.sh: kubelet, containerd, runc),
+# for the tests that read SAFEATTACH_KUBE_APISERVER. Built from the Go
+# module proxy with this machine's Go; nothing else is downloaded.
 #
-#   scripts/kube-apiserver.sh build [DIR]  once (6 min on 2 cores, Go caches empty): DIR/bin/{kube-apiserver,etcd}
-#   scripts/kube-apiserver.sh start [DIR]  fresh etcd + API server on free loopback ports; admin kubeconfig in DIR/run/kubeconfig
+#   scripts/kube-apiserver.sh build [DIR]  once (9 min on 2 cores, Go caches empty): DIR/bin/{kube-apiserver,etcd,kubelet,pause.tar,runtime/}
+#   scripts/kube-apiserver.sh start [DIR]  fresh etcd + API server on free loopback ports, and the node; admin kubeconfig in DIR/run/kubeconfig
 #   scripts/kube-apiserver.sh stop  [DIR]
 #   scripts/kube-apiserver.sh run   DIR CMD...  start, run CMD with SAFEATTACH_KUBE_APISERVER=DIR, stop (even when CMD fails); CMD's exit code
 #   scripts/kube-apiserver.sh version       the versions built (make keys its cache .cache/kube-apiserver/VERSION by them)
 #
 # `make test` does all of it (DIR is .cache/kube-apiserver/VERSION); by
 # hand: start DIR, then SAFEATTACH_KUBE_APISERVER=DIR go test ./...; DIR
-# defaults to /var/tmp/kube-apiserver. The server runs no controllers and
-# no kubelet: tests create their namespaces' ServiceAccounts and give
-# their pods a status themselves (internal/testenv/kubeapi).
+# defaults to /var/tmp/kube-apiserver. No controllers and no scheduler
+# run: tests create their namespaces' ServiceAccounts, and either give
+# their pods a status themselves (internal/testenv/kubeapi: pods bound to
+# made-up nodes) or bind them to the real node, whose kubelet runs them
+# (internal/testenv/kubenode). start stops a running node and server of
+# DIR first: one node per machine (its name, address and cgroup are fixed).
 set -euo pipefail
 K8S=v1.37.2 STAGING=v0.37.2 ETCD=v3.7.3
 action=${1:-}
@@ -235,6 +239,6 @@ run() {
 case "$action" in
 build | start | stop) "$action"; exit ;;
 run) [ $# -ge 3 ] || { echo "usage: $0 run DIR CMD..." >&2; exit 2; }; shift 2; run "$@"; exit ;;
-version) echo "k8s-$K8S-etcd-$ETCD"; exit ;;
+version) echo "k8s-$K8S-etcd-$ETCD-containerd-$CONTAINERD-runc-$RUNC"; exit ;;
 *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

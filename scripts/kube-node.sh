@@ -14,10 +14,11 @@
 #               ./kubelet, client token of system:node:safeattach-node
 # and writes DIR/run/node/env: NODE_NAME, NODE_IP, CONTAINERD_SOCKET, CTR.
 #
-# Pods get host networking or the bridge network 10.88.0.0/16 (no
-# kube-proxy: the tests give a pod the API server's address themselves).
-# The node is skipped, with one line on stderr, where it cannot run: no
-# containerd on PATH, or KUBE_NODE=0.
+# Pods get host networking or the bridge network 10.88.0.0/16; no
+# kube-proxy runs, the service kubernetes (10.0.0.1:443) is DNATed to the
+# API server instead. The node is skipped where it cannot run: with one
+# line on stderr when the CNI plugins or iptables are missing, silently
+# with KUBE_NODE=0 (the tests that need it then skip, or fail in CI).
 
 NODE_NAME=safeattach-node
 # The node's address, on lo: the kubelet refuses a loopback node IP, and

@@ -179,16 +179,19 @@ func rootUnmappedIn(pid int) bool {
 }
 
 // mapsRoot reports whether a uid_map (inside, outside, count per line, as
-// the reader's namespace sees it) maps the reader's uid 0.
+// the reader's namespace sees it) maps the reader's uid 0 to uid 0.
 func mapsRoot(uidMap string) bool {
 	for _, line := range strings.Split(uidMap, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 3 {
 			continue
 		}
+		inside, err0 := strconv.ParseUint(f[0], 10, 32)
 		outside, err1 := strconv.ParseUint(f[1], 10, 32)
 		count, err2 := strconv.ParseUint(f[2], 10, 64)
-		if err1 == nil && err2 == nil && outside == 0 && count > 0 {
+		// Our root is root in there only when it maps to uid 0: mapped to
+		// another uid it is that uid to HotSpot.
+		if err0 == nil && err1 == nil && err2 == nil && outside == 0 && inside == 0 && count > 0 {
 			return true
 		}
 	}

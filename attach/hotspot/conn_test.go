@@ -7,10 +7,10 @@ func TestMapsRoot(t *testing.T) {
 		uidMap string
 		want   bool
 	}{
-		{"         0          0 4294967295\n", true},                   // the initial namespace
-		{"         0 2856452096      65536\n", false},                  // a pod with hostUsers: false
-		{"         0     100000      65536\n", false},                  // a rootless container
-		{"      1000          0          1\n         0 1 999\n", true}, // root mapped to 1000
+		{"         0          0 4294967295\n", true},                    // the initial namespace
+		{"         0 2856452096      65536\n", false},                   // a pod with hostUsers: false
+		{"         0     100000      65536\n", false},                   // a rootless container
+		{"      1000          0          1\n         0 1 999\n", false}, // our root is 1000 in there
 		{"", false},
 		{"garbage\n0 0\n", false},
 	} {

@@ -24,8 +24,8 @@ const onDemandPort = "on-demand"
 // agentTunnel is a port-forward to the agent pod of a target pod's node,
 // through the API server and that node's kubelet, as kubectl
 // port-forward makes one: the user needs get on the target pod, list on
-// pods in the agent's namespace and get (WebSockets) and create (SPDY)
-// on pods/portforward there.
+// pods and get on daemonsets in the agent's namespace and get
+// (WebSockets) and create (SPDY) on pods/portforward there.
 type agentTunnel struct {
 	base  *url.URL
 	node  string
@@ -53,7 +53,7 @@ func openTunnel(ctx context.Context, cfg *rest.Config, namespace, pod, agentNS, 
 	if err != nil {
 		return nil, fmt.Errorf("the node agent of %s (pods %s in namespace %s): %w", node, selector, agentNS, err)
 	}
-	agent, port, err := pickAgent(agents.Items, node, agentNS, selector)
+	agent, port, err := pickAgent(ctx, cs, agents.Items, node, agentNS, selector)
 	if err != nil {
 		return nil, err
 	}
@@ -94,12 +94,17 @@ func openTunnel(ctx context.Context, cfg *rest.Config, namespace, pod, agentNS, 
 	return t, nil
 }
 
-// pickAgent is the running, ready agent pod among pods and its on-demand
-// port.
-func pickAgent(pods []corev1.Pod, node, ns, selector string) (*corev1.Pod, int, error) {
+// pickAgent is the running, ready agent pod among pods that its
+// DaemonSet made, and its on-demand port.
+func pickAgent(ctx context.Context, cs kubernetes.Interface, pods []corev1.Pod, node, ns, selector string) (*corev1.Pod, int, error) {
+	var refused error
 	for i := range pods {
 		p := &pods[i]
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !ready(p) {
+			continue
+		}
+		if err := ownedByDaemonSet(ctx, cs, p); err != nil {
+			refused = err
 			continue
 		}
 		for _, c := range p.Spec.Containers {
@@ -109,9 +114,46 @@ func pickAgent(pods []corev1.Pod, node, ns, selector string) (*corev1.Pod, int, 
 				}
 			}
 		}
-		return nil, 0, fmt.Errorf("the node agent %s/%s on %s has no %q port: the chart's onDemand.enabled is off", ns, p.Name, node, onDemandPort)
+		return nil, 0, fmt.Errorf("the node agent %s/%s on %s has no %q port: the chart's onDemand.enabled is off (helm upgrade ... --set onDemand.enabled=true)", ns, p.Name, node, onDemandPort)
+	}
+	if refused != nil {
+		return nil, 0, refused
 	}
 	return nil, 0, fmt.Errorf("no running node agent on node %s (pods %s in namespace %s; --agent-namespace and --agent-selector name others)", node, selector, ns)
+}
+
+// ownedByDaemonSet refuses an agent pod that its DaemonSet did not make:
+// the user's bearer token goes to it, so a pod that only looks like the
+// agent (its label, node and port, made by whoever may create pods in the
+// agent's namespace) must not be picked. The pod's controller must be a
+// DaemonSet of its namespace (the same UID), and the pod must run that
+// DaemonSet's image as its ServiceAccount.
+func ownedByDaemonSet(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) error {
+	ref := metav1.GetControllerOf(p)
+	if ref == nil || ref.Kind != "DaemonSet" || ref.APIVersion != "apps/v1" {
+		return fmt.Errorf("the pod %s/%s looks like the node agent but no DaemonSet controls it: not sending your credentials to it", p.Namespace, p.Name)
+	}
+	ds, err := cs.AppsV1().DaemonSets(p.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the node agent's DaemonSet %s/%s: %w", p.Namespace, ref.Name, err)
+	}
+	tmpl := ds.Spec.Template.Spec
+	if ds.UID != ref.UID || p.Spec.ServiceAccountName != tmpl.ServiceAccountName || !sameImages(p.Spec.Containers, tmpl.Containers) {
+		return fmt.Errorf("the pod %s/%s claims the DaemonSet %s but is not its pod (UID, ServiceAccount or image differ): not sending your credentials to it", p.Namespace, p.Name, ref.Name)
+	}
+	return nil
+}
+
+func sameImages(a, b []corev1.Container) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Image != b[i].Image {
+			return false
+		}
+	}
+	return true
 }
 
 func ready(p *corev1.Pod) bool {

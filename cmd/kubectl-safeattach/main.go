@@ -102,14 +102,16 @@ answers the profile, written to -f FILE (whole or not at all) or stdout.
 
 The agent is reached through the API server, as kubectl port-forward
 reaches a pod: the plugin finds the pod's node and the agent pod there
-(--agent-namespace, --agent-selector) and forwards a loopback port to its
-on-demand port. That needs get on the pod, and list pods and create
-pods/portforward in the agent's namespace (the chart's
-safeattach-portforward Role). The tunnel is the API server's: its far end
-is the agent pod the API server named, so the agent's self-signed
-certificate is accepted unless --agent-ca is given. Or the agent is
-reached with --direct, its base URL (https://NODE:PORT), and --agent-ca,
-the CA of its serving certificate.
+(--agent-namespace, --agent-selector), checks that the agent's DaemonSet
+made it (its controller, ServiceAccount and image: your credentials go to
+it), and forwards a loopback port to its on-demand port. That needs get
+on the pod, and in the agent's namespace list on pods, get on the
+DaemonSet, and get and create on pods/portforward (the chart's
+safeattach-portforward Role, which an admin binds to your team). The
+tunnel's far end is the pod the API server named, so the agent's
+self-signed certificate is accepted unless --agent-ca is given. Or the
+agent is reached with --direct, its base URL (https://NODE:PORT), and
+--agent-ca, the CA of its serving certificate.
 
 Exit status: 0 with a profile; 1 unauthenticated (401), forbidden (403)
 or a usage or connection error; otherwise the agent's exit_code
@@ -128,7 +130,7 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT, instead of a port-forward through the API server")
 	f.StringVar(&o.agentNamespace, "agent-namespace", "safeattach", "the namespace of the node agent's pods (the chart's release namespace)")
 	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach-daemon", "the label selector of the node agent's pods")
-	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs)")
+	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs with --direct; none through a port-forward, whose far end the API server chose)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
 	return cmd
 }

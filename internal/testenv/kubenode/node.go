@@ -49,7 +49,7 @@ func Get(t testing.TB) *Node {
 	api := kubeapi.Server(t)
 	env, err := os.ReadFile(filepath.Join(api.Dir, "run", "node", "env"))
 	if err != nil {
-		testenv.Missing(t, "a real node beside the API server: %v (scripts/kube-apiserver.sh starts one where containerd, runc and the CNI plugins are installed)", err)
+		testenv.Missing(t, "a real node beside the API server: %v (scripts/kube-apiserver.sh build DIR builds it, start DIR starts it unless KUBE_NODE=0 or the CNI plugins or iptables are missing: scripts/prereqs.sh installs them)", err)
 	}
 	n := &Node{API: api, Ctr: "ctr"}
 	sc := bufio.NewScanner(strings.NewReader(string(env)))

@@ -1,0 +1,171 @@
+package realnode
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/internal/testenv/kubenode"
+)
+
+// chartSuffixes are the suffixes applyChart gave the chart's cluster-wide
+// objects, by release namespace.
+var chartSuffixes sync.Map
+
+// chartClusterRole is the name applyChart gave the chart's ClusterRole
+// base for the release in ns.
+func chartClusterRole(t *testing.T, ns, base string) string {
+	t.Helper()
+	s, ok := chartSuffixes.Load(ns)
+	if !ok {
+		t.Fatalf("no chart applied in %s", ns)
+	}
+	return base + "-" + s.(string)
+}
+
+// TestPluginPortForward: a developer's whole way, on the real node. A
+// ServiceAccount of namespace A (which enforces the restricted Pod
+// Security Standard) is bound there to the chart's safeattach-profiler
+// ClusterRole; the chart's Role lets every authenticated user port-forward
+// to the node agent. kubectl safeattach profile, with that user's
+// kubeconfig and no node address, finds the pod's node and the agent pod
+// there and reaches the agent through the API server and the kubelet (a
+// port-forward), and writes a flame graph; the pod gets an Event naming
+// the user. On a pod of namespace B, where the same user may only read
+// pods, the agent answers 403 naming the missing permission and nothing
+// reaches B's JVM.
+func TestPluginPortForward(t *testing.T) {
+	n := kubenode.Get(t)
+	ingest := newIngest(t, n.IP)
+	image := daemonImage(t, n)
+	jvmImage := n.JVMImage(t, testenv.JDK17(t))
+	daemonNS := n.Namespace(t, nil)
+	repo, tag, _ := strings.Cut(image, ":")
+	template := applyChart(t, n, daemonNS, "image.repository="+repo, "image.tag="+tag, "image.pullPolicy=Never",
+		"pyroscope.url="+ingest.url, "onDemand.enabled=true")
+	n.Run(t, daemonPod(template, daemonNS, "safeattach-daemon-node"))
+
+	a := n.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	b := n.Namespace(t, nil)
+	orders := n.Run(t, restricted(jvmPod(a, "orders", jvmImage, "2", "spin")))
+	other := n.Run(t, jvmPod(b, "orders", jvmImage, "2", "spin"))
+	otherPID := kubenode.HostPID(t, kubenode.ContainerID(other, "app"), "/java")
+
+	// What a cluster admin runs: the chart's role bound in the team's
+	// namespace; in B, the user may only read pods.
+	c := n.API.Client.RbacV1()
+	ctx := context.Background()
+	token := n.API.ServiceAccountToken(t, a, "dev")
+	dev := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "dev", Namespace: a}}
+	if _, err := c.RoleBindings(a).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "team-profiles"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: chartClusterRole(t, daemonNS, "safeattach-profiler")},
+		Subjects: dev}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Roles(b).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "viewer"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RoleBindings(b).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "viewer"},
+		RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "viewer"}, Subjects: dev}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The chart binds nobody to its port-forward Role: the admin binds
+	// the team.
+	if _, err := c.RoleBindings(daemonNS).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "team-pf"},
+		RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "safeattach-portforward"}, Subjects: dev}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := n.API.UserKubeconfig(t, a, &clientcmdapi.AuthInfo{Token: token})
+	plugin := buildPlugin(t)
+	kubectl := func(args ...string) (stdout, stderr string, code int, took time.Duration) {
+		t.Helper()
+		cmd := exec.Command(plugin, append(args, "--kubeconfig", kubeconfig, "--agent-namespace", daemonNS)...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		began := time.Now()
+		cmd.Run()
+		return o.String(), e.String(), cmd.ProcessState.ExitCode(), time.Since(began)
+	}
+
+	flame := filepath.Join(t.TempDir(), "flame.html")
+	_, errOut, code, took := kubectl("profile", "orders", "-e", "itimer", "-d", "1s", "-o", "flamegraph", "-f", flame)
+	html, err := os.ReadFile(flame)
+	if code != 0 || err != nil || !bytes.Contains(html, []byte("<html")) {
+		t.Fatalf("kubectl safeattach profile orders: exit %d, %v\n%s\n%.300s", code, err, errOut, html)
+	}
+	t.Logf("kubectl safeattach profile -d 1s through the port-forward: %v, %d bytes", took.Round(time.Millisecond), len(html))
+	// The same profile by the CLI on the node, for comparison.
+	began := time.Now()
+	if _, errOut, code := cli(t, n, "profile", "--agent", testenv.ProfilerOrLookalike(t), "-e", "itimer", "-d", "1", "-o", "flamegraph", "-f", filepath.Join(t.TempDir(), "f.html"), "pod:"+a+"/orders"); code != 0 {
+		t.Fatalf("the CLI on the node: exit %d\n%s", code, errOut)
+	}
+	t.Logf("safeattach profile -d 1 on the node: %v", time.Since(began).Round(time.Millisecond))
+
+	// kubectl describe pod shows who profiled it.
+	user := "system:serviceaccount:" + a + ":dev"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ev, err := n.API.Client.CoreV1().Events(a).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=orders"})
+		if err == nil && hasEvent(ev.Items, "Profiled", user) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Profiled event naming %s on %s/orders: %+v", user, a, ev)
+		}
+	}
+
+	_, errOut, code, _ = kubectl("profile", "-n", b, "orders", "-e", "itimer", "-d", "1s")
+	want := `cannot create profiles.safeattach.io "orders" in namespace "` + b + `"`
+	if code != 1 || !strings.Contains(errOut, "forbidden (403)") || !strings.Contains(errOut, want) {
+		t.Fatalf("profile -n %s orders: exit %d, want 1 with a 403 naming %s:\n%s", b, code, want, errOut)
+	}
+	if maps := testenv.Maps(t, otherPID); strings.Contains(maps, "syncProfiler") || strings.Contains(maps, "lookalike") {
+		t.Fatal("refused, yet an agent is in B's JVM")
+	}
+	_ = orders
+
+	// A pod that only looks like the agent (its label, node and port,
+	// made by whoever may create pods in the agent's namespace) gets no
+	// credentials: the plugin wants the DaemonSet's own pod.
+	impostor := jvmPod(daemonNS, "impostor", jvmImage, "0")
+	impostor.Labels = map[string]string{"app.kubernetes.io/name": "safeattach-daemon", "impostor": "yes"}
+	impostor.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "on-demand", ContainerPort: 9465}}
+	n.Run(t, impostor)
+	_, errOut, code, _ = kubectl("profile", "orders", "-e", "itimer", "-d", "1s", "--agent-selector", "app.kubernetes.io/name=safeattach-daemon,impostor=yes")
+	if code != 1 || !strings.Contains(errOut, "no DaemonSet controls it") {
+		t.Fatalf("profile through an impostor agent pod: exit %d, want 1, refused before any credential is sent:\n%s", code, errOut)
+	}
+}
+
+func hasEvent(events []corev1.Event, reason, user string) bool {
+	for _, e := range events {
+		if e.Reason == reason && strings.Contains(e.Message, user) {
+			return true
+		}
+	}
+	return false
+}
+
+// buildPlugin builds kubectl-safeattach, as make plugin does.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kubectl-safeattach")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/safeattach/safeattach/cmd/kubectl-safeattach")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build kubectl-safeattach: %v\n%s", err, out)
+	}
+	return bin
+}
