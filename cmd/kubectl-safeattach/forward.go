@@ -10,11 +10,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	//lint:ignore SA1019 client-go 0.37's portforward and spdy still take and return this package's Dialer
+	"k8s.io/apimachinery/pkg/util/httpstream"
 )
 
 // onDemandPort is the name of the agent container's on-demand port in the

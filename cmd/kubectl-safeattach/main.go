@@ -126,7 +126,7 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.StringVarP(&o.event, "event", "e", "cpu", "async-profiler event: cpu, itimer, wall, alloc, lock, ...")
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to profile (the agent bounds it)")
 	f.StringVarP(&o.format, "output", "o", "collapsed", "profile format: collapsed, pprof, jfr or flamegraph")
-	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default stdout)")
+	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default, or -, stdout)")
 	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT, instead of a port-forward through the API server")
 	f.StringVar(&o.agentNamespace, "agent-namespace", "safeattach", "the namespace of the node agent's pods (the chart's release namespace)")
 	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach-daemon", "the label selector of the node agent's pods")
@@ -136,6 +136,19 @@ or a usage or connection error; otherwise the agent's exit_code
 }
 
 func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
+	// What the agent would refuse is refused here, before the API server
+	// or the agent is asked anything.
+	if o.duration <= 0 {
+		return fmt.Errorf("-d %v: want a positive duration (10s, 1m)", o.duration)
+	}
+	switch o.format {
+	case "collapsed", "pprof", "jfr", "flamegraph":
+	default:
+		return fmt.Errorf("-o %q: want collapsed, pprof, jfr or flamegraph", o.format)
+	}
+	if o.file == "-" {
+		o.file = "" // standard output, as the CLI's -f -
+	}
 	namespace, _, err := cc.Namespace()
 	if err != nil {
 		return err

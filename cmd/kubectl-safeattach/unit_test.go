@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -83,5 +85,23 @@ current-context: cert
 	r = kubectl(t, kubeconfig, append(direct, "--direct", "http://127.0.0.1:1", "--context", "token")...)
 	if r.code != 1 || !strings.Contains(r.stderr, "https://") {
 		t.Errorf("--direct http: exit %d, want 1 asking for https\nstderr: %s", r.code, r.stderr)
+	}
+}
+
+// TestRefusedBeforeAsking: options the agent would refuse are refused
+// before the kubeconfig is even read (no API server named here).
+func TestRefusedBeforeAsking(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"profile", "orders", "-d", "0s"}, "want a positive duration"},
+		{[]string{"profile", "orders", "-o", "svg"}, "want collapsed, pprof, jfr or flamegraph"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), append(c.args, "--kubeconfig", "/nonexistent"), &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, want 1 with %q\n%s", c.args, code, c.want, stderr.String())
+		}
 	}
 }
