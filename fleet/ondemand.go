@@ -21,6 +21,7 @@ import (
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/safeattach/safeattach/attach"
@@ -70,16 +71,25 @@ type OnDemandConfig struct {
 }
 
 // DelegatingAuth is the authenticator and authorizer that ask the API
-// server: a bearer token by TokenReview, a permission by
+// server: a bearer token by TokenReview, a client certificate against
+// the client CA the API server publishes for delegated authentication
+// (kube-system/extension-apiserver-authentication, client-ca-file:
+// followed as it changes until ctx ends), a permission by
 // SubjectAccessReview, each answer cached for cacheTTL (a denial for
-// less). No identity is taken from a request's headers: neither the
-// front proxy's X-Remote-User nor client certificates are accepted.
-func DelegatingAuth(client kubernetes.Interface, cacheTTL time.Duration) (authenticator.Request, authorizer.Authorizer, error) {
+// less). No identity is taken from a request's headers: the front
+// proxy's X-Remote-User is not accepted. Without that ConfigMap (or the
+// right to read it) client certificates are not accepted either, and
+// tokens still are.
+func DelegatingAuth(ctx context.Context, client kubernetes.Interface, cacheTTL time.Duration) (authenticator.Request, authorizer.Authorizer, error) {
 	backoff := &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
-	authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+	cfg := authenticatorfactory.DelegatingAuthenticatorConfig{
 		TokenAccessReviewClient: client.AuthenticationV1(), TokenAccessReviewTimeout: 10 * time.Second,
 		WebhookRetryBackoff: backoff, CacheTTL: cacheTTL,
-	}.New()
+	}
+	if ca, err := clientCA(ctx, client); err == nil {
+		cfg.ClientCertificateCAContentProvider = ca
+	}
+	authn, _, err := cfg.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("fleet: token review: %w", err)
 	}
@@ -92,6 +102,40 @@ func DelegatingAuth(client kubernetes.Interface, cacheTTL time.Duration) (authen
 	}
 	return authn, authz, nil
 }
+
+// clientCA follows the client CA the API server publishes for delegated
+// authentication; an error when it cannot be read now (none published,
+// or no right to read it) or in clientCAWait.
+func clientCA(ctx context.Context, client kubernetes.Interface) (dynamiccertificates.CAContentProvider, error) {
+	const ns, name, key = metav1.NamespaceSystem, "extension-apiserver-authentication", "client-ca-file"
+	get, cancel := context.WithTimeout(ctx, clientCAWait)
+	defer cancel()
+	cm, err := client.CoreV1().ConfigMaps(ns).Get(get, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if cm.Data[key] == "" {
+		return nil, errors.New("no client CA published")
+	}
+	ca, err := dynamiccertificates.NewDynamicCAFromConfigMapController("client-ca", ns, name, key, client)
+	if err != nil {
+		return nil, err
+	}
+	// Its informer fills it once running (RunOnce reads the informer's
+	// cache, empty until then).
+	go ca.Run(ctx, 1)
+	for len(ca.CurrentCABundleContent()) == 0 {
+		select {
+		case <-get.Done():
+			return nil, fmt.Errorf("the client CA: not loaded in %v", clientCAWait)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return ca, nil
+}
+
+// clientCAWait bounds the first read of the client CA.
+const clientCAWait = 10 * time.Second
 
 // onDemand serves the on-demand API; busy JVMs are the Daemon's.
 type onDemand struct {

@@ -81,7 +81,7 @@ func newOnDemandEnv(t *testing.T, annotations map[string]string) *onDemandEnv {
 func (e *onDemandEnv) serve(t *testing.T, cfg OnDemandConfig) *httptest.Server {
 	t.Helper()
 	var err error
-	if cfg.Authenticator, cfg.Authorizer, err = DelegatingAuth(e.api.Client, 10*time.Second); err != nil {
+	if cfg.Authenticator, cfg.Authorizer, err = DelegatingAuth(context.Background(), e.api.Client, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Events = e.api.Client

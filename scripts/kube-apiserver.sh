@@ -140,6 +140,11 @@ start_once() {
 	openssl rsa -in "$RUN/pki/sa.key" -pubout -out "$RUN/pki/sa.pub" 2> /dev/null
 	token=$(openssl rand -hex 16)
 	echo "$token,admin,admin,system:masters" > "$RUN/pki/tokens.csv"
+	# Client-certificate users: the API server trusts this CA (and
+	# publishes it for delegated authentication); tests sign users with
+	# its key (internal/testenv/kubeapi).
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=client-ca \
+		-keyout "$RUN/pki/client-ca.key" -out "$RUN/pki/client-ca.crt" 2> /dev/null
 	if node_wanted; then
 		free_port kubelet_port
 		node_prepare
@@ -158,7 +163,7 @@ start_once() {
 		--advertise-address=127.0.0.1 --secure-port="$secure" --cert-dir="$RUN/certs" \
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \
-		--token-auth-file="$RUN/pki/tokens.csv" --service-cluster-ip-range=10.0.0.0/24 \
+		--token-auth-file="$RUN/pki/tokens.csv" --client-ca-file="$RUN/pki/client-ca.crt" --service-cluster-ip-range=10.0.0.0/24 \
 		--endpoint-reconciler-type=none "${NODE_APISERVER_FLAGS[@]}" < /dev/null > "$RUN/apiserver.log" 2>&1 &
 	echo $! > "$RUN/apiserver.pid"
 	# Its serving certificate is written before it listens.

@@ -6,12 +6,15 @@
 # a pause image built here (no registry is reachable). Sourced by kube-apiserver.sh, which
 # builds, starts and stops it with the API server; not run on its own.
 #
-# What it starts, under DIR/run/node:
+# What it starts, under DIR/run/node (the kubelet's own directory under
+# /run/safeattach-node/<hash of DIR>: its sockets' paths must fit in 108
+# bytes, which a checkout's path does not promise):
 #   containerd  socket $NODE_SOCKETS/containerd.sock, root and state here
 #   kubelet     node "safeattach-node", cgroupfs driver under the cgroup
 #               /safeattach-node (so it never judges the tests' own
-#               hand-made /kubepods cgroups orphans and kills them), pods in
-#               ./kubelet, client token of system:node:safeattach-node
+#               hand-made /kubepods cgroups orphans and kills them), its
+#               root directory /run/safeattach-node/<hash>/kubelet, client
+#               token of system:node:safeattach-node
 # and writes DIR/run/node/env: NODE_NAME, NODE_IP, CONTAINERD_SOCKET, CTR.
 #
 # Pods get host networking or the bridge network 10.88.0.0/16; no
@@ -260,8 +263,8 @@ serializeImagePulls: false
 registerNode: true
 YAML
 	"$DIR/bin/kubelet" --config "$node/kubelet.yaml" --kubeconfig "$node/kubeconfig" \
-		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --root-dir "$node/kubelet" \
-		--cert-dir "$node/kubelet/pki" < /dev/null > "$node/kubelet.log" 2>&1 &
+		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --root-dir "$socks/kubelet" \
+		--cert-dir "$socks/kubelet/pki" < /dev/null > "$node/kubelet.log" 2>&1 &
 	echo $! > "$node/kubelet.pid"
 	admin=$(sed -n 's/^[[:space:]]*token: //p' "$RUN/kubeconfig")
 	deadline=$((SECONDS + READY_SECONDS))
@@ -343,10 +346,13 @@ node_kill_pods() {
 # earlier run killed mid-way too), deepest first, and removes the node's
 # empty cgroups; nothing outside DIR and the node's cgroup is touched.
 node_clean() {
-	local m h
-	[ -d "$RUN/node" ] || return 0
-	awk -v p="$RUN/node/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r |
-		while read -r m; do umount -l "$m" 2> /dev/null || true; done
+	local m h p socks
+	socks=$(node_sockets)
+	for p in "$RUN/node/" "$socks/"; do
+		awk -v p="$p" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r |
+			while read -r m; do umount -l "$m" 2> /dev/null || true; done
+	done
+	rm -rf "$socks/kubelet"
 	for h in /sys/fs/cgroup/*/"$NODE_CGROUP" /sys/fs/cgroup/"$NODE_CGROUP"; do
 		[ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2> /dev/null || true
 	done

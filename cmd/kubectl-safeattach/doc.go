@@ -11,8 +11,8 @@
 // profile the pod when the user may create profiles.safeattach.io named
 // as the pod in its namespace. The token is the one client-go presents
 // to the API server (a token, a token file, or an exec credential
-// plugin); client-certificate users are not supported, as the agent
-// accepts bearer tokens only.
+// plugin), or its client certificate, which the agent verifies against
+// the cluster's client CA.
 //
 // The profile is written to FILE (a temporary file in its directory,
 // renamed once complete) or to stdout. A refusal or failure prints the

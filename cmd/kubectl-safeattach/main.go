@@ -233,6 +233,16 @@ func agentClient(cfg *rest.Config, caFile, serverName string, insecure bool) (*h
 		}
 		tlsConfig.RootCAs = pool
 	}
+	if hasClientCert(cfg) {
+		// The user's certificate, as client-go presents it to the API
+		// server; the agent verifies it against the cluster's client CA.
+		certs, err := rest.TLSConfigFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{
+			CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, CertData: cfg.CertData, KeyData: cfg.KeyData}})
+		if err != nil {
+			return nil, fmt.Errorf("the kubeconfig's client certificate: %w", err)
+		}
+		tlsConfig.Certificates, tlsConfig.GetClientCertificate = certs.Certificates, certs.GetClientCertificate
+	}
 	base := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsConfig, ForceAttemptHTTP2: true,
 		TLSHandshakeTimeout: 10 * time.Second}
 	// The exec plugin's round tripper and the token's are the config's
@@ -251,11 +261,15 @@ func agentClient(cfg *rest.Config, caFile, serverName string, insecure bool) (*h
 	return &http.Client{Transport: wrapped}, nil
 }
 
+func hasClientCert(cfg *rest.Config) bool {
+	return (len(cfg.CertData) > 0 || cfg.CertFile != "") && (len(cfg.KeyData) > 0 || cfg.KeyFile != "")
+}
+
 // usableCredentials refuses, before anything is sent anywhere, a user
 // the agent cannot judge.
 func usableCredentials(cfg *rest.Config) error {
-	if cfg.BearerToken == "" && cfg.BearerTokenFile == "" && cfg.ExecProvider == nil && cfg.AuthProvider == nil {
-		return errors.New("the kubeconfig's user has no bearer token, token file or exec credential plugin: the agent accepts bearer tokens only (client certificates and basic auth are not supported)")
+	if cfg.BearerToken == "" && cfg.BearerTokenFile == "" && cfg.ExecProvider == nil && cfg.AuthProvider == nil && !hasClientCert(cfg) {
+		return errors.New("the kubeconfig's user has no bearer token, token file, exec credential plugin or client certificate: the agent accepts those only (basic auth is not supported)")
 	}
 	if cfg.Impersonate.UserName != "" || len(cfg.Impersonate.Groups) > 0 || cfg.Impersonate.UID != "" || len(cfg.Impersonate.Extra) > 0 {
 		return errors.New("impersonation (--as, --as-group) is not supported by the agent: it judges the token's own user")

@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -16,6 +23,7 @@ import (
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/safeattach/safeattach/fleet"
@@ -76,7 +84,7 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 			t.Fatalf("the node's watch has not seen its pods in 30 s: %v %v", pods, err)
 		}
 	}
-	authn, authz, err := fleet.DelegatingAuth(api.Client, 10*time.Second)
+	authn, authz, err := fleet.DelegatingAuth(ctx, api.Client, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +92,39 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = httptest.NewTLSServer(h)
+	// As the node agent serves it: a client certificate asked for, and
+	// verified by the authenticator against the cluster's client CA.
+	srv = httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	caFile = filepath.Join(t.TempDir(), "agent-ca.crt")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return srv, caFile, log
+}
+
+// selfSigned is a client certificate and key for user in groups that
+// no CA of the cluster signed.
+func selfSigned(t *testing.T, user string, groups ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: user, Organization: groups},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 // testVersion is the version the tests build the plugin with.
@@ -194,6 +228,28 @@ func TestLiveProfile(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the exec credential plugin did not run: %v", err)
+	}
+
+	// A client-certificate user of a group bound in a: the agent
+	// verifies the certificate against the client CA the API server
+	// publishes, and asks about the group.
+	if _, err := api.Client.RbacV1().RoleBindings(a).Create(context.Background(), &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "team-a"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "profiler"},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", Name: "team-a", APIGroup: "rbac.authorization.k8s.io"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	certUser := api.UserKubeconfig(t, a, api.ClientCertUser(t, "alice", "team-a"))
+	r = kubectl(t, certUser, append([]string{"profile", "orders"}, direct...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "[itimer]") {
+		t.Errorf("profile orders as a client-certificate user: exit %d\nstderr: %s\nagent log:\n%s", r.code, r.stderr, log)
+	}
+	// A certificate the cluster's CA did not sign is nobody.
+	stranger := api.ClientCertUser(t, "mallory", "team-a")
+	stranger.ClientCertificateData, stranger.ClientKeyData = selfSigned(t, "mallory", "team-a")
+	r = kubectl(t, api.UserKubeconfig(t, a, stranger), append([]string{"profile", "orders"}, direct...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "unauthenticated (401)") {
+		t.Errorf("profile with a self-signed client certificate: exit %d, want 1 (401)\nstderr: %s", r.code, r.stderr)
 	}
 
 	outB := filepath.Join(dir, "b.collapsed")

@@ -50,8 +50,9 @@ func TestWriteAtomically(t *testing.T) {
 	}
 }
 
-// TestUnsupportedCredentials: a client-certificate user and
-// impersonation are refused before anything is sent, saying why.
+// TestUnsupportedCredentials: a basic-auth user, a client certificate
+// that is not one, and impersonation are refused before anything is
+// sent, saying why.
 func TestUnsupportedCredentials(t *testing.T) {
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
@@ -64,7 +65,11 @@ users:
   user: {client-certificate-data: Y2VydA==, client-key-data: a2V5}
 - name: token
   user: {token: abc}
+- name: basic
+  user: {username: u, password: p}
 contexts:
+- name: basic
+  context: {cluster: c, user: basic}
 - name: cert
   context: {cluster: c, user: cert}
 - name: token
@@ -75,8 +80,12 @@ current-context: cert
 	}
 	direct := []string{"profile", "orders", "--direct", "https://127.0.0.1:1"}
 	r := kubectl(t, kubeconfig, direct...)
-	if r.code != 1 || !strings.Contains(r.stderr, "client certificates") {
-		t.Errorf("a client-certificate user: exit %d, want 1 naming client certificates\nstderr: %s", r.code, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "client certificate") {
+		t.Errorf("a malformed client certificate: exit %d, want 1 naming it\nstderr: %s", r.code, r.stderr)
+	}
+	r = kubectl(t, kubeconfig, append(direct, "--context", "basic")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "basic auth is not supported") {
+		t.Errorf("a basic-auth user: exit %d, want 1 saying basic auth is not supported\nstderr: %s", r.code, r.stderr)
 	}
 	r = kubectl(t, kubeconfig, append(direct, "--context", "token", "--as", "admin")...)
 	if r.code != 1 || !strings.Contains(r.stderr, "impersonation") {

@@ -46,7 +46,7 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 	if ttl <= 0 {
 		ttl = 10 * time.Second
 	}
-	authn, authz, err := fleet.DelegatingAuth(client, ttl)
+	authn, authz, err := fleet.DelegatingAuth(ctx, client, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,9 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 		return nil, err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		// A client certificate is asked for, not checked here: the
+		// authenticator verifies it against the cluster's client CA.
+		TLSConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	attrs := []any{"addr", l.Addr().String()}
 	if selfSigned {

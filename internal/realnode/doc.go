@@ -4,4 +4,9 @@
 // the runtime, not the tests, makes the root filesystems, cgroups,
 // container IDs, seccomp filters and user namespaces that the tests of
 // the other packages model by hand.
+//
+// The tests that run a node agent (DaemonSet, port-forward, helm install)
+// run one after another: an agent profiles every annotated pod on the
+// node, another test's too. The others run in parallel once those are
+// done, each in namespaces of its own.
 package realnode

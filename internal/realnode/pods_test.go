@@ -44,6 +44,7 @@ func ptr[T any](v T) *T { return &v }
 // checked and profiled from the node: the attach socket and the agent's
 // copy go through the emptyDir the kubelet mounted, and the JVM runs on.
 func TestRestrictedPod(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
 	image := n.JVMImage(t, testenv.JDK17(t))
@@ -81,6 +82,7 @@ func TestRestrictedPod(t *testing.T) {
 // it to the new JVM; the old JVM's detached profile is not taken for the
 // new one's, and the new one is profiled as any other.
 func TestRestartedContainer(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	agent := testenv.ProfilerOrLookalike(t)

@@ -126,6 +126,28 @@ func TestPluginPortForward(t *testing.T) {
 		}
 	}
 
+	// A client-certificate user (the API server's client CA, which the
+	// agent reads from kube-system), bound as a group.
+	if _, err := c.RoleBindings(a).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "team-certs"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: chartClusterRole(t, daemonNS, "safeattach-profiler")},
+		Subjects: []rbacv1.Subject{{Kind: "Group", Name: "team-a", APIGroup: "rbac.authorization.k8s.io"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RoleBindings(daemonNS).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "team-a-pf"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "safeattach-portforward"},
+		Subjects: []rbacv1.Subject{{Kind: "Group", Name: "team-a", APIGroup: "rbac.authorization.k8s.io"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	certConfig := n.API.UserKubeconfig(t, a, n.API.ClientCertUser(t, "alice", "team-a"))
+	cmd := exec.Command(plugin, "profile", "orders", "-e", "itimer", "-d", "1s", "-o", "collapsed", "--kubeconfig", certConfig, "--agent-namespace", daemonNS)
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "Target") {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("a client-certificate user: %v\n%.300s\n%s", err, out, stderr)
+	}
+
 	_, errOut, code, _ = kubectl("profile", "-n", b, "orders", "-e", "itimer", "-d", "1s")
 	want := `cannot create profiles.safeattach.io "orders" in namespace "` + b + `"`
 	if code != 1 || !strings.Contains(errOut, "forbidden (403)") || !strings.Contains(errOut, want) {

@@ -50,6 +50,7 @@ func cli(t *testing.T, n *kubenode.Node, args ...string) (stdout, stderr string,
 // JDK, found by pod: through the runtime's real container ID and cgroup,
 // checked and profiled into a flame graph by the CLI on the node.
 func TestPodInContainerd(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	agent := testenv.ProfilerOrLookalike(t)

@@ -19,6 +19,7 @@ import (
 // for it and the profile has the JVM's frames. -e cpu, which falls back
 // to a timer, is profiled either way.
 func TestRuntimeDefaultSeccomp(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	agent := testenv.ProfilerOrLookalike(t)

@@ -17,6 +17,7 @@ import (
 // connection for nobody's (HotSpot admits its own uid or root, as it sees
 // them). Checked and profiled from the node through pod:.
 func TestUserNamespacePod(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	agent := testenv.ProfilerOrLookalike(t)

@@ -23,6 +23,7 @@ import (
 // (exit 3) saying why with the destination untouched; /etc/shadow is never read,
 // nothing large is read, no control byte reaches stderr.
 func TestWaybackAttackersInRealContainers(t *testing.T) {
+	t.Parallel()
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	jvm := n.JVMImage(t, testenv.JDK17(t))

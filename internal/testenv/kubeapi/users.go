@@ -2,8 +2,17 @@ package kubeapi
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"path/filepath"
 	"testing"
+	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -62,4 +71,38 @@ func (a *API) UserKubeconfig(t testing.TB, namespace string, user *clientcmdapi.
 		t.Fatal(err)
 	}
 	return path
+}
+
+// ClientCertUser is a kubeconfig user that authenticates with a client
+// certificate for user in groups, signed by the API server's client CA
+// (scripts/kube-apiserver.sh makes one per start).
+func (a *API) ClientCertUser(t testing.TB, user string, groups ...string) *clientcmdapi.AuthInfo {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(a.Dir, "run", "pki", "client-ca.crt"), filepath.Join(a.Dir, "run", "pki", "client-ca.key"))
+	if err != nil {
+		t.Fatalf("the API server's client CA: %v (scripts/kube-apiserver.sh start makes one)", err)
+	}
+	ca, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: user, Organization: groups},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, pair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &clientcmdapi.AuthInfo{
+		ClientCertificateData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		ClientKeyData:         pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
 }
