@@ -47,8 +47,9 @@ func cli(t *testing.T, n *kubenode.Node, args ...string) (stdout, stderr string,
 }
 
 // TestPodInContainerd: a JVM in a pod that the kubelet made, on every
-// JDK, found by pod: through the runtime's real container ID and cgroup,
-// checked and profiled into a flame graph by the CLI on the node.
+// JDK, found by container: and pod: through the runtime's real container
+// ID and cgroup, checked and profiled into a flame graph by the CLI on
+// the node.
 func TestPodInContainerd(t *testing.T) {
 	t.Parallel()
 	n := kubenode.Get(t)
@@ -62,6 +63,13 @@ func TestPodInContainerd(t *testing.T) {
 			cg, _ := os.ReadFile(filepath.Join("/proc", itoa(pid), "cgroup"))
 			t.Logf("container %s, host pid %d, cgroup:\n%s", id, pid, cg)
 
+			// container: with the ID the runtime reports, as kubectl
+			// shows it, and its 12-character prefix.
+			for _, c := range []string{"containerd://" + id, id[:12]} {
+				if out, errOut, code := cli(t, n, "check", "container:"+c); code != 0 {
+					t.Fatalf("check container:%s: exit %d\n%s\n%s", c, code, out, errOut)
+				}
+			}
 			target := "pod:" + ns + "/" + pod.Name
 			out, errOut, code := cli(t, n, "check", "--json", target)
 			if code != 0 {
