@@ -353,7 +353,13 @@ func applyChart(t *testing.T, n *kubenode.Node, ns string, values ...string) cor
 		case *rbacv1.Role:
 			_, err = c.RbacV1().Roles(ns).Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.RoleBinding:
-			_, err = c.RbacV1().RoleBindings(ns).Create(ctx, o, metav1.CreateOptions{})
+			in := ns
+			if o.Namespace != "" && o.Namespace != ns { // kube-system's reader of the client CA
+				in, o.Name = o.Namespace, o.Name+"-"+suffix
+				name := o.Name
+				t.Cleanup(func() { c.RbacV1().RoleBindings(in).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+			}
+			_, err = c.RbacV1().RoleBindings(in).Create(ctx, o, metav1.CreateOptions{})
 		case *corev1.Service:
 			_, err = c.CoreV1().Services(ns).Create(ctx, o, metav1.CreateOptions{})
 		case *appsv1.DaemonSet:
