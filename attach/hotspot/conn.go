@@ -212,6 +212,15 @@ func dialAs(path string, uid, gid uint32) (*os.File, error) {
 		err  error
 	}
 	ch := make(chan result, 1)
+	// Any credential change makes the process non-dumpable (a flag of
+	// the whole process, not the thread): restored once the switch is
+	// undone, so that the switch leaves nothing behind.
+	dumpable, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	defer func() {
+		if now, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); now != dumpable && dumpable == 1 {
+			unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+		}
+	}()
 	go func() {
 		runtime.LockOSThread()
 		restored := false

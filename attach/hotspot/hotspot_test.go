@@ -329,11 +329,17 @@ func TestThreadCredentialSwitch(t *testing.T) {
 		})
 		c.Close()
 	}()
+	dumpable, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	conn, err := dialAs(path, 65534, 65534)
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
+	// A credential change makes the whole process non-dumpable (the
+	// kernel's mm flag): the switch gives back what it found.
+	if after, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); after != dumpable {
+		t.Errorf("PR_GET_DUMPABLE %d after the switch, %d before", after, dumpable)
+	}
 	cred := <-got
 	if cred == nil || cred.Uid != 65534 || cred.Gid != 65534 {
 		t.Fatalf("peer credentials %+v, want 65534/65534", cred)
