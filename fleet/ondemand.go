@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -149,6 +150,12 @@ type onDemand struct {
 // OnDemandHandler serves the on-demand profiling API:
 //
 //	POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile?duration=10s&format=collapsed&event=cpu&container=NAME
+//	POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/check?event=cpu&container=NAME
+//
+// check is profile's dry run: the same permission, the pod's JVM judged
+// with the agent a profile would load, nothing sent to it; the answer is
+// the library's JSON result with the verdict (exit_code 0 allowed, 2
+// refused), never counted against the caps.
 //
 // Every request is authenticated first (a bearer token, by the
 // Authenticator: 401 without a valid one), then authorised (create on
@@ -178,6 +185,7 @@ func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
 	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile", o.profile)
+	mux.HandleFunc("POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/check", o.check)
 	return o.authenticated(mux), nil
 }
 
@@ -219,24 +227,11 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 
 func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	u := r.Context().Value(userKey{}).(user.Info)
-	a := &answer{user: u, namespace: r.PathValue("namespace"), pod: r.PathValue("pod")}
-	decision, reason, err := o.cfg.Authorizer.Authorize(r.Context(), authorizer.AttributesRecord{
-		User: u, Verb: OnDemandVerb, Namespace: a.namespace, APIGroup: OnDemandGroup, APIVersion: "v1",
-		Resource: OnDemandResource, Name: a.pod, ResourceRequest: true, Path: r.URL.Path,
-	})
-	if decision != authorizer.DecisionAllow {
-		msg := fmt.Sprintf("user %q cannot %s %s.%s %q in namespace %q", u.GetName(), OnDemandVerb, OnDemandResource, OnDemandGroup, a.pod, a.namespace)
-		if reason != "" {
-			msg += ": " + reason
-		}
-		a.status, a.result, a.err = http.StatusForbidden, "forbidden", errors.New(msg)
-		if err != nil {
-			a.status, a.result, a.err = http.StatusInternalServerError, "error", fmt.Errorf("authorization failed: %w", err)
-		}
-		o.fail(w, r, a, began)
+	a, ok := o.authorize(w, r, began)
+	if !ok {
 		return
 	}
+	u := a.user
 	q := r.URL.Query()
 	a.format, a.event, a.container = q.Get("format"), q.Get("event"), q.Get("container")
 	if err := o.options(q.Get("duration"), a); err != nil {
@@ -264,6 +259,76 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 	defer o.d.jvmDone(id)
 	defer o.recordEvent(a) // also when the stream is cut
 	o.run(w, r, a, jvm.PID, began)
+}
+
+// authorize answers 403 unless the caller may create profiles named as
+// the pod in its namespace; ok, it returns the request's answer record.
+func (o *onDemand) authorize(w http.ResponseWriter, r *http.Request, began time.Time) (*answer, bool) {
+	u := r.Context().Value(userKey{}).(user.Info)
+	a := &answer{user: u, namespace: r.PathValue("namespace"), pod: r.PathValue("pod")}
+	decision, reason, err := o.cfg.Authorizer.Authorize(r.Context(), authorizer.AttributesRecord{
+		User: u, Verb: OnDemandVerb, Namespace: a.namespace, APIGroup: OnDemandGroup, APIVersion: "v1",
+		Resource: OnDemandResource, Name: a.pod, ResourceRequest: true, Path: r.URL.Path,
+	})
+	if decision == authorizer.DecisionAllow {
+		return a, true
+	}
+	msg := fmt.Sprintf("user %q cannot %s %s.%s %q in namespace %q", u.GetName(), OnDemandVerb, OnDemandResource, OnDemandGroup, a.pod, a.namespace)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	a.status, a.result, a.err = http.StatusForbidden, "forbidden", errors.New(msg)
+	if err != nil {
+		a.status, a.result, a.err = http.StatusInternalServerError, "error", fmt.Errorf("authorization failed: %w", err)
+	}
+	o.fail(w, r, a, began)
+	return nil, false
+}
+
+// check judges the pod's JVM as a profile would, sending it nothing.
+func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	a, ok := o.authorize(w, r, began)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	a.format, a.event, a.container = "check", q.Get("event"), q.Get("container")
+	if a.event == "" {
+		a.event = "cpu"
+	}
+	jvm, id, status, err := o.jvmOf(r.Context(), a)
+	if err != nil {
+		a.status, a.result, a.err = status, "not-found", err
+		if status == http.StatusConflict {
+			a.result = "busy"
+		}
+		o.fail(w, r, a, began)
+		return
+	}
+	defer o.d.jvmDone(id)
+	lib := o.d.cfg.Lib
+	if len(o.d.cfg.Agents) > 0 {
+		lib = o.d.cfg.Agents[0]
+	}
+	res, err := attach.Check(r.Context(), jvm.PID, lib, "start,event="+a.event, o.d.cfg.Options)
+	out := profiling.NewJSONResult("check", jvm.PID, began, nil, err)
+	if err != nil {
+		a.err = err
+		a.status, a.result = statusOf(err)
+		o.log(r, a, began, jvm.PID)
+		writeJSON(w, a.status, out)
+		return
+	}
+	out.Verdict, out.Agent, out.Alternatives = &res.Verdict, res.Agent, res.Alternatives
+	a.status, a.result = http.StatusOK, "allowed"
+	if !res.Verdict.Allowed {
+		out.Outcome, a.result = attach.OutcomeRefused, "refused"
+		a.err = fmt.Errorf("refused by %s", strings.Join(res.Verdict.Causes(), ", "))
+	}
+	out.ExitCode = out.Outcome.ExitCode()
+	o.log(r, a, began, jvm.PID)
+	writeJSON(w, a.status, out)
 }
 
 // options checks the query against the bounds, filling in defaults.

@@ -3,8 +3,11 @@
 // each node's safeattach-daemon):
 //
 //	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] [--direct https://NODE:PORT] [--agent-ca FILE]
+//	kubectl safeattach check   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [--direct https://NODE:PORT] [--agent-ca FILE]
 //
-// asks the agent of the pod's node for a profile of the pod's JVM, as the
+// asks the agent of the pod's node for a profile of the pod's JVM (check:
+// for the verdict a profile would meet, each finding with its remedy,
+// nothing sent to the JVM; exit 0 allowed, 2 refused), as the
 // user of the kubeconfig (loaded as kubectl loads it: $KUBECONFIG,
 // --kubeconfig, --context, -n and the context's namespace): the agent
 // authenticates the user's bearer token with the API server and lets it

@@ -75,9 +75,10 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 	flags := root.PersistentFlags()
 	flags.StringVar(&rules.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file (as kubectl's --kubeconfig)")
 	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
-	root.AddCommand(newProfileCmd(stdout, func() clientcmd.ClientConfig {
+	config := func() clientcmd.ClientConfig {
 		return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
-	}))
+	}
+	root.AddCommand(newProfileCmd(stdout, config), newCheckCmd(stdout, config))
 	return root
 }
 
@@ -127,12 +128,18 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to profile (the agent bounds it)")
 	f.StringVarP(&o.format, "output", "o", "collapsed", "profile format: collapsed, pprof, jfr or flamegraph")
 	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default, or -, stdout)")
+	o.connectionFlags(cmd)
+	return cmd
+}
+
+// connectionFlags are how profile and check reach the agent.
+func (o *profileOptions) connectionFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
 	f.StringVar(&o.direct, "direct", "", "the node agent's base URL, https://NODE:PORT, instead of a port-forward through the API server")
 	f.StringVar(&o.agentNamespace, "agent-namespace", "safeattach", "the namespace of the node agent's pods (the chart's release namespace)")
 	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach-daemon", "the label selector of the node agent's pods")
 	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs with --direct; none through a port-forward, whose far end the API server chose)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
-	return cmd
 }
 
 func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
@@ -149,40 +156,12 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 	if o.file == "-" {
 		o.file = "" // standard output, as the CLI's -f -
 	}
-	namespace, _, err := cc.Namespace()
+	ag, err := o.connect(ctx, cc, pod, stderr)
 	if err != nil {
 		return err
 	}
-	cfg, err := cc.ClientConfig()
-	if err != nil {
-		return err
-	}
-	if err := usableCredentials(cfg); err != nil {
-		return err
-	}
-	where, insecure, serverName := o.direct, o.insecure, ""
-	var base *url.URL
-	if o.direct != "" {
-		base, err = url.Parse(o.direct)
-		if err != nil || base.Scheme != "https" || base.Host == "" {
-			return fmt.Errorf("--direct %q: want the agent's https://HOST:PORT", o.direct)
-		}
-	} else {
-		t, err := openTunnel(ctx, cfg, namespace, pod, o.agentNamespace, o.agentSelector, stderr)
-		if err != nil {
-			return err
-		}
-		defer t.Close()
-		base, where = t.base, "the node agent "+t.agent+" (port-forward)"
-		// The API server chose the far end; a CA given still binds the
-		// certificate to the node's name.
-		insecure = insecure || o.agentCA == ""
-		serverName = t.node
-	}
-	client, err := agentClient(cfg, o.agentCA, serverName, insecure)
-	if err != nil {
-		return err
-	}
+	defer ag.close()
+	namespace, base, where, client := ag.namespace, ag.base, ag.where, ag.client
 	q := url.Values{"duration": {o.duration.String()}, "format": {o.format}, "event": {o.event}}
 	if o.container != "" {
 		q.Set("container", o.container)
@@ -211,6 +190,53 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 		return nil
 	}
 	return writeAtomically(o.file, resp.Body)
+}
+
+// agentConn is a way to the agent of a pod's node, as the user.
+type agentConn struct {
+	namespace, where string
+	base             *url.URL
+	client           *http.Client
+	close            func()
+}
+
+// connect reads the kubeconfig and reaches the agent of pod's node:
+// --direct, or a port-forward through the API server.
+func (o *profileOptions) connect(ctx context.Context, cc clientcmd.ClientConfig, pod string, stderr io.Writer) (*agentConn, error) {
+	namespace, _, err := cc.Namespace()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := usableCredentials(cfg); err != nil {
+		return nil, err
+	}
+	ag := &agentConn{namespace: namespace, where: o.direct, close: func() {}}
+	insecure, serverName := o.insecure, ""
+	if o.direct != "" {
+		ag.base, err = url.Parse(o.direct)
+		if err != nil || ag.base.Scheme != "https" || ag.base.Host == "" {
+			return nil, fmt.Errorf("--direct %q: want the agent's https://HOST:PORT", o.direct)
+		}
+	} else {
+		t, err := openTunnel(ctx, cfg, namespace, pod, o.agentNamespace, o.agentSelector, stderr)
+		if err != nil {
+			return nil, err
+		}
+		ag.base, ag.where, ag.close = t.base, "the node agent "+t.agent+" (port-forward)", t.Close
+		// The API server chose the far end; a CA given still binds the
+		// certificate to the node's name.
+		insecure = insecure || o.agentCA == ""
+		serverName = t.node
+	}
+	if ag.client, err = agentClient(cfg, o.agentCA, serverName, insecure); err != nil {
+		ag.close()
+		return nil, err
+	}
+	return ag, nil
 }
 
 // agentClient sends requests to the agent with the user's credentials

@@ -252,6 +252,17 @@ func TestLiveProfile(t *testing.T) {
 		t.Errorf("profile with a self-signed client certificate: exit %d, want 1 (401)\nstderr: %s", r.code, r.stderr)
 	}
 
+	// check: the same permission and judgement, nothing sent.
+	checkFlags := []string{"--direct", srv.URL, "--agent-ca", ca, "-e", "itimer"}
+	r = kubectl(t, tokenUser, append([]string{"check", "-n", a, "orders"}, checkFlags...)...)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "ALLOWED  "+a+"/orders") {
+		t.Errorf("check -n %s orders: exit %d, want 0 and ALLOWED\nstdout: %s\nstderr: %s", a, r.code, r.stdout, r.stderr)
+	}
+	r = kubectl(t, tokenUser, append([]string{"check", "-n", b, "orders"}, checkFlags...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "forbidden (403)") {
+		t.Errorf("check -n %s orders: exit %d, want 1 (403)\nstderr: %s", b, r.code, r.stderr)
+	}
+
 	outB := filepath.Join(dir, "b.collapsed")
 	r = kubectl(t, tokenUser, append([]string{"profile", "-n", b, "orders", "-f", outB}, direct...)...)
 	want := `forbidden (403): user "system:serviceaccount:` + a + `:profiler" cannot create profiles.safeattach.io "orders" in namespace "` + b + `"`

@@ -114,6 +114,11 @@ func TestPluginPortForward(t *testing.T) {
 	}
 	t.Logf("safeattach profile -d 1 on the node: %v", time.Since(began).Round(time.Millisecond))
 
+	// check through the same tunnel: the verdict, nothing sent.
+	if out, errOut, code, _ := kubectl("check", "orders", "-e", "itimer"); code != 0 || !strings.HasPrefix(out, "ALLOWED  "+a+"/orders") {
+		t.Fatalf("kubectl safeattach check orders: exit %d\n%s\n%s", code, out, errOut)
+	}
+
 	// kubectl describe pod shows who profiled it.
 	user := "system:serviceaccount:" + a + ":dev"
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {

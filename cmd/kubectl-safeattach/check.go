@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/safeattach/safeattach/internal/printable"
+)
+
+func newCheckCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
+	var o profileOptions
+	cmd := &cobra.Command{
+		Use:   "check POD [-c CONTAINER] [-e EVENT] [--direct https://NODE:PORT]",
+		Short: "Judge whether the JVM of a pod's container may be profiled, sending it nothing",
+		Long: `Ask the agent of the pod's node to judge the pod's JVM as a profile would
+(the same permission, the same agent and event, the same rules), and print
+the verdict: each finding with its remedy. Nothing is sent to the JVM.
+
+Exit status: 0 allowed (warnings included), 2 refused; 1 unauthenticated
+(401), forbidden (403) or a usage or connection error; 3 or 4 when the
+agent could not judge (a failure, a timeout).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.check(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.container, "container", "c", "", "the pod's container (needed when it runs more than one)")
+	f.StringVarP(&o.event, "event", "e", "cpu", "async-profiler event a profile would use: cpu, itimer, wall, alloc, lock, ...")
+	o.connectionFlags(cmd)
+	return cmd
+}
+
+// verdict is what check prints of the agent's JSON result.
+type verdict struct {
+	Outcome  string `json:"outcome"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error"`
+	PID      int    `json:"pid"`
+	Verdict  *struct {
+		Allowed  bool `json:"allowed"`
+		Findings []struct {
+			Rule     string `json:"rule"`
+			Severity string `json:"severity"`
+			Message  string `json:"message"`
+			Remedy   string `json:"remedy"`
+		} `json:"findings"`
+	} `json:"verdict"`
+}
+
+func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
+	ag, err := o.connect(ctx, cc, pod, stderr)
+	if err != nil {
+		return err
+	}
+	defer ag.close()
+	q := url.Values{"event": {o.event}}
+	if o.container != "" {
+		q.Set("container", o.container)
+	}
+	u := ag.base.JoinPath("/apis/safeattach.io/v1/namespaces", ag.namespace, "pods", pod, "check")
+	u.RawQuery = q.Encode()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := ag.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ag.where, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return agentError(resp, stderr)
+	}
+	var v verdict
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v); err != nil || v.Verdict == nil {
+		return &exitError{3, fmt.Sprintf("the agent's answer is not a verdict (%v)", err)}
+	}
+	// The agent's words are the target's in part (paths, versions):
+	// printed escaped.
+	state := "ALLOWED"
+	if !v.Verdict.Allowed {
+		state = "REFUSED"
+	}
+	fmt.Fprintf(stdout, "%s  %s/%s (pid %d on its node)\n", state, ag.namespace, pod, v.PID)
+	for _, f := range v.Verdict.Findings {
+		if f.Severity == "info" {
+			continue
+		}
+		fmt.Fprintf(stdout, "\n[%s] %s\n  %s\n", printable.String(f.Severity), printable.String(f.Rule), printable.String(f.Message))
+		if f.Remedy != "" {
+			fmt.Fprintf(stdout, "  remedy: %s\n", printable.String(f.Remedy))
+		}
+	}
+	if !v.Verdict.Allowed {
+		var causes []string
+		for _, f := range v.Verdict.Findings {
+			if f.Severity == "block" {
+				causes = append(causes, f.Rule)
+			}
+		}
+		return &exitError{2, "refused by " + strings.Join(causes, ", ")}
+	}
+	return nil
+}
