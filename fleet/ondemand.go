@@ -123,15 +123,18 @@ func clientCA(ctx context.Context, client kubernetes.Interface) (dynamiccertific
 		return nil, err
 	}
 	// Its informer fills it once running (RunOnce reads the informer's
-	// cache, empty until then).
-	go ca.Run(ctx, 1)
+	// cache, empty until then); stopped again if it does not in time.
+	run, stop := context.WithCancel(ctx)
+	go ca.Run(run, 1)
 	for len(ca.CurrentCABundleContent()) == 0 {
 		select {
 		case <-get.Done():
+			stop()
 			return nil, fmt.Errorf("the client CA: not loaded in %v", clientCAWait)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	context.AfterFunc(run, stop) // it runs as long as ctx does
 	return ca, nil
 }
 
@@ -211,7 +214,7 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 		resp, ok, err := o.cfg.Authenticator.AuthenticateRequest(r)
 		if err != nil || !ok {
 			a := &answer{status: http.StatusUnauthorized, result: "unauthenticated",
-				err: errors.New("unauthenticated: a bearer token the API server accepts is required")}
+				err: errors.New("unauthenticated: a bearer token the API server accepts, or a client certificate of the cluster's client CA, is required")}
 			if err != nil {
 				// Why the token was not accepted is for the log, not
 				// for a caller the API server does not know.
@@ -297,6 +300,23 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	if a.event == "" {
 		a.event = "cpu"
 	}
+	// The options a profile would give the agent, checked as a
+	// profile's are (one event, no comma smuggling another option in).
+	agentOptions, err := asprof.Options{Event: a.event}.Profiling()
+	if err != nil {
+		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", fmt.Errorf("event %q: %w", a.event, err)
+		o.fail(w, r, a, began)
+		return
+	}
+	// A judgement inspects the node's processes: within the same caps
+	// as a profile, so that checks in a loop cost what profiles would.
+	release, err := o.acquire(a.user.GetName())
+	if err != nil {
+		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
+		o.fail(w, r, a, began)
+		return
+	}
+	defer release()
 	jvm, id, status, err := o.jvmOf(r.Context(), a)
 	if err != nil {
 		a.status, a.result, a.err = status, "not-found", err
@@ -311,7 +331,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	if len(o.d.cfg.Agents) > 0 {
 		lib = o.d.cfg.Agents[0]
 	}
-	res, err := attach.Check(r.Context(), jvm.PID, lib, "start,event="+a.event, o.d.cfg.Options)
+	res, err := attach.Check(r.Context(), jvm.PID, lib, "start,"+agentOptions, o.d.cfg.Options)
 	out := profiling.NewJSONResult("check", jvm.PID, began, nil, err)
 	if err != nil {
 		a.err = err
@@ -320,7 +340,10 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status, out)
 		return
 	}
-	out.Verdict, out.Agent, out.Alternatives = &res.Verdict, res.Agent, res.Alternatives
+	// The verdict only: the agent's description and the alternatives
+	// name the node's paths and other processes, which are not the
+	// caller's to see.
+	out.Verdict = &res.Verdict
 	a.status, a.result = http.StatusOK, "allowed"
 	if !res.Verdict.Allowed {
 		out.Outcome, a.result = attach.OutcomeRefused, "refused"
@@ -549,7 +572,7 @@ func (o *onDemand) fail(w http.ResponseWriter, r *http.Request, a *answer, began
 func refusal(a *answer, began time.Time) *profiling.JSONResult {
 	err := a.err
 	if a.status == http.StatusUnauthorized {
-		err = errors.New("unauthenticated: a bearer token the API server accepts is required")
+		err = errors.New("unauthenticated: a bearer token the API server accepts, or a client certificate of the cluster's client CA, is required")
 	}
 	res := profiling.NewJSONResult("profile", 0, began, nil, err)
 	switch a.status {

@@ -205,7 +205,7 @@ func TestLiveOnDemandRBAC(t *testing.T) {
 		headers     []string
 	}{{"no token", "", nil}, {"garbage token", "garbage", nil}, {"forged headers, no token", "", forged}} {
 		if r := post(t, ctx, srv, e.a, "duration=2s", c.token, c.headers...); r.status != http.StatusUnauthorized || r.result["outcome"] != "refused" ||
-			r.result["error"] != "unauthenticated: a bearer token the API server accepts is required" {
+			r.result["error"] != "unauthenticated: a bearer token the API server accepts, or a client certificate of the cluster's client CA, is required" {
 			t.Errorf("%s: %d, want 401:\n%s", c.name, r.status, r.body)
 		}
 	}

@@ -98,16 +98,18 @@ func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, p
 		if f.Severity == "info" {
 			continue
 		}
-		fmt.Fprintf(stdout, "\n[%s] %s\n  %s\n", printable.String(f.Severity), printable.String(f.Rule), printable.String(f.Message))
+		// One line each, escaped: a message the target influenced
+		// cannot forge a line of its own ("ALLOWED …").
+		fmt.Fprintf(stdout, "\n[%s] %s\n  %s\n", printable.Line(f.Severity), printable.Line(f.Rule), printable.Line(f.Message))
 		if f.Remedy != "" {
-			fmt.Fprintf(stdout, "  remedy: %s\n", printable.String(f.Remedy))
+			fmt.Fprintf(stdout, "  remedy: %s\n", printable.Line(f.Remedy))
 		}
 	}
 	if !v.Verdict.Allowed {
 		var causes []string
 		for _, f := range v.Verdict.Findings {
 			if f.Severity == "block" {
-				causes = append(causes, f.Rule)
+				causes = append(causes, printable.Line(f.Rule))
 			}
 		}
 		return &exitError{2, "refused by " + strings.Join(causes, ", ")}

@@ -21,6 +21,8 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/safeattach/safeattach/internal/printable"
 )
 
 // version is set at build time (make plugin: -X main.version=...).
@@ -316,23 +318,25 @@ func agentError(resp *http.Response, stderr io.Writer) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var res result
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(body, &res) != nil {
-		return &exitError{1, fmt.Sprintf("the agent answered %s: %.500s", resp.Status, strings.TrimSpace(string(body)))}
+		return &exitError{1, fmt.Sprintf("the agent answered %s: %.500s", printable.Line(resp.Status), printable.Line(strings.TrimSpace(string(body))))}
 	}
 	var line bytes.Buffer
 	if json.Compact(&line, body) == nil {
-		fmt.Fprintln(stderr, line.String())
+		// The agent's words, escaped: over a tunnel whose far end was
+		// not verified they may be anyone's.
+		fmt.Fprintln(stderr, printable.Line(line.String()))
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		return &exitError{1, "unauthenticated (401): " + res.Error}
+		return &exitError{1, "unauthenticated (401): " + printable.Line(res.Error)}
 	case http.StatusForbidden:
-		return &exitError{1, "forbidden (403): " + res.Error}
+		return &exitError{1, "forbidden (403): " + printable.Line(res.Error)}
 	}
 	code := res.ExitCode
 	if code == 0 {
 		code = 3 // an error without a code is a failure
 	}
-	return &exitError{code, fmt.Sprintf("%s (%s): %s", res.Outcome, resp.Status, res.Error)}
+	return &exitError{code, fmt.Sprintf("%s (%s): %s", printable.Line(res.Outcome), printable.Line(resp.Status), printable.Line(res.Error))}
 }
 
 // writeAtomically writes r to a temporary file beside path and renames

@@ -102,7 +102,7 @@ func TestDaemonSetPodProfilesRealPods(t *testing.T) {
 		p := jvmPod(appNS, j.name, jvmImage, j.workers, "spin")
 		p.Annotations = map[string]string{fleet.AnnotationEnabled: "true", fleet.AnnotationWindow: "2s"}
 		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: j.user, RunAsGroup: j.user}
-		p = n.Run(t, p)
+		p = runJVM(t, n, p)
 		pid := kubenode.HostPID(t, kubenode.ContainerID(p, "app"), "/java")
 		jvms = append(jvms, &jvm{j.name, pid, p})
 		step("JVM pod %s/%s running, host pid %d", appNS, j.name, pid)

@@ -56,7 +56,7 @@ func TestRestrictedPod(t *testing.T) {
 		t.Fatalf("a root pod in a restricted namespace: %v, want Forbidden (the standard is not enforced)", err)
 	}
 
-	pod := n.Run(t, restricted(jvmPod(ns, "orders", image, "2", "spin")))
+	pod := runJVM(t, n, restricted(jvmPod(ns, "orders", image, "2", "spin")))
 	pid := kubenode.HostPID(t, kubenode.ContainerID(pod, "app"), "/java")
 	var st syscall.Stat_t
 	if err := syscall.Stat(filepath.Join("/proc", itoa(pid)), &st); err != nil || st.Uid != 1000 {
@@ -86,7 +86,7 @@ func TestRestartedContainer(t *testing.T) {
 	n := kubenode.Get(t)
 	ns := n.Namespace(t, nil)
 	agent := testenv.ProfilerOrLookalike(t)
-	pod := n.Run(t, jvmPod(ns, "restarts", n.JVMImage(t, testenv.JDK17(t)), "2", "spin"))
+	pod := runJVM(t, n, jvmPod(ns, "restarts", n.JVMImage(t, testenv.JDK17(t)), "2", "spin"))
 	first := kubenode.ContainerID(pod, "app")
 	pid := kubenode.HostPID(t, first, "/java")
 	target := "pod:" + ns + "/" + pod.Name
@@ -97,6 +97,7 @@ func TestRestartedContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod = n.WaitRunning(t, ns, pod.Name, "containerd://"+first)
+	jvmStarted(t, n, pod)
 	second := kubenode.ContainerID(pod, "app")
 	pid2 := kubenode.HostPID(t, second, "/java")
 	if second == first || pid2 == pid {

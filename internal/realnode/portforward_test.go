@@ -59,8 +59,8 @@ func TestPluginPortForward(t *testing.T) {
 
 	a := n.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
 	b := n.Namespace(t, nil)
-	orders := n.Run(t, restricted(jvmPod(a, "orders", jvmImage, "2", "spin")))
-	other := n.Run(t, jvmPod(b, "orders", jvmImage, "2", "spin"))
+	orders := runJVM(t, n, restricted(jvmPod(a, "orders", jvmImage, "2", "spin")))
+	other := runJVM(t, n, jvmPod(b, "orders", jvmImage, "2", "spin"))
 	otherPID := kubenode.HostPID(t, kubenode.ContainerID(other, "app"), "/java")
 
 	// What a cluster admin runs: the chart's role bound in the team's

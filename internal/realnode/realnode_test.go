@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +28,28 @@ func jvmPod(ns, name, image string, args ...string) *corev1.Pod {
 				Args: append([]string{"-cp", "/app", "Target"}, args...),
 			}},
 		},
+	}
+}
+
+// runJVM runs a pod of jvmPod's and waits until its JVM has started
+// (the target prints READY): a JVM still starting has no SIGQUIT handler
+// yet, and safeattach rightly refuses it (sigquit-not-handled).
+func runJVM(t *testing.T, n *kubenode.Node, p *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	pod := n.Run(t, p)
+	jvmStarted(t, n, pod)
+	return pod
+}
+
+// jvmStarted waits until the current container of pod's "app" printed
+// READY.
+func jvmStarted(t *testing.T, n *kubenode.Node, pod *corev1.Pod) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(n.Logs(pod.Namespace, pod.Name, "app"), "READY "); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the JVM of %s/%s did not start in 60 s: %s", pod.Namespace, pod.Name, n.Logs(pod.Namespace, pod.Name, "app"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -57,7 +80,7 @@ func TestPodInContainerd(t *testing.T) {
 	agent := testenv.ProfilerOrLookalike(t)
 	for _, jdk := range testenv.JDKs(t) {
 		t.Run(jdk.String(), func(t *testing.T) {
-			pod := n.Run(t, jvmPod(ns, "orders-"+jdk.String(), n.JVMImage(t, jdk), "2", "spin"))
+			pod := runJVM(t, n, jvmPod(ns, "orders-"+jdk.String(), n.JVMImage(t, jdk), "2", "spin"))
 			id := kubenode.ContainerID(pod, "app")
 			pid := kubenode.HostPID(t, id, "/java")
 			cg, _ := os.ReadFile(filepath.Join("/proc", itoa(pid), "cgroup"))

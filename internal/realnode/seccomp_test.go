@@ -25,7 +25,7 @@ func TestRuntimeDefaultSeccomp(t *testing.T) {
 	agent := testenv.ProfilerOrLookalike(t)
 	p := jvmPod(ns, "seccomp", n.JVMImage(t, testenv.JDK17(t)), "2", "spin")
 	p.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
-	pod := n.Run(t, p)
+	pod := runJVM(t, n, p)
 	pid := kubenode.HostPID(t, kubenode.ContainerID(pod, "app"), "/java")
 	if st, _ := os.ReadFile("/proc/" + itoa(pid) + "/status"); !strings.Contains(string(st), "Seccomp:\t2") {
 		t.Fatalf("the runtime gave the JVM no seccomp filter:\n%s", st)

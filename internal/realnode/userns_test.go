@@ -23,7 +23,7 @@ func TestUserNamespacePod(t *testing.T) {
 	agent := testenv.ProfilerOrLookalike(t)
 	p := jvmPod(ns, "userns", n.JVMImage(t, testenv.JDK17(t)), "2", "spin")
 	p.Spec.HostUsers = ptr(false)
-	pod := n.Run(t, p)
+	pod := runJVM(t, n, p)
 	pid := kubenode.HostPID(t, kubenode.ContainerID(pod, "app"), "/java")
 	var st syscall.Stat_t
 	if err := syscall.Stat("/proc/"+itoa(pid), &st); err != nil || st.Uid < 65536 {

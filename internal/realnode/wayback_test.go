@@ -45,7 +45,7 @@ func TestWaybackAttackersInRealContainers(t *testing.T) {
 				Args: []string{"sparse", "link", "escapes"}, VolumeMounts: tmp,
 				SecurityContext: &corev1.SecurityContext{RunAsUser: &who.uid},
 			})
-			pod := n.Run(t, p)
+			pod := runJVM(t, n, p)
 			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(n.Logs(ns, pod.Name, "attacker"), "WATCHING"); {
 				if time.Now().After(deadline) {
 					t.Fatalf("the attacker does not watch /tmp: %s", n.Logs(ns, pod.Name, "attacker"))
