@@ -77,6 +77,13 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 	flags := root.PersistentFlags()
 	flags.StringVar(&rules.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file (as kubectl's --kubeconfig)")
 	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	// kubectl's flags the agent cannot honour are refused when given
+	// (impersonation, basic auth) and not offered in --help.
+	for _, name := range []string{"as", "as-group", "as-uid", "as-user-extra", "username", "password"} {
+		if flags.Lookup(name) != nil {
+			flags.MarkHidden(name)
+		}
+	}
 	config := func() clientcmd.ClientConfig {
 		return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	}
