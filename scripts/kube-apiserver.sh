@@ -98,12 +98,29 @@ free_port() {
 }
 
 # alive NAME: the process in RUN/NAME.pid runs, and is ours (its command
-# line names RUN: a pid file left by a reboot may name someone else now).
+# line names the pid file's directory, RUN or RUN/node: a pid file left
+# by a reboot may name someone else now).
 alive() {
-	local pid
-	[ -f "$RUN/$1.pid" ] || return 1
-	pid=$(cat "$RUN/$1.pid")
-	[ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$RUN/"
+	local pid file=$RUN/$1.pid
+	[ -f "$file" ] || return 1
+	pid=$(cat "$file")
+	[ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$(dirname "$file")/"
+}
+
+# stop_proc NAME: SIGTERM to the process in RUN/NAME.pid if it is ours,
+# SIGKILL after STOP_SECONDS; the pid file goes either way.
+stop_proc() {
+	local pid deadline
+	if alive "$1"; then
+		pid=$(cat "$RUN/$1.pid")
+		kill "$pid" 2> /dev/null || true
+		deadline=$((SECONDS + STOP_SECONDS))
+		while kill -0 "$pid" 2> /dev/null; do
+			if ((SECONDS >= deadline)); then kill -KILL "$pid" 2> /dev/null || true; fi
+			sleep 0.1
+		done
+	fi
+	rm -f "$RUN/$1.pid"
 }
 
 # wait_ready NAME URL [CURL ARGS...]: until URL answers, as long as NAME
@@ -208,20 +225,9 @@ start() {
 }
 
 stop() {
-	local p pid deadline
 	node_stop
-	for p in apiserver etcd; do
-		if alive "$p"; then
-			pid=$(cat "$RUN/$p.pid")
-			kill "$pid" 2> /dev/null || true
-			deadline=$((SECONDS + STOP_SECONDS))
-			while kill -0 "$pid" 2> /dev/null; do
-				if ((SECONDS >= deadline)); then kill -KILL "$pid" 2> /dev/null || true; fi
-				sleep 0.1
-			done
-		fi
-		rm -f "$RUN/$p.pid"
-	done
+	stop_proc apiserver
+	stop_proc etcd
 }
 
 # run DIR CMD...: the server lives exactly as long as CMD (an interrupt or

@@ -138,13 +138,6 @@ node_sockets() {
 	echo "/run/safeattach-node/$(printf %s "$DIR" | sha256sum | cut -c1-12)"
 }
 
-node_alive() {
-	local pid
-	[ -f "$RUN/node/$1.pid" ] || return 1
-	pid=$(cat "$RUN/node/$1.pid")
-	[ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$RUN/node"
-}
-
 # node_prepare: what the API server must know at its start: the node's
 # token, and the certificate it shows the kubelet (for logs, exec and
 # port-forward), signed by a CA only the kubelet trusts.
@@ -215,7 +208,7 @@ CNI
 	echo $! > "$node/containerd.pid"
 	local deadline=$((SECONDS + READY_SECONDS))
 	until "$DIR/bin/runtime/ctr" --address "$socks/containerd.sock" version > /dev/null 2>&1; do
-		node_alive containerd || { echo "kube-node.sh: containerd exited:" >&2; tail -n 5 "$node/containerd.log" >&2; return 1; }
+		alive node/containerd || { echo "kube-node.sh: containerd exited:" >&2; tail -n 5 "$node/containerd.log" >&2; return 1; }
 		((SECONDS < deadline)) || { echo "kube-node.sh: containerd not ready" >&2; return 1; }
 		sleep 0.2
 	done
@@ -270,7 +263,7 @@ YAML
 	deadline=$((SECONDS + READY_SECONDS))
 	until curl -sf --max-time 5 --cacert "$RUN/ca.crt" -H "Authorization: Bearer $admin" \
 		"https://127.0.0.1:$secure/api/v1/nodes/$NODE_NAME" 2> /dev/null | tr -d ' \n' | grep -q '"type":"Ready","status":"True"'; do
-		node_alive kubelet || { echo "kube-node.sh: kubelet exited:" >&2; tail -n 5 "$node/kubelet.log" >&2; return 1; }
+		alive node/kubelet || { echo "kube-node.sh: kubelet exited:" >&2; tail -n 5 "$node/kubelet.log" >&2; return 1; }
 		((SECONDS < deadline)) || { echo "kube-node.sh: node not Ready after ${READY_SECONDS}s:" >&2; tail -n 5 "$node/kubelet.log" >&2; return 1; }
 		sleep 0.5
 	done
@@ -307,26 +300,12 @@ node_service_unroute() {
 node_stop() {
 	local socks
 	socks=$(node_sockets)
-	node_kill kubelet
+	stop_proc node/kubelet
 	node_kill_pods
 	pkill -KILL -f -- "-address $socks/containerd.sock" 2> /dev/null || true
-	node_kill containerd
+	stop_proc node/containerd
 	node_service_unroute
 	node_clean
-}
-
-node_kill() {
-	local pid deadline
-	if node_alive "$1"; then
-		pid=$(cat "$RUN/node/$1.pid")
-		kill "$pid" 2> /dev/null || true
-		deadline=$((SECONDS + STOP_SECONDS))
-		while kill -0 "$pid" 2> /dev/null; do
-			if ((SECONDS >= deadline)); then kill -KILL "$pid" 2> /dev/null || true; fi
-			sleep 0.1
-		done
-	fi
-	rm -f "$RUN/node/$1.pid"
 }
 
 # node_kill_pods: SIGKILL to every process in the node's cgroups (the
