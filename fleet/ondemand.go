@@ -234,7 +234,6 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	u := a.user
 	q := r.URL.Query()
 	a.format, a.event, a.container = q.Get("format"), q.Get("event"), q.Get("container")
 	if err := o.options(q.Get("duration"), a); err != nil {
@@ -242,26 +241,39 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
-	release, err := o.acquire(u.GetName())
-	if err != nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(min(a.duration, o.cfg.MaxDuration).Seconds())+1))
-		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
-		o.fail(w, r, a, began)
+	pid, done, ok := o.claim(w, r, a, began, true)
+	if !ok {
 		return
 	}
-	defer release()
+	defer done()
+	defer o.recordEvent(a) // also when the stream is cut
+	o.run(w, r, a, pid, began)
+}
+
+// claim takes the caller's slots of the caps and the pod's JVM, or
+// answers why not (429, with Retry-After for a profile; 404; 409 when
+// the JVM is busy). done gives both back.
+func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, began time.Time, retryAfter bool) (pid int, done func(), ok bool) {
+	release, err := o.acquire(a.user.GetName())
+	if err != nil {
+		if retryAfter {
+			w.Header().Set("Retry-After", strconv.Itoa(int(min(a.duration, o.cfg.MaxDuration).Seconds())+1))
+		}
+		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
+		o.fail(w, r, a, began)
+		return 0, nil, false
+	}
 	jvm, id, status, err := o.jvmOf(r.Context(), a)
 	if err != nil {
+		release()
 		a.status, a.result, a.err = status, "not-found", err
 		if status == http.StatusConflict {
 			a.result = "busy"
 		}
 		o.fail(w, r, a, began)
-		return
+		return 0, nil, false
 	}
-	defer o.d.jvmDone(id)
-	defer o.recordEvent(a) // also when the stream is cut
-	o.run(w, r, a, jvm.PID, began)
+	return jvm.PID, func() { o.d.jvmDone(id); release() }, true
 }
 
 // authorize answers 403 unless the caller may create profiles named as
@@ -310,33 +322,17 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	}
 	// A judgement inspects the node's processes: within the same caps
 	// as a profile, so that checks in a loop cost what profiles would.
-	release, err := o.acquire(a.user.GetName())
-	if err != nil {
-		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
-		o.fail(w, r, a, began)
+	pid, done, ok := o.claim(w, r, a, began, false)
+	if !ok {
 		return
 	}
-	defer release()
-	jvm, id, status, err := o.jvmOf(r.Context(), a)
-	if err != nil {
-		a.status, a.result, a.err = status, "not-found", err
-		if status == http.StatusConflict {
-			a.result = "busy"
-		}
-		o.fail(w, r, a, began)
-		return
-	}
-	defer o.d.jvmDone(id)
-	lib := o.d.cfg.Lib
-	if len(o.d.cfg.Agents) > 0 {
-		lib = o.d.cfg.Agents[0]
-	}
-	res, err := attach.Check(r.Context(), jvm.PID, lib, "start,"+agentOptions, o.d.cfg.Options)
-	out := profiling.NewJSONResult("check", jvm.PID, began, nil, err)
+	defer done()
+	res, err := attach.Check(r.Context(), pid, o.d.agentLibs()[0], "start,"+agentOptions, o.d.cfg.Options)
+	out := profiling.NewJSONResult("check", pid, began, nil, err)
 	if err != nil {
 		a.err = err
 		a.status, a.result = statusOf(err)
-		o.log(r, a, began, jvm.PID)
+		o.log(r, a, began, pid)
 		writeJSON(w, a.status, out)
 		return
 	}
@@ -350,7 +346,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		a.err = fmt.Errorf("refused by %s", strings.Join(res.Verdict.Causes(), ", "))
 	}
 	out.ExitCode = out.Outcome.ExitCode()
-	o.log(r, a, began, jvm.PID)
+	o.log(r, a, began, pid)
 	writeJSON(w, a.status, out)
 }
 
@@ -464,10 +460,7 @@ func (d *Daemon) jvmDone(id jvmID) {
 
 // run profiles the JVM and streams the profile to w.
 func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid int, began time.Time) {
-	lib := o.d.cfg.Lib
-	if len(o.d.cfg.Agents) > 0 {
-		lib = o.d.cfg.Agents[0]
-	}
+	lib := o.d.agentLibs()[0]
 	out := &lazyWriter{w: w, contentType: contentTypes[a.format]}
 	// The attach timeout bounds each command; the profile's own
 	// deadline covers its duration too.

@@ -192,14 +192,20 @@ func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, windo
 	return ss, err
 }
 
+// agentLibs are the async-profiler builds to try, preferred first:
+// Config.Agents, or Config.Lib alone.
+func (d *Daemon) agentLibs() []string {
+	if len(d.cfg.Agents) > 0 {
+		return d.cfg.Agents
+	}
+	return []string{d.cfg.Lib}
+}
+
 // startAsyncProfiler starts async-profiler with the first build of
 // Config.Agents the rules allow for the JVM (or Config.Lib); when none
 // is allowed, the preferred build's refusal is the answer.
 func (d *Daemon) startAsyncProfiler(ctx context.Context, pid int, req profiling.SessionRequest, log *slog.Logger) (profiling.Profiler, error) {
-	libs := d.cfg.Agents
-	if len(libs) == 0 {
-		libs = []string{d.cfg.Lib}
-	}
+	libs := d.agentLibs()
 	var (
 		ss    profiling.Profiler
 		err   error
