@@ -3,16 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -103,28 +97,6 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 		t.Fatal(err)
 	}
 	return srv, caFile, log
-}
-
-// selfSigned is a client certificate and key for user in groups that
-// no CA of the cluster signed.
-func selfSigned(t *testing.T, user string, groups ...string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: user, Organization: groups},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 // testVersion is the version the tests build the plugin with.
@@ -245,9 +217,7 @@ func TestLiveProfile(t *testing.T) {
 		t.Errorf("profile orders as a client-certificate user: exit %d\nstderr: %s\nagent log:\n%s", r.code, r.stderr, log)
 	}
 	// A certificate the cluster's CA did not sign is nobody.
-	stranger := api.ClientCertUser(t, "mallory", "team-a")
-	stranger.ClientCertificateData, stranger.ClientKeyData = selfSigned(t, "mallory", "team-a")
-	r = kubectl(t, api.UserKubeconfig(t, a, stranger), append([]string{"profile", "orders"}, direct...)...)
+	r = kubectl(t, api.UserKubeconfig(t, a, kubeapi.SelfSignedCertUser(t, "mallory", "team-a")), append([]string{"profile", "orders"}, direct...)...)
 	if r.code != 1 || !strings.Contains(r.stderr, "unauthenticated (401)") {
 		t.Errorf("profile with a self-signed client certificate: exit %d, want 1 (401)\nstderr: %s", r.code, r.stderr)
 	}

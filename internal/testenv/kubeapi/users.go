@@ -86,6 +86,20 @@ func (a *API) ClientCertUser(t testing.TB, user string, groups ...string) *clien
 	if err != nil {
 		t.Fatal(err)
 	}
+	return clientCertUser(t, user, groups, ca, pair.PrivateKey)
+}
+
+// SelfSignedCertUser is ClientCertUser with a certificate no CA of the
+// cluster signed: nobody, to the API server and the agent.
+func SelfSignedCertUser(t testing.TB, user string, groups ...string) *clientcmdapi.AuthInfo {
+	t.Helper()
+	return clientCertUser(t, user, groups, nil, nil)
+}
+
+// clientCertUser signs a client certificate for user in groups with
+// signer (itself when nil).
+func clientCertUser(t testing.TB, user string, groups []string, signer *x509.Certificate, signerKey any) *clientcmdapi.AuthInfo {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +107,10 @@ func (a *API) ClientCertUser(t testing.TB, user string, groups ...string) *clien
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: user, Organization: groups},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, pair.PrivateKey)
+	if signer == nil {
+		signer, signerKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
