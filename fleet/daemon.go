@@ -23,7 +23,10 @@ type Daemon struct {
 	unfound map[string]string // the last resolution error logged
 	// onDemand names, by JVM, the user an on-demand profile runs for.
 	onDemand map[jvmID]string
-	wg       sync.WaitGroup
+	// stopOnDemand stop the profiles started on demand (one for each
+	// on-demand handler), when the profilers are stopped.
+	stopOnDemand []func()
+	wg           sync.WaitGroup
 }
 
 type jvmID struct {
@@ -106,6 +109,10 @@ func (d *Daemon) StopAll() {
 		delete(d.sessions, key)
 	}
 	d.cfg.Metrics.setActive(0)
+	stopOnDemand := d.stopOnDemand
 	d.mu.Unlock()
+	for _, stop := range stopOnDemand {
+		stop()
+	}
 	d.wg.Wait()
 }

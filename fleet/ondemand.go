@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ const (
 	OnDemandGroup    = "safeattach.io"
 	OnDemandResource = "profiles"
 	OnDemandVerb     = "create"
+	// OnDemandReadVerb is what status and inspect need: they read what
+	// runs, and start nothing.
+	OnDemandReadVerb = "get"
 )
 
 // On-demand bounds, unless OnDemandConfig says otherwise.
@@ -69,6 +73,10 @@ type OnDemandConfig struct {
 	// who profiled it, how, and how it ended (reason Profiled, or
 	// ProfileFailed as a warning).
 	Events kubernetes.Interface
+	// Converter is the JFR converter (cmd/safeattach-pprof) a profile by
+	// the Flight Recorder runs for any format but jfr; default: beside
+	// this program, else on PATH.
+	Converter string
 }
 
 // DelegatingAuth is the authenticator and authorizer that ask the API
@@ -148,26 +156,48 @@ type onDemand struct {
 	// slots bounds the node's profiles; perUser counts each user's.
 	slots   chan struct{}
 	perUser map[string]int // guarded by d.mu
+	// started are the profiles started and not yet stopped, by
+	// namespace/pod/container; guarded by d.mu.
+	started map[string]*startedProfile
+	// inspecting are the users inspecting a JVM now; guarded by d.mu.
+	inspecting map[string]bool
 }
 
-// OnDemandHandler serves the on-demand profiling API:
+// OnDemandHandler serves the on-demand profiling API, under
+// /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/:
 //
-//	POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile?duration=10s&format=collapsed&event=cpu&container=NAME
-//	POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/check?event=cpu&container=NAME
+//	POST profile?duration=10s&format=collapsed&event=cpu&container=NAME&fallback=jfr
+//	POST check?event=cpu&container=NAME&fallback=jfr
+//	POST start?duration=5m&format=flamegraph&event=cpu&container=NAME&fallback=jfr
+//	POST stop?container=NAME
+//	GET  status?container=NAME
+//	GET  inspect?container=NAME
 //
-// check is profile's dry run: the same permission, the pod's JVM judged
-// with the agent a profile would load, nothing sent to it; the answer is
+// profile profiles for duration and streams the profile as it is
+// written. start starts one that runs until stop (any caller who may
+// start one may stop it) or until duration, when the agent stops it
+// and keeps nothing; it holds its slot of the caps until then, and
+// stop streams the profile. check is profile's dry run: the pod's JVM
+// judged as a profile would judge it, nothing sent to it, the answer
 // the library's JSON result with the verdict (exit_code 0 allowed, 2
-// refused), never counted against the caps.
+// refused). status says what runs on demand in the pod; inspect is what
+// the inspection of the pod's JVM found (its command line and the
+// node's paths left out). Each profile loads the first of the node's
+// async-profiler builds the rules allow for the JVM; where they allow
+// none and fallback (the request's, else the pod's annotation, else the
+// node's) is jfr, the JVM's own Flight Recorder profiles instead, and
+// the answer says so (X-Safeattach-Engine, X-Safeattach-Fallback-From).
 //
 // Every request is authenticated first (a bearer token, by the
-// Authenticator: 401 without a valid one), then authorised (create on
-// profiles.safeattach.io named as the pod in its namespace: 403), and
-// only then is the pod looked up among this node's pods and its
-// container's JVM profiled, within the caps (429) and one profile per
-// JVM (409). The profile is streamed as it is written; an error before
-// it is the library's JSON result. The client going away cancels the
-// profile. Each request is logged and counted
+// Authenticator: 401 without a valid one), then authorised by the
+// API server (create on profiles.safeattach.io named as the pod in its
+// namespace for profile, check, start and stop; get for status and
+// inspect: 403), and only then is the pod looked up among this node's
+// pods and its container's JVM touched, within the caps (429) and one
+// on-demand profile per JVM (409). An error before any byte of a
+// profile is the library's JSON result. The client going away cancels
+// a profile (not a started one: that is what start is for). Each
+// request is logged and counted
 // (safeattach_ondemand_requests_total{result}).
 func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
 	if cfg.Authenticator == nil || cfg.Authorizer == nil {
@@ -185,10 +215,19 @@ func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
 	if cfg.MaxPerUser <= 0 {
 		cfg.MaxPerUser = DefaultOnDemandPerUser
 	}
-	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{}}
+	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{},
+		started: map[string]*startedProfile{}, inspecting: map[string]bool{}}
+	d.mu.Lock()
+	d.stopOnDemand = append(d.stopOnDemand, o.stopStarted)
+	d.mu.Unlock()
+	const pods = "/apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/"
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/profile", o.profile)
-	mux.HandleFunc("POST /apis/safeattach.io/v1/namespaces/{namespace}/pods/{pod}/check", o.check)
+	mux.HandleFunc("POST "+pods+"profile", o.profile)
+	mux.HandleFunc("POST "+pods+"check", o.check)
+	mux.HandleFunc("POST "+pods+"start", o.start)
+	mux.HandleFunc("POST "+pods+"stop", o.stop)
+	mux.HandleFunc("GET "+pods+"status", o.status)
+	mux.HandleFunc("GET "+pods+"inspect", o.inspect)
 	return o.authenticated(mux), nil
 }
 
@@ -198,11 +237,18 @@ type answer struct {
 	namespace, pod, container string
 	format, event             string
 	duration                  time.Duration
-	status                    int
-	result                    string
-	bytes                     int64
-	err                       error
-	podUID                    string // once the pod is found
+	// fallback is the engine that profiles where async-profiler is
+	// refused: the request's, else the pod's annotation's, else the
+	// daemon's; engine is the one that did.
+	fallbackAsked string
+	fallback      profiling.Engine
+	engine        profiling.Engine
+	action        string // profile, check, start, stop, status, inspect
+	status        int
+	result        string
+	bytes         int64
+	err           error
+	podUID        string // once the pod is found
 }
 
 type userKey struct{}
@@ -230,13 +276,11 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 
 func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	a, ok := o.authorize(w, r, began)
+	a, ok := o.authorize(w, r, began, "profile", OnDemandVerb)
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	a.format, a.event, a.container = q.Get("format"), q.Get("event"), q.Get("container")
-	if err := o.options(q.Get("duration"), a); err != nil {
+	if err := o.options(r.URL.Query(), a, DefaultOnDemandDuration); err != nil {
 		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
 		o.fail(w, r, a, began)
 		return
@@ -246,7 +290,7 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	defer o.recordEvent(a) // also when the stream is cut
+	defer o.recordEvent(a, "") // also when the stream is cut
 	o.run(w, r, a, pid, began)
 }
 
@@ -276,19 +320,19 @@ func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, bega
 	return jvm.PID, func() { o.d.jvmDone(id); release() }, true
 }
 
-// authorize answers 403 unless the caller may create profiles named as
+// authorize answers 403 unless the caller may verb profiles named as
 // the pod in its namespace; ok, it returns the request's answer record.
-func (o *onDemand) authorize(w http.ResponseWriter, r *http.Request, began time.Time) (*answer, bool) {
+func (o *onDemand) authorize(w http.ResponseWriter, r *http.Request, began time.Time, action, verb string) (*answer, bool) {
 	u := r.Context().Value(userKey{}).(user.Info)
-	a := &answer{user: u, namespace: r.PathValue("namespace"), pod: r.PathValue("pod")}
+	a := &answer{user: u, namespace: r.PathValue("namespace"), pod: r.PathValue("pod"), action: action}
 	decision, reason, err := o.cfg.Authorizer.Authorize(r.Context(), authorizer.AttributesRecord{
-		User: u, Verb: OnDemandVerb, Namespace: a.namespace, APIGroup: OnDemandGroup, APIVersion: "v1",
+		User: u, Verb: verb, Namespace: a.namespace, APIGroup: OnDemandGroup, APIVersion: "v1",
 		Resource: OnDemandResource, Name: a.pod, ResourceRequest: true, Path: r.URL.Path,
 	})
 	if decision == authorizer.DecisionAllow {
 		return a, true
 	}
-	msg := fmt.Sprintf("user %q cannot %s %s.%s %q in namespace %q", u.GetName(), OnDemandVerb, OnDemandResource, OnDemandGroup, a.pod, a.namespace)
+	msg := fmt.Sprintf("user %q cannot %s %s.%s %q in namespace %q", u.GetName(), verb, OnDemandResource, OnDemandGroup, a.pod, a.namespace)
 	if reason != "" {
 		msg += ": " + reason
 	}
@@ -303,20 +347,18 @@ func (o *onDemand) authorize(w http.ResponseWriter, r *http.Request, began time.
 // check judges the pod's JVM as a profile would, sending it nothing.
 func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	a, ok := o.authorize(w, r, began)
+	a, ok := o.authorize(w, r, began, "check", OnDemandVerb)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	a.format, a.event, a.container = "check", q.Get("event"), q.Get("container")
+	a.event, a.container, a.fallbackAsked = q.Get("event"), q.Get("container"), q.Get("fallback")
 	if a.event == "" {
 		a.event = "cpu"
 	}
-	// The options a profile would give the agent, checked as a
-	// profile's are (one event, no comma smuggling another option in).
-	agentOptions, err := asprof.Options{Event: a.event}.Profiling()
+	agentOptions, err := o.agentOptions(a)
 	if err != nil {
-		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", fmt.Errorf("event %q: %w", a.event, err)
+		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
 		o.fail(w, r, a, began)
 		return
 	}
@@ -327,7 +369,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	res, err := attach.Check(r.Context(), pid, o.d.agentLibs()[0], "start,"+agentOptions, o.d.cfg.Options)
+	p, err := o.planFor(r.Context(), pid, agentOptions, a.fallback)
 	out := profiling.NewJSONResult("check", pid, began, nil, err)
 	if err != nil {
 		a.err = err
@@ -339,24 +381,43 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	// The verdict only: the agent's description and the alternatives
 	// name the node's paths and other processes, which are not the
 	// caller's to see.
-	out.Verdict = &res.Verdict
-	a.status, a.result = http.StatusOK, "allowed"
-	if !res.Verdict.Allowed {
+	out.Verdict = &p.verdict
+	a.status, a.result, a.engine = http.StatusOK, "allowed", p.engine
+	if !p.allowed() {
 		out.Outcome, a.result = attach.OutcomeRefused, "refused"
-		a.err = fmt.Errorf("refused by %s", strings.Join(res.Verdict.Causes(), ", "))
+		a.err = fmt.Errorf("refused by %s", strings.Join(p.verdict.Causes(), ", "))
+	} else if p.engine != profiling.AsyncProfiler {
+		out.Profile = &profiling.JSONProfile{Engine: p.engine, FallbackFrom: p.fallbackFrom, Event: a.event}
 	}
 	out.ExitCode = out.Outcome.ExitCode()
 	o.log(r, a, began, pid)
 	writeJSON(w, a.status, out)
 }
 
-// options checks the query against the bounds, filling in defaults.
-func (o *onDemand) options(duration string, a *answer) error {
-	a.duration = DefaultOnDemandDuration
-	if duration != "" {
-		v, err := time.ParseDuration(duration)
+// agentOptions are the options a profile gives async-profiler, checked
+// as a profile's are (one event, no comma smuggling another option in).
+func (o *onDemand) agentOptions(a *answer) (string, error) {
+	opts, err := asprof.Options{Event: a.event}.Profiling()
+	if err != nil {
+		return "", fmt.Errorf("event %q: %w", a.event, err)
+	}
+	switch a.fallbackAsked {
+	case "", "none", string(profiling.FlightRecorder):
+	default:
+		return "", fmt.Errorf("fallback %q: want jfr or none", a.fallbackAsked)
+	}
+	return "start," + opts, nil
+}
+
+// options checks a profile's or a start's query against the bounds,
+// filling in defaults.
+func (o *onDemand) options(q url.Values, a *answer, duration time.Duration) error {
+	a.format, a.event, a.container, a.fallbackAsked = q.Get("format"), q.Get("event"), q.Get("container"), q.Get("fallback")
+	a.duration = duration
+	if d := q.Get("duration"); d != "" {
+		v, err := time.ParseDuration(d)
 		if err != nil || v < time.Second || v > o.cfg.MaxDuration {
-			return fmt.Errorf("duration %q: want 1s to %v", duration, o.cfg.MaxDuration)
+			return fmt.Errorf("duration %q: want 1s to %v", d, o.cfg.MaxDuration)
 		}
 		a.duration = v
 	}
@@ -369,7 +430,8 @@ func (o *onDemand) options(duration string, a *answer) error {
 	if a.event == "" {
 		a.event = "cpu"
 	}
-	return nil
+	_, err := o.agentOptions(a)
+	return err
 }
 
 // acquire takes a slot of the node's and one of the user's, or says
@@ -398,11 +460,27 @@ func (o *onDemand) acquire(name string) (func(), error) {
 	}, nil
 }
 
-// jvmOf finds the pod among this node's, its container, and the JVM the
-// container runs, and marks that JVM busy (one on-demand profile per
-// JVM; the profiler's owner record refuses any other tool's). The status
-// says why not: 404, or 409 for a pod not running or a busy JVM.
+// jvmOf finds the pod's JVM (findJVM) and marks it busy (one on-demand
+// profile per JVM; the profiler's owner record refuses any other
+// tool's): 409 when it is.
 func (o *onDemand) jvmOf(ctx context.Context, a *answer) (target.Candidate, jvmID, int, error) {
+	jvm, id, status, err := o.findJVM(ctx, a)
+	if err != nil {
+		return jvm, id, status, err
+	}
+	o.d.mu.Lock()
+	defer o.d.mu.Unlock()
+	if by, busy := o.d.onDemand[id]; busy {
+		return target.Candidate{}, jvmID{}, http.StatusConflict, fmt.Errorf("the JVM of container %s of pod %s/%s is being profiled on demand by %q", a.container, a.namespace, a.pod, by)
+	}
+	o.d.onDemand[id] = a.user.GetName()
+	return jvm, id, 0, nil
+}
+
+// findJVM finds the pod among this node's, its container, and the JVM
+// the container runs. The status says why not: 404, or 409 for a pod
+// not running.
+func (o *onDemand) findJVM(ctx context.Context, a *answer) (target.Candidate, jvmID, int, error) {
 	pods, err := o.d.cfg.Pods.Pods(ctx)
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusServiceUnavailable, fmt.Errorf("this node's pods are not known yet: %w", err)
@@ -434,6 +512,14 @@ func (o *onDemand) jvmOf(ctx context.Context, a *answer) (target.Candidate, jvmI
 		return target.Candidate{}, jvmID{}, http.StatusBadRequest, fmt.Errorf("pod %s/%s runs %d containers %v: name one with container=", a.namespace, a.pod, len(names), names)
 	}
 	a.container, a.podUID = c.Name, pod.UID
+	switch a.fallbackAsked {
+	case "none":
+		a.fallback = ""
+	case string(profiling.FlightRecorder):
+		a.fallback = profiling.FlightRecorder
+	default:
+		a.fallback, _ = fallbackAnnotation(pod.Annotations, o.d.cfg.Fallback)
+	}
 	procs, err := target.All(target.Options{ProcRoot: o.d.cfg.ProcRoot})
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusInternalServerError, fmt.Errorf("list processes: %w", err)
@@ -442,12 +528,6 @@ func (o *onDemand) jvmOf(ctx context.Context, a *answer) (target.Candidate, jvmI
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("no JVM in container %s of pod %s/%s: %w", c.Name, a.namespace, a.pod, err)
 	}
-	o.d.mu.Lock()
-	defer o.d.mu.Unlock()
-	if by, busy := o.d.onDemand[id]; busy {
-		return target.Candidate{}, jvmID{}, http.StatusConflict, fmt.Errorf("the JVM of container %s of pod %s/%s is being profiled on demand by %q", c.Name, a.namespace, a.pod, by)
-	}
-	o.d.onDemand[id] = a.user.GetName()
 	return jvm, id, 0, nil
 }
 
@@ -460,7 +540,6 @@ func (d *Daemon) jvmDone(id jvmID) {
 
 // run profiles the JVM and streams the profile to w.
 func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid int, began time.Time) {
-	lib := o.d.agentLibs()[0]
 	out := &lazyWriter{w: w, contentType: contentTypes[a.format]}
 	// The attach timeout bounds each command; the profile's own
 	// deadline covers its duration too.
@@ -468,13 +547,11 @@ func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid in
 	opts.Timeout += a.duration
 	ctx, cancel := context.WithTimeout(r.Context(), opts.Timeout+time.Minute)
 	defer cancel()
-	res, err := profiling.Profile(ctx, pid, profiling.ProfileRequest{
-		SessionRequest: profiling.SessionRequest{
-			Lib: lib, Profiler: asprof.Options{Event: a.event}, Format: a.format, EventFallback: true,
-			MaxOutput: o.cfg.MaxOutput, Owner: o.d.owner() + " on demand for " + a.user.GetName(), Options: opts,
-		},
-		Duration: a.duration, Writer: out,
-	})
+	req := profiling.ProfileRequest{
+		SessionRequest: o.sessionRequest(a, opts),
+		Duration:       a.duration, Writer: out,
+	}
+	res, err := o.profileAsPlanned(ctx, pid, req, a, out)
 	a.bytes = out.n
 	if err == nil && r.Context().Err() != nil {
 		err = r.Context().Err() // the client left: what was written went nowhere
@@ -500,6 +577,40 @@ func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid in
 	}
 	o.log(r, a, began, pid)
 	writeJSON(w, a.status, profiling.NewJSONResult("profile", pid, began, result, err))
+}
+
+// sessionRequest is what a profile or a start asks of the profiling
+// layer, for the caller a.
+func (o *onDemand) sessionRequest(a *answer, opts attach.Options) profiling.SessionRequest {
+	return profiling.SessionRequest{
+		Profiler: asprof.Options{Event: a.event}, Format: a.format, EventFallback: true, Converter: o.cfg.Converter,
+		MaxOutput: o.cfg.MaxOutput, Owner: o.d.owner() + " on demand for " + a.user.GetName(), Options: opts,
+	}
+}
+
+// profileAsPlanned profiles with the engine planFor chooses. A refusal
+// of everything is the profiling layer's own (judged again as it loads:
+// what it says is what it found then).
+func (o *onDemand) profileAsPlanned(ctx context.Context, pid int, req profiling.ProfileRequest, a *answer, out *lazyWriter) (*profiling.ProfileResult, error) {
+	agentOptions, _ := o.agentOptions(a)
+	p, err := o.planFor(ctx, pid, agentOptions, a.fallback)
+	if err != nil {
+		return nil, err
+	}
+	req.Lib = p.lib
+	if !p.allowed() {
+		req.Fallback = a.fallback
+	}
+	if p.engine == profiling.FlightRecorder {
+		req.Lib, req.Engine = "", profiling.FlightRecorder
+		out.fallback(p.engine, p.fallbackFrom)
+	}
+	a.engine = p.engine
+	res, err := profiling.Profile(ctx, pid, req)
+	if res != nil && p.engine == profiling.FlightRecorder {
+		res.FallbackFrom = p.fallbackFrom
+	}
+	return res, err
 }
 
 // statusOf is a failed profile's HTTP status and result label.
@@ -535,6 +646,13 @@ type lazyWriter struct {
 	contentType string
 	started     bool
 	n           int64
+}
+
+// fallback says, in the headers the profile is sent with, that engine
+// made it because the rules refused async-profiler.
+func (l *lazyWriter) fallback(engine profiling.Engine, rules []string) {
+	l.w.Header().Set("X-Safeattach-Engine", string(engine))
+	l.w.Header().Set("X-Safeattach-Fallback-From", strings.Join(rules, ","))
 }
 
 func (l *lazyWriter) start() {
@@ -582,13 +700,16 @@ func refusal(a *answer, began time.Time) *profiling.JSONResult {
 // verdict.
 func (o *onDemand) log(r *http.Request, a *answer, began time.Time, pid int) {
 	o.d.cfg.Metrics.onDemand(a.result)
-	attrs := []any{"result", a.result, "status", a.status, "namespace", a.namespace, "pod", a.pod,
+	attrs := []any{"result", a.result, "status", a.status, "namespace", a.namespace, "pod", a.pod, "action", a.action,
 		"path", r.URL.Path, "remote", remoteHost(r.RemoteAddr), "took_ms", time.Since(began).Milliseconds()}
 	if a.user != nil {
 		attrs = append(attrs, "user", a.user.GetName(), "groups", a.user.GetGroups())
 	}
 	if a.format != "" {
 		attrs = append(attrs, "container", a.container, "format", a.format, "event", a.event, "duration", a.duration.String())
+	}
+	if a.engine != "" {
+		attrs = append(attrs, "engine", a.engine)
 	}
 	if pid != 0 {
 		attrs = append(attrs, "pid", pid, "bytes", a.bytes)
@@ -613,18 +734,38 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// recordEvent records on the pod that a caller profiled its JVM, in the
-// background (the API server's answer does not hold the caller up).
-func (o *onDemand) recordEvent(a *answer) {
+// An Event's action and its note's verb, by request.
+var (
+	eventAction = map[string]string{"profile": "Profile", "start": "Start", "stop": "Stop", "expire": "Stop"}
+	eventVerb   = map[string]string{"profile": "profiled", "start": "started", "stop": "profiled", "expire": "expired"}
+)
+
+// recordEvent records on the pod that a caller profiled its JVM (or
+// started, or stopped a profile: extra says more), in the background
+// (the API server's answer does not hold the caller up).
+func (o *onDemand) recordEvent(a *answer, extra string) {
 	if o.cfg.Events == nil {
 		return
 	}
 	reason, kind := "Profiled", corev1.EventTypeNormal
-	if a.result != "ok" {
+	switch a.result {
+	case "ok":
+	case "started":
+		reason = "ProfileStarted"
+	case "expired":
+		reason, kind = "ProfileExpired", corev1.EventTypeWarning
+	default:
 		reason, kind = "ProfileFailed", corev1.EventTypeWarning
 	}
-	note := fmt.Sprintf("profiled on demand by %s: container %s, %v, event %s, format %s: %s, %d bytes",
-		a.user.GetName(), a.container, a.duration, a.event, a.format, a.result, a.bytes)
+	by := a.user.GetName()
+	if extra != "" {
+		by += " (" + extra + ")"
+	}
+	note := fmt.Sprintf("%s on demand by %s: container %s, %v, event %s, format %s: %s, %d bytes",
+		eventVerb[a.action], by, a.container, a.duration.Round(time.Millisecond), a.event, a.format, a.result, a.bytes)
+	if a.engine == profiling.FlightRecorder {
+		note += ", by the Flight Recorder"
+	}
 	if a.err != nil {
 		note += ": " + logText(a.err)
 	}
@@ -636,7 +777,7 @@ func (o *onDemand) recordEvent(a *answer) {
 		// time in hexadecimal.
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%.236s.%x", a.pod, time.Now().UnixNano()), Namespace: a.namespace},
 		EventTime:  metav1.NowMicro(), ReportingController: "safeattach.io/safeattach-daemon",
-		ReportingInstance: o.d.owner(), Action: "Profile", Reason: reason, Type: kind, Note: note,
+		ReportingInstance: o.d.owner(), Action: eventAction[a.action], Reason: reason, Type: kind, Note: note,
 		Regarding: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: a.namespace, Name: a.pod, UID: types.UID(a.podUID)},
 	}
 	go func() {

@@ -38,7 +38,7 @@ type onDemandEnv struct {
 	metrics *Metrics
 }
 
-func newOnDemandEnv(t *testing.T, annotations map[string]string) *onDemandEnv {
+func newOnDemandEnv(t *testing.T, annotations map[string]string, configure ...func(*Config)) *onDemandEnv {
 	t.Helper()
 	api := kubeapi.Server(t)
 	testenv.RequireRoot(t)
@@ -64,7 +64,11 @@ func newOnDemandEnv(t *testing.T, annotations map[string]string) *onDemandEnv {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&e.logMu, &e.logs}, nil))
-	if e.d, err = New(Config{Node: node, Pods: watch, Lib: e.lib, Logger: logger, Metrics: e.metrics}); err != nil {
+	cfg := Config{Node: node, Pods: watch, Lib: e.lib, Logger: logger, Metrics: e.metrics}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	if e.d, err = New(cfg); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -108,12 +112,20 @@ type reply struct {
 	status int
 	body   string
 	result map[string]any
+	header http.Header
 }
 
 // post asks srv for a profile of ns/orders with token and extra headers.
 func post(t *testing.T, ctx context.Context, srv *httptest.Server, ns, query, token string, headers ...string) reply {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/apis/safeattach.io/v1/namespaces/"+ns+"/pods/orders/profile?"+query, nil)
+	return call(t, ctx, srv, http.MethodPost, ns, "profile", query, token, headers...)
+}
+
+// call sends method to action (profile, start, status...) of ns/orders
+// with token and extra headers.
+func call(t *testing.T, ctx context.Context, srv *httptest.Server, method, ns, action, query, token string, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, srv.URL+"/apis/safeattach.io/v1/namespaces/"+ns+"/pods/orders/"+action+"?"+query, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +141,7 @@ func post(t *testing.T, ctx context.Context, srv *httptest.Server, ns, query, to
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	r := reply{status: resp.StatusCode, body: string(body)}
+	r := reply{status: resp.StatusCode, body: string(body), header: resp.Header}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		json.Unmarshal(body, &r.result)
 	}

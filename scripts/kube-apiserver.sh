@@ -176,7 +176,10 @@ start_once() {
 	echo $! > "$RUN/etcd.pid"
 	wait_ready etcd "http://127.0.0.1:$client/health" || { stop; return 1; }
 	# The default endpoint reconciler refuses a loopback advertise address.
-	"$DIR/bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$client" --bind-address=$bind \
+	# Privileged containers are allowed, as kubeadm and kind allow them:
+	# Pod Security admission, not validation, is what refuses them in a
+	# namespace (the peers' profiling pods, internal/realnode).
+	"$DIR/bin/kube-apiserver" --allow-privileged=true --etcd-servers="http://127.0.0.1:$client" --bind-address=$bind \
 		--advertise-address=127.0.0.1 --secure-port="$secure" --cert-dir="$RUN/certs" \
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \

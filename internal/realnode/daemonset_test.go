@@ -242,22 +242,23 @@ func TestDaemonSetPodProfilesRealPods(t *testing.T) {
 func daemonImage(t *testing.T, n *kubenode.Node) string {
 	t.Helper()
 	return n.Image(t, "safeattach-daemon", []string{"/usr/local/bin/safeattach-daemon"}, kubenode.Files{
-		"/usr/local/bin/safeattach-daemon":            daemonBinary(t),
+		"/usr/local/bin/safeattach-daemon":            staticBinary(t, "safeattach-daemon"),
+		"/usr/local/bin/safeattach-pprof":             staticBinary(t, "safeattach-pprof"),
 		"/opt/async-profiler/lib/libasyncProfiler.so": testenv.ProfilerOrLookalike(t),
 		"/tmp": "", "/etc": "", "/proc": "", "/sys": "", "/dev": "", "/var": "",
 	})
 }
 
-// daemonBinary builds the daemon (static, as the Containerfile does) into
-// a directory named by its content, so that an unchanged daemon is the
+// staticBinary builds cmd/name (static, as the Containerfile does) into
+// a directory named by its content, so that an unchanged binary is the
 // same image file, with the same time, in every run.
-func daemonBinary(t *testing.T) string {
+func staticBinary(t *testing.T, name string) string {
 	t.Helper()
-	tmp := filepath.Join(t.TempDir(), "safeattach-daemon")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", tmp, "github.com/safeattach/safeattach/cmd/safeattach-daemon")
+	tmp := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", tmp, "github.com/safeattach/safeattach/cmd/"+name)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build safeattach-daemon: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
 	data, err := os.ReadFile(tmp)
 	if err != nil {
@@ -268,13 +269,13 @@ func daemonBinary(t *testing.T) string {
 	if cache == "" {
 		cache = filepath.Join(os.TempDir(), "safeattach-testbuild")
 	}
-	dir := filepath.Join(cache, "daemon-"+hex.EncodeToString(sum[:8]))
-	final := filepath.Join(dir, "safeattach-daemon")
+	dir := filepath.Join(cache, name+"-"+hex.EncodeToString(sum[:8]))
+	final := filepath.Join(dir, name)
 	if _, err := os.Stat(final); err == nil {
 		return final
 	}
-	// Older builds of the daemon go: only this test uses them.
-	old, _ := filepath.Glob(filepath.Join(cache, "daemon-*"))
+	// Older builds go: only these tests use them.
+	old, _ := filepath.Glob(filepath.Join(cache, name+"-*"))
 	for _, o := range old {
 		if fi, err := os.Stat(o); err == nil && time.Since(fi.ModTime()) > time.Hour {
 			os.RemoveAll(o)
@@ -283,12 +284,12 @@ func daemonBinary(t *testing.T) string {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stage, err := os.MkdirTemp(cache, "tmp-daemon-")
+	stage, err := os.MkdirTemp(cache, "tmp-"+name+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(stage)
-	if err := os.WriteFile(filepath.Join(stage, "safeattach-daemon"), data, 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(stage, name), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(stage, 0o755)

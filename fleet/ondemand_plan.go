@@ -1,0 +1,85 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/profiling"
+	"github.com/safeattach/safeattach/profiling/flightrec"
+)
+
+// plan is how an on-demand request would profile a JVM: which build of
+// async-profiler, or the fallback engine, and the verdict that chose it.
+type plan struct {
+	lib    string
+	engine profiling.Engine
+	// verdict is the chosen engine's; with none allowed, the preferred
+	// build's refusal.
+	verdict conflicts.Verdict
+	// fallbackFrom are the rules that refused every build when the
+	// fallback engine was chosen.
+	fallbackFrom []string
+}
+
+// allowed reports whether anything may profile the JVM.
+func (p *plan) allowed() bool { return p.verdict.Allowed }
+
+// planFor judges the JVM pid as the continuous profiling does (sessions'
+// startProfiler), sending it nothing: the daemon's builds in order of
+// preference, moving on only from a refusal of the build itself (its
+// version, what it imports); when none is allowed and fallback names the
+// Flight Recorder, the Flight Recorder if the rules allow it. An error
+// is one of the inspection (the JVM gone, unreadable).
+func (o *onDemand) planFor(ctx context.Context, pid int, agentOptions string, fallback profiling.Engine) (*plan, error) {
+	libs := o.d.agentLibs()
+	var first *attach.CheckResult
+	for _, lib := range libs {
+		res, err := attach.Check(ctx, pid, lib, agentOptions, o.d.cfg.Options)
+		if err != nil {
+			return nil, err
+		}
+		if res.Verdict.Allowed {
+			return &plan{lib: lib, engine: profiling.AsyncProfiler, verdict: res.Verdict}, nil
+		}
+		if first == nil {
+			first = res
+		}
+		if !(&attach.RefusedError{Verdict: res.Verdict}).ByAgent() {
+			break // the JVM's hazard, which another build would meet too
+		}
+	}
+	p := &plan{lib: libs[0], engine: profiling.AsyncProfiler, verdict: first.Verdict}
+	if fallback != profiling.FlightRecorder {
+		return p, nil
+	}
+	_, v, err := flightrec.Judge(ctx, pid, o.d.cfg.Options)
+	var refused *attach.RefusedError
+	switch {
+	case err == nil:
+		p.engine, p.verdict, p.fallbackFrom = profiling.FlightRecorder, v, first.Verdict.Causes()
+	case errors.As(err, &refused):
+		// Neither: the answer names both engines' findings.
+		p.verdict.Findings = append(p.verdict.Findings, newFindings(p.verdict, refused.Verdict)...)
+	default:
+		return nil, err
+	}
+	return p, nil
+}
+
+// newFindings are the findings of v that have no finding of the same
+// rule and severity in had.
+func newFindings(had, v conflicts.Verdict) []conflicts.Finding {
+	var out []conflicts.Finding
+	for _, f := range v.Findings {
+		seen := false
+		for _, g := range had.Findings {
+			seen = seen || (g.Rule == f.Rule && g.Severity == f.Severity)
+		}
+		if !seen {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,380 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/preflight"
+	"github.com/safeattach/safeattach/profiling"
+)
+
+// StartedProfile is a profile started on demand and not yet stopped, as
+// start and status answer it.
+type StartedProfile struct {
+	Namespace string           `json:"namespace"`
+	Pod       string           `json:"pod"`
+	Container string           `json:"container"`
+	By        string           `json:"by"`
+	Engine    profiling.Engine `json:"engine"`
+	Event     string           `json:"event"`
+	Format    string           `json:"format"`
+	// FallbackFrom are the rules that refused async-profiler when the
+	// Flight Recorder profiles instead.
+	FallbackFrom []string  `json:"fallback_from,omitempty"`
+	Since        time.Time `json:"since"`
+	// StopsAt is when the node agent stops it and keeps nothing, if no
+	// one stopped it before.
+	StopsAt time.Time `json:"stops_at"`
+}
+
+// OnDemandState is the answer to start and status.
+type OnDemandState struct {
+	attach.Envelope
+	// Verdict is the judgement a start was made under.
+	Verdict *conflicts.Verdict `json:"verdict,omitempty"`
+	// Started are the profiles started on demand in the pod (status), or
+	// the one just started (start).
+	Started []StartedProfile `json:"started"`
+	// Continuous are the pod's containers the node agent profiles
+	// continuously (the pod's annotations asked for it).
+	Continuous []string `json:"continuous,omitempty"`
+}
+
+// startedProfile is a started profile's session and what it holds.
+type startedProfile struct {
+	StartedProfile
+	ss    profiling.Profiler
+	start *answer // the start's request
+	pid   int
+	done  func() // gives back the slots and the JVM
+	timer *time.Timer
+}
+
+// start starts a profile that runs until stop, or until its duration,
+// when the node agent stops it and discards it.
+func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	a, ok := o.authorize(w, r, began, "start", OnDemandVerb)
+	if !ok {
+		return
+	}
+	if err := o.options(r.URL.Query(), a, o.cfg.MaxDuration); err != nil {
+		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
+		o.fail(w, r, a, began)
+		return
+	}
+	pid, done, ok := o.claim(w, r, a, began, true)
+	if !ok {
+		return
+	}
+	// The session outlives this request; the start does not outlive the
+	// client, nor the attach deadline.
+	ctx, cancel := context.WithTimeout(r.Context(), o.d.cfg.Options.Timeout+time.Minute)
+	defer cancel()
+	sp, err := o.startAsPlanned(ctx, pid, a)
+	if err != nil {
+		done()
+		a.err = err
+		a.status, a.result = statusOf(err)
+		o.log(r, a, began, pid)
+		writeJSON(w, a.status, profiling.NewJSONResult("start", pid, began, nil, err))
+		o.recordEvent(a, "")
+		return
+	}
+	since := time.Now()
+	sp.done = done
+	sp.StartedProfile = StartedProfile{
+		Namespace: a.namespace, Pod: a.pod, Container: a.container, By: a.user.GetName(),
+		Engine: sp.ss.Engine(), Event: sp.ss.Event(), Format: sp.ss.Format(), FallbackFrom: sp.FallbackFrom,
+		Since: since, StopsAt: since.Add(a.duration),
+	}
+	key := a.namespace + "/" + a.pod + "/" + a.container
+	o.d.mu.Lock()
+	o.started[key] = sp
+	sp.timer = time.AfterFunc(a.duration, func() { o.expire(key, sp) })
+	o.d.mu.Unlock()
+	a.status, a.result = http.StatusOK, "started"
+	o.log(r, a, began, pid)
+	o.recordEvent(a, fmt.Sprintf("stops by itself at %s", sp.StopsAt.UTC().Format(time.RFC3339)))
+	v := sp.ss.Result().Verdict
+	writeJSON(w, a.status, &OnDemandState{Envelope: attach.NewEnvelope("start", nil), Verdict: &v, Started: []StartedProfile{sp.StartedProfile}})
+}
+
+// startAsPlanned opens the engine planFor chooses and starts it, with
+// the profiler's own stop (async-profiler's timeout=, the recording's
+// duration) past the node agent's, so that a node agent gone before it
+// stops the profile does not leave it running.
+func (o *onDemand) startAsPlanned(ctx context.Context, pid int, a *answer) (*startedProfile, error) {
+	agentOptions, _ := o.agentOptions(a)
+	p, err := o.planFor(ctx, pid, agentOptions, a.fallback)
+	if err != nil {
+		return nil, err
+	}
+	req := o.sessionRequest(a, o.d.cfg.Options)
+	req.AutoStop = profiling.AutoStopFor(a.duration)
+	req.Lib = p.lib
+	if !p.allowed() {
+		req.Fallback = a.fallback
+	}
+	if p.engine == profiling.FlightRecorder {
+		req.Lib, req.Engine = "", profiling.FlightRecorder
+	}
+	ss, err := profiling.Open(ctx, pid, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := ss.Start(ctx); err != nil {
+		ss.Close()
+		return nil, err
+	}
+	a.engine = ss.Engine()
+	sp := &startedProfile{ss: ss, start: a, pid: pid}
+	sp.FallbackFrom = p.fallbackFrom
+	return sp, nil
+}
+
+// stop stops a started profile and streams it.
+func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	a, ok := o.authorize(w, r, began, "stop", OnDemandVerb)
+	if !ok {
+		return
+	}
+	a.container = r.URL.Query().Get("container")
+	sp, err := o.takeStarted(a)
+	if err != nil {
+		a.status, a.result, a.err = http.StatusNotFound, "not-found", err
+		o.fail(w, r, a, began)
+		return
+	}
+	defer sp.done()
+	s := sp.start
+	a.container, a.podUID, a.format, a.event, a.engine = s.container, s.podUID, sp.Format, sp.Event, sp.Engine
+	a.duration = time.Since(sp.Since)
+	out := &lazyWriter{w: w, contentType: contentTypes[sp.Format]}
+	if sp.Engine == profiling.FlightRecorder {
+		out.fallback(sp.Engine, sp.FallbackFrom)
+	}
+	// The profiler is stopped even when the client leaves mid-stream:
+	// no one could stop it after.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), o.d.cfg.Options.Timeout+time.Minute)
+	defer cancel()
+	n, err := sp.ss.Stop(ctx, out)
+	sp.ss.Close()
+	a.bytes = n
+	if err == nil && r.Context().Err() != nil {
+		err = r.Context().Err()
+	}
+	defer o.recordStopped(a, sp)
+	if err == nil {
+		a.status, a.result = http.StatusOK, "ok"
+		if !out.started {
+			out.start()
+		}
+		o.log(r, a, began, sp.pid)
+		return
+	}
+	a.err = err
+	a.status, a.result = statusOf(err)
+	o.log(r, a, began, sp.pid)
+	if out.started {
+		panic(http.ErrAbortHandler)
+	}
+	writeJSON(w, a.status, profiling.NewJSONResult("stop", sp.pid, began, nil, err))
+}
+
+// takeStarted removes from the started profiles the one a names (its
+// container, or the pod's only one) and returns it: whoever takes it
+// stops it.
+func (o *onDemand) takeStarted(a *answer) (*startedProfile, error) {
+	o.d.mu.Lock()
+	defer o.d.mu.Unlock()
+	var keys []string
+	for key, sp := range o.started {
+		if sp.Namespace == a.namespace && sp.Pod == a.pod && (a.container == "" || sp.Container == a.container) {
+			keys = append(keys, key)
+		}
+	}
+	switch len(keys) {
+	case 0:
+		return nil, fmt.Errorf("no profile started on demand in pod %s/%s%s", a.namespace, a.pod, inContainer(a.container))
+	case 1:
+	default:
+		slices.Sort(keys)
+		return nil, fmt.Errorf("pod %s/%s has %d profiles started on demand (%s): name the container", a.namespace, a.pod, len(keys), strings.Join(keys, ", "))
+	}
+	sp := o.started[keys[0]]
+	delete(o.started, keys[0])
+	sp.timer.Stop()
+	return sp, nil
+}
+
+func inContainer(c string) string {
+	if c == "" {
+		return ""
+	}
+	return " container " + c
+}
+
+// expire stops a started profile no one stopped in its duration, and
+// discards it.
+func (o *onDemand) expire(key string, sp *startedProfile) {
+	o.d.mu.Lock()
+	if o.started[key] != sp {
+		o.d.mu.Unlock()
+		return // stopped meanwhile
+	}
+	delete(o.started, key)
+	o.d.mu.Unlock()
+	defer sp.done()
+	ctx, cancel := context.WithTimeout(context.Background(), o.d.cfg.Options.Timeout+time.Minute)
+	defer cancel()
+	_, err := sp.ss.Stop(ctx, io.Discard)
+	sp.ss.Close()
+	a := *sp.start
+	a.action, a.result, a.status, a.err, a.duration = "expire", "expired", http.StatusGone, err, time.Since(sp.Since)
+	attrs := []any{"result", a.result, "namespace", a.namespace, "pod", a.pod, "container", a.container, "user", a.user.GetName(), "pid", sp.pid, "ran", a.duration.Round(time.Second).String()}
+	if err != nil {
+		attrs = append(attrs, "err", logText(err))
+	}
+	o.d.cfg.Metrics.onDemand(a.result)
+	o.d.cfg.Logger.Info("on-demand profile not stopped in its duration: stopped and discarded", attrs...)
+	o.recordStopped(&a, sp)
+}
+
+// stopStarted stops every started profile and discards them: the node
+// agent is going away, and no one could stop them after.
+func (o *onDemand) stopStarted() {
+	o.d.mu.Lock()
+	var all []*startedProfile
+	var keys []string
+	for key, sp := range o.started {
+		all, keys = append(all, sp), append(keys, key)
+	}
+	o.d.mu.Unlock()
+	for i, sp := range all {
+		o.expire(keys[i], sp)
+	}
+}
+
+// status answers what runs on demand in the pod, and which of its
+// containers the node agent profiles continuously.
+func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	a, ok := o.authorize(w, r, began, "status", OnDemandReadVerb)
+	if !ok {
+		return
+	}
+	a.container = r.URL.Query().Get("container")
+	pods, err := o.d.cfg.Pods.Pods(r.Context())
+	if err != nil {
+		a.status, a.result, a.err = http.StatusServiceUnavailable, "error", fmt.Errorf("this node's pods are not known yet: %w", err)
+		o.fail(w, r, a, began)
+		return
+	}
+	podUID := ""
+	for _, p := range pods {
+		if p.Namespace == a.namespace && p.Name == a.pod && (o.d.cfg.Node == "" || p.Node == o.d.cfg.Node) {
+			podUID = p.UID
+		}
+	}
+	if podUID == "" {
+		a.status, a.result, a.err = http.StatusNotFound, "not-found", fmt.Errorf("pod %s/%s is not on this node", a.namespace, a.pod)
+		o.fail(w, r, a, began)
+		return
+	}
+	st := &OnDemandState{Envelope: attach.NewEnvelope("status", nil), Started: []StartedProfile{}}
+	o.d.mu.Lock()
+	for _, sp := range o.started {
+		if sp.Namespace == a.namespace && sp.Pod == a.pod && sp.start.podUID == podUID && (a.container == "" || sp.Container == a.container) {
+			st.Started = append(st.Started, sp.StartedProfile)
+		}
+	}
+	for key := range o.d.sessions {
+		if uid, container, _ := strings.Cut(key, "/"); uid == podUID && (a.container == "" || container == a.container) {
+			st.Continuous = append(st.Continuous, container)
+		}
+	}
+	o.d.mu.Unlock()
+	slices.SortFunc(st.Started, func(x, y StartedProfile) int { return strings.Compare(x.Container, y.Container) })
+	slices.Sort(st.Continuous)
+	a.status, a.result = http.StatusOK, "ok"
+	o.log(r, a, began, 0)
+	writeJSON(w, a.status, st)
+}
+
+// InspectAnswer is the answer to inspect: the inspection of the pod's
+// JVM, without its command line (secrets are passed there) and the
+// files it maps.
+type InspectAnswer struct {
+	attach.Envelope
+	*preflight.Report
+}
+
+// inspect describes the pod's JVM from the outside, touching nothing.
+// It takes no slot of the caps and does not make the JVM busy (it is
+// what a user looks at while a profile runs); each user inspects one
+// JVM at a time.
+func (o *onDemand) inspect(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	a, ok := o.authorize(w, r, began, "inspect", OnDemandReadVerb)
+	if !ok {
+		return
+	}
+	a.container = r.URL.Query().Get("container")
+	name := a.user.GetName()
+	o.d.mu.Lock()
+	busy := o.inspecting[name]
+	if !busy {
+		o.inspecting[name] = true
+	}
+	o.d.mu.Unlock()
+	if busy {
+		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", fmt.Errorf("user %q already inspects a JVM on this node", name)
+		o.fail(w, r, a, began)
+		return
+	}
+	defer func() {
+		o.d.mu.Lock()
+		delete(o.inspecting, name)
+		o.d.mu.Unlock()
+	}()
+	jvm, _, status, err := o.findJVM(r.Context(), a)
+	if err != nil {
+		a.status, a.result, a.err = status, "not-found", err
+		o.fail(w, r, a, began)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), o.d.cfg.Options.Timeout)
+	defer cancel()
+	report, err := preflight.Inspect(ctx, jvm.PID, preflight.Options{})
+	if err != nil {
+		a.err = err
+		a.status, a.result = statusOf(err)
+		o.log(r, a, began, jvm.PID)
+		writeJSON(w, a.status, profiling.NewJSONResult("inspect", jvm.PID, began, nil, err))
+		return
+	}
+	report.Process.Cmdline, report.MappedFiles = nil, nil
+	a.status, a.result = http.StatusOK, "ok"
+	o.log(r, a, began, jvm.PID)
+	writeJSON(w, a.status, &InspectAnswer{Envelope: attach.NewEnvelope("inspect", nil), Report: report})
+}
+
+// recordStopped records on the pod how a started profile ended.
+func (o *onDemand) recordStopped(a *answer, sp *startedProfile) {
+	stopped := *a
+	stopped.format, stopped.event, stopped.engine, stopped.container = sp.Format, sp.Event, sp.Engine, sp.Container
+	extra := "started by " + sp.By
+	if a.action == "expire" {
+		extra = "not stopped in " + sp.StopsAt.Sub(sp.Since).String() + ": discarded"
+	}
+	o.recordEvent(&stopped, extra)
+}

@@ -1,0 +1,273 @@
+package fleet
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/profiling"
+)
+
+// token is a ServiceAccount of ns allowed verbs on profiles.safeattach.io.
+func (e *onDemandEnv) token(t *testing.T, ns, name string, verbs ...string) string {
+	t.Helper()
+	return e.api.ServiceAccountToken(t, ns, name, rbacv1.PolicyRule{APIGroups: []string{OnDemandGroup}, Resources: []string{OnDemandResource}, Verbs: verbs})
+}
+
+// started are the started profiles of a start's or status's answer.
+func started(r reply) []map[string]any {
+	var out []map[string]any
+	list, _ := r.result["started"].([]any)
+	for _, s := range list {
+		if m, ok := s.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestLiveOnDemandStartStatusStop: a profile started on demand runs
+// past its request until stopped, by its starter or a teammate allowed
+// to; status (get) shows who runs it and until when; a second start of
+// the JVM is 409; stop streams the profile and frees the JVM; a start no
+// one stops is stopped at its duration and discarded, and the JVM is
+// free again. Each step needs its own verb, and the pod says who did
+// what in its Events.
+func TestLiveOnDemandStartStatusStop(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{MaxConcurrent: 4, MaxPerUser: 2})
+	ctx := context.Background()
+	alice := e.token(t, e.a, "alice", "create", "get")
+	bob := e.token(t, e.a, "bob", "create")
+	viewer := e.token(t, e.a, "viewer", "get")
+	sa := "system:serviceaccount:" + e.a + ":"
+
+	if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer", viewer); r.status != http.StatusForbidden ||
+		!strings.Contains(r.body, `cannot create profiles.safeattach.io \"orders\"`) {
+		t.Errorf("start with get only: %d, want 403:\n%s", r.status, r.body)
+	}
+	if r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", bob); r.status != http.StatusForbidden ||
+		!strings.Contains(r.body, `cannot get profiles.safeattach.io \"orders\"`) {
+		t.Errorf("status with create only: %d, want 403:\n%s", r.status, r.body)
+	}
+	if agentMapped(t, e.jvmA, e.lib) {
+		t.Fatal("a refused start loaded the agent")
+	}
+
+	r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&format=collapsed&duration=60s", alice)
+	s := started(r)
+	if r.status != http.StatusOK || r.result["outcome"] != "ok" || len(s) != 1 || s[0]["by"] != sa+"alice" || s[0]["engine"] != "async-profiler" {
+		t.Fatalf("start: %d\n%s\n%s", r.status, r.body, e.log())
+	}
+	if !agentMapped(t, e.jvmA, e.lib) {
+		t.Fatalf("started, but the JVM does not map the agent:\n%s", testenv.Maps(t, e.jvmA))
+	}
+	since, _ := time.Parse(time.RFC3339Nano, s[0]["since"].(string))
+	stopsAt, _ := time.Parse(time.RFC3339Nano, s[0]["stops_at"].(string))
+	if d := stopsAt.Sub(since); d != time.Minute {
+		t.Errorf("stops_at - since = %v, want the duration asked, 1m", d)
+	}
+	// The start's request is over; the profile runs on.
+	time.Sleep(1500 * time.Millisecond)
+	r = call(t, ctx, srv, http.MethodGet, e.a, "status", "", viewer)
+	if s := started(r); r.status != http.StatusOK || len(s) != 1 || s[0]["container"] != "app" || s[0]["by"] != sa+"alice" {
+		t.Errorf("status while it runs: %d\n%s", r.status, r.body)
+	}
+	if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer", bob); r.status != http.StatusConflict || !strings.Contains(r.body, "being profiled on demand by") {
+		t.Errorf("a second start of the JVM: %d, want 409:\n%s", r.status, r.body)
+	}
+	if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 1 {
+		t.Errorf("profiles running: %v, want 1 (the started one holds its slot)", got)
+	}
+
+	// A teammate who may create profiles stops it, and gets the profile.
+	r = call(t, ctx, srv, http.MethodPost, e.a, "stop", "", bob)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "[itimer]") {
+		t.Fatalf("stop: %d\n%.2000s\n%s", r.status, r.body, e.log())
+	}
+	if r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", alice); r.status != http.StatusOK || len(started(r)) != 0 {
+		t.Errorf("status after the stop: %d\n%s", r.status, r.body)
+	}
+	if r := call(t, ctx, srv, http.MethodPost, e.a, "stop", "", bob); r.status != http.StatusNotFound ||
+		r.result["error"] != "no profile started on demand in pod "+e.a+"/orders" {
+		t.Errorf("a second stop: %d, want 404:\n%s", r.status, r.body)
+	}
+	if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 0 {
+		t.Errorf("profiles running after the stop: %v", got)
+	}
+
+	// Started and never stopped: stopped at its duration, discarded.
+	if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&duration=1s", alice); r.status != http.StatusOK {
+		t.Fatalf("a short start: %d\n%s", r.status, r.body)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if metric(t, e.metrics, "safeattach_ondemand_profiles_running") == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the 1 s start still runs 30 s later:\n%s", e.log())
+		}
+	}
+	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "expired"); got != 1 {
+		t.Errorf("expired counted %v times, want 1", got)
+	}
+	// The JVM is free: a profile of it is made.
+	if r := post(t, ctx, srv, e.a, "duration=1s&event=itimer", bob); r.status != http.StatusOK || !strings.Contains(r.body, "[itimer]") {
+		t.Errorf("a profile after the expiry: %d\n%.2000s", r.status, r.body)
+	}
+
+	want := []string{
+		"ProfileStarted: started on demand by " + sa + "alice (stops by itself at ",
+		"Profiled: profiled on demand by " + sa + "bob (started by " + sa + "alice): container app, ",
+		"ProfileExpired: expired on demand by " + sa + "alice (not stopped in 1s: discarded): container app, ",
+	}
+	var notes []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if notes = e.events(t, e.a); all(want, notes) {
+			break
+		}
+	}
+	if !all(want, notes) {
+		t.Errorf("the pod's events:\n%s\nwant each of:\n%s", strings.Join(notes, "\n"), strings.Join(want, "\n"))
+	}
+	if err := syscall.Kill(e.jvmA, 0); err != nil {
+		t.Errorf("the JVM is gone: %v", err)
+	}
+	t.Logf("events:\n%s", strings.Join(notes, "\n"))
+}
+
+// all says whether every prefix starts one of notes.
+func all(prefixes, notes []string) bool {
+	for _, p := range prefixes {
+		found := false
+		for _, n := range notes {
+			found = found || strings.HasPrefix(n, p)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// TestLiveOnDemandStartedStopsWithTheAgent: a node agent stopping its
+// profilers (its pod deleted) stops the profiles started on demand too:
+// no one could stop them after.
+func TestLiveOnDemandStartedStopsWithTheAgent(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	alice := e.token(t, e.a, "alice", "create")
+	if r := call(t, context.Background(), srv, http.MethodPost, e.a, "start", "event=itimer&duration=5m", alice); r.status != http.StatusOK {
+		t.Fatalf("start: %d\n%s", r.status, r.body)
+	}
+	e.d.StopAll()
+	if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 0 {
+		t.Errorf("profiles running after StopAll: %v", got)
+	}
+	if log := e.log(); !strings.Contains(log, "on-demand profile not stopped in its duration: stopped and discarded") || strings.Contains(log, `"err"`) {
+		t.Errorf("the started profile's stop is not logged, or failed:\n%s", log)
+	}
+}
+
+// TestLiveOnDemandInspect: inspect (get) describes the pod's JVM — its
+// JVM, allocator and the verdict's facts — without its command line and
+// mapped files, touching nothing, and works while a profile runs.
+func TestLiveOnDemandInspect(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	viewer := e.token(t, e.a, "viewer", "get")
+	r := call(t, context.Background(), srv, http.MethodGet, e.a, "inspect", "", viewer)
+	jvm, _ := r.result["jvm"].(map[string]any)
+	process, _ := r.result["process"].(map[string]any)
+	if r.status != http.StatusOK || r.result["outcome"] != "ok" || jvm == nil || jvm["kind"] != "hotspot" || process == nil {
+		t.Fatalf("inspect: %d\n%.3000s", r.status, r.body)
+	}
+	if _, ok := process["cmdline"]; ok || r.result["mapped_files"] != nil {
+		t.Errorf("inspect answered the command line or the mapped files:\n%.3000s", r.body)
+	}
+	if agentMapped(t, e.jvmA, e.lib) {
+		t.Error("inspect loaded the agent")
+	}
+	if r := call(t, context.Background(), srv, http.MethodGet, e.b, "inspect", "", viewer); r.status != http.StatusForbidden {
+		t.Errorf("inspect in namespace b: %d, want 403:\n%s", r.status, r.body)
+	}
+}
+
+// TestLiveOnDemandAgentsAndFallback: the on-demand API tries the node's
+// builds in order, as the continuous profiling does, and where the rules
+// refuse every one, profiles with the JVM's Flight Recorder (the node's
+// fallback), saying so; fallback=none asks for the refusal instead. The
+// JVM then never maps async-profiler.
+func TestLiveOnDemandAgentsAndFallback(t *testing.T) {
+	t.Run("agents", func(t *testing.T) {
+		fixed, affected := testenv.BuildAgent(t, testenv.AgentFixedLookalike), testenv.BuildAgent(t, testenv.AgentAffectedLookalike)
+		e := newOnDemandEnv(t, nil, func(c *Config) {
+			c.Agents, c.Options = []string{fixed, affected}, attach.Options{DenyAgents: []string{fixed}}
+		})
+		srv := e.serve(t, OnDemandConfig{})
+		token := e.token(t, e.a, "profiler", "create")
+		r := call(t, context.Background(), srv, http.MethodPost, e.a, "check", "event=itimer", token)
+		if r.status != http.StatusOK || r.result["outcome"] != "ok" || r.result["profile"] != nil {
+			t.Errorf("check: %d, want allowed with async-profiler:\n%s", r.status, r.body)
+		}
+		r = post(t, context.Background(), srv, e.a, "duration=1s&event=itimer", token)
+		if r.status != http.StatusOK || !strings.Contains(r.body, "[itimer]") || r.header.Get("X-Safeattach-Engine") != "" {
+			t.Fatalf("profile: %d\n%.2000s\n%s", r.status, r.body, e.log())
+		}
+		if maps := testenv.Maps(t, e.jvmA); strings.Contains(maps, "lookalike_fixed") || !strings.Contains(maps, "lookalike_affected") {
+			t.Errorf("want the second build loaded, the first refused; the JVM's maps:\n%s", maps)
+		}
+	})
+	t.Run("flight-recorder", func(t *testing.T) {
+		e := newOnDemandEnv(t, nil)
+		e.d.cfg.Options.DenyAgents, e.d.cfg.Fallback = []string{e.lib}, profiling.FlightRecorder
+		srv := e.serve(t, OnDemandConfig{Converter: testenv.Converter(t)})
+		token := e.token(t, e.a, "profiler", "create")
+		ctx := context.Background()
+		r := call(t, ctx, srv, http.MethodPost, e.a, "check", "", token)
+		profile, _ := r.result["profile"].(map[string]any)
+		if r.status != http.StatusOK || r.result["outcome"] != "ok" || profile == nil || profile["engine"] != "jfr" ||
+			!strings.Contains(r.body, `"agent-denylisted"`) {
+			t.Errorf("check: %d, want allowed with the Flight Recorder:\n%s", r.status, r.body)
+		}
+		// The Flight Recorder samples Java code on CPU; these JVMs'
+		// workers allocate more than they run.
+		r = post(t, ctx, srv, e.a, "duration=2s&format=collapsed&event=alloc", token)
+		if r.status != http.StatusOK || r.header.Get("X-Safeattach-Engine") != "jfr" || r.header.Get("X-Safeattach-Fallback-From") != "agent-denylisted" ||
+			!strings.Contains(r.body, "Target.") {
+			t.Fatalf("profile: %d %v\n%.2000s\n%s", r.status, r.header, r.body, e.log())
+		}
+		r = call(t, ctx, srv, http.MethodPost, e.a, "start", "format=flamegraph&event=alloc&duration=1m", token)
+		if s := started(r); r.status != http.StatusOK || len(s) != 1 || s[0]["engine"] != "jfr" {
+			t.Fatalf("start: %d\n%s\n%s", r.status, r.body, e.log())
+		}
+		time.Sleep(2 * time.Second)
+		r = call(t, ctx, srv, http.MethodPost, e.a, "stop", "", token)
+		if r.status != http.StatusOK || !strings.Contains(r.body, "<html") || r.header.Get("X-Safeattach-Engine") != "jfr" {
+			t.Fatalf("stop: %d\n%.1000s\n%s", r.status, r.body, e.log())
+		}
+		r = post(t, ctx, srv, e.a, "duration=1s&fallback=none", token)
+		if r.status != http.StatusUnprocessableEntity || r.result["outcome"] != "refused" {
+			t.Errorf("fallback=none: %d, want 422 refused:\n%s", r.status, r.body)
+		}
+		if agentMapped(t, e.jvmA, e.lib) {
+			t.Errorf("the JVM maps async-profiler:\n%s", testenv.Maps(t, e.jvmA))
+		}
+		var notes []string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if notes = e.events(t, e.a); all([]string{"Profiled: "}, notes) {
+				break
+			}
+		}
+		if !strings.Contains(strings.Join(notes, "\n"), ", by the Flight Recorder") {
+			t.Errorf("the events do not say the Flight Recorder profiled:\n%s", strings.Join(notes, "\n"))
+		}
+	})
+}
