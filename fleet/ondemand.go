@@ -597,12 +597,8 @@ func (o *onDemand) profileAsPlanned(ctx context.Context, pid int, req profiling.
 	if err != nil {
 		return nil, err
 	}
-	req.Lib = p.lib
-	if !p.allowed() {
-		req.Fallback = a.fallback
-	}
+	p.apply(&req.SessionRequest, a.fallback)
 	if p.engine == profiling.FlightRecorder {
-		req.Lib, req.Engine = "", profiling.FlightRecorder
 		out.fallback(p.engine, p.fallbackFrom)
 	}
 	a.engine = p.engine

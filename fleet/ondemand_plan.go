@@ -26,6 +26,19 @@ type plan struct {
 // allowed reports whether anything may profile the JVM.
 func (p *plan) allowed() bool { return p.verdict.Allowed }
 
+// apply makes req load what the plan chose. Where nothing is allowed,
+// the profiling layer judges again as it loads, and its refusal (with
+// fallback's, if any) is the answer: what it says is what it found then.
+func (p *plan) apply(req *profiling.SessionRequest, fallback profiling.Engine) {
+	req.Lib, req.Engine = p.lib, p.engine
+	if p.engine == profiling.FlightRecorder {
+		req.Lib = ""
+	}
+	if !p.allowed() {
+		req.Fallback = fallback
+	}
+}
+
 // planFor judges the JVM pid as the continuous profiling does (sessions'
 // startProfiler), sending it nothing: the daemon's builds in order of
 // preference, moving on only from a refusal of the build itself (its

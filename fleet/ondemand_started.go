@@ -119,19 +119,9 @@ func (o *onDemand) startAsPlanned(ctx context.Context, pid int, a *answer) (*sta
 	}
 	req := o.sessionRequest(a, o.d.cfg.Options)
 	req.AutoStop = profiling.AutoStopFor(a.duration)
-	req.Lib = p.lib
-	if !p.allowed() {
-		req.Fallback = a.fallback
-	}
-	if p.engine == profiling.FlightRecorder {
-		req.Lib, req.Engine = "", profiling.FlightRecorder
-	}
-	ss, err := profiling.Open(ctx, pid, req)
+	p.apply(&req, a.fallback)
+	ss, err := startEngine(ctx, pid, req)
 	if err != nil {
-		return nil, err
-	}
-	if err := ss.Start(ctx); err != nil {
-		ss.Close()
 		return nil, err
 	}
 	a.engine = ss.Engine()

@@ -36,6 +36,7 @@ agent could not judge (a failure, a timeout).`,
 	f := cmd.Flags()
 	f.StringVarP(&o.container, "container", "c", "", "the pod's container (needed when it runs more than one)")
 	f.StringVarP(&o.event, "event", "e", "cpu", "async-profiler event a profile would use: cpu, itimer, wall, alloc, lock, ...")
+	o.fallbackFlag(cmd)
 	o.connectionFlags(cmd)
 	return cmd
 }
@@ -46,7 +47,13 @@ type verdict struct {
 	ExitCode int    `json:"exit_code"`
 	Error    string `json:"error"`
 	PID      int    `json:"pid"`
-	Verdict  *struct {
+	// Profile says which engine a profile would use when not
+	// async-profiler.
+	Profile *struct {
+		Engine       string   `json:"engine"`
+		FallbackFrom []string `json:"fallback_from"`
+	} `json:"profile"`
+	Verdict *struct {
 		Allowed  bool `json:"allowed"`
 		Findings []struct {
 			Rule     string `json:"rule"`
@@ -58,30 +65,21 @@ type verdict struct {
 }
 
 func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
-	ag, err := o.connect(ctx, cc, pod, stderr)
-	if err != nil {
+	if err := o.checkFallback(); err != nil {
 		return err
 	}
-	defer ag.close()
 	q := url.Values{"event": {o.event}}
-	if o.container != "" {
-		q.Set("container", o.container)
+	if o.fallback != "" {
+		q.Set("fallback", o.fallback)
 	}
-	u := ag.base.JoinPath("/apis/safeattach.io/v1/namespaces", ag.namespace, "pods", pod, "check")
-	u.RawQuery = q.Encode()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, "check", q, 2*time.Minute, stderr)
 	if err != nil {
 		return err
 	}
-	resp, err := ag.client.Do(req)
+	defer done()
+	namespace, _, err := cc.Namespace()
 	if err != nil {
-		return fmt.Errorf("%s: %w", ag.where, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return agentError(resp, stderr)
+		return err
 	}
 	var v verdict
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v); err != nil || v.Verdict == nil {
@@ -93,7 +91,10 @@ func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, p
 	if !v.Verdict.Allowed {
 		state = "REFUSED"
 	}
-	fmt.Fprintf(stdout, "%s  %s/%s (pid %d on its node)\n", state, ag.namespace, pod, v.PID)
+	fmt.Fprintf(stdout, "%s  %s/%s (pid %d on its node)\n", state, namespace, pod, v.PID)
+	if v.Profile != nil && v.Profile.Engine != "" {
+		fmt.Fprintf(stdout, "  profiled by %s: the rules refuse async-profiler (%s)\n", printable.Line(engineName(v.Profile.Engine)), printable.Line(strings.Join(v.Profile.FallbackFrom, ", ")))
+	}
 	for _, f := range v.Verdict.Findings {
 		if f.Severity == "info" {
 			continue

@@ -4,15 +4,25 @@
 //
 //	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] [--direct https://NODE:PORT] [--agent-ca FILE]
 //	kubectl safeattach check   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [--direct https://NODE:PORT] [--agent-ca FILE]
+//	kubectl safeattach start   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-o FORMAT] [-d MAX]
+//	kubectl safeattach status  [-n NAMESPACE] POD [-c CONTAINER]
+//	kubectl safeattach stop    [-n NAMESPACE] POD [-c CONTAINER] [-f FILE]
+//	kubectl safeattach inspect [-n NAMESPACE] POD [-c CONTAINER] [--json]
 //
 // asks the agent of the pod's node for a profile of the pod's JVM (check:
 // for the verdict a profile would meet, each finding with its remedy,
-// nothing sent to the JVM; exit 0 allowed, 2 refused), as the
+// nothing sent to the JVM; exit 0 allowed, 2 refused; start: a profile
+// that runs until stop writes it, or until -d, when the agent discards
+// it; status: who runs what in the pod; inspect: what the agent sees of
+// the JVM from the outside), as the
 // user of the kubeconfig (loaded as kubectl loads it: $KUBECONFIG,
 // --kubeconfig, --context, -n and the context's namespace): the agent
 // authenticates the user's bearer token with the API server and lets it
 // profile the pod when the user may create profiles.safeattach.io named
-// as the pod in its namespace. The token is the one client-go presents
+// as the pod in its namespace (get, for status and inspect). Where the
+// rules refuse every async-profiler build the node has, --fallback jfr
+// (or the pod's annotation, or the node's setting) profiles with the
+// JVM's Flight Recorder instead, and the plugin says so on stderr. The token is the one client-go presents
 // to the API server (a token, a token file, or an exec credential
 // plugin), or its client certificate, which the agent verifies against
 // the cluster's client CA.

@@ -87,13 +87,15 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 	config := func() clientcmd.ClientConfig {
 		return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	}
-	root.AddCommand(newProfileCmd(stdout, config), newCheckCmd(stdout, config))
+	root.AddCommand(newProfileCmd(stdout, config), newCheckCmd(stdout, config),
+		newStartCmd(stdout, config), newStopCmd(stdout, config), newStatusCmd(stdout, config), newInspectCmd(stdout, config))
 	return root
 }
 
 // profileOptions are the profile command's flags.
 type profileOptions struct {
 	container, event, format, file string
+	fallback                       string
 	duration                       time.Duration
 	direct, agentCA                string
 	agentNamespace, agentSelector  string
@@ -137,8 +139,31 @@ or a usage or connection error; otherwise the agent's exit_code
 	f.DurationVarP(&o.duration, "duration", "d", 10*time.Second, "how long to profile (the agent bounds it)")
 	f.StringVarP(&o.format, "output", "o", "collapsed", "profile format: collapsed, pprof, jfr or flamegraph")
 	f.StringVarP(&o.file, "file", "f", "", "write the profile to FILE (default, or -, stdout)")
+	o.fallbackFlag(cmd)
 	o.connectionFlags(cmd)
 	return cmd
+}
+
+// fallbackFlag is --fallback, for the commands that profile or judge.
+func (o *profileOptions) fallbackFlag(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.fallback, "fallback", "", "where the rules refuse async-profiler: jfr (the JVM's own Flight Recorder profiles instead, Java frames only) or none (default: the pod's profiles.safeattach.io/fallback annotation, else the node agent's setting)")
+}
+
+// engineName is how the plugin names an engine to its user.
+func engineName(engine string) string {
+	if engine == "jfr" {
+		return "the JVM's Flight Recorder"
+	}
+	return engine
+}
+
+// checkFallback refuses a --fallback the agent would refuse.
+func (o *profileOptions) checkFallback() error {
+	switch o.fallback {
+	case "", "jfr", "none":
+		return nil
+	}
+	return fmt.Errorf("--fallback %q: want jfr or none", o.fallback)
 }
 
 // connectionFlags are how profile and check reach the agent.
@@ -157,40 +182,68 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 	if o.duration <= 0 {
 		return fmt.Errorf("-d %v: want a positive duration (10s, 1m)", o.duration)
 	}
-	switch o.format {
-	case "collapsed", "pprof", "jfr", "flamegraph":
-	default:
-		return fmt.Errorf("-o %q: want collapsed, pprof, jfr or flamegraph", o.format)
+	if err := checkFormat(o.format); err != nil {
+		return err
+	}
+	if err := o.checkFallback(); err != nil {
+		return err
 	}
 	if o.file == "-" {
 		o.file = "" // standard output, as the CLI's -f -
 	}
-	ag, err := o.connect(ctx, cc, pod, stderr)
+	q := url.Values{"duration": {o.duration.String()}, "format": {o.format}, "event": {o.event}}
+	if o.fallback != "" {
+		q.Set("fallback", o.fallback)
+	}
+	// The agent bounds the profile; this bounds an agent that hangs.
+	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, "profile", q, o.duration+2*time.Minute, stderr)
 	if err != nil {
 		return err
 	}
-	defer ag.close()
-	namespace, base, where, client := ag.namespace, ag.base, ag.where, ag.client
-	q := url.Values{"duration": {o.duration.String()}, "format": {o.format}, "event": {o.event}}
+	defer done()
+	return o.save(resp, stdout, stderr)
+}
+
+// ask sends method to the on-demand API's action for pod, with the
+// container flag and q, bounded by timeout; the response when the agent
+// answered 200 (done closes it and the way to the agent), else the
+// agent's error.
+func (o *profileOptions) ask(ctx context.Context, cc clientcmd.ClientConfig, pod, method, action string, q url.Values, timeout time.Duration, stderr io.Writer) (*http.Response, func(), error) {
+	ag, err := o.connect(ctx, cc, pod, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
 	if o.container != "" {
 		q.Set("container", o.container)
 	}
-	u := base.JoinPath("/apis/safeattach.io/v1/namespaces", namespace, "pods", pod, "profile")
+	u := ag.base.JoinPath("/apis/safeattach.io/v1/namespaces", ag.namespace, "pods", pod, action)
 	u.RawQuery = q.Encode()
-	// The agent bounds the profile; this bounds an agent that hangs.
-	ctx, cancel := context.WithTimeout(ctx, o.duration+2*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	done := func() { cancel(); ag.close() }
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
-		return err
+		done()
+		return nil, nil, err
 	}
-	resp, err := client.Do(req)
+	resp, err := ag.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+		done()
+		return nil, nil, fmt.Errorf("%s: %w", ag.where, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return agentError(resp, stderr)
+		defer done()
+		defer resp.Body.Close()
+		return nil, nil, agentError(resp, stderr)
+	}
+	return resp, func() { resp.Body.Close(); done() }, nil
+}
+
+// save writes a profile the agent streams to -f FILE or stdout, and says
+// on stderr when the Flight Recorder made it instead of async-profiler.
+func (o *profileOptions) save(resp *http.Response, stdout, stderr io.Writer) error {
+	if engine := resp.Header.Get("X-Safeattach-Engine"); engine != "" {
+		fmt.Fprintf(stderr, "kubectl-safeattach: profiled by %s: the rules refused async-profiler (%s)\n",
+			printable.Line(engineName(engine)), printable.Line(resp.Header.Get("X-Safeattach-Fallback-From")))
 	}
 	if o.file == "" {
 		if _, err := io.Copy(stdout, resp.Body); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/attach/crashmem"
 	"github.com/safeattach/safeattach/conflicts"
+	"github.com/safeattach/safeattach/internal/reporttext"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -157,7 +158,7 @@ func pickChecked(cmd *cobra.Command, pid int, res *attach.CheckResult, pick bool
 func printVerdict(w io.Writer, r *preflight.Report, a *preflight.Agent, v conflicts.Verdict) {
 	target := fmt.Sprintf("pid %d (%s", r.PID, r.Process.Name)
 	if r.JVM.Kind != preflight.JVMNone {
-		target += fmt.Sprintf(", %s %s", r.JVM.Kind, orUnknown(r.JVM.Version))
+		target += fmt.Sprintf(", %s %s", r.JVM.Kind, reporttext.OrUnknown(r.JVM.Version))
 	}
 	target += ")"
 	agent := "no agent"

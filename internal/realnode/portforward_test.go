@@ -119,6 +119,28 @@ func TestPluginPortForward(t *testing.T) {
 		t.Fatalf("kubectl safeattach check orders: exit %d\n%s\n%s", code, out, errOut)
 	}
 
+	// start, status, inspect and stop, each through a tunnel of its
+	// own: the profile runs between the plugin's runs.
+	if out, errOut, code, _ := kubectl("start", "orders", "-e", "itimer", "-o", "flamegraph", "-d", "2m"); code != 0 || !strings.HasPrefix(out, "started: "+a+"/orders container app, async-profiler") {
+		t.Fatalf("kubectl safeattach start orders: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if out, errOut, code, _ := kubectl("status", "orders"); code != 0 || !strings.HasPrefix(out, a+"/orders container app: async-profiler, event itimer, format flamegraph") {
+		t.Fatalf("kubectl safeattach status orders: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if out, errOut, code, _ := kubectl("inspect", "orders"); code != 0 || !strings.Contains(out, "jvm        hotspot 17") || !strings.Contains(out, "uid 1000") {
+		t.Fatalf("kubectl safeattach inspect orders: exit %d\n%s\n%s", code, out, errOut)
+	} else {
+		t.Logf("kubectl safeattach inspect orders (restricted pod, through the port-forward):\n%s", out)
+	}
+	stopped := filepath.Join(t.TempDir(), "stopped.html")
+	if _, errOut, code, took := kubectl("stop", "orders", "-f", stopped); code != 0 {
+		t.Fatalf("kubectl safeattach stop orders: exit %d\n%s", code, errOut)
+	} else if html, err := os.ReadFile(stopped); err != nil || !bytes.Contains(html, []byte("<html")) {
+		t.Fatalf("stop wrote no flame graph: %v %.300s", err, html)
+	} else {
+		t.Logf("kubectl safeattach stop through the port-forward: %v, %d bytes", took.Round(time.Millisecond), len(html))
+	}
+
 	// kubectl describe pod shows who profiled it.
 	user := "system:serviceaccount:" + a + ":dev"
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
