@@ -25,8 +25,28 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", d.cfg.Metrics.Handler())
+	mux.Handle("GET /metrics", d.notOverPortForward(d.cfg.Metrics.Handler()))
 	return accessLog(d.cfg.Logger, mux)
+}
+
+// notOverPortForward refuses (403) a request that arrived over the pod's
+// loopback while the on-demand API is served. Whoever may port-forward to
+// the node agent's pod, to reach that API, reaches every port of it, and
+// a port-forward dials the port on the pod's loopback (containerd and
+// CRI-O both do): /metrics names the pods profiled on the node, in every
+// namespace, which is not theirs to see. Prometheus and the kubelet's
+// probes come over the pod network and are answered as before.
+func (d *Daemon) notOverPortForward(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		onDemand := len(d.stopOnDemand) > 0
+		d.mu.Unlock()
+		if ip := net.ParseIP(remoteHost(r.RemoteAddr)); onDemand && ip != nil && ip.IsLoopback() {
+			http.Error(w, "forbidden: /metrics is not served over the pod's loopback (a port-forward) while the on-demand API is on; scrape the pod's IP", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func remoteHost(addr string) string {

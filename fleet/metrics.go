@@ -87,7 +87,7 @@ func NewMetrics() *Metrics {
 			Name: "safeattach_push_duration_seconds", Help: "One push request to the profiling backend, by result (ok, rejected, retry).", Buckets: pushBuckets,
 		}, []string{"result"}),
 		onDemands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "safeattach_ondemand_requests_total", Help: "On-demand profiling API requests by result (ok, unauthenticated, forbidden, bad-request, not-found, too-many, busy, refused, timed-out, cancelled, failed, error).",
+			Name: "safeattach_ondemand_requests_total", Help: "On-demand profiling API requests by result (ok, allowed, started, expired, unauthenticated, forbidden, bad-request, not-found, too-many, busy, refused, timed-out, cancelled, failed, error).",
 		}, []string{"result"}),
 		onRunning: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "safeattach_ondemand_profiles_running", Help: "On-demand profiles running now.",

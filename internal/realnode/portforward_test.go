@@ -3,6 +3,9 @@ package realnode
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubenode"
@@ -55,7 +62,7 @@ func TestPluginPortForward(t *testing.T) {
 	repo, tag, _ := strings.Cut(image, ":")
 	template := applyChart(t, n, daemonNS, "image.repository="+repo, "image.tag="+tag, "image.pullPolicy=Never",
 		"pyroscope.url="+ingest.url, "onDemand.enabled=true")
-	n.Run(t, daemonPod(template, daemonNS, "safeattach-daemon-node"))
+	agentPod := n.Run(t, daemonPod(template, daemonNS, "safeattach-daemon-node"))
 
 	a := n.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
 	b := n.Namespace(t, nil)
@@ -185,6 +192,29 @@ func TestPluginPortForward(t *testing.T) {
 	}
 	_ = orders
 
+	// Whoever may port-forward to the agent reaches its metrics port
+	// too, over the pod's loopback: /metrics, which names the pods
+	// profiled on the node in every namespace, is refused there, and
+	// still served over the pod network (Prometheus, the probes).
+	forwarded := portForward(t, kubeconfig, daemonNS, agentPod.Name, 9464)
+	resp, err := http.Get("http://" + forwarded + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte("safeattach_session")) {
+		t.Errorf("/metrics through a port-forward: %s, want 403:\n%.500s", resp.Status, body)
+	}
+	if resp, err := http.Get("http://" + forwarded + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz through a port-forward: %v %v", resp, err)
+	}
+	if running, err := n.API.Client.CoreV1().Pods(daemonNS).Get(ctx, agentPod.Name, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	} else if fams := scrapeMetrics(t, running); fams["safeattach_build_info"] == nil {
+		t.Errorf("/metrics over the pod network: no safeattach_build_info")
+	}
+
 	// A pod that only looks like the agent (its label, node and port,
 	// made by whoever may create pods in the agent's namespace) gets no
 	// credentials: the plugin wants the DaemonSet's own pod.
@@ -196,6 +226,49 @@ func TestPluginPortForward(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "no DaemonSet controls it") {
 		t.Fatalf("profile through an impostor agent pod: exit %d, want 1, refused before any credential is sent:\n%s", code, errOut)
 	}
+}
+
+// portForward forwards a loopback port to pod's port as kubeconfig's
+// user, as an attacker holding only the port-forward Role would (kubectl
+// port-forward reads the pod first, which that Role does not let), until
+// the test ends; host:port.
+func portForward(t *testing.T, kubeconfig, ns, pod string, port int) string {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("portforward").URL()
+	stop, ready := make(chan struct{}), make(chan struct{})
+	var errOut bytes.Buffer
+	fw, err := portforward.NewOnAddresses(spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u),
+		[]string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, &errOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fw.ForwardPorts() }()
+	t.Cleanup(func() { close(stop); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("port-forward to %s/%s:%d: %v %s", ns, pod, port, err, errOut.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("port-forward to %s/%s:%d not ready in 20 s", ns, pod, port)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) == 0 {
+		t.Fatalf("port-forward: no local port: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local)
 }
 
 func hasEvent(events []corev1.Event, reason, user string) bool {
