@@ -338,3 +338,33 @@ func TestLiveOnDemandProfilerOwned(t *testing.T) {
 		t.Errorf("%v JVMs profiled continuously after the refused on-demand profile, want 2:\n%s", n, e.log())
 	}
 }
+
+// TestLiveOnDemandTokens: the API server, not the agent, says which
+// tokens are good. A genuine token of a ServiceAccount allowed to
+// profile, but made for another audience, is 401; one signed with the
+// API server's own key and already expired is 401, while the same token
+// not yet expired profiles (the control: it differs in its expiry only).
+func TestLiveOnDemandTokens(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	ctx := context.Background()
+	e.account(t, e.a, "profiler", true)
+	now := time.Now()
+	for _, c := range []struct {
+		name, token string
+		want        int
+	}{
+		{"a token for another audience", e.api.AudienceToken(t, e.a, "profiler", "vault"), http.StatusUnauthorized},
+		{"an expired token", e.api.SignedToken(t, e.a, "profiler", now.Add(-2*time.Hour), now.Add(-time.Hour)), http.StatusUnauthorized},
+		{"the same token, not expired", e.api.SignedToken(t, e.a, "profiler", now.Add(-time.Minute), now.Add(time.Hour)), http.StatusOK},
+	} {
+		r := post(t, ctx, srv, e.a, "duration=1s&event=itimer", c.token)
+		if r.status != c.want {
+			t.Errorf("%s: %d, want %d\n%.1000s", c.name, r.status, c.want, r.body)
+		}
+	}
+	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "unauthenticated"); got != 2 {
+		t.Errorf("unauthenticated counted %v times, want 2", got)
+	}
+	t.Logf("log:\n%s", e.log())
+}
