@@ -95,25 +95,39 @@ func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, p
 	if v.Profile != nil && v.Profile.Engine != "" {
 		fmt.Fprintf(stdout, "  profiled by %s: the rules refuse async-profiler (%s)\n", printable.Line(engineName(v.Profile.Engine)), printable.Line(strings.Join(v.Profile.FallbackFrom, ", ")))
 	}
+	v.printFindings(stdout)
+	if !v.Verdict.Allowed {
+		return &exitError{2, "refused by " + strings.Join(v.causes(), ", ")}
+	}
+	return nil
+}
+
+// printFindings prints each finding but the informational ones, with
+// its remedy.
+func (v *verdict) printFindings(w io.Writer) {
+	if v.Verdict == nil {
+		return
+	}
 	for _, f := range v.Verdict.Findings {
 		if f.Severity == "info" {
 			continue
 		}
 		// One line each, escaped: a message the target influenced
 		// cannot forge a line of its own ("ALLOWED …").
-		fmt.Fprintf(stdout, "\n[%s] %s\n  %s\n", printable.Line(f.Severity), printable.Line(f.Rule), printable.Line(f.Message))
+		fmt.Fprintf(w, "\n[%s] %s\n  %s\n", printable.Line(f.Severity), printable.Line(f.Rule), printable.Line(f.Message))
 		if f.Remedy != "" {
-			fmt.Fprintf(stdout, "  remedy: %s\n", printable.Line(f.Remedy))
+			fmt.Fprintf(w, "  remedy: %s\n", printable.Line(f.Remedy))
 		}
 	}
-	if !v.Verdict.Allowed {
-		var causes []string
-		for _, f := range v.Verdict.Findings {
-			if f.Severity == "block" {
-				causes = append(causes, printable.Line(f.Rule))
-			}
+}
+
+// causes are the blocking findings' rules, escaped.
+func (v *verdict) causes() []string {
+	var causes []string
+	for _, f := range v.Verdict.Findings {
+		if f.Severity == "block" {
+			causes = append(causes, printable.Line(f.Rule))
 		}
-		return &exitError{2, "refused by " + strings.Join(causes, ", ")}
 	}
-	return nil
+	return causes
 }

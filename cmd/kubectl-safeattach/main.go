@@ -365,18 +365,13 @@ func usableCredentials(cfg *rest.Config) error {
 	return nil
 }
 
-// result is what the agent answers on an error.
-type result struct {
-	Outcome  string `json:"outcome"`
-	ExitCode int    `json:"exit_code"`
-	Error    string `json:"error"`
-}
-
-// agentError prints the agent's JSON result on one line to stderr and
-// returns its exit code: 1 for 401 and 403, with the agent's message.
+// agentError prints the agent's JSON result on one line to stderr, and
+// for a refusal by the rules each finding with its remedy as check
+// prints them, and returns its exit code: 1 for 401 and 403, with the
+// agent's message.
 func agentError(resp *http.Response, stderr io.Writer) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var res result
+	var res verdict
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(body, &res) != nil {
 		return &exitError{1, fmt.Sprintf("the agent answered %s: %.500s", printable.Line(resp.Status), printable.Line(strings.TrimSpace(string(body))))}
 	}
@@ -395,6 +390,11 @@ func agentError(resp *http.Response, stderr io.Writer) error {
 	code := res.ExitCode
 	if code == 0 {
 		code = 3 // an error without a code is a failure
+	}
+	if res.Verdict != nil && !res.Verdict.Allowed {
+		// The refusal's reasons and remedies, as check prints them.
+		res.printFindings(stderr)
+		fmt.Fprintln(stderr)
 	}
 	return &exitError{code, fmt.Sprintf("%s (%s): %s", printable.Line(res.Outcome), printable.Line(resp.Status), printable.Line(res.Error))}
 }
