@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -63,7 +64,13 @@ func (d *Daemon) Run(ctx context.Context) {
 		changes = n.Changes()
 	}
 	for {
-		if err := d.Sync(ctx); err != nil && ctx.Err() == nil {
+		switch err := d.Sync(ctx); {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, kube.ErrNotSynced):
+			// A watch still taking its first list in: it wakes this
+			// loop when it has.
+			d.cfg.Logger.Debug("pods not listed yet", "err", err)
+		default:
 			d.cfg.Logger.Warn("pod sync failed", "err", err)
 		}
 		select {

@@ -1,8 +1,15 @@
 package fleet
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"reflect"
 	"sort"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/safeattach/safeattach/kube"
@@ -37,5 +44,46 @@ func TestSelectPods(t *testing.T) {
 	sort.Strings(keys)
 	if want := []string{"a/app", "f/app", "f/shipper", "g/debugger"}; !reflect.DeepEqual(keys, want) {
 		t.Errorf("selected %v, want %v", keys, want)
+	}
+}
+
+// startingWatch is a pod source that has not listed yet: a watch
+// starting. asked is closed at the first Pods.
+type startingWatch struct {
+	asked chan struct{}
+	once  sync.Once
+}
+
+func (s *startingWatch) Pods(context.Context) ([]kube.Pod, error) {
+	s.once.Do(func() { close(s.asked) })
+	return nil, fmt.Errorf("watch pods: %w", kube.ErrNotSynced)
+}
+
+// TestStartingWatchIsNoFailure: a sync before the watch's first list is
+// neither a warning nor a counted failure, and the daemon is not ready.
+func TestStartingWatchIsNoFailure(t *testing.T) {
+	var logs bytes.Buffer
+	src := &startingWatch{asked: make(chan struct{})}
+	d, err := New(Config{Pods: src, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { d.Run(ctx); close(ran) }()
+	<-src.asked
+	cancel()
+	<-ran
+	if err := d.Sync(context.Background()); !errors.Is(err, kube.ErrNotSynced) {
+		t.Errorf("Sync: %v, want ErrNotSynced", err)
+	}
+	if d.Ready() {
+		t.Error("ready before the first list")
+	}
+	if got := metric(t, d.Metrics(), "safeattach_pod_sync_failures_total"); got != 0 {
+		t.Errorf("%v sync failures counted for a watch starting", got)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("a watch starting was warned about:\n%s", logs.String())
 	}
 }

@@ -51,7 +51,9 @@ func (d *Daemon) selectPods(pods []kube.Pod) map[string]wanted {
 // Run calls it in turn; it is not meant to be called concurrently.
 func (d *Daemon) Sync(ctx context.Context) error {
 	pods, err := d.cfg.Pods.Pods(ctx)
-	d.cfg.Metrics.synced(err == nil)
+	if !errors.Is(err, kube.ErrNotSynced) { // a watch starting has not failed
+		d.cfg.Metrics.synced(err == nil)
+	}
 	if err != nil {
 		return err
 	}

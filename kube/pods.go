@@ -48,6 +48,10 @@ type PodSource interface {
 	Pods(ctx context.Context) ([]Pod, error)
 }
 
+// ErrNotSynced is a PodSource's answer before it has its first list (a
+// watch starting): a state to wait out, not a failure.
+var ErrNotSynced = errors.New("not synced with the API server yet")
+
 // Notifier is a PodSource that says when its pods changed (a watch):
 // a receive from Changes means "list again". A source without it is
 // read on a timer.

@@ -94,7 +94,7 @@ func (w *Watch) Changes() <-chan struct{} { return w.changes }
 // Pods implements kube.PodSource from the cache: no request is made.
 func (w *Watch) Pods(context.Context) ([]kube.Pod, error) {
 	if !w.synced() {
-		return nil, errors.New("watch pods: not synced with the API server yet")
+		return nil, fmt.Errorf("watch pods: %w", kube.ErrNotSynced)
 	}
 	items := w.store.List()
 	pods := make([]kube.Pod, 0, len(items))
