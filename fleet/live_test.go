@@ -89,8 +89,8 @@ func writePods(t *testing.T, path string, pods ...map[string]string) {
 func TestLiveDaemonTwoPods(t *testing.T) {
 	t.Parallel()
 	tc := testenv.Library(t, "libtcmalloc.so.4")
-	podOK, idOK := "7f1d3c2b-4e5f-4a6b-9c8d-000000000001", strings.Repeat("d4", 32)
-	podRisky, idRisky := "7f1d3c2b-4e5f-4a6b-9c8d-000000000002", strings.Repeat("e5", 32)
+	podOK, idOK := testenv.PodIDs(t)
+	podRisky, idRisky := testenv.PodIDs(t)
 	wrapOK, jvmOK := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+podOK+"/"+idOK, wrapOK, jvmOK)
 	wrapRisky, jvmRisky := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap")
@@ -283,7 +283,7 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 func TestLiveDaemonJFRWindows(t *testing.T) {
 	t.Parallel()
 	lib := testenv.ProfilerOrLookalike(t)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000003", strings.Repeat("f6", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 	testenv.KubeletCgroup(t, "pids", "kubepods/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")
@@ -337,7 +337,7 @@ func TestLiveDaemonJFRWindows(t *testing.T) {
 func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000004", strings.Repeat("a7", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
 	left, err := profiling.OpenSession(context.Background(), jvm, profiling.SessionRequest{Lib: lib, Profiler: asprof.Options{Event: "itimer"}, Format: "collapsed", Owner: "safeattach-daemon node-1"})
@@ -376,7 +376,7 @@ func TestLiveDaemonTakesOverALeftProfiler(t *testing.T) {
 func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000009", strings.Repeat("c9", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
 	ctx := context.Background()
@@ -419,7 +419,7 @@ func TestLiveDaemonLeavesOthersProfilers(t *testing.T) {
 func TestLiveAnnotationsAreValidated(t *testing.T) {
 	t.Parallel()
 	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-00000000000a", strings.Repeat("da", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")
@@ -491,7 +491,7 @@ func TestLiveAnnotationsAreValidated(t *testing.T) {
 // timed out and judged (not retried), and the next sync goes on.
 func TestLiveDaemonHungAgentCostsItsDeadline(t *testing.T) {
 	t.Parallel()
-	pod, id := "7f1d3c2b-4e5f-4a6b-9c8d-000000000005", strings.Repeat("b8", 32)
+	pod, id := testenv.PodIDs(t)
 	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "kubepods/pod"+pod+"/"+id, wrapper, jvm)
 	podsFile := filepath.Join(t.TempDir(), "pods.json")

@@ -161,6 +161,9 @@ type onDemand struct {
 	started map[string]*startedProfile
 	// inspecting are the users inspecting a JVM now; guarded by d.mu.
 	inspecting map[string]bool
+	// discarded are the started profiles discarded at their deadline,
+	// oldest first; guarded by d.mu.
+	discarded []discarded
 }
 
 // OnDemandHandler serves the on-demand profiling API, under
@@ -733,7 +736,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // An Event's action and its note's verb, by request.
 var (
 	eventAction = map[string]string{"profile": "Profile", "start": "Start", "stop": "Stop", "expire": "Stop"}
-	eventVerb   = map[string]string{"profile": "profiled", "start": "started", "stop": "profiled", "expire": "expired"}
+	eventVerb   = map[string]string{"profile": "profiled", "start": "started", "stop": "profiled", "expire": "started"}
 )
 
 // recordEvent records on the pod that a caller profiled its JVM (or

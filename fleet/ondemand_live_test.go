@@ -47,7 +47,7 @@ func newOnDemandEnv(t *testing.T, annotations map[string]string, configure ...fu
 	node := kubeapi.Name("node")
 	for i, ns := range []string{e.a, e.b} {
 		pod := api.Pod(t, ns, "orders", node, annotations)
-		sum := strings.Repeat([]string{"a1", "b2"}[i], 32)
+		_, sum := testenv.PodIDs(t)
 		wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1-i)
 		testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+string(pod.UID)+"/"+sum, wrap, jvm)
 		api.Running(t, ns, "orders", "containerd://"+sum)

@@ -30,8 +30,11 @@ type StartedProfile struct {
 	FallbackFrom []string  `json:"fallback_from,omitempty"`
 	Since        time.Time `json:"since"`
 	// StopsAt is when the node agent stops it and keeps nothing, if no
-	// one stopped it before.
+	// one stopped it before; for a discarded one, when it was.
 	StopsAt time.Time `json:"stops_at"`
+	// Discarded says why a discarded one was: not stopped by its
+	// deadline, or its node agent stopping.
+	Discarded string `json:"discarded,omitempty"`
 }
 
 // OnDemandState is the answer to start and status.
@@ -42,9 +45,56 @@ type OnDemandState struct {
 	// Started are the profiles started on demand in the pod (status), or
 	// the one just started (start).
 	Started []StartedProfile `json:"started"`
+	// Discarded are the pod's profiles started on demand and discarded
+	// in the last hour, because no one stopped them by StopsAt (status).
+	Discarded []StartedProfile `json:"discarded,omitempty"`
 	// Continuous are the pod's containers the node agent profiles
 	// continuously (the pod's annotations asked for it).
 	Continuous []string `json:"continuous,omitempty"`
+}
+
+// discarded remembers a started profile discarded at its deadline, for
+// stop and status to say what became of it.
+type discarded struct {
+	StartedProfile
+	podUID string
+}
+
+// Discarded profiles are remembered this long, and so many at most.
+const (
+	discardedFor  = time.Hour
+	discardedKept = 256
+)
+
+// rememberDiscarded notes sp, forgetting what is older than
+// discardedFor and the oldest past discardedKept; d.mu held.
+func (o *onDemand) rememberDiscarded(sp *startedProfile, why string) {
+	now := time.Now()
+	kept := o.discarded[:0]
+	for _, x := range o.discarded {
+		if now.Sub(x.StopsAt) < discardedFor {
+			kept = append(kept, x)
+		}
+	}
+	if len(kept) >= discardedKept {
+		kept = kept[len(kept)-discardedKept+1:]
+	}
+	x := discarded{StartedProfile: sp.StartedProfile, podUID: sp.start.podUID}
+	x.StopsAt, x.Discarded = now, why
+	o.discarded = append(kept, x)
+}
+
+// discardedIn are the discarded profiles of a's pod (its container, if
+// a names one) of the last hour; d.mu held.
+func (o *onDemand) discardedIn(a *answer, podUID string) []StartedProfile {
+	var out []StartedProfile
+	for _, x := range o.discarded {
+		if x.Namespace == a.namespace && x.Pod == a.pod && (podUID == "" || x.podUID == podUID) &&
+			(a.container == "" || x.Container == a.container) && time.Since(x.StopsAt) < discardedFor {
+			out = append(out, x.StartedProfile)
+		}
+	}
+	return out
 }
 
 // startedProfile is a started profile's session and what it holds.
@@ -98,7 +148,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	key := a.namespace + "/" + a.pod + "/" + a.container
 	o.d.mu.Lock()
 	o.started[key] = sp
-	sp.timer = time.AfterFunc(a.duration, func() { o.expire(key, sp) })
+	sp.timer = time.AfterFunc(a.duration, func() { o.expire(key, sp, "not stopped within "+a.duration.String()) })
 	o.d.mu.Unlock()
 	a.status, a.result = http.StatusOK, "started"
 	o.log(r, a, began, pid)
@@ -162,7 +212,7 @@ func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 	if err == nil && r.Context().Err() != nil {
 		err = r.Context().Err()
 	}
-	defer o.recordStopped(a, sp)
+	defer o.recordStopped(a, sp, "")
 	if err == nil {
 		a.status, a.result = http.StatusOK, "ok"
 		if !out.started {
@@ -194,6 +244,11 @@ func (o *onDemand) takeStarted(a *answer) (*startedProfile, error) {
 	}
 	switch len(keys) {
 	case 0:
+		if gone := o.discardedIn(a, ""); len(gone) > 0 {
+			x := gone[len(gone)-1]
+			return nil, fmt.Errorf("no profile started on demand in pod %s/%s%s: the one %s started at %s UTC was discarded at %s UTC (%s)",
+				a.namespace, a.pod, inContainer(a.container), x.By, x.Since.UTC().Format(time.TimeOnly), x.StopsAt.UTC().Format(time.TimeOnly), x.Discarded)
+		}
 		return nil, fmt.Errorf("no profile started on demand in pod %s/%s%s", a.namespace, a.pod, inContainer(a.container))
 	case 1:
 	default:
@@ -213,15 +268,16 @@ func inContainer(c string) string {
 	return " container " + c
 }
 
-// expire stops a started profile no one stopped in its duration, and
-// discards it.
-func (o *onDemand) expire(key string, sp *startedProfile) {
+// expire stops a started profile no one stopped in its duration (or
+// that no one could stop after: why says which), and discards it.
+func (o *onDemand) expire(key string, sp *startedProfile, why string) {
 	o.d.mu.Lock()
 	if o.started[key] != sp {
 		o.d.mu.Unlock()
 		return // stopped meanwhile
 	}
 	delete(o.started, key)
+	o.rememberDiscarded(sp, why)
 	o.d.mu.Unlock()
 	defer sp.done()
 	ctx, cancel := context.WithTimeout(context.Background(), o.d.cfg.Options.Timeout+time.Minute)
@@ -230,13 +286,14 @@ func (o *onDemand) expire(key string, sp *startedProfile) {
 	sp.ss.Close()
 	a := *sp.start
 	a.action, a.result, a.status, a.err, a.duration = "expire", "expired", http.StatusGone, err, time.Since(sp.Since)
-	attrs := []any{"result", a.result, "namespace", a.namespace, "pod", a.pod, "container", a.container, "user", a.user.GetName(), "pid", sp.pid, "ran", a.duration.Round(time.Second).String()}
+	attrs := []any{"result", a.result, "namespace", a.namespace, "pod", a.pod, "container", a.container, "user", a.user.GetName(), "pid", sp.pid,
+		"ran", a.duration.Round(time.Second).String(), "why", why}
 	if err != nil {
 		attrs = append(attrs, "err", logText(err))
 	}
 	o.d.cfg.Metrics.onDemand(a.result)
-	o.d.cfg.Logger.Info("on-demand profile not stopped in its duration: stopped and discarded", attrs...)
-	o.recordStopped(&a, sp)
+	o.d.cfg.Logger.Info("on-demand profile stopped and discarded", attrs...)
+	o.recordStopped(&a, sp, why)
 }
 
 // stopStarted stops every started profile and discards them: the node
@@ -250,7 +307,7 @@ func (o *onDemand) stopStarted() {
 	}
 	o.d.mu.Unlock()
 	for i, sp := range all {
-		o.expire(keys[i], sp)
+		o.expire(keys[i], sp, "its node agent stopped")
 	}
 }
 
@@ -292,6 +349,7 @@ func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 			st.Continuous = append(st.Continuous, container)
 		}
 	}
+	st.Discarded = o.discardedIn(a, podUID)
 	o.d.mu.Unlock()
 	slices.SortFunc(st.Started, func(x, y StartedProfile) int { return strings.Compare(x.Container, y.Container) })
 	slices.Sort(st.Continuous)
@@ -359,12 +417,12 @@ func (o *onDemand) inspect(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordStopped records on the pod how a started profile ended.
-func (o *onDemand) recordStopped(a *answer, sp *startedProfile) {
+func (o *onDemand) recordStopped(a *answer, sp *startedProfile, why string) {
 	stopped := *a
 	stopped.format, stopped.event, stopped.engine, stopped.container = sp.Format, sp.Event, sp.Engine, sp.Container
 	extra := "started by " + sp.By
 	if a.action == "expire" {
-		extra = "not stopped in " + sp.StopsAt.Sub(sp.Since).String() + ": discarded"
+		extra = why + ": discarded"
 	}
 	o.recordEvent(&stopped, extra)
 }

@@ -196,12 +196,29 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 		q.Set("fallback", o.fallback)
 	}
 	// The agent bounds the profile; this bounds an agent that hangs.
-	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, "profile", q, o.duration+2*time.Minute, stderr)
+	return o.fetch(ctx, cc, pod, "profile", q, o.duration+2*time.Minute, stdout, stderr)
+}
+
+// fetch asks action for a profile and writes it to -f or stdout. -f's
+// file is prepared first: a profile is not taken for a path that cannot
+// be written.
+func (o *profileOptions) fetch(ctx context.Context, cc clientcmd.ClientConfig, pod, action string, q url.Values, timeout time.Duration, stdout, stderr io.Writer) error {
+	var out *output
+	if o.file != "" {
+		var err error
+		if out, err = prepareOutput(o.file); err != nil {
+			return err
+		}
+	}
+	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, action, q, timeout, stderr)
 	if err != nil {
+		if out != nil {
+			out.discard()
+		}
 		return err
 	}
 	defer done()
-	return o.save(resp, stdout, stderr)
+	return o.save(out, resp, stdout, stderr)
 }
 
 // ask sends method to the on-demand API's action for pod, with the
@@ -240,18 +257,27 @@ func (o *profileOptions) ask(ctx context.Context, cc clientcmd.ClientConfig, pod
 
 // save writes a profile the agent streams to -f FILE or stdout, and says
 // on stderr when the Flight Recorder made it instead of async-profiler.
-func (o *profileOptions) save(resp *http.Response, stdout, stderr io.Writer) error {
+func (o *profileOptions) save(out *output, resp *http.Response, stdout, stderr io.Writer) error {
 	if engine := resp.Header.Get("X-Safeattach-Engine"); engine != "" {
 		fmt.Fprintf(stderr, "kubectl-safeattach: profiled by %s: the rules refused async-profiler (%s)\n",
 			printable.Line(engineName(engine)), printable.Line(resp.Header.Get("X-Safeattach-Fallback-From")))
 	}
-	if o.file == "" {
-		if _, err := io.Copy(stdout, resp.Body); err != nil {
+	var n int64
+	var err error
+	if out == nil {
+		if n, err = io.Copy(stdout, resp.Body); err != nil {
 			return fmt.Errorf("the profile was cut off: %w", err)
 		}
-		return nil
+	} else {
+		if n, err = out.write(resp.Body); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "kubectl-safeattach: wrote %s (%d bytes)\n", out.path, n)
 	}
-	return writeAtomically(o.file, resp.Body)
+	if n == 0 {
+		fmt.Fprintln(stderr, "kubectl-safeattach: the profile is empty: no samples were collected (an idle JVM, or an event that did not fire: try -e itimer, or a longer -d)")
+	}
+	return nil
 }
 
 // agentConn is a way to the agent of a pod's node, as the user.
@@ -399,39 +425,64 @@ func agentError(resp *http.Response, stderr io.Writer) error {
 	return &exitError{code, fmt.Sprintf("%s (%s): %s", printable.Line(res.Outcome), printable.Line(resp.Status), printable.Line(res.Error))}
 }
 
-// writeAtomically writes r to a temporary file beside path and renames
-// it to path once whole: path is the complete profile or untouched.
-func writeAtomically(path string, r io.Reader) error {
+// output is -f's file, prepared before the agent is asked: a path that
+// cannot be written is said before a profile is taken (a stop cannot be
+// asked twice), and the profile replaces the file whole or not at all.
+type output struct {
+	path string
+	tmp  *os.File
+}
+
+// prepareOutput makes the temporary file beside path that becomes path
+// once the profile is whole.
+func prepareOutput(path string) (*output, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("-f %s: a directory; name the file to write", path)
+	}
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("-f %s: cannot write there: %w", path, errors.Unwrap(err))
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return &output{path: path, tmp: tmp}, nil
+}
+
+// write copies r into the file and renames it to its path once whole;
+// it returns the bytes written.
+func (o *output) write(r io.Reader) (int64, error) {
+	n, err := io.Copy(o.tmp, r)
+	if err != nil {
+		o.discard()
+		return n, fmt.Errorf("the profile was cut off (%s left as it was): %w", o.path, err)
+	}
+	for _, step := range []func() error{func() error { return o.tmp.Chmod(0o644) }, o.tmp.Sync, o.tmp.Close} {
+		if err := step(); err != nil {
+			o.discard()
+			return n, fmt.Errorf("-f %s: %w", o.path, err)
 		}
-	}()
-	if _, err := io.Copy(tmp, r); err != nil {
-		return fmt.Errorf("the profile was cut off (%s left as it was): %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := os.Rename(o.tmp.Name(), o.path); err != nil {
+		os.Remove(o.tmp.Name())
+		return n, fmt.Errorf("-f %s: %w", o.path, err)
+	}
+	return n, nil
+}
+
+// discard removes the temporary file; the path is left as it was.
+func (o *output) discard() {
+	o.tmp.Close()
+	os.Remove(o.tmp.Name())
+}
+
+// writeAtomically writes r to path whole or not at all.
+func writeAtomically(path string, r io.Reader) error {
+	out, err := prepareOutput(path)
+	if err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	done = true
-	return nil
+	_, err = out.write(r)
+	return err
 }

@@ -53,7 +53,7 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 	node := kubeapi.Name("node")
 	pod := api.Pod(t, a, "orders", node, nil)
 	api.Pod(t, a, "idle", node, nil)
-	sum := strings.Repeat("c3", 32)
+	_, sum := testenv.PodIDs(t)
 	wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+string(pod.UID)+"/"+sum, wrap, jvm)
 	api.Running(t, a, "orders", "containerd://"+sum)

@@ -139,12 +139,7 @@ func (o *profileOptions) stop(ctx context.Context, cc clientcmd.ClientConfig, po
 	}
 	// Reading the profile back from the JVM and writing it is bounded by
 	// the agent; this bounds an agent that hangs.
-	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, "stop", url.Values{}, 5*time.Minute, stderr)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return o.save(resp, stdout, stderr)
+	return o.fetch(ctx, cc, pod, "stop", url.Values{}, 5*time.Minute, stdout, stderr)
 }
 
 func newStatusCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {

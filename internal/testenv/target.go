@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -33,11 +34,14 @@ func StoreEntries(pid int, dir string) []string {
 	return m
 }
 
-// PodIDs are a pod UID and a container ID of the test's own, derived
-// from its name: two tests that each model a pod never share a cgroup
+// PodIDs are a pod UID and a container ID of the call's own, from the
+// test's name and a random salt: two tests that each model a pod, in
+// this process or in another test run beside it, never share a cgroup
 // or resolve each other's JVM.
 func PodIDs(t testing.TB) (podUID, containerID string) {
-	sum := sha256.Sum256([]byte(t.Name()))
+	var salt [8]byte
+	rand.Read(salt[:])
+	sum := sha256.Sum256(append([]byte(t.Name()), salt[:]...))
 	h := hex.EncodeToString(sum[:])
 	return fmt.Sprintf("%s-%s-4%s-9%s-%s", h[:8], h[8:12], h[13:16], h[17:20], h[20:32]), h
 }
