@@ -512,7 +512,7 @@ func (o *onDemand) findJVM(ctx context.Context, a *answer) (target.Candidate, jv
 	case c == nil:
 		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("pod %s/%s has no running container %q", a.namespace, a.pod, a.container)
 	case len(names) > 1:
-		return target.Candidate{}, jvmID{}, http.StatusBadRequest, fmt.Errorf("pod %s/%s runs %d containers %v: name one with container=", a.namespace, a.pod, len(names), names)
+		return target.Candidate{}, jvmID{}, http.StatusBadRequest, fmt.Errorf("pod %s/%s runs %d containers %v: name one (kubectl safeattach -c NAME, or container=NAME)", a.namespace, a.pod, len(names), names)
 	}
 	a.container, a.podUID = c.Name, pod.UID
 	switch a.fallbackAsked {
@@ -684,7 +684,11 @@ func refusal(a *answer, began time.Time) *profiling.JSONResult {
 	if a.status == http.StatusUnauthorized {
 		err = errors.New("unauthenticated: a bearer token the API server accepts, or a client certificate of the cluster's client CA, is required")
 	}
-	res := profiling.NewJSONResult("profile", 0, began, nil, err)
+	command := a.action
+	if command == "" {
+		command = "profile" // not routed to an action (a 401)
+	}
+	res := profiling.NewJSONResult(command, 0, began, nil, err)
 	switch a.status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusConflict:
 		res.Outcome = attach.OutcomeRefused
@@ -692,6 +696,11 @@ func refusal(a *answer, began time.Time) *profiling.JSONResult {
 		res.Outcome = attach.OutcomeInvalid
 	}
 	res.ExitCode = res.Outcome.ExitCode()
+	if a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
+		// Refused for who asked, not by the rules (2): kubectl
+		// safeattach exits 1, as kubectl does for a 401 or 403.
+		res.ExitCode = 1
+	}
 	return res
 }
 

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
@@ -25,9 +23,15 @@ func newCheckCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.
 (the same permission, the same agent and event, the same rules), and print
 the verdict: each finding with its remedy. Nothing is sent to the JVM.
 
-Exit status: 0 allowed (warnings included), 2 refused; 1 unauthenticated
-(401), forbidden (403) or a usage or connection error; 3 or 4 when the
-agent could not judge (a failure, a timeout).`,
+A judgement reads the node's processes, so it counts against the agent's
+caps on concurrent on-demand requests, per node and per user (a started
+profile of yours holds your slot): past them the agent answers 429 and
+the plugin says which cap, exit 2.
+
+Exit status: 0 allowed (warnings included), 2 refused (by the rules, or
+past the caps: try again later); 1 unauthenticated (401), forbidden
+(403) or a usage or connection error; 3 or 4 when the agent could not
+judge (a failure, a timeout).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.check(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
@@ -72,18 +76,22 @@ func (o *profileOptions) check(ctx context.Context, cc clientcmd.ClientConfig, p
 	if o.fallback != "" {
 		q.Set("fallback", o.fallback)
 	}
-	resp, done, err := o.ask(ctx, cc, pod, http.MethodPost, "check", q, 2*time.Minute, stderr)
-	if err != nil {
+	var v verdict
+	if err := o.askJSON(ctx, cc, pod, http.MethodPost, "check", q, stderr, &v); err != nil {
 		return err
 	}
-	defer done()
+	if v.Verdict == nil {
+		return &exitError{3, "the agent's answer is not a verdict"}
+	}
+	if o.json {
+		if !v.Verdict.Allowed {
+			return &exitError{2, ""}
+		}
+		return nil
+	}
 	namespace, _, err := cc.Namespace()
 	if err != nil {
 		return err
-	}
-	var v verdict
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v); err != nil || v.Verdict == nil {
-		return &exitError{3, fmt.Sprintf("the agent's answer is not a verdict (%v)", err)}
 	}
 	// The agent's words are the target's in part (paths, versions):
 	// printed escaped.

@@ -4,7 +4,7 @@
 //
 //	kubectl safeattach profile [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-d 10s] [-o FORMAT] [-f FILE] [--direct https://NODE:PORT] [--agent-ca FILE]
 //	kubectl safeattach check   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [--direct https://NODE:PORT] [--agent-ca FILE]
-//	kubectl safeattach start   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-o FORMAT] [-d MAX]
+//	kubectl safeattach start   [-n NAMESPACE] POD [-c CONTAINER] [-e EVENT] [-o FORMAT] [--discard-after 5m]
 //	kubectl safeattach status  [-n NAMESPACE] POD [-c CONTAINER]
 //	kubectl safeattach stop    [-n NAMESPACE] POD [-c CONTAINER] [-f FILE]
 //	kubectl safeattach inspect [-n NAMESPACE] POD [-c CONTAINER] [--json]
@@ -12,8 +12,8 @@
 // asks the agent of the pod's node for a profile of the pod's JVM (check:
 // for the verdict a profile would meet, each finding with its remedy,
 // nothing sent to the JVM; exit 0 allowed, 2 refused; start: a profile
-// that runs until stop writes it, or until -d, when the agent discards
-// it; status: who runs what in the pod; inspect: what the agent sees of
+// that runs until stop writes it, or until --discard-after, when the
+// agent discards it; status: who runs what in the pod; inspect: what the agent sees of
 // the JVM from the outside), as the
 // user of the kubeconfig (loaded as kubectl loads it: $KUBECONFIG,
 // --kubeconfig, --context, -n and the context's namespace): the agent
@@ -28,10 +28,12 @@
 // the cluster's client CA.
 //
 // The profile is written to FILE (a temporary file in its directory,
-// renamed once complete) or to stdout. A refusal or failure prints the
-// agent's JSON result on one line to stderr and exits with its
-// exit_code (2 refused, 3 failed, 4 timed out); 401 and 403 exit 1 with
-// the agent's message, which names the missing permission.
+// made before the agent is asked and renamed once complete) or to
+// stdout. A refusal or failure prints the agent's message (for a
+// refusal by the rules, each finding with its remedy) on stderr and
+// exits with its exit_code (2 refused, 3 failed, 4 timed out); 401 and
+// 403 exit 1 with the agent's message, which names the missing
+// permission. --json prints the agent's JSON answers on stdout too.
 //
 // The agent is reached through the API server: the plugin reads the
 // pod's node, lists the agent pods on it (--agent-namespace,

@@ -9,11 +9,13 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+
 	//lint:ignore SA1019 client-go 0.37's portforward and spdy still take and return this package's Dialer
 	"k8s.io/apimachinery/pkg/util/httpstream"
 )
@@ -43,6 +45,9 @@ func openTunnel(ctx context.Context, cfg *rest.Config, namespace, pod, agentNS, 
 		return nil, err
 	}
 	target, err := cs.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if apierrors.IsForbidden(err) {
+		return nil, fmt.Errorf("pod %s/%s: %w (a cluster admin lets you with: kubectl -n %s create rolebinding NAME --clusterrole=safeattach-profiler --user=YOU)", namespace, pod, err, namespace)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pod %s/%s: %w", namespace, pod, err)
 	}
@@ -51,6 +56,9 @@ func openTunnel(ctx context.Context, cfg *rest.Config, namespace, pod, agentNS, 
 		return nil, fmt.Errorf("pod %s/%s is not scheduled to a node yet", namespace, pod)
 	}
 	agents, err := cs.CoreV1().Pods(agentNS).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: "spec.nodeName=" + node})
+	if apierrors.IsForbidden(err) {
+		return nil, fmt.Errorf("the node agent of %s (pods %s in namespace %s): %w (the way to it is a port-forward: a cluster admin lets you with: kubectl -n %s create rolebinding NAME --role=safeattach-portforward --user=YOU; or give --direct https://NODE:PORT)", node, selector, agentNS, err, agentNS)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the node agent of %s (pods %s in namespace %s): %w", node, selector, agentNS, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -66,8 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func newRootCmd(stdout io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "kubectl-safeattach",
-		Short:         "Profile a pod's JVM through safeattach's node agent, as your Kubernetes user",
+		Use:   "kubectl-safeattach",
+		Short: "Profile a pod's JVM through safeattach's node agent, as your Kubernetes user",
+		// Help names the command as it is typed: a kubectl plugin.
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl safeattach"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -100,6 +101,10 @@ type profileOptions struct {
 	direct, agentCA                string
 	agentNamespace, agentSelector  string
 	insecure                       bool
+	// json prints the agent's JSON answers (an error's too) on stdout,
+	// as the CLI's --json does.
+	json   bool
+	stdout io.Writer
 }
 
 func newProfileCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
@@ -127,7 +132,8 @@ agent is reached with --direct, its base URL (https://NODE:PORT), and
 
 Exit status: 0 with a profile; 1 unauthenticated (401), forbidden (403)
 or a usage or connection error; otherwise the agent's exit_code
-(2 refused, 3 failed, 4 timed out), its JSON result on stderr.`,
+(2 refused, 3 failed, 4 timed out), the reason and remedy on stderr
+(--json: the agent's JSON result on stdout too).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
@@ -174,6 +180,8 @@ func (o *profileOptions) connectionFlags(cmd *cobra.Command) {
 	f.StringVar(&o.agentSelector, "agent-selector", "app.kubernetes.io/name=safeattach-daemon", "the label selector of the node agent's pods")
 	f.StringVar(&o.agentCA, "agent-ca", "", "PEM file of the CA that signed the agent's serving certificate (default: the system's CAs with --direct; none through a port-forward, whose far end the API server chose)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify-agent", false, "do not verify the agent's certificate (your token is then sent to whoever answers)")
+	f.BoolVar(&o.json, "json", false, "print the agent's JSON answer on stdout (an error's too; a profile is still written to -f or stdout)")
+	o.stdout = cmd.OutOrStdout()
 }
 
 func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
@@ -250,7 +258,7 @@ func (o *profileOptions) ask(ctx context.Context, cc clientcmd.ClientConfig, pod
 	if resp.StatusCode != http.StatusOK {
 		defer done()
 		defer resp.Body.Close()
-		return nil, nil, agentError(resp, stderr)
+		return nil, nil, agentError(resp, o.jsonOut(), stderr)
 	}
 	return resp, func() { resp.Body.Close(); done() }, nil
 }
@@ -391,21 +399,35 @@ func usableCredentials(cfg *rest.Config) error {
 	return nil
 }
 
-// agentError prints the agent's JSON result on one line to stderr, and
-// for a refusal by the rules each finding with its remedy as check
-// prints them, and returns its exit code: 1 for 401 and 403, with the
-// agent's message.
-func agentError(resp *http.Response, stderr io.Writer) error {
+// jsonOut is where the agent's JSON answers go: stdout with --json,
+// nowhere without.
+func (o *profileOptions) jsonOut() io.Writer {
+	if o.json && o.stdout != nil {
+		return o.stdout
+	}
+	return nil
+}
+
+// agentError prints, for a refusal by the rules, each finding with its
+// remedy as check prints them, and the agent's JSON result to jsonOut
+// when not nil; it returns the exit code the agent's result gives (1
+// for 401 and 403) with the agent's message.
+func agentError(resp *http.Response, jsonOut, stderr io.Writer) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var res verdict
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || json.Unmarshal(body, &res) != nil {
 		return &exitError{1, fmt.Sprintf("the agent answered %s: %.500s", printable.Line(resp.Status), printable.Line(strings.TrimSpace(string(body))))}
 	}
-	var line bytes.Buffer
-	if json.Compact(&line, body) == nil {
-		// The agent's words, escaped: over a tunnel whose far end was
-		// not verified they may be anyone's.
-		fmt.Fprintln(stderr, printable.Line(line.String()))
+	if jsonOut != nil {
+		// Re-encoded: JSON's escapes reach the terminal, not the
+		// agent's bytes (over a tunnel whose far end was not verified
+		// they may be anyone's).
+		var v any
+		if json.Unmarshal(body, &v) == nil {
+			enc := json.NewEncoder(jsonOut)
+			enc.SetIndent("", "  ")
+			enc.Encode(v)
+		}
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:

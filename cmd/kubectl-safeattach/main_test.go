@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"log/slog"
@@ -162,7 +163,7 @@ func kubectl(t *testing.T, kubeconfig string, args ...string) ran {
 // the context's namespace it writes it to stdout; in namespace b it
 // exits 1 naming the missing permission, leaving no file; a token the
 // API server does not know exits 1 (401); the agent's refusal of a pod
-// not running exits 2 with its JSON result on stderr.
+// not running exits 2, with --json its JSON result on stdout.
 func TestLiveProfile(t *testing.T) {
 	api := kubeapi.Server(t)
 	testenv.RequireRoot(t)
@@ -236,7 +237,7 @@ func TestLiveProfile(t *testing.T) {
 	outB := filepath.Join(dir, "b.collapsed")
 	r = kubectl(t, tokenUser, append([]string{"profile", "-n", b, "orders", "-f", outB}, direct...)...)
 	want := `forbidden (403): user "system:serviceaccount:` + a + `:profiler" cannot create profiles.safeattach.io "orders" in namespace "` + b + `"`
-	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, `"outcome":"refused"`) {
+	if r.code != 1 || !strings.Contains(r.stderr, want) || r.stdout != "" {
 		t.Errorf("profile -n %s orders: exit %d, want 1 with %s\nstderr: %s", b, r.code, want, r.stderr)
 	}
 	if _, err := os.Stat(outB); !os.IsNotExist(err) {
@@ -249,9 +250,15 @@ func TestLiveProfile(t *testing.T) {
 		t.Errorf("profile with a bad token: exit %d, want 1 (401)\nstderr: %s", r.code, r.stderr)
 	}
 
-	r = kubectl(t, tokenUser, append([]string{"profile", "-n", a, "idle"}, direct...)...)
-	if r.code != 2 || !strings.Contains(r.stderr, `"exit_code":2`) || !strings.Contains(r.stderr, "not Running") {
-		t.Errorf("profile of a pod not running: exit %d, want 2 (refused)\nstderr: %s", r.code, r.stderr)
+	r = kubectl(t, tokenUser, append([]string{"profile", "-n", a, "idle", "--json"}, direct...)...)
+	var res map[string]any
+	if r.code != 2 || json.Unmarshal([]byte(r.stdout), &res) != nil || res["exit_code"] != 2.0 || res["command"] != "profile" || !strings.Contains(r.stderr, "not Running") {
+		t.Errorf("profile --json of a pod not running: exit %d, want 2 (refused) and the agent's JSON on stdout\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	// --json: a 403's exit code in the JSON is the plugin's.
+	r = kubectl(t, tokenUser, append([]string{"check", "-n", b, "orders", "--json"}, checkFlags...)...)
+	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &res) != nil || res["exit_code"] != 1.0 || res["command"] != "check" {
+		t.Errorf("check --json -n %s orders: exit %d, want 1 and the agent's JSON saying 1\nstdout: %s\nstderr: %s", b, r.code, r.stdout, r.stderr)
 	}
 
 	// Without --direct the plugin finds the agent through the API server

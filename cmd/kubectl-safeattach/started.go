@@ -29,29 +29,33 @@ type startedProfile struct {
 	FallbackFrom []string  `json:"fallback_from"`
 	Since        time.Time `json:"since"`
 	StopsAt      time.Time `json:"stops_at"`
+	Discarded    string    `json:"discarded"`
 }
 
 // state is the agent's answer to start and status.
 type state struct {
 	Started    []startedProfile `json:"started"`
+	Discarded  []startedProfile `json:"discarded"`
 	Continuous []string         `json:"continuous"`
 }
 
 func newStartCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
 	var o profileOptions
 	cmd := &cobra.Command{
-		Use:   "start POD [-c CONTAINER] [-e EVENT] [-o FORMAT] [-d MAX]",
+		Use:   "start POD [-c CONTAINER] [-e EVENT] [-o FORMAT] [--discard-after 5m]",
 		Short: "Start profiling the JVM of a pod's container, until stop",
 		Long: `Start profiling the JVM of a pod's container through the agent of the
 pod's node, and return: the profile runs until kubectl safeattach stop
 (yours, or a teammate's who may create profiles of the pod), which writes
-it. The agent stops a profile no one stopped by -d (default, and at most,
-its maximum, 5m unless its operator set another) and keeps nothing of it.
-It needs create on profiles.safeattach.io named as the pod, as profile does.
+it. A profile no one stopped by --discard-after (default, and at most,
+the agent's maximum: 5m unless its operator set another) is stopped by
+the agent and discarded: status and stop then say so. It needs create on
+profiles.safeattach.io named as the pod, as profile does.
 
 Exit status: 0 started; 1 unauthenticated (401), forbidden (403) or a
 usage or connection error; otherwise the agent's exit_code (2 refused,
-3 failed, 4 timed out), its JSON result on stderr.`,
+3 failed, 4 timed out), the reason and remedy on stderr
+(--json: the agent's JSON result on stdout too).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.start(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
@@ -60,7 +64,7 @@ usage or connection error; otherwise the agent's exit_code (2 refused,
 	f := cmd.Flags()
 	f.StringVarP(&o.container, "container", "c", "", "the pod's container (needed when it runs more than one)")
 	f.StringVarP(&o.event, "event", "e", "cpu", "async-profiler event: cpu, itimer, wall, alloc, lock, ...")
-	f.DurationVarP(&o.duration, "duration", "d", 0, "stop and discard it if no one stopped it by then (default: the agent's maximum)")
+	f.DurationVar(&o.duration, "discard-after", 0, "the agent stops and discards the profile if no one stopped it by then (default: the agent's maximum, 5m unless its operator set another)")
 	f.StringVarP(&o.format, "output", "o", "collapsed", "the format stop writes: collapsed, pprof, jfr or flamegraph")
 	o.fallbackFlag(cmd)
 	o.connectionFlags(cmd)
@@ -69,7 +73,7 @@ usage or connection error; otherwise the agent's exit_code (2 refused,
 
 func (o *profileOptions) start(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
 	if o.duration < 0 || (o.duration > 0 && o.duration < time.Second) {
-		return fmt.Errorf("-d %v: want 1s or more (10m, 1h)", o.duration)
+		return fmt.Errorf("--discard-after %v: want 1s or more, up to the agent's maximum (5m unless its operator set another)", o.duration)
 	}
 	if err := checkFormat(o.format); err != nil {
 		return err
@@ -85,7 +89,7 @@ func (o *profileOptions) start(ctx context.Context, cc clientcmd.ClientConfig, p
 		q.Set("fallback", o.fallback)
 	}
 	var st state
-	if err := o.askJSON(ctx, cc, pod, http.MethodPost, "start", q, stderr, &st); err != nil {
+	if err := o.askJSON(ctx, cc, pod, http.MethodPost, "start", q, stderr, &st); err != nil || o.json {
 		return err
 	}
 	if len(st.Started) != 1 {
@@ -103,9 +107,10 @@ func (o *profileOptions) start(ctx context.Context, cc clientcmd.ClientConfig, p
 
 // describe is one line about a started profile.
 func describe(s startedProfile) string {
-	return fmt.Sprintf("%s, event %s, format %s, by %s since %s (%s ago); the agent discards it at %s unless stopped before",
+	return fmt.Sprintf("%s, event %s, format %s, by %s since %s (%s ago); the agent discards it at %s (in %s) unless stopped before",
 		printable.Line(engineName(s.Engine)), printable.Line(s.Event), printable.Line(s.Format), printable.Line(s.By),
-		s.Since.Local().Format(time.TimeOnly), time.Since(s.Since).Round(time.Second), s.StopsAt.Local().Format(time.TimeOnly))
+		s.Since.Local().Format(time.TimeOnly), time.Since(s.Since).Round(time.Second), s.StopsAt.Local().Format(time.TimeOnly),
+		max(0, time.Until(s.StopsAt).Round(time.Second)))
 }
 
 func newStopCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
@@ -120,7 +125,8 @@ profiles.safeattach.io named as the pod.
 
 Exit status: 0 with the profile; 1 unauthenticated (401), forbidden
 (403), none started (404) or a usage or connection error; otherwise the
-agent's exit_code (3 failed, 4 timed out), its JSON result on stderr.`,
+agent's exit_code (3 failed, 4 timed out), the reason and remedy on stderr
+(--json: the agent's JSON result on stdout too).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.stop(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
@@ -166,7 +172,7 @@ a node with an agent (404) or a usage or connection error.`,
 
 func (o *profileOptions) status(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
 	var st state
-	if err := o.askJSON(ctx, cc, pod, http.MethodGet, "status", url.Values{}, stderr, &st); err != nil {
+	if err := o.askJSON(ctx, cc, pod, http.MethodGet, "status", url.Values{}, stderr, &st); err != nil || o.json {
 		return err
 	}
 	namespace, _, _ := cc.Namespace()
@@ -176,6 +182,10 @@ func (o *profileOptions) status(ctx context.Context, cc clientcmd.ClientConfig, 
 	for _, s := range st.Started {
 		fmt.Fprintf(stdout, "%s/%s container %s: %s\n", namespace, pod, printable.Line(s.Container), describe(s))
 	}
+	for _, s := range st.Discarded {
+		fmt.Fprintf(stdout, "%s/%s container %s: the profile %s started at %s was discarded at %s (%s)\n", namespace, pod, printable.Line(s.Container),
+			printable.Line(s.By), s.Since.Local().Format(time.TimeOnly), s.StopsAt.Local().Format(time.TimeOnly), printable.Line(s.Discarded))
+	}
 	for _, c := range st.Continuous {
 		fmt.Fprintf(stdout, "%s/%s container %s: profiled continuously by the node agent\n", namespace, pod, printable.Line(c))
 	}
@@ -184,7 +194,6 @@ func (o *profileOptions) status(ctx context.Context, cc clientcmd.ClientConfig, 
 
 func newInspectCmd(stdout io.Writer, config func() clientcmd.ClientConfig) *cobra.Command {
 	var o profileOptions
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect POD [-c CONTAINER] [--json]",
 		Short: "Describe the JVM of a pod's container from the outside, touching nothing",
@@ -199,49 +208,46 @@ JVM (404) or a usage or connection error; 3 when the JVM could not be
 inspected.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.inspect(cmd.Context(), config(), args[0], asJSON, stdout, cmd.ErrOrStderr())
+			return o.inspect(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&o.container, "container", "c", "", "the pod's container (needed when it runs more than one)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the agent's JSON answer")
 	o.connectionFlags(cmd)
 	return cmd
 }
 
-func (o *profileOptions) inspect(ctx context.Context, cc clientcmd.ClientConfig, pod string, asJSON bool, stdout, stderr io.Writer) error {
-	var raw json.RawMessage
-	if err := o.askJSON(ctx, cc, pod, http.MethodGet, "inspect", url.Values{}, stderr, &raw); err != nil {
-		return err
-	}
-	if asJSON {
-		// Re-encoded: what reaches the terminal is JSON's escapes, not
-		// the target's bytes.
-		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return &exitError{3, fmt.Sprintf("the agent's answer is not JSON: %v", err)}
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
+func (o *profileOptions) inspect(ctx context.Context, cc clientcmd.ClientConfig, pod string, stdout, stderr io.Writer) error {
 	var r preflight.Report
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return &exitError{3, fmt.Sprintf("the agent's answer is not a report: %v", err)}
+	if err := o.askJSON(ctx, cc, pod, http.MethodGet, "inspect", url.Values{}, stderr, &r); err != nil || o.json {
+		return err
 	}
 	out := printable.NewWriter(stdout)
 	reporttext.Write(out, &r)
 	return out.Close()
 }
 
-// askJSON is ask for a JSON answer, decoded into v (at most 4 MiB).
+// askJSON is ask for a JSON answer, decoded into v (at most 4 MiB), and
+// with --json printed on stdout, re-encoded: JSON's escapes reach the
+// terminal, not the agent's bytes.
 func (o *profileOptions) askJSON(ctx context.Context, cc clientcmd.ClientConfig, pod, method, action string, q url.Values, stderr io.Writer, v any) error {
 	resp, done, err := o.ask(ctx, cc, pod, method, action, q, 2*time.Minute, stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(v); err != nil {
+	var raw json.RawMessage
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&raw); err != nil {
+		return &exitError{3, fmt.Sprintf("the agent's answer to %s is not JSON: %v", action, err)}
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
 		return &exitError{3, fmt.Sprintf("the agent's answer to %s is not what it should be: %v", action, err)}
+	}
+	if o.json {
+		var any any
+		json.Unmarshal(raw, &any)
+		enc := json.NewEncoder(o.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(any)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func TestLiveStartStatusStopInspect(t *testing.T) {
 		!strings.Contains(r.stderr, `forbidden (403): user "system:serviceaccount:`+a+`:viewer" cannot create profiles.safeattach.io "orders"`) {
 		t.Errorf("start as a viewer: exit %d, want 1 (403)\nstderr: %s", r.code, r.stderr)
 	}
-	r := kubectl(t, alice, append([]string{"start", "orders", "-e", "itimer", "-o", "collapsed", "-d", "2m"}, direct...)...)
+	r := kubectl(t, alice, append([]string{"start", "orders", "-e", "itimer", "-o", "collapsed", "--discard-after", "2m"}, direct...)...)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "started: "+a+"/orders container app, async-profiler, event itimer, format collapsed, by system:serviceaccount:"+a+":alice since ") ||
 		!strings.Contains(r.stdout, "kubectl safeattach stop -n "+a+" orders -f FILE") {
 		t.Fatalf("start: exit %d\nstdout: %s\nstderr: %s\nagent log:\n%s", r.code, r.stdout, r.stderr, log)
@@ -60,11 +60,22 @@ func TestLiveStartStatusStopInspect(t *testing.T) {
 		t.Errorf("inspect --json: exit %d\nstdout: %.2000s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 
+	// A -f that cannot be written is said before the agent is asked:
+	// the started profile is not lost to it.
+	for _, bad := range []string{filepath.Join(t.TempDir(), "no-such-dir", "x.collapsed"), t.TempDir()} {
+		if r := kubectl(t, alice, append([]string{"stop", "orders", "-f", bad}, direct...)...); r.code != 1 || !strings.Contains(r.stderr, "-f "+bad) {
+			t.Errorf("stop -f %s: exit %d, want 1 naming the path\nstderr: %s", bad, r.code, r.stderr)
+		}
+	}
+	if r := kubectl(t, alice, append([]string{"status", "orders"}, direct...)...); r.code != 0 || !strings.Contains(r.stdout, "container app: async-profiler") {
+		t.Fatalf("status after the refused -f: the started profile is gone: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+
 	time.Sleep(time.Second) // samples
 	out := filepath.Join(t.TempDir(), "orders.collapsed")
 	r = kubectl(t, alice, append([]string{"stop", "orders", "-f", out}, direct...)...)
 	profile, err := os.ReadFile(out)
-	if r.code != 0 || err != nil || !strings.Contains(string(profile), "[itimer]") {
+	if r.code != 0 || err != nil || !strings.Contains(string(profile), "[itimer]") || !strings.Contains(r.stderr, "wrote "+out+" (") {
 		t.Fatalf("stop -f: exit %d, %v\nstderr: %s\nfile: %.1000s\nagent log:\n%s", r.code, err, r.stderr, profile, log)
 	}
 	r = kubectl(t, alice, append([]string{"status", "orders"}, direct...)...)
@@ -75,7 +86,7 @@ func TestLiveStartStatusStopInspect(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "no profile started on demand in pod "+a+"/orders") {
 		t.Errorf("a second stop: exit %d, want 1\nstderr: %s", r.code, r.stderr)
 	}
-	for _, bad := range [][]string{{"start", "orders", "-o", "svg"}, {"start", "orders", "-d", "10ms"}, {"start", "orders", "--fallback", "perf"}} {
+	for _, bad := range [][]string{{"start", "orders", "-o", "svg"}, {"start", "orders", "--discard-after", "10ms"}, {"start", "orders", "--fallback", "perf"}} {
 		if r := kubectl(t, alice, append(bad, direct...)...); r.code != 1 || r.stdout != "" {
 			t.Errorf("%v: exit %d, want 1 before asking the agent\nstderr: %s", bad, r.code, r.stderr)
 		}

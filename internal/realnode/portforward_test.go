@@ -128,7 +128,7 @@ func TestPluginPortForward(t *testing.T) {
 
 	// start, status, inspect and stop, each through a tunnel of its
 	// own: the profile runs between the plugin's runs.
-	if out, errOut, code, _ := kubectl("start", "orders", "-e", "itimer", "-o", "flamegraph", "-d", "2m"); code != 0 || !strings.HasPrefix(out, "started: "+a+"/orders container app, async-profiler") {
+	if out, errOut, code, _ := kubectl("start", "orders", "-e", "itimer", "-o", "flamegraph", "--discard-after", "2m"); code != 0 || !strings.HasPrefix(out, "started: "+a+"/orders container app, async-profiler") {
 		t.Fatalf("kubectl safeattach start orders: exit %d\n%s\n%s", code, out, errOut)
 	}
 	if out, errOut, code, _ := kubectl("status", "orders"); code != 0 || !strings.HasPrefix(out, a+"/orders container app: async-profiler, event itimer, format flamegraph") {
