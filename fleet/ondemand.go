@@ -87,9 +87,9 @@ type OnDemandConfig struct {
 // SubjectAccessReview, each answer cached for cacheTTL (a denial for
 // less). No identity is taken from a request's headers: the front
 // proxy's X-Remote-User is not accepted. Without that ConfigMap (or the
-// right to read it) client certificates are not accepted either, and
-// tokens still are.
-func DelegatingAuth(ctx context.Context, client kubernetes.Interface, cacheTTL time.Duration) (authenticator.Request, authorizer.Authorizer, error) {
+// right to read it) client certificates are not accepted either, tokens
+// still are, and log (nil: none) is told why.
+func DelegatingAuth(ctx context.Context, client kubernetes.Interface, cacheTTL time.Duration, log *slog.Logger) (authenticator.Request, authorizer.Authorizer, error) {
 	backoff := &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
 	cfg := authenticatorfactory.DelegatingAuthenticatorConfig{
 		TokenAccessReviewClient: client.AuthenticationV1(), TokenAccessReviewTimeout: 10 * time.Second,
@@ -97,6 +97,9 @@ func DelegatingAuth(ctx context.Context, client kubernetes.Interface, cacheTTL t
 	}
 	if ca, err := clientCA(ctx, client); err == nil {
 		cfg.ClientCertificateCAContentProvider = ca
+	} else if log != nil {
+		log.Warn("on-demand API: client certificates are not accepted (bearer tokens are): the cluster's client CA cannot be read",
+			"configmap", "kube-system/extension-apiserver-authentication", "err", logText(err))
 	}
 	authn, _, err := cfg.New()
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
@@ -85,7 +87,7 @@ func newOnDemandEnv(t *testing.T, annotations map[string]string, configure ...fu
 func (e *onDemandEnv) serve(t *testing.T, cfg OnDemandConfig) *httptest.Server {
 	t.Helper()
 	var err error
-	if cfg.Authenticator, cfg.Authorizer, err = DelegatingAuth(context.Background(), e.api.Client, 10*time.Second); err != nil {
+	if cfg.Authenticator, cfg.Authorizer, err = DelegatingAuth(context.Background(), e.api.Client, 10*time.Second, nil); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Events = e.api.Client
@@ -367,4 +369,59 @@ func TestLiveOnDemandTokens(t *testing.T) {
 		t.Errorf("unauthenticated counted %v times, want 2", got)
 	}
 	t.Logf("log:\n%s", e.log())
+}
+
+// TestLiveDelegatingAuthWithoutClientCA: a node agent that may not read
+// the cluster's client CA (its ServiceAccount lacks the reader binding)
+// says so once, and still judges bearer tokens.
+func TestLiveDelegatingAuthWithoutClientCA(t *testing.T) {
+	api := kubeapi.Server(t)
+	ns := api.Namespace(t)
+	// The agent's own identity: it may review tokens and access, not
+	// read kube-system's ConfigMaps.
+	agentToken := api.ServiceAccountToken(t, ns, "agent")
+	if _, err := api.Client.RbacV1().ClusterRoleBindings().Create(context.Background(), &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: kubeapi.Name("agent-auth-delegator")},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "agent", Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.AnonymousClientConfig(api.Config)
+	cfg.BearerToken = agentToken
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	authn, _, err := DelegatingAuth(context.Background(), client, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "client certificates are not accepted (bearer tokens are)") {
+		t.Errorf("no warning that client certificates are not accepted:\n%s", logs.String())
+	}
+	token := api.ServiceAccountToken(t, ns, "caller")
+	req := httptest.NewRequest(http.MethodPost, "/", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, ok, err := authn.AuthenticateRequest(req); err != nil || !ok || resp.User.GetName() != "system:serviceaccount:"+ns+":caller" {
+		t.Errorf("a bearer token without the client CA: %v %v %v", resp, ok, err)
+	}
+}
+
+// lockedBuffer is a log written from the authenticator's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -79,7 +79,7 @@ func agent(t *testing.T, api *kubeapi.API, a string) (srv *httptest.Server, caFi
 			t.Fatalf("the node's watch has not seen its pods in 30 s: %v %v", pods, err)
 		}
 	}
-	authn, authz, err := fleet.DelegatingAuth(ctx, api.Client, 10*time.Second)
+	authn, authz, err := fleet.DelegatingAuth(ctx, api.Client, 10*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

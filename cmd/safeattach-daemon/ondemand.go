@@ -46,7 +46,7 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 	if ttl <= 0 {
 		ttl = 10 * time.Second
 	}
-	authn, authz, err := fleet.DelegatingAuth(ctx, client, ttl)
+	authn, authz, err := fleet.DelegatingAuth(ctx, client, ttl, log)
 	if err != nil {
 		return nil, err
 	}
