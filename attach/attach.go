@@ -597,7 +597,7 @@ func (s *session) close() {
 		if window <= 0 {
 			window = DefaultCrashWindow
 		}
-		go followCrash(s.c.opts.CrashFollowUntil, s.c.opts.CrashMemory, s.c.report, s.c.agent, window)
+		go followCrash(s.c.opts.CrashFollowUntil, s.c.opts.CrashMemory, s.c.report, s.c.agent, s.c.opts.CrashScope, window)
 	}
 }
 
@@ -605,7 +605,7 @@ func (s *session) close() {
 // window, under a context cancelled when until is closed. The goroutine
 // tying that context to until ends with the watch, whichever ends it
 // first: the window's end, the JVM's exit or until's closing.
-func followCrash(until <-chan struct{}, store *crashmem.Store, r *preflight.Report, agent *preflight.Agent, window time.Duration) {
+func followCrash(until <-chan struct{}, store *crashmem.Store, r *preflight.Report, agent *preflight.Agent, scope string, window time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -615,7 +615,7 @@ func followCrash(until <-chan struct{}, store *crashmem.Store, r *preflight.Repo
 		case <-ctx.Done():
 		}
 	}()
-	crashmem.Watch(ctx, store, r, agent, window)
+	crashmem.Watch(ctx, store, r, agent, scope, window)
 }
 
 // DefaultCrashWindow is how long a JVM is followed after an attach for a

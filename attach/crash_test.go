@@ -17,11 +17,14 @@ import (
 // TestLiveCrashMemory: a JVM that dies with a HotSpot crash log soon
 // after an attach is remembered; the next JVM of the same workload is
 // refused by crashed-after-attach until acknowledged, and attaches again
-// once the entry is forgotten.
+// once the entry is forgotten. The memory is kept by scope: the same
+// workload in another scope (a node agent's other namespace) is neither
+// told of the crash nor refused for it.
 func TestLiveCrashMemory(t *testing.T) {
 	t.Parallel()
 	store := crashmem.Open(filepath.Join(t.TempDir(), "crashes.json"))
-	opts := Options{CrashMemory: store, CrashFollowUntil: t.Context().Done(), CrashWindow: 30 * time.Second}
+	opts := Options{CrashMemory: store, CrashFollowUntil: t.Context().Done(), CrashWindow: 30 * time.Second, CrashScope: "team-a"}
+	other := Options{CrashMemory: store, CrashScope: "team-b"}
 	p := testenv.StartJVM(t, testenv.JVMSpec{})
 	crasher := testenv.BuildAgent(t, testenv.AgentCrashLater)
 	if _, err := Load(context.Background(), p.PID, crasher, "1", opts); err != nil {
@@ -42,7 +45,10 @@ func TestLiveCrashMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !res.Verdict.Allowed {
-			workload = crashmem.Workload(res.Report)
+			workload = crashmem.Workload(res.Report, "team-a")
+			if res, err := Check(context.Background(), q.PID, testenv.BuildAgent(t, testenv.AgentFixedLookalike), "", other); err != nil || !res.Verdict.Allowed || res.Report.PriorCrash != "" {
+				t.Errorf("another scope is told of the crash, or refused for it: %v %v", res, err)
+			}
 			if b := res.Verdict.Blocking(); len(b) != 1 || b[0] != "crashed-after-attach" {
 				t.Fatalf("refused by %v", b)
 			}
@@ -84,7 +90,7 @@ func TestCrashFollowEnds(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			followCrash(until, store, r, nil, window)
+			followCrash(until, store, r, nil, "", window)
 		}()
 		then()
 		select {

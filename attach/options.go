@@ -61,6 +61,9 @@ type Options struct {
 	CrashMemory      *crashmem.Store
 	CrashFollowUntil <-chan struct{}
 	CrashWindow      time.Duration
+	// CrashScope keeps the crash memory's workloads apart
+	// (crashmem.Workload): a node agent passes the pod's namespace.
+	CrashScope string
 	// Logger receives one record per decision (pid, agent, SHA-256, rule
 	// IDs, outcome). Nil means no logging.
 	Logger *slog.Logger
@@ -104,7 +107,7 @@ func (o Options) complete(ctx context.Context, r *preflight.Report, a *preflight
 	if o.CrashMemory == nil {
 		return
 	}
-	e, err := o.CrashMemory.Lookup(crashmem.Workload(r))
+	e, err := o.CrashMemory.Lookup(crashmem.Workload(r, o.CrashScope))
 	switch {
 	case err != nil:
 		log.Warn("safeattach: crash memory unreadable", "error", err)

@@ -375,7 +375,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	p, err := o.planFor(r.Context(), pid, agentOptions, a.fallback)
+	p, err := o.planFor(r.Context(), pid, a.namespace, agentOptions, a.fallback)
 	out := profiling.NewJSONResult("check", pid, began, nil, err)
 	if err != nil {
 		a.err = err
@@ -549,7 +549,7 @@ func (o *onDemand) run(w http.ResponseWriter, r *http.Request, a *answer, pid in
 	out := &lazyWriter{w: w, contentType: contentTypes[a.format]}
 	// The attach timeout bounds each command; the profile's own
 	// deadline covers its duration too.
-	opts := o.d.cfg.Options
+	opts := o.d.optionsFor(a.namespace)
 	opts.Timeout += a.duration
 	ctx, cancel := context.WithTimeout(r.Context(), opts.Timeout+time.Minute)
 	defer cancel()
@@ -599,7 +599,7 @@ func (o *onDemand) sessionRequest(a *answer, opts attach.Options) profiling.Sess
 // what it says is what it found then).
 func (o *onDemand) profileAsPlanned(ctx context.Context, pid int, req profiling.ProfileRequest, a *answer, out *lazyWriter) (*profiling.ProfileResult, error) {
 	agentOptions, _ := o.agentOptions(a)
-	p, err := o.planFor(ctx, pid, agentOptions, a.fallback)
+	p, err := o.planFor(ctx, pid, a.namespace, agentOptions, a.fallback)
 	if err != nil {
 		return nil, err
 	}

@@ -45,11 +45,12 @@ func (p *plan) apply(req *profiling.SessionRequest, fallback profiling.Engine) {
 // version, what it imports); when none is allowed and fallback names the
 // Flight Recorder, the Flight Recorder if the rules allow it. An error
 // is one of the inspection (the JVM gone, unreadable).
-func (o *onDemand) planFor(ctx context.Context, pid int, agentOptions string, fallback profiling.Engine) (*plan, error) {
+func (o *onDemand) planFor(ctx context.Context, pid int, namespace, agentOptions string, fallback profiling.Engine) (*plan, error) {
+	opts := o.d.optionsFor(namespace)
 	libs := o.d.agentLibs()
 	var first *attach.CheckResult
 	for _, lib := range libs {
-		res, err := attach.Check(ctx, pid, lib, agentOptions, o.d.cfg.Options)
+		res, err := attach.Check(ctx, pid, lib, agentOptions, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -67,7 +68,7 @@ func (o *onDemand) planFor(ctx context.Context, pid int, agentOptions string, fa
 	if fallback != profiling.FlightRecorder {
 		return p, nil
 	}
-	_, v, err := flightrec.Judge(ctx, pid, o.d.cfg.Options)
+	_, v, err := flightrec.Judge(ctx, pid, opts)
 	var refused *attach.RefusedError
 	switch {
 	case err == nil:

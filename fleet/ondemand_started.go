@@ -163,11 +163,11 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 // stops the profile does not leave it running.
 func (o *onDemand) startAsPlanned(ctx context.Context, pid int, a *answer) (*startedProfile, error) {
 	agentOptions, _ := o.agentOptions(a)
-	p, err := o.planFor(ctx, pid, agentOptions, a.fallback)
+	p, err := o.planFor(ctx, pid, a.namespace, agentOptions, a.fallback)
 	if err != nil {
 		return nil, err
 	}
-	req := o.sessionRequest(a, o.d.cfg.Options)
+	req := o.sessionRequest(a, o.d.optionsFor(a.namespace))
 	req.AutoStop = profiling.AutoStopFor(a.duration)
 	p.apply(&req, a.fallback)
 	ss, err := startEngine(ctx, pid, req)

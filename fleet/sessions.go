@@ -122,7 +122,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 	refused.log(log, window)
 	fallback, refused := fallbackAnnotation(w.pod.Annotations, d.cfg.Fallback)
 	refused.log(log, fallback)
-	ss, err := d.startProfiler(ctx, jvm.PID, event, window, fallback, log)
+	ss, err := d.startProfiler(ctx, jvm.PID, w.pod.Namespace, event, window, fallback, log)
 	if err != nil {
 		d.notProfiled(ctx, w.key(), id, jvm.PID, err, log)
 		return
@@ -171,10 +171,10 @@ func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logg
 // async-profiler (every build) and fallback names another engine, that
 // engine profiles the JVM instead: the refusing rules are counted as
 // refusals and as fallbacks.
-func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, window time.Duration, fallback profiling.Engine, log *slog.Logger) (profiling.Profiler, error) {
+func (d *Daemon) startProfiler(ctx context.Context, pid int, namespace, event string, window time.Duration, fallback profiling.Engine, log *slog.Logger) (profiling.Profiler, error) {
 	began := time.Now()
 	req := profiling.SessionRequest{
-		Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.cfg.Options,
+		Profiler: asprof.Options{Event: event}, Format: d.cfg.Format, EventFallback: true, Options: d.optionsFor(namespace),
 		Owner: d.owner(), ReclaimOwn: true, MaxOutput: d.cfg.MaxWindowBytes, AutoStop: profiling.AutoStopFor(window),
 	}
 	ss, err := d.startAsyncProfiler(ctx, pid, req, log)
@@ -192,6 +192,14 @@ func (d *Daemon) startProfiler(ctx context.Context, pid int, event string, windo
 	}
 	d.cfg.Metrics.attach(attach.OutcomeOf(err).String(), time.Since(began))
 	return ss, err
+}
+
+// optionsFor are the attach options for a JVM of a pod in namespace:
+// the crash memory is kept per namespace (attach.Options.CrashScope).
+func (d *Daemon) optionsFor(namespace string) attach.Options {
+	opts := d.cfg.Options
+	opts.CrashScope = namespace
+	return opts
 }
 
 // agentLibs are the async-profiler builds to try, preferred first:

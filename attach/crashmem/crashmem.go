@@ -136,9 +136,17 @@ func (s *Store) Forget(workload string) error {
 
 // Workload names what a JVM runs, so that its next incarnation (a new
 // pid after a restart) is recognised: the user, the executable and the
-// main class or jar.
-func Workload(r *preflight.Report) string {
-	return fmt.Sprintf("uid=%d exe=%s main=%s", r.Process.UID.Effective, r.Process.Exe, r.JVM.MainClass)
+// main class or jar, within scope (empty: the host's). A node agent
+// scopes by the pod's namespace: the same image in another team's
+// namespace is another workload, so that one team's crash is neither
+// shown to another nor held against it (a tenant can make its own JVM
+// exit leaving a crash log at will).
+func Workload(r *preflight.Report, scope string) string {
+	w := fmt.Sprintf("uid=%d exe=%s main=%s", r.Process.UID.Effective, r.Process.Exe, r.JVM.MainClass)
+	if scope != "" {
+		w = "scope=" + scope + " " + w
+	}
+	return w
 }
 
 // Watch follows the JVM r describes for at most window after an attach.
@@ -147,7 +155,7 @@ func Workload(r *preflight.Report) string {
 // recorded for its workload and returned. It holds a pidfd and the two
 // directories open (they stay valid after the process is gone) and sends
 // the process nothing.
-func Watch(ctx context.Context, store *Store, r *preflight.Report, agent *preflight.Agent, window time.Duration) (*Entry, error) {
+func Watch(ctx context.Context, store *Store, r *preflight.Report, agent *preflight.Agent, scope string, window time.Duration) (*Entry, error) {
 	pidfd, err := unix.PidfdOpen(r.PID, 0)
 	if err != nil {
 		return nil, err
@@ -191,7 +199,7 @@ func Watch(ctx context.Context, store *Store, r *preflight.Report, agent *prefli
 		head := make([]byte, 2048)
 		k, _ := unix.Read(fd, head)
 		unix.Close(fd)
-		e := Entry{Workload: Workload(r), PID: r.PID, Time: time.Now().UTC(), Evidence: name + ": " + firstLines(string(head[:max(k, 0)]), 6)}
+		e := Entry{Workload: Workload(r, scope), PID: r.PID, Time: time.Now().UTC(), Evidence: name + ": " + firstLines(string(head[:max(k, 0)]), 6)}
 		if agent != nil {
 			e.Agent, e.AgentSHA256 = agent.Path, agent.SHA256
 		}
