@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/safeattach/safeattach/attach"
@@ -139,7 +140,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	since := time.Now()
-	sp.done = done
+	sp.done = sync.OnceFunc(done) // given back once, whoever ends it
 	sp.StartedProfile = StartedProfile{
 		Namespace: a.namespace, Pod: a.pod, Container: a.container, By: a.user.GetName(),
 		Engine: sp.ss.Engine(), Event: sp.ss.Event(), Format: sp.ss.Format(), FallbackFrom: sp.FallbackFrom,
@@ -147,9 +148,21 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	}
 	key := a.namespace + "/" + a.pod + "/" + a.container
 	o.d.mu.Lock()
+	// One started profile per container: one still there is of the
+	// container's JVM before this one (a restart, or a pod recreated
+	// under the same name), which no one can stop any more. Whoever
+	// takes a profile out of started stops it and gives its slots back.
+	replaced := o.started[key]
+	if replaced != nil {
+		delete(o.started, key)
+		replaced.timer.Stop()
+	}
 	o.started[key] = sp
 	sp.timer = time.AfterFunc(a.duration, func() { o.expire(key, sp, "not stopped within "+a.duration.String()) })
 	o.d.mu.Unlock()
+	if replaced != nil {
+		go o.discard(replaced, "its container's JVM was replaced")
+	}
 	a.status, a.result = http.StatusOK, "started"
 	o.log(r, a, began, pid)
 	o.recordEvent(a, fmt.Sprintf("stops by itself at %s", sp.StopsAt.UTC().Format(time.RFC3339)))
@@ -188,7 +201,13 @@ func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.container = r.URL.Query().Get("container")
-	sp, err := o.takeStarted(a)
+	podUID, status, err := o.podUID(r.Context(), a)
+	if err != nil {
+		a.status, a.result, a.err = status, "not-found", err
+		o.fail(w, r, a, began)
+		return
+	}
+	sp, err := o.takeStarted(a, podUID)
 	if err != nil {
 		a.status, a.result, a.err = http.StatusNotFound, "not-found", err
 		o.fail(w, r, a, began)
@@ -231,20 +250,21 @@ func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 }
 
 // takeStarted removes from the started profiles the one a names (its
-// container, or the pod's only one) and returns it: whoever takes it
+// container, or the pod's only one) in the pod of that UID (not one of
+// an earlier pod of the same name) and returns it: whoever takes it
 // stops it.
-func (o *onDemand) takeStarted(a *answer) (*startedProfile, error) {
+func (o *onDemand) takeStarted(a *answer, podUID string) (*startedProfile, error) {
 	o.d.mu.Lock()
 	defer o.d.mu.Unlock()
 	var keys []string
 	for key, sp := range o.started {
-		if sp.Namespace == a.namespace && sp.Pod == a.pod && (a.container == "" || sp.Container == a.container) {
+		if sp.Namespace == a.namespace && sp.Pod == a.pod && sp.start.podUID == podUID && (a.container == "" || sp.Container == a.container) {
 			keys = append(keys, key)
 		}
 	}
 	switch len(keys) {
 	case 0:
-		if gone := o.discardedIn(a, ""); len(gone) > 0 {
+		if gone := o.discardedIn(a, podUID); len(gone) > 0 {
 			x := gone[len(gone)-1]
 			return nil, fmt.Errorf("no profile started on demand in pod %s/%s%s: the one %s started at %s UTC was discarded at %s UTC (%s)",
 				a.namespace, a.pod, inContainer(a.container), x.By, x.Since.UTC().Format(time.TimeOnly), x.StopsAt.UTC().Format(time.TimeOnly), x.Discarded)
@@ -274,9 +294,17 @@ func (o *onDemand) expire(key string, sp *startedProfile, why string) {
 	o.d.mu.Lock()
 	if o.started[key] != sp {
 		o.d.mu.Unlock()
-		return // stopped meanwhile
+		return // taken meanwhile: its taker stops it
 	}
 	delete(o.started, key)
+	o.d.mu.Unlock()
+	o.discard(sp, why)
+}
+
+// discard stops a started profile taken out of started, discards it,
+// and gives back its slots.
+func (o *onDemand) discard(sp *startedProfile, why string) {
+	o.d.mu.Lock()
 	o.rememberDiscarded(sp, why)
 	o.d.mu.Unlock()
 	defer sp.done()
@@ -320,20 +348,9 @@ func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.container = r.URL.Query().Get("container")
-	pods, err := o.d.cfg.Pods.Pods(r.Context())
+	podUID, status, err := o.podUID(r.Context(), a)
 	if err != nil {
-		a.status, a.result, a.err = http.StatusServiceUnavailable, "error", fmt.Errorf("this node's pods are not known yet: %w", err)
-		o.fail(w, r, a, began)
-		return
-	}
-	podUID := ""
-	for _, p := range pods {
-		if p.Namespace == a.namespace && p.Name == a.pod && (o.d.cfg.Node == "" || p.Node == o.d.cfg.Node) {
-			podUID = p.UID
-		}
-	}
-	if podUID == "" {
-		a.status, a.result, a.err = http.StatusNotFound, "not-found", fmt.Errorf("pod %s/%s is not on this node", a.namespace, a.pod)
+		a.status, a.result, a.err = status, "not-found", err
 		o.fail(w, r, a, began)
 		return
 	}
@@ -356,6 +373,21 @@ func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 	a.status, a.result = http.StatusOK, "ok"
 	o.log(r, a, began, 0)
 	writeJSON(w, a.status, st)
+}
+
+// podUID is the UID of a's pod among this node's, or why not (503 while
+// the pods are not known, 404).
+func (o *onDemand) podUID(ctx context.Context, a *answer) (string, int, error) {
+	pods, err := o.d.cfg.Pods.Pods(ctx)
+	if err != nil {
+		return "", http.StatusServiceUnavailable, fmt.Errorf("this node's pods are not known yet: %w", err)
+	}
+	for _, p := range pods {
+		if p.Namespace == a.namespace && p.Name == a.pod && (o.d.cfg.Node == "" || p.Node == o.d.cfg.Node) {
+			return p.UID, 0, nil
+		}
+	}
+	return "", http.StatusNotFound, fmt.Errorf("pod %s/%s is not on this node", a.namespace, a.pod)
 }
 
 // InspectAnswer is the answer to inspect: the inspection of the pod's

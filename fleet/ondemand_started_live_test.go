@@ -4,15 +4,18 @@ import (
 	"context"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/safeattach/safeattach/attach"
 	"github.com/safeattach/safeattach/internal/testenv"
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/profiling"
 )
 
@@ -283,4 +286,79 @@ func TestLiveOnDemandAgentsAndFallback(t *testing.T) {
 			t.Errorf("the events do not say the Flight Recorder profiled:\n%s", strings.Join(notes, "\n"))
 		}
 	})
+}
+
+// TestLiveOnDemandStartedJVMReplaced: a profile started in a container
+// whose JVM is then replaced — the container restarted, or the pod
+// deleted and made again under its name — is not the new JVM's: stop
+// does not take it for the new pod's, a new start in the container
+// discards it, and every slot comes back (the caps would otherwise be
+// held for good by a profile no one can stop).
+func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
+	for _, replaced := range []string{"pod-recreated", "container-restarted"} {
+		t.Run(replaced, func(t *testing.T) {
+			e := newOnDemandEnv(t, nil)
+			srv := e.serve(t, OnDemandConfig{}) // the defaults: 2 per node, 1 per user
+			ctx := context.Background()
+			alice := e.token(t, e.a, "alice", "create", "get")
+			bob := e.token(t, e.a, "bob", "create", "get")
+			if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&duration=1m", alice); r.status != http.StatusOK {
+				t.Fatalf("alice's start: %d %s", r.status, r.body)
+			}
+			pod, err := e.api.Client.CoreV1().Pods(e.a).Get(ctx, "orders", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			uid := string(pod.UID)
+			syscall.Kill(e.jvmA, syscall.SIGKILL) // the container dies
+			if replaced == "pod-recreated" {
+				if err := e.api.Delete(e.a, "orders"); err != nil {
+					t.Fatal(err)
+				}
+				uid = string(e.api.Pod(t, e.a, "orders", e.d.cfg.Node, nil).UID)
+			}
+			_, id := testenv.PodIDs(t)
+			wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
+			testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+uid+"/"+id, wrap, jvm)
+			e.api.Running(t, e.a, "orders", "containerd://"+id)
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				pods, _ := e.d.cfg.Pods.Pods(ctx)
+				if slices.ContainsFunc(pods, func(p kube.Pod) bool {
+					return p.UID == uid && p.Phase == "Running" && p.Containers[0].ID == "containerd://"+id
+				}) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the watch never saw the new container")
+				}
+			}
+			if replaced == "pod-recreated" {
+				// The new pod has nothing started: the old pod's profile is
+				// not stopped as if it were the new one's.
+				if r := call(t, ctx, srv, http.MethodPost, e.a, "stop", "", bob); r.status != http.StatusNotFound {
+					t.Errorf("stop in the new pod: %d, want 404:\n%s", r.status, r.body)
+				}
+			}
+			// bob starts in the container: alice's profile, of a JVM gone,
+			// is discarded, and her slot given back.
+			if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&duration=1m", bob); r.status != http.StatusOK {
+				t.Fatalf("bob's start: %d %s\n%s", r.status, r.body, e.log())
+			}
+			if r := call(t, ctx, srv, http.MethodPost, e.a, "stop", "", bob); r.status != http.StatusOK {
+				t.Fatalf("bob's stop: %d %.500s", r.status, r.body)
+			}
+			for deadline := time.Now().Add(30 * time.Second); metric(t, e.metrics, "safeattach_ondemand_profiles_running") != 0; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("slots still held 30 s after both profiles ended:\n%s", e.log())
+				}
+			}
+			if !strings.Contains(e.log(), `"why":"its container's JVM was replaced"`) {
+				t.Errorf("alice's profile was not discarded as replaced:\n%s", e.log())
+			}
+			// alice's own slot is back.
+			if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&duration=5s", alice); r.status != http.StatusOK {
+				t.Errorf("alice's next start: %d %s", r.status, r.body)
+			}
+		})
+	}
 }
