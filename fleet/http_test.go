@@ -4,12 +4,14 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
 	"github.com/safeattach/safeattach/kube"
+	"github.com/safeattach/safeattach/preflight"
 )
 
 // TestMetricsNotOverPortForward: once the on-demand API is served,
@@ -51,5 +53,18 @@ func TestMetricsNotOverPortForward(t *testing.T) {
 		if code := get("/healthz", remote); code != http.StatusOK {
 			t.Errorf("/healthz from %s: %d", remote, code)
 		}
+	}
+}
+
+// TestRedact: an inspection answered to a caller keeps which agents the
+// JVM started with, not their options, nor the command line.
+func TestRedact(t *testing.T) {
+	r := &preflight.Report{MappedFiles: []string{"/usr/lib/libc.so.6"}}
+	r.Process.Cmdline = []string{"java", "-Dpassword=hunter2", "-jar", "app.jar"}
+	r.JVM.StartupAgents = []string{"-agentpath:/opt/libapm.so=api_key=SECRET", "-javaagent:/otel.jar", "-agentlib:jdwp=transport=dt_socket", "-javaagent:/x.jar="}
+	redact(r)
+	want := []string{"-agentpath:/opt/libapm.so=(options left out)", "-javaagent:/otel.jar", "-agentlib:jdwp=(options left out)", "-javaagent:/x.jar="}
+	if !slices.Equal(r.JVM.StartupAgents, want) || r.Process.Cmdline != nil || r.MappedFiles != nil {
+		t.Errorf("redacted: agents %q, cmdline %q, mapped %q", r.JVM.StartupAgents, r.Process.Cmdline, r.MappedFiles)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/safeattach/safeattach/attach"
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/profiling"
 	"github.com/safeattach/safeattach/profiling/asprof"
@@ -384,9 +385,9 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status, out)
 		return
 	}
-	// The verdict only: the agent's description and the alternatives
-	// name the node's paths and other processes, which are not the
-	// caller's to see.
+	// The verdict only (its evidence names the node's agent build, as
+	// the chart documents it): not the agent's description nor the
+	// alternatives, which name the node's other builds and processes.
 	out.Verdict = &p.verdict
 	a.status, a.result, a.engine = http.StatusOK, "allowed", p.engine
 	if !p.allowed() {
@@ -530,7 +531,7 @@ func (o *onDemand) findJVM(ctx context.Context, a *answer) (target.Candidate, jv
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusInternalServerError, fmt.Errorf("list processes: %w", err)
 	}
-	jvm, id, err := o.d.resolve(procs, c.ID)
+	jvm, id, err := o.d.resolve(procs, pod.UID, c.ID)
 	if err != nil {
 		return target.Candidate{}, jvmID{}, http.StatusNotFound, fmt.Errorf("no JVM in container %s of pod %s/%s: %w", c.Name, a.namespace, a.pod, err)
 	}
@@ -641,6 +642,9 @@ var contentTypes = map[string]string{
 	"jfr":        "application/octet-stream",
 }
 
+// writeWait bounds one write of a profile to its caller.
+const writeWait = 30 * time.Second
+
 // lazyWriter sends the status and headers with the first byte, so that
 // a profile that fails before it is written is answered with an error.
 type lazyWriter struct {
@@ -668,6 +672,10 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 	if !l.started {
 		l.start()
 	}
+	// A client that stops reading would hold its slot and the JVM past
+	// every bound: each write has writeWait (where the server can say;
+	// the error is that it cannot).
+	http.NewResponseController(l.w).SetWriteDeadline(time.Now().Add(writeWait))
 	n, err := l.w.Write(p)
 	l.n += int64(n)
 	return n, err
@@ -712,7 +720,7 @@ func refusal(a *answer, began time.Time) *profiling.JSONResult {
 func (o *onDemand) log(r *http.Request, a *answer, began time.Time, pid int) {
 	o.d.cfg.Metrics.onDemand(a.result)
 	attrs := []any{"result", a.result, "status", a.status, "namespace", a.namespace, "pod", a.pod, "action", a.action,
-		"path", r.URL.Path, "remote", remoteHost(r.RemoteAddr), "took_ms", time.Since(began).Milliseconds()}
+		"path", printable.Line(truncate(r.URL.Path, 512)), "remote", remoteHost(r.RemoteAddr), "took_ms", time.Since(began).Milliseconds()}
 	if a.user != nil {
 		attrs = append(attrs, "user", a.user.GetName(), "groups", a.user.GetGroups())
 	}

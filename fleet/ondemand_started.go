@@ -391,8 +391,8 @@ func (o *onDemand) podUID(ctx context.Context, a *answer) (string, int, error) {
 }
 
 // InspectAnswer is the answer to inspect: the inspection of the pod's
-// JVM, without its command line (secrets are passed there) and the
-// files it maps.
+// JVM, without its command line and its startup agents' options
+// (secrets are passed there) and the files it maps.
 type InspectAnswer struct {
 	attach.Envelope
 	*preflight.Report
@@ -442,10 +442,24 @@ func (o *onDemand) inspect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status, profiling.NewJSONResult("inspect", jvm.PID, began, nil, err))
 		return
 	}
-	report.Process.Cmdline, report.MappedFiles = nil, nil
+	redact(report)
 	a.status, a.result = http.StatusOK, "ok"
 	o.log(r, a, began, jvm.PID)
 	writeJSON(w, a.status, &InspectAnswer{Envelope: attach.NewEnvelope("inspect", nil), Report: report})
+}
+
+// redact leaves out of an inspection what the pod's owners may have put
+// there for the JVM alone: the command line, and the startup agents'
+// options (-agentpath:lib=api_key=…, often from a Secret through
+// JAVA_TOOL_OPTIONS), keeping each agent's option name and library; and
+// the mapped files (a long list of no use to the caller).
+func redact(r *preflight.Report) {
+	r.Process.Cmdline, r.MappedFiles = nil, nil
+	for i, a := range r.JVM.StartupAgents {
+		if lib, opts, ok := strings.Cut(a, "="); ok && opts != "" {
+			r.JVM.StartupAgents[i] = lib + "=(options left out)"
+		}
+	}
 }
 
 // recordStopped records on the pod how a started profile ended.

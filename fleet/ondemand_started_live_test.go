@@ -362,3 +362,39 @@ func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveOnDemandForeignContainerID: a pod whose status names another
+// pod's container (whoever may write pods/status can make it so) is not
+// a way to that pod's JVM: the JVM's cgroup, which the kubelet made,
+// must be the pod's own.
+func TestLiveOnDemandForeignContainerID(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	alice := e.token(t, e.a, "alice", "create", "get")
+	ctx := context.Background()
+	podB, err := e.api.Client.CoreV1().Pods(e.b).Get(ctx, "orders", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := podB.Status.ContainerStatuses[0].ContainerID
+	e.api.Running(t, e.a, "orders", foreign) // a's pod now names b's container
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		pods, _ := e.d.cfg.Pods.Pods(ctx)
+		if slices.ContainsFunc(pods, func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == foreign }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never saw the changed status")
+		}
+	}
+	for _, action := range []string{"inspect", "profile"} {
+		method := map[string]string{"inspect": http.MethodGet, "profile": http.MethodPost}[action]
+		r := call(t, ctx, srv, method, e.a, action, "duration=1s&event=itimer", alice)
+		if msg, _ := r.result["error"].(string); r.status != http.StatusNotFound || !strings.Contains(msg, "its status names a container that is not its own") {
+			t.Errorf("%s of a/orders naming b's container: %d, want 404:\n%.1000s", action, r.status, r.body)
+		}
+	}
+	if agentMapped(t, e.jvmB, e.lib) {
+		t.Error("b's JVM maps the agent after a request about a's pod")
+	}
+}

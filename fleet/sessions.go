@@ -139,7 +139,7 @@ func (d *Daemon) consider(ctx context.Context, w wanted, procs []target.Candidat
 // logged once per distinct reason, not at every sync.
 func (d *Daemon) jvmToProfile(w wanted, procs []target.Candidate, log *slog.Logger) (target.Candidate, jvmID, bool) {
 	key := w.key()
-	jvm, id, err := d.resolve(procs, w.container.ID)
+	jvm, id, err := d.resolve(procs, w.pod.UID, w.container.ID)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if s, running := d.sessions[key]; running {
@@ -369,7 +369,7 @@ func (d *Daemon) owner() string {
 	return "safeattach-daemon " + d.cfg.Node
 }
 
-func (d *Daemon) resolve(procs []target.Candidate, containerID string) (target.Candidate, jvmID, error) {
+func (d *Daemon) resolve(procs []target.Candidate, podUID, containerID string) (target.Candidate, jvmID, error) {
 	ps, err := target.InContainer(procs, containerID, target.Options{ProcRoot: d.cfg.ProcRoot})
 	if err != nil {
 		return target.Candidate{}, jvmID{}, err
@@ -377,6 +377,12 @@ func (d *Daemon) resolve(procs []target.Candidate, containerID string) (target.C
 	jvm, err := target.PickJVM(ps)
 	if err != nil {
 		return target.Candidate{}, jvmID{}, err
+	}
+	// The container ID comes from the pod's status, which whoever may
+	// write pods/status can point at another pod's container: the
+	// process's cgroup, which the kubelet made, must be the pod's.
+	if jvm.PodUID != "" && podUID != "" && jvm.PodUID != podUID {
+		return target.Candidate{}, jvmID{}, fmt.Errorf("container %s runs in the cgroup of pod %s, not of this pod (%s): its status names a container that is not its own", containerID, jvm.PodUID, podUID)
 	}
 	st, err := proc.NewFS(d.cfg.ProcRoot).Proc(jvm.PID).Stat()
 	if err != nil {

@@ -82,14 +82,14 @@ func run() error {
 		return err
 	}
 	defer stopOnDemand()
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := boundedServer(d.Handler())
 	log.Info("safeattach-daemon serving", "addr", l.Addr().String(), "node", cfg.Node, "pyroscope", cfg.Pyroscope.URL != "")
 	if fl.pprofListen != "" {
 		if err := servePprof(fl.pprofListen, log); err != nil {
 			return err
 		}
 	}
-	return serveUntilStopped(ctx, stop, srv, l, d, pusher, log)
+	return serveUntilStopped(ctx, stop, srv, boundedListener(l), d, pusher, log)
 }
 
 // flags are the command line; a flag given overrides the configuration
@@ -199,7 +199,7 @@ func servePprof(addr string, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	log.Info("pprof serving", "addr", dl.Addr().String())
-	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(dl)
+	go boundedServer(mux).Serve(dl)
 	return nil
 }
 

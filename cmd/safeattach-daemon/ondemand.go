@@ -19,6 +19,7 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/safeattach/safeattach/fleet"
@@ -63,11 +64,12 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-		// A client certificate is asked for, not checked here: the
-		// authenticator verifies it against the cluster's client CA.
-		TLSConfig:   &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	l = boundedListener(l)
+	srv := boundedServer(h)
+	// A client certificate is asked for, not checked here: the
+	// authenticator verifies it against the cluster's client CA.
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	attrs := []any{"addr", l.Addr().String()}
 	if selfSigned {
 		sum := sha256.Sum256(cert.Certificate[0])
@@ -123,3 +125,26 @@ func serverCert(od onDemandConfig, node string) (tls.Certificate, bool, error) {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, true, nil
 }
+
+// Bounds of the node agent's HTTP servers, against clients that hold
+// connections open: each idle connection costs tens of KiB, and the
+// node agent runs in a memory limit of its own.
+const (
+	idleTimeout    = time.Minute
+	maxHeaderBytes = 64 << 10 // a bearer token with many groups fits
+	// maxConns caps the open connections of one listener: a caller
+	// who holds them all holds them only for idleTimeout at most
+	// between requests, each of which is judged.
+	maxConns = 256
+)
+
+// boundedServer is an http.Server for h with the node agent's bounds.
+// It has no read or write timeout over a whole request: a profile is
+// streamed for up to its duration (the on-demand handler bounds each
+// write instead).
+func boundedServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
+}
+
+// boundedListener caps l's open connections at maxConns.
+func boundedListener(l net.Listener) net.Listener { return netutil.LimitListener(l, maxConns) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,5 +157,89 @@ func TestDaemonOnDemand(t *testing.T) {
 	}
 	if !strings.Contains(d.Output(), `"result":"cancelled"`) {
 		t.Errorf("the cancelled profile is not logged as such:\n%s", tail(d.Output(), 3000))
+	}
+}
+
+// TestOnDemandConnectionsAreBounded: clients with no credentials that
+// each send one request (401) and then hold the connection open get at
+// most maxConns connections served at once: the node agent's memory
+// and descriptors do not grow with them (before the cap, 3000 such
+// connections took 128 MiB, the manifests' limit). Once they close, a
+// new caller is served.
+func TestOnDemandConnectionsAreBounded(t *testing.T) {
+	api := kubeapi.Server(t)
+	testenv.RequireRoot(t)
+	lib := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	bin := buildDaemon(t)
+	ns := api.Namespace(t)
+	token := applyRBAC(t, api, ns)
+	counter := newAPICounter(t, api)
+	config := filepath.Join(t.TempDir(), "daemon.json")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`{"agent": %q, "on_demand": {"listen": "127.0.0.1:0"}}`, lib)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startKubeDaemon(t, bin, config, counter.kubeconfig(t, token), kubeapi.Name("node"), nil)
+	t.Cleanup(func() { stopDaemon(t, d, 40*time.Second) })
+	_, base := onDemandClient(t, d.Output())
+	addr := strings.TrimPrefix(base, "https://")
+	// held opens a connection, asks once without a token and keeps the
+	// connection; false when the agent did not answer in time.
+	held := func() (net.Conn, bool) {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			return nil, false
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		fmt.Fprintf(tc, "GET /apis/safeattach.io/v1/namespaces/x/pods/y/status HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			c.Close()
+			return nil, false
+		}
+		resp.Body.Close()
+		return tc, true
+	}
+	const tried = maxConns + 64
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, 64)
+	for range tried {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if c, ok := held(); ok {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID))
+	t.Logf("%d of %d idle connections served; the node agent has %d descriptors open", len(conns), tried, len(fds))
+	if len(conns) > maxConns {
+		t.Errorf("%d connections served at once, want at most %d", len(conns), maxConns)
+	}
+	if len(fds) > maxConns+64 {
+		t.Errorf("the node agent holds %d descriptors", len(fds))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	var ok bool
+	for deadline := time.Now().Add(20 * time.Second); !ok && time.Now().Before(deadline); {
+		var c net.Conn
+		if c, ok = held(); ok {
+			c.Close()
+		}
+	}
+	if !ok {
+		t.Error("no caller served after the idle connections closed")
 	}
 }
