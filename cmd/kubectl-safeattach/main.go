@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -199,6 +200,9 @@ func (o *profileOptions) run(ctx context.Context, cc clientcmd.ClientConfig, pod
 	if o.file == "-" {
 		o.file = "" // standard output, as the CLI's -f -
 	}
+	if o.file == "" && (o.format == "pprof" || o.format == "jfr") && isTerminal(stdout) {
+		return fmt.Errorf("-o %s is binary: give -f FILE, or redirect stdout", o.format)
+	}
 	q := url.Values{"duration": {o.duration.String()}, "format": {o.format}, "event": {o.event}}
 	if o.fallback != "" {
 		q.Set("fallback", o.fallback)
@@ -273,7 +277,15 @@ func (o *profileOptions) save(out *output, resp *http.Response, stdout, stderr i
 	var n int64
 	var err error
 	if out == nil {
-		if n, err = io.Copy(stdout, resp.Body); err != nil {
+		dst := stdout
+		if isTerminal(stdout) {
+			// The profile's frames are the target's words (method
+			// names): escaped on their way to a terminal.
+			esc := printable.NewWriter(stdout)
+			defer esc.Close()
+			dst = esc
+		}
+		if n, err = io.Copy(dst, resp.Body); err != nil {
 			return fmt.Errorf("the profile was cut off: %w", err)
 		}
 	} else {
@@ -397,6 +409,12 @@ func usableCredentials(cfg *rest.Config) error {
 		return errors.New("impersonation (--as, --as-group) is not supported by the agent: it judges the token's own user")
 	}
 	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // jsonOut is where the agent's JSON answers go: stdout with --json,

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/safeattach/safeattach/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // cutReader gives some bytes, then fails as a stream cut off does.
@@ -111,6 +115,50 @@ func TestRefusedBeforeAsking(t *testing.T) {
 		code := run(context.Background(), append(c.args, "--kubeconfig", "/nonexistent"), &stdout, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("%v: exit %d, want 1 with %q\n%s", c.args, code, c.want, stderr.String())
+		}
+	}
+}
+
+// openPTY opens a pseudo-terminal's two ends: what the plugin writes to
+// the second, a terminal, is read from the first.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		testenv.Missing(t, "a pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestBinaryProfileNotToATerminal: -o pprof or jfr to a terminal is
+// refused before anything is asked (the bytes would be the terminal's
+// input); the same to a pipe is not refused for that.
+func TestBinaryProfileNotToATerminal(t *testing.T) {
+	_, tty := openPTY(t)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig") // never read: refused first
+	for _, format := range []string{"pprof", "jfr"} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), []string{"profile", "orders", "-o", format, "--kubeconfig", kubeconfig}, tty, &stderr); code != 1 ||
+			!strings.Contains(stderr.String(), "-o "+format+" is binary: give -f FILE") {
+			t.Errorf("-o %s to a terminal: exit %d\n%s", format, code, stderr.String())
+		}
+		var stdout bytes.Buffer
+		stderr.Reset()
+		if run(context.Background(), []string{"profile", "orders", "-o", format, "--kubeconfig", kubeconfig}, &stdout, &stderr); strings.Contains(stderr.String(), "is binary") {
+			t.Errorf("-o %s to a pipe refused as to a terminal: %s", format, stderr.String())
 		}
 	}
 }

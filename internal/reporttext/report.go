@@ -1,11 +1,14 @@
 package reporttext
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 
+	"github.com/safeattach/safeattach/internal/printable"
 	"github.com/safeattach/safeattach/preflight"
 )
 
@@ -17,9 +20,12 @@ func yesNo(b bool) string {
 }
 
 // Write writes r as the human summary: one line per area, the evidence
-// indented under it. The report's strings are the target's: a caller
-// printing to a terminal escapes them (printable.NewWriter).
+// indented under it. The report's strings are the target's (its paths,
+// main class, environment): each is written as printable.Line escapes
+// it, so that none can break a line and forge one of the summary's
+// ("profilers  none loaded"), nor reach a terminal as a control.
 func Write(w io.Writer, r *preflight.Report) {
+	r = escaped(r)
 	p := r.Process
 	fmt.Fprintf(w, "pid %d (%s)  state %s  uid %d gid %d  threads %d", r.PID, p.Name, p.State, p.UID.Effective, p.GID.Effective, p.Threads)
 	if !p.SamePIDNamespace {
@@ -114,4 +120,49 @@ func OrUnknown(s string) string {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// escaped is a copy of r whose every string is printable.Line's.
+func escaped(r *preflight.Report) *preflight.Report {
+	data, err := json.Marshal(r)
+	cp := &preflight.Report{}
+	if err != nil || json.Unmarshal(data, cp) != nil {
+		cp = r // not expected; the copy is only a courtesy to the caller
+	}
+	escapeStrings(reflect.ValueOf(cp).Elem())
+	return cp
+}
+
+// escapeStrings replaces every string reachable from v with its
+// printable.Line.
+func escapeStrings(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		if v.CanSet() {
+			v.SetString(printable.Line(v.String()))
+		}
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			escapeStrings(v.Elem())
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			escapeStrings(v.Field(i))
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			escapeStrings(v.Index(i))
+		}
+	case reflect.Map:
+		for _, k := range v.MapKeys() {
+			e := reflect.New(v.Type().Elem()).Elem()
+			e.Set(v.MapIndex(k))
+			escapeStrings(e)
+			nk := reflect.New(k.Type()).Elem()
+			nk.Set(k)
+			escapeStrings(nk)
+			v.SetMapIndex(k, reflect.Value{})
+			v.SetMapIndex(nk, e)
+		}
+	}
 }
