@@ -67,9 +67,11 @@ type OnDemandConfig struct {
 	MaxDuration time.Duration
 	MaxOutput   int64
 	// MaxConcurrent caps the on-demand profiles running on this node at
-	// once, MaxPerUser those of one user; a request past either is
+	// once, MaxPerUser those of one user, MaxPerNamespace those of one
+	// namespace (default: half the node's, at least 1, so that one
+	// team cannot hold every slot of a node); a request past any is
 	// answered 429.
-	MaxConcurrent, MaxPerUser int
+	MaxConcurrent, MaxPerUser, MaxPerNamespace int
 	// Events, if set, records an Event on each pod profiled on demand:
 	// who profiled it, how, and how it ended (reason Profiled, or
 	// ProfileFailed as a warning).
@@ -158,13 +160,17 @@ type onDemand struct {
 	d   *Daemon
 	cfg OnDemandConfig
 	// slots bounds the node's profiles; perUser counts each user's.
-	slots   chan struct{}
-	perUser map[string]int // guarded by d.mu
+	slots        chan struct{}
+	perUser      map[string]int // guarded by d.mu
+	perNamespace map[string]int // guarded by d.mu
 	// started are the profiles started and not yet stopped, by
 	// namespace/pod/container; guarded by d.mu.
 	started map[string]*startedProfile
 	// inspecting are the users inspecting a JVM now; guarded by d.mu.
 	inspecting map[string]bool
+	// users bounds each user's requests, events each namespace's
+	// Events.
+	users, events *keyedLimits
 	// discarded are the started profiles discarded at their deadline,
 	// oldest first; guarded by d.mu.
 	discarded []discarded
@@ -222,7 +228,11 @@ func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
 	if cfg.MaxPerUser <= 0 {
 		cfg.MaxPerUser = DefaultOnDemandPerUser
 	}
-	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{},
+	if cfg.MaxPerNamespace <= 0 {
+		cfg.MaxPerNamespace = max(1, cfg.MaxConcurrent/2)
+	}
+	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{}, perNamespace: map[string]int{},
+		users: newKeyedLimits(userRequestEvery, userRequestBurst), events: newKeyedLimits(namespaceEventEvery, namespaceEventBurst),
 		started: map[string]*startedProfile{}, inspecting: map[string]bool{}}
 	d.mu.Lock()
 	d.stopOnDemand = append(d.stopOnDemand, o.stopStarted)
@@ -277,9 +287,28 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 			writeJSON(w, a.status, refusal(a, time.Now()))
 			return
 		}
+		if !o.users.allow(resp.User.GetName()) {
+			a := &answer{user: resp.User, status: http.StatusTooManyRequests, result: "too-many",
+				err: fmt.Errorf("user %q sends more than %d requests in a row, one each %v after: slow down", resp.User.GetName(), userRequestBurst, userRequestEvery)}
+			w.Header().Set("Retry-After", "1")
+			o.log(r, a, time.Now(), 0)
+			writeJSON(w, a.status, refusal(a, time.Now()))
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, resp.User)))
 	})
 }
+
+// Request and Event rates: a user's requests (each costs the API server
+// a review or two, and the node an inspection), a namespace's Events
+// (the Events client's rate is the node agent's, shared by every
+// namespace: one team's flood must not drop another's audit).
+const (
+	userRequestEvery    = 200 * time.Millisecond
+	userRequestBurst    = 20
+	namespaceEventEvery = time.Second
+	namespaceEventBurst = 10
+)
 
 func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
@@ -292,7 +321,7 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
-	pid, done, ok := o.claim(w, r, a, began, true)
+	pid, _, done, ok := o.claim(w, r, a, began, true)
 	if !ok {
 		return
 	}
@@ -304,15 +333,15 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 // claim takes the caller's slots of the caps and the pod's JVM, or
 // answers why not (429, with Retry-After for a profile; 404; 409 when
 // the JVM is busy). done gives both back.
-func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, began time.Time, retryAfter bool) (pid int, done func(), ok bool) {
-	release, err := o.acquire(a.user.GetName())
+func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, began time.Time, retryAfter bool) (pid int, id jvmID, done func(), ok bool) {
+	release, err := o.acquire(a.user.GetName(), a.namespace)
 	if err != nil {
 		if retryAfter {
 			w.Header().Set("Retry-After", strconv.Itoa(int(min(a.duration, o.cfg.MaxDuration).Seconds())+1))
 		}
 		a.status, a.result, a.err = http.StatusTooManyRequests, "too-many", err
 		o.fail(w, r, a, began)
-		return 0, nil, false
+		return 0, jvmID{}, nil, false
 	}
 	jvm, id, status, err := o.jvmOf(r.Context(), a)
 	if err != nil {
@@ -322,9 +351,9 @@ func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, bega
 			a.result = "busy"
 		}
 		o.fail(w, r, a, began)
-		return 0, nil, false
+		return 0, jvmID{}, nil, false
 	}
-	return jvm.PID, func() { o.d.jvmDone(id); release() }, true
+	return jvm.PID, id, func() { o.d.jvmDone(id); release() }, true
 }
 
 // authorize answers 403 unless the caller may verb profiles named as
@@ -371,7 +400,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	}
 	// A judgement inspects the node's processes: within the same caps
 	// as a profile, so that checks in a loop cost what profiles would.
-	pid, done, ok := o.claim(w, r, a, began, false)
+	pid, _, done, ok := o.claim(w, r, a, began, false)
 	if !ok {
 		return
 	}
@@ -441,13 +470,16 @@ func (o *onDemand) options(q url.Values, a *answer, duration time.Duration) erro
 	return err
 }
 
-// acquire takes a slot of the node's and one of the user's, or says
-// which cap is reached.
-func (o *onDemand) acquire(name string) (func(), error) {
+// acquire takes a slot of the node's, one of the user's and one of the
+// namespace's, or says which cap is reached.
+func (o *onDemand) acquire(name, namespace string) (func(), error) {
 	o.d.mu.Lock()
 	defer o.d.mu.Unlock()
 	if o.perUser[name] >= o.cfg.MaxPerUser {
 		return nil, fmt.Errorf("user %q already runs %d on-demand profiles on this node (the cap per user)", name, o.cfg.MaxPerUser)
+	}
+	if o.perNamespace[namespace] >= o.cfg.MaxPerNamespace {
+		return nil, fmt.Errorf("namespace %q already runs %d on-demand profiles on this node (the cap per namespace)", namespace, o.cfg.MaxPerNamespace)
 	}
 	select {
 	case o.slots <- struct{}{}:
@@ -455,12 +487,16 @@ func (o *onDemand) acquire(name string) (func(), error) {
 		return nil, fmt.Errorf("this node already runs %d on-demand profiles (the cap per node)", o.cfg.MaxConcurrent)
 	}
 	o.perUser[name]++
+	o.perNamespace[namespace]++
 	o.d.cfg.Metrics.onDemandRunning(1)
 	return func() {
 		o.d.mu.Lock()
 		defer o.d.mu.Unlock()
 		if o.perUser[name]--; o.perUser[name] == 0 {
 			delete(o.perUser, name)
+		}
+		if o.perNamespace[namespace]--; o.perNamespace[namespace] == 0 {
+			delete(o.perNamespace, namespace)
 		}
 		<-o.slots
 		o.d.cfg.Metrics.onDemandRunning(-1)
@@ -798,6 +834,11 @@ func (o *onDemand) recordEvent(a *answer, extra string) {
 		EventTime:  metav1.NowMicro(), ReportingController: "safeattach.io/safeattach-daemon",
 		ReportingInstance: o.d.owner(), Action: eventAction[a.action], Reason: reason, Type: kind, Note: note,
 		Regarding: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: a.namespace, Name: a.pod, UID: types.UID(a.podUID)},
+	}
+	if !o.events.allow(a.namespace) {
+		// The request is logged all the same.
+		o.d.cfg.Logger.Warn("on-demand: event not recorded: the namespace's Events come faster than one a second", "namespace", a.namespace, "pod", a.pod, "reason", reason)
+		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -254,7 +254,7 @@ func TestLiveOnDemandRBAC(t *testing.T) {
 }
 
 // TestLiveOnDemandCaps: past the node's cap of concurrent on-demand
-// profiles, or the user's, a request is answered 429; a second profile
+// profiles, the namespace's or the user's, a request is answered 429; a second profile
 // of a JVM being profiled on demand is 409; and the client going away
 // ends its profile long before its duration.
 func TestLiveOnDemandCaps(t *testing.T) {
@@ -279,8 +279,11 @@ func TestLiveOnDemandCaps(t *testing.T) {
 	if r := post(t, bg, capped, e.a, "duration=2s", first); r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "the cap per user") {
 		t.Errorf("the same user again: %d, want 429 (per user):\n%s", r.status, r.body)
 	}
-	if r := post(t, bg, capped, e.a, "duration=2s", second); r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "the cap per node") {
-		t.Errorf("another user: %d, want 429 (per node):\n%s", r.status, r.body)
+	if r := post(t, bg, capped, e.a, "duration=2s", second); r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "the cap per namespace") {
+		t.Errorf("another user of the namespace: %d, want 429 (per namespace):\n%s", r.status, r.body)
+	}
+	if r := post(t, bg, capped, e.b, "duration=2s", e.account(t, e.b, "third", true)); r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "the cap per node") {
+		t.Errorf("a user of another namespace: %d, want 429 (per node):\n%s", r.status, r.body)
 	}
 	if r := post(t, bg, open, e.a, "duration=2s", second); r.status != http.StatusConflict || !strings.Contains(r.body, "being profiled on demand") {
 		t.Errorf("the same JVM under a higher cap: %d, want 409:\n%s", r.status, r.body)
@@ -299,8 +302,8 @@ func TestLiveOnDemandCaps(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "too-many"); got != 2 {
-		t.Errorf("too-many counted %v times, want 2", got)
+	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "too-many"); got != 3 {
+		t.Errorf("too-many counted %v times, want 3", got)
 	}
 	// The JVM is free again: a new profile of it is made.
 	if r := post(t, bg, capped, e.a, "duration=1s&event=itimer", second); r.status != http.StatusOK || !strings.Contains(r.body, "[itimer]") {
@@ -424,4 +427,28 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestLiveOnDemandUserRate: a user's burst of requests past the per-user
+// rate is answered 429 (each costs the API server reviews and the node
+// an inspection); another user is served meanwhile.
+func TestLiveOnDemandUserRate(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	ctx := context.Background()
+	flood := e.token(t, e.a, "flood", "get")
+	other := e.token(t, e.a, "other", "get")
+	limited := 0
+	for range userRequestBurst + 10 {
+		r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", flood)
+		if r.status == http.StatusTooManyRequests && strings.Contains(r.body, "slow down") {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("%d requests in a row all served", userRequestBurst+10)
+	}
+	if r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", other); r.status != http.StatusOK {
+		t.Errorf("another user during the flood: %d\n%s", r.status, r.body)
+	}
 }

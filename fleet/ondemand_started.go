@@ -104,6 +104,7 @@ type startedProfile struct {
 	ss    profiling.Profiler
 	start *answer // the start's request
 	pid   int
+	jvm   jvmID
 	done  func() // gives back the slots and the JVM
 	timer *time.Timer
 }
@@ -121,7 +122,13 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
-	pid, done, ok := o.claim(w, r, a, began, true)
+	// A profile started in this container before its JVM was replaced
+	// (a restart, a pod made again under its name) holds slots that no
+	// one can stop: discarded first, its slots given back.
+	if _, id, _, err := o.findJVM(r.Context(), a); err == nil {
+		o.discardReplaced(a, id)
+	}
+	pid, id, done, ok := o.claim(w, r, a, began, true)
 	if !ok {
 		return
 	}
@@ -141,6 +148,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	}
 	since := time.Now()
 	sp.done = sync.OnceFunc(done) // given back once, whoever ends it
+	sp.jvm = id
 	sp.StartedProfile = StartedProfile{
 		Namespace: a.namespace, Pod: a.pod, Container: a.container, By: a.user.GetName(),
 		Engine: sp.ss.Engine(), Event: sp.ss.Event(), Format: sp.ss.Format(), FallbackFrom: sp.FallbackFrom,
@@ -247,6 +255,24 @@ func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	writeJSON(w, a.status, profiling.NewJSONResult("stop", sp.pid, began, nil, err))
+}
+
+// discardReplaced discards the profile started in a's container when it
+// is of another JVM than id, giving back its slots at once (its JVM is
+// gone: its stop is a formality).
+func (o *onDemand) discardReplaced(a *answer, id jvmID) {
+	key := a.namespace + "/" + a.pod + "/" + a.container
+	o.d.mu.Lock()
+	sp := o.started[key]
+	if sp == nil || sp.jvm == id {
+		o.d.mu.Unlock()
+		return
+	}
+	delete(o.started, key)
+	sp.timer.Stop()
+	o.d.mu.Unlock()
+	sp.done()
+	go o.discard(sp, "its container's JVM was replaced")
 }
 
 // takeStarted removes from the started profiles the one a names (its

@@ -398,3 +398,36 @@ func TestLiveOnDemandForeignContainerID(t *testing.T) {
 		t.Error("b's JVM maps the agent after a request about a's pod")
 	}
 }
+
+// TestLiveOnDemandEventsPerNamespace: a namespace whose requests come
+// faster than its Events may (start and stop in a loop) has its own
+// Events dropped past its burst — logged, not recorded — and another
+// namespace's profile still gets its Event.
+func TestLiveOnDemandEventsPerNamespace(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	ctx := context.Background()
+	alice := e.token(t, e.a, "alice", "create")
+	bob := e.token(t, e.b, "bob", "create")
+	for range namespaceEventBurst {
+		if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer", alice); r.status != http.StatusOK {
+			t.Fatalf("start: %d %s", r.status, r.body)
+		}
+		if r := call(t, ctx, srv, http.MethodPost, e.a, "stop", "", alice); r.status != http.StatusOK {
+			t.Fatalf("stop: %d %.300s", r.status, r.body)
+		}
+	}
+	if !strings.Contains(e.log(), "event not recorded: the namespace's Events come faster than one a second") {
+		t.Errorf("%d Events in a row not limited:\n%s", 2*namespaceEventBurst, e.log())
+	}
+	if r := post(t, ctx, srv, e.b, "duration=1s&event=itimer", bob); r.status != http.StatusOK {
+		t.Fatalf("bob's profile: %d %.300s", r.status, r.body)
+	}
+	var notes []string
+	for deadline := time.Now().Add(10 * time.Second); len(notes) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		notes = e.events(t, e.b)
+	}
+	if len(notes) != 1 {
+		t.Errorf("namespace b's Events during a's flood: %q", notes)
+	}
+}

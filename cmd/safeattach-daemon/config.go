@@ -87,11 +87,12 @@ type onDemandConfig struct {
 	KeyFile  string `json:"key_file"`
 	// The bounds (fleet.OnDemandConfig; 0: its defaults) and how long
 	// the API server's answers are cached (default 10 s).
-	MaxDuration   duration `json:"max_duration"`
-	MaxOutput     int64    `json:"max_output"`
-	MaxConcurrent int      `json:"max_concurrent"`
-	MaxPerUser    int      `json:"max_per_user"`
-	CacheTTL      duration `json:"cache_ttl"`
+	MaxDuration     duration `json:"max_duration"`
+	MaxOutput       int64    `json:"max_output"`
+	MaxConcurrent   int      `json:"max_concurrent"`
+	MaxPerUser      int      `json:"max_per_user"`
+	MaxPerNamespace int      `json:"max_per_namespace"`
+	CacheTTL        duration `json:"cache_ttl"`
 }
 
 // duration is a time.Duration written as "60s" in JSON.

@@ -52,7 +52,8 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 		return nil, err
 	}
 	h, err := d.OnDemandHandler(fleet.OnDemandConfig{Authenticator: authn, Authorizer: authz,
-		MaxDuration: time.Duration(od.MaxDuration), MaxOutput: od.MaxOutput, MaxConcurrent: od.MaxConcurrent, MaxPerUser: od.MaxPerUser, Events: client})
+		MaxDuration: time.Duration(od.MaxDuration), MaxOutput: od.MaxOutput, MaxConcurrent: od.MaxConcurrent, MaxPerUser: od.MaxPerUser,
+		MaxPerNamespace: od.MaxPerNamespace, Events: client})
 	if err != nil {
 		return nil, err
 	}
