@@ -79,6 +79,11 @@ type Config struct {
 	MaxWindowBytes int64
 	// Pusher receives every finished window; nil counts and drops them.
 	Pusher *pyroscope.Pusher
+	// InPod says the node agent runs in a pod, whose loopback is where
+	// a port-forward to it arrives: while the on-demand API is served,
+	// /metrics is then not served over loopback (see Handler). Off
+	// cluster, loopback is the host's own.
+	InPod bool
 	// Options are the attach options (rules, timeouts, watcher...).
 	Options  attach.Options
 	ProcRoot string

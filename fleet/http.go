@@ -30,7 +30,7 @@ func (d *Daemon) Handler() http.Handler {
 }
 
 // notOverPortForward refuses (403) a request that arrived over the pod's
-// loopback while the on-demand API is served. Whoever may port-forward to
+// loopback (Config.InPod) while the on-demand API is served. Whoever may port-forward to
 // the node agent's pod, to reach that API, reaches every port of it, and
 // a port-forward dials the port on the pod's loopback (containerd and
 // CRI-O both do): /metrics names the pods profiled on the node, in every
@@ -39,7 +39,7 @@ func (d *Daemon) Handler() http.Handler {
 func (d *Daemon) notOverPortForward(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.mu.Lock()
-		onDemand := len(d.stopOnDemand) > 0
+		onDemand := len(d.stopOnDemand) > 0 && d.cfg.InPod
 		d.mu.Unlock()
 		if ip := net.ParseIP(remoteHost(r.RemoteAddr)); onDemand && ip != nil && ip.IsLoopback() {
 			http.Error(w, "forbidden: /metrics is not served over the pod's loopback (a port-forward) while the on-demand API is on; scrape the pod's IP", http.StatusForbidden)

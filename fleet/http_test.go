@@ -18,11 +18,12 @@ import (
 // /metrics is refused to a request from the pod's loopback (where a
 // port-forward arrives, and whoever may port-forward to reach the API
 // reaches every port) and served to the pod network; the probes are
-// served to both. Without the on-demand API nothing changes. The
+// served to both. Without the on-demand API nothing changes, nor off
+// cluster (loopback is then the host's own, TestDaemonOnDemand). The
 // port-forward itself runs against a real kubelet in internal/realnode
 // (TestPluginPortForward).
 func TestMetricsNotOverPortForward(t *testing.T) {
-	d, err := New(Config{Pods: kube.FilePods{Path: "/nonexistent"}})
+	d, err := New(Config{Pods: kube.FilePods{Path: "/nonexistent"}, InPod: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	}
 	a.status, a.result = http.StatusOK, "started"
 	o.log(r, a, began, pid)
-	o.recordEvent(a, fmt.Sprintf("stops by itself at %s", sp.StopsAt.UTC().Format(time.RFC3339)))
+	o.recordEvent(a, fmt.Sprintf("discarded at %s unless stopped", sp.StopsAt.UTC().Format(time.RFC3339)))
 	v := sp.ss.Result().Verdict
 	writeJSON(w, a.status, &OnDemandState{Envelope: attach.NewEnvelope("start", nil), Verdict: &v, Started: []StartedProfile{sp.StartedProfile}})
 }

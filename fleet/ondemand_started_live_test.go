@@ -138,7 +138,7 @@ func TestLiveOnDemandStartStatusStop(t *testing.T) {
 	}
 
 	want := []string{
-		"ProfileStarted: started on demand by " + sa + "alice (stops by itself at ",
+		"ProfileStarted: started on demand by " + sa + "alice (discarded at ",
 		"Profiled: profiled on demand by " + sa + "bob (started by " + sa + "alice): container app, ",
 		"ProfileExpired: started on demand by " + sa + "alice (not stopped within 1s: discarded): container app, ",
 	}

@@ -162,6 +162,20 @@ start_once() {
 	# its key (internal/testenv/kubeapi).
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=client-ca \
 		-keyout "$RUN/pki/client-ca.key" -out "$RUN/pki/client-ca.crt" 2> /dev/null
+	# The API server's own record of the reviews a node agent asks for
+	# (who asked to do what, and the answer): tests read it to show the
+	# authorisation decisions from the API server's side.
+	cat > "$RUN/audit-policy.yaml" << 'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: RequestResponse
+    resources:
+      - group: authorization.k8s.io
+        resources: ["subjectaccessreviews"]
+  - level: None
+POLICY
 	if node_wanted; then
 		free_port kubelet_port
 		node_prepare
@@ -184,6 +198,7 @@ start_once() {
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \
 		--token-auth-file="$RUN/pki/tokens.csv" --client-ca-file="$RUN/pki/client-ca.crt" --service-cluster-ip-range=10.0.0.0/24 \
+		--audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" --audit-log-maxsize=64 --audit-log-maxbackup=1 \
 		--endpoint-reconciler-type=none "${NODE_APISERVER_FLAGS[@]}" < /dev/null > "$RUN/apiserver.log" 2>&1 &
 	echo $! > "$RUN/apiserver.pid"
 	# Its serving certificate is written before it listens.

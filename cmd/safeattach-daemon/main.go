@@ -186,6 +186,9 @@ func newAgent(ctx context.Context, cfg *config, pods kube.PodSource, pusher *pyr
 		Window: time.Duration(cfg.Window), SyncInterval: time.Duration(cfg.SyncInterval),
 		Pusher: pusher, Options: opts, Logger: log, Metrics: metrics,
 		Budget: readBack, MaxWindowBytes: cfg.MaxWindowBytes,
+		// The kubelet gives every container this variable: a pod,
+		// whose loopback a port-forward reaches.
+		InPod: os.Getenv("KUBERNETES_SERVICE_HOST") != "",
 	})
 }
 

@@ -1,14 +1,17 @@
 package realnode
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +107,9 @@ func TestPluginPortForward(t *testing.T) {
 		cmd.Stdout, cmd.Stderr = &o, &e
 		began := time.Now()
 		cmd.Run()
+		// The developer's session, as the closing note shows it.
+		t.Logf("$ kubectl safeattach %s   # exit %d, %v\n%s%s", strings.Join(args, " "), cmd.ProcessState.ExitCode(),
+			time.Since(began).Round(time.Millisecond), tailText(o.String(), 600), tailText(e.String(), 600))
 		return o.String(), e.String(), cmd.ProcessState.ExitCode(), time.Since(began)
 	}
 
@@ -190,6 +196,20 @@ func TestPluginPortForward(t *testing.T) {
 	if maps := testenv.Maps(t, otherPID); strings.Contains(maps, "syncProfiler") || strings.Contains(maps, "lookalike") {
 		t.Fatal("refused, yet an agent is in B's JVM")
 	}
+
+	// The same decisions from the API server's side: its audit log of
+	// the SubjectAccessReviews the node agent sent for this user.
+	decisions := accessReviews(t, n.API.Dir, user)
+	allowedA := slices.ContainsFunc(decisions, func(d string) bool {
+		return strings.HasPrefix(d, "create profiles.safeattach.io/orders in "+a+": allowed")
+	})
+	deniedB := slices.ContainsFunc(decisions, func(d string) bool {
+		return strings.HasPrefix(d, "create profiles.safeattach.io/orders in "+b+": denied")
+	})
+	if !allowedA || !deniedB {
+		t.Errorf("the API server's audit log does not show create allowed in %s and denied in %s for %s:\n%s", a, b, user, strings.Join(decisions, "\n"))
+	}
+	t.Logf("SubjectAccessReviews for %s, as the API server answered them:\n%s", user, strings.Join(decisions, "\n"))
 	_ = orders
 
 	// Whoever may port-forward to the agent reaches its metrics port
@@ -226,6 +246,54 @@ func TestPluginPortForward(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "no DaemonSet controls it") {
 		t.Fatalf("profile through an impostor agent pod: exit %d, want 1, refused before any credential is sent:\n%s", code, errOut)
 	}
+}
+
+// accessReviews are the SubjectAccessReviews about user in the API
+// server's audit log (scripts/kube-apiserver.sh records them), one line
+// each: "VERB RESOURCE.GROUP/NAME in NAMESPACE: allowed|denied (reason)".
+func accessReviews(t *testing.T, apiDir, user string) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(apiDir, "run", "audit.log"))
+	if err != nil {
+		t.Fatalf("the API server's audit log: %v", err)
+	}
+	defer f.Close()
+	type review struct {
+		Spec struct {
+			User string `json:"user"`
+			RA   *struct {
+				Namespace, Verb, Group, Resource, Name string
+			} `json:"resourceAttributes"`
+		} `json:"spec"`
+		Status struct {
+			Allowed bool   `json:"allowed"`
+			Reason  string `json:"reason"`
+		} `json:"status"`
+	}
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			Stage    string `json:"stage"`
+			Request  review `json:"requestObject"`
+			Response review `json:"responseObject"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Stage != "ResponseComplete" || ev.Request.Spec.User != user || ev.Request.Spec.RA == nil {
+			continue
+		}
+		ra := ev.Request.Spec.RA
+		verdict := "denied"
+		if ev.Response.Status.Allowed {
+			verdict = "allowed"
+		}
+		line := fmt.Sprintf("%s %s.%s/%s in %s: %s", ra.Verb, ra.Resource, ra.Group, ra.Name, ra.Namespace, verdict)
+		if r := ev.Response.Status.Reason; r != "" {
+			line += " (" + r + ")"
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 // portForward forwards a loopback port to pod's port as kubeconfig's

@@ -153,7 +153,7 @@ func TestNoTrackerReferences(t *testing.T) {
 // listed prefix.
 var layers = [][]string{
 	{"internal/"},
-	{"preflight", "target"},
+	{"preflight", "target", "internal/reporttext"},
 	{"conflicts", "diagnose"},
 	{"attach"},
 	{"profiling"},
