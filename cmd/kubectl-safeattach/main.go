@@ -135,6 +135,9 @@ Exit status: 0 with a profile; 1 unauthenticated (401), forbidden (403)
 or a usage or connection error; otherwise the agent's exit_code
 (2 refused, 3 failed, 4 timed out), the reason and remedy on stderr
 (--json: the agent's JSON result on stdout too).`,
+		Example: `  kubectl safeattach profile -n shop orders -d 30s -o flamegraph -f orders.html
+  kubectl safeattach profile orders -c app -e alloc -d 1m -o jfr -f orders.jfr
+  kubectl safeattach profile orders -d 10s > orders.collapsed`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())

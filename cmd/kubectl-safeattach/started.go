@@ -56,6 +56,9 @@ Exit status: 0 started; 1 unauthenticated (401), forbidden (403) or a
 usage or connection error; otherwise the agent's exit_code (2 refused,
 3 failed, 4 timed out), the reason and remedy on stderr
 (--json: the agent's JSON result on stdout too).`,
+		Example: `  kubectl safeattach start -n shop orders -o flamegraph --discard-after 5m
+  # ... reproduce the slow request ...
+  kubectl safeattach stop -n shop orders -f orders.html`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.start(cmd.Context(), config(), args[0], stdout, cmd.ErrOrStderr())
