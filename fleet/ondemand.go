@@ -171,6 +171,8 @@ type onDemand struct {
 	// users bounds each user's requests, events each namespace's
 	// Events.
 	users, events *keyedLimits
+	// failures bounds each source address's failed authentications.
+	failures *keyedLimits
 	// discarded are the started profiles discarded at their deadline,
 	// oldest first; guarded by d.mu.
 	discarded []discarded
@@ -233,7 +235,8 @@ func (d *Daemon) OnDemandHandler(cfg OnDemandConfig) (http.Handler, error) {
 	}
 	o := &onDemand{d: d, cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), perUser: map[string]int{}, perNamespace: map[string]int{},
 		users: newKeyedLimits(userRequestEvery, userRequestBurst), events: newKeyedLimits(namespaceEventEvery, namespaceEventBurst),
-		started: map[string]*startedProfile{}, inspecting: map[string]bool{}}
+		failures: newKeyedLimits(sourceFailureEvery, sourceFailureBurst),
+		started:  map[string]*startedProfile{}, inspecting: map[string]bool{}}
 	d.mu.Lock()
 	d.stopOnDemand = append(d.stopOnDemand, o.stopStarted)
 	d.mu.Unlock()
@@ -274,6 +277,23 @@ type userKey struct{}
 // whatever its path; the others reach next with their user.
 func (o *onDemand) authenticated(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A caller refused is not kept connected: its connection's slot
+		// is another caller's.
+		src := remoteHost(r.RemoteAddr)
+		// Each review in flight holds one of its source's failures,
+		// given back when the caller is known.
+		giveBack, ok := o.failures.reserve(src)
+		if !ok {
+			// Made-up tokens each cost a TokenReview: a source that
+			// keeps failing is refused before its token is reviewed,
+			// and not logged each time.
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			o.d.cfg.Metrics.onDemand("unauthenticated")
+			writeJSON(w, http.StatusTooManyRequests, refusal(&answer{status: http.StatusTooManyRequests,
+				err: fmt.Errorf("too many failed (or pending) authentications from %s: slow down", src)}, time.Now()))
+			return
+		}
 		resp, ok, err := o.cfg.Authenticator.AuthenticateRequest(r)
 		if err != nil || !ok {
 			a := &answer{status: http.StatusUnauthorized, result: "unauthenticated",
@@ -284,13 +304,16 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 				a.err = fmt.Errorf("%w (%v)", a.err, err)
 			}
 			o.log(r, a, time.Now(), 0)
+			w.Header().Set("Connection", "close")
 			writeJSON(w, a.status, refusal(a, time.Now()))
 			return
 		}
+		giveBack()
 		if !o.users.allow(resp.User.GetName()) {
 			a := &answer{user: resp.User, status: http.StatusTooManyRequests, result: "too-many",
 				err: fmt.Errorf("user %q sends more than %d requests in a row, one each %v after: slow down", resp.User.GetName(), userRequestBurst, userRequestEvery)}
 			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Connection", "close")
 			o.log(r, a, time.Now(), 0)
 			writeJSON(w, a.status, refusal(a, time.Now()))
 			return
@@ -306,6 +329,8 @@ func (o *onDemand) authenticated(next http.Handler) http.Handler {
 const (
 	userRequestEvery    = 200 * time.Millisecond
 	userRequestBurst    = 20
+	sourceFailureEvery  = 200 * time.Millisecond
+	sourceFailureBurst  = 20
 	namespaceEventEvery = time.Second
 	namespaceEventBurst = 10
 )

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -95,7 +96,10 @@ func (e *onDemandEnv) serve(t *testing.T, cfg OnDemandConfig) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(h)
+	// HTTP/1.1, as the node agent serves it.
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = false
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -115,6 +119,7 @@ type reply struct {
 	body   string
 	result map[string]any
 	header http.Header
+	closed bool // the server closes the connection after it
 }
 
 // post asks srv for a profile of ns/orders with token and extra headers.
@@ -143,7 +148,7 @@ func call(t *testing.T, ctx context.Context, srv *httptest.Server, method, ns, a
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	r := reply{status: resp.StatusCode, body: string(body), header: resp.Header}
+	r := reply{status: resp.StatusCode, body: string(body), header: resp.Header, closed: resp.Close}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		json.Unmarshal(body, &r.result)
 	}
@@ -370,6 +375,41 @@ func TestLiveOnDemandTokens(t *testing.T) {
 	}
 	if got := metric(t, e.metrics, "safeattach_ondemand_requests_total", "result", "unauthenticated"); got != 2 {
 		t.Errorf("unauthenticated counted %v times, want 2", got)
+	}
+	// Made-up tokens from one source each cost a TokenReview: past its
+	// burst of failures the source is refused before review, and its
+	// refused connections are closed.
+	var (
+		mu      sync.Mutex
+		refused int
+		kept    int
+		wg      sync.WaitGroup
+	)
+	for i := range 3 * sourceFailureBurst { // at once, as a flood comes
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := post(t, ctx, srv, e.a, "duration=1s", fmt.Sprint("made-up-", i))
+			mu.Lock()
+			defer mu.Unlock()
+			if r.status == http.StatusTooManyRequests && strings.Contains(r.body, "too many failed (or pending) authentications from 127.0.0.1") {
+				refused++
+			}
+			if !r.closed {
+				kept++
+			}
+		}()
+	}
+	wg.Wait()
+	if kept > 0 {
+		t.Errorf("%d refused requests' connections kept open", kept)
+	}
+	if refused == 0 {
+		t.Errorf("%d made-up tokens in a row all reviewed", 3*sourceFailureBurst)
+	}
+	time.Sleep(2 * sourceFailureEvery) // the bucket refills
+	if r := post(t, ctx, srv, e.a, "duration=1s&event=itimer", e.api.SignedToken(t, e.a, "profiler", now.Add(-time.Minute), now.Add(time.Hour))); r.status != http.StatusOK {
+		t.Errorf("a good token after the flood: %d %.300s", r.status, r.body)
 	}
 	t.Logf("log:\n%s", e.log())
 }

@@ -31,3 +31,26 @@ func TestKeyedLimits(t *testing.T) {
 		t.Error("a new key allowed past maxKeys with none idle")
 	}
 }
+
+// TestKeyedLimitsGiveBack: a token given back is there again; an empty
+// bucket refills at its rate.
+func TestKeyedLimitsGiveBack(t *testing.T) {
+	l := newKeyedLimits(time.Hour, 2)
+	back, ok := l.reserve("src")
+	if !ok || !l.allow("src") {
+		t.Fatal("a full bucket of 2 refused")
+	}
+	if l.allow("src") {
+		t.Fatal("an empty bucket allowed")
+	}
+	back()
+	back() // once only
+	if !l.allow("src") || l.allow("src") {
+		t.Error("the token given back is not there once")
+	}
+	// An hour later (the bucket's clock set back, not the test's).
+	l.keys["src"].at = l.keys["src"].at.Add(-time.Hour)
+	if !l.allow("src") || l.allow("src") {
+		t.Error("an hour refilled other than one token")
+	}
+}

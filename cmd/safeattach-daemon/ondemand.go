@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -39,6 +40,10 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 	if err != nil {
 		return nil, fmt.Errorf("on-demand API: %w", err)
 	}
+	// Reviews and Events have a rate of their own, above client-go's
+	// default of 5 a second, which a flood of made-up tokens used up for
+	// everyone (the handler limits each source's failures before that).
+	rc.QPS, rc.Burst = reviewQPS, reviewBurst
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("on-demand API: %w", err)
@@ -67,6 +72,9 @@ func serveOnDemand(ctx context.Context, cfg *config, kubeconfig string, d *fleet
 	}
 	l = boundedListener(l)
 	srv := boundedServer(h)
+	// HTTP/1.1 only: HTTP/2 carries up to 250 requests on one connection
+	// past the cap, and reads request bodies ahead (none is read here).
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	// A client certificate is asked for, not checked here: the
 	// authenticator verifies it against the cluster's client CA.
 	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
@@ -147,5 +155,63 @@ func boundedServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
 }
 
-// boundedListener caps l's open connections at maxConns.
-func boundedListener(l net.Listener) net.Listener { return netutil.LimitListener(l, maxConns) }
+// The rate of the on-demand API's requests to the API server.
+const (
+	reviewQPS   = 50
+	reviewBurst = 100
+)
+
+// boundedListener caps l's open connections at maxConns, and each
+// source address's at maxConnsPerSource: one caller on the pod network
+// cannot hold them all. (A port-forward's connections all come from
+// the pod's loopback: its users share that source's.)
+func boundedListener(l net.Listener) net.Listener {
+	return &perSourceListener{Listener: netutil.LimitListener(l, maxConns), open: map[string]int{}}
+}
+
+// maxConnsPerSource bounds one source address's open connections.
+const maxConnsPerSource = 64
+
+type perSourceListener struct {
+	net.Listener
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// Accept closes at once a connection past its source's share.
+func (l *perSourceListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		l.mu.Lock()
+		if l.open[src] >= maxConnsPerSource {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.open[src]++
+		l.mu.Unlock()
+		return &sourceConn{Conn: c, l: l, src: src}, nil
+	}
+}
+
+type sourceConn struct {
+	net.Conn
+	l    *perSourceListener
+	src  string
+	once sync.Once
+}
+
+func (c *sourceConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.open[c.src]--; c.l.open[c.src] <= 0 {
+			delete(c.l.open, c.src)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

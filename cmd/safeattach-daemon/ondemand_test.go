@@ -160,12 +160,12 @@ func TestDaemonOnDemand(t *testing.T) {
 	}
 }
 
-// TestOnDemandConnectionsAreBounded: clients with no credentials that
-// each send one request (401) and then hold the connection open get at
-// most maxConns connections served at once: the node agent's memory
-// and descriptors do not grow with them (before the cap, 3000 such
-// connections took 128 MiB, the manifests' limit). Once they close, a
-// new caller is served.
+// TestOnDemandConnectionsAreBounded: one source's connections are
+// capped at maxConnsPerSource — past it a connection is closed at once —
+// while another source is still served; a caller refused (401) is not
+// kept connected; the node agent's descriptors do not grow with the
+// connections tried (before the caps, 3000 connections held idle after
+// a 401 took 128 MiB, the manifests' limit).
 func TestOnDemandConnectionsAreBounded(t *testing.T) {
 	api := kubeapi.Server(t)
 	testenv.RequireRoot(t)
@@ -182,38 +182,33 @@ func TestOnDemandConnectionsAreBounded(t *testing.T) {
 	t.Cleanup(func() { stopDaemon(t, d, 40*time.Second) })
 	_, base := onDemandClient(t, d.Output())
 	addr := strings.TrimPrefix(base, "https://")
-	// held opens a connection, asks once without a token and keeps the
-	// connection; false when the agent did not answer in time.
-	held := func() (net.Conn, bool) {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	// handshake opens a TLS connection from src and sends nothing: the
+	// connection is held until the server's header timeout.
+	handshake := func(src string) (*tls.Conn, bool) {
+		dialer := &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			return nil, false
 		}
 		c.SetDeadline(time.Now().Add(3 * time.Second))
-		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-		fmt.Fprintf(tc, "GET /apis/safeattach.io/v1/namespaces/x/pods/y/status HTTP/1.1\r\nHost: a\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+		if err := tc.Handshake(); err != nil {
 			c.Close()
 			return nil, false
 		}
-		resp.Body.Close()
 		return tc, true
 	}
-	const tried = maxConns + 64
+	const tried = maxConnsPerSource + 32
 	var (
 		mu    sync.Mutex
-		conns []net.Conn
+		conns []*tls.Conn
 		wg    sync.WaitGroup
 	)
-	sem := make(chan struct{}, 64)
 	for range tried {
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			if c, ok := held(); ok {
+			if c, ok := handshake("127.0.0.1"); ok {
 				mu.Lock()
 				conns = append(conns, c)
 				mu.Unlock()
@@ -221,25 +216,32 @@ func TestOnDemandConnectionsAreBounded(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID))
-	t.Logf("%d of %d idle connections served; the node agent has %d descriptors open", len(conns), tried, len(fds))
-	if len(conns) > maxConns {
-		t.Errorf("%d connections served at once, want at most %d", len(conns), maxConns)
-	}
-	if len(fds) > maxConns+64 {
-		t.Errorf("the node agent holds %d descriptors", len(fds))
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	var ok bool
-	for deadline := time.Now().Add(20 * time.Second); !ok && time.Now().Before(deadline); {
-		var c net.Conn
-		if c, ok = held(); ok {
+	t.Cleanup(func() {
+		for _, c := range conns {
 			c.Close()
 		}
+	})
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.PID))
+	t.Logf("%d of %d connections from one source served; the node agent has %d descriptors open", len(conns), tried, len(fds))
+	if len(conns) > maxConnsPerSource {
+		t.Errorf("%d connections from one source served at once, want at most %d", len(conns), maxConnsPerSource)
 	}
+	if len(fds) > maxConnsPerSource+64 {
+		t.Errorf("the node agent holds %d descriptors", len(fds))
+	}
+	if len(conns) > 0 && conns[0].ConnectionState().NegotiatedProtocol == "h2" {
+		t.Error("HTTP/2 negotiated: its streams would get past the connection caps")
+	}
+	// Another source is served meanwhile, and a refused caller is not
+	// kept connected.
+	c, ok := handshake("127.0.0.2")
 	if !ok {
-		t.Error("no caller served after the idle connections closed")
+		t.Fatal("another source refused while the first holds its share")
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /apis/safeattach.io/v1/namespaces/x/pods/y/status HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+		t.Errorf("a request without a token: %v %v, want 401 and the connection closed", resp, err)
 	}
 }
