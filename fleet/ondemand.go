@@ -359,6 +359,7 @@ func (o *onDemand) profile(w http.ResponseWriter, r *http.Request) {
 // answers why not (429, with Retry-After for a profile; 404; 409 when
 // the JVM is busy). done gives both back.
 func (o *onDemand) claim(w http.ResponseWriter, r *http.Request, a *answer, began time.Time, retryAfter bool) (pid int, id jvmID, done func(), ok bool) {
+	o.sweep(r.Context())
 	release, err := o.acquire(a.user.GetName(), a.namespace)
 	if err != nil {
 		if retryAfter {
@@ -703,8 +704,12 @@ var contentTypes = map[string]string{
 	"jfr":        "application/octet-stream",
 }
 
-// writeWait bounds one write of a profile to its caller.
-const writeWait = 30 * time.Second
+// writeWait bounds one write of a profile to its caller, streamWait all
+// of them (MaxOutput's default, 64 MiB, at 220 kB/s).
+const (
+	writeWait  = 30 * time.Second
+	streamWait = 5 * time.Minute
+)
 
 // lazyWriter sends the status and headers with the first byte, so that
 // a profile that fails before it is written is answered with an error.
@@ -713,6 +718,7 @@ type lazyWriter struct {
 	contentType string
 	started     bool
 	n           int64
+	first       time.Time // the first write's
 }
 
 // fallback says, in the headers the profile is sent with, that engine
@@ -733,11 +739,26 @@ func (l *lazyWriter) Write(p []byte) (int, error) {
 	if !l.started {
 		l.start()
 	}
-	// A client that stops reading would hold its slot and the JVM past
-	// every bound: each write has writeWait (where the server can say;
-	// the error is that it cannot).
-	http.NewResponseController(l.w).SetWriteDeadline(time.Now().Add(writeWait))
+	// A client that stops reading, or reads slowly, would hold its slot
+	// and the JVM past every bound: each write has writeWait, and the
+	// whole stream streamWait from its first byte; the deadline is lifted
+	// after each write, so that work after the last one cannot cut it.
+	// (Where the server cannot set one, the error says so: ignored.)
+	now := time.Now()
+	if l.first.IsZero() {
+		l.first = now
+	}
+	rc := http.NewResponseController(l.w)
+	deadline := now.Add(writeWait)
+	if end := l.first.Add(streamWait); end.Before(deadline) {
+		deadline = end
+	}
+	rc.SetWriteDeadline(deadline)
 	n, err := l.w.Write(p)
+	if err == nil {
+		err = rc.Flush()
+	}
+	rc.SetWriteDeadline(time.Time{})
 	l.n += int64(n)
 	return n, err
 }

@@ -122,6 +122,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
+	o.sweep(r.Context())
 	// A profile started in this container before its JVM was replaced
 	// (a restart, a pod made again under its name) holds slots that no
 	// one can stop: discarded first, its slots given back.
@@ -257,6 +258,46 @@ func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, a.status, profiling.NewJSONResult("stop", sp.pid, began, nil, err))
 }
 
+// sweep discards the started profiles whose pod has left this node or
+// whose JVM has exited: no one can stop them any more, and they hold
+// slots of the caps until their deadline. It runs before each request
+// takes slots, and before status answers.
+func (o *onDemand) sweep(ctx context.Context) {
+	pods, err := o.d.cfg.Pods.Pods(ctx)
+	if err != nil {
+		return
+	}
+	here := map[string]bool{}
+	for _, p := range pods {
+		here[p.UID] = true
+	}
+	type gone struct {
+		sp  *startedProfile
+		why string
+	}
+	var swept []gone
+	o.d.mu.Lock()
+	for key, sp := range o.started {
+		why := ""
+		switch {
+		case !here[sp.start.podUID]:
+			why = "its pod left the node"
+		case !o.d.running(sp.jvm):
+			why = "its JVM exited"
+		default:
+			continue
+		}
+		delete(o.started, key)
+		sp.timer.Stop()
+		swept = append(swept, gone{sp, why})
+	}
+	o.d.mu.Unlock()
+	for _, g := range swept {
+		g.sp.done()
+		go o.discard(g.sp, g.why)
+	}
+}
+
 // discardReplaced discards the profile started in a's container when it
 // is of another JVM than id, giving back its slots at once (its JVM is
 // gone: its stop is a formality).
@@ -380,6 +421,7 @@ func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
+	o.sweep(r.Context())
 	st := &OnDemandState{Envelope: attach.NewEnvelope("status", nil), Started: []StartedProfile{}}
 	o.d.mu.Lock()
 	for _, sp := range o.started {

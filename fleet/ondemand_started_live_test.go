@@ -332,6 +332,15 @@ func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
 					t.Fatal("the watch never saw the new container")
 				}
 			}
+			// Any request sweeps a started profile whose JVM is gone
+			// (its pod left the node, or it exited): its slots come back
+			// before its deadline.
+			if r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", bob); r.status != http.StatusOK || len(started(r)) != 0 {
+				t.Errorf("status after the JVM was replaced: %d\n%s", r.status, r.body)
+			}
+			if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 0 {
+				t.Errorf("%v slots held by a profile of a JVM gone", got)
+			}
 			if replaced == "pod-recreated" {
 				// The new pod has nothing started: the old pod's profile is
 				// not stopped as if it were the new one's.
@@ -352,8 +361,8 @@ func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
 					t.Fatalf("slots still held 30 s after both profiles ended:\n%s", e.log())
 				}
 			}
-			if !strings.Contains(e.log(), `"why":"its container's JVM was replaced"`) {
-				t.Errorf("alice's profile was not discarded as replaced:\n%s", e.log())
+			if !strings.Contains(e.log(), `"why":"its pod left the node"`) && !strings.Contains(e.log(), `"why":"its JVM exited"`) {
+				t.Errorf("alice's profile was not discarded as its JVM's gone:\n%s", e.log())
 			}
 			// alice's own slot is back.
 			if r := call(t, ctx, srv, http.MethodPost, e.a, "start", "event=itimer&duration=5s", alice); r.status != http.StatusOK {
@@ -364,9 +373,9 @@ func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
 }
 
 // TestLiveOnDemandForeignContainerID: a pod whose status names another
-// pod's container (whoever may write pods/status can make it so) is not
-// a way to that pod's JVM: the JVM's cgroup, which the kubelet made,
-// must be the pod's own.
+// pod's container, or a container outside Kubernetes (whoever may write
+// pods/status can make it so), is not a way to that JVM: the JVM's
+// cgroup, which the kubelet made, must name the pod.
 func TestLiveOnDemandForeignContainerID(t *testing.T) {
 	e := newOnDemandEnv(t, nil)
 	srv := e.serve(t, OnDemandConfig{})
@@ -396,6 +405,23 @@ func TestLiveOnDemandForeignContainerID(t *testing.T) {
 	}
 	if agentMapped(t, e.jvmB, e.lib) {
 		t.Error("b's JVM maps the agent after a request about a's pod")
+	}
+	// Nor at a container outside Kubernetes, whose cgroup names no pod.
+	_, id := testenv.PodIDs(t)
+	wrap, outside := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "docker/"+id, wrap, outside)
+	e.api.Running(t, e.a, "orders", "containerd://"+id)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		pods, _ := e.d.cfg.Pods.Pods(ctx)
+		if slices.ContainsFunc(pods, func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == "containerd://"+id }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never saw the changed status")
+		}
+	}
+	if r := call(t, ctx, srv, http.MethodGet, e.a, "inspect", "", alice); r.status != http.StatusNotFound || !strings.Contains(r.body, "a cgroup that names no pod") {
+		t.Errorf("inspect of a/orders naming a container outside Kubernetes: %d, want 404:\n%.1000s", r.status, r.body)
 	}
 }
 

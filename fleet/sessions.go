@@ -194,6 +194,13 @@ func (d *Daemon) startProfiler(ctx context.Context, pid int, namespace, event st
 	return ss, err
 }
 
+// running reports whether the JVM id still runs (its pid, with the same
+// start time: not a process that took the pid over).
+func (d *Daemon) running(id jvmID) bool {
+	st, err := proc.NewFS(d.cfg.ProcRoot).Proc(id.pid).Stat()
+	return err == nil && st.StartTime == id.start
+}
+
 // optionsFor are the attach options for a JVM of a pod in namespace:
 // the crash memory is kept per namespace (attach.Options.CrashScope).
 func (d *Daemon) optionsFor(namespace string) attach.Options {
@@ -379,9 +386,16 @@ func (d *Daemon) resolve(procs []target.Candidate, podUID, containerID string) (
 		return target.Candidate{}, jvmID{}, err
 	}
 	// The container ID comes from the pod's status, which whoever may
-	// write pods/status can point at another pod's container: the
-	// process's cgroup, which the kubelet made, must be the pod's.
-	if jvm.PodUID != "" && podUID != "" && jvm.PodUID != podUID {
+	// write pods/status can point at another pod's container, or at a
+	// container outside Kubernetes: the process's cgroup, which the
+	// kubelet made, must name the pod. (A static pod's cgroup names its
+	// manifest's hash, not its mirror's UID: not profiled.)
+	switch {
+	case podUID == "":
+		// A pod source without UIDs (a pods file written by hand).
+	case jvm.PodUID == "":
+		return target.Candidate{}, jvmID{}, fmt.Errorf("container %s runs in a cgroup that names no pod (a static pod, or a container outside Kubernetes): its status names a container that is not its own", containerID)
+	case jvm.PodUID != podUID:
 		return target.Candidate{}, jvmID{}, fmt.Errorf("container %s runs in the cgroup of pod %s, not of this pod (%s): its status names a container that is not its own", containerID, jvm.PodUID, podUID)
 	}
 	st, err := proc.NewFS(d.cfg.ProcRoot).Proc(jvm.PID).Stat()

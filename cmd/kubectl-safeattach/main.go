@@ -60,7 +60,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "kubectl-safeattach:", err)
+	// Escaped: an error can quote whoever answered (a certificate's
+	// names in an x509 error, a server's message).
+	fmt.Fprintln(stderr, "kubectl-safeattach:", printable.Line(err.Error()))
 	return 1
 }
 
