@@ -2,11 +2,14 @@ package crashmem
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,7 +23,11 @@ import (
 
 // Entry is one recorded crash.
 type Entry struct {
-	Workload    string    `json:"workload"`
+	Workload string `json:"workload"`
+	// Scope is the workload's (Workload's scope): each keeps at most
+	// maxPerScope entries, so that one tenant's crashes cannot push
+	// another's out.
+	Scope       string    `json:"scope,omitempty"`
 	PID         int       `json:"pid"`
 	Time        time.Time `json:"time"`
 	Agent       string    `json:"agent,omitempty"`
@@ -37,9 +44,16 @@ type Store struct {
 	mu   sync.Mutex
 }
 
+// The store's bounds. Its entries' words are a tenant's (the executable
+// and main class it runs, its crash log's first lines): each is cut, and
+// each scope keeps its own share, so that one scope cannot fill the file
+// past what load reads (every lookup would then fail, for every scope).
 const (
-	maxEntries   = 1000
-	maxStoreSize = 4 << 20
+	maxEntries     = 1000
+	maxPerScope    = 50
+	maxStoreSize   = 4 << 20
+	maxEvidence    = 2 << 10
+	maxWorkloadKey = 512
 )
 
 // Open returns the store at path; the file is created on first Record.
@@ -62,10 +76,24 @@ func (s *Store) load() ([]Entry, error) {
 
 func (s *Store) save(es []Entry) error {
 	sort.Slice(es, func(a, b int) bool { return es[a].Time.Before(es[b].Time) })
+	// Newest first, each scope's share kept: older entries past it go.
+	perScope := map[string]int{}
+	kept := make([]Entry, 0, len(es))
+	for i := len(es) - 1; i >= 0; i-- {
+		if perScope[es[i].Scope]++; perScope[es[i].Scope] <= maxPerScope {
+			kept = append(kept, es[i])
+		}
+	}
+	slices.Reverse(kept)
+	es = kept
 	if len(es) > maxEntries {
 		es = es[len(es)-maxEntries:]
 	}
 	data, err := json.MarshalIndent(es, "", "  ")
+	for err == nil && len(data) > maxStoreSize && len(es) > 0 {
+		es = es[1:] // not expected with the cuts above: the oldest go
+		data, err = json.MarshalIndent(es, "", "  ")
+	}
 	if err != nil {
 		return err
 	}
@@ -89,8 +117,11 @@ func (s *Store) save(es []Entry) error {
 	return err
 }
 
-// Record adds an entry.
+// Record adds an entry, its evidence cut to maxEvidence bytes.
 func (s *Store) Record(e Entry) error {
+	if len(e.Evidence) > maxEvidence {
+		e.Evidence = e.Evidence[:maxEvidence] + "…"
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	es, err := s.load()
@@ -146,6 +177,12 @@ func Workload(r *preflight.Report, scope string) string {
 	if scope != "" {
 		w = "scope=" + scope + " " + w
 	}
+	if len(w) > maxWorkloadKey {
+		// The same workload, the same key: a long one is cut and
+		// told apart from others with its start by its digest.
+		sum := sha256.Sum256([]byte(w))
+		w = w[:maxWorkloadKey-72] + " sha256=" + hex.EncodeToString(sum[:])
+	}
 	return w
 }
 
@@ -199,7 +236,7 @@ func Watch(ctx context.Context, store *Store, r *preflight.Report, agent *prefli
 		head := make([]byte, 2048)
 		k, _ := unix.Read(fd, head)
 		unix.Close(fd)
-		e := Entry{Workload: Workload(r, scope), PID: r.PID, Time: time.Now().UTC(), Evidence: name + ": " + firstLines(string(head[:max(k, 0)]), 6)}
+		e := Entry{Workload: Workload(r, scope), Scope: scope, PID: r.PID, Time: time.Now().UTC(), Evidence: name + ": " + firstLines(string(head[:max(k, 0)]), 6)}
 		if agent != nil {
 			e.Agent, e.AgentSHA256 = agent.Path, agent.SHA256
 		}
