@@ -2,7 +2,10 @@ package hotspot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -144,7 +147,13 @@ func (t *JVM) Alive() bool { return t.alive() }
 
 func (t *JVM) alive() bool {
 	st, err := t.proc().Stat()
-	return err == nil && st.StartTime == t.StartTime && st.State != 'Z' && st.State != 'X'
+	if err != nil || st.StartTime != t.StartTime || st.State == 'Z' || st.State == 'X' {
+		return false
+	}
+	// Killed and not yet a zombie, a process has already given up its
+	// root directory (its files are being released): it is exiting.
+	_, err = os.Readlink(t.rootDir())
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // needsExactCredentials reports whether the JVM rejects root and accepts
