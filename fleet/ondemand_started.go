@@ -205,15 +205,8 @@ func (o *onDemand) startAsPlanned(ctx context.Context, pid int, a *answer) (*sta
 // stop stops a started profile and streams it.
 func (o *onDemand) stop(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	a, ok := o.authorize(w, r, began, "stop", OnDemandVerb)
+	a, podUID, ok := o.ofPod(w, r, began, "stop", OnDemandVerb)
 	if !ok {
-		return
-	}
-	a.container = r.URL.Query().Get("container")
-	podUID, status, err := o.podUID(r.Context(), a)
-	if err != nil {
-		a.status, a.result, a.err = status, "not-found", err
-		o.fail(w, r, a, began)
 		return
 	}
 	sp, err := o.takeStarted(a, podUID)
@@ -410,15 +403,8 @@ func (o *onDemand) stopStarted() {
 // containers the node agent profiles continuously.
 func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
-	a, ok := o.authorize(w, r, began, "status", OnDemandReadVerb)
+	a, podUID, ok := o.ofPod(w, r, began, "status", OnDemandReadVerb)
 	if !ok {
-		return
-	}
-	a.container = r.URL.Query().Get("container")
-	podUID, status, err := o.podUID(r.Context(), a)
-	if err != nil {
-		a.status, a.result, a.err = status, "not-found", err
-		o.fail(w, r, a, began)
 		return
 	}
 	o.sweep(r.Context())
@@ -441,6 +427,24 @@ func (o *onDemand) status(w http.ResponseWriter, r *http.Request) {
 	a.status, a.result = http.StatusOK, "ok"
 	o.log(r, a, began, 0)
 	writeJSON(w, a.status, st)
+}
+
+// ofPod authorises a request about a pod's started profiles (its
+// container=, if any) and finds the pod's UID among this node's, or
+// answers why not.
+func (o *onDemand) ofPod(w http.ResponseWriter, r *http.Request, began time.Time, action, verb string) (*answer, string, bool) {
+	a, ok := o.authorize(w, r, began, action, verb)
+	if !ok {
+		return nil, "", false
+	}
+	a.container = r.URL.Query().Get("container")
+	podUID, status, err := o.podUID(r.Context(), a)
+	if err != nil {
+		a.status, a.result, a.err = status, "not-found", err
+		o.fail(w, r, a, began)
+		return nil, "", false
+	}
+	return a, podUID, true
 }
 
 // podUID is the UID of a's pod among this node's, or why not (503 while
