@@ -122,13 +122,9 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 		o.fail(w, r, a, began)
 		return
 	}
-	o.sweep(r.Context())
-	// A profile started in this container before its JVM was replaced
-	// (a restart, a pod made again under its name) holds slots that no
-	// one can stop: discarded first, its slots given back.
-	if _, id, _, err := o.findJVM(r.Context(), a); err == nil {
-		o.discardReplaced(a, id)
-	}
+	// claim sweeps first: a profile started in this container before
+	// its JVM was replaced (a restart, a pod made again under its name)
+	// gives its slots back before this one takes them.
 	pid, id, done, ok := o.claim(w, r, a, began, true)
 	if !ok {
 		return
@@ -289,24 +285,6 @@ func (o *onDemand) sweep(ctx context.Context) {
 		g.sp.done()
 		go o.discard(g.sp, g.why)
 	}
-}
-
-// discardReplaced discards the profile started in a's container when it
-// is of another JVM than id, giving back its slots at once (its JVM is
-// gone: its stop is a formality).
-func (o *onDemand) discardReplaced(a *answer, id jvmID) {
-	key := a.namespace + "/" + a.pod + "/" + a.container
-	o.d.mu.Lock()
-	sp := o.started[key]
-	if sp == nil || sp.jvm == id {
-		o.d.mu.Unlock()
-		return
-	}
-	delete(o.started, key)
-	sp.timer.Stop()
-	o.d.mu.Unlock()
-	sp.done()
-	go o.discard(sp, "its container's JVM was replaced")
 }
 
 // takeStarted removes from the started profiles the one a names (its
