@@ -149,11 +149,11 @@ func TestLiveDaemonTwoPods(t *testing.T) {
 		{"safeattach_sessions_active", nil},
 		{"safeattach_session", []string{"namespace", "shop", "pod", "orders", "container", "app"}},
 	} {
-		if got, ok := metricValue(fams, c.name, c.labels...); got != 1 {
+		if got, ok := testenv.MetricValue(fams, c.name, c.labels...); got != 1 {
 			t.Errorf("%s%v = %v (present %v), want 1", c.name, c.labels, got, ok)
 		}
 	}
-	if got, _ := metricValue(fams, "safeattach_push_duration_seconds", "result", "ok"); got < 3 {
+	if got, _ := testenv.MetricValue(fams, "safeattach_push_duration_seconds", "result", "ok"); got < 3 {
 		t.Errorf("push latency observed %v times, want at least 3", got)
 	}
 	var text strings.Builder
@@ -236,7 +236,7 @@ func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 		{"safeattach_fallbacks_total", []string{"rule", conflicts.RuleAgentDenylisted, "engine", "jfr"}},
 		{"safeattach_attaches_total", []string{"outcome", "ok"}},
 	} {
-		if got, ok := metricValue(fams, c.name, c.labels...); got != 1 {
+		if got, ok := testenv.MetricValue(fams, c.name, c.labels...); got != 1 {
 			t.Errorf("%s%v = %v (present %v), want 1", c.name, c.labels, got, ok)
 		}
 	}
@@ -245,7 +245,7 @@ func TestLiveDaemonFallsBackToFlightRecorder(t *testing.T) {
 			t.Logf("/metrics: %s", line)
 		}
 	}
-	if got, _ := metricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "jfr"); got < 2 {
+	if got, _ := testenv.MetricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "jfr"); got < 2 {
 		t.Errorf("windows by the Flight Recorder counted %v, want at least 2", got)
 	}
 	if err := syscall.Kill(jvm, 0); err != nil {

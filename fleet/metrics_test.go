@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -12,8 +11,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/profiling"
 )
 
@@ -25,47 +24,7 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/metrics: %d", rec.Code)
 	}
-	return parseMetrics(t, rec.Body)
-}
-
-func parseMetrics(t *testing.T, r io.Reader) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of name's sample with the given labels (a
-// counter's, a gauge's, or a histogram's count), and whether there is one.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetHistogram() != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return testenv.ParseMetrics(t, rec.Body)
 }
 
 // metric is the value now of the sample of m named name with the given
@@ -75,7 +34,7 @@ next:
 // an accessor of their own.
 func metric(t testing.TB, m *Metrics, name string, labels ...string) float64 {
 	t.Helper()
-	v, _ := metricValue(gathered(t, m), name, labels...)
+	v, _ := testenv.MetricValue(gathered(t, m), name, labels...)
 	return v
 }
 
@@ -140,7 +99,7 @@ func TestMetricsExposition(t *testing.T) {
 		{"safeattach_sessions_active", nil, 0},
 		{"safeattach_build_info", nil, 1},
 	} {
-		if got, ok := metricValue(fams, c.name, c.labels...); !ok || got != c.want {
+		if got, ok := testenv.MetricValue(fams, c.name, c.labels...); !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
 		}
 	}
@@ -150,7 +109,7 @@ func TestMetricsExposition(t *testing.T) {
 		}
 	}
 	m.sessionEnded(w)
-	if _, ok := metricValue(scrape(t, m.Handler()), "safeattach_session", "pod", "orders-1"); ok {
+	if _, ok := testenv.MetricValue(scrape(t, m.Handler()), "safeattach_session", "pod", "orders-1"); ok {
 		t.Error("an ended session is still exported")
 	}
 	if metric(t, m, "safeattach_attaches_total", "outcome", "ok") != 1 ||

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/safeattach/safeattach/internal/testenv"
 	"github.com/safeattach/safeattach/internal/testenv/kubeapi"
+	"github.com/safeattach/safeattach/kube"
 	"github.com/safeattach/safeattach/kube/podwatch"
 )
 
@@ -169,6 +171,20 @@ func (e *onDemandEnv) events(t *testing.T, ns string) []string {
 		}
 	}
 	return out
+}
+
+// waitPod waits until the node agent's pods include one pred accepts
+// (what names what the test changed, for a failure).
+func (e *onDemandEnv) waitPod(t *testing.T, what string, pred func(kube.Pod) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if pods, _ := e.d.cfg.Pods.Pods(context.Background()); slices.ContainsFunc(pods, pred) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node agent's pod watch never saw %s", what)
+		}
+	}
 }
 
 func (e *onDemandEnv) log() string {
@@ -435,13 +451,19 @@ func TestLiveDelegatingAuthWithoutClientCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
-	authn, _, err := DelegatingAuth(context.Background(), client, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
+	var (
+		logs   bytes.Buffer
+		logsMu sync.Mutex
+	)
+	authn, _, err := DelegatingAuth(context.Background(), client, time.Second, slog.New(slog.NewTextHandler(lockedWriter{&logsMu, &logs}, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "client certificates are not accepted (bearer tokens are)") {
-		t.Errorf("no warning that client certificates are not accepted:\n%s", logs.String())
+	logsMu.Lock()
+	logged := logs.String()
+	logsMu.Unlock()
+	if !strings.Contains(logged, "client certificates are not accepted (bearer tokens are)") {
+		t.Errorf("no warning that client certificates are not accepted:\n%s", logged)
 	}
 	token := api.ServiceAccountToken(t, ns, "caller")
 	req := httptest.NewRequest(http.MethodPost, "/", nil)
@@ -449,24 +471,6 @@ func TestLiveDelegatingAuthWithoutClientCA(t *testing.T) {
 	if resp, ok, err := authn.AuthenticateRequest(req); err != nil || !ok || resp.User.GetName() != "system:serviceaccount:"+ns+":caller" {
 		t.Errorf("a bearer token without the client CA: %v %v %v", resp, ok, err)
 	}
-}
-
-// lockedBuffer is a log written from the authenticator's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestLiveOnDemandUserRate: a user's burst of requests past the per-user

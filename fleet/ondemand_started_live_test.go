@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -321,17 +320,9 @@ func TestLiveOnDemandStartedJVMReplaced(t *testing.T) {
 			wrap, jvm := testenv.StartContainerJVMWorkers(t, "mount -t tmpfs tmpfs /tmp", 1)
 			testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+uid+"/"+id, wrap, jvm)
 			e.api.Running(t, e.a, "orders", "containerd://"+id)
-			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-				pods, _ := e.d.cfg.Pods.Pods(ctx)
-				if slices.ContainsFunc(pods, func(p kube.Pod) bool {
-					return p.UID == uid && p.Phase == "Running" && p.Containers[0].ID == "containerd://"+id
-				}) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the watch never saw the new container")
-				}
-			}
+			e.waitPod(t, "the new container", func(p kube.Pod) bool {
+				return p.UID == uid && p.Phase == "Running" && p.Containers[0].ID == "containerd://"+id
+			})
 			// Any request sweeps a started profile whose JVM is gone
 			// (its pod left the node, or it exited): its slots come back
 			// before its deadline.
@@ -387,15 +378,7 @@ func TestLiveOnDemandForeignContainerID(t *testing.T) {
 	}
 	foreign := podB.Status.ContainerStatuses[0].ContainerID
 	e.api.Running(t, e.a, "orders", foreign) // a's pod now names b's container
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		pods, _ := e.d.cfg.Pods.Pods(ctx)
-		if slices.ContainsFunc(pods, func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == foreign }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the watch never saw the changed status")
-		}
-	}
+	e.waitPod(t, "the changed status", func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == foreign })
 	for _, action := range []string{"inspect", "profile"} {
 		method := map[string]string{"inspect": http.MethodGet, "profile": http.MethodPost}[action]
 		r := call(t, ctx, srv, method, e.a, action, "duration=1s&event=itimer", alice)
@@ -411,15 +394,7 @@ func TestLiveOnDemandForeignContainerID(t *testing.T) {
 	wrap, outside := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
 	testenv.KubeletCgroup(t, "pids", "docker/"+id, wrap, outside)
 	e.api.Running(t, e.a, "orders", "containerd://"+id)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		pods, _ := e.d.cfg.Pods.Pods(ctx)
-		if slices.ContainsFunc(pods, func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == "containerd://"+id }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the watch never saw the changed status")
-		}
-	}
+	e.waitPod(t, "the changed status", func(p kube.Pod) bool { return p.Namespace == e.a && p.Containers[0].ID == "containerd://"+id })
 	if r := call(t, ctx, srv, http.MethodGet, e.a, "inspect", "", alice); r.status != http.StatusNotFound || !strings.Contains(r.body, "a cgroup that names no pod") {
 		t.Errorf("inspect of a/orders naming a container outside Kubernetes: %d, want 404:\n%.1000s", r.status, r.body)
 	}

@@ -21,7 +21,6 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -129,7 +128,7 @@ func TestDaemonSetPodProfilesRealPods(t *testing.T) {
 		{"safeattach_session", []string{"namespace", appNS, "pod", "orders", "container", "app"}, 1},
 		{"safeattach_session", []string{"namespace", appNS, "pod", "billing", "container", "app"}, 1},
 	} {
-		if got, _ := metricValue(fams, c.name, c.labels...); got < c.min {
+		if got, _ := testenv.MetricValue(fams, c.name, c.labels...); got < c.min {
 			t.Errorf("/metrics: %s%v = %v, want at least %v", c.name, c.labels, got, c.min)
 		}
 	}
@@ -157,7 +156,7 @@ func TestDaemonSetPodProfilesRealPods(t *testing.T) {
 	// one, must reach the receiver.
 	time.Sleep(time.Second) // into a window: its partial part is the drain's to push
 	fams = scrapeMetrics(t, daemon)
-	counted, _ := metricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "async-profiler")
+	counted, _ := testenv.MetricValue(fams, "safeattach_profile_windows_total", "result", "ok", "engine", "async-profiler")
 	beforeAll := ingest.count(nil)
 	before := map[string]int{}
 	for _, j := range jvms {
@@ -233,7 +232,7 @@ func TestDaemonSetPodProfilesRealPods(t *testing.T) {
 		}
 	}
 	fams = scrapeMetrics(t, daemon)
-	if got, _ := metricValue(fams, "safeattach_attaches_total", "outcome", "ok"); got != float64(len(jvms)) {
+	if got, _ := testenv.MetricValue(fams, "safeattach_attaches_total", "outcome", "ok"); got != float64(len(jvms)) {
 		t.Errorf("the new node agent's attaches ok = %v, want %d:\n%s\n%s", got, len(jvms), metricsText(fams), logs.String())
 	}
 	step("done")
@@ -606,40 +605,7 @@ func scrapeMetrics(t *testing.T, pod *corev1.Pod) map[string]*dto.MetricFamily {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of name's sample with the given labels (a
-// counter's or a gauge's).
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
+	return testenv.ParseMetrics(t, resp.Body)
 }
 
 // metricsText is the node agent's own families, for a failure message.
