@@ -55,19 +55,27 @@ version_ldflags() {
 	echo "-X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 }
 
+# build_kubernetes BIN MAIN: BIN, once, from k8s.io/kubernetes at $K8S,
+# whose main package is the file MAIN of that module (the API server's,
+# the kubelet's).
+build_kubernetes() {
+	local bin=$1 main=$2 mod
+	if [ -x "$DIR/bin/$bin" ]; then
+		return
+	fi
+	mkdir -p "$DIR/src/$bin"
+	mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	(
+		cd "$DIR/src/$bin"
+		write_kubernetes_gomod "local/$bin" "$mod" > go.mod
+		sed -n '/^package main/,$p' "$mod/$main" > main.go
+		build_one "$bin" "$(version_ldflags)"
+	)
+}
+
 build() {
 	mkdir -p "$DIR/bin"
-	if [ ! -x "$DIR/bin/kube-apiserver" ]; then
-		mkdir -p "$DIR/src/apiserver"
-		local mod
-		mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-		(
-			cd "$DIR/src/apiserver"
-			write_kubernetes_gomod local/apiserver "$mod" > go.mod
-			sed -n '/^package main/,$p' "$mod/cmd/kube-apiserver/apiserver.go" > main.go
-			build_one kube-apiserver "$(version_ldflags)"
-		)
-	fi
+	build_kubernetes kube-apiserver cmd/kube-apiserver/apiserver.go
 	if [ ! -x "$DIR/bin/etcd" ]; then
 		mkdir -p "$DIR/src/etcd"
 		(

@@ -43,17 +43,7 @@ node_wanted() {
 }
 
 node_build() {
-	if [ ! -x "$DIR/bin/kubelet" ]; then
-		mkdir -p "$DIR/src/kubelet"
-		local mod
-		mod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-		(
-			cd "$DIR/src/kubelet"
-			write_kubernetes_gomod local/kubelet "$mod" > go.mod
-			sed -n '/^package main/,$p' "$mod/cmd/kubelet/kubelet.go" > main.go
-			build_one kubelet "$(version_ldflags)"
-		)
-	fi
+	build_kubernetes kubelet cmd/kubelet/kubelet.go
 	if [ ! -x "$DIR/bin/runtime/runc" ]; then
 		mkdir -p "$DIR/src/runtime" "$DIR/bin/runtime"
 		(
