@@ -151,6 +151,12 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 		Engine: sp.ss.Engine(), Event: sp.ss.Event(), Format: sp.ss.Format(), FallbackFrom: sp.FallbackFrom,
 		Since: since, StopsAt: since.Add(a.duration),
 	}
+	// The profile keeps its own copy of the start's request: this
+	// handler goes on writing a's outcome after the profile is
+	// published, and whoever stops or discards it reads it then.
+	origin := *a
+	sp.start = &origin
+	verdict := sp.ss.Result().Verdict
 	key := a.namespace + "/" + a.pod + "/" + a.container
 	o.d.mu.Lock()
 	// One started profile per container: one still there is of the
@@ -171,8 +177,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	a.status, a.result = http.StatusOK, "started"
 	o.log(r, a, began, pid)
 	o.recordEvent(a, fmt.Sprintf("discarded at %s unless stopped", sp.StopsAt.UTC().Format(time.RFC3339)))
-	v := sp.ss.Result().Verdict
-	writeJSON(w, a.status, &OnDemandState{Envelope: attach.NewEnvelope("start", nil), Verdict: &v, Started: []StartedProfile{sp.StartedProfile}})
+	writeJSON(w, a.status, &OnDemandState{Envelope: attach.NewEnvelope("start", nil), Verdict: &verdict, Started: []StartedProfile{sp.StartedProfile}})
 }
 
 // startAsPlanned opens the engine planFor chooses and starts it, with
