@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -494,5 +496,57 @@ func TestLiveOnDemandUserRate(t *testing.T) {
 	}
 	if r := call(t, ctx, srv, http.MethodGet, e.a, "status", "", other); r.status != http.StatusOK {
 		t.Errorf("another user during the flood: %d\n%s", r.status, r.body)
+	}
+}
+
+// TestLiveOnDemandInspectRedacts: what a pod's owners give their JVM
+// alone — a startup agent's options (an APM key from a Secret through
+// JAVA_TOOL_OPTIONS), system properties, the command line — is not in
+// the inspection a caller with only get on profiles receives, though
+// the agent itself is named.
+func TestLiveOnDemandInspectRedacts(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	ctx := context.Background()
+	// The agent must be seen from inside the container, whose /tmp is
+	// its own.
+	dir, err := os.MkdirTemp("/var/cache", "safeattach-redact-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	lib := filepath.Join(dir, "libapm.so")
+	data, err := os.ReadFile(e.lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const agentSecret, propertySecret = "apmkey-5f3a9c", "dbpass-81be20"
+	syscall.Kill(e.jvmA, syscall.SIGKILL) // the container restarts with the Secret in its environment
+	_, id := testenv.PodIDs(t)
+	wrap, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export JAVA_TOOL_OPTIONS='-Ddb.password="+propertySecret+" -agentpath:"+lib+"=api_key="+agentSecret+"'")
+	pod, err := e.api.Client.CoreV1().Pods(e.a).Get(ctx, "orders", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.KubeletCgroup(t, "pids", "kubepods/burstable/pod"+string(pod.UID)+"/"+id, wrap, jvm)
+	e.api.Running(t, e.a, "orders", "containerd://"+id)
+	e.waitPod(t, "the restarted container", func(p kube.Pod) bool {
+		return p.Namespace == e.a && p.Containers[0].ID == "containerd://"+id
+	})
+	reader := e.token(t, e.a, "reader", "get")
+	r := call(t, ctx, srv, http.MethodGet, e.a, "inspect", "", reader)
+	if r.status != http.StatusOK {
+		t.Fatalf("inspect: %d\n%s", r.status, r.body)
+	}
+	for _, secret := range []string{agentSecret, propertySecret} {
+		if strings.Contains(r.body, secret) {
+			t.Errorf("the inspection carries %q:\n%s", secret, r.body)
+		}
+	}
+	if !strings.Contains(r.body, `"-agentpath:`+lib+`=(options left out)"`) {
+		t.Errorf("the inspection does not name the startup agent:\n%s", r.body)
 	}
 }
