@@ -38,8 +38,8 @@ type Result struct {
 	// Healthy is set when the post-attach check got an answer.
 	Healthy bool `json:"healthy"`
 	// Picked is set when the agent given was refused here and another
-	// build the rules allow was loaded instead (DoorRequest.PickAgent):
-	// Agent is then the build picked.
+	// build the rules allow was loaded instead (DoorRequest.PickAgent, or
+	// a later one of DoorRequest.Builds): Agent is then the build picked.
 	Picked *AgentPick `json:"picked_agent,omitempty"`
 }
 

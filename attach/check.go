@@ -43,8 +43,22 @@ type CheckResult struct {
 // rules under opts, and returns the verdict. Nothing is sent to the
 // target. A refusal is not an error here: it is in Verdict.
 func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Options) (*CheckResult, error) {
+	return CheckBuilds(ctx, pid, []string{agentPath}, agentOptions, opts)
+}
+
+// CheckBuilds is Check for the first of several async-profiler builds,
+// in order of preference, that the rules allow for pid (what a door
+// given DoorRequest.Builds would load): pid is inspected once and each
+// build judged against that inspection, moving past a build refused for
+// what it is (RefusedError.ByAgent) and stopping at a refusal of the
+// JVM, which every build would meet. With none allowed, the result is
+// the preferred build's, with the alternatives on this host.
+func CheckBuilds(ctx context.Context, pid int, builds []string, agentOptions string, opts Options) (*CheckResult, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
+	}
+	if len(builds) == 0 {
+		builds = []string{""}
 	}
 	ctx, cancel := opts.withDeadline(ctx, DefaultJcmdTimeout)
 	defer cancel()
@@ -52,17 +66,31 @@ func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Op
 	if err != nil {
 		return nil, err
 	}
-	agent, err := FindAgent(ctx, agentPath)
-	if err != nil {
-		return nil, err
+	var report *preflight.Report
+	var preferred *CheckResult
+	for _, b := range builds {
+		agent, err := FindAgent(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		agent.Options = agentOptions
+		if report == nil {
+			if report, err = preflight.Inspect(ctx, pid, preflight.Options{}); err != nil {
+				return nil, err
+			}
+		}
+		opts.complete(ctx, report, agent, opts.logger())
+		res := &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}
+		if res.Verdict.Allowed {
+			return res, nil
+		}
+		if preferred == nil {
+			preferred = res
+		}
+		if !refusedByAgent(res.Verdict) {
+			break
+		}
 	}
-	agent.Options = agentOptions
-	report, err := preflight.Inspect(ctx, pid, preflight.Options{})
-	if err != nil {
-		return nil, err
-	}
-	opts.complete(ctx, report, agent, opts.logger())
-	res := &CheckResult{Report: report, Agent: agent, Verdict: conflicts.Evaluate(report, agent, policy)}
-	res.Alternatives = alternatives(ctx, report, agent, res.Verdict, policy, agentSources{})
-	return res, nil
+	preferred.Alternatives = alternatives(ctx, report, preferred.Agent, preferred.Verdict, policy, agentSources{})
+	return preferred, nil
 }

@@ -26,7 +26,7 @@ type Door struct {
 	c *call
 	s *session
 	// picked: the agent given was refused and another build loaded
-	// (DoorRequest.PickAgent).
+	// (DoorRequest.Builds, DoorRequest.PickAgent).
 	picked *AgentPick
 }
 
@@ -47,6 +47,14 @@ type DoorRequest struct {
 	// go to it by the name the loader knows it by (dlopen returns the
 	// loaded object and opens no file). Otherwise the door opens as usual.
 	LoadedOnly bool
+	// Builds are async-profiler builds in order of preference (a node
+	// agent's configured ones), for a door given no Lib: it loads the
+	// first the rules allow for the JVM, judging each against one
+	// inspection and moving past a build refused for what it is (its
+	// version, what it imports: RefusedError.ByAgent); a refusal of the
+	// JVM stops there. With none allowed, the preferred build's refusal
+	// is the answer; with a later one loaded, Result.Picked says so.
+	Builds []string
 	// PickAgent: when the rules refuse the agent (Lib, or the installed
 	// one) for what it is and allow another async-profiler build on this
 	// host (a RefusedError's Alternatives), the door loads the first of
@@ -98,7 +106,11 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 		if err := c.readAgent(ctx, lib, req.AgentOptions); err != nil {
 			return nil, err
 		}
-		if err := c.judge(ctx, preflight.Options{}); err != nil {
+		err := c.judge(ctx, preflight.Options{})
+		if err != nil && req.Lib == "" && len(req.Builds) > 1 {
+			picked, err = c.judgeLaterBuilds(ctx, err, req.Builds[1:], req.AgentOptions)
+		}
+		if err != nil {
 			if picked, err = c.nameAlternatives(ctx, err, req.PickAgent, req.sources); err != nil {
 				c.finish(err)
 				return nil, err
@@ -126,6 +138,9 @@ func chooseAgent(pid int, req DoorRequest) (lib, loadedPath, loadedSum string, e
 	}
 	if req.Lib != "" {
 		return req.Lib, "", "", nil
+	}
+	if len(req.Builds) > 0 {
+		return req.Builds[0], "", "", nil
 	}
 	found, searched := findInstalled()
 	if found != "" {

@@ -47,7 +47,8 @@ func (a Alternative) String() string {
 
 // AgentPick records a door that loaded another build than the one it was
 // given (or found installed), because the rules refused that one here
-// and allowed this one (DoorRequest.PickAgent).
+// and allowed this one (DoorRequest.PickAgent, or a later one of
+// DoorRequest.Builds).
 type AgentPick struct {
 	// Refused is the build the rules refused, Rules the rules that
 	// refused it.

@@ -561,7 +561,7 @@ func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
 	logMu.Lock()
 	logged := logs.String()
 	logMu.Unlock()
-	if !strings.Contains(logged, "trying the next in agents") || !strings.Contains(logged, `"msg":"agent chosen from agents"`) || !strings.Contains(logged, `"version":"4.5"`) {
+	if !strings.Contains(logged, "the rules refuse the preferred build of agents for this JVM") || !strings.Contains(logged, `"msg":"agent chosen from agents"`) || !strings.Contains(logged, `"version":"4.5"`) {
 		t.Errorf("the choice is not logged:\n%s", logged)
 	}
 	if maps := testenv.Maps(t, jvm); strings.Contains(maps, "lookalike_affected") || !strings.Contains(maps, "lookalike_fixed") {

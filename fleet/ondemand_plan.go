@@ -10,10 +10,11 @@ import (
 	"github.com/safeattach/safeattach/profiling/flightrec"
 )
 
-// plan is how an on-demand request would profile a JVM: which build of
-// async-profiler, or the fallback engine, and the verdict that chose it.
+// plan is how an on-demand request would profile a JVM: async-profiler
+// (the first of the daemon's builds the rules allow) or the fallback
+// engine, and the verdict that chose it.
 type plan struct {
-	lib    string
+	builds []string
 	engine profiling.Engine
 	// verdict is the chosen engine's; with none allowed, the preferred
 	// build's refusal.
@@ -26,13 +27,14 @@ type plan struct {
 // allowed reports whether anything may profile the JVM.
 func (p *plan) allowed() bool { return p.verdict.Allowed }
 
-// apply makes req load what the plan chose. Where nothing is allowed,
-// the profiling layer judges again as it loads, and its refusal (with
+// apply makes req load what the plan chose: the session judges the
+// builds again as it loads (what it loads is what it judged then).
+// Where nothing is allowed, the profiling layer's refusal (with
 // fallback's, if any) is the answer: what it says is what it found then.
 func (p *plan) apply(req *profiling.SessionRequest, fallback profiling.Engine) {
-	req.Lib, req.Engine = p.lib, p.engine
+	req.Lib, req.Builds, req.Engine = "", p.builds, p.engine
 	if p.engine == profiling.FlightRecorder {
-		req.Lib = ""
+		req.Builds = nil
 	}
 	if !p.allowed() {
 		req.Fallback = fallback
@@ -41,38 +43,25 @@ func (p *plan) apply(req *profiling.SessionRequest, fallback profiling.Engine) {
 
 // planFor judges the JVM pid as the continuous profiling does (sessions'
 // startProfiler), sending it nothing: the daemon's builds in order of
-// preference, moving on only from a refusal of the build itself (its
-// version, what it imports); when none is allowed and fallback names the
-// Flight Recorder, the Flight Recorder if the rules allow it. An error
-// is one of the inspection (the JVM gone, unreadable).
+// preference (attach.CheckBuilds); when none is allowed and fallback
+// names the Flight Recorder, the Flight Recorder if the rules allow it.
+// An error is one of the inspection (the JVM gone, unreadable).
 func (o *onDemand) planFor(ctx context.Context, pid int, namespace, agentOptions string, fallback profiling.Engine) (*plan, error) {
 	opts := o.d.optionsFor(namespace)
 	libs := o.d.agentLibs()
-	var first *attach.CheckResult
-	for _, lib := range libs {
-		res, err := attach.Check(ctx, pid, lib, agentOptions, opts)
-		if err != nil {
-			return nil, err
-		}
-		if res.Verdict.Allowed {
-			return &plan{lib: lib, engine: profiling.AsyncProfiler, verdict: res.Verdict}, nil
-		}
-		if first == nil {
-			first = res
-		}
-		if !(&attach.RefusedError{Verdict: res.Verdict}).ByAgent() {
-			break // the JVM's hazard, which another build would meet too
-		}
+	res, err := attach.CheckBuilds(ctx, pid, libs, agentOptions, opts)
+	if err != nil {
+		return nil, err
 	}
-	p := &plan{lib: libs[0], engine: profiling.AsyncProfiler, verdict: first.Verdict}
-	if fallback != profiling.FlightRecorder {
+	p := &plan{builds: libs, engine: profiling.AsyncProfiler, verdict: res.Verdict}
+	if p.allowed() || fallback != profiling.FlightRecorder {
 		return p, nil
 	}
 	_, v, err := flightrec.Judge(ctx, pid, opts)
 	var refused *attach.RefusedError
 	switch {
 	case err == nil:
-		p.engine, p.verdict, p.fallbackFrom = profiling.FlightRecorder, v, first.Verdict.Causes()
+		p.engine, p.verdict, p.fallbackFrom = profiling.FlightRecorder, v, res.Verdict.Causes()
 	case errors.As(err, &refused):
 		// Neither: the answer names both engines' findings.
 		p.verdict.Findings = append(p.verdict.Findings, newFindings(p.verdict, refused.Verdict)...)

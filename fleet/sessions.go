@@ -220,32 +220,17 @@ func (d *Daemon) agentLibs() []string {
 
 // startAsyncProfiler starts async-profiler with the first build of
 // Config.Agents the rules allow for the JVM (or Config.Lib); when none
-// is allowed, the preferred build's refusal is the answer.
+// is allowed, the preferred build's refusal is the answer
+// (profiling.SessionRequest.Builds).
 func (d *Daemon) startAsyncProfiler(ctx context.Context, pid int, req profiling.SessionRequest, log *slog.Logger) (profiling.Profiler, error) {
-	libs := d.agentLibs()
-	var (
-		ss    profiling.Profiler
-		err   error
-		first error
-	)
-	for i, lib := range libs {
-		req.Lib = lib
-		ss, err = startEngine(ctx, pid, req)
-		var refused *attach.RefusedError
-		if err == nil || !errors.As(err, &refused) || !refused.ByAgent() {
-			break
-		}
-		if first == nil {
-			first = err
-		}
-		if i+1 < len(libs) {
-			log.Info("agent refused by the rules for this JVM; trying the next in agents", "pid", pid, "agent", lib, "rules", refused.Verdict.Causes(), "next", libs[i+1])
-		} else {
-			err = first // none allowed: the preferred build's refusal
-		}
-	}
+	req.Lib, req.Builds = "", d.agentLibs()
+	ss, err := startEngine(ctx, pid, req)
 	if err == nil && len(d.cfg.Agents) > 0 {
-		used := ss.Result().Agent
+		res := ss.Result()
+		if p := res.Picked; p != nil {
+			log.Info("the rules refuse the preferred build of agents for this JVM: a later one is used", "pid", pid, "refused", p.Refused.Path, "rules", p.Rules)
+		}
+		used := res.Agent
 		log.Info("agent chosen from agents", "pid", pid, "agent", used.Path, "version", used.Version)
 		d.cfg.Metrics.build(configured(d.cfg.Agents, used))
 	}

@@ -30,6 +30,13 @@ type SessionRequest struct {
 	// async-profiler*/ under /opt, /usr/local, /usr/lib, /usr/share or the
 	// home directory), else the one the JVM maps.
 	Lib string
+	// Builds are async-profiler builds in order of preference, for a
+	// request with no Lib: the session loads the first the rules allow
+	// for the JVM, moving past one refused for what it is (its version,
+	// what it imports) and stopping at a refusal of the JVM; with none
+	// allowed, the preferred build's refusal is the error
+	// (attach.DoorRequest.Builds).
+	Builds []string
 	// PickAgent: when the rules refuse Lib (or the installed build) for
 	// what it is and allow another async-profiler build on this host,
 	// the session loads the first such build instead, logs it, and its

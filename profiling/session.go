@@ -116,7 +116,7 @@ func openSession(ctx context.Context, pid int, req SessionRequest, op string) (*
 		// event the JVM cannot open is then no reason to refuse).
 		judged += ",fdtransfer"
 	}
-	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, PickAgent: req.PickAgent, AgentOptions: judged, LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
+	d, err := attach.OpenDoor(ctx, pid, attach.DoorRequest{Lib: req.Lib, Builds: req.Builds, PickAgent: req.PickAgent, AgentOptions: judged, LoadedOnly: req.LoadedOnly, Operation: op, Options: req.Options})
 	if err != nil {
 		return nil, err
 	}
