@@ -550,3 +550,51 @@ func TestLiveOnDemandInspectRedacts(t *testing.T) {
 		t.Errorf("the inspection does not name the startup agent:\n%s", r.body)
 	}
 }
+
+// TestLiveOnDemandOIDCUser: a developer who logs in to the cluster with
+// OpenID Connect (the API server's JWT authenticator trusts the issuer)
+// and whose group is bound to profiles in namespace a profiles a's pod
+// with the ID token kubectl holds: the node agent learns who it is from
+// the API server's TokenReview, as for any token, and the pod's Event
+// names the OIDC user. The same user is 403 in namespace b, and an ID
+// token of the same issuer for another client (audience) is 401.
+func TestLiveOnDemandOIDCUser(t *testing.T) {
+	e := newOnDemandEnv(t, nil)
+	srv := e.serve(t, OnDemandConfig{})
+	ctx := context.Background()
+	team, sub := kubeapi.Name("team"), kubeapi.Name("dev")
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "profilers"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{OnDemandGroup}, Resources: []string{OnDemandResource}, Verbs: []string{"create", "get"}}}}
+	if _, err := e.api.Client.RbacV1().Roles(e.a).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "profilers"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "profilers"},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "oidc:" + team}}}
+	if _, err := e.api.Client.RbacV1().RoleBindings(e.a).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	token := e.api.OIDCUser(t, sub, team)
+	r := post(t, ctx, srv, e.a, "duration=1s&format=collapsed&event=itimer", token)
+	if r.status != http.StatusOK || !strings.Contains(r.body, "[itimer]") {
+		t.Fatalf("profile with an ID token: %d\n%.2000s\nlog:\n%s", r.status, r.body, e.log())
+	}
+	var notes []string
+	for deadline := time.Now().Add(10 * time.Second); len(notes) == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		notes = e.events(t, e.a)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "Profiled: profiled on demand by oidc:"+sub+": ") {
+		t.Errorf("the events of the profiled pod: %q", notes)
+	}
+	r = post(t, ctx, srv, e.b, "duration=1s&event=itimer", token)
+	if want := `user "oidc:` + sub + `" cannot create profiles.safeattach.io "orders" in namespace "` + e.b + `"`; r.status != http.StatusForbidden || r.result["error"] != want {
+		t.Errorf("the OIDC user in namespace b: %d, want 403 with %s:\n%s", r.status, want, r.body)
+	}
+	if agentMapped(t, e.jvmB, e.lib) {
+		t.Errorf("b's JVM maps the agent after a forbidden request:\n%s", testenv.Maps(t, e.jvmB))
+	}
+	other := e.api.OIDCToken(t, sub, []string{team}, "another-client")
+	if r := post(t, ctx, srv, e.a, "duration=1s&event=itimer", other); r.status != http.StatusUnauthorized {
+		t.Errorf("an ID token for another client: %d, want 401:\n%.1000s", r.status, r.body)
+	}
+}

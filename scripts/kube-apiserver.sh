@@ -24,6 +24,7 @@ action=${1:-}
 DIR=${2:-/var/tmp/kube-apiserver}
 DIR=$(realpath -m "$DIR")
 RUN=$DIR/run
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # How long etcd and the API server may take to answer (a loaded 2-core
 # machine takes 5-20 s), and to exit once told to.
 READY_SECONDS=${KUBE_APISERVER_READY_SECONDS:-180}
@@ -154,10 +155,11 @@ wait_ready() {
 # start_once: one attempt on fresh ports; on failure what it started is
 # stopped again.
 start_once() {
-	local taken="" client peer secure token kubelet_port="" bind=127.0.0.1
+	local taken="" client peer secure oidc token kubelet_port="" bind=127.0.0.1
 	free_port client
 	free_port peer
 	free_port secure
+	free_port oidc
 	node_clean
 	rm -rf "$RUN"
 	mkdir -p "$RUN/pki" "$RUN/certs"
@@ -170,6 +172,33 @@ start_once() {
 	# its key (internal/testenv/kubeapi).
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=client-ca \
 		-keyout "$RUN/pki/client-ca.key" -out "$RUN/pki/client-ca.crt" 2> /dev/null
+	# OIDC users: an issuer of our own on loopback (its discovery and key
+	# set; internal/testenv/kubeapi/oidcissuer) that the API server's JWT
+	# authenticator trusts; tests sign ID tokens with its key
+	# (kubeapi.OIDCToken). Users are oidc:<sub>, groups oidc:<group>.
+	openssl genrsa -out "$RUN/pki/oidc.key" 2048 2> /dev/null
+	openssl rsa -in "$RUN/pki/oidc.key" -pubout -out "$RUN/pki/oidc.pub" 2> /dev/null
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=oidc-issuer -addext subjectAltName=IP:127.0.0.1 \
+		-keyout "$RUN/pki/oidc-serving.key" -out "$RUN/pki/oidc-serving.crt" 2> /dev/null
+	(cd "$REPO" && go build -o "$RUN/oidc-issuer" ./internal/testenv/kubeapi/oidcissuer)
+	echo "https://127.0.0.1:$oidc" > "$RUN/oidc-issuer-url"
+	"$RUN/oidc-issuer" -listen "127.0.0.1:$oidc" -issuer "https://127.0.0.1:$oidc" -tls-cert "$RUN/pki/oidc-serving.crt" \
+		-tls-key "$RUN/pki/oidc-serving.key" -signing-public-key "$RUN/pki/oidc.pub" < /dev/null > "$RUN/oidc-issuer.log" 2>&1 &
+	echo $! > "$RUN/oidc-issuer.pid"
+	wait_ready oidc-issuer "https://127.0.0.1:$oidc/.well-known/openid-configuration" --cacert "$RUN/pki/oidc-serving.crt" || { stop; return 1; }
+	cat > "$RUN/authentication.yaml" << AUTHN
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+  - issuer:
+      url: https://127.0.0.1:$oidc
+      audiences: [safeattach-oidc]
+      certificateAuthority: |
+$(sed 's/^/        /' "$RUN/pki/oidc-serving.crt")
+    claimMappings:
+      username: {claim: sub, prefix: "oidc:"}
+      groups: {claim: groups, prefix: "oidc:"}
+AUTHN
 	# The API server's own record of the reviews a node agent asks for
 	# (who asked to do what, and the answer): tests read it to show the
 	# authorisation decisions from the API server's side.
@@ -205,7 +234,7 @@ POLICY
 		--advertise-address=127.0.0.1 --secure-port="$secure" --cert-dir="$RUN/certs" \
 		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$RUN/pki/sa.pub" \
 		--service-account-signing-key-file="$RUN/pki/sa.key" --authorization-mode=Node,RBAC \
-		--token-auth-file="$RUN/pki/tokens.csv" --client-ca-file="$RUN/pki/client-ca.crt" --service-cluster-ip-range=10.0.0.0/24 \
+		--token-auth-file="$RUN/pki/tokens.csv" --authentication-config="$RUN/authentication.yaml" --client-ca-file="$RUN/pki/client-ca.crt" --service-cluster-ip-range=10.0.0.0/24 \
 		--audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" --audit-log-maxsize=64 --audit-log-maxbackup=1 \
 		--endpoint-reconciler-type=none "${NODE_APISERVER_FLAGS[@]}" < /dev/null > "$RUN/apiserver.log" 2>&1 &
 	echo $! > "$RUN/apiserver.pid"
@@ -254,6 +283,7 @@ stop() {
 	node_stop
 	stop_proc apiserver
 	stop_proc etcd
+	stop_proc oidc-issuer
 }
 
 # run DIR CMD...: the server lives exactly as long as CMD (an interrupt or
