@@ -70,6 +70,9 @@ type call struct {
 	// loaded is the path of the copy the JVM already maps, when the call
 	// talks only to it (SessionRequest.LoadedOnly).
 	loaded string
+	// passedOver are the builds refused before the one judged now
+	// (DoorRequest.Builds, PickAgent), for the audit record.
+	passedOver []string
 }
 
 func newCall(op string, pid int, opts Options) *call {
@@ -77,13 +80,16 @@ func newCall(op string, pid int, opts Options) *call {
 }
 
 // readAgent reads the agent once: the description is judged and the
-// bytes are what will be delivered.
-func (c *call) readAgent(ctx context.Context, path, options string) error {
+// bytes are what will be delivered. A build of a list (oneOfBuilds)
+// that is not there is described for the rules to refuse, as Check
+// describes it, and the next build judged; a single agent that is not
+// there is the caller's error.
+func (c *call) readAgent(ctx context.Context, path, options string, oneOfBuilds bool) error {
 	a, content, err := preflight.ReadAgent(ctx, installLibrary(path))
 	if err != nil {
 		return c.deadlineError(ctx, "reading the agent", err)
 	}
-	if !a.Exists {
+	if !a.Exists && !oneOfBuilds {
 		// A mistyped path is the caller's error, not a refusal of the
 		// target: nothing to judge.
 		return fmt.Errorf("%w: agent %s: no such file", ErrInvalidOptions, a.Path)
@@ -213,6 +219,7 @@ func (c *call) finish(err error) {
 	if c.agent != nil {
 		rec.Agent, rec.AgentSHA256, rec.AgentOptions = c.agent.Path, c.agent.SHA256, c.agent.Options
 	}
+	rec.PassedOver = c.passedOver
 	rec.Verdict = "allowed"
 	for _, f := range c.verdict.Findings {
 		if f.Severity != conflicts.Info {
@@ -397,7 +404,7 @@ func Load(ctx context.Context, pid int, agentPath, agentOptions string, opts Opt
 	ctx, cancel := opts.withDeadline(ctx, DefaultLoadTimeout)
 	defer cancel()
 	c.deadline, _ = ctx.Deadline()
-	if err := c.readAgent(ctx, agentPath, agentOptions); err != nil {
+	if err := c.readAgent(ctx, agentPath, agentOptions, false); err != nil {
 		return nil, err
 	}
 	if err := c.judge(ctx, preflight.Options{}); err != nil {

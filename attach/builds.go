@@ -3,6 +3,7 @@ package attach
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/safeattach/safeattach/conflicts"
 )
@@ -11,11 +12,16 @@ import (
 // judging each later build of builds, in order, against the same
 // inspection of the JVM, and keeps the first the rules allow: its bytes,
 // as read here, are what the door delivers. A build refused for what it
-// is passes to the next; a refusal of the JVM, which every build would
-// meet, stops the search. With none allowed, the call is left as the
-// preferred build's judgement and its refusal returned; an error reading
-// a build is returned as it is. The pick says which build was refused,
-// by which rules, and which is loaded instead.
+// is (or not there) passes to the next; a refusal of the JVM, which
+// every build would meet, stops the search. With none allowed, or an
+// error reading a build, the call is left as the preferred build's
+// judgement, and its refusal (or the error) returned. The pick says
+// which build was refused, by which rules, and which is loaded instead.
+//
+// The JVM is not inspected again for each build: what a later build is
+// judged against is what the preferred one was, moments before, and the
+// door then checks that the JVM is the one inspected before it sends
+// anything (as for any single build).
 func (c *call) judgeLaterBuilds(ctx context.Context, refusal error, builds []string, options string) (*AgentPick, error) {
 	var refused *RefusedError
 	if !errors.As(refusal, &refused) || !refused.ByAgent() {
@@ -27,10 +33,13 @@ func (c *call) judgeLaterBuilds(ctx context.Context, refusal error, builds []str
 	}
 	pick := &AgentPick{Refused: AlternativeOf(c.agent, ""), Rules: refused.Verdict.Causes()}
 	agent, content, verdict := c.agent, c.content, c.verdict
+	restore := func() { c.agent, c.content, c.verdict, c.passedOver = agent, content, verdict, nil }
 	for _, b := range builds {
 		c.log.Info("safeattach: the rules refuse this build for the JVM; judging the next of the builds given", "pid", c.pid,
 			"refused", c.agent.Path, "version", c.agent.Version, "rules", c.verdict.Causes(), "next", b)
-		if err := c.readAgent(ctx, b, options); err != nil {
+		c.passedOver = append(c.passedOver, passedOver(c.agent.Path, c.verdict.Causes()))
+		if err := c.readAgent(ctx, b, options, true); err != nil {
+			restore()
 			return nil, err
 		}
 		c.opts.complete(ctx, c.report, c.agent, c.log)
@@ -44,6 +53,13 @@ func (c *call) judgeLaterBuilds(ctx context.Context, refusal error, builds []str
 			break
 		}
 	}
-	c.agent, c.content, c.verdict = agent, content, verdict
+	c.log.Info("safeattach: the rules refuse every build given for the JVM; the preferred build's refusal is the answer", "pid", c.pid,
+		"builds", len(builds)+1, "last", c.agent.Path, "last_rules", c.verdict.Causes())
+	restore()
 	return nil, refusal
+}
+
+// passedOver is a build refused here, for the audit record.
+func passedOver(path string, rules []string) string {
+	return path + " (" + strings.Join(rules, ", ") + ")"
 }

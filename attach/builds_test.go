@@ -3,7 +3,10 @@ package attach
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,10 +65,55 @@ func TestLiveBuilds(t *testing.T) {
 		if err != nil || res.Verdict.Allowed || res.Agent.Path != affected {
 			t.Fatalf("CheckBuilds: %v, allowed %v for %s; want the preferred build's refusal", err, res != nil && res.Verdict.Allowed, agentPath(res))
 		}
+		var audit []AuditRecord
+		deny.Audit = func(r AuditRecord) { audit = append(audit, r) } // OpenDoor's own goroutine
 		_, err = OpenDoor(ctx, p.PID, DoorRequest{Builds: []string{affected, fixed}, Options: deny})
 		refusedBy(t, err, "tcmalloc-heap-profiler")
+		if len(audit) != 1 || audit[0].Agent != affected || audit[0].Verdict != "refused" || len(audit[0].PassedOver) != 0 {
+			t.Errorf("audit: %+v\nwant the preferred build's refusal", audit)
+		}
 		requireNothingSent(t, p)
 		requireNotMapped(t, p.PID, sha256File(t, affected), sha256File(t, fixed))
+	})
+	t.Run("missing-build-passed-over", func(t *testing.T) {
+		t.Parallel()
+		p := testenv.StartHeapProfiledJVM(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		missing := filepath.Join(t.TempDir(), "libasyncProfiler.so")
+		builds := []string{missing, affected, fixed}
+		res, err := CheckBuilds(ctx, p.PID, builds, "", opts)
+		if err != nil || !res.Verdict.Allowed || res.Agent.Path != fixed {
+			t.Fatalf("CheckBuilds: %v for %s; want the third build allowed", err, agentPath(res))
+		}
+		var mu sync.Mutex
+		var audit []AuditRecord
+		audited := opts
+		audited.Audit = func(r AuditRecord) { mu.Lock(); audit = append(audit, r); mu.Unlock() }
+		d, err := OpenDoor(ctx, p.PID, DoorRequest{Builds: builds, Options: audited})
+		if err != nil {
+			t.Fatalf("OpenDoor: %v", err)
+		}
+		d.Finish(nil)
+		d.Close()
+		if r := d.Result(); r.Agent.Path != fixed || r.Picked == nil || r.Picked.Refused.Path != missing || !slices.Contains(r.Picked.Rules, "agent-untrusted") {
+			t.Errorf("result: agent %s, picked %+v; want the third build, the missing one refused by agent-untrusted", r.Agent.Path, r.Picked)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{missing + " (agent-untrusted)", affected + " (tcmalloc-heap-profiler)"}
+		if len(audit) != 1 || audit[0].Agent != fixed || !slices.Equal(audit[0].PassedOver, want) {
+			t.Errorf("audit: %+v\nwant agent %s passed over %q", audit, fixed, want)
+		}
+	})
+	t.Run("empty-build", func(t *testing.T) {
+		t.Parallel()
+		if _, err := OpenDoor(context.Background(), os.Getpid(), DoorRequest{Builds: []string{fixed, ""}}); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("OpenDoor with an empty build: %v", err)
+		}
+		if _, err := CheckBuilds(context.Background(), os.Getpid(), []string{""}, "", Options{}); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("CheckBuilds with an empty build: %v", err)
+		}
 	})
 	t.Run("refused-for-the-jvm", func(t *testing.T) {
 		t.Parallel()

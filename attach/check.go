@@ -2,6 +2,8 @@ package attach
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/safeattach/safeattach/conflicts"
@@ -43,7 +45,11 @@ type CheckResult struct {
 // rules under opts, and returns the verdict. Nothing is sent to the
 // target. A refusal is not an error here: it is in Verdict.
 func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Options) (*CheckResult, error) {
-	return CheckBuilds(ctx, pid, []string{agentPath}, agentOptions, opts)
+	var builds []string
+	if agentPath != "" {
+		builds = []string{agentPath}
+	}
+	return CheckBuilds(ctx, pid, builds, agentOptions, opts)
 }
 
 // CheckBuilds is Check for the first of several async-profiler builds,
@@ -52,10 +58,14 @@ func Check(ctx context.Context, pid int, agentPath, agentOptions string, opts Op
 // build judged against that inspection, moving past a build refused for
 // what it is (RefusedError.ByAgent) and stopping at a refusal of the
 // JVM, which every build would meet. With none allowed, the result is
-// the preferred build's, with the alternatives on this host.
+// the preferred build's, with the alternatives on this host. No builds
+// is the installed one (FindAgent); none may be empty.
 func CheckBuilds(ctx context.Context, pid int, builds []string, agentOptions string, opts Options) (*CheckResult, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
+	}
+	if slices.Contains(builds, "") {
+		return nil, fmt.Errorf("%w: an empty path among the builds", ErrInvalidOptions)
 	}
 	if len(builds) == 0 {
 		builds = []string{""}

@@ -3,8 +3,10 @@ package attach
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,7 +55,9 @@ type DoorRequest struct {
 	// inspection and moving past a build refused for what it is (its
 	// version, what it imports: RefusedError.ByAgent); a refusal of the
 	// JVM stops there. With none allowed, the preferred build's refusal
-	// is the answer; with a later one loaded, Result.Picked says so.
+	// is the answer; with a later one loaded, Result.Picked says so. A
+	// build that is not there is refused as Check refuses it, and passed
+	// over. Each names a library or an install's home (none empty).
 	Builds []string
 	// PickAgent: when the rules refuse the agent (Lib, or the installed
 	// one) for what it is and allow another async-profiler build on this
@@ -79,6 +83,9 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 	if err := req.Options.validate(); err != nil {
 		return nil, err
 	}
+	if slices.Contains(req.Builds, "") {
+		return nil, fmt.Errorf("%w: an empty path among the builds", ErrInvalidOptions)
+	}
 	op := req.Operation
 	if op == "" {
 		op = "session"
@@ -103,11 +110,13 @@ func OpenDoor(ctx context.Context, pid int, req DoorRequest) (*Door, error) {
 			Evidence: []string{"already loaded by the JVM (the loader returns it by this name; nothing new is loaded)"}}
 		c.loaded = loadedPath
 	} else {
-		if err := c.readAgent(ctx, lib, req.AgentOptions); err != nil {
+		ofBuilds := req.Lib == "" && len(req.Builds) > 0
+		if err := c.readAgent(ctx, lib, req.AgentOptions, ofBuilds); err != nil {
+			c.finish(err)
 			return nil, err
 		}
 		err := c.judge(ctx, preflight.Options{})
-		if err != nil && req.Lib == "" && len(req.Builds) > 1 {
+		if err != nil && ofBuilds && len(req.Builds) > 1 {
 			picked, err = c.judgeLaterBuilds(ctx, err, req.Builds[1:], req.AgentOptions)
 		}
 		if err != nil {

@@ -142,11 +142,14 @@ type AuditRecord struct {
 	Agent        string    `json:"agent,omitempty"`
 	AgentSHA256  string    `json:"agent_sha256,omitempty"`
 	AgentOptions string    `json:"agent_options,omitempty"`
-	Verdict      string    `json:"verdict"` // allowed, allowed-with-warnings, refused, none
-	Allowed      bool      `json:"allowed"`
-	Rules        []string  `json:"rules,omitempty"` // IDs of block and warn findings
-	Acks         []string  `json:"acks,omitempty"`
-	Outcome      Outcome   `json:"outcome"`
-	Error        string    `json:"error,omitempty"`
-	DurationMS   int64     `json:"duration_ms"`
+	// PassedOver are the builds the rules refused here before Agent, as
+	// "path (rule, ...)" (DoorRequest.Builds, PickAgent).
+	PassedOver []string `json:"passed_over,omitempty"`
+	Verdict    string   `json:"verdict"` // allowed, allowed-with-warnings, refused, none
+	Allowed    bool     `json:"allowed"`
+	Rules      []string `json:"rules,omitempty"` // IDs of block and warn findings
+	Acks       []string `json:"acks,omitempty"`
+	Outcome    Outcome  `json:"outcome"`
+	Error      string   `json:"error,omitempty"`
+	DurationMS int64    `json:"duration_ms"`
 }

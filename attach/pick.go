@@ -302,7 +302,7 @@ func (c *call) nameAlternatives(ctx context.Context, err error, pick bool, src a
 	p := &AgentPick{Refused: AlternativeOf(c.agent, ""), Rules: refused.Verdict.Causes(), Picked: alt}
 	c.log.Warn("safeattach: the agent is refused here; loading another build the rules allow (PickAgent)", "pid", c.pid,
 		"refused", c.agent.Path, "refused_version", c.agent.Version, "rules", p.Rules, "picked", alt.Path, "picked_version", alt.Version)
-	if err := c.readAgent(ctx, alt.Path, c.agent.Options); err != nil {
+	if err := c.readAgent(ctx, alt.Path, c.agent.Options, false); err != nil {
 		return nil, err
 	}
 	// Judged again from the start, with the bytes just read: those are
@@ -311,5 +311,6 @@ func (c *call) nameAlternatives(ctx context.Context, err error, pick bool, src a
 		return nil, err
 	}
 	p.Picked = AlternativeOf(c.agent, alt.Found)
+	c.passedOver = append(c.passedOver, passedOver(p.Refused.Path, p.Rules))
 	return p, nil
 }

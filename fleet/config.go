@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/safeattach/safeattach/profiling"
@@ -102,6 +103,9 @@ func New(cfg Config) (*Daemon, error) {
 	case "jfr", "collapsed":
 	default:
 		return nil, fmt.Errorf("fleet: format %q: want jfr or collapsed", cfg.Format)
+	}
+	if slices.Contains(cfg.Agents, "") {
+		return nil, errors.New("fleet: agents: an empty path")
 	}
 	switch cfg.Fallback {
 	case "", profiling.FlightRecorder:

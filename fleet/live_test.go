@@ -568,3 +568,42 @@ func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
 		t.Errorf("the JVM's maps:\n%s", maps)
 	}
 }
+
+// TestLiveDaemonInstalledBuild: a node agent given no build (neither
+// agent nor agents) profiles with the installed async-profiler
+// ($ASYNC_PROFILER_HOME here), judged and delivered as any build is.
+// Not parallel: it sets ASYNC_PROFILER_HOME.
+func TestLiveDaemonInstalledBuild(t *testing.T) {
+	home, installed := testenv.AgentHome(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike))
+	t.Setenv("ASYNC_PROFILER_HOME", home)
+	pod, id := testenv.PodIDs(t)
+	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": id})
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Format: "collapsed", Window: time.Second,
+		Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.StopAll)
+	m := d.Metrics()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if err := d.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if metric(t, m, "safeattach_attaches_total", "outcome", "ok")+metric(t, m, "safeattach_attaches_total", "outcome", "refused") > 0 {
+			break
+		}
+	}
+	if metric(t, m, "safeattach_attaches_total", "outcome", "ok") != 1 || metric(t, m, "safeattach_sessions_active") != 1 {
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("want the JVM profiled with the installed build (%s); metrics:\n%s\nlog:\n%s", installed, ownMetrics(t, m), logs.String())
+	}
+	if maps := testenv.Maps(t, jvm); !strings.Contains(maps, "lookalike_fixed") && !strings.Contains(maps, "libasyncProfiler") {
+		t.Errorf("the JVM does not map the installed build:\n%s", maps)
+	}
+}

@@ -210,12 +210,15 @@ func (d *Daemon) optionsFor(namespace string) attach.Options {
 }
 
 // agentLibs are the async-profiler builds to try, preferred first:
-// Config.Agents, or Config.Lib alone.
+// Config.Agents, or Config.Lib alone; none is the installed one.
 func (d *Daemon) agentLibs() []string {
-	if len(d.cfg.Agents) > 0 {
+	switch {
+	case len(d.cfg.Agents) > 0:
 		return d.cfg.Agents
+	case d.cfg.Lib != "":
+		return []string{d.cfg.Lib}
 	}
-	return []string{d.cfg.Lib}
+	return nil
 }
 
 // startAsyncProfiler starts async-profiler with the first build of
