@@ -3,6 +3,8 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -522,6 +524,53 @@ func TestLiveDaemonHungAgentCostsItsDeadline(t *testing.T) {
 	}
 }
 
+// judgedPod is a container JVM of a pod in a pods file (setup runs
+// before it, as the container's entrypoint would), a daemon of cfg
+// watching that file, and what it logged; the daemon has synced until
+// it judged the JVM.
+type judgedPod struct {
+	jvm  int
+	d    *Daemon
+	m    *Metrics
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (j *judgedPod) log() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.logs.String()
+}
+
+func startJudgedPod(t *testing.T, setup string, cfg Config) *judgedPod {
+	t.Helper()
+	pod, id := testenv.PodIDs(t)
+	wrapper, jvm := testenv.StartContainerJVM(t, setup)
+	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
+	podsFile := filepath.Join(t.TempDir(), "pods.json")
+	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": id})
+	j := &judgedPod{jvm: jvm}
+	cfg.Node, cfg.Pods, cfg.Format, cfg.Window = "node-1", kube.FilePods{Path: podsFile}, "collapsed", time.Second
+	cfg.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&j.mu, &j.logs}, nil))
+	var err error
+	if j.d, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(j.d.StopAll)
+	j.m = j.d.Metrics()
+	// Synced until the JVM was judged: a sync may come before the
+	// container's JVM is there to find.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if err := j.d.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if metric(t, j.m, "safeattach_attaches_total", "outcome", "ok")+metric(t, j.m, "safeattach_attaches_total", "outcome", "refused") > 0 {
+			break
+		}
+	}
+	return j
+}
+
 // TestLiveDaemonAgentsPicksTheAllowedBuild: with agents [affected,
 // fixed], a JVM under tcmalloc's heap profiler refuses the first (its
 // version) and is profiled with the second; which build was used is
@@ -530,41 +579,17 @@ func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
 	t.Parallel()
 	tc := testenv.Library(t, "libtcmalloc.so.4")
 	affected, fixed := testenv.BuildAgent(t, testenv.AgentAffectedLookalike), testenv.BuildAgent(t, testenv.AgentFixedLookalike)
-	pod, id := testenv.PodIDs(t)
-	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap")
-	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
-	podsFile := filepath.Join(t.TempDir(), "pods.json")
-	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": id})
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Agents: []string{affected, fixed}, Format: "collapsed", Window: time.Second,
-		Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.StopAll)
-	m := d.Metrics()
-	// Synced until the JVM was judged: a sync may come before the
-	// container's JVM is there to find.
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-		if err := d.Sync(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if metric(t, m, "safeattach_attaches_total", "outcome", "ok")+metric(t, m, "safeattach_attaches_total", "outcome", "refused") > 0 {
-			break
-		}
-	}
+	j := startJudgedPod(t, "mount -t tmpfs tmpfs /tmp && export LD_PRELOAD="+tc+" HEAPPROFILE=/tmp/heap", Config{Agents: []string{affected, fixed}})
+	m := j.m
 	if metric(t, m, "safeattach_agent_builds_total", "agent", fixed) != 1 || metric(t, m, "safeattach_sessions_active") != 1 ||
 		metric(t, m, "safeattach_attaches_total", "outcome", "ok") != 1 {
 		t.Fatalf("want the JVM profiled with the second build; metrics:\n%s", ownMetrics(t, m))
 	}
-	logMu.Lock()
-	logged := logs.String()
-	logMu.Unlock()
+	logged := j.log()
 	if !strings.Contains(logged, "the rules refuse the preferred build of agents for this JVM") || !strings.Contains(logged, `"msg":"agent chosen from agents"`) || !strings.Contains(logged, `"version":"4.5"`) {
 		t.Errorf("the choice is not logged:\n%s", logged)
 	}
-	if maps := testenv.Maps(t, jvm); strings.Contains(maps, "lookalike_affected") || !strings.Contains(maps, "lookalike_fixed") {
+	if maps := testenv.Maps(t, j.jvm); strings.Contains(maps, "lookalike_affected") || !strings.Contains(maps, "lookalike_fixed") {
 		t.Errorf("the JVM's maps:\n%s", maps)
 	}
 }
@@ -574,36 +599,20 @@ func TestLiveDaemonAgentsPicksTheAllowedBuild(t *testing.T) {
 // ($ASYNC_PROFILER_HOME here), judged and delivered as any build is.
 // Not parallel: it sets ASYNC_PROFILER_HOME.
 func TestLiveDaemonInstalledBuild(t *testing.T) {
-	home, installed := testenv.AgentHome(t, testenv.BuildAgent(t, testenv.AgentFixedLookalike))
+	fixed := testenv.BuildAgent(t, testenv.AgentFixedLookalike)
+	home, installed := testenv.AgentHome(t, fixed)
 	t.Setenv("ASYNC_PROFILER_HOME", home)
-	pod, id := testenv.PodIDs(t)
-	wrapper, jvm := testenv.StartContainerJVM(t, "mount -t tmpfs tmpfs /tmp")
-	testenv.KubeletCgroup(t, "pids", "kubepods/besteffort/pod"+pod+"/"+id, wrapper, jvm)
-	podsFile := filepath.Join(t.TempDir(), "pods.json")
-	writePods(t, podsFile, map[string]string{"name": "billing", "uid": pod, "id": id})
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	d, err := New(Config{Node: "node-1", Pods: kube.FilePods{Path: podsFile}, Format: "collapsed", Window: time.Second,
-		Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, nil))})
+	data, err := os.ReadFile(fixed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(d.StopAll)
-	m := d.Metrics()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-		if err := d.Sync(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if metric(t, m, "safeattach_attaches_total", "outcome", "ok")+metric(t, m, "safeattach_attaches_total", "outcome", "refused") > 0 {
-			break
-		}
+	sum := sha256.Sum256(data)
+	j := startJudgedPod(t, "mount -t tmpfs tmpfs /tmp", Config{})
+	if metric(t, j.m, "safeattach_attaches_total", "outcome", "ok") != 1 || metric(t, j.m, "safeattach_sessions_active") != 1 {
+		t.Fatalf("want the JVM profiled with the installed build (%s); metrics:\n%s\nlog:\n%s", installed, ownMetrics(t, j.m), j.log())
 	}
-	if metric(t, m, "safeattach_attaches_total", "outcome", "ok") != 1 || metric(t, m, "safeattach_sessions_active") != 1 {
-		logMu.Lock()
-		defer logMu.Unlock()
-		t.Fatalf("want the JVM profiled with the installed build (%s); metrics:\n%s\nlog:\n%s", installed, ownMetrics(t, m), logs.String())
-	}
-	if maps := testenv.Maps(t, jvm); !strings.Contains(maps, "lookalike_fixed") && !strings.Contains(maps, "libasyncProfiler") {
+	// Its copy in the container, named by its hash.
+	if maps := testenv.Maps(t, j.jvm); !strings.Contains(maps, hex.EncodeToString(sum[:])+"/libasyncProfiler.so") {
 		t.Errorf("the JVM does not map the installed build:\n%s", maps)
 	}
 }
