@@ -119,8 +119,17 @@ func TestPluginPortForward(t *testing.T) {
 	if code != 0 || err != nil || !bytes.Contains(html, []byte("<html")) {
 		t.Fatalf("kubectl safeattach profile orders: exit %d, %v\n%s\n%.300s", code, err, errOut, html)
 	}
-	t.Logf("kubectl safeattach profile -d 1s through the port-forward: %v, %d bytes", took.Round(time.Millisecond), len(html))
+	// The first profile of the pod's JVM, started seconds ago, waits
+	// until it is 10 s old (the image has no name for its uid, so the JVM
+	// writes no hsperfdata to say it has initialised: docs/attach-protocol.md).
+	t.Logf("kubectl safeattach profile -d 1s through the port-forward, the JVM's first: %v, %d bytes", took.Round(time.Millisecond), len(html))
+	if _, errOut, code, took := kubectl("profile", "orders", "-e", "itimer", "-d", "1s", "-o", "flamegraph", "-f", flame); code != 0 {
+		t.Fatalf("kubectl safeattach profile orders, again: exit %d\n%s", code, errOut)
+	} else {
+		t.Logf("kubectl safeattach profile -d 1s through the port-forward, the next: %v", took.Round(time.Millisecond))
+	}
 	// The same profile by the CLI on the node, for comparison.
+	testenv.BuildCLI(t) // built before the clock starts
 	began := time.Now()
 	if _, errOut, code := cli(t, n, "profile", "--agent", testenv.ProfilerOrLookalike(t), "-e", "itimer", "-d", "1", "-o", "flamegraph", "-f", filepath.Join(t.TempDir(), "f.html"), "pod:"+a+"/orders"); code != 0 {
 		t.Fatalf("the CLI on the node: exit %d\n%s", code, errOut)
