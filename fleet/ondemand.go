@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -176,6 +177,13 @@ type onDemand struct {
 	// discarded are the started profiles discarded at their deadline,
 	// oldest first; guarded by d.mu.
 	discarded []discarded
+	// stopping is set, under d.mu, when the node agent stops: no profile
+	// is started or taken out of started after it but by stopStarted.
+	stopping bool
+	// discards are the discards running (a deadline, a sweep, a JVM
+	// replaced), which stopStarted waits for; each is added under d.mu
+	// while not stopping.
+	discards sync.WaitGroup
 }
 
 // OnDemandHandler serves the on-demand profiling API, under
@@ -886,11 +894,13 @@ func (o *onDemand) recordEvent(a *answer, extra string) {
 		o.d.cfg.Logger.Warn("on-demand: event not recorded: the namespace's Events come faster than one a second", "namespace", a.namespace, "pod", a.pod, "reason", reason)
 		return
 	}
+	// The goroutine outlives the request: it reads only its own copies.
+	namespace, pod := a.namespace, a.pod
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := o.cfg.Events.EventsV1().Events(a.namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-			o.d.cfg.Logger.Warn("on-demand: event not recorded", "namespace", a.namespace, "pod", a.pod, "err", logText(err))
+		if _, err := o.cfg.Events.EventsV1().Events(namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			o.d.cfg.Logger.Warn("on-demand: event not recorded", "namespace", namespace, "pod", pod, "err", logText(err))
 		}
 	}()
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -158,7 +159,16 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	sp.start = &origin
 	verdict := sp.ss.Result().Verdict
 	key := a.namespace + "/" + a.pod + "/" + a.container
+	expired := "not stopped within " + a.duration.String()
 	o.d.mu.Lock()
+	if o.stopping {
+		// Started as the node agent stopped: no one could stop it after.
+		o.d.mu.Unlock()
+		o.discard(sp, "its node agent stopped")
+		a.status, a.result, a.err = http.StatusServiceUnavailable, "cancelled", errors.New("the node agent is stopping: the profile was stopped and discarded")
+		o.fail(w, r, a, began)
+		return
+	}
 	// One started profile per container: one still there is of the
 	// container's JVM before this one (a restart, or a pod recreated
 	// under the same name), which no one can stop any more. Whoever
@@ -167,12 +177,16 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 	if replaced != nil {
 		delete(o.started, key)
 		replaced.timer.Stop()
+		o.discards.Add(1)
 	}
 	o.started[key] = sp
-	sp.timer = time.AfterFunc(a.duration, func() { o.expire(key, sp, "not stopped within "+a.duration.String()) })
+	sp.timer = time.AfterFunc(sp.StopsAt.Sub(since), func() { o.expire(key, sp, expired) })
 	o.d.mu.Unlock()
 	if replaced != nil {
-		go o.discard(replaced, "its container's JVM was replaced")
+		go func() {
+			defer o.discards.Done()
+			o.discard(replaced, "its container's JVM was replaced")
+		}()
 	}
 	a.status, a.result = http.StatusOK, "started"
 	o.log(r, a, began, pid)
@@ -271,6 +285,10 @@ func (o *onDemand) sweep(ctx context.Context) {
 	}
 	var swept []gone
 	o.d.mu.Lock()
+	if o.stopping {
+		o.d.mu.Unlock()
+		return // stopStarted discards them all
+	}
 	for key, sp := range o.started {
 		why := ""
 		switch {
@@ -284,11 +302,15 @@ func (o *onDemand) sweep(ctx context.Context) {
 		delete(o.started, key)
 		sp.timer.Stop()
 		swept = append(swept, gone{sp, why})
+		o.discards.Add(1)
 	}
 	o.d.mu.Unlock()
 	for _, g := range swept {
 		g.sp.done()
-		go o.discard(g.sp, g.why)
+		go func() {
+			defer o.discards.Done()
+			o.discard(g.sp, g.why)
+		}()
 	}
 }
 
@@ -335,12 +357,14 @@ func inContainer(c string) string {
 // that no one could stop after: why says which), and discards it.
 func (o *onDemand) expire(key string, sp *startedProfile, why string) {
 	o.d.mu.Lock()
-	if o.started[key] != sp {
+	if o.started[key] != sp || o.stopping {
 		o.d.mu.Unlock()
-		return // taken meanwhile: its taker stops it
+		return // taken meanwhile (its taker stops it), or stopStarted stops it
 	}
 	delete(o.started, key)
+	o.discards.Add(1)
 	o.d.mu.Unlock()
+	defer o.discards.Done()
 	o.discard(sp, why)
 }
 
@@ -369,17 +393,23 @@ func (o *onDemand) discard(sp *startedProfile, why string) {
 
 // stopStarted stops every started profile and discards them: the node
 // agent is going away, and no one could stop them after.
+// A start that comes after discards its own profile; a discard already
+// running (a deadline, a sweep) is waited for, so that no profiler is
+// left in a target when the node agent exits.
 func (o *onDemand) stopStarted() {
 	o.d.mu.Lock()
+	o.stopping = true
 	var all []*startedProfile
-	var keys []string
 	for key, sp := range o.started {
-		all, keys = append(all, sp), append(keys, key)
+		delete(o.started, key)
+		sp.timer.Stop()
+		all = append(all, sp)
 	}
 	o.d.mu.Unlock()
-	for i, sp := range all {
-		o.expire(keys[i], sp, "its node agent stopped")
+	for _, sp := range all {
+		o.discard(sp, "its node agent stopped")
 	}
+	o.discards.Wait()
 }
 
 // status answers what runs on demand in the pod, and which of its

@@ -172,11 +172,14 @@ func all(prefixes, notes []string) bool {
 
 // TestLiveOnDemandStartedStopsWithTheAgent: a node agent stopping its
 // profilers (its pod deleted) stops the profiles started on demand too:
-// no one could stop them after.
+// no one could stop them after. A start that comes as it stops (the
+// handler still serving) stops and discards its own profile, and says
+// so with 503.
 func TestLiveOnDemandStartedStopsWithTheAgent(t *testing.T) {
 	e := newOnDemandEnv(t, nil)
 	srv := e.serve(t, OnDemandConfig{})
 	alice := e.token(t, e.a, "alice", "create")
+	bob := e.token(t, e.b, "bob", "create")
 	if r := call(t, context.Background(), srv, http.MethodPost, e.a, "start", "event=itimer&duration=5m", alice); r.status != http.StatusOK {
 		t.Fatalf("start: %d\n%s", r.status, r.body)
 	}
@@ -184,8 +187,21 @@ func TestLiveOnDemandStartedStopsWithTheAgent(t *testing.T) {
 	if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 0 {
 		t.Errorf("profiles running after StopAll: %v", got)
 	}
-	if log := e.log(); !strings.Contains(log, `"msg":"on-demand profile stopped and discarded"`) || !strings.Contains(log, `"why":"its node agent stopped"`) || strings.Contains(log, `"err"`) {
-		t.Errorf("the started profile's stop is not logged, or failed:\n%s", log)
+	r := call(t, context.Background(), srv, http.MethodPost, e.b, "start", "event=itimer&duration=5m", bob)
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "the node agent is stopping") {
+		t.Errorf("a start after StopAll: %d, want 503:\n%s", r.status, r.body)
+	}
+	if got := metric(t, e.metrics, "safeattach_ondemand_profiles_running"); got != 0 {
+		t.Errorf("profiles running after a start as the agent stopped: %v", got)
+	}
+	log, stopped := e.log(), 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"msg":"on-demand profile stopped and discarded"`) && strings.Contains(line, `"why":"its node agent stopped"`) && !strings.Contains(line, `"err"`) {
+			stopped++
+		}
+	}
+	if stopped != 2 {
+		t.Errorf("want both profiles stopped and discarded without an error, %d were:\n%s", stopped, log)
 	}
 }
 

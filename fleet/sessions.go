@@ -320,10 +320,10 @@ func (d *Daemon) keepProfiling(w wanted, id jvmID, ss profiling.Profiler, window
 	// Not the sync's context: a session outlives the sync that started it.
 	sctx, cancel := context.WithCancel(context.Background())
 	p := &profiled{jvm: id, cancel: cancel, done: make(chan struct{})}
+	d.wg.Add(1) // before the session can be seen: StopAll waits for what it sees
 	d.mu.Lock()
 	d.sessions[w.key()] = p
 	d.mu.Unlock()
-	d.wg.Add(1)
 	d.cfg.Metrics.sessionStarted(w)
 	go func() {
 		defer d.wg.Done()
