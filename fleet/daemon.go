@@ -108,7 +108,9 @@ func (d *Daemon) Drain(ctx context.Context) error {
 	return d.cfg.Pusher.Drain(ctx)
 }
 
-// StopAll stops every profiler and waits for their last windows.
+// StopAll stops every profiler and waits for their last windows. It
+// ends on-demand profiling for good: the profiles started on demand are
+// stopped and discarded, and a start after it is answered 503.
 func (d *Daemon) StopAll() {
 	d.mu.Lock()
 	for key, s := range d.sessions {
