@@ -271,12 +271,15 @@ type answer struct {
 	fallbackAsked string
 	fallback      profiling.Engine
 	engine        profiling.Engine
-	action        string // profile, check, start, stop, status, inspect
-	status        int
-	result        string
-	bytes         int64
-	err           error
-	podUID        string // once the pod is found
+	// agentOptions are what async-profiler is started with, as the
+	// rules judge them (readTarget).
+	agentOptions string
+	action       string // profile, check, start, stop, status, inspect
+	status       int
+	result       string
+	bytes        int64
+	err          error
+	podUID       string // once the pod is found
 }
 
 type userKey struct{}
@@ -421,13 +424,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	a.event, a.container, a.fallbackAsked = q.Get("event"), q.Get("container"), q.Get("fallback")
-	if a.event == "" {
-		a.event = "cpu"
-	}
-	agentOptions, err := o.agentOptions(a)
-	if err != nil {
+	if err := o.readTarget(r.URL.Query(), a); err != nil {
 		a.status, a.result, a.err = http.StatusBadRequest, "bad-request", err
 		o.fail(w, r, a, began)
 		return
@@ -439,7 +436,7 @@ func (o *onDemand) check(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	p, err := o.planFor(r.Context(), pid, a.namespace, agentOptions, a.fallback)
+	p, err := o.planFor(r.Context(), pid, a)
 	out := profiling.NewJSONResult("check", pid, began, nil, err)
 	if err != nil {
 		a.err = err
@@ -479,10 +476,23 @@ func (o *onDemand) agentOptions(a *answer) (string, error) {
 	return "start," + opts, nil
 }
 
+// readTarget reads what every request that may profile names — the
+// container, the event (default cpu), the fallback — and turns the
+// event into the agent's options, checking both.
+func (o *onDemand) readTarget(q url.Values, a *answer) error {
+	a.event, a.container, a.fallbackAsked = q.Get("event"), q.Get("container"), q.Get("fallback")
+	if a.event == "" {
+		a.event = "cpu"
+	}
+	var err error
+	a.agentOptions, err = o.agentOptions(a)
+	return err
+}
+
 // options checks a profile's or a start's query against the bounds,
 // filling in defaults.
 func (o *onDemand) options(q url.Values, a *answer, duration time.Duration) error {
-	a.format, a.event, a.container, a.fallbackAsked = q.Get("format"), q.Get("event"), q.Get("container"), q.Get("fallback")
+	a.format = q.Get("format")
 	a.duration = duration
 	if d := q.Get("duration"); d != "" {
 		v, err := time.ParseDuration(d)
@@ -497,11 +507,7 @@ func (o *onDemand) options(q url.Values, a *answer, duration time.Duration) erro
 	if !slices.Contains([]string{"collapsed", "pprof", "jfr", "flamegraph"}, a.format) {
 		return fmt.Errorf("format %q: want collapsed, pprof, jfr or flamegraph", a.format)
 	}
-	if a.event == "" {
-		a.event = "cpu"
-	}
-	_, err := o.agentOptions(a)
-	return err
+	return o.readTarget(q, a)
 }
 
 // acquire takes a slot of the node's, one of the user's and one of the
@@ -669,8 +675,7 @@ func (o *onDemand) sessionRequest(a *answer, opts attach.Options) profiling.Sess
 // of everything is the profiling layer's own (judged again as it loads:
 // what it says is what it found then).
 func (o *onDemand) profileAsPlanned(ctx context.Context, pid int, req profiling.ProfileRequest, a *answer, out *lazyWriter) (*profiling.ProfileResult, error) {
-	agentOptions, _ := o.agentOptions(a)
-	p, err := o.planFor(ctx, pid, a.namespace, agentOptions, a.fallback)
+	p, err := o.planFor(ctx, pid, a)
 	if err != nil {
 		return nil, err
 	}

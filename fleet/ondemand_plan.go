@@ -43,18 +43,18 @@ func (p *plan) apply(req *profiling.SessionRequest, fallback profiling.Engine) {
 
 // planFor judges the JVM pid as the continuous profiling does (sessions'
 // startProfiler), sending it nothing: the daemon's builds in order of
-// preference (attach.CheckBuilds); when none is allowed and fallback
+// preference (attach.CheckBuilds); when none is allowed and a.fallback
 // names the Flight Recorder, the Flight Recorder if the rules allow it.
 // An error is one of the inspection (the JVM gone, unreadable).
-func (o *onDemand) planFor(ctx context.Context, pid int, namespace, agentOptions string, fallback profiling.Engine) (*plan, error) {
-	opts := o.d.optionsFor(namespace)
+func (o *onDemand) planFor(ctx context.Context, pid int, a *answer) (*plan, error) {
+	opts := o.d.optionsFor(a.namespace)
 	libs := o.d.agentLibs()
-	res, err := attach.CheckBuilds(ctx, pid, libs, agentOptions, opts)
+	res, err := attach.CheckBuilds(ctx, pid, libs, a.agentOptions, opts)
 	if err != nil {
 		return nil, err
 	}
 	p := &plan{builds: libs, engine: profiling.AsyncProfiler, verdict: res.Verdict}
-	if p.allowed() || fallback != profiling.FlightRecorder {
+	if p.allowed() || a.fallback != profiling.FlightRecorder {
 		return p, nil
 	}
 	_, v, err := flightrec.Judge(ctx, pid, opts)

@@ -199,8 +199,7 @@ func (o *onDemand) start(w http.ResponseWriter, r *http.Request) {
 // duration) past the node agent's, so that a node agent gone before it
 // stops the profile does not leave it running.
 func (o *onDemand) startAsPlanned(ctx context.Context, pid int, a *answer) (*startedProfile, error) {
-	agentOptions, _ := o.agentOptions(a)
-	p, err := o.planFor(ctx, pid, a.namespace, agentOptions, a.fallback)
+	p, err := o.planFor(ctx, pid, a)
 	if err != nil {
 		return nil, err
 	}
