@@ -100,6 +100,13 @@ func TestLiveRefusals(t *testing.T) {
 		if OutcomeOf(err) != OutcomeInvalid || !strings.Contains(err.Error(), "nope.so: no such file") {
 			t.Fatalf("a missing agent: %v", err)
 		}
+		// A door (what a profiling session opens) says so in its audit too.
+		var audit []AuditRecord
+		_, err = OpenDoor(context.Background(), p.PID, DoorRequest{Lib: filepath.Join(p.Dir, "nope.so"),
+			Options: Options{Audit: func(r AuditRecord) { audit = append(audit, r) }}})
+		if OutcomeOf(err) != OutcomeInvalid || len(audit) != 1 || audit[0].Outcome != OutcomeInvalid || audit[0].Verdict != "none" {
+			t.Errorf("a door to a missing agent: %v, audit %+v", err, audit)
+		}
 		requireNothingSent(t, p)
 	})
 	t.Run("no-Agent_OnAttach", func(t *testing.T) {
